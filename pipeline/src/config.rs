@@ -1,0 +1,721 @@
+//! The pipeline file: one TOML document with a `[pipeline]` table and one `[stages.<id>]`
+//! table per stage. Loading it collects *every* problem (syntax, unknown keys, unknown kinds,
+//! bad params, dangling inputs, cycles, kind mismatches) with its file:line:column before
+//! anything runs; `--set key=value` overrides are applied first and validated the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{KeyPath, Problem, Problems, Seg, SourceMap};
+use crate::stage::{
+    Arity, BoundInputs, DeviceChoice, DynStage, InputRef, OutputPort, ParsedParams, Registry,
+};
+
+/// The file as written (before stage params are interpreted).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Settings of the whole pipeline.
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    /// The stages, keyed by id (letters, digits, `_` and `-`).
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageDecl>,
+}
+
+/// The `[pipeline]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Name of the pipeline; names the default run directory. Default: the file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free text for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Pipeline seed; each stage derives its own seed from it and its id (unless pinned).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Compute device for stages that use one: `cpu` (default), `cuda` or `auto`.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// Most stages run at once; 0 = one per CPU core.
+    #[serde(default)]
+    pub jobs: usize,
+    /// Run directory. Default: `data/runs/<name>` under the current directory.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            name: None,
+            description: None,
+            seed: default_seed(),
+            device: DeviceChoice::Cpu,
+            jobs: 0,
+            run_dir: None,
+        }
+    }
+}
+
+/// One `[stages.<id>]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageDecl {
+    /// The stage kind (`mmflow kinds` lists them).
+    pub kind: String,
+    /// Input slots: `slot = "<stage>.<output>"` or a list of such references.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, toml::Value>,
+    /// The kind's parameters (see its documentation); omitted ones take their defaults.
+    #[serde(default)]
+    pub params: toml::Table,
+    /// Pins this stage's seed instead of deriving it from the pipeline seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Free text for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A validated pipeline, stages in topological order.
+pub struct Pipeline {
+    /// Pipeline name.
+    pub name: String,
+    /// The config file it was loaded from.
+    pub file: PathBuf,
+    /// Pipeline seed.
+    pub seed: u64,
+    /// Requested device.
+    pub device: DeviceChoice,
+    /// Most stages run at once (resolved: never 0).
+    pub jobs: usize,
+    /// Run directory.
+    pub run_dir: PathBuf,
+    /// Stages in a topological order (ties broken by id).
+    pub stages: Vec<PlannedStage>,
+    /// The document after `--set` overrides, as it will be saved beside the outputs.
+    pub resolved: toml::Table,
+}
+
+/// A stage after validation.
+#[derive(Clone)]
+pub struct PlannedStage {
+    /// Its id.
+    pub id: String,
+    /// Its kind.
+    pub stage: Arc<dyn DynStage>,
+    /// Its parsed params.
+    pub params: ParsedParams,
+    /// Its seed.
+    pub seed: u64,
+    /// The references bound to each input slot.
+    pub inputs: BoundInputs,
+    /// Its outputs.
+    pub outputs: Vec<OutputPort>,
+    /// Source files it reads from outside the run directory.
+    pub external_files: Vec<PathBuf>,
+    /// Whether the device is part of its fingerprint.
+    pub uses_device: bool,
+    /// Stages it reads from.
+    pub upstream: BTreeSet<String>,
+}
+
+impl Pipeline {
+    /// A stage by id.
+    pub fn stage(&self, id: &str) -> Option<&PlannedStage> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+}
+
+/// Loads and validates a pipeline file with `--set` overrides (`a.b.c=value`).
+pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pipeline, Problems> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            location: crate::problem::Location::WholeFile(path.to_path_buf()),
+            key: KeyPath::default(),
+            message: format!("cannot read the pipeline file: {e}"),
+        }])
+    })?;
+    let doc = match toml_edit::Document::parse(text.clone()) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let map = SourceMap::new(path, text, None);
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().to_string();
+            return Err(Problems(vec![
+                map.problem_at_span(span, format!("invalid TOML: {message}"))
+            ]));
+        }
+    };
+    let mut table: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            let map = SourceMap::new(path, text, None);
+            let span = e.span().unwrap_or(0..0);
+            return Err(Problems(vec![
+                map.problem_at_span(span, format!("invalid TOML: {}", e.message()))
+            ]));
+        }
+    };
+    let mut map = SourceMap::new(path, text, Some(doc));
+    let mut problems = Vec::new();
+    for arg in overrides {
+        if let Err(message) = apply_override(&mut table, arg, &mut map) {
+            problems.push(Problem {
+                location: crate::problem::Location::Override(arg.clone()),
+                key: KeyPath::default(),
+                message,
+            });
+        }
+    }
+    let resolved = table.clone();
+    let file: Option<PipelineFile> = deserialize_collecting(
+        toml::Value::Table(table),
+        &KeyPath::default(),
+        &mut |key, message, unknown_key| {
+            problems.push(if unknown_key {
+                map.problem(key, message)
+            } else {
+                map.value_problem(key, message)
+            })
+        },
+    );
+    let pipeline =
+        file.and_then(|file| validate(path, file, resolved, registry, &map, &mut problems));
+    match pipeline {
+        Some(p) if problems.is_empty() => Ok(p),
+        _ => {
+            problems.sort();
+            problems.dedup();
+            Err(Problems(problems))
+        }
+    }
+}
+
+/// Applies one `a.b.c=value` override. The value is read as a TOML value when it parses as
+/// one (`3`, `0.5`, `true`, `"x"`, `[1, 2]`, `{ a = 1 }`), else taken as a plain string.
+fn apply_override(table: &mut toml::Table, arg: &str, map: &mut SourceMap) -> Result<(), String> {
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| "expected `path.to.key=value`".to_string())?;
+    let keys: Vec<&str> = key.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(format!("`{key}` is not a dotted key path"));
+    }
+    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let (last, parents) = keys.split_last().expect("split on a non-empty key");
+    let mut cursor = table;
+    let mut walked = Vec::new();
+    for k in parents {
+        walked.push(*k);
+        let entry = cursor
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("cannot set `{key}`: `{}` is not a table", walked.join(".")))?;
+    }
+    cursor.insert(last.to_string(), value);
+    map.add_override(KeyPath::keys(keys.iter().copied()), arg.to_string());
+    Ok(())
+}
+
+/// Deserialises `value` into `T`, reporting *every* problem rather than the first: after each
+/// error the offending key is removed (so its default applies) and deserialisation retried.
+pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
+    mut value: toml::Value,
+    base: &KeyPath,
+    report: &mut dyn FnMut(KeyPath, String, bool),
+) -> Option<T> {
+    for _ in 0..256 {
+        let result: Result<T, serde_path_to_error::Error<toml::de::Error>> =
+            serde_path_to_error::deserialize(value.clone());
+        let error = match result {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let mut path = KeyPath(
+            error
+                .path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        Some(Seg::Key(variant.clone()))
+                    }
+                    serde_path_to_error::Segment::Unknown => None,
+                })
+                .collect(),
+        );
+        let message = error.inner().message().trim().to_string();
+        if let Some(field) = quoted_after(&message, "unknown field `") {
+            if path.0.last() != Some(&Seg::Key(field.clone())) {
+                path.0.push(Seg::Key(field));
+            }
+        }
+        let unknown_key = message.starts_with("unknown field");
+        let message = if unknown_key {
+            message.replacen("unknown field", "unknown key", 1)
+        } else {
+            message
+        };
+        report(base.join(&path), message, unknown_key);
+        if !remove_at(&mut value, &path.0) {
+            return None;
+        }
+    }
+    None
+}
+
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next().map(str::to_string)
+}
+
+fn remove_at(value: &mut toml::Value, path: &[Seg]) -> bool {
+    match path {
+        [] => false,
+        [Seg::Key(k)] => value.as_table_mut().is_some_and(|t| t.remove(k).is_some()),
+        [Seg::Index(i)] => match value.as_array_mut() {
+            Some(a) if *i < a.len() => {
+                a.remove(*i);
+                true
+            }
+            _ => false,
+        },
+        [Seg::Key(k), rest @ ..] => value
+            .as_table_mut()
+            .and_then(|t| t.get_mut(k))
+            .is_some_and(|v| remove_at(v, rest)),
+        [Seg::Index(i), rest @ ..] => value
+            .as_array_mut()
+            .and_then(|a| a.get_mut(*i))
+            .is_some_and(|v| remove_at(v, rest)),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// "did you mean" for a misspelt name.
+pub(crate) fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let best = candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(wrong, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, c)) => format!(" (did you mean `{c}`?)"),
+        None => String::new(),
+    }
+}
+
+/// The key path of the `i`-th reference of an input slot (the slot itself when it holds a
+/// single reference rather than a list).
+fn ref_path(file: &PipelineFile, stage: &str, slot: &str, i: usize) -> KeyPath {
+    let at = KeyPath::keys(["stages", stage, "inputs", slot]);
+    let is_list = file
+        .stages
+        .get(stage)
+        .and_then(|d| d.inputs.get(slot))
+        .is_some_and(|v| v.is_array());
+    if is_list {
+        at.index(i)
+    } else {
+        at
+    }
+}
+
+struct Draft {
+    id: String,
+    stage: Arc<dyn DynStage>,
+    params: ParsedParams,
+    seed: u64,
+    inputs: BoundInputs,
+    upstream: BTreeSet<String>,
+}
+
+fn validate(
+    path: &Path,
+    file: PipelineFile,
+    resolved: toml::Table,
+    registry: &Registry,
+    map: &SourceMap,
+    problems: &mut Vec<Problem>,
+) -> Option<Pipeline> {
+    let name = file.pipeline.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into())
+    });
+    if !valid_id(&name) {
+        problems.push(map.problem(
+            KeyPath::keys(["pipeline", "name"]),
+            format!("`{name}` is not a valid name (letters, digits, `_`, `-`)"),
+        ));
+    }
+    if file.stages.is_empty() {
+        problems.push(map.problem(KeyPath::keys(["stages"]), "the pipeline has no stages"));
+    }
+
+    // 1. Each stage on its own: id, kind, params, input references' syntax.
+    let mut drafts: BTreeMap<String, Draft> = BTreeMap::new();
+    for (id, decl) in &file.stages {
+        let at = KeyPath::keys(["stages", id.as_str()]);
+        if !valid_id(id) {
+            problems.push(map.problem(
+                at.clone(),
+                "stage ids may only hold letters, digits, `_` and `-`",
+            ));
+            continue;
+        }
+        let Some(stage) = registry.get(&decl.kind) else {
+            let known: Vec<&str> = registry.kinds().map(|k| k.kind()).collect();
+            problems.push(map.value_problem(
+                at.key("kind"),
+                format!(
+                    "unknown stage kind `{}`{}; known kinds: {}",
+                    decl.kind,
+                    suggest(&decl.kind, known.iter().copied()),
+                    known.join(", ")
+                ),
+            ));
+            continue;
+        };
+        let (params, list) = stage.parse_params(toml::Value::Table(decl.params.clone()));
+        for p in list {
+            problems.push(p.locate(map, &at.key("params")));
+        }
+        let Some(params) = params else { continue };
+        let slots = stage.inputs(&params);
+        let mut inputs = BoundInputs::new();
+        for (slot_name, value) in &decl.inputs {
+            let slot_at = at.key("inputs").key(slot_name.as_str());
+            let Some(slot) = slots.iter().find(|s| s.name == slot_name) else {
+                let names: Vec<&str> = slots.iter().map(|s| s.name).collect();
+                problems.push(map.problem(
+                    slot_at,
+                    format!(
+                        "stage kind `{}` has no input `{slot_name}`{}; its inputs: {}",
+                        decl.kind,
+                        suggest(slot_name, names.iter().copied()),
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ));
+                continue;
+            };
+            let refs: Vec<(KeyPath, &toml::Value)> = match value {
+                toml::Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (slot_at.index(i), v))
+                    .collect(),
+                other => vec![(slot_at.clone(), other)],
+            };
+            if slot.arity != Arity::Many && refs.len() > 1 {
+                problems
+                    .push(map.value_problem(slot_at.clone(), "takes a single table, not a list"));
+                continue;
+            }
+            if slot.arity == Arity::Many && refs.is_empty() {
+                problems.push(map.value_problem(slot_at.clone(), "takes at least one table"));
+                continue;
+            }
+            let mut parsed = Vec::new();
+            for (ref_at, v) in refs {
+                match v.as_str().and_then(|s| s.split_once('.')) {
+                    Some((stage_id, output)) if !stage_id.is_empty() && !output.is_empty() => {
+                        parsed.push(InputRef {
+                            stage: stage_id.to_string(),
+                            output: output.to_string(),
+                        })
+                    }
+                    _ => problems.push(map.value_problem(
+                        ref_at,
+                        format!("expected a reference \"<stage>.<output>\", found {v}"),
+                    )),
+                }
+            }
+            inputs.insert(slot_name.clone(), parsed);
+        }
+        for slot in &slots {
+            if matches!(slot.arity, Arity::One | Arity::Many)
+                && !decl.inputs.contains_key(slot.name)
+            {
+                problems.push(map.problem(
+                    at.key("inputs"),
+                    format!(
+                        "input `{}` is required ({} `{}` table{})",
+                        slot.name,
+                        if slot.arity == Arity::Many {
+                            "one or more"
+                        } else {
+                            "a"
+                        },
+                        slot.kind.name,
+                        if slot.arity == Arity::Many { "s" } else { "" }
+                    ),
+                ));
+            }
+        }
+        let seed = decl
+            .seed
+            .unwrap_or_else(|| derive_seed(file.pipeline.seed, id));
+        drafts.insert(
+            id.clone(),
+            Draft {
+                id: id.clone(),
+                stage,
+                params,
+                seed,
+                inputs,
+                upstream: BTreeSet::new(),
+            },
+        );
+    }
+
+    // 2. Edges: references must name a declared stage.
+    for draft in drafts.values_mut() {
+        for (slot, refs) in &draft.inputs {
+            for (i, r) in refs.iter().enumerate() {
+                if file.stages.contains_key(&r.stage) {
+                    draft.upstream.insert(r.stage.clone());
+                } else {
+                    problems.push(map.value_problem(
+                        ref_path(&file, &draft.id, slot, i),
+                        format!(
+                            "no stage `{}`{}",
+                            r.stage,
+                            suggest(&r.stage, file.stages.keys().map(String::as_str))
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    // 3. Topological order; stages on a cycle are reported.
+    let order = topological_order(&drafts, map, problems);
+
+    // 4. In that order, each stage's outputs, and each reference checked against them.
+    let mut outputs: BTreeMap<String, Vec<OutputPort>> = BTreeMap::new();
+    let mut stages = Vec::new();
+    for id in order {
+        let draft = &drafts[&id];
+        let at = KeyPath::keys(["stages", id.as_str()]);
+        let slots = draft.stage.inputs(&draft.params);
+        let mut refs_ok = true;
+        for (slot_name, refs) in &draft.inputs {
+            let slot = slots
+                .iter()
+                .find(|s| s.name == slot_name)
+                .expect("checked in step 1");
+            for (i, r) in refs.iter().enumerate() {
+                let Some(ports) = outputs.get(&r.stage) else {
+                    refs_ok = false; // upstream invalid: already reported
+                    continue;
+                };
+                match ports.iter().find(|p| p.name == r.output) {
+                    None => {
+                        refs_ok = false;
+                        let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
+                        problems.push(map.value_problem(
+                            ref_path(&file, &id, slot_name, i),
+                            format!(
+                                "stage `{}` has no output `{}`{}; its outputs: {}",
+                                r.stage,
+                                r.output,
+                                suggest(&r.output, names.iter().copied()),
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                    Some(port) if port.kind != slot.kind => {
+                        refs_ok = false;
+                        problems.push(map.value_problem(
+                            ref_path(&file, &id, slot_name, i),
+                            format!(
+                                "input `{slot_name}` takes `{}` tables, but `{r}` is a `{}` table",
+                                slot.kind.name, port.kind.name
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if !refs_ok {
+            continue;
+        }
+        match draft.stage.outputs(&draft.params, &draft.inputs) {
+            Ok(ports) => {
+                let mut seen = BTreeSet::new();
+                for p in &ports {
+                    if !seen.insert(p.name.as_str()) || !valid_id(&p.name) {
+                        problems.push(map.problem(
+                            at.clone(),
+                            format!("output name `{}` is duplicated or invalid", p.name),
+                        ));
+                    }
+                }
+                outputs.insert(id.clone(), ports.clone());
+                stages.push(PlannedStage {
+                    id: id.clone(),
+                    stage: draft.stage.clone(),
+                    params: draft.params.clone(),
+                    seed: draft.seed,
+                    inputs: draft.inputs.clone(),
+                    outputs: ports,
+                    external_files: draft.stage.external_files(&draft.params),
+                    uses_device: draft.stage.uses_device(&draft.params),
+                    upstream: draft.upstream.clone(),
+                });
+            }
+            Err(list) => {
+                for p in list {
+                    problems.push(p.locate(map, &at.key("params")));
+                }
+            }
+        }
+    }
+
+    let jobs = match file.pipeline.jobs {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let run_dir = file
+        .pipeline
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("data").join("runs").join(&name));
+    Some(Pipeline {
+        name,
+        file: path.to_path_buf(),
+        seed: file.pipeline.seed,
+        device: file.pipeline.device,
+        jobs,
+        run_dir,
+        stages,
+        resolved,
+    })
+}
+
+/// Kahn's algorithm with ties broken by id; reports each cycle once.
+fn topological_order(
+    drafts: &BTreeMap<String, Draft>,
+    map: &SourceMap,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let mut indegree: BTreeMap<&str, usize> = drafts
+        .values()
+        .map(|d| {
+            (
+                d.id.as_str(),
+                d.upstream
+                    .iter()
+                    .filter(|u| drafts.contains_key(*u))
+                    .count(),
+            )
+        })
+        .collect();
+    let mut ready: BTreeSet<&str> = indegree
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut order = Vec::new();
+    while let Some(id) = ready.pop_first() {
+        order.push(id.to_string());
+        for d in drafts.values().filter(|d| d.upstream.contains(id)) {
+            let n = indegree
+                .get_mut(d.id.as_str())
+                .expect("every draft has an entry");
+            *n -= 1;
+            if *n == 0 {
+                ready.insert(d.id.as_str());
+            }
+        }
+    }
+    // What is left sits on or behind a cycle: walk upstream from each leftover to find one.
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    let left: BTreeSet<&str> = indegree
+        .keys()
+        .copied()
+        .filter(|id| !order.iter().any(|o| o == id))
+        .collect();
+    for start in &left {
+        let mut path = vec![*start];
+        let mut current = *start;
+        loop {
+            let next = drafts[current]
+                .upstream
+                .iter()
+                .map(String::as_str)
+                .find(|u| left.contains(u));
+            let Some(next) = next else { break };
+            if let Some(pos) = path.iter().position(|p| *p == next) {
+                let mut cycle: Vec<&str> = path[pos..].to_vec();
+                // Report from the smallest id so that each cycle is reported once.
+                let min = cycle
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, id)| **id)
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
+                cycle.rotate_left(min);
+                let key = cycle.join(",");
+                if reported.insert(key) {
+                    let mut shown: Vec<&str> = cycle.iter().rev().copied().collect();
+                    shown.rotate_right(1);
+                    let first = shown[0];
+                    shown.push(first);
+                    problems.push(map.problem(
+                        KeyPath::keys(["stages", cycle[0], "inputs"]),
+                        format!("inputs form a cycle: {}", shown.join(" → ")),
+                    ));
+                }
+                break;
+            }
+            path.push(next);
+            current = next;
+        }
+    }
+    order
+}
+
+/// A stage's seed derived from the pipeline seed and its id.
+pub fn derive_seed(pipeline_seed: u64, stage_id: &str) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"mmflow stage seed\0");
+    h.update(&pipeline_seed.to_le_bytes());
+    h.update(stage_id.as_bytes());
+    let bytes = h.finalize();
+    u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,467 @@
+//! Runs a validated pipeline.
+//!
+//! Stages run in topological order; a stage starts as soon as every stage it reads from has
+//! finished, so independent stages run concurrently (up to `jobs` at once; each may use the
+//! shared rayon pool for data-parallel work inside). A stage writes into a temporary
+//! directory; its outputs are renamed into `<run dir>/<stage id>/` only after it succeeded,
+//! and its lock entry is written last. A run killed at any moment leaves every stage either
+//! with its old complete outputs and entry or with new complete outputs that the next run
+//! will verify by hash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mmflow_schemas::TableMeta;
+
+use crate::config::{Pipeline, PlannedStage};
+use crate::manifest::{self, Manifest, OutputRecord, StageEntry};
+use crate::plan::{self, Decision, Fingerprint};
+use crate::progress::Progress;
+use crate::runlock::RunLock;
+use crate::stage::{ResolvedInput, RunContext, StageError};
+use crate::EngineError;
+
+/// File name of the resolved config saved in the run directory.
+pub const RESOLVED_CONFIG_FILE: &str = "pipeline.toml";
+
+/// Options of one run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Stages to run even if up to date.
+    pub force: BTreeSet<String>,
+    /// Keep running independent stages after one failed.
+    pub keep_going: bool,
+    /// Wait for another run on the same directory instead of refusing.
+    pub wait_for_lock: bool,
+    /// Progress display.
+    pub progress: Progress,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            force: BTreeSet::new(),
+            keep_going: false,
+            wait_for_lock: false,
+            progress: Progress::hidden(),
+        }
+    }
+}
+
+/// What happened to one stage.
+#[derive(Debug, Clone)]
+pub enum StageOutcome {
+    /// Ran and succeeded.
+    Ran {
+        /// Why it ran.
+        reason: String,
+        /// Wall time in seconds.
+        seconds: f64,
+    },
+    /// Skipped: up to date.
+    UpToDate,
+    /// Failed.
+    Failed {
+        /// The error, naming what is at fault.
+        error: String,
+    },
+    /// Not run because a stage it depends on failed (or the run stopped).
+    NotRun,
+}
+
+/// The outcome of every stage, in topological order.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Run directory.
+    pub run_dir: PathBuf,
+    /// `(stage id, outcome)`.
+    pub stages: Vec<(String, StageOutcome)>,
+}
+
+impl RunSummary {
+    /// True if any stage failed.
+    pub fn failed(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|(_, o)| matches!(o, StageOutcome::Failed { .. }))
+    }
+}
+
+#[derive(Clone, PartialEq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    NotRun,
+}
+
+struct Finished {
+    index: usize,
+    result: Result<Completed, String>,
+}
+
+enum Completed {
+    Ran {
+        entry: Box<StageEntry>,
+        reason: String,
+    },
+    Skipped {
+        refreshed: Option<BTreeMap<String, OutputRecord>>,
+    },
+}
+
+/// Runs the pipeline; stage failures are reported in the summary, engine failures
+/// (run directory unusable, lock held) as errors.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, EngineError> {
+    for id in &options.force {
+        if pipeline.stage(id).is_none() {
+            return Err(EngineError::Usage(format!(
+                "--force {id}: the pipeline has no stage `{id}`"
+            )));
+        }
+    }
+    let run_dir = &pipeline.run_dir;
+    fs::create_dir_all(run_dir).map_err(|e| EngineError::io(run_dir, e))?;
+    let _lock = RunLock::acquire(run_dir, options.wait_for_lock)?;
+    remove_stale_temporaries(pipeline);
+    let mut manifest = match Manifest::load(run_dir) {
+        Ok(m) => m,
+        Err(e @ EngineError::Corrupt { .. }) => {
+            tracing::warn!("{e}; starting from an empty lock file");
+            Manifest::default()
+        }
+        Err(e) => return Err(e),
+    };
+    manifest.pipeline = pipeline.name.clone();
+    manifest.mmflow_version = mmflow_schemas::MMFLOW_VERSION.to_string();
+    let config_text = toml::to_string(&pipeline.resolved).unwrap_or_default();
+    manifest::write_atomically(&run_dir.join(RESOLVED_CONFIG_FILE), config_text.as_bytes())?;
+
+    let n = pipeline.stages.len();
+    let mut states = vec![State::Waiting; n];
+    let mut outcomes: Vec<Option<StageOutcome>> = vec![None; n];
+    let mut stop = false;
+    let (tx, rx) = mpsc::channel::<Finished>();
+
+    std::thread::scope(|scope| -> Result<(), EngineError> {
+        let mut running = 0usize;
+        loop {
+            // Start every stage whose upstream stages are done, up to `jobs` at once.
+            for i in 0..n {
+                if stop || running >= pipeline.jobs {
+                    break;
+                }
+                if states[i] != State::Waiting {
+                    continue;
+                }
+                let stage = &pipeline.stages[i];
+                let upstream_states: Vec<&State> = stage
+                    .upstream
+                    .iter()
+                    .filter_map(|u| pipeline.stages.iter().position(|s| &s.id == u))
+                    .map(|j| &states[j])
+                    .collect();
+                if upstream_states
+                    .iter()
+                    .any(|s| matches!(s, State::Failed | State::NotRun))
+                {
+                    states[i] = State::NotRun;
+                    outcomes[i] = Some(StageOutcome::NotRun);
+                    continue;
+                }
+                if !upstream_states.iter().all(|s| **s == State::Done) {
+                    continue;
+                }
+                let fp = match plan::fingerprint(pipeline, stage, &manifest) {
+                    Ok(Some(fp)) => fp,
+                    Ok(None) => {
+                        fail(
+                            &mut states,
+                            &mut outcomes,
+                            i,
+                            stage,
+                            "internal error: an upstream output is not recorded".into(),
+                        );
+                        stop |= !options.keep_going;
+                        continue;
+                    }
+                    Err(e) => {
+                        fail(&mut states, &mut outcomes, i, stage, e.to_string());
+                        stop |= !options.keep_going;
+                        continue;
+                    }
+                };
+                let previous = manifest.stages.get(&stage.id).cloned();
+                let forced = options.force.contains(&stage.id);
+                let tx = tx.clone();
+                let progress = options.progress.for_stage(&stage.id);
+                let inputs = resolve_inputs(stage, &manifest, run_dir);
+                states[i] = State::Running;
+                running += 1;
+                scope.spawn(move || {
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        execute(pipeline, stage, fp, previous, inputs, forced, &progress)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        Err(format!("internal error (panic): {what}"))
+                    });
+                    let _ = tx.send(Finished { index: i, result });
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Finished { index, result } = rx.recv().expect("a worker always reports");
+            running -= 1;
+            let stage = &pipeline.stages[index];
+            match result {
+                Ok(Completed::Ran { entry, reason }) => {
+                    let seconds = entry.duration_s;
+                    tracing::info!(
+                        "{} ({}) ran in {:.2} s [{reason}]{}",
+                        stage.id,
+                        stage.stage.kind(),
+                        seconds,
+                        summarize_report(&entry)
+                    );
+                    manifest.stages.insert(stage.id.clone(), *entry);
+                    manifest.save(run_dir)?;
+                    states[index] = State::Done;
+                    outcomes[index] = Some(StageOutcome::Ran { reason, seconds });
+                }
+                Ok(Completed::Skipped { refreshed }) => {
+                    tracing::info!("{} ({}) up to date, skipped", stage.id, stage.stage.kind());
+                    if let Some(outputs) = refreshed {
+                        if let Some(e) = manifest.stages.get_mut(&stage.id) {
+                            e.outputs = outputs;
+                            manifest.save(run_dir)?;
+                        }
+                    }
+                    states[index] = State::Done;
+                    outcomes[index] = Some(StageOutcome::UpToDate);
+                }
+                Err(error) => {
+                    fail(&mut states, &mut outcomes, index, stage, error);
+                    stop |= !options.keep_going;
+                }
+            }
+        }
+        Ok(())
+    })?;
+
+    let stages = pipeline
+        .stages
+        .iter()
+        .zip(outcomes)
+        .map(|(s, o)| (s.id.clone(), o.unwrap_or(StageOutcome::NotRun)))
+        .collect();
+    Ok(RunSummary {
+        run_dir: run_dir.clone(),
+        stages,
+    })
+}
+
+fn fail(
+    states: &mut [State],
+    outcomes: &mut [Option<StageOutcome>],
+    i: usize,
+    stage: &PlannedStage,
+    error: String,
+) {
+    tracing::error!(
+        "stage `{}` ({}) failed: {error}",
+        stage.id,
+        stage.stage.kind()
+    );
+    states[i] = State::Failed;
+    outcomes[i] = Some(StageOutcome::Failed { error });
+}
+
+fn summarize_report(entry: &StageEntry) -> String {
+    let rows: Vec<String> = entry
+        .outputs
+        .iter()
+        .filter_map(|(name, o)| o.rows.map(|r| format!("{name} {r}")))
+        .collect();
+    if rows.is_empty() {
+        String::new()
+    } else {
+        format!(" rows: {}", rows.join(", "))
+    }
+}
+
+fn resolve_inputs(
+    stage: &PlannedStage,
+    manifest: &Manifest,
+    run_dir: &Path,
+) -> BTreeMap<String, Vec<ResolvedInput>> {
+    stage
+        .inputs
+        .iter()
+        .map(|(slot, refs)| {
+            let resolved = refs
+                .iter()
+                .map(|r| ResolvedInput {
+                    reference: r.clone(),
+                    path: manifest
+                        .stages
+                        .get(&r.stage)
+                        .and_then(|e| e.outputs.get(&r.output))
+                        .map(|o| run_dir.join(&o.path))
+                        .unwrap_or_default(),
+                })
+                .collect();
+            (slot.clone(), resolved)
+        })
+        .collect()
+}
+
+fn temp_dir_name(stage_dir: &Path) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    stage_dir.join(format!(".tmp-{}-{nanos}", std::process::id()))
+}
+
+/// Removes temporary directories left by killed runs (we hold the run lock: none is live).
+fn remove_stale_temporaries(pipeline: &Pipeline) {
+    for stage in &pipeline.stages {
+        let dir = pipeline.run_dir.join(&stage.id);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Decides, and if needed runs, one stage; returns its new lock entry.
+fn execute(
+    pipeline: &Pipeline,
+    stage: &PlannedStage,
+    fp: Fingerprint,
+    previous: Option<StageEntry>,
+    inputs: BTreeMap<String, Vec<ResolvedInput>>,
+    forced: bool,
+    progress: &Progress,
+) -> Result<Completed, String> {
+    let run_dir = &pipeline.run_dir;
+    let reason = match plan::decide(stage, &fp, previous.as_ref(), run_dir, forced) {
+        Decision::Skip { refreshed } => return Ok(Completed::Skipped { refreshed }),
+        Decision::Run(reason) => reason,
+    };
+    tracing::info!("{} ({}) running: {reason}", stage.id, stage.stage.kind());
+    let stage_dir = run_dir.join(&stage.id);
+    fs::create_dir_all(&stage_dir).map_err(|e| format!("{}: {e}", stage_dir.display()))?;
+    let tmp = temp_dir_name(&stage_dir);
+    fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let result = run_in(pipeline, stage, &fp, inputs, progress, &tmp, &stage_dir);
+    let _ = fs::remove_dir_all(&tmp);
+    let (outputs, report, duration_s) = result?;
+    Ok(Completed::Ran {
+        entry: Box::new(StageEntry {
+            kind: stage.stage.kind().to_string(),
+            version: stage.stage.version(),
+            fingerprint: fp.hash,
+            params: stage.params.canonical.clone(),
+            seed: stage.seed,
+            device: fp.device,
+            inputs: fp.inputs,
+            external_files: fp.external_files,
+            outputs,
+            report,
+            duration_s,
+            finished_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            mmflow_version: mmflow_schemas::MMFLOW_VERSION.to_string(),
+        }),
+        reason,
+    })
+}
+
+type RunResult = (
+    BTreeMap<String, OutputRecord>,
+    BTreeMap<String, serde_json::Value>,
+    f64,
+);
+
+fn run_in(
+    pipeline: &Pipeline,
+    stage: &PlannedStage,
+    fp: &Fingerprint,
+    inputs: BTreeMap<String, Vec<ResolvedInput>>,
+    progress: &Progress,
+    tmp: &Path,
+    stage_dir: &Path,
+) -> Result<RunResult, String> {
+    let outputs: BTreeMap<String, PathBuf> = stage
+        .outputs
+        .iter()
+        .map(|o| (o.name.clone(), tmp.join(o.file_name())))
+        .collect();
+    let mut ctx = RunContext {
+        stage_id: &stage.id,
+        seed: stage.seed,
+        device: pipeline.device,
+        progress,
+        inputs: &inputs,
+        outputs: outputs.clone(),
+        meta: TableMeta {
+            stage: stage.id.clone(),
+            fingerprint: fp.hash.clone(),
+        },
+        report: BTreeMap::new(),
+    };
+    let started = Instant::now();
+    stage
+        .stage
+        .run(&stage.params, &mut ctx)
+        .map_err(|e: StageError| e.to_string())?;
+    let duration_s = started.elapsed().as_secs_f64();
+    // Every declared output must exist before anything is moved into place.
+    for (name, path) in &outputs {
+        if !path.is_file() {
+            return Err(format!(
+                "internal error: the stage did not write its output `{name}`"
+            ));
+        }
+    }
+    let mut records = BTreeMap::new();
+    for port in &stage.outputs {
+        let from = &outputs[&port.name];
+        let hash = manifest::hash_file(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        let rows = (port.kind.extension == "parquet")
+            .then(|| mmflow_schemas::row_count(from).ok())
+            .flatten();
+        let to = stage_dir.join(port.file_name());
+        fs::rename(from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        let (size, mtime_ns) = manifest::stat(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+        records.insert(
+            port.name.clone(),
+            OutputRecord {
+                path: Path::new(&stage.id).join(port.file_name()),
+                size,
+                mtime_ns,
+                hash,
+                rows,
+            },
+        );
+    }
+    Ok((records, ctx.report, duration_s))
+}

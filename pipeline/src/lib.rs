@@ -1,0 +1,75 @@
+//! The mmflow engine: pipeline config, DAG, fingerprints, cache, lock file and executor.
+//!
+//! It knows nothing about sentiment analysis: stage kinds come from outside through a
+//! [`Registry`] of [`StageKind`]s, and tables are opaque [`TableKind`]s to it.
+//!
+//! - [`config`]: the TOML file, `--set` overrides, validation that collects every problem.
+//! - [`plan`]: fingerprints and the decision to run or skip each stage (and why).
+//! - [`executor`]: runs stages in topological order, independent ones concurrently, writing
+//!   outputs to temporary paths, renaming them into place and recording the lock entry last.
+//! - [`manifest`]: the lock file.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod executor;
+pub mod manifest;
+pub mod plan;
+pub mod problem;
+pub mod progress;
+mod runlock;
+pub mod stage;
+
+use std::path::{Path, PathBuf};
+
+pub use config::{load, Pipeline, PlannedStage};
+pub use executor::{run, RunOptions, RunSummary, StageOutcome};
+pub use problem::{KeyPath, ParamProblem, Problem, Problems};
+pub use progress::Progress;
+pub use stage::{
+    Arity, BoundInputs, DeviceChoice, InputRef, InputSlot, OutputPort, Registry, ResolvedInput,
+    RunContext, StageError, StageKind, TableKind,
+};
+
+/// What can go wrong in the engine itself (as opposed to inside a stage).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A file of the run directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// The lock file cannot be parsed.
+    #[error("{}: the lock file is corrupt ({message}); delete it to re-run every stage", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// Another run holds the run directory.
+    #[error("{}: another `mmflow run` is using this run directory{}; wait for it to finish (or pass --wait), or choose another --out", dir.display(), holder.as_ref().map(|h| format!(" (pid {h})")).unwrap_or_default())]
+    Busy {
+        /// The run directory.
+        dir: PathBuf,
+        /// The pid written by the holder, when readable.
+        holder: Option<String>,
+    },
+    /// A command-line request names something the pipeline does not have.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl EngineError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! The run's lock file (`mmflow.lock`, JSON): per stage, what it was run with and what it
+//! wrote. Like `dvc.lock`, it is what makes re-runs incremental: a stage whose fingerprint
+//! is unchanged and whose outputs are intact on disk is skipped.
+//!
+//! The file is only ever replaced atomically (written beside, synced, renamed), and a
+//! stage's entry is written only after all its outputs are in place.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+
+/// File name of the lock file inside the run directory.
+pub const MANIFEST_FILE: &str = "mmflow.lock";
+
+/// The whole lock file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// mmflow version that last wrote the file.
+    pub mmflow_version: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// One entry per stage that completed.
+    pub stages: BTreeMap<String, StageEntry>,
+}
+
+/// What one stage run used and produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageEntry {
+    /// Stage kind.
+    pub kind: String,
+    /// Stage kind version.
+    pub version: u32,
+    /// Hash of kind, version, params, seed, device (if used) and input hashes.
+    pub fingerprint: String,
+    /// Canonical params, defaults included.
+    pub params: serde_json::Value,
+    /// The stage's seed.
+    pub seed: u64,
+    /// Device, for stages whose results depend on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Input slot → the references read and their content hashes.
+    pub inputs: BTreeMap<String, Vec<InputRecord>>,
+    /// Files read from outside the run directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_files: Vec<FileRecord>,
+    /// Output name → the file written.
+    pub outputs: BTreeMap<String, OutputRecord>,
+    /// Facts the stage reported (counts, sizes, warnings).
+    #[serde(default)]
+    pub report: BTreeMap<String, serde_json::Value>,
+    /// Wall time of the run in seconds.
+    pub duration_s: f64,
+    /// When it finished (seconds since the Unix epoch).
+    pub finished_unix: u64,
+    /// mmflow version that ran it.
+    pub mmflow_version: String,
+}
+
+/// One input a stage read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// `"<stage>.<output>"`.
+    pub reference: String,
+    /// Content hash of the file read.
+    pub hash: String,
+}
+
+/// A file read from outside the run directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Path as configured (directories are listed file by file).
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (ns since the epoch): when size and time are unchanged the recorded
+    /// hash is trusted instead of re-reading the file.
+    pub mtime_ns: u128,
+    /// blake3 of the content.
+    pub hash: String,
+}
+
+/// One output a stage wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// Path relative to the run directory.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (ns since the epoch).
+    pub mtime_ns: u128,
+    /// blake3 of the content.
+    pub hash: String,
+    /// Rows, for tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+impl Manifest {
+    /// Reads the lock file of a run directory; an absent file is an empty manifest.
+    pub fn load(run_dir: &Path) -> Result<Manifest, EngineError> {
+        let path = run_dir.join(MANIFEST_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) => return Err(EngineError::io(&path, e)),
+        };
+        serde_json::from_str(&text).map_err(|e| EngineError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Atomically replaces the lock file of a run directory.
+    pub fn save(&self, run_dir: &Path) -> Result<(), EngineError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| EngineError::Corrupt {
+            path: run_dir.join(MANIFEST_FILE),
+            message: e.to_string(),
+        })?;
+        write_atomically(&run_dir.join(MANIFEST_FILE), text.as_bytes())
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename, so readers see the
+/// old content or the new one, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            // Persist the rename itself (best effort: not every platform can sync a directory).
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        EngineError::io(path, e)
+    })
+}
+
+/// Size and modification time of a file.
+pub fn stat(path: &Path) -> std::io::Result<(u64, u128)> {
+    let meta = fs::metadata(path)?;
+    let mtime = meta
+        .modified()?
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Ok((meta.len(), mtime))
+}
+
+/// blake3 of a file's content, as hex.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Lists the regular files at `path` (itself, or everything below it, sorted), with their
+/// hashes, reusing the hash of `previous` records whose size and mtime are unchanged.
+pub fn record_files(path: &Path, previous: &[FileRecord]) -> Result<Vec<FileRecord>, EngineError> {
+    let mut files = Vec::new();
+    collect_files(path, &mut files).map_err(|e| EngineError::io(path, e))?;
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let (size, mtime_ns) = stat(&file).map_err(|e| EngineError::io(&file, e))?;
+            let known = previous
+                .iter()
+                .find(|r| r.path == file && r.size == size && r.mtime_ns == mtime_ns);
+            let hash = match known {
+                Some(r) => r.hash.clone(),
+                None => hash_file(&file).map_err(|e| EngineError::io(&file, e))?,
+            };
+            Ok(FileRecord {
+                path: file,
+                size,
+                mtime_ns,
+                hash,
+            })
+        })
+        .collect()
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let meta = fs::metadata(path)?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            collect_files(&entry.path(), out)?;
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Fingerprints, and the decision to run or skip a stage.
+//!
+//! fingerprint = blake3(kind, kind version, canonical params, seed, device (for stages that
+//! use one), content hash of every input table, content hash of every external source file).
+//! A stage is skipped when its fingerprint equals the lock file's and every output recorded
+//! there is on disk unchanged; otherwise it runs, and the reason is reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::config::{Pipeline, PlannedStage};
+use crate::manifest::{self, FileRecord, InputRecord, Manifest, OutputRecord, StageEntry};
+use crate::EngineError;
+
+/// A stage's fingerprint and what went into it.
+#[derive(Debug, Clone)]
+pub struct Fingerprint {
+    /// The hash (hex).
+    pub hash: String,
+    /// Inputs and their content hashes.
+    pub inputs: BTreeMap<String, Vec<InputRecord>>,
+    /// External source files and their hashes.
+    pub external_files: Vec<FileRecord>,
+    /// The device, if the stage uses one.
+    pub device: Option<String>,
+}
+
+/// Computes a stage's fingerprint; upstream outputs' hashes come from `manifest`, which
+/// must already hold the upstream stages' current entries. `None` if an upstream output is
+/// not recorded yet.
+pub fn fingerprint(
+    pipeline: &Pipeline,
+    stage: &PlannedStage,
+    manifest: &Manifest,
+) -> Result<Option<Fingerprint>, EngineError> {
+    let mut inputs = BTreeMap::new();
+    for (slot, refs) in &stage.inputs {
+        let mut records = Vec::new();
+        for r in refs {
+            let Some(out) = manifest
+                .stages
+                .get(&r.stage)
+                .and_then(|e| e.outputs.get(&r.output))
+            else {
+                return Ok(None);
+            };
+            records.push(InputRecord {
+                reference: r.to_string(),
+                hash: out.hash.clone(),
+            });
+        }
+        inputs.insert(slot.clone(), records);
+    }
+    let previous: &[FileRecord] = manifest
+        .stages
+        .get(&stage.id)
+        .map(|e| e.external_files.as_slice())
+        .unwrap_or(&[]);
+    let mut external_files = Vec::new();
+    for path in &stage.external_files {
+        external_files.extend(manifest::record_files(path, previous)?);
+    }
+    let device = stage
+        .uses_device
+        .then(|| pipeline.device.as_str().to_string());
+    let canonical = serde_json::json!({
+        "kind": stage.stage.kind(),
+        "version": stage.stage.version(),
+        "params": stage.params.canonical,
+        "seed": stage.seed,
+        "device": device,
+        "inputs": inputs,
+        "external_files": external_files.iter().map(|f| (f.path.to_string_lossy(), &f.hash)).collect::<Vec<_>>(),
+    });
+    let hash = blake3::hash(canonical.to_string().as_bytes()).to_hex()[..32].to_string();
+    Ok(Some(Fingerprint {
+        hash,
+        inputs,
+        external_files,
+        device,
+    }))
+}
+
+/// What to do with a stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Up to date. `refreshed` holds output records whose mtime changed but content did not.
+    Skip {
+        /// Updated records, if any.
+        refreshed: Option<BTreeMap<String, OutputRecord>>,
+    },
+    /// Must run, because…
+    Run(String),
+}
+
+/// Decides whether a stage with fingerprint `fp` must run.
+pub fn decide(
+    stage: &PlannedStage,
+    fp: &Fingerprint,
+    previous: Option<&StageEntry>,
+    run_dir: &Path,
+    forced: bool,
+) -> Decision {
+    if forced {
+        return Decision::Run("forced (--force)".into());
+    }
+    let Some(prev) = previous else {
+        return Decision::Run("never ran".into());
+    };
+    if prev.fingerprint != fp.hash {
+        return Decision::Run(why_changed(stage, fp, prev));
+    }
+    let declared: BTreeSet<&str> = stage.outputs.iter().map(|o| o.name.as_str()).collect();
+    if let Some(missing) = declared.iter().find(|n| !prev.outputs.contains_key(**n)) {
+        return Decision::Run(format!("output `{missing}` was never written"));
+    }
+    let mut refreshed = None;
+    for (name, record) in &prev.outputs {
+        let path = run_dir.join(&record.path);
+        match manifest::stat(&path) {
+            Err(_) => return Decision::Run(format!("output `{name}` is missing")),
+            Ok((size, mtime)) if size == record.size && mtime == record.mtime_ns => {}
+            Ok((size, mtime)) => match manifest::hash_file(&path) {
+                Ok(h) if h == record.hash && size == record.size => {
+                    let map = refreshed.get_or_insert_with(|| prev.outputs.clone());
+                    if let Some(r) = map.get_mut(name) {
+                        r.mtime_ns = mtime;
+                    }
+                }
+                _ => return Decision::Run(format!("output `{name}` was modified on disk")),
+            },
+        }
+    }
+    Decision::Skip { refreshed }
+}
+
+fn why_changed(stage: &PlannedStage, fp: &Fingerprint, prev: &StageEntry) -> String {
+    if prev.kind != stage.stage.kind() || prev.version != stage.stage.version() {
+        return format!(
+            "stage kind changed ({} v{} → {} v{})",
+            prev.kind,
+            prev.version,
+            stage.stage.kind(),
+            stage.stage.version()
+        );
+    }
+    if prev.params != stage.params.canonical {
+        return format!(
+            "params changed: {}",
+            diff_params(&prev.params, &stage.params.canonical)
+        );
+    }
+    if prev.seed != stage.seed {
+        return "seed changed".into();
+    }
+    if prev.device != fp.device {
+        return "device changed".into();
+    }
+    for (slot, records) in &fp.inputs {
+        if prev.inputs.get(slot) != Some(records) {
+            let changed: Vec<&str> = records
+                .iter()
+                .filter(|r| !prev.inputs.get(slot).is_some_and(|p| p.contains(r)))
+                .map(|r| r.reference.as_str())
+                .collect();
+            return if changed.is_empty() {
+                format!("inputs of `{slot}` changed")
+            } else {
+                format!("input {} changed", changed.join(", "))
+            };
+        }
+    }
+    if prev.inputs.len() != fp.inputs.len() {
+        return "inputs changed".into();
+    }
+    if prev.external_files != fp.external_files {
+        let changed = fp
+            .external_files
+            .iter()
+            .find(|f| {
+                !prev
+                    .external_files
+                    .iter()
+                    .any(|p| p.path == f.path && p.hash == f.hash)
+            })
+            .map(|f| format!("source file {} changed", f.path.display()));
+        return changed.unwrap_or_else(|| "source files changed".into());
+    }
+    "fingerprint changed".into()
+}
+
+/// A short description of which params differ, e.g. `clip: 5.0 → 3.0`.
+fn diff_params(old: &serde_json::Value, new: &serde_json::Value) -> String {
+    let mut out = Vec::new();
+    diff_into("", old, new, &mut out);
+    if out.is_empty() {
+        "(representation)".into()
+    } else {
+        out.join(", ")
+    }
+}
+
+fn diff_into(
+    prefix: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value::Object;
+    match (old, new) {
+        (Object(a), Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                let null = serde_json::Value::Null;
+                diff_into(
+                    &key,
+                    a.get(k).unwrap_or(&null),
+                    b.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => out.push(format!("{prefix}: {a} → {b}")),
+        _ => {}
+    }
+}
+
+/// The status of a stage in a plan (no stage is run to compute it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanStatus {
+    /// Will be skipped.
+    UpToDate,
+    /// Will run, because…
+    WillRun(String),
+    /// Will run if these upstream stages (which will run) change their outputs.
+    AfterUpstream(Vec<String>),
+}
+
+/// Every stage's status, in topological order, without running anything.
+pub fn plan(
+    pipeline: &Pipeline,
+    manifest: &Manifest,
+    forced: &BTreeSet<String>,
+) -> Result<Vec<(String, PlanStatus)>, EngineError> {
+    let mut statuses: Vec<(String, PlanStatus)> = Vec::new();
+    for stage in &pipeline.stages {
+        let running_upstream: Vec<String> = stage
+            .upstream
+            .iter()
+            .filter(|u| {
+                statuses
+                    .iter()
+                    .any(|(id, s)| id == *u && *s != PlanStatus::UpToDate)
+            })
+            .cloned()
+            .collect();
+        let status = if forced.contains(&stage.id) {
+            PlanStatus::WillRun("forced (--force)".into())
+        } else if !running_upstream.is_empty() {
+            PlanStatus::AfterUpstream(running_upstream)
+        } else {
+            match fingerprint(pipeline, stage, manifest)? {
+                None => PlanStatus::WillRun("never ran".into()),
+                Some(fp) => match decide(
+                    stage,
+                    &fp,
+                    manifest.stages.get(&stage.id),
+                    &pipeline.run_dir,
+                    false,
+                ) {
+                    Decision::Skip { .. } => PlanStatus::UpToDate,
+                    Decision::Run(why) => PlanStatus::WillRun(why),
+                },
+            }
+        };
+        statuses.push((stage.id.clone(), status));
+    }
+    Ok(statuses)
+}

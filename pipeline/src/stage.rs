@@ -1,0 +1,411 @@
+//! What a stage kind is to the engine: typed params, declared inputs and outputs, and a
+//! `run` that reads its inputs and writes its outputs. The engine knows nothing else.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mmflow_schemas::TableMeta;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::problem::{KeyPath, ParamProblem};
+use crate::progress::Progress;
+
+/// A kind of table (or file) flowing between stages. The engine only compares kinds; what a
+/// kind means is up to the stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableKind {
+    /// Name of the kind (`segments`, `features`, …).
+    pub name: &'static str,
+    /// File extension of its files (`parquet`, `safetensors`).
+    pub extension: &'static str,
+}
+
+impl TableKind {
+    /// A kind stored as a Parquet file.
+    pub const fn parquet(name: &'static str) -> Self {
+        TableKind {
+            name,
+            extension: "parquet",
+        }
+    }
+}
+
+/// How many tables an input slot takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly one.
+    One,
+    /// Zero or one.
+    Optional,
+    /// One or more.
+    Many,
+}
+
+/// An input slot a stage declares.
+#[derive(Debug, Clone)]
+pub struct InputSlot {
+    /// Slot name, the key under the stage's `inputs`.
+    pub name: &'static str,
+    /// The kind of table it accepts.
+    pub kind: TableKind,
+    /// How many tables it takes.
+    pub arity: Arity,
+    /// One line for `plan` and errors.
+    pub about: &'static str,
+}
+
+/// An output a stage declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPort {
+    /// Output name; other stages refer to it as `<stage id>.<name>`.
+    pub name: String,
+    /// Its kind.
+    pub kind: TableKind,
+}
+
+impl OutputPort {
+    /// An output called `name` of kind `kind`.
+    pub fn new(name: impl Into<String>, kind: TableKind) -> Self {
+        OutputPort {
+            name: name.into(),
+            kind,
+        }
+    }
+
+    /// The file name of this output inside its stage directory.
+    pub fn file_name(&self) -> String {
+        format!("{}.{}", self.name, self.kind.extension)
+    }
+}
+
+/// A reference from an input slot to another stage's output, as written `"<stage>.<output>"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InputRef {
+    /// The producing stage.
+    pub stage: String,
+    /// The output of that stage.
+    pub output: String,
+}
+
+impl std::fmt::Display for InputRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.stage, self.output)
+    }
+}
+
+/// The references bound to each input slot of a stage.
+pub type BoundInputs = BTreeMap<String, Vec<InputRef>>;
+
+/// A stage kind: typed, documented params and a `run` over files.
+///
+/// Implementations are plain data + code; the engine handles caching, temp files, renames,
+/// the lock file and concurrency around them.
+pub trait StageKind: Send + Sync + 'static {
+    /// The stage's parameters: `deny_unknown_fields`, a doc comment and a default per field.
+    type Params: Serialize + DeserializeOwned + Default + Send + Sync + 'static;
+    /// The name used in `kind = "…"`.
+    const KIND: &'static str;
+    /// Bumped whenever the stage's output for the same params changes; part of the fingerprint.
+    const VERSION: u32;
+    /// One line describing the stage.
+    const ABOUT: &'static str;
+
+    /// Semantic checks of the params (ranges, combinations). Paths are relative to `params`.
+    fn check(&self, _params: &Self::Params) -> Vec<ParamProblem> {
+        Vec::new()
+    }
+
+    /// The input slots, given the params.
+    fn inputs(&self, params: &Self::Params) -> Vec<InputSlot>;
+
+    /// The outputs, given the params and what the inputs are bound to.
+    fn outputs(
+        &self,
+        params: &Self::Params,
+        inputs: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>>;
+
+    /// Files or directories outside the run directory that the stage reads (source files);
+    /// their content is part of the fingerprint.
+    fn external_files(&self, _params: &Self::Params) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// True if results depend on the compute device (the device joins the fingerprint).
+    fn uses_device(&self, _params: &Self::Params) -> bool {
+        false
+    }
+
+    /// Does the work: reads `ctx`'s inputs, writes every declared output to `ctx.output(…)`.
+    fn run(&self, params: &Self::Params, ctx: &mut RunContext<'_>) -> Result<(), StageError>;
+}
+
+/// Params after parsing: the typed value and its canonical JSON form (defaults filled in).
+#[derive(Clone)]
+pub struct ParsedParams {
+    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    /// Canonical JSON of the params, defaults included: what the fingerprint hashes.
+    pub canonical: serde_json::Value,
+}
+
+impl std::fmt::Debug for ParsedParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.canonical)
+    }
+}
+
+/// The object-safe face of a [`StageKind`], used by the engine.
+pub trait DynStage: Send + Sync {
+    /// `KIND`.
+    fn kind(&self) -> &'static str;
+    /// `VERSION`.
+    fn version(&self) -> u32;
+    /// `ABOUT`.
+    fn about(&self) -> &'static str;
+    /// Deserialises (collecting every problem) and checks params. The params come back even
+    /// when there are problems (offending keys replaced by their defaults), so that the rest
+    /// of the pipeline can still be checked against this stage's outputs.
+    fn parse_params(&self, params: toml::Value) -> (Option<ParsedParams>, Vec<ParamProblem>);
+    /// See [`StageKind::inputs`].
+    fn inputs(&self, params: &ParsedParams) -> Vec<InputSlot>;
+    /// See [`StageKind::outputs`].
+    fn outputs(
+        &self,
+        params: &ParsedParams,
+        inputs: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>>;
+    /// See [`StageKind::external_files`].
+    fn external_files(&self, params: &ParsedParams) -> Vec<PathBuf>;
+    /// See [`StageKind::uses_device`].
+    fn uses_device(&self, params: &ParsedParams) -> bool;
+    /// See [`StageKind::run`].
+    fn run(&self, params: &ParsedParams, ctx: &mut RunContext<'_>) -> Result<(), StageError>;
+}
+
+impl<S: StageKind> DynStage for S {
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+    fn about(&self) -> &'static str {
+        S::ABOUT
+    }
+    fn parse_params(&self, params: toml::Value) -> (Option<ParsedParams>, Vec<ParamProblem>) {
+        let mut problems = Vec::new();
+        let typed: Option<S::Params> =
+            crate::config::deserialize_collecting(params, &KeyPath::default(), &mut |p, m, key| {
+                problems.push(ParamProblem {
+                    path: p,
+                    message: m,
+                    at_key: key,
+                })
+            });
+        let Some(typed) = typed else {
+            return (None, problems);
+        };
+        problems.extend(self.check(&typed));
+        match serde_json::to_value(&typed) {
+            Ok(canonical) => (
+                Some(ParsedParams {
+                    value: Arc::new(typed),
+                    canonical,
+                }),
+                problems,
+            ),
+            Err(e) => {
+                problems.push(ParamProblem::new(
+                    "",
+                    format!("params cannot be represented canonically: {e}"),
+                ));
+                (None, problems)
+            }
+        }
+    }
+    fn inputs(&self, params: &ParsedParams) -> Vec<InputSlot> {
+        StageKind::inputs(self, typed::<S>(params))
+    }
+    fn outputs(
+        &self,
+        params: &ParsedParams,
+        inputs: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
+        StageKind::outputs(self, typed::<S>(params), inputs)
+    }
+    fn external_files(&self, params: &ParsedParams) -> Vec<PathBuf> {
+        StageKind::external_files(self, typed::<S>(params))
+    }
+    fn uses_device(&self, params: &ParsedParams) -> bool {
+        StageKind::uses_device(self, typed::<S>(params))
+    }
+    fn run(&self, params: &ParsedParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
+        StageKind::run(self, typed::<S>(params), ctx)
+    }
+}
+
+fn typed<S: StageKind>(params: &ParsedParams) -> &S::Params {
+    params
+        .value
+        .downcast_ref::<S::Params>()
+        .expect("params are always parsed by the stage kind that uses them")
+}
+
+/// The stage kinds a pipeline can use, by name.
+#[derive(Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn DynStage>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a stage kind.
+    pub fn register<S: StageKind>(&mut self, stage: S) -> &mut Self {
+        self.kinds.insert(S::KIND, Arc::new(stage));
+        self
+    }
+
+    /// A stage kind by name.
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn DynStage>> {
+        self.kinds.get(kind).cloned()
+    }
+
+    /// Every registered kind, by name.
+    pub fn kinds(&self) -> impl Iterator<Item = &Arc<dyn DynStage>> {
+        self.kinds.values()
+    }
+}
+
+/// An input of a running stage: the reference and the file it resolved to.
+#[derive(Debug, Clone)]
+pub struct ResolvedInput {
+    /// `"<stage>.<output>"` as configured.
+    pub reference: InputRef,
+    /// The file to read.
+    pub path: PathBuf,
+}
+
+/// Which compute device the pipeline asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// The CPU (default; always available).
+    #[default]
+    Cpu,
+    /// A CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+    /// CUDA when available, else the CPU.
+    Auto,
+}
+
+impl DeviceChoice {
+    /// The name used in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+            DeviceChoice::Auto => "auto",
+        }
+    }
+}
+
+/// Everything a running stage gets from the engine.
+pub struct RunContext<'a> {
+    /// The stage's id in the pipeline.
+    pub stage_id: &'a str,
+    /// The stage's seed: pinned in its config, or derived from the pipeline seed and its id.
+    pub seed: u64,
+    /// The device the pipeline asked for.
+    pub device: DeviceChoice,
+    /// Progress reporting for long loops.
+    pub progress: &'a Progress,
+    pub(crate) inputs: &'a BTreeMap<String, Vec<ResolvedInput>>,
+    pub(crate) outputs: BTreeMap<String, PathBuf>,
+    pub(crate) meta: TableMeta,
+    pub(crate) report: BTreeMap<String, serde_json::Value>,
+}
+
+impl<'a> RunContext<'a> {
+    /// The single table bound to slot `slot`.
+    pub fn input(&self, slot: &str) -> Result<&ResolvedInput, StageError> {
+        match self.inputs.get(slot).map(Vec::as_slice) {
+            Some([one]) => Ok(one),
+            _ => Err(StageError::Internal(format!(
+                "input slot `{slot}` is not bound to exactly one table"
+            ))),
+        }
+    }
+
+    /// The table bound to an optional slot, if any.
+    pub fn optional_input(&self, slot: &str) -> Option<&ResolvedInput> {
+        self.inputs.get(slot).and_then(|v| v.first())
+    }
+
+    /// Every table bound to slot `slot` (in configured order).
+    pub fn inputs(&self, slot: &str) -> &[ResolvedInput] {
+        self.inputs.get(slot).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Where to write output `name` (a temporary path; the engine moves it into place).
+    pub fn output(&self, name: &str) -> Result<&Path, StageError> {
+        self.outputs
+            .get(name)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| StageError::Internal(format!("`{name}` is not a declared output")))
+    }
+
+    /// Provenance to stamp into every table written.
+    pub fn table_meta(&self) -> &TableMeta {
+        &self.meta
+    }
+
+    /// Records a fact for the run report and the lock file (counts, sizes, warnings).
+    pub fn report(&mut self, key: impl Into<String>, value: impl Serialize) {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.report.insert(key.into(), value);
+    }
+}
+
+/// Why a stage failed: who is at fault, and what happened.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The input data is unusable (the message names file, key or segment).
+    #[error("input data: {0}")]
+    Input(String),
+    /// A parameter is unusable for this data (found only at run time).
+    #[error("config: {0}")]
+    Config(String),
+    /// Reading or writing a table failed.
+    #[error("{0}")]
+    Table(#[from] mmflow_schemas::SchemaError),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// A bug in mmflow.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StageError {
+    /// An input-data error.
+    pub fn input(message: impl Into<String>) -> Self {
+        StageError::Input(message.into())
+    }
+
+    /// A config error found at run time.
+    pub fn config(message: impl Into<String>) -> Self {
+        StageError::Config(message.into())
+    }
+}

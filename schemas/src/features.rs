@@ -1,0 +1,454 @@
+//! The `features` table: one file per modality, one row per segment.
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `segment_id` | utf8 | joins the segments table |
+//! | `length` | int32 | number of frames (time steps) of the sequence |
+//! | `frames` | list<fixed_size_list<float32, D>> | the sequence, one D-vector per step |
+//! | `pooled` | fixed_size_list<float32, D> | mean over the steps (f64 accumulation) |
+//!
+//! Metadata: `mmflow.dataset`, `mmflow.modality`, `mmflow.dim` (= D).
+//!
+//! Files are written one row group per batch, so a writer's memory is bounded by the batch
+//! it is given, and a reader can stream batches back in the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, ListArray, RecordBatch,
+    StringArray,
+};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use parquet::arrow::ProjectionMask;
+
+use crate::parquet_io::{open_table, Encoding, FileMeta, TableWriter};
+use crate::segments::column;
+use crate::{Result, SchemaError, TableMeta};
+
+/// Table name in file metadata.
+pub const TABLE: &str = "features";
+/// Schema version.
+pub const VERSION: u32 = 1;
+const KEY_DATASET: &str = "mmflow.dataset";
+const KEY_MODALITY: &str = "mmflow.modality";
+const KEY_DIM: &str = "mmflow.dim";
+
+/// What a features file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureInfo {
+    /// Dataset name.
+    pub dataset: String,
+    /// Modality name (`text`, `audio`, `visual`, or the source's own key).
+    pub modality: String,
+    /// Feature width D.
+    pub dim: usize,
+}
+
+/// A batch of segments' feature sequences, stored flat: the frames of segment `i` are rows
+/// `offsets[i]..offsets[i + 1]` of the row-major `frames` matrix (each row `dim` wide).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureBatch {
+    /// Feature width D.
+    pub dim: usize,
+    /// Segment ids, one per segment.
+    pub segment_ids: Vec<String>,
+    /// Frame offsets, `len() + 1` entries, starting at 0.
+    pub offsets: Vec<usize>,
+    /// All frames, row-major, `offsets[len()] * dim` values.
+    pub frames: Vec<f32>,
+    /// One pooled vector per segment, row-major, `len() * dim` values.
+    pub pooled: Vec<f32>,
+}
+
+impl FeatureBatch {
+    /// An empty batch of width `dim`.
+    pub fn new(dim: usize) -> Self {
+        FeatureBatch {
+            dim,
+            segment_ids: Vec::new(),
+            offsets: vec![0],
+            frames: Vec::new(),
+            pooled: Vec::new(),
+        }
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.segment_ids.len()
+    }
+
+    /// True when the batch holds no segment.
+    pub fn is_empty(&self) -> bool {
+        self.segment_ids.is_empty()
+    }
+
+    /// Total number of frames over all segments.
+    pub fn total_frames(&self) -> usize {
+        self.offsets[self.len()]
+    }
+
+    /// Number of frames of segment `i`.
+    pub fn length(&self, i: usize) -> usize {
+        self.offsets[i + 1] - self.offsets[i]
+    }
+
+    /// The frames of segment `i`, row-major.
+    pub fn frames_of(&self, i: usize) -> &[f32] {
+        &self.frames[self.offsets[i] * self.dim..self.offsets[i + 1] * self.dim]
+    }
+
+    /// The pooled vector of segment `i`.
+    pub fn pooled_of(&self, i: usize) -> &[f32] {
+        &self.pooled[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Appends a segment; its pooled vector is the mean of its frames (NaN when it has none).
+    pub fn push(&mut self, segment_id: String, frames: &[f32]) {
+        let start = self.pooled.len();
+        self.pooled.resize(start + self.dim, 0.0);
+        mean_rows(frames, self.dim, &mut self.pooled[start..]);
+        self.push_frames(segment_id, frames);
+    }
+
+    /// Appends a segment with a pooled vector computed elsewhere.
+    pub fn push_with_pooled(&mut self, segment_id: String, frames: &[f32], pooled: &[f32]) {
+        debug_assert_eq!(pooled.len(), self.dim);
+        self.pooled.extend_from_slice(pooled);
+        self.push_frames(segment_id, frames);
+    }
+
+    fn push_frames(&mut self, segment_id: String, frames: &[f32]) {
+        debug_assert_eq!(frames.len() % self.dim.max(1), 0);
+        let steps = if self.dim == 0 {
+            0
+        } else {
+            frames.len() / self.dim
+        };
+        self.offsets.push(self.total_frames() + steps);
+        self.segment_ids.push(segment_id);
+        self.frames.extend_from_slice(frames);
+    }
+
+    /// Appends every segment of `other` (which must have the same width).
+    pub fn append(&mut self, other: FeatureBatch) {
+        debug_assert_eq!(self.dim, other.dim);
+        let base = self.total_frames();
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|o| o + base));
+        self.segment_ids.extend(other.segment_ids);
+        self.frames.extend(other.frames);
+        self.pooled.extend(other.pooled);
+    }
+
+    /// Recomputes every pooled vector as the mean of its segment's frames.
+    pub fn repool(&mut self) {
+        for i in 0..self.len() {
+            let (a, b) = (self.offsets[i] * self.dim, self.offsets[i + 1] * self.dim);
+            mean_rows(
+                &self.frames[a..b],
+                self.dim,
+                &mut self.pooled[i * self.dim..(i + 1) * self.dim],
+            );
+        }
+    }
+}
+
+/// Column-wise mean of a row-major matrix with f64 accumulation; NaN for zero rows.
+fn mean_rows(rows: &[f32], dim: usize, out: &mut [f32]) {
+    if dim == 0 {
+        return;
+    }
+    let n = rows.len() / dim;
+    if n == 0 {
+        out.fill(f32::NAN);
+        return;
+    }
+    let mut acc = vec![0f64; dim];
+    for row in rows.chunks_exact(dim) {
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a += x as f64;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = (a / n as f64) as f32;
+    }
+}
+
+fn item_field() -> FieldRef {
+    Arc::new(Field::new("item", DataType::Float32, false))
+}
+
+fn vector_type(dim: usize) -> DataType {
+    DataType::FixedSizeList(item_field(), dim as i32)
+}
+
+/// The Arrow schema of a features table of width `dim`.
+pub fn schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("segment_id", DataType::Utf8, false),
+        Field::new("length", DataType::Int32, false),
+        Field::new(
+            "frames",
+            DataType::List(Arc::new(Field::new("item", vector_type(dim), false))),
+            false,
+        ),
+        Field::new("pooled", vector_type(dim), false),
+    ]))
+}
+
+/// Wraps a flat row-major f32 buffer as a `FixedSizeList<f32, dim>` array (no per-element copy).
+pub fn vectors_array(values: Vec<f32>, dim: usize) -> FixedSizeListArray {
+    let values = Float32Array::new(ScalarBuffer::from(values), None);
+    FixedSizeListArray::new(item_field(), dim as i32, Arc::new(values), None)
+}
+
+/// The f32 values of a `FixedSizeList<f32>` array's rows `start..end` (zero-copy slice).
+pub fn vector_values<'a>(
+    path: &Path,
+    column: &str,
+    array: &'a FixedSizeListArray,
+    start: usize,
+    end: usize,
+) -> Result<&'a [f32]> {
+    let values = array
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(|| SchemaError::column(path, column, "items are not float32"))?;
+    if values.null_count() > 0 {
+        return Err(SchemaError::column(path, column, "contains null values"));
+    }
+    let (a, b) = if start == end {
+        (0, 0)
+    } else {
+        (array.value_offset_at(start), array.value_offset_at(end))
+    };
+    values
+        .values()
+        .get(a..b)
+        .ok_or_else(|| SchemaError::column(path, column, "offsets out of range"))
+}
+
+/// Streams a features table to Parquet, one row group per batch.
+pub struct FeatureWriter {
+    inner: TableWriter,
+    schema: SchemaRef,
+    dim: usize,
+    path: PathBuf,
+}
+
+impl FeatureWriter {
+    /// Creates the file and writes nothing yet.
+    pub fn create(path: &Path, info: &FeatureInfo, meta: &TableMeta) -> Result<Self> {
+        let schema = schema(info.dim);
+        let inner = TableWriter::create(
+            path,
+            schema.clone(),
+            TABLE,
+            VERSION,
+            meta,
+            &[
+                (KEY_DATASET, info.dataset.clone()),
+                (KEY_MODALITY, info.modality.clone()),
+                (KEY_DIM, info.dim.to_string()),
+            ],
+            Encoding::DenseFloats,
+        )?;
+        Ok(FeatureWriter {
+            inner,
+            schema,
+            dim: info.dim,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes one batch as one row group.
+    pub fn write(&mut self, batch: &FeatureBatch) -> Result<()> {
+        if batch.dim != self.dim {
+            return Err(SchemaError::Invalid {
+                path: self.path.clone(),
+                message: format!(
+                    "batch of width {} for a table of width {}",
+                    batch.dim, self.dim
+                ),
+            });
+        }
+        let n = batch.len();
+        let lengths: Vec<i32> = (0..n).map(|i| batch.length(i) as i32).collect();
+        let offsets: Vec<i32> = batch.offsets.iter().map(|&o| o as i32).collect();
+        let frames = ListArray::new(
+            Arc::new(Field::new("item", vector_type(self.dim), false)),
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Arc::new(vectors_array(batch.frames.clone(), self.dim)),
+            None,
+        );
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(&batch.segment_ids)),
+            Arc::new(Int32Array::from(lengths)),
+            Arc::new(frames),
+            Arc::new(vectors_array(batch.pooled.clone(), self.dim)),
+        ];
+        let record = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| SchemaError::format(&self.path, e))?;
+        self.inner.write(&record)
+    }
+
+    /// Finishes the file; returns the number of rows written.
+    pub fn finish(self) -> Result<u64> {
+        self.inner.finish()
+    }
+}
+
+/// Reads a features table back, batch by batch (one per row group).
+pub struct FeatureReader {
+    info: FeatureInfo,
+    meta: FileMeta,
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+    with_frames: bool,
+}
+
+impl FeatureReader {
+    /// Opens a features table; the batches will carry frames and pooled vectors.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_inner(path, true)
+    }
+
+    /// Opens a features table reading only ids and pooled vectors (frames are skipped on
+    /// disk, so this is much cheaper). Batches come back with every length set to 0.
+    pub fn open_pooled(path: &Path) -> Result<Self> {
+        Self::open_inner(path, false)
+    }
+
+    fn open_inner(path: &Path, with_frames: bool) -> Result<Self> {
+        let (builder, meta) = open_table(path, TABLE, VERSION)?;
+        let dim: usize = meta
+            .get(path, KEY_DIM)?
+            .parse()
+            .map_err(|_| SchemaError::format(path, "metadata key `mmflow.dim` is not a number"))?;
+        let info = FeatureInfo {
+            dataset: meta.get(path, KEY_DATASET)?.to_string(),
+            modality: meta.get(path, KEY_MODALITY)?.to_string(),
+            dim,
+        };
+        let builder = if with_frames {
+            builder
+        } else {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), ["segment_id", "pooled"]);
+            builder.with_projection(mask)
+        };
+        let reader = builder
+            .with_batch_size(256)
+            .build()
+            .map_err(|e| SchemaError::format(path, e))?;
+        Ok(FeatureReader {
+            info,
+            meta,
+            path: path.to_path_buf(),
+            reader,
+            with_frames,
+        })
+    }
+
+    /// What the file holds.
+    pub fn info(&self) -> &FeatureInfo {
+        &self.info
+    }
+
+    /// The file's mmflow metadata.
+    pub fn meta(&self) -> &FileMeta {
+        &self.meta
+    }
+
+    /// Reads every remaining batch into one.
+    pub fn read_all(self) -> Result<FeatureBatch> {
+        let mut all = FeatureBatch::new(self.info.dim);
+        for batch in self {
+            all.append(batch?);
+        }
+        Ok(all)
+    }
+
+    fn decode(&self, record: RecordBatch) -> Result<FeatureBatch> {
+        let path = &self.path;
+        let dim = self.info.dim;
+        let ids = column::<StringArray>(path, &record, "segment_id")?;
+        let pooled = column::<FixedSizeListArray>(path, &record, "pooled")?;
+        check_width(path, "pooled", pooled, dim)?;
+        let n = record.num_rows();
+        let mut batch = FeatureBatch::new(dim);
+        batch.segment_ids = ids
+            .iter()
+            .map(|s| s.unwrap_or_default().to_string())
+            .collect();
+        batch.pooled = vector_values(path, "pooled", pooled, 0, n)?.to_vec();
+        if !self.with_frames {
+            batch.offsets = vec![0; n + 1];
+            return Ok(batch);
+        }
+        let lengths = column::<Int32Array>(path, &record, "length")?;
+        let frames = column::<ListArray>(path, &record, "frames")?;
+        if frames.null_count() > 0 {
+            return Err(SchemaError::column(
+                path,
+                "frames",
+                "contains null sequences",
+            ));
+        }
+        let inner = frames
+            .values()
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .ok_or_else(|| SchemaError::column(path, "frames", "items are not fixed-size lists"))?;
+        check_width(path, "frames", inner, dim)?;
+        let offsets = frames.value_offsets();
+        let (first, last) = (offsets[0] as usize, offsets[n] as usize);
+        batch.frames = vector_values(path, "frames", inner, first, last)?.to_vec();
+        batch.offsets = offsets.iter().map(|&o| o as usize - first).collect();
+        for i in 0..n {
+            if lengths.value(i) as usize != batch.length(i) {
+                return Err(SchemaError::column(
+                    path,
+                    "length",
+                    format!(
+                        "segment `{}`: length {} but {} frames",
+                        batch.segment_ids[i],
+                        lengths.value(i),
+                        batch.length(i)
+                    ),
+                ));
+            }
+        }
+        Ok(batch)
+    }
+}
+
+fn check_width(path: &Path, column: &str, array: &FixedSizeListArray, dim: usize) -> Result<()> {
+    if array.value_length() as usize != dim {
+        return Err(SchemaError::column(
+            path,
+            column,
+            format!(
+                "vectors of width {} in a table declared {dim} wide",
+                array.value_length()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Iterator for FeatureReader {
+    type Item = Result<FeatureBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let record = self.reader.next()?;
+        Some(
+            record
+                .map_err(|e| SchemaError::format(&self.path, e))
+                .and_then(|r| self.decode(r)),
+        )
+    }
+}

@@ -1,0 +1,254 @@
+//! Shared Parquet plumbing: zstd-compressed writers that stamp mmflow's key/value metadata,
+//! and readers that check a file is the table they expect before decoding it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+use crate::{Result, SchemaError, MMFLOW_VERSION};
+
+/// Key of the table name in a file's key/value metadata.
+pub const KEY_TABLE: &str = "mmflow.table";
+/// Key of the schema version.
+pub const KEY_SCHEMA_VERSION: &str = "mmflow.schema_version";
+/// Key of the mmflow version that wrote the file.
+pub const KEY_MMFLOW_VERSION: &str = "mmflow.version";
+/// Key of the id of the stage that wrote the file.
+pub const KEY_STAGE: &str = "mmflow.stage";
+/// Key of the fingerprint of the stage run that wrote the file.
+pub const KEY_FINGERPRINT: &str = "mmflow.fingerprint";
+
+/// Provenance the engine hands to every writer: which stage run produced the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableMeta {
+    /// Id of the stage in its pipeline.
+    pub stage: String,
+    /// Fingerprint of the stage run (hash of kind, version, params, seed, inputs).
+    pub fingerprint: String,
+}
+
+/// The mmflow metadata found in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Table name (`segments`, `features`, …).
+    pub table: String,
+    /// Schema version of that table.
+    pub schema_version: u32,
+    /// mmflow version that wrote the file.
+    pub mmflow_version: String,
+    /// Provenance: stage id and fingerprint.
+    pub written_by: TableMeta,
+    /// Table-specific metadata (`mmflow.modality`, `mmflow.dim`, …).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl FileMeta {
+    /// A table-specific metadata value, or an error naming the key.
+    pub fn get(&self, path: &Path, key: &str) -> Result<&str> {
+        self.extra
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| SchemaError::Format {
+                path: path.to_path_buf(),
+                message: format!("metadata key `{key}` is missing"),
+            })
+    }
+}
+
+/// How a table's columns are encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Encoding {
+    /// Mostly strings and repeated values: dictionary encoding pays.
+    Dictionary,
+    /// Mostly dense floats: dictionaries only cost time, and per-page statistics are useless.
+    DenseFloats,
+}
+
+/// A Parquet writer for one table, flushing one row group per written batch so memory stays
+/// bounded by the batch size.
+pub(crate) struct TableWriter {
+    path: PathBuf,
+    inner: ArrowWriter<BufWriter<File>>,
+    rows: u64,
+}
+
+impl TableWriter {
+    pub(crate) fn create(
+        path: &Path,
+        schema: SchemaRef,
+        table: &str,
+        schema_version: u32,
+        meta: &TableMeta,
+        extra: &[(&str, String)],
+        encoding: Encoding,
+    ) -> Result<Self> {
+        let file = File::create(path).map_err(|source| SchemaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut kv = vec![
+            KeyValue::new(KEY_TABLE.to_string(), table.to_string()),
+            KeyValue::new(KEY_SCHEMA_VERSION.to_string(), schema_version.to_string()),
+            KeyValue::new(KEY_MMFLOW_VERSION.to_string(), MMFLOW_VERSION.to_string()),
+            KeyValue::new(KEY_STAGE.to_string(), meta.stage.clone()),
+            KeyValue::new(KEY_FINGERPRINT.to_string(), meta.fingerprint.clone()),
+        ];
+        kv.extend(
+            extra
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.to_string(), v.clone())),
+        );
+        let level = ZstdLevel::try_new(3).map_err(|e| SchemaError::format(path, e))?;
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_key_value_metadata(Some(kv))
+            // Row groups are cut by explicit flushes (one per written batch).
+            .set_max_row_group_row_count(None);
+        if let Encoding::DenseFloats = encoding {
+            props = props
+                .set_dictionary_enabled(false)
+                .set_statistics_enabled(EnabledStatistics::Chunk);
+        }
+        let inner = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            schema,
+            Some(props.build()),
+        )
+        .map_err(|e| SchemaError::format(path, e))?;
+        Ok(TableWriter {
+            path: path.to_path_buf(),
+            inner,
+            rows: 0,
+        })
+    }
+
+    /// Writes one batch as its own row group.
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.inner
+            .write(batch)
+            .and_then(|_| self.inner.flush())
+            .map_err(|e| SchemaError::format(&self.path, e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Writes the footer and syncs the file to disk; returns the number of rows written.
+    pub(crate) fn finish(self) -> Result<u64> {
+        let path = self.path;
+        let buffered = self
+            .inner
+            .into_inner()
+            .map_err(|e| SchemaError::format(&path, e))?;
+        let file = buffered.into_inner().map_err(|e| SchemaError::Io {
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(|source| SchemaError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(self.rows)
+    }
+}
+
+/// Reads mmflow's metadata from a Parquet file's footer.
+pub fn read_file_meta(path: &Path) -> Result<FileMeta> {
+    let file = open(path)?;
+    let reader = SerializedFileReader::new(file).map_err(|e| SchemaError::format(path, e))?;
+    meta_from_kv(path, reader.metadata().file_metadata().key_value_metadata())
+}
+
+/// Number of rows in a Parquet file, from its footer.
+pub fn row_count(path: &Path) -> Result<u64> {
+    let file = open(path)?;
+    let reader = SerializedFileReader::new(file).map_err(|e| SchemaError::format(path, e))?;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).map_err(|source| SchemaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn meta_from_kv(path: &Path, kv: Option<&Vec<KeyValue>>) -> Result<FileMeta> {
+    let mut map: BTreeMap<String, String> = kv
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v)))
+        .collect();
+    let mut take = |key: &str| map.remove(key);
+    let table = take(KEY_TABLE).ok_or_else(|| SchemaError::WrongTable {
+        path: path.to_path_buf(),
+        expected: "an mmflow".into(),
+        found: "a Parquet file without mmflow metadata".into(),
+    })?;
+    let schema_version = take(KEY_SCHEMA_VERSION)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mmflow_version = take(KEY_MMFLOW_VERSION).unwrap_or_default();
+    let stage = take(KEY_STAGE).unwrap_or_default();
+    let fingerprint = take(KEY_FINGERPRINT).unwrap_or_default();
+    map.remove("ARROW:schema");
+    Ok(FileMeta {
+        table,
+        schema_version,
+        mmflow_version,
+        written_by: TableMeta { stage, fingerprint },
+        extra: map,
+    })
+}
+
+/// Opens a file as the expected table and returns a batch reader builder over it.
+pub(crate) fn open_table(
+    path: &Path,
+    table: &str,
+    schema_version: u32,
+) -> Result<(ParquetRecordBatchReaderBuilder<File>, FileMeta)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+        .map_err(|e| SchemaError::format(path, e))?;
+    let meta = meta_from_kv(
+        path,
+        builder.metadata().file_metadata().key_value_metadata(),
+    )?;
+    if meta.table != table {
+        return Err(SchemaError::WrongTable {
+            path: path.to_path_buf(),
+            expected: table.to_string(),
+            found: format!("a `{}` table", meta.table),
+        });
+    }
+    if meta.schema_version != schema_version {
+        return Err(SchemaError::WrongTable {
+            path: path.to_path_buf(),
+            expected: format!("{table} (schema version {schema_version})"),
+            found: format!("schema version {}", meta.schema_version),
+        });
+    }
+    Ok((builder, meta))
+}
+
+/// Reads every batch of a reader, naming the file on failure.
+pub(crate) fn read_batches(
+    path: &Path,
+    builder: ParquetRecordBatchReaderBuilder<File>,
+) -> Result<Vec<RecordBatch>> {
+    let reader = builder.build().map_err(|e| SchemaError::format(path, e))?;
+    reader
+        .map(|b| b.map_err(|e| SchemaError::format(path, e)))
+        .collect()
+}

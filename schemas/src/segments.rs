@@ -1,0 +1,247 @@
+//! The `segments` table: one row per segment (the unit a label is attached to).
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `dataset` | utf8 | dataset name (`mosi`, `mosei`, …) |
+//! | `video_id` | utf8 | source video (or, for text corpora, the user/document) |
+//! | `segment_id` | utf8 | `<video>[<i>]`, the CMU SDK convention; unique in the table |
+//! | `split` | utf8 | `train`, `valid` or `test` |
+//! | `speaker_id` | utf8, nullable | speaker or user |
+//! | `start`, `end` | float64, nullable | segment interval in seconds |
+//! | one column per label | float32, nullable | e.g. `sentiment` in [-3, 3], emotions in [0, 3] |
+//!
+//! The label columns are listed, in order, under the metadata key `mmflow.labels`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::parquet_io::{open_table, read_batches, Encoding, TableWriter};
+use crate::{Result, SchemaError, Split, TableMeta};
+
+/// Table name in file metadata.
+pub const TABLE: &str = "segments";
+/// Schema version.
+pub const VERSION: u32 = 1;
+/// Metadata key listing the label columns.
+pub const KEY_LABELS: &str = "mmflow.labels";
+
+const FIXED: [&str; 7] = [
+    "dataset",
+    "video_id",
+    "segment_id",
+    "split",
+    "speaker_id",
+    "start",
+    "end",
+];
+
+/// One segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Dataset name.
+    pub dataset: String,
+    /// Source video (or user/document).
+    pub video_id: String,
+    /// `<video>[<i>]`.
+    pub segment_id: String,
+    /// Partition.
+    pub split: Split,
+    /// Speaker or user, when known.
+    pub speaker_id: Option<String>,
+    /// Start of the segment in seconds, when known.
+    pub start: Option<f64>,
+    /// End of the segment in seconds, when known.
+    pub end: Option<f64>,
+    /// One value per label column of the table (same order as [`SegmentTable::label_names`]).
+    pub labels: Vec<Option<f32>>,
+}
+
+/// The whole segments table in memory (it is small: one row per segment).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegmentTable {
+    /// Names of the label columns, in order.
+    pub label_names: Vec<String>,
+    /// The rows.
+    pub rows: Vec<Segment>,
+}
+
+impl SegmentTable {
+    /// The Arrow schema for a given set of label columns.
+    pub fn schema(label_names: &[String]) -> SchemaRef {
+        let mut fields = vec![
+            Field::new("dataset", DataType::Utf8, false),
+            Field::new("video_id", DataType::Utf8, false),
+            Field::new("segment_id", DataType::Utf8, false),
+            Field::new("split", DataType::Utf8, false),
+            Field::new("speaker_id", DataType::Utf8, true),
+            Field::new("start", DataType::Float64, true),
+            Field::new("end", DataType::Float64, true),
+        ];
+        fields.extend(
+            label_names
+                .iter()
+                .map(|n| Field::new(n, DataType::Float32, true)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Index of a label column by name.
+    pub fn label_index(&self, name: &str) -> Option<usize> {
+        self.label_names.iter().position(|n| n == name)
+    }
+
+    /// Number of segments per split, in the order train, valid, test.
+    pub fn split_counts(&self) -> [usize; 3] {
+        let mut counts = [0; 3];
+        for r in &self.rows {
+            counts[r.split as usize] += 1;
+        }
+        counts
+    }
+
+    /// Checks the invariants writers rely on: unique ids, one value per label column,
+    /// label names that do not clash with the fixed columns.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let invalid = |message: String| SchemaError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        for name in &self.label_names {
+            if FIXED.contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "label column `{name}` clashes with a fixed column"
+                )));
+            }
+        }
+        let mut seen = HashSet::with_capacity(self.rows.len());
+        for r in &self.rows {
+            if !seen.insert(r.segment_id.as_str()) {
+                return Err(invalid(format!("duplicate segment id `{}`", r.segment_id)));
+            }
+            if r.labels.len() != self.label_names.len() {
+                return Err(invalid(format!(
+                    "segment `{}` has {} labels for {} label columns",
+                    r.segment_id,
+                    r.labels.len(),
+                    self.label_names.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the table to `path` (zstd Parquet with mmflow metadata); returns the row count.
+    pub fn write(&self, path: &Path, meta: &TableMeta) -> Result<u64> {
+        self.check(path)?;
+        let schema = Self::schema(&self.label_names);
+        let text = |f: fn(&Segment) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(self.rows.iter().map(f)))
+        };
+        let mut columns: Vec<ArrayRef> = vec![
+            text(|r| &r.dataset),
+            text(|r| &r.video_id),
+            text(|r| &r.segment_id),
+            text(|r| r.split.as_str()),
+            Arc::new(StringArray::from_iter(
+                self.rows.iter().map(|r| r.speaker_id.as_deref()),
+            )),
+            Arc::new(Float64Array::from_iter(self.rows.iter().map(|r| r.start))),
+            Arc::new(Float64Array::from_iter(self.rows.iter().map(|r| r.end))),
+        ];
+        for i in 0..self.label_names.len() {
+            columns.push(Arc::new(Float32Array::from_iter(
+                self.rows.iter().map(|r| r.labels[i]),
+            )));
+        }
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| SchemaError::format(path, e))?;
+        let mut writer = TableWriter::create(
+            path,
+            schema,
+            TABLE,
+            VERSION,
+            meta,
+            &[(KEY_LABELS, self.label_names.join(","))],
+            Encoding::Dictionary,
+        )?;
+        writer.write(&batch)?;
+        writer.finish()
+    }
+
+    /// Reads a segments table written by [`SegmentTable::write`].
+    pub fn read(path: &Path) -> Result<SegmentTable> {
+        let (builder, meta) = open_table(path, TABLE, VERSION)?;
+        let label_names: Vec<String> = match meta.extra.get(KEY_LABELS) {
+            Some(s) if !s.is_empty() => s.split(',').map(str::to_string).collect(),
+            _ => Vec::new(),
+        };
+        let mut rows = Vec::new();
+        for batch in read_batches(path, builder)? {
+            let text = |name: &str| -> Result<&StringArray> { column(path, &batch, name) };
+            let float64 = |name: &str| -> Result<&Float64Array> { column(path, &batch, name) };
+            let (dataset, video, segment, split, speaker) = (
+                text("dataset")?,
+                text("video_id")?,
+                text("segment_id")?,
+                text("split")?,
+                text("speaker_id")?,
+            );
+            let (start, end) = (float64("start")?, float64("end")?);
+            let labels = label_names
+                .iter()
+                .map(|n| column::<Float32Array>(path, &batch, n))
+                .collect::<Result<Vec<_>>>()?;
+            for i in 0..batch.num_rows() {
+                let split_name = split.value(i);
+                let split = Split::parse(split_name).ok_or_else(|| {
+                    SchemaError::column(path, "split", format!("unknown split `{split_name}`"))
+                })?;
+                let opt_f64 = |a: &Float64Array| a.is_valid(i).then(|| a.value(i));
+                rows.push(Segment {
+                    dataset: dataset.value(i).to_string(),
+                    video_id: video.value(i).to_string(),
+                    segment_id: segment.value(i).to_string(),
+                    split,
+                    speaker_id: speaker.is_valid(i).then(|| speaker.value(i).to_string()),
+                    start: opt_f64(start),
+                    end: opt_f64(end),
+                    labels: labels
+                        .iter()
+                        .map(|a| a.is_valid(i).then(|| a.value(i)))
+                        .collect(),
+                });
+            }
+        }
+        Ok(SegmentTable { label_names, rows })
+    }
+}
+
+/// A typed column of a batch, or an error naming the file and column.
+pub(crate) fn column<'a, T: 'static>(
+    path: &Path,
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| SchemaError::column(path, name, "missing"))?
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| {
+            SchemaError::column(
+                path,
+                name,
+                format!(
+                    "unexpected type {}",
+                    batch
+                        .column_by_name(name)
+                        .map(|c| c.data_type().to_string())
+                        .unwrap_or_default()
+                ),
+            )
+        })
+}

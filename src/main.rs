@@ -1,0 +1,267 @@
+//! `mmflow`: declarative, reproducible multimodal sentiment analysis pipelines.
+//!
+//! A thin layer over the engine (`mmflow-pipeline`) and the stage kinds (`mmflow-stages`).
+//! Exit codes: 0 success, 1 a stage (or the run) failed, 2 bad config or usage.
+
+mod logging;
+mod show;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mmflow_pipeline::plan::PlanStatus;
+use mmflow_pipeline::{EngineError, Pipeline, Progress, RunOptions, StageOutcome};
+
+/// Declarative, reproducible multimodal sentiment analysis pipelines.
+#[derive(Parser)]
+#[command(name = "mmflow", version, about, long_about = None)]
+struct Cli {
+    /// Only print warnings and errors (no progress bars).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: every stage whose inputs, params or outputs changed, and nothing else.
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Run this stage even if it is up to date (repeatable).
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Show what would run, and why, without running anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// After a stage fails, keep running the stages that do not depend on it.
+        #[arg(long)]
+        keep_going: bool,
+        /// If another run holds the run directory, wait for it instead of refusing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the stages, their inputs and outputs, and which would run and why.
+    Plan {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Treat this stage as forced (repeatable).
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+    },
+    /// Check a pipeline file and report every problem at once; runs nothing.
+    Validate {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Print the schema, mmflow metadata and first rows of a Parquet table.
+    Show {
+        /// The Parquet file.
+        path: PathBuf,
+        /// Rows to print.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        rows: usize,
+    },
+    /// List the stage kinds with their inputs.
+    Kinds,
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    /// The pipeline file (TOML).
+    file: PathBuf,
+    /// Override a value of the file: `--set stages.mosei.params.scale=1.0` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Run directory (default: `data/runs/<pipeline name>`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Show { .. }) {
+        show::configure_display();
+    }
+    let progress = if cli.quiet {
+        Progress::hidden()
+    } else {
+        Progress::stderr()
+    };
+    logging::init(cli.quiet, progress.clone());
+    match execute(cli.command, progress) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
+    match command {
+        Command::Run {
+            pipeline,
+            force,
+            dry_run,
+            keep_going,
+            wait,
+        } => {
+            let Some(p) = load(&pipeline) else {
+                return Ok(EXIT_USAGE);
+            };
+            if dry_run {
+                return print_plan(&p, &force);
+            }
+            let options = RunOptions {
+                force: force.into_iter().collect(),
+                keep_going,
+                wait_for_lock: wait,
+                progress,
+            };
+            match mmflow_pipeline::run(&p, &options) {
+                Ok(summary) => {
+                    print_summary(&p, &summary.stages);
+                    Ok(if summary.failed() { EXIT_FAILED } else { 0 })
+                }
+                Err(e @ (EngineError::Busy { .. } | EngineError::Usage(_))) => {
+                    eprintln!("error: {e}");
+                    Ok(EXIT_USAGE)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Plan { pipeline, force } => match load(&pipeline) {
+            Some(p) => print_plan(&p, &force),
+            None => Ok(EXIT_USAGE),
+        },
+        Command::Validate { pipeline } => match load(&pipeline) {
+            Some(p) => {
+                println!(
+                    "{}: ok ({} stages, run directory {})",
+                    pipeline.file.display(),
+                    p.stages.len(),
+                    p.run_dir.display()
+                );
+                Ok(0)
+            }
+            None => Ok(EXIT_USAGE),
+        },
+        Command::Show { path, rows } => {
+            show::show(&path, rows)?;
+            Ok(0)
+        }
+        Command::Kinds => {
+            let registry = mmflow_stages::registry();
+            for kind in registry.kinds() {
+                println!("{:<16} {}", kind.kind(), kind.about());
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Loads and validates; prints every problem and returns None if there are any.
+fn load(args: &PipelineArgs) -> Option<Pipeline> {
+    let registry = mmflow_stages::registry();
+    match mmflow_pipeline::load(&args.file, &args.set, &registry) {
+        Ok(mut p) => {
+            if let Some(out) = &args.out {
+                p.run_dir = out.clone();
+            }
+            Some(p)
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "error: {} problem{} in {}; nothing was run",
+                problems.0.len(),
+                if problems.0.len() == 1 { "" } else { "s" },
+                args.file.display()
+            );
+            None
+        }
+    }
+}
+
+fn print_plan(p: &Pipeline, force: &[String]) -> anyhow::Result<u8> {
+    for id in force {
+        if p.stage(id).is_none() {
+            eprintln!("error: --force {id}: the pipeline has no stage `{id}`");
+            return Ok(EXIT_USAGE);
+        }
+    }
+    let forced: BTreeSet<String> = force.iter().cloned().collect();
+    let manifest = mmflow_pipeline::manifest::Manifest::load(&p.run_dir).unwrap_or_default();
+    let statuses = mmflow_pipeline::plan::plan(p, &manifest, &forced)?;
+    println!(
+        "pipeline `{}` ({} stages) · run directory {} · seed {} · device {}",
+        p.name,
+        p.stages.len(),
+        p.run_dir.display(),
+        p.seed,
+        p.device.as_str()
+    );
+    for (stage, (_, status)) in p.stages.iter().zip(&statuses) {
+        let inputs: Vec<String> = stage
+            .inputs
+            .values()
+            .flatten()
+            .map(|r| r.to_string())
+            .collect();
+        let outputs: Vec<&str> = stage.outputs.iter().map(|o| o.name.as_str()).collect();
+        let status = match status {
+            PlanStatus::UpToDate => "up to date".to_string(),
+            PlanStatus::WillRun(why) => format!("will run: {why}"),
+            PlanStatus::AfterUpstream(up) => {
+                format!(
+                    "will run if {} change{} its outputs",
+                    up.join(", "),
+                    if up.len() == 1 { "s" } else { "" }
+                )
+            }
+        };
+        println!("\n  {} ({})  {status}", stage.id, stage.stage.kind());
+        if !inputs.is_empty() {
+            println!("      reads  {}", inputs.join(", "));
+        }
+        println!("      writes {}", outputs.join(", "));
+    }
+    Ok(0)
+}
+
+fn print_summary(p: &Pipeline, outcomes: &[(String, StageOutcome)]) {
+    let width = outcomes.iter().map(|(id, _)| id.len()).max().unwrap_or(0);
+    let (mut ran, mut skipped, mut failed) = (0, 0, 0);
+    for (id, outcome) in outcomes {
+        let line = match outcome {
+            StageOutcome::Ran { reason, seconds } => {
+                ran += 1;
+                format!("ran in {seconds:.2} s ({reason})")
+            }
+            StageOutcome::UpToDate => {
+                skipped += 1;
+                "up to date".into()
+            }
+            StageOutcome::Failed { error } => {
+                failed += 1;
+                format!("FAILED: {error}")
+            }
+            StageOutcome::NotRun => "not run (an upstream stage failed)".into(),
+        };
+        let kind = p.stage(id).map(|s| s.stage.kind()).unwrap_or("");
+        println!("  {id:<width$}  {kind:<12} {line}");
+    }
+    println!(
+        "{ran} ran, {skipped} up to date, {failed} failed · outputs in {}",
+        p.run_dir.display()
+    );
+}

@@ -1,0 +1,10 @@
+//! The kinds of table that flow between stages (see `schemas/` for their columns).
+
+use mmflow_pipeline::TableKind;
+
+/// One row per segment: ids, split, speaker, interval, labels.
+pub const SEGMENTS: TableKind = TableKind::parquet(mmflow_schemas::segments::TABLE);
+/// One file per modality: frame sequences and pooled vectors per segment.
+pub const FEATURES: TableKind = TableKind::parquet(mmflow_schemas::features::TABLE);
+/// Per-feature statistics a normalisation was fitted with.
+pub const NORM_STATS: TableKind = TableKind::parquet(mmflow_schemas::norm_stats::TABLE);

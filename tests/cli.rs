@@ -1,0 +1,303 @@
+//! The command line: validation, runs, caching, exit codes, crash safety, `show`.
+
+use std::time::Duration;
+
+use crate::util::{parquet_files, Dir, SMALL};
+
+#[test]
+fn validate_reports_every_problem_with_file_line_and_column() {
+    let dir = Dir::new();
+    dir.write(
+        "p.toml",
+        r#"[pipeline]
+name = "bad"
+
+[stages.mosei]
+kind = "synthetic"
+params = { profile = "mosei", scal = 0.1, scale = 7 }
+
+[stages.norm]
+kind = "normalise"
+
+[stages.norm2]
+kind = "normalize"
+inputs = { segments = "mosei.text", features = ["mosei.txt"] }
+"#,
+    );
+    let run = dir.mmflow(&["validate", "p.toml"]).expect(2);
+    for expected in [
+        "p.toml:6:31: `stages.mosei.params.scal`: unknown key `scal`",
+        "p.toml:6:", // scale out of range
+        "must be in (0, 1], got 7",
+        "p.toml:9:8: `stages.norm.kind`: unknown stage kind `normalise` (did you mean `normalize`?)",
+        "input `segments` takes `segments` tables, but `mosei.text` is a `features` table",
+        "stage `mosei` has no output `txt` (did you mean `text`?)",
+        "nothing was run",
+    ] {
+        assert!(run.stderr.contains(expected), "missing `{expected}` in:\n{}", run.stderr);
+    }
+    assert!(!dir.join("data").exists(), "nothing may be written");
+    // The same problems through `run`.
+    dir.mmflow(&["run", "p.toml"]).expect(2);
+    assert!(!dir.join("data").exists());
+}
+
+#[test]
+fn bad_files_and_overrides_exit_2_with_a_position() {
+    let dir = Dir::new();
+    dir.write("broken.toml", "[pipeline\nname = 1\n");
+    let run = dir.mmflow(&["validate", "broken.toml"]).expect(2);
+    assert!(run.stderr.contains("broken.toml:1:"), "{}", run.stderr);
+    let run = dir.mmflow(&["validate", "missing.toml"]).expect(2);
+    assert!(
+        run.stderr.contains("missing.toml") && run.stderr.contains("cannot read"),
+        "{}",
+        run.stderr
+    );
+    dir.write("p.toml", SMALL);
+    let run = dir
+        .mmflow(&[
+            "validate",
+            "p.toml",
+            "--set",
+            "stages.mosi.params.scale=2",
+            "--set",
+            "stages.mosi.params.nope=1",
+        ])
+        .expect(2);
+    assert!(
+        run.stderr.contains("--set stages.mosi.params.scale=2"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("--set stages.mosi.params.nope=1: `stages.mosi.params.nope`: unknown key"),
+        "{}",
+        run.stderr
+    );
+    dir.mmflow(&[
+        "validate",
+        "p.toml",
+        "--set",
+        "stages.mosi.params.scale=0.5",
+    ])
+    .ok();
+}
+
+#[test]
+fn rerunning_an_unchanged_pipeline_runs_nothing_and_a_change_reruns_only_dependents() {
+    let dir = Dir::new();
+    dir.write("p.toml", SMALL);
+    let first = dir.mmflow(&["run", "p.toml"]).ok();
+    for stage in ["mosei", "mosi", "mosei_norm", "mosi_norm"] {
+        assert!(first.says(stage, "ran in"), "{}", first.stdout);
+    }
+    let run_dir = dir.join("data/runs/small");
+    assert!(run_dir.join("mmflow.lock").is_file());
+    assert!(run_dir.join("pipeline.toml").is_file());
+    for table in [
+        "mosei/segments",
+        "mosei/text",
+        "mosei/audio",
+        "mosei/visual",
+        "mosei_norm/stats",
+        "mosei_norm/visual",
+    ] {
+        assert!(
+            run_dir.join(format!("{table}.parquet")).is_file(),
+            "{table}"
+        );
+    }
+    let second = dir.mmflow(&["run", "p.toml"]).ok();
+    for stage in ["mosei", "mosi", "mosei_norm", "mosi_norm"] {
+        assert!(second.says(stage, "up to date"), "{}", second.stdout);
+    }
+    let plan = dir
+        .mmflow(&[
+            "plan",
+            "p.toml",
+            "--set",
+            "stages.mosi_norm.params.clip=3.0",
+        ])
+        .ok();
+    assert!(
+        plan.stdout
+            .contains("mosi_norm (normalize)  will run: params changed: clip: null → 3.0"),
+        "{}",
+        plan.stdout
+    );
+    let third = dir
+        .mmflow(&["run", "p.toml", "--set", "stages.mosi_norm.params.clip=3.0"])
+        .ok();
+    assert!(third.says("mosi_norm", "ran in"), "{}", third.stdout);
+    for stage in ["mosei", "mosi", "mosei_norm"] {
+        assert!(third.says(stage, "up to date"), "{}", third.stdout);
+    }
+    // An output deleted on disk re-runs its stage.
+    std::fs::remove_file(run_dir.join("mosi/visual.parquet")).unwrap();
+    let dry = dir.mmflow(&["run", "p.toml", "--dry-run"]).ok();
+    assert!(
+        dry.stdout
+            .contains("mosi (synthetic)  will run: output `visual` is missing"),
+        "{}",
+        dry.stdout
+    );
+    let fourth = dir.mmflow(&["run", "p.toml"]).ok();
+    assert!(fourth.says("mosi", "ran in"), "{}", fourth.stdout);
+    assert!(
+        fourth.says("mosi_norm", "ran in"),
+        "the lock records clip=null, the file clip=3: {}",
+        fourth.stdout
+    );
+    // --force and --out.
+    let forced = dir.mmflow(&["run", "p.toml", "--force", "mosei"]).ok();
+    assert!(forced.says("mosei", "forced"), "{}", forced.stdout);
+    assert!(
+        forced.says("mosei_norm", "up to date"),
+        "deterministic output: {}",
+        forced.stdout
+    );
+    dir.mmflow(&["run", "p.toml", "--force", "nope"]).expect(2);
+    dir.mmflow(&["run", "p.toml", "--out", "elsewhere"]).ok();
+    assert!(dir.join("elsewhere/mosi_norm/text.parquet").is_file());
+}
+
+#[test]
+fn same_config_and_seed_give_byte_identical_tables() {
+    let dir = Dir::new();
+    dir.write("p.toml", SMALL);
+    dir.mmflow(&["run", "p.toml", "--out", "one"]).ok();
+    dir.mmflow(&["run", "p.toml", "--out", "two", "--set", "pipeline.jobs=1"])
+        .ok();
+    let files = parquet_files(&dir.join("one"));
+    assert_eq!(files.len(), 2 * 4 + 2 * 4);
+    for f in &files {
+        let a = std::fs::read(dir.join("one").join(f)).unwrap();
+        let b = std::fs::read(dir.join("two").join(f)).unwrap();
+        assert!(a == b, "{} differs between runs", f.display());
+    }
+    // A different seed for a synthetic stage gives different data.
+    dir.mmflow(&[
+        "run",
+        "p.toml",
+        "--out",
+        "three",
+        "--set",
+        "stages.mosi.seed=3",
+    ])
+    .ok();
+    let a = std::fs::read(dir.join("one/mosi/text.parquet")).unwrap();
+    let b = std::fs::read(dir.join("three/mosi/text.parquet")).unwrap();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn a_failing_stage_exits_1_names_the_segment_and_writes_nothing() {
+    let dir = Dir::new();
+    dir.write("p.toml", SMALL);
+    let run = dir
+        .mmflow(&[
+            "run",
+            "p.toml",
+            "--set",
+            "stages.mosei_norm.params.nonfinite=\"error\"",
+        ])
+        .expect(1);
+    assert!(
+        run.stderr.contains("stage `mosei_norm` (normalize) failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("segment `") && run.stderr.contains("audio.parquet"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("FAILED"), "{}", run.stdout);
+    let stage_dir = dir.join("data/runs/small/mosei_norm");
+    let left: Vec<_> = std::fs::read_dir(&stage_dir)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "partial outputs left: {left:?}");
+    // Independent stages were not affected.
+    assert!(
+        dir.join("data/runs/small/mosi/text.parquet").is_file() || run.stdout.contains("not run")
+    );
+}
+
+#[test]
+fn killing_a_run_at_any_moment_then_rerunning_gives_the_complete_result() {
+    let dir = Dir::new();
+    dir.write("p.toml", SMALL);
+    dir.mmflow(&["run", "p.toml", "--out", "reference"]).ok();
+    let reference = parquet_files(&dir.join("reference"));
+    for delay_ms in [50u64, 200, 500] {
+        let out = format!("killed-{delay_ms}");
+        let mut child = dir
+            .command(&["run", "p.toml", "--out", &out, "--quiet"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        dir.mmflow(&["run", "p.toml", "--out", &out]).ok();
+        assert_eq!(parquet_files(&dir.join(&out)), reference);
+        for f in &reference {
+            let a = std::fs::read(dir.join("reference").join(f)).unwrap();
+            let b = std::fs::read(dir.join(&out).join(f)).unwrap();
+            assert!(
+                a == b,
+                "{} differs after a kill at {delay_ms} ms",
+                f.display()
+            );
+        }
+        let again = dir.mmflow(&["run", "p.toml", "--out", &out]).ok();
+        assert!(!again.stdout.contains("ran in"), "{}", again.stdout);
+    }
+}
+
+#[test]
+fn show_prints_schema_metadata_and_rows() {
+    let dir = Dir::new();
+    dir.write("p.toml", SMALL);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let run = dir
+        .mmflow(&["show", "data/runs/small/mosi/visual.parquet", "-n", "3"])
+        .ok();
+    for expected in [
+        "table features (schema v1)",
+        "written by stage `mosi`",
+        "mmflow.dim = 65",
+        "frames: list[array[f32, 65]]",
+        "pooled: array[f32, 65]",
+        "first 3 rows",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "missing `{expected}` in:\n{}",
+            run.stdout
+        );
+    }
+    let run = dir
+        .mmflow(&["show", "data/runs/small/mosi/segments.parquet"])
+        .ok();
+    assert!(
+        run.stdout.contains("sentiment: f32") && run.stdout.contains("[0]"),
+        "{}",
+        run.stdout
+    );
+    dir.write("junk.parquet", "not parquet");
+    let run = dir.mmflow(&["show", "junk.parquet"]).expect(1);
+    assert!(run.stderr.contains("junk.parquet"), "{}", run.stderr);
+}
+
+#[test]
+fn kinds_and_help_describe_themselves() {
+    let dir = Dir::new();
+    let run = dir.mmflow(&["kinds"]).ok();
+    assert!(run.stdout.contains("synthetic") && run.stdout.contains("normalize"));
+    let run = dir.mmflow(&["run", "--help"]).ok();
+    assert!(run.stdout.contains("--dry-run") && run.stdout.contains("--set"));
+    dir.mmflow(&["frobnicate"]).expect(2);
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests through the `mmflow` binary: one test binary, each test in its own
+//! temporary directory (see `util`).
+
+mod util;
+
+mod cli;
+mod interop;
+mod normalize;
+mod synthetic;
