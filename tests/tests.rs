@@ -6,4 +6,6 @@ mod util;
 mod cli;
 mod interop;
 mod normalize;
+mod readers;
+mod sources;
 mod synthetic;

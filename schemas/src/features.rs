@@ -6,6 +6,7 @@
 //! | `length` | int32 | number of frames (time steps) of the sequence |
 //! | `frames` | list<fixed_size_list<float32, D>> | the sequence, one D-vector per step |
 //! | `pooled` | fixed_size_list<float32, D> | mean over the steps (f64 accumulation) |
+//! | `intervals` | list<fixed_size_list<float64, 2>>, nullable | `[start, end]` of each step in seconds, when known |
 //!
 //! Metadata: `mmflow.dataset`, `mmflow.modality`, `mmflow.dim` (= D).
 //!
@@ -16,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, ListArray, RecordBatch,
-    StringArray,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, ListArray,
+    RecordBatch, StringArray,
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
@@ -61,6 +62,8 @@ pub struct FeatureBatch {
     pub frames: Vec<f32>,
     /// One pooled vector per segment, row-major, `len() * dim` values.
     pub pooled: Vec<f32>,
+    /// `[start, end]` of every frame (2 values per frame), when every segment has them.
+    pub intervals: Option<Vec<f64>>,
 }
 
 impl FeatureBatch {
@@ -72,6 +75,7 @@ impl FeatureBatch {
             offsets: vec![0],
             frames: Vec::new(),
             pooled: Vec::new(),
+            intervals: None,
         }
     }
 
@@ -105,12 +109,34 @@ impl FeatureBatch {
         &self.pooled[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// The `[start, end]` intervals of segment `i`'s frames, when known.
+    pub fn intervals_of(&self, i: usize) -> Option<&[f64]> {
+        self.intervals
+            .as_ref()
+            .map(|v| &v[self.offsets[i] * 2..self.offsets[i + 1] * 2])
+    }
+
     /// Appends a segment; its pooled vector is the mean of its frames (NaN when it has none).
     pub fn push(&mut self, segment_id: String, frames: &[f32]) {
+        self.intervals = None;
         let start = self.pooled.len();
         self.pooled.resize(start + self.dim, 0.0);
         mean_rows(frames, self.dim, &mut self.pooled[start..]);
         self.push_frames(segment_id, frames);
+    }
+
+    /// Appends a segment with the `[start, end]` interval of each frame (2 values per frame).
+    pub fn push_timed(&mut self, segment_id: String, frames: &[f32], intervals: &[f64]) {
+        let timed = match self.intervals.take() {
+            Some(mut v) => {
+                v.extend_from_slice(intervals);
+                Some(v)
+            }
+            None if self.is_empty() => Some(intervals.to_vec()),
+            None => None,
+        };
+        self.push(segment_id, frames);
+        self.intervals = timed;
     }
 
     /// Appends a segment with a pooled vector computed elsewhere.
@@ -135,6 +161,14 @@ impl FeatureBatch {
     /// Appends every segment of `other` (which must have the same width).
     pub fn append(&mut self, other: FeatureBatch) {
         debug_assert_eq!(self.dim, other.dim);
+        self.intervals = match (self.is_empty(), self.intervals.take(), other.intervals) {
+            (true, _, theirs) => theirs,
+            (false, Some(mut ours), Some(theirs)) => {
+                ours.extend(theirs);
+                Some(ours)
+            }
+            _ => None,
+        };
         let base = self.total_frames();
         self.offsets
             .extend(other.offsets[1..].iter().map(|o| o + base));
@@ -196,7 +230,20 @@ pub fn schema(dim: usize) -> SchemaRef {
             false,
         ),
         Field::new("pooled", vector_type(dim), false),
+        Field::new("intervals", intervals_type(), true),
     ]))
+}
+
+fn interval_item() -> FieldRef {
+    Arc::new(Field::new(
+        "item",
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float64, false)), 2),
+        false,
+    ))
+}
+
+fn intervals_type() -> DataType {
+    DataType::List(interval_item())
 }
 
 /// Wraps a flat row-major f32 buffer as a `FixedSizeList<f32, dim>` array (no per-element copy).
@@ -281,15 +328,34 @@ impl FeatureWriter {
         let offsets: Vec<i32> = batch.offsets.iter().map(|&o| o as i32).collect();
         let frames = ListArray::new(
             Arc::new(Field::new("item", vector_type(self.dim), false)),
-            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            OffsetBuffer::new(ScalarBuffer::from(offsets.clone())),
             Arc::new(vectors_array(batch.frames.clone(), self.dim)),
             None,
         );
+        let intervals = match &batch.intervals {
+            Some(v) => {
+                let values = Float64Array::new(ScalarBuffer::from(v.clone()), None);
+                let pairs = FixedSizeListArray::new(
+                    Arc::new(Field::new("item", DataType::Float64, false)),
+                    2,
+                    Arc::new(values),
+                    None,
+                );
+                ListArray::new(
+                    interval_item(),
+                    OffsetBuffer::new(ScalarBuffer::from(offsets.clone())),
+                    Arc::new(pairs),
+                    None,
+                )
+            }
+            None => ListArray::new_null(interval_item(), n),
+        };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(&batch.segment_ids)),
             Arc::new(Int32Array::from(lengths)),
             Arc::new(frames),
             Arc::new(vectors_array(batch.pooled.clone(), self.dim)),
+            Arc::new(intervals),
         ];
         let record = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| SchemaError::format(&self.path, e))?;
@@ -408,6 +474,7 @@ impl FeatureReader {
         let (first, last) = (offsets[0] as usize, offsets[n] as usize);
         batch.frames = vector_values(path, "frames", inner, first, last)?.to_vec();
         batch.offsets = offsets.iter().map(|&o| o as usize - first).collect();
+        batch.intervals = decode_intervals(path, &record, &batch)?;
         for i in 0..n {
             if lengths.value(i) as usize != batch.length(i) {
                 return Err(SchemaError::column(
@@ -424,6 +491,67 @@ impl FeatureReader {
         }
         Ok(batch)
     }
+}
+
+/// The `intervals` column: None when every row is null (or the column is absent).
+fn decode_intervals(
+    path: &Path,
+    record: &RecordBatch,
+    batch: &FeatureBatch,
+) -> Result<Option<Vec<f64>>> {
+    let Some(column) = record.column_by_name("intervals") else {
+        return Ok(None);
+    };
+    let list = column
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| SchemaError::column(path, "intervals", "not a list column"))?;
+    if list.null_count() == list.len() {
+        return Ok(None);
+    }
+    if list.null_count() > 0 {
+        return Err(SchemaError::column(
+            path,
+            "intervals",
+            "some rows have intervals and some do not",
+        ));
+    }
+    let pairs = list
+        .values()
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .ok_or_else(|| {
+            SchemaError::column(path, "intervals", "items are not [start, end] pairs")
+        })?;
+    let values = pairs
+        .values()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| SchemaError::column(path, "intervals", "items are not float64"))?;
+    let offsets = list.value_offsets();
+    for i in 0..batch.len() {
+        if (offsets[i + 1] - offsets[i]) as usize != batch.length(i) {
+            return Err(SchemaError::column(
+                path,
+                "intervals",
+                format!(
+                    "segment `{}`: {} intervals for {} frames",
+                    batch.segment_ids[i],
+                    offsets[i + 1] - offsets[i],
+                    batch.length(i)
+                ),
+            ));
+        }
+    }
+    let (a, b) = (
+        pairs.value_offset_at(offsets[0] as usize),
+        pairs.value_offset_at(offsets[batch.len()] as usize),
+    );
+    values
+        .values()
+        .get(a..b)
+        .map(|s| Some(s.to_vec()))
+        .ok_or_else(|| SchemaError::column(path, "intervals", "offsets out of range"))
 }
 
 fn check_width(path: &Path, column: &str, array: &FixedSizeListArray, dim: usize) -> Result<()> {

@@ -4,14 +4,16 @@
 //! | kind | what it does |
 //! |---|---|
 //! | `synthetic` | MOSI/MOSEI-shaped (or valence/arousal) data with a known latent signal |
+//! | `csd`, `npz`, `csv` | feature files + labels, aligned as the CMU SDK does |
+//! | `mmsa_pickle` | MMSA/MulT processed pickles, read as data only |
 //! | `normalize` | per-feature statistics on the train split; z-score (or match another dataset's statistics) |
 #![warn(missing_docs)]
 
 pub mod folds;
+pub mod ingest;
 pub mod kinds;
 pub mod moments;
 pub mod normalize;
-pub mod synthetic;
 
 use mmflow_pipeline::Registry;
 
@@ -19,7 +21,11 @@ use mmflow_pipeline::Registry;
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
-        .register(synthetic::Synthetic)
+        .register(ingest::synthetic::Synthetic)
+        .register(ingest::aligned::Aligned::<ingest::aligned::CsdFormat>::new())
+        .register(ingest::aligned::Aligned::<ingest::aligned::NpzFormat>::new())
+        .register(ingest::aligned::Aligned::<ingest::aligned::CsvFormat>::new())
+        .register(ingest::mmsa::MmsaPickle)
         .register(normalize::Normalize);
     registry
 }

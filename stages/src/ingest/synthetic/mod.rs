@@ -338,10 +338,19 @@ fn generate_video(
         let (start, end) = (clock, clock + duration);
         clock = end + rng.random_range(0.2..1.5);
         let id = segment_id(&video.id, i);
+        // Word-aligned: every modality's step t spans the t-th word of the segment.
+        let step = duration / length as f64;
+        let intervals: Vec<f64> = (0..length)
+            .flat_map(|t| [start + t as f64 * step, start + (t + 1) as f64 * step])
+            .collect();
         for (space, batch) in spaces.iter().zip(batches.iter_mut()) {
             frames.clear();
             space.frames(&latent, length, &mut rng, &mut frames);
-            batch.push(id.clone(), &frames);
+            if va {
+                batch.push(id.clone(), &frames);
+            } else {
+                batch.push_timed(id.clone(), &frames, &intervals);
+            }
         }
         let split = if va {
             // Each user's texts in time order: the first 70% train, then 15% valid, 15% test.

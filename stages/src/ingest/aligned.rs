@@ -1,0 +1,843 @@
+//! The `csd`, `npz` and `csv` sources: per-video feature files + a label file → the
+//! segments table and one features table per modality, aligned as the CMU SDK does
+//! ([`super::align`]), streamed in parallel chunks of videos.
+//!
+//! The three kinds are one implementation; they differ only in the format a modality's file
+//! is read in when its `format` is not given, so formats can be mixed (SDK words and labels
+//! with self-extracted OpenFace CSVs, say).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use mmflow_pipeline::{
+    BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+};
+use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureWriter};
+use mmflow_schemas::segments::{Segment, SegmentTable};
+use mmflow_schemas::{segment_id, Split};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::align::{self, Collapse, Sequence, Values};
+use super::source::{Format, Source, TimingOptions};
+use super::synthetic::profile::EMOTIONS;
+use crate::folds::{self, Folds};
+use crate::kinds::{FEATURES, SEGMENTS};
+
+/// What to do with NaN and ±inf values in a modality's aligned features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinitePolicy {
+    /// Leave them, as the SDK does (they are counted and reported).
+    #[default]
+    Keep,
+    /// Replace them by 0, as MulT and MMSA do to COVAREP's -inf.
+    Zero,
+    /// Fail, naming the file, video and segment.
+    Error,
+}
+
+/// What to do with a video whose features are not the modality's width (real MOSEI has
+/// ~200 segments of 43-d COVAREP among 74-d).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WidthPolicy {
+    /// Fail, naming the file and video.
+    #[default]
+    Error,
+    /// Drop the video from this modality (and so from the dataset, as the SDK's unify does).
+    Drop,
+    /// Pad with zeros (or cut) to the modality's width.
+    Pad,
+}
+
+/// The SDK's alignment recipe or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlignMode {
+    /// Every modality to the words of `reference` (collapsed), then to the label intervals.
+    #[default]
+    Words,
+    /// No word alignment: each modality's frames cut to each label interval.
+    None,
+}
+
+/// Which frames `max_length` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The first `max_length` frames (drop the end).
+    #[default]
+    First,
+    /// The last `max_length` frames (drop the start).
+    Last,
+}
+
+/// One modality's (or the labels') file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModalitySource {
+    /// The file (`.csd`, `.npz`) or directory of per-video CSVs.
+    pub path: PathBuf,
+    /// `csd`, `npz` or `csv`; default: the stage kind's format.
+    pub format: Option<Format>,
+    /// NaN/±inf in the aligned features: `keep` (default, as the SDK), `zero` (MulT/MMSA) or `error`.
+    pub nonfinite: NonFinitePolicy,
+    /// Feature width; default: the most common width in the file.
+    pub dim: Option<usize>,
+    /// Videos of another width: `error` (default), `drop` or `pad`.
+    pub width_mismatch: WidthPolicy,
+    /// npz/csv: frames per second, when frames carry no intervals (npz) or to set a CSV
+    /// frame's duration (default: the median timestamp step).
+    pub fps: Option<f64>,
+    /// csv: the timestamp column (seconds).
+    pub timestamp_column: String,
+    /// csv: feature columns; default: every numeric column not in `exclude`.
+    pub columns: Option<Vec<String>>,
+    /// csv: columns that are never features (default: OpenFace 2's bookkeeping columns).
+    pub exclude: Vec<String>,
+    /// csv: the video id column, when one file holds every video.
+    pub video_column: Option<String>,
+}
+
+impl Default for ModalitySource {
+    fn default() -> Self {
+        ModalitySource {
+            path: PathBuf::new(),
+            format: None,
+            nonfinite: NonFinitePolicy::Keep,
+            dim: None,
+            width_mismatch: WidthPolicy::Error,
+            fps: None,
+            timestamp_column: "timestamp".into(),
+            columns: None,
+            exclude: ["frame", "face_id", "timestamp", "confidence", "success"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            video_column: None,
+        }
+    }
+}
+
+impl ModalitySource {
+    fn timing(&self) -> TimingOptions {
+        TimingOptions {
+            fps: self.fps,
+            timestamp_column: self.timestamp_column.clone(),
+            columns: self.columns.clone(),
+            exclude: self.exclude.clone(),
+            video_column: self.video_column.clone(),
+        }
+    }
+}
+
+/// Parameters of the `csd`, `npz` and `csv` sources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignedParams {
+    /// Dataset name written to the tables. `mosi` and `mosei` also select the standard folds
+    /// and label column names.
+    pub dataset: String,
+    /// Modalities: output name → its file. One of them is the `reference` (the words).
+    pub modalities: BTreeMap<String, ModalitySource>,
+    /// The label file: one interval per opinion segment, one column per label.
+    pub labels: ModalitySource,
+    /// Names of the label columns; default `sentiment` (mosi) or `sentiment` + the six
+    /// emotions (mosei).
+    pub label_columns: Option<Vec<String>>,
+    /// The modality whose intervals are the words.
+    pub reference: String,
+    /// `words` (the SDK's standard recipe, default) or `none` (frames cut to each label interval).
+    pub align: AlignMode,
+    /// How the frames inside a word are collapsed: `mean` (default), `min`, `max`, `std`, `first`, `last`.
+    pub collapse: Collapse,
+    /// Interval tolerance in seconds (the SDK's `epsilon`, 10e-4).
+    pub epsilon: f64,
+    /// Keep only segments that every modality covers (as the SDK's `get_tensors` does);
+    /// with `false`, a segment missing a modality is simply absent from that modality's table.
+    pub require_all_modalities: bool,
+    /// Keep at most this many steps per segment (MMSA and MulT use 50); none by default.
+    pub max_length: Option<usize>,
+    /// Which steps `max_length` keeps: `first` (default) or `last`.
+    pub keep: Keep,
+    /// A folds file (JSON `{"train": [...], "valid": [...], "test": [...]}`, optionally under
+    /// the dataset's name) replacing the standard folds.
+    pub folds: Option<PathBuf>,
+    /// Videos processed (and written as one row group) at a time: bounds memory.
+    pub chunk_videos: usize,
+}
+
+impl Default for AlignedParams {
+    fn default() -> Self {
+        AlignedParams {
+            dataset: "mosi".into(),
+            modalities: BTreeMap::new(),
+            labels: ModalitySource::default(),
+            label_columns: None,
+            reference: "words".into(),
+            align: AlignMode::Words,
+            collapse: Collapse::Mean,
+            epsilon: align::SDK_EPSILON,
+            require_all_modalities: true,
+            max_length: None,
+            keep: Keep::First,
+            folds: None,
+            chunk_videos: 32,
+        }
+    }
+}
+
+/// The default format of a source kind.
+pub trait DefaultFormat: Send + Sync + 'static {
+    /// Stage kind name.
+    const KIND: &'static str;
+    /// Format of modalities without `format`.
+    const FORMAT: Format;
+    /// One line for `mmflow kinds`.
+    const ABOUT: &'static str;
+}
+
+/// `.csd` files (the CMU SDK's computational sequences).
+pub struct CsdFormat;
+impl DefaultFormat for CsdFormat {
+    const KIND: &'static str = "csd";
+    const FORMAT: Format = Format::Csd;
+    const ABOUT: &'static str =
+        "CMU SDK computational sequences (.csd), aligned exactly as the SDK does";
+}
+
+/// `.npz` files of per-video arrays.
+pub struct NpzFormat;
+impl DefaultFormat for NpzFormat {
+    const KIND: &'static str = "npz";
+    const FORMAT: Format = Format::Npz;
+    const ABOUT: &'static str = "per-video numpy arrays (.npz), aligned as the SDK does";
+}
+
+/// Directories of per-video CSV frames.
+pub struct CsvFormat;
+impl DefaultFormat for CsvFormat {
+    const KIND: &'static str = "csv";
+    const FORMAT: Format = Format::Csv;
+    const ABOUT: &'static str =
+        "per-frame CSV rows with timestamps (OpenFace 2, MediaPipe), aligned as the SDK does";
+}
+
+/// The aligning source stage, reading modalities in `F`'s format by default.
+pub struct Aligned<F>(PhantomData<F>);
+
+impl<F> Aligned<F> {
+    /// The stage kind.
+    pub fn new() -> Self {
+        Aligned(PhantomData)
+    }
+}
+
+impl<F> Default for Aligned<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn format_of(source: &ModalitySource, default: Format) -> Format {
+    source.format.unwrap_or(default)
+}
+
+fn label_columns(p: &AlignedParams) -> Option<Vec<String>> {
+    p.label_columns
+        .clone()
+        .or_else(|| match p.dataset.as_str() {
+            "mosi" => Some(vec!["sentiment".into()]),
+            "mosei" => Some(
+                std::iter::once("sentiment")
+                    .chain(EMOTIONS)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => None,
+        })
+}
+
+impl<F: DefaultFormat> StageKind for Aligned<F> {
+    type Params = AlignedParams;
+    const KIND: &'static str = F::KIND;
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = F::ABOUT;
+
+    fn check(&self, p: &AlignedParams) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if p.modalities.is_empty() {
+            problems.push(ParamProblem::new(
+                "modalities",
+                "name at least one modality file",
+            ));
+        }
+        if p.align == AlignMode::Words && !p.modalities.contains_key(&p.reference) {
+            problems.push(ParamProblem::new(
+                "reference",
+                format!(
+                    "`{}` is not one of the modalities ({})",
+                    p.reference,
+                    p.modalities.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        for (name, m) in &p.modalities {
+            if name == "segments"
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                problems.push(ParamProblem::new(
+                    &format!("modalities.{name}"),
+                    "modality names are output names: letters, digits, `_`, `-`, and not `segments`",
+                ));
+            }
+            if m.path.as_os_str().is_empty() {
+                problems.push(ParamProblem::new(
+                    &format!("modalities.{name}.path"),
+                    "is required",
+                ));
+            }
+        }
+        if p.labels.path.as_os_str().is_empty() {
+            problems.push(ParamProblem::new("labels.path", "is required"));
+        }
+        if label_columns(p).is_none() {
+            problems.push(ParamProblem::new(
+                "label_columns",
+                format!(
+                    "dataset `{}` has no default label names: list them",
+                    p.dataset
+                ),
+            ));
+        }
+        if p.folds.is_none() && !matches!(p.dataset.as_str(), "mosi" | "mosei") {
+            problems.push(ParamProblem::new(
+                "folds",
+                format!(
+                    "dataset `{}` has no built-in folds: give a folds file",
+                    p.dataset
+                ),
+            ));
+        }
+        if !(p.epsilon.is_finite() && p.epsilon >= 0.0) {
+            problems.push(ParamProblem::new("epsilon", "must be a finite number ≥ 0"));
+        }
+        if p.max_length == Some(0) {
+            problems.push(ParamProblem::new("max_length", "must be at least 1"));
+        }
+        if p.chunk_videos == 0 {
+            problems.push(ParamProblem::new("chunk_videos", "must be at least 1"));
+        }
+        problems
+    }
+
+    fn inputs(&self, _: &AlignedParams) -> Vec<InputSlot> {
+        Vec::new()
+    }
+
+    fn outputs(
+        &self,
+        p: &AlignedParams,
+        _: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
+        let mut ports = vec![OutputPort::new("segments", SEGMENTS)];
+        ports.extend(
+            p.modalities
+                .keys()
+                .map(|m| OutputPort::new(m.clone(), FEATURES)),
+        );
+        Ok(ports)
+    }
+
+    fn external_files(&self, p: &AlignedParams) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = p.modalities.values().map(|m| m.path.clone()).collect();
+        files.push(p.labels.path.clone());
+        files.extend(p.folds.clone());
+        files
+    }
+
+    fn run(&self, p: &AlignedParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
+        run_aligned(p, F::FORMAT, ctx)
+    }
+}
+
+/// A modality opened for reading, with its resolved width.
+struct Opened {
+    name: String,
+    source: Source,
+    spec: ModalitySource,
+    dim: usize,
+}
+
+fn open(name: &str, spec: &ModalitySource, default: Format) -> Result<Source, StageError> {
+    let format = format_of(spec, default);
+    Source::open(&spec.path, format, &spec.timing())
+        .map_err(|e| StageError::input(format!("{name}: {e}")))
+}
+
+/// The most common feature width of a source's videos (ties: the larger).
+fn common_width(source: &Source) -> Result<usize, StageError> {
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for v in source.videos() {
+        *counts
+            .entry(
+                source
+                    .width(v)
+                    .map_err(|e| StageError::input(e.to_string()))?,
+            )
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(w, n)| (n, w))
+        .map(|(w, _)| w)
+        .ok_or_else(|| StageError::input(format!("{}: holds no videos", source.path().display())))
+}
+
+fn read_folds(p: &AlignedParams) -> Result<Folds, StageError> {
+    let Some(path) = &p.folds else {
+        return Ok(if p.dataset == "mosei" {
+            folds::mosei()
+        } else {
+            folds::mosi()
+        });
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| StageError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StageError::input(format!("{}: not JSON ({e})", path.display())))?;
+    let node = if json.get("train").is_some() {
+        &json
+    } else {
+        &json[&p.dataset]
+    };
+    serde_json::from_value(node.clone()).map_err(|e| {
+        StageError::input(format!(
+            "{}: expected {{\"train\": [...], \"valid\": [...], \"test\": [...]}} (optionally under \"{}\"): {e}",
+            path.display(),
+            p.dataset
+        ))
+    })
+}
+
+/// Counts collected while processing videos; summed into the stage report.
+#[derive(Default, Clone)]
+struct Tally {
+    zero_length_labels: usize,
+    segments_missing: BTreeMap<String, usize>,
+    segments_dropped_incomplete: usize,
+    videos_without_frames: BTreeMap<String, Vec<String>>,
+    nonfinite: BTreeMap<String, usize>,
+    nonfinite_zeroed: BTreeMap<String, usize>,
+    width_mismatch: BTreeMap<String, Vec<String>>,
+    truncated: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.zero_length_labels += other.zero_length_labels;
+        self.segments_dropped_incomplete += other.segments_dropped_incomplete;
+        for (k, v) in other.segments_missing {
+            *self.segments_missing.entry(k).or_default() += v;
+        }
+        for (k, v) in other.videos_without_frames {
+            self.videos_without_frames.entry(k).or_default().extend(v);
+        }
+        for (k, v) in other.nonfinite {
+            *self.nonfinite.entry(k).or_default() += v;
+        }
+        for (k, v) in other.nonfinite_zeroed {
+            *self.nonfinite_zeroed.entry(k).or_default() += v;
+        }
+        for (k, v) in other.width_mismatch {
+            self.width_mismatch.entry(k).or_default().extend(v);
+        }
+        for (k, v) in other.truncated {
+            *self.truncated.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// One video's output.
+struct VideoOut {
+    segments: Vec<Segment>,
+    features: Vec<FeatureBatch>,
+    tally: Tally,
+}
+
+fn run_aligned(
+    p: &AlignedParams,
+    default: Format,
+    ctx: &mut RunContext<'_>,
+) -> Result<(), StageError> {
+    let label_names =
+        label_columns(p).ok_or_else(|| StageError::config("label_columns are required"))?;
+    // Open every file (in parallel: .npz and CSV sources are read at open).
+    let opened: Vec<Result<Opened, StageError>> = p
+        .modalities
+        .par_iter()
+        .map(|(name, spec)| {
+            let source = open(name, spec, default)?;
+            let dim = match spec.dim {
+                Some(d) => d,
+                None => common_width(&source)?,
+            };
+            Ok(Opened {
+                name: name.clone(),
+                source,
+                spec: spec.clone(),
+                dim,
+            })
+        })
+        .collect();
+    let modalities: Vec<Opened> = opened.into_iter().collect::<Result<_, _>>()?;
+    let labels = open("labels", &p.labels, default)?;
+    let folds = read_folds(p)?;
+    let split_of = folds.lookup();
+
+    // Unify: the videos every modality and the labels have (the SDK drops the rest).
+    let mut shared: BTreeSet<&str> = labels.videos().iter().map(String::as_str).collect();
+    let mut dropped_by_unify: BTreeMap<String, usize> = BTreeMap::new();
+    let all_videos: BTreeSet<&str> = modalities
+        .iter()
+        .flat_map(|m| m.source.videos().iter().map(String::as_str))
+        .chain(labels.videos().iter().map(String::as_str))
+        .collect();
+    for m in &modalities {
+        let have: BTreeSet<&str> = m.source.videos().iter().map(String::as_str).collect();
+        shared.retain(|v| have.contains(v));
+        dropped_by_unify.insert(
+            m.name.clone(),
+            all_videos.iter().filter(|v| !have.contains(*v)).count(),
+        );
+    }
+    let labels_have: BTreeSet<&str> = labels.videos().iter().map(String::as_str).collect();
+    dropped_by_unify.insert(
+        "labels".into(),
+        all_videos
+            .iter()
+            .filter(|v| !labels_have.contains(*v))
+            .count(),
+    );
+    if shared.is_empty() {
+        return Err(StageError::input(format!(
+            "no video is present in every modality and the labels ({}); videos missing per file: {}",
+            modalities
+                .iter()
+                .map(|m| format!("{} {}", m.name, m.source.path().display()))
+                .chain(std::iter::once(format!("labels {}", labels.path().display())))
+                .collect::<Vec<_>>()
+                .join(", "),
+            serde_json::to_string(&dropped_by_unify).unwrap_or_default()
+        )));
+    }
+    // Folds: videos in no fold are counted and left out.
+    let mut videos: Vec<(Split, String)> = Vec::new();
+    let mut unfolded = Vec::new();
+    for v in &shared {
+        match split_of.get(v) {
+            Some(&s) => videos.push((s, v.to_string())),
+            None => unfolded.push(v.to_string()),
+        }
+    }
+    videos.sort();
+    if videos.is_empty() {
+        return Err(StageError::input(format!(
+            "none of the {} shared videos is in a fold of `{}` (e.g. `{}`): check `dataset` or `folds`",
+            shared.len(),
+            p.dataset,
+            unfolded.first().cloned().unwrap_or_default()
+        )));
+    }
+
+    let mut writers = Vec::new();
+    for m in &modalities {
+        let info = FeatureInfo {
+            dataset: p.dataset.clone(),
+            modality: m.name.clone(),
+            dim: m.dim,
+        };
+        writers.push(FeatureWriter::create(
+            ctx.output(&m.name)?,
+            &info,
+            ctx.table_meta(),
+        )?);
+    }
+    let bar = ctx.progress.bar("aligning videos", videos.len() as u64);
+    let mut segments = Vec::new();
+    let mut tally = Tally::default();
+    for chunk in videos.chunks(p.chunk_videos) {
+        let outs: Vec<Result<VideoOut, StageError>> = chunk
+            .par_iter()
+            .map(|(split, video)| {
+                process_video(p, &modalities, &labels, &label_names, *split, video)
+            })
+            .collect();
+        let mut batches: Vec<FeatureBatch> = modalities
+            .iter()
+            .map(|m| FeatureBatch::new(m.dim))
+            .collect();
+        for out in outs {
+            let out = out?;
+            segments.extend(out.segments);
+            tally.merge(out.tally);
+            for (all, one) in batches.iter_mut().zip(out.features) {
+                all.append(one);
+            }
+        }
+        for (w, b) in writers.iter_mut().zip(&batches) {
+            w.write(b)?;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    for w in writers {
+        w.finish()?;
+    }
+    if segments.is_empty() {
+        return Err(StageError::input(
+            "no segment survived alignment: every label interval missed some modality",
+        ));
+    }
+    let table = SegmentTable {
+        label_names,
+        rows: segments,
+    };
+    table.write(ctx.output("segments")?, ctx.table_meta())?;
+    let counts = table.split_counts();
+    for (name, n) in &tally.nonfinite {
+        if *n > 0 {
+            tracing::info!(
+                "{}: {name}: {n} non-finite values in the aligned features",
+                ctx.stage_id
+            );
+        }
+    }
+    if tally.segments_dropped_incomplete > 0 {
+        tracing::info!(
+            "{}: {} labelled segments left out because a modality had no frames in them",
+            ctx.stage_id,
+            tally.segments_dropped_incomplete
+        );
+    }
+    ctx.report("videos", videos.len());
+    ctx.report("segments", counts);
+    ctx.report("videos_missing_per_file", dropped_by_unify);
+    ctx.report("videos_in_no_fold", unfolded);
+    ctx.report("videos_without_frames", tally.videos_without_frames);
+    ctx.report("zero_length_label_intervals", tally.zero_length_labels);
+    ctx.report("segments_missing_modality", tally.segments_missing);
+    ctx.report(
+        "segments_dropped_incomplete",
+        tally.segments_dropped_incomplete,
+    );
+    ctx.report("nonfinite_values", tally.nonfinite);
+    ctx.report("nonfinite_zeroed", tally.nonfinite_zeroed);
+    ctx.report("width_mismatch_videos", tally.width_mismatch);
+    ctx.report("segments_truncated", tally.truncated);
+    Ok(())
+}
+
+/// Reads, checks and aligns one video.
+fn process_video(
+    p: &AlignedParams,
+    modalities: &[Opened],
+    labels: &Source,
+    label_names: &[String],
+    split: Split,
+    video: &str,
+) -> Result<VideoOut, StageError> {
+    let mut tally = Tally::default();
+    let fail = |e: super::source::SourceError| StageError::input(e.to_string());
+    // Raw frames, width-checked, sorted by start.
+    let mut raw: Vec<Option<Sequence>> = Vec::with_capacity(modalities.len());
+    for m in modalities {
+        let mut seq = m.source.read(video).map_err(fail)?;
+        if seq.dim != m.dim {
+            tally
+                .width_mismatch
+                .entry(m.name.clone())
+                .or_default()
+                .push(video.to_string());
+            match m.spec.width_mismatch {
+                WidthPolicy::Error => {
+                    return Err(StageError::input(format!(
+                        "{}: video `{video}`: features are {} wide, modality `{}` is {} wide (set width_mismatch = \"drop\" or \"pad\")",
+                        m.source.path().display(),
+                        seq.dim,
+                        m.name,
+                        m.dim
+                    )))
+                }
+                WidthPolicy::Drop => {
+                    raw.push(None);
+                    continue;
+                }
+                WidthPolicy::Pad => seq = resize_width(seq, m.dim),
+            }
+        }
+        raw.push(Some(seq.sorted_by_start()));
+    }
+    let empty = |tally: Tally| VideoOut {
+        segments: Vec::new(),
+        features: modalities
+            .iter()
+            .map(|m| FeatureBatch::new(m.dim))
+            .collect(),
+        tally,
+    };
+    if raw.iter().any(Option::is_none) {
+        return Ok(empty(tally));
+    }
+    let raw: Vec<Sequence> = raw.into_iter().map(|s| s.expect("checked")).collect();
+
+    // Step 1: word-level sequences (or the raw frames, unaligned).
+    let level: Vec<Sequence> = match p.align {
+        AlignMode::None => raw,
+        AlignMode::Words => {
+            let r = modalities
+                .iter()
+                .position(|m| m.name == p.reference)
+                .expect("checked in params");
+            let words = raw[r].clone();
+            raw.iter()
+                .enumerate()
+                .map(|(i, seq)| {
+                    let aligned = if i == r {
+                        align::words_after_alignment(&words, p.collapse, p.epsilon)
+                    } else {
+                        align::align_to_words(&words.intervals, seq, p.collapse, p.epsilon)
+                    };
+                    aligned.sorted_by_start()
+                })
+                .collect()
+        }
+    };
+    for (m, seq) in modalities.iter().zip(&level) {
+        if seq.is_empty() {
+            tally
+                .videos_without_frames
+                .entry(m.name.clone())
+                .or_default()
+                .push(video.to_string());
+        }
+    }
+    if level.iter().any(Sequence::is_empty) {
+        // The SDK's second unify drops a video a modality has no word-level entry for.
+        return Ok(empty(tally));
+    }
+
+    // Step 2: to the label intervals.
+    let label_seq = labels.read(video).map_err(fail)?;
+    if label_seq.dim != label_names.len() {
+        return Err(StageError::input(format!(
+            "{}: video `{video}`: {} label columns, but {} label names ({})",
+            labels.path().display(),
+            label_seq.dim,
+            label_names.len(),
+            label_names.join(", ")
+        )));
+    }
+    let label_values = label_seq.values.to_f32();
+    let mut out = empty(Tally::default());
+    for (i, &interval) in label_seq.intervals.iter().enumerate() {
+        if (interval[0] - interval[1]).abs() < p.epsilon {
+            tally.zero_length_labels += 1;
+            continue;
+        }
+        let pieces: Vec<Sequence> = level
+            .iter()
+            .map(|s| align::intersect(interval, s, p.epsilon))
+            .collect();
+        for (m, piece) in modalities.iter().zip(&pieces) {
+            if piece.is_empty() {
+                *tally.segments_missing.entry(m.name.clone()).or_default() += 1;
+            }
+        }
+        if p.require_all_modalities && pieces.iter().any(Sequence::is_empty) {
+            tally.segments_dropped_incomplete += 1;
+            continue;
+        }
+        let id = segment_id(video, i);
+        for ((m, piece), batch) in modalities.iter().zip(pieces).zip(out.features.iter_mut()) {
+            if piece.is_empty() {
+                continue;
+            }
+            let mut values = piece.values.to_f32();
+            let mut intervals: Vec<f64> = piece.intervals.iter().flat_map(|iv| *iv).collect();
+            let bad = values.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                *tally.nonfinite.entry(m.name.clone()).or_default() += bad;
+                match m.spec.nonfinite {
+                    NonFinitePolicy::Keep => {}
+                    NonFinitePolicy::Zero => {
+                        values.iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = 0.0);
+                        *tally.nonfinite_zeroed.entry(m.name.clone()).or_default() += bad;
+                    }
+                    NonFinitePolicy::Error => {
+                        return Err(StageError::input(format!(
+                            "{}: video `{video}`, segment `{id}`: {bad} non-finite values (nonfinite = \"error\")",
+                            m.source.path().display()
+                        )))
+                    }
+                }
+            }
+            if let Some(max) = p.max_length {
+                let steps = values.len() / m.dim.max(1);
+                if steps > max {
+                    *tally.truncated.entry(m.name.clone()).or_default() += 1;
+                    let (from, to) = match p.keep {
+                        Keep::First => (0, max),
+                        Keep::Last => (steps - max, steps),
+                    };
+                    values = values[from * m.dim..to * m.dim].to_vec();
+                    intervals = intervals[from * 2..to * 2].to_vec();
+                }
+            }
+            batch.push_timed(id.clone(), &values, &intervals);
+        }
+        out.segments.push(Segment {
+            dataset: p.dataset.clone(),
+            video_id: video.to_string(),
+            segment_id: id,
+            split,
+            speaker_id: None,
+            start: Some(interval[0]),
+            end: Some(interval[1]),
+            labels: label_values[i * label_names.len()..(i + 1) * label_names.len()]
+                .iter()
+                .map(|&x| Some(x))
+                .collect(),
+        });
+    }
+    out.tally = tally;
+    Ok(out)
+}
+
+/// Pads with zeros (or cuts) every frame to `dim` values.
+fn resize_width(seq: Sequence, dim: usize) -> Sequence {
+    let old = seq.dim;
+    let resize = |v: &[f32]| -> Vec<f32> {
+        v.chunks(old.max(1))
+            .flat_map(|row| (0..dim).map(move |j| row.get(j).copied().unwrap_or(0.0)))
+            .collect()
+    };
+    let values = match &seq.values {
+        Values::F32(v) => Values::F32(resize(v)),
+        Values::F64(v) => Values::F64(
+            v.chunks(old.max(1))
+                .flat_map(|row| (0..dim).map(move |j| row.get(j).copied().unwrap_or(0.0)))
+                .collect(),
+        ),
+    };
+    Sequence {
+        intervals: seq.intervals,
+        values,
+        dim,
+    }
+}

@@ -1,0 +1,132 @@
+//! Per-video timed feature sequences, whatever file format they come from.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::align::Sequence;
+use super::csd_file::CsdFile;
+use super::{csv_dir::CsvSource, npz_file::NpzSource};
+
+/// A file format holding one modality (or the labels) for many videos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// A CMU-MultimodalSDK computational sequence (HDF5).
+    Csd,
+    /// A numpy `.npz`: `<video>/features` + `<video>/intervals` arrays, or `<video>` arrays
+    /// timed by `fps`.
+    Npz,
+    /// A directory of per-video CSV files (or one CSV with a video column) with a timestamp
+    /// column, e.g. OpenFace 2 or MediaPipe output.
+    Csv,
+}
+
+impl Format {
+    /// The format a path's extension suggests.
+    pub fn of_path(path: &Path) -> Option<Format> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("csd" | "h5" | "hdf5") => Some(Format::Csd),
+            Some("npz") => Some(Format::Npz),
+            Some("csv") => Some(Format::Csv),
+            _ if path.is_dir() => Some(Format::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// Options for formats without their own timing or column metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimingOptions {
+    /// Frames per second, for arrays without intervals (frame t spans [t/fps, (t+1)/fps]),
+    /// or to set each CSV frame's duration (default: the median step of its timestamps).
+    pub fps: Option<f64>,
+    /// CSV: the timestamp column, in seconds.
+    pub timestamp_column: String,
+    /// CSV: the feature columns (default: every numeric column not in `exclude`).
+    pub columns: Option<Vec<String>>,
+    /// CSV: columns that are never features.
+    pub exclude: Vec<String>,
+    /// CSV: a column holding the video id, when one file holds many videos.
+    pub video_column: Option<String>,
+}
+
+/// Why a source cannot be read: names the file (and the video when one is at fault).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct SourceError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One modality (or the labels) of many videos.
+pub enum Source {
+    /// `.csd`: read lazily, video by video.
+    Csd(CsdFile),
+    /// `.npz`: read at open.
+    Npz(NpzSource),
+    /// CSV: read at open.
+    Csv(CsvSource),
+}
+
+impl Source {
+    /// Opens `path` in `format`.
+    pub fn open(
+        path: &Path,
+        format: Format,
+        timing: &TimingOptions,
+    ) -> Result<Source, SourceError> {
+        Ok(match format {
+            Format::Csd => Source::Csd(CsdFile::open(path).map_err(|e| SourceError {
+                path: e.path,
+                message: e.message,
+            })?),
+            Format::Npz => Source::Npz(NpzSource::open(path, timing)?),
+            Format::Csv => Source::Csv(CsvSource::open(path, timing)?),
+        })
+    }
+
+    /// Video ids, sorted.
+    pub fn videos(&self) -> &[String] {
+        match self {
+            Source::Csd(s) => s.videos(),
+            Source::Npz(s) => s.videos(),
+            Source::Csv(s) => s.videos(),
+        }
+    }
+
+    /// The file or directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Csd(s) => s.path(),
+            Source::Npz(s) => s.path(),
+            Source::Csv(s) => s.path(),
+        }
+    }
+
+    /// The feature width of a video, without reading its frames where the format allows.
+    pub fn width(&self, video: &str) -> Result<usize, SourceError> {
+        match self {
+            Source::Csd(s) => s.shape(video).map(|s| s.dim).map_err(|e| SourceError {
+                path: e.path,
+                message: e.message,
+            }),
+            Source::Npz(s) => s.read(video).map(|q| q.dim),
+            Source::Csv(s) => s.read(video).map(|q| q.dim),
+        }
+    }
+
+    /// A video's frames.
+    pub fn read(&self, video: &str) -> Result<Sequence, SourceError> {
+        match self {
+            Source::Csd(s) => s.read(video).map_err(|e| SourceError {
+                path: e.path,
+                message: e.message,
+            }),
+            Source::Npz(s) => s.read(video),
+            Source::Csv(s) => s.read(video),
+        }
+    }
+}
