@@ -109,7 +109,12 @@ def generate(folder, n_videos, seed=0):
 
 
 SDK_RECIPE = r"""
-import sys, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+import importlib.util, os, sys, types, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+# `import mmsdk` also imports its model SDK (and torch); load only the data SDK.
+spec = importlib.util.find_spec('mmsdk')
+package = types.ModuleType('mmsdk')
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules['mmsdk'] = package
 from mmsdk import mmdatasdk
 paths, out = dict(a.split('=', 1) for a in sys.argv[1:-1]), sys.argv[-1]
 def avg(intervals, features):
@@ -155,7 +160,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=160)
     ap.add_argument("--dir", type=pathlib.Path, default=ROOT / "target" / "bench-sdk")
-    ap.add_argument("--mmflow", default=str(ROOT / "target" / "release" / "mmflow"))
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    ap.add_argument("--mmflow", default=str(target / "release" / "mmflow"))
     ap.add_argument("--skip-sdk", action="store_true", help="only time h5py and mmflow (e.g. at full MOSEI scale)")
     args = ap.parse_args()
     data = args.dir / f"mosei-{args.videos}"
@@ -174,7 +180,9 @@ def main():
     size = sum(p.stat().st_size for p in paths.values())
     print(f"{args.videos} videos, {size / 1e9:.2f} GB of .csd")
 
-    h5_wall, h5_rss, out = timed([sys.executable, "-c", H5PY_READ, *map(str, paths.values())])
+    # Twice, keeping the faster: both tools then read from a warm page cache.
+    runs = [timed([sys.executable, "-c", H5PY_READ, *map(str, paths.values())]) for _ in range(2)]
+    h5_wall, h5_rss, out = min(runs)
     raw = int(out.strip())
     print(f"h5py plain read        {h5_wall:7.2f} s  {h5_rss:7.0f} MB peak  {raw / h5_wall / 1e9:.2f} GB/s")
 
@@ -188,7 +196,9 @@ def main():
     out_dir = data / "mmflow-run"
     subprocess.run(["rm", "-rf", str(out_dir)], check=True)
     mm_wall, mm_rss, _ = timed([args.mmflow, "run", str(config), "--out", str(out_dir), "-q"])
-    print(f"mmflow run (csd)       {mm_wall:7.2f} s  {mm_rss:7.0f} MB peak  {raw / mm_wall / 1e9:.2f} GB/s = {h5_wall / mm_wall:.0%} of h5py's rate")
+    print(f"mmflow run (csd)       {mm_wall:7.2f} s  {mm_rss:7.0f} MB peak  {raw / mm_wall / 1e9:.2f} GB/s = {h5_wall / mm_wall:.0%} of h5py's rate (first run: hashes the sources too)")
+    warm_wall, warm_rss, _ = timed([args.mmflow, "run", str(config), "--out", str(out_dir), "-q", "--force", "mosei"])
+    print(f"mmflow run --force     {warm_wall:7.2f} s  {warm_rss:7.0f} MB peak  {raw / warm_wall / 1e9:.2f} GB/s = {h5_wall / warm_wall:.0%} of h5py's rate (source hashes known)")
 
     if args.skip_sdk:
         return

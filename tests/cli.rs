@@ -301,3 +301,51 @@ fn kinds_and_help_describe_themselves() {
     assert!(run.stdout.contains("--dry-run") && run.stdout.contains("--set"));
     dir.mmflow(&["frobnicate"]).expect(2);
 }
+
+#[test]
+fn every_shipped_config_validates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = Dir::new();
+    let mut n = 0;
+    for entry in std::fs::read_dir(root.join("configs")).unwrap().flatten() {
+        let path = entry.path();
+        let run = dir.mmflow(&["validate", path.to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{}: {}", path.display(), run.stderr);
+        n += 1;
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn the_source_configs_run_on_the_shared_fixtures() {
+    // Run from the repository root, as the README says, into a temporary run directory.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = Dir::new();
+    for config in ["sdk_mosi", "sdk_mosei", "mmsa_pickle", "self_extracted"] {
+        let out = dir.join(config);
+        let run = dir
+            .command(&[
+                "run",
+                &format!("configs/{config}.toml"),
+                "--out",
+                out.to_str().unwrap(),
+                "-q",
+            ])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let lock: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("mmflow.lock")).unwrap())
+                .unwrap();
+        assert_eq!(
+            lock["stages"].as_object().unwrap().len(),
+            2,
+            "{config}: source and normalize ran"
+        );
+    }
+}

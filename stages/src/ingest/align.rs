@@ -100,14 +100,11 @@ impl Sequence {
     }
 
     /// The same frames sorted by start time (stable), as the SDK's pre-alignment does.
-    pub fn sorted_by_start(&self) -> Sequence {
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        if order
-            .windows(2)
-            .all(|w| self.intervals[w[0]][0] <= self.intervals[w[1]][0])
-        {
-            return self.clone();
+    pub fn sorted_by_start(self) -> Sequence {
+        if self.intervals.windows(2).all(|w| w[0][0] <= w[1][0]) {
+            return self;
         }
+        let mut order: Vec<usize> = (0..self.len()).collect();
         order.sort_by(|&a, &b| self.intervals[a][0].total_cmp(&self.intervals[b][0]));
         let mut out = self.empty_like();
         for i in order {
@@ -137,11 +134,69 @@ pub enum Collapse {
     Last,
 }
 
+/// A sequence sorted by start time, indexed so that the frames that can intersect an
+/// interval are found by binary search instead of a scan of every frame.
+pub struct Timeline {
+    /// The frames, sorted by start.
+    pub seq: Sequence,
+    /// Running maximum of the frames' end times.
+    max_end: Vec<f64>,
+}
+
+impl Timeline {
+    /// Sorts `seq` by start (stably) and indexes it.
+    pub fn new(seq: Sequence) -> Timeline {
+        let seq = seq.sorted_by_start();
+        let mut max_end = Vec::with_capacity(seq.len());
+        let mut running = f64::NEG_INFINITY;
+        for iv in &seq.intervals {
+            running = if iv[1] > running { iv[1] } else { running };
+            max_end.push(running);
+        }
+        Timeline { seq, max_end }
+    }
+
+    /// True if the timeline has no frame.
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
+    /// The frames intersecting `reference`, clipped to it (see [`intersect`]).
+    pub fn intersect(&self, reference: [f64; 2], epsilon: f64) -> Sequence {
+        let [r0, r1] = reference;
+        // Frames past `upper` start too late, frames before `lower` all end too early: the
+        // same comparisons as the scan, on monotone sequences, so nothing is skipped wrongly.
+        let upper = self
+            .seq
+            .intervals
+            .partition_point(|iv| (-iv[0] - -r1) > -epsilon);
+        let lower = self
+            .max_end
+            .partition_point(|&end| !((end - r0) > -epsilon));
+        intersect_range(reference, &self.seq, epsilon, lower..upper.max(lower))
+    }
+}
+
 /// The frames of `sub` (sorted by start) that intersect `reference`, clipped to it.
 pub fn intersect(reference: [f64; 2], sub: &Sequence, epsilon: f64) -> Sequence {
+    intersect_range(reference, sub, epsilon, 0..sub.len())
+}
+
+fn intersect_range(
+    reference: [f64; 2],
+    sub: &Sequence,
+    epsilon: f64,
+    range: std::ops::Range<usize>,
+) -> Sequence {
     let [r0, r1] = reference;
     let mut out = sub.empty_like();
-    for (i, &[s0, s1]) in sub.intervals.iter().enumerate() {
+    for (i, &[s0, s1]) in sub
+        .intervals
+        .iter()
+        .enumerate()
+        .skip(range.start)
+        .take(range.len())
+    {
         // numpy: all((sub_copy - ref_copy) > -eps) with sub_copy = [-s0, s1], ref_copy = [-r1, r0]
         if (-s0 - -r1) > -epsilon && (s1 - r0) > -epsilon {
             let piece = [s0.max(r0), s1.min(r1)];
@@ -262,15 +317,15 @@ pub fn collapse(seq: &Sequence, how: Collapse) -> ([f64; 2], Values) {
     ([lo, hi], values)
 }
 
-/// Step 1: aligns `sub` (sorted by start) to each interval of `words`; the result has one row
-/// per word that `sub` intersects (in word order).
-pub fn align_to_words(words: &[[f64; 2]], sub: &Sequence, how: Collapse, epsilon: f64) -> Sequence {
-    let mut out = sub.empty_like();
+/// Step 1: aligns `sub` to each interval of `words`; the result has one row per word that
+/// `sub` intersects (in word order).
+pub fn align_to_words(words: &[[f64; 2]], sub: &Timeline, how: Collapse, epsilon: f64) -> Sequence {
+    let mut out = sub.seq.empty_like();
     for &word in words {
         if (word[0] - word[1]).abs() < epsilon {
             continue;
         }
-        let pieces = intersect(word, sub, epsilon);
+        let pieces = sub.intersect(word, epsilon);
         if pieces.is_empty() {
             continue;
         }
@@ -330,6 +385,21 @@ mod tests {
         let got = intersect([0.15, 0.3005], &frames, SDK_EPSILON);
         assert_eq!(got.intervals, vec![[0.15, 0.2], [0.2, 0.3]]);
         assert_eq!(got.values, Values::F32(vec![2.0, 3.0]));
+        // The indexed search finds the same frames.
+        let timeline = Timeline::new(frames.clone());
+        for r in [
+            [0.15, 0.3005],
+            [0.0, 0.4],
+            [0.35, 0.5],
+            [-1.0, 0.0],
+            [0.1, 0.1],
+        ] {
+            assert_eq!(
+                timeline.intersect(r, SDK_EPSILON),
+                intersect(r, &frames, SDK_EPSILON),
+                "{r:?}"
+            );
+        }
     }
 
     /// numpy: `np.average(np.array([[1e8, 1], [1, 1], [-1e8, 1]], np.float32), axis=0)`

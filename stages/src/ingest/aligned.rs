@@ -19,7 +19,7 @@ use mmflow_schemas::{segment_id, Split};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::align::{self, Collapse, Sequence, Values};
+use super::align::{self, Collapse, Sequence, Timeline, Values};
 use super::source::{Format, Source, TimingOptions};
 use super::synthetic::profile::EMOTIONS;
 use crate::folds::{self, Folds};
@@ -681,7 +681,7 @@ fn process_video(
                 WidthPolicy::Pad => seq = resize_width(seq, m.dim),
             }
         }
-        raw.push(Some(seq.sorted_by_start()));
+        raw.push(Some(seq));
     }
     let empty = |tally: Tally| VideoOut {
         segments: Vec::new(),
@@ -696,24 +696,29 @@ fn process_video(
     }
     let raw: Vec<Sequence> = raw.into_iter().map(|s| s.expect("checked")).collect();
 
-    // Step 1: word-level sequences (or the raw frames, unaligned).
-    let level: Vec<Sequence> = match p.align {
-        AlignMode::None => raw,
+    // Step 1: word-level sequences (or the raw frames, unaligned), sorted and indexed.
+    let level: Vec<Timeline> = match p.align {
+        AlignMode::None => raw.into_iter().map(Timeline::new).collect(),
         AlignMode::Words => {
             let r = modalities
                 .iter()
                 .position(|m| m.name == p.reference)
                 .expect("checked in params");
             let words = raw[r].clone();
-            raw.iter()
+            raw.into_iter()
                 .enumerate()
                 .map(|(i, seq)| {
                     let aligned = if i == r {
                         align::words_after_alignment(&words, p.collapse, p.epsilon)
                     } else {
-                        align::align_to_words(&words.intervals, seq, p.collapse, p.epsilon)
+                        align::align_to_words(
+                            &words.intervals,
+                            &Timeline::new(seq),
+                            p.collapse,
+                            p.epsilon,
+                        )
                     };
-                    aligned.sorted_by_start()
+                    Timeline::new(aligned)
                 })
                 .collect()
         }
@@ -727,7 +732,7 @@ fn process_video(
                 .push(video.to_string());
         }
     }
-    if level.iter().any(Sequence::is_empty) {
+    if level.iter().any(Timeline::is_empty) {
         // The SDK's second unify drops a video a modality has no word-level entry for.
         return Ok(empty(tally));
     }
@@ -752,7 +757,7 @@ fn process_video(
         }
         let pieces: Vec<Sequence> = level
             .iter()
-            .map(|s| align::intersect(interval, s, p.epsilon))
+            .map(|t| t.intersect(interval, p.epsilon))
             .collect();
         for (m, piece) in modalities.iter().zip(&pieces) {
             if piece.is_empty() {
