@@ -9,3 +9,4 @@ mod normalize;
 mod readers;
 mod sources;
 mod synthetic;
+mod targets;

@@ -8,11 +8,13 @@
 //! This crate depends on nothing else of mmflow's.
 #![warn(missing_docs)]
 
+pub mod diagnostics;
 mod error;
 pub mod features;
 pub mod norm_stats;
 mod parquet_io;
 pub mod segments;
+pub mod targets;
 
 pub use error::SchemaError;
 pub use parquet_io::{read_file_meta, row_count, FileMeta, TableMeta};

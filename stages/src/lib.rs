@@ -6,14 +6,18 @@
 //! | `synthetic` | MOSI/MOSEI-shaped (or valence/arousal) data with a known latent signal |
 //! | `csd`, `npz`, `csv` | feature files + labels, aligned as the CMU SDK does |
 //! | `mmsa_pickle` | MMSA/MulT processed pickles, read as data only |
+//! | `select_targets` | adapter training targets: k-means (linfa), cosine top-k, random |
 //! | `normalize` | per-feature statistics on the train split; z-score (or match another dataset's statistics) |
 #![warn(missing_docs)]
 
 pub mod folds;
 pub mod ingest;
 pub mod kinds;
+pub mod linalg;
 pub mod moments;
 pub mod normalize;
+pub mod stats;
+pub mod targets;
 
 use mmflow_pipeline::Registry;
 
@@ -26,6 +30,7 @@ pub fn registry() -> Registry {
         .register(ingest::aligned::Aligned::<ingest::aligned::NpzFormat>::new())
         .register(ingest::aligned::Aligned::<ingest::aligned::CsvFormat>::new())
         .register(ingest::mmsa::MmsaPickle)
-        .register(normalize::Normalize);
+        .register(normalize::Normalize)
+        .register(targets::SelectTargets);
     registry
 }

@@ -1,0 +1,179 @@
+//! Dense f32 kernels the stages share: matrix products through the `gemm` crate (the kernels
+//! candle itself uses), row normalisation, and a fused "similarity + top-k" search that never
+//! materialises the full similarity matrix.
+
+use rayon::prelude::*;
+
+/// `C (n × m) = A (n × d) · B (m × d)ᵀ`, all row-major, on every core.
+pub fn matmul_nt(a: &[f32], b: &[f32], n: usize, m: usize, d: usize, c: &mut [f32]) {
+    assert_eq!(a.len(), n * d, "A is n × d");
+    assert_eq!(b.len(), m * d, "B is m × d");
+    assert_eq!(c.len(), n * m, "C is n × m");
+    if n == 0 || m == 0 {
+        return;
+    }
+    if d == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && n * m * d > 1 << 20 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee every pointer covers the extent gemm reads or
+    // writes: C is n × m with row stride m, A is n × d (row stride d), Bᵀ is read as d × m
+    // with strides (1, d) from the m × d row-major B; the three buffers do not overlap
+    // (C is a distinct &mut).
+    unsafe {
+        gemm::gemm(
+            n,
+            m,
+            d,
+            c.as_mut_ptr(),
+            1,
+            m as isize,
+            false,
+            a.as_ptr(),
+            1,
+            d as isize,
+            b.as_ptr(),
+            d as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Scales every row to unit L2 norm (rows of norm 0 stay 0).
+pub fn normalize_rows(x: &mut [f32], d: usize) {
+    if d == 0 {
+        return;
+    }
+    x.par_chunks_mut(d).for_each(|row| {
+        let norm = row
+            .iter()
+            .map(|v| (*v as f64) * (*v as f64))
+            .sum::<f64>()
+            .sqrt();
+        if norm > 0.0 {
+            let inv = (1.0 / norm) as f32;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    });
+}
+
+/// For each row of `queries` (n × d), the `k` rows of `keys` (m × d) with the largest dot
+/// product, best first: `(index, score)`. Computed block by block (keys in blocks that keep the
+/// partial products in cache), so memory stays O(n · block) instead of O(n · m). Ties go to
+/// the lower index, as `numpy.argmax` does.
+pub fn top_k_dot(
+    queries: &[f32],
+    keys: &[f32],
+    n: usize,
+    m: usize,
+    d: usize,
+    k: usize,
+) -> Vec<Vec<(usize, f32)>> {
+    let k = k.min(m);
+    let mut best: Vec<Vec<(usize, f32)>> = vec![Vec::with_capacity(k + 1); n];
+    if n == 0 || k == 0 {
+        return best;
+    }
+    const BLOCK: usize = 2048;
+    let mut scores = vec![0f32; n * BLOCK.min(m)];
+    let mut start = 0;
+    while start < m {
+        let cols = BLOCK.min(m - start);
+        let block = &mut scores[..n * cols];
+        matmul_nt(
+            queries,
+            &keys[start * d..(start + cols) * d],
+            n,
+            cols,
+            d,
+            block,
+        );
+        best.par_iter_mut()
+            .zip(block.par_chunks(cols))
+            .for_each(|(top, row)| {
+                for (j, &s) in row.iter().enumerate() {
+                    if top.len() < k || s > top[top.len() - 1].1 {
+                        // Insert after every equal score: earlier indices win ties.
+                        let at = top.partition_point(|&(_, t)| t >= s);
+                        top.insert(at, (start + j, s));
+                        top.truncate(k);
+                    }
+                }
+            });
+        start += cols;
+    }
+    best
+}
+
+/// Squared Euclidean distance, written so the compiler vectorises it (8 independent lanes).
+#[inline]
+pub fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            let t = x[l] - y[l];
+            acc[l] += t * t;
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        let t = x - y;
+        tail += t * t;
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_and_top_k_agree_with_brute_force() {
+        let (n, m, d) = (7, 5000, 13);
+        let a: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let b: Vec<f32> = (0..m * d)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+            .collect();
+        let mut c = vec![0f32; n * m];
+        matmul_nt(&a, &b, n, m, d, &mut c);
+        for i in 0..n {
+            for j in [0, 1, 2047, 2048, 4999] {
+                let want: f32 = (0..d).map(|t| a[i * d + t] * b[j * d + t]).sum();
+                assert!((c[i * m + j] - want).abs() < 1e-4);
+            }
+        }
+        let top = top_k_dot(&a, &b, n, m, d, 3);
+        for i in 0..n {
+            let mut brute: Vec<(usize, f32)> = (0..m).map(|j| (j, c[i * m + j])).collect();
+            brute.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            assert_eq!(
+                top[i].iter().map(|t| t.0).collect::<Vec<_>>(),
+                brute[..3].iter().map(|t| t.0).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn squared_distance_matches_the_definition() {
+        let a: Vec<f32> = (0..301).map(|i| i as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..301).map(|i| (300 - i) as f32 * 0.02).collect();
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((squared_distance(&a, &b) - want).abs() / want < 1e-5);
+    }
+}

@@ -1,0 +1,850 @@
+//! The `select_targets` stage: for every source segment, a target-space vector an adapter
+//! should learn to produce, chosen by matching the source against the target dataset in a
+//! space both share (modalities extracted the same way in both, e.g. text, and optionally
+//! the label).
+//!
+//! Methods: `random` (a seeded random target train segment: the baseline), `kmeans` (cluster
+//! the target train set in the matching space with linfa; the target is the mean of the source's
+//! nearest cluster, or its member nearest the source) and `cosine` (the top-k most similar
+//! target train segments, averaged). Only target *train* segments are ever used as targets.
+//! Diagnostics say whether the matching carries sentiment at all (label agreement).
+
+pub mod kmeans;
+
+use std::collections::{BTreeMap, HashMap};
+
+use mmflow_pipeline::{
+    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, ResolvedInput, RunContext, StageError,
+    StageKind,
+};
+use mmflow_schemas::diagnostics::{self, Diagnostic};
+use mmflow_schemas::features::FeatureReader;
+use mmflow_schemas::segments::SegmentTable;
+use mmflow_schemas::targets::{TargetInfo, TargetRow, TargetTable};
+use mmflow_schemas::Split;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::{DIAGNOSTICS, FEATURES, SEGMENTS, TARGETS};
+use crate::linalg::{normalize_rows, top_k_dot};
+use crate::stats::{fisher_ci, pearson, quantile};
+
+/// How targets are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// A seeded random target train segment (the baseline).
+    Random,
+    /// K-means clusters of the target train set (linfa-clustering).
+    #[default]
+    Kmeans,
+    /// The top-k most similar target train segments (cosine similarity).
+    Cosine,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Random => "random",
+            Method::Kmeans => "kmeans",
+            Method::Cosine => "cosine",
+        }
+    }
+}
+
+/// What a k-means target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterTarget {
+    /// The mean of the cluster's adapted-modality vectors.
+    #[default]
+    Mean,
+    /// The cluster member nearest to the source segment in the matching space.
+    NearestMember,
+}
+
+/// How the top-k cosine matches are averaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    /// Plain mean.
+    #[default]
+    Uniform,
+    /// Weighted by similarity (negative similarities count 0).
+    Similarity,
+}
+
+/// Parameters of the `select_targets` stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectTargetsParams {
+    /// `random`, `kmeans` (default) or `cosine`.
+    pub method: Method,
+    /// Modalities both datasets share, compared to find matches (pooled vectors, each scaled to
+    /// unit length).
+    pub match_on: Vec<String>,
+    /// Weight of the label in the matching space (labels divided by 3 join the unit-length
+    /// modality vectors); 0 = labels are not used for matching.
+    pub label_weight: f64,
+    /// The label column used for matching (if weighted) and for the label-agreement diagnostic.
+    pub label: String,
+    /// Modalities whose target-dataset vectors become the targets (one output table each).
+    pub adapt: Vec<String>,
+    /// k-means: number of clusters.
+    pub k: usize,
+    /// k-means: most Lloyd iterations.
+    pub max_iterations: u64,
+    /// k-means: convergence tolerance, as scikit-learn's `tol` (relative to the data's variance).
+    pub tolerance: f64,
+    /// k-means: the target is the cluster `mean` (default) or its `nearest_member`.
+    pub cluster_target: ClusterTarget,
+    /// cosine: how many most similar target segments are averaged (1 = the single most similar).
+    pub top_k: usize,
+    /// cosine: `uniform` (default) or `similarity`-weighted average.
+    pub weighting: Weighting,
+}
+
+impl Default for SelectTargetsParams {
+    fn default() -> Self {
+        SelectTargetsParams {
+            method: Method::Kmeans,
+            match_on: vec!["text".into()],
+            label_weight: 0.0,
+            label: "sentiment".into(),
+            adapt: vec!["visual".into()],
+            k: 16,
+            max_iterations: 100,
+            tolerance: 1e-4,
+            cluster_target: ClusterTarget::Mean,
+            top_k: 1,
+            weighting: Weighting::Uniform,
+        }
+    }
+}
+
+/// The `select_targets` stage kind.
+pub struct SelectTargets;
+
+const DIAG: &str = "diagnostics";
+
+fn modality_names<'a>(inputs: &'a BoundInputs, slot: &str) -> Vec<&'a str> {
+    inputs
+        .get(slot)
+        .into_iter()
+        .flatten()
+        .map(|r| r.output.as_str())
+        .collect()
+}
+
+impl StageKind for SelectTargets {
+    type Params = SelectTargetsParams;
+    const KIND: &'static str = "select_targets";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str =
+        "adapter training targets by k-means (linfa), cosine similarity or at random";
+
+    fn check(&self, p: &SelectTargetsParams) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if p.match_on.is_empty() && p.label_weight == 0.0 {
+            problems.push(ParamProblem::new(
+                "match_on",
+                "name at least one shared modality (or give the label a weight)",
+            ));
+        }
+        if p.adapt.is_empty() {
+            problems.push(ParamProblem::new(
+                "adapt",
+                "name at least one modality to adapt",
+            ));
+        }
+        if !(p.label_weight.is_finite() && p.label_weight >= 0.0) {
+            problems.push(ParamProblem::new(
+                "label_weight",
+                "must be a finite number ≥ 0",
+            ));
+        }
+        if p.k == 0 {
+            problems.push(ParamProblem::new("k", "must be at least 1"));
+        }
+        if p.top_k == 0 {
+            problems.push(ParamProblem::new("top_k", "must be at least 1"));
+        }
+        if p.max_iterations == 0 {
+            problems.push(ParamProblem::new("max_iterations", "must be at least 1"));
+        }
+        if !(p.tolerance.is_finite() && p.tolerance >= 0.0) {
+            problems.push(ParamProblem::new(
+                "tolerance",
+                "must be a finite number ≥ 0",
+            ));
+        }
+        problems
+    }
+
+    fn inputs(&self, _: &SelectTargetsParams) -> Vec<InputSlot> {
+        vec![
+            InputSlot {
+                name: "source_segments",
+                kind: SEGMENTS,
+                arity: Arity::One,
+                about: "segments of the dataset to adapt",
+            },
+            InputSlot {
+                name: "source",
+                kind: FEATURES,
+                arity: Arity::Many,
+                about: "its (normalised) features: the matching modalities",
+            },
+            InputSlot {
+                name: "target_segments",
+                kind: SEGMENTS,
+                arity: Arity::One,
+                about: "segments of the dataset whose space is the target",
+            },
+            InputSlot {
+                name: "target",
+                kind: FEATURES,
+                arity: Arity::Many,
+                about: "its (normalised) features: matching and adapted modalities",
+            },
+        ]
+    }
+
+    fn outputs(
+        &self,
+        p: &SelectTargetsParams,
+        inputs: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
+        let (source, target) = (
+            modality_names(inputs, "source"),
+            modality_names(inputs, "target"),
+        );
+        let mut problems = Vec::new();
+        for m in &p.match_on {
+            for (side, names) in [("source", &source), ("target", &target)] {
+                if !names.contains(&m.as_str()) {
+                    problems.push(ParamProblem::new(
+                        "match_on",
+                        format!(
+                            "matching modality `{m}` is not among the `{side}` inputs ({})",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        for m in &p.adapt {
+            if !target.contains(&m.as_str()) {
+                problems.push(ParamProblem::new(
+                    "adapt",
+                    format!(
+                        "adapted modality `{m}` is not among the `target` inputs ({})",
+                        target.join(", ")
+                    ),
+                ));
+            }
+            if m == DIAG {
+                problems.push(ParamProblem::new("adapt", format!("`{DIAG}` is reserved")));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut ports: Vec<OutputPort> = p
+            .adapt
+            .iter()
+            .map(|m| OutputPort::new(m.clone(), TARGETS))
+            .collect();
+        ports.push(OutputPort::new(DIAG, DIAGNOSTICS));
+        Ok(ports)
+    }
+
+    fn run(&self, p: &SelectTargetsParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
+        let source = Side::load(ctx, "source_segments", "source", p, false)?;
+        let target = Side::load(ctx, "target_segments", "target", p, true)?;
+        if target.ids.is_empty() {
+            return Err(StageError::input(format!(
+                "{}: no train segment has every matching ({}) and adapted ({}) modality",
+                ctx.input("target_segments")?.reference,
+                p.match_on.join(", "),
+                p.adapt.join(", ")
+            )));
+        }
+        if source.ids.is_empty() {
+            return Err(StageError::input(format!(
+                "{}: no segment has every matching modality ({})",
+                ctx.input("source_segments")?.reference,
+                p.match_on.join(", ")
+            )));
+        }
+        for ((m, (s_ref, s_dim)), (t_ref, t_dim)) in p
+            .match_on
+            .iter()
+            .zip(&source.match_dims)
+            .zip(&target.match_dims)
+        {
+            if s_dim != t_dim {
+                return Err(StageError::input(format!(
+                    "matching modality `{m}` (param `match_on`) is {s_dim} wide in {s_ref} but {t_dim} wide in {t_ref}: match on a modality extracted the same way in both"
+                )));
+            }
+        }
+        let mut diags = Vec::new();
+        let method = p.method.as_str();
+        let matches = match p.method {
+            Method::Random => {
+                let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
+                (0..source.ids.len())
+                    .map(|_| Match::single(rng.random_range(0..target.ids.len())))
+                    .collect()
+            }
+            Method::Cosine => cosine(&source, &target, p),
+            Method::Kmeans => {
+                if p.k > target.ids.len() {
+                    return Err(StageError::config(format!(
+                        "param `k` = {} but {} has only {} usable train segments",
+                        p.k,
+                        ctx.input("target_segments")?.reference,
+                        target.ids.len()
+                    )));
+                }
+                let bar = ctx.progress.bar("k-means", 1);
+                let clustering = kmeans::fit(
+                    &target.matching,
+                    target.dim,
+                    p.k,
+                    p.max_iterations,
+                    p.tolerance,
+                    ctx.seed,
+                )
+                .map_err(|e| StageError::Internal(format!("k-means: {e}")))?;
+                bar.inc(1);
+                let sizes = clustering.sizes();
+                let mut sorted = sizes.clone();
+                sorted.sort_unstable();
+                diags.push(
+                    Diagnostic::new(method, "matching", "inertia", clustering.inertia)
+                        .with_n(target.ids.len())
+                        .with_note(
+                            "sum of squared distances to the centroids (scikit-learn's convention)",
+                        ),
+                );
+                diags.push(
+                    Diagnostic::new(
+                        method,
+                        "matching",
+                        "inertia_per_point",
+                        clustering.inertia / target.ids.len() as f64,
+                    )
+                    .with_note("linfa's convention"),
+                );
+                diags.push(Diagnostic::new(
+                    method,
+                    "matching",
+                    "cluster_size_min",
+                    sorted[0] as f64,
+                ));
+                diags.push(Diagnostic::new(
+                    method,
+                    "matching",
+                    "cluster_size_median",
+                    sorted[sorted.len() / 2] as f64,
+                ));
+                diags.push(Diagnostic::new(
+                    method,
+                    "matching",
+                    "cluster_size_max",
+                    sorted[sorted.len() - 1] as f64,
+                ));
+                diags.push(Diagnostic::new(
+                    method,
+                    "matching",
+                    "empty_cluster_share",
+                    sizes.iter().filter(|&&s| s == 0).count() as f64 / p.k as f64,
+                ));
+                cluster_matches(&source, &target, &clustering, p)
+            }
+        };
+        diags.extend(match_diagnostics(method, &source, &target, &matches));
+        for modality in &p.adapt {
+            let (dim, vectors) = &target.adapt[modality];
+            let table = build_table(
+                modality, *dim, vectors, method, &source, &target, &matches, p,
+            );
+            diags.extend(target_diagnostics(
+                method, modality, &table, &source, vectors, *dim,
+            ));
+            table.write(ctx.output(modality)?, ctx.table_meta())?;
+        }
+        for d in &diags {
+            if d.metric == "label_agreement" {
+                tracing::info!(
+                    "{}: {method}: label agreement r = {:.3} (n = {}, 95% CI {:.3}…{:.3})",
+                    ctx.stage_id,
+                    d.value,
+                    d.n.unwrap_or(0),
+                    d.ci_low.unwrap_or(f64::NAN),
+                    d.ci_high.unwrap_or(f64::NAN)
+                );
+            }
+        }
+        diagnostics::write(&diags, ctx.output(DIAG)?, ctx.table_meta())?;
+        ctx.report("source_segments", source.ids.len());
+        ctx.report("target_train_segments", target.ids.len());
+        Ok(())
+    }
+}
+
+/// One dataset, as the stage needs it.
+struct Side {
+    dataset: String,
+    ids: Vec<String>,
+    splits: Vec<Split>,
+    labels: Vec<Option<f32>>,
+    /// Matching-space vectors, `ids.len() × dim`.
+    matching: Vec<f32>,
+    dim: usize,
+    /// Adapted modality → (width, `ids.len() × width` pooled vectors); target side only.
+    adapt: BTreeMap<String, (usize, Vec<f32>)>,
+    /// Each matching modality's table and width.
+    match_dims: Vec<(String, usize)>,
+}
+
+fn pooled(input: &ResolvedInput) -> Result<(String, usize, HashMap<String, Vec<f32>>), StageError> {
+    let reader = FeatureReader::open_pooled(&input.path)?;
+    let info = reader.info().clone();
+    let batch = reader.read_all()?;
+    let mut map = HashMap::with_capacity(batch.len());
+    for i in 0..batch.len() {
+        let v = batch.pooled_of(i);
+        if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+            return Err(StageError::input(format!(
+                "{} ({}): segment `{}` has a non-finite value at feature {j}: normalise with nonfinite = \"zero\" first",
+                input.reference,
+                input.path.display(),
+                batch.segment_ids[i]
+            )));
+        }
+        map.insert(batch.segment_ids[i].clone(), v.to_vec());
+    }
+    Ok((info.dataset, info.dim, map))
+}
+
+impl Side {
+    fn load(
+        ctx: &RunContext<'_>,
+        segments_slot: &str,
+        features_slot: &str,
+        p: &SelectTargetsParams,
+        target: bool,
+    ) -> Result<Side, StageError> {
+        let segments_input = ctx.input(segments_slot)?;
+        let segments = SegmentTable::read(&segments_input.path)?;
+        let label_index = segments.label_index(&p.label);
+        if p.label_weight > 0.0 && label_index.is_none() {
+            return Err(StageError::config(format!(
+                "param `label` = `{}` is not a label of {} ({})",
+                p.label,
+                segments_input.reference,
+                segments.label_names.join(", ")
+            )));
+        }
+        let inputs = ctx.inputs(features_slot);
+        let by_name = |name: &str| inputs.iter().find(|i| i.reference.output == name);
+        let mut matching_tables = Vec::new();
+        for m in &p.match_on {
+            let input = by_name(m)
+                .ok_or_else(|| StageError::Internal(format!("{features_slot}: no `{m}`")))?;
+            matching_tables.push((input.reference.to_string(), pooled(input)?));
+        }
+        let mut adapt_tables = Vec::new();
+        if target {
+            for m in &p.adapt {
+                let input = by_name(m)
+                    .ok_or_else(|| StageError::Internal(format!("{features_slot}: no `{m}`")))?;
+                adapt_tables.push((m.clone(), pooled(input)?));
+            }
+        }
+        let dataset = matching_tables
+            .first()
+            .map(|(_, (d, _, _))| d.clone())
+            .or_else(|| segments.rows.first().map(|r| r.dataset.clone()))
+            .unwrap_or_default();
+        let dim = matching_tables
+            .iter()
+            .map(|(_, (_, d, _))| d)
+            .sum::<usize>()
+            + usize::from(p.label_weight > 0.0);
+        let scale = 1.0 / (matching_tables.len().max(1) as f32).sqrt();
+        let mut side = Side {
+            dataset,
+            ids: Vec::new(),
+            splits: Vec::new(),
+            labels: Vec::new(),
+            matching: Vec::new(),
+            dim,
+            adapt: adapt_tables
+                .iter()
+                .map(|(m, (_, d, _))| (m.clone(), (*d, Vec::new())))
+                .collect(),
+            match_dims: matching_tables
+                .iter()
+                .map(|(r, (_, d, _))| (r.clone(), *d))
+                .collect(),
+        };
+        'rows: for row in &segments.rows {
+            if target && row.split != Split::Train {
+                continue;
+            }
+            let label = label_index.and_then(|i| row.labels[i]);
+            if p.label_weight > 0.0 && label.is_none() {
+                continue;
+            }
+            let mut vector = Vec::with_capacity(dim);
+            for (_, (_, _, map)) in &matching_tables {
+                let Some(v) = map.get(&row.segment_id) else {
+                    continue 'rows;
+                };
+                let norm = v
+                    .iter()
+                    .map(|x| (*x as f64) * (*x as f64))
+                    .sum::<f64>()
+                    .sqrt() as f32;
+                vector.extend(
+                    v.iter()
+                        .map(|x| if norm > 0.0 { x / norm * scale } else { 0.0 }),
+                );
+            }
+            if adapt_tables
+                .iter()
+                .any(|(_, (_, _, map))| !map.contains_key(&row.segment_id))
+            {
+                continue;
+            }
+            if p.label_weight > 0.0 {
+                vector.push((p.label_weight as f32) * label.unwrap_or(0.0) / 3.0);
+            }
+            for (m, (_, _, map)) in &adapt_tables {
+                side.adapt
+                    .get_mut(m)
+                    .expect("inserted above")
+                    .1
+                    .extend_from_slice(&map[&row.segment_id]);
+            }
+            side.ids.push(row.segment_id.clone());
+            side.splits.push(row.split);
+            side.labels.push(label);
+            side.matching.extend(vector);
+        }
+        Ok(side)
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.matching[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// A source segment's match: target indices with weights, and scores.
+#[derive(Debug, Clone)]
+struct Match {
+    targets: Vec<(usize, f32)>,
+    cluster: Option<usize>,
+    similarity: Option<f32>,
+    distance: Option<f32>,
+}
+
+impl Match {
+    fn single(j: usize) -> Match {
+        Match {
+            targets: vec![(j, 1.0)],
+            cluster: None,
+            similarity: None,
+            distance: None,
+        }
+    }
+}
+
+fn cosine(source: &Side, target: &Side, p: &SelectTargetsParams) -> Vec<Match> {
+    let (mut q, mut k) = (source.matching.clone(), target.matching.clone());
+    normalize_rows(&mut q, source.dim);
+    normalize_rows(&mut k, target.dim);
+    let top = top_k_dot(
+        &q,
+        &k,
+        source.ids.len(),
+        target.ids.len(),
+        source.dim,
+        p.top_k,
+    );
+    top.into_iter()
+        .map(|best| {
+            let similarity = best.iter().map(|t| t.1).sum::<f32>() / best.len() as f32;
+            let weights: Vec<(usize, f32)> = match p.weighting {
+                Weighting::Uniform => best.iter().map(|&(j, _)| (j, 1.0)).collect(),
+                Weighting::Similarity => {
+                    let w: Vec<(usize, f32)> = best.iter().map(|&(j, s)| (j, s.max(0.0))).collect();
+                    if w.iter().all(|t| t.1 == 0.0) {
+                        best.iter().map(|&(j, _)| (j, 1.0)).collect()
+                    } else {
+                        w
+                    }
+                }
+            };
+            Match {
+                targets: weights,
+                cluster: None,
+                similarity: Some(similarity),
+                distance: None,
+            }
+        })
+        .collect()
+}
+
+fn cluster_matches(
+    source: &Side,
+    target: &Side,
+    clustering: &kmeans::Clustering,
+    p: &SelectTargetsParams,
+) -> Vec<Match> {
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); clustering.k];
+    for (j, &c) in clustering.assignment.iter().enumerate() {
+        members[c].push(j);
+    }
+    let assigned = clustering.assign(&source.matching);
+    assigned
+        .into_iter()
+        .enumerate()
+        .map(|(i, (c, d2))| {
+            let centroid = &clustering.centroids[c * clustering.dim..(c + 1) * clustering.dim];
+            let targets = match p.cluster_target {
+                ClusterTarget::Mean => members[c].iter().map(|&j| (j, 1.0)).collect(),
+                ClusterTarget::NearestMember => {
+                    let best = members[c]
+                        .iter()
+                        .copied()
+                        .min_by(|&a, &b| {
+                            crate::linalg::squared_distance(source.row(i), target.row(a)).total_cmp(
+                                &crate::linalg::squared_distance(source.row(i), target.row(b)),
+                            )
+                        })
+                        .unwrap_or(0);
+                    vec![(best, 1.0)]
+                }
+            };
+            Match {
+                targets,
+                cluster: Some(c),
+                similarity: Some(cosine_of(source.row(i), centroid)),
+                distance: Some(d2.sqrt()),
+            }
+        })
+        .collect()
+}
+
+fn cosine_of(a: &[f32], b: &[f32]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += (*x as f64) * (*y as f64);
+        aa += (*x as f64) * (*x as f64);
+        bb += (*y as f64) * (*y as f64);
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        (ab / (aa * bb).sqrt()) as f32
+    }
+}
+
+/// Weighted mean of target rows.
+fn weighted_mean(targets: &[(usize, f32)], rows: &[f32], dim: usize) -> Vec<f32> {
+    let mut acc = vec![0f64; dim];
+    let total: f64 = targets.iter().map(|t| t.1 as f64).sum();
+    for &(j, w) in targets {
+        for (a, &x) in acc.iter_mut().zip(&rows[j * dim..(j + 1) * dim]) {
+            *a += w as f64 * x as f64;
+        }
+    }
+    acc.into_iter()
+        .map(|a| (a / total.max(f64::MIN_POSITIVE)) as f32)
+        .collect()
+}
+
+fn target_label(m: &Match, target: &Side) -> Option<f32> {
+    let mut sum = 0f64;
+    let mut weight = 0f64;
+    for &(j, w) in &m.targets {
+        let l = target.labels[j]?;
+        sum += w as f64 * l as f64;
+        weight += w as f64;
+    }
+    (weight > 0.0).then(|| (sum / weight) as f32)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_table(
+    modality: &str,
+    dim: usize,
+    vectors: &[f32],
+    method: &str,
+    source: &Side,
+    target: &Side,
+    matches: &[Match],
+    p: &SelectTargetsParams,
+) -> TargetTable {
+    let mut rows = Vec::with_capacity(matches.len());
+    let mut out = Vec::with_capacity(matches.len() * dim);
+    // Cluster means are the same for every source in a cluster: compute each once.
+    let mut cluster_means: HashMap<usize, Vec<f32>> = HashMap::new();
+    for (i, m) in matches.iter().enumerate() {
+        let vector = match (m.cluster, p.method, p.cluster_target) {
+            (Some(c), Method::Kmeans, ClusterTarget::Mean) => cluster_means
+                .entry(c)
+                .or_insert_with(|| weighted_mean(&m.targets, vectors, dim))
+                .clone(),
+            _ => weighted_mean(&m.targets, vectors, dim),
+        };
+        out.extend(vector);
+        let listed = !(p.method == Method::Kmeans && p.cluster_target == ClusterTarget::Mean);
+        rows.push(TargetRow {
+            segment_id: source.ids[i].clone(),
+            split: source.splits[i],
+            matched: if listed {
+                m.targets
+                    .iter()
+                    .map(|&(j, _)| target.ids[j].clone())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            cluster: m.cluster.map(|c| c as i32),
+            similarity: m.similarity,
+            distance: m.distance,
+            source_label: source.labels[i],
+            target_label: target_label(m, target),
+        });
+    }
+    TargetTable {
+        info: TargetInfo {
+            modality: modality.to_string(),
+            dim,
+            method: method.to_string(),
+            source_dataset: source.dataset.clone(),
+            target_dataset: target.dataset.clone(),
+        },
+        rows,
+        vectors: out,
+    }
+}
+
+/// Similarity distribution, target reuse and label agreement, on the source train split.
+fn match_diagnostics(
+    method: &str,
+    source: &Side,
+    target: &Side,
+    matches: &[Match],
+) -> Vec<Diagnostic> {
+    let train: Vec<usize> = (0..matches.len())
+        .filter(|&i| source.splits[i] == Split::Train)
+        .collect();
+    let mut out = Vec::new();
+    let sims: Vec<f64> = train
+        .iter()
+        .map(|&i| {
+            let m = &matches[i];
+            m.similarity.map(f64::from).unwrap_or_else(|| {
+                m.targets
+                    .iter()
+                    .map(|&(j, _)| cosine_of(source.row(i), target.row(j)) as f64)
+                    .sum::<f64>()
+                    / m.targets.len() as f64
+            })
+        })
+        .collect();
+    for (name, q) in [
+        ("similarity_min", 0.0),
+        ("similarity_q25", 0.25),
+        ("similarity_median", 0.5),
+        ("similarity_q75", 0.75),
+        ("similarity_max", 1.0),
+    ] {
+        if let Some(v) = quantile(&sims, q) {
+            out.push(Diagnostic::new(method, "matching", name, v).with_n(sims.len()).with_note("cosine similarity of each source train segment to its target(s) in the matching space"));
+        }
+    }
+    // A target is a cluster (k-means means) or a set of target segments.
+    let mut uses: HashMap<Vec<usize>, usize> = HashMap::new();
+    for &i in &train {
+        let m = &matches[i];
+        let key = match m.cluster {
+            Some(c) if m.targets.len() > 1 => vec![usize::MAX, c],
+            _ => m.targets.iter().map(|t| t.0).collect(),
+        };
+        *uses.entry(key).or_default() += 1;
+    }
+    if !train.is_empty() {
+        out.push(Diagnostic::new(method, "matching", "distinct_targets", uses.len() as f64).with_n(train.len()).with_note("distinct targets (clusters, or sets of target segments) given to source train segments"));
+        out.push(
+            Diagnostic::new(
+                method,
+                "matching",
+                "max_target_reuse",
+                uses.values().copied().max().unwrap_or(0) as f64,
+            )
+            .with_note("source train segments sharing the most used target"),
+        );
+    }
+    let pairs: Vec<(f64, f64)> = train
+        .iter()
+        .filter_map(|&i| {
+            Some((
+                source.labels[i]? as f64,
+                target_label(&matches[i], target)? as f64,
+            ))
+        })
+        .collect();
+    let (x, y): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
+    if let Some(r) = pearson(&x, &y) {
+        let mut d = Diagnostic::new(method, "matching", "label_agreement", r)
+            .with_n(x.len())
+            .with_note("Pearson r between source labels and their targets' labels (source train): does the matching carry sentiment?");
+        if let Some(ci) = fisher_ci(r, x.len()) {
+            d = d.with_ci(ci);
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// How much the targets vary compared with the target dataset itself (collapse check).
+fn target_diagnostics(
+    method: &str,
+    modality: &str,
+    table: &TargetTable,
+    source: &Side,
+    real: &[f32],
+    dim: usize,
+) -> Vec<Diagnostic> {
+    let train: Vec<usize> = (0..table.rows.len())
+        .filter(|&i| source.splits[i] == Split::Train)
+        .collect();
+    if train.len() < 2 || dim == 0 {
+        return Vec::new();
+    }
+    let spread = |rows: &mut dyn Iterator<Item = &[f32]>| -> f64 {
+        let all: Vec<&[f32]> = rows.collect();
+        let n = all.len() as f64;
+        (0..dim)
+            .map(|j| {
+                let m = all.iter().map(|r| r[j] as f64).sum::<f64>() / n;
+                (all.iter().map(|r| (r[j] as f64 - m).powi(2)).sum::<f64>() / n).sqrt()
+            })
+            .sum::<f64>()
+            / dim as f64
+    };
+    let ours = spread(&mut train.iter().map(|&i| table.vector(i)));
+    let theirs = spread(&mut real.chunks(dim));
+    vec![Diagnostic::new(method, modality, "target_spread_ratio", ours / theirs.max(f64::MIN_POSITIVE))
+        .with_n(train.len())
+        .with_note("mean per-feature std of the targets / of the target train set: near 0 means collapsed targets")]
+}
