@@ -45,6 +45,29 @@ def check(path: pathlib.Path) -> None:
     elif kind == "norm_stats":
         expected = ["dataset", "modality", "feature", "count", "mean", "std", "min", "max", "nonfinite"]
         assert frame.columns == expected, f"{path}: {frame.columns}"
+    elif kind in COLUMNS:
+        assert frame.columns == COLUMNS[kind], f"{path}: {frame.columns}"
+        if kind == "metrics":
+            ci = frame.drop_nulls(["ci_low", "ci_high"])
+            assert ci.height > 0, f"{path}: no confidence interval"
+            assert ((ci["ci_low"] <= ci["value"]) & (ci["value"] <= ci["ci_high"])).all(), f"{path}: value outside its CI"
+        if kind == "history":
+            assert frame["is_best"].any(), f"{path}: no best epoch"
+        if kind == "targets":
+            dim = int(meta["mmflow.dim"])
+            assert frame.schema["target"] == pl.Array(pl.Float32, dim), f"{path}: {frame.schema['target']}"
+
+
+COLUMNS = {
+    "history": ["phase", "epoch", "lr", "subject", "metric", "train", "valid", "gap", "is_best"],
+    "predictions": ["segment_id", "split", "head", "label", "prediction", "calibrated"],
+    "metrics": ["split", "head", "metric", "value", "ci_low", "ci_high", "n", "seed", "note"],
+    "diagnostics": ["method", "subject", "metric", "value", "n", "ci_low", "ci_high", "note"],
+    "targets": [
+        "segment_id", "split", "method", "matched", "cluster", "similarity", "distance",
+        "source_label", "target_label", "target",
+    ],
+}
 
 
 def main() -> None:

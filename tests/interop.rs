@@ -29,7 +29,7 @@ fn python() -> Option<String> {
 fn pyarrow_and_polars_read_every_table() {
     let Some(python) = python() else { return };
     let dir = Dir::new();
-    dir.write("p.toml", SMALL);
+    dir.write("p.toml", &format!("{SMALL}{TRAINED}"));
     dir.mmflow(&["run", "p.toml"]).ok();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/check_tables.py");
     let out = Command::new(&python)
@@ -43,5 +43,28 @@ fn pyarrow_and_polars_read_every_table() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("checked 16 tables"), "{stdout}");
+    assert!(stdout.contains("checked 23 tables"), "{stdout}");
 }
+
+/// Target selection, adapters, a model and its evaluation on top of [`SMALL`], tiny.
+const TRAINED: &str = r#"
+[stages.targets]
+kind = "select_targets"
+inputs = { source_segments = "mosi.segments", source = ["mosi_norm.text", "mosi_norm.visual"], target_segments = "mosei.segments", target = ["mosei_norm.text", "mosei_norm.visual"] }
+params = { method = "cosine", match_on = ["text"], adapt = ["visual"] }
+
+[stages.adapters]
+kind = "train_adapters"
+inputs = { source = ["mosi_norm.visual"], targets = ["targets.visual"] }
+params = { epochs = 2, mlp = { hidden = [16] } }
+
+[stages.model]
+kind = "train_model"
+inputs = { segments = "mosei.segments", features = ["mosei_norm.text", "mosei_norm.audio", "mosei_norm.visual"] }
+params = { epochs = 2 }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "mosi.segments", features = ["mosi_norm.text", "mosi_norm.audio", "mosi_norm.visual"], adapters = "adapters.adapters" }
+params = { bootstrap = 50 }
+"#;

@@ -10,3 +10,4 @@ mod readers;
 mod sources;
 mod synthetic;
 mod targets;
+mod training;

@@ -10,7 +10,9 @@
 
 pub mod diagnostics;
 mod error;
+pub mod evaluation;
 pub mod features;
+pub mod history;
 pub mod norm_stats;
 mod parquet_io;
 pub mod segments;

@@ -12,3 +12,19 @@ pub const NORM_STATS: TableKind = TableKind::parquet(mmflow_schemas::norm_stats:
 pub const TARGETS: TableKind = TableKind::parquet(mmflow_schemas::targets::TABLE);
 /// Named quality measures of a stage's result.
 pub const DIAGNOSTICS: TableKind = TableKind::parquet(mmflow_schemas::diagnostics::TABLE);
+/// Epoch-by-epoch training history.
+pub const HISTORY: TableKind = TableKind::parquet(mmflow_schemas::history::TABLE);
+/// Per segment × head predictions.
+pub const PREDICTIONS: TableKind = TableKind::parquet(mmflow_schemas::evaluation::PREDICTIONS);
+/// Per split × head × metric values with confidence intervals.
+pub const METRICS: TableKind = TableKind::parquet(mmflow_schemas::evaluation::METRICS);
+/// A trained sentiment model (safetensors with its architecture in the metadata).
+pub const MODEL: TableKind = TableKind {
+    name: "model",
+    extension: "safetensors",
+};
+/// Trained feature adapters (safetensors with their architectures in the metadata).
+pub const ADAPTERS: TableKind = TableKind {
+    name: "adapters",
+    extension: "safetensors",
+};

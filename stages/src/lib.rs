@@ -7,9 +7,13 @@
 //! | `csd`, `npz`, `csv` | feature files + labels, aligned as the CMU SDK does |
 //! | `mmsa_pickle` | MMSA/MulT processed pickles, read as data only |
 //! | `select_targets` | adapter training targets: k-means (linfa), cosine top-k, random |
+//! | `train_adapters` | one MLP per modality into the target dataset's feature space |
+//! | `train_model` | the sentiment model, trained with candle |
+//! | `evaluate` | predictions, the field's metrics with bootstrap CIs, and flags |
 //! | `normalize` | per-feature statistics on the train split; z-score (or match another dataset's statistics) |
 #![warn(missing_docs)]
 
+pub mod evaluate;
 pub mod folds;
 pub mod ingest;
 pub mod kinds;
@@ -18,6 +22,7 @@ pub mod moments;
 pub mod normalize;
 pub mod stats;
 pub mod targets;
+pub mod train;
 
 use mmflow_pipeline::Registry;
 
@@ -31,6 +36,9 @@ pub fn registry() -> Registry {
         .register(ingest::aligned::Aligned::<ingest::aligned::CsvFormat>::new())
         .register(ingest::mmsa::MmsaPickle)
         .register(normalize::Normalize)
-        .register(targets::SelectTargets);
+        .register(targets::SelectTargets)
+        .register(train::adapters::TrainAdapters)
+        .register(train::train_model::TrainModel)
+        .register(evaluate::Evaluate);
     registry
 }

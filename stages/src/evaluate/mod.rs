@@ -1,0 +1,509 @@
+//! The `evaluate` stage: predictions of a trained model on every split, the field's metrics
+//! with n and percentile-bootstrap 95% confidence intervals, and flags for what looks wrong:
+//! collapsed predictions, a sign inversion, a split too small to conclude anything, a large
+//! train–validation gap. Optionally a linear calibration fitted on the validation split only.
+
+pub mod metrics;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Device;
+use mmflow_pipeline::{
+    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+};
+use mmflow_schemas::diagnostics::{self, Diagnostic};
+use mmflow_schemas::evaluation::{self, MetricRow, Prediction};
+use mmflow_schemas::Split;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
+use crate::stats::{pearson, quantile, std};
+use crate::train::adapters::load_adapters;
+use crate::train::data::Dataset;
+use crate::train::device::resolve;
+use crate::train::model::{Architecture, Model};
+use crate::train::params::{read_checkpoint, ParamStore};
+use crate::train::train_model::Task;
+
+/// Parameters of the `evaluate` stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluateParams {
+    /// Bootstrap resamples per metric (0 = no confidence intervals).
+    pub bootstrap: usize,
+    /// Fit `label ≈ a · prediction + b` on the validation split and report calibrated metrics too.
+    pub calibrate: bool,
+    /// Flag predictions whose standard deviation is below this fraction of the labels'.
+    pub collapse_ratio: f64,
+    /// Flag splits with fewer segments than this.
+    pub min_samples: usize,
+    /// Flag a train − validation difference of Corr/CCC above this.
+    pub max_gap: f64,
+}
+
+impl Default for EvaluateParams {
+    fn default() -> Self {
+        EvaluateParams {
+            bootstrap: 1000,
+            calibrate: false,
+            collapse_ratio: 0.1,
+            min_samples: 100,
+            max_gap: 0.1,
+        }
+    }
+}
+
+/// The `evaluate` stage kind.
+pub struct Evaluate;
+
+impl StageKind for Evaluate {
+    type Params = EvaluateParams;
+    const KIND: &'static str = "evaluate";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str =
+        "predictions and metrics (MMSA's, CCC, …) with bootstrap CIs and flags";
+
+    fn check(&self, p: &EvaluateParams) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if !(p.collapse_ratio.is_finite() && p.collapse_ratio >= 0.0) {
+            problems.push(ParamProblem::new(
+                "collapse_ratio",
+                "must be a finite number ≥ 0",
+            ));
+        }
+        if !(p.max_gap.is_finite() && p.max_gap >= 0.0) {
+            problems.push(ParamProblem::new("max_gap", "must be a finite number ≥ 0"));
+        }
+        problems
+    }
+
+    fn inputs(&self, _: &EvaluateParams) -> Vec<InputSlot> {
+        vec![
+            InputSlot {
+                name: "model",
+                kind: MODEL,
+                arity: Arity::One,
+                about: "a trained model",
+            },
+            InputSlot {
+                name: "segments",
+                kind: SEGMENTS,
+                arity: Arity::One,
+                about: "splits and labels",
+            },
+            InputSlot {
+                name: "features",
+                kind: FEATURES,
+                arity: Arity::Many,
+                about: "the model's modalities",
+            },
+            InputSlot {
+                name: "adapters",
+                kind: ADAPTERS,
+                arity: Arity::Optional,
+                about: "feature adapters in front of their modalities",
+            },
+        ]
+    }
+
+    fn outputs(
+        &self,
+        _: &EvaluateParams,
+        _: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
+        Ok(vec![
+            OutputPort::new("predictions", PREDICTIONS),
+            OutputPort::new("metrics", METRICS),
+            OutputPort::new("diagnostics", DIAGNOSTICS),
+        ])
+    }
+
+    fn uses_device(&self, _: &EvaluateParams) -> bool {
+        true
+    }
+
+    fn run(&self, p: &EvaluateParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
+        let device = resolve(ctx.device)?;
+        let model_input = ctx.input("model")?.clone();
+        let (mut store, arch) = load_model(&model_input.path, &device)?;
+        let adapters = match ctx.optional_input("adapters") {
+            Some(input) => Some(load_adapters(&input.path, &device)?.1),
+            None => None,
+        };
+        let features = order_features(
+            ctx.inputs("features"),
+            &arch,
+            &model_input.reference.to_string(),
+        )?;
+        let model = Model::build(&mut store, &arch)?;
+        let frames = model.needs_frames();
+        let segments = ctx.input("segments")?.clone();
+        let data = Dataset::load(&segments, &features, &frames)?;
+        for m in &data.modalities {
+            let width = adapters
+                .as_ref()
+                .map(|a| a.output_width(&m.name, m.dim))
+                .unwrap_or(m.dim);
+            let (_, want) = arch
+                .modalities
+                .iter()
+                .find(|(n, _)| *n == m.name)
+                .expect("ordered above");
+            if width != *want {
+                return Err(StageError::input(format!(
+                    "modality `{}` is {width} wide{} but {} was trained on {want}-wide features",
+                    m.name,
+                    if width != m.dim {
+                        " after its adapter"
+                    } else {
+                        ""
+                    },
+                    model_input.reference
+                )));
+            }
+        }
+        for head in &arch.heads {
+            if !data.labels.contains_key(head) {
+                tracing::warn!(
+                    "{}: {} has no `{head}` labels: predictions only",
+                    ctx.stage_id,
+                    segments.reference
+                );
+            }
+        }
+        let weights = arch
+            .heads
+            .iter()
+            .map(|h| (h.clone(), Default::default()))
+            .collect();
+        let task = Task {
+            model: &model,
+            data: &data,
+            frames: &frames,
+            adapters: adapters.as_ref(),
+            weights: &weights,
+            device: &device,
+        };
+        let all: Vec<usize> = (0..data.len()).collect();
+        let predictions = task.predict(&all)?;
+        let mut rows = Vec::new();
+        let mut metric_rows = Vec::new();
+        let mut flags = Vec::new();
+        for (h, head) in arch.heads.iter().enumerate() {
+            let labels = data.labels.get(head);
+            let calibration = if p.calibrate {
+                labels.and_then(|l| fit_calibration(&predictions[h], l, &data.rows(Split::Valid)))
+            } else {
+                None
+            };
+            for (r, &pred) in predictions[h].iter().enumerate() {
+                rows.push(Prediction {
+                    segment_id: data.ids[r].clone(),
+                    split: data.splits[r],
+                    head: head.clone(),
+                    label: labels.and_then(|l| l[r]),
+                    prediction: pred,
+                    calibrated: calibration.map(|(a, b)| (a * pred as f64 + b) as f32),
+                });
+            }
+            let Some(labels) = labels else { continue };
+            let mut summary: BTreeMap<Split, BTreeMap<String, f64>> = BTreeMap::new();
+            for split in Split::ALL {
+                let rows_of: Vec<usize> = data
+                    .rows(split)
+                    .into_iter()
+                    .filter(|&r| labels[r].is_some())
+                    .collect();
+                if rows_of.is_empty() {
+                    continue;
+                }
+                let y: Vec<f64> = rows_of
+                    .iter()
+                    .map(|&r| labels[r].unwrap_or(0.0) as f64)
+                    .collect();
+                let pred: Vec<f64> = rows_of.iter().map(|&r| predictions[h][r] as f64).collect();
+                let notes = split_flags(p, split, head, &pred, &y, &mut flags);
+                let seed = ctx.seed;
+                for (suffix, values) in std::iter::once(("", pred.clone())).chain(
+                    calibration
+                        .map(|(a, b)| ("_calibrated", pred.iter().map(|v| a * v + b).collect())),
+                ) {
+                    let names = metrics::names_for(head);
+                    let cis = bootstrap(
+                        &values,
+                        &y,
+                        names,
+                        p.bootstrap,
+                        seed ^ hash(&format!("{split}/{head}{suffix}")),
+                    );
+                    for (name, ci) in names.iter().zip(cis) {
+                        let value = metrics::metric(name, &values, &y);
+                        if suffix.is_empty() {
+                            summary
+                                .entry(split)
+                                .or_default()
+                                .insert(name.to_string(), value);
+                        }
+                        metric_rows.push(MetricRow {
+                            split,
+                            head: head.clone(),
+                            metric: format!("{name}{suffix}"),
+                            value,
+                            ci_low: ci.map(|c| c.0),
+                            ci_high: ci.map(|c| c.1),
+                            n: y.len() as u64,
+                            seed,
+                            note: notes.get(*name).cloned(),
+                        });
+                    }
+                }
+            }
+            gap_flags(p, head, &summary, &mut flags, &mut metric_rows);
+        }
+        for f in flags
+            .iter()
+            .filter(|f| f.note.as_deref().is_some_and(|n| n.starts_with("FLAG")))
+        {
+            tracing::warn!(
+                "{}: {} {}: {}",
+                ctx.stage_id,
+                f.method,
+                f.subject,
+                f.note.as_deref().unwrap_or_default()
+            );
+        }
+        for m in metric_rows
+            .iter()
+            .filter(|m| m.split == Split::Test && (m.metric == "Corr" || m.metric == "CCC"))
+        {
+            tracing::info!(
+                "{}: test {} {} = {:.3} (95% CI {:.3}…{:.3}, n = {})",
+                ctx.stage_id,
+                m.head,
+                m.metric,
+                m.value,
+                m.ci_low.unwrap_or(f64::NAN),
+                m.ci_high.unwrap_or(f64::NAN),
+                m.n
+            );
+        }
+        evaluation::write_predictions(&rows, ctx.output("predictions")?, ctx.table_meta())?;
+        evaluation::write_metrics(&metric_rows, ctx.output("metrics")?, ctx.table_meta())?;
+        diagnostics::write(&flags, ctx.output("diagnostics")?, ctx.table_meta())?;
+        ctx.report(
+            "flags",
+            flags
+                .iter()
+                .filter(|f| f.note.as_deref().is_some_and(|n| n.starts_with("FLAG")))
+                .count(),
+        );
+        ctx.report("segments_without_every_modality", data.dropped);
+        Ok(())
+    }
+}
+
+/// Reads a model checkpoint: its parameters (not yet claimed) and architecture.
+pub fn load_model(path: &Path, device: &Device) -> Result<(ParamStore, Architecture), StageError> {
+    let (tensors, meta) = read_checkpoint(path, device)?;
+    if meta.get("mmflow.kind").map(String::as_str) != Some("model") {
+        return Err(StageError::input(format!(
+            "{}: not a model checkpoint",
+            path.display()
+        )));
+    }
+    let arch: Architecture = serde_json::from_str(
+        meta.get("mmflow.architecture")
+            .map(String::as_str)
+            .unwrap_or("{}"),
+    )
+    .map_err(|e| StageError::input(format!("{}: unreadable architecture ({e})", path.display())))?;
+    Ok((
+        ParamStore::from_checkpoint(tensors, &path.display().to_string(), device),
+        arch,
+    ))
+}
+
+/// The features inputs in the model's modality order; every modality must be given.
+pub fn order_features(
+    given: &[mmflow_pipeline::ResolvedInput],
+    arch: &Architecture,
+    model: &str,
+) -> Result<Vec<mmflow_pipeline::ResolvedInput>, StageError> {
+    arch.modalities
+        .iter()
+        .map(|(name, _)| {
+            given
+                .iter()
+                .find(|f| f.reference.output == *name)
+                .cloned()
+                .ok_or_else(|| {
+                    StageError::config(format!(
+                        "{model} needs modality `{name}`; the `features` inputs are {}",
+                        given
+                            .iter()
+                            .map(|f| f.reference.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn hash(text: &str) -> u64 {
+    let h = blake3::hash(text.as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Percentile-bootstrap 95% intervals of each metric (None where undefined).
+fn bootstrap(
+    p: &[f64],
+    y: &[f64],
+    names: &[&str],
+    resamples: usize,
+    seed: u64,
+) -> Vec<Option<(f64, f64)>> {
+    let n = y.len();
+    if resamples == 0 || n < 2 {
+        return vec![None; names.len()];
+    }
+    // Each resample has its own stream: the result does not depend on thread scheduling.
+    let draws: Vec<Vec<f64>> = (0..resamples)
+        .into_par_iter()
+        .map(|b| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(b as u64));
+            let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+            let (ps, ys): (Vec<f64>, Vec<f64>) = idx.iter().map(|&i| (p[i], y[i])).unzip();
+            names.iter().map(|m| metrics::metric(m, &ps, &ys)).collect()
+        })
+        .collect();
+    (0..names.len())
+        .map(|k| {
+            let values: Vec<f64> = draws
+                .iter()
+                .map(|d| d[k])
+                .filter(|v| v.is_finite())
+                .collect();
+            if values.len() < resamples / 2 {
+                return None;
+            }
+            Some((quantile(&values, 0.025)?, quantile(&values, 0.975)?))
+        })
+        .collect()
+}
+
+/// Least squares `label ≈ a · prediction + b` on the validation rows.
+fn fit_calibration(pred: &[f32], labels: &[Option<f32>], valid: &[usize]) -> Option<(f64, f64)> {
+    let pairs: Vec<(f64, f64)> = valid
+        .iter()
+        .filter_map(|&r| labels[r].map(|l| (pred[r] as f64, l as f64)))
+        .collect();
+    if pairs.len() < 3 {
+        return None;
+    }
+    let n = pairs.len() as f64;
+    let (mx, my) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = pairs.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    let sxy: f64 = pairs.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let a = sxy / sxx;
+    Some((a, my - a * mx))
+}
+
+/// Checks one split of one head; returns notes to attach to metrics.
+fn split_flags(
+    p: &EvaluateParams,
+    split: Split,
+    head: &str,
+    pred: &[f64],
+    y: &[f64],
+    flags: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, String> {
+    let mut notes = BTreeMap::new();
+    let subject = head.to_string();
+    let method = split.as_str();
+    let ratio = std(pred) / std(y).max(f64::MIN_POSITIVE);
+    let collapsed = ratio < p.collapse_ratio;
+    let mut d = Diagnostic::new(method, &subject, "prediction_std_ratio", ratio).with_n(y.len());
+    if collapsed {
+        let note = format!(
+            "FLAG collapsed predictions: their std is {ratio:.3} of the labels' (< {})",
+            p.collapse_ratio
+        );
+        notes.insert("Corr".into(), note.clone());
+        d = d.with_note(note);
+    }
+    flags.push(d);
+    if let Some(r) = pearson(pred, y) {
+        let mut d = Diagnostic::new(method, &subject, "sign", r.signum()).with_n(y.len());
+        if r < 0.0 {
+            let note = format!(
+                "FLAG sign inversion: negated predictions correlate better (r = {r:.3} → {:.3})",
+                -r
+            );
+            notes.entry("Corr".into()).or_insert_with(|| note.clone());
+            d = d.with_note(note);
+        }
+        flags.push(d);
+    }
+    let mut d = Diagnostic::new(method, &subject, "n", y.len() as f64).with_n(y.len());
+    if y.len() < p.min_samples {
+        let note = format!(
+            "FLAG small split: n = {} < {}: differences within the CIs are noise",
+            y.len(),
+            p.min_samples
+        );
+        for name in metrics::names_for(head) {
+            notes
+                .entry(name.to_string())
+                .or_insert_with(|| note.clone());
+        }
+        d = d.with_note(note);
+    }
+    flags.push(d);
+    notes
+}
+
+/// Train − validation gaps of Corr and CCC.
+fn gap_flags(
+    p: &EvaluateParams,
+    head: &str,
+    summary: &BTreeMap<Split, BTreeMap<String, f64>>,
+    flags: &mut Vec<Diagnostic>,
+    metric_rows: &mut [MetricRow],
+) {
+    let (Some(train), Some(valid)) = (summary.get(&Split::Train), summary.get(&Split::Valid))
+    else {
+        return;
+    };
+    for name in ["Corr", "CCC"] {
+        let (Some(t), Some(v)) = (train.get(name), valid.get(name)) else {
+            continue;
+        };
+        let gap = t - v;
+        let mut d = Diagnostic::new("train-valid", head, &format!("{name}_gap"), gap);
+        if gap > p.max_gap {
+            let note = format!(
+                "FLAG train–validation gap of {name}: {t:.3} vs {v:.3} (> {}): overfitting",
+                p.max_gap
+            );
+            if let Some(row) = metric_rows
+                .iter_mut()
+                .find(|m| m.split == Split::Valid && m.head == head && m.metric == name)
+            {
+                row.note.get_or_insert(note.clone());
+            }
+            d = d.with_note(note);
+        }
+        flags.push(d);
+    }
+}

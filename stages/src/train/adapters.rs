@@ -1,0 +1,441 @@
+//! The `train_adapters` stage: one MLP per adapted modality, mapping the source dataset's
+//! features into the target dataset's space (e.g. MOSI's MediaPipe 65-d visual → MOSEI's
+//! OpenFace2 713-d), trained on the targets `select_targets` chose.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use mmflow_pipeline::{
+    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+};
+use mmflow_schemas::features::FeatureReader;
+use mmflow_schemas::history;
+use mmflow_schemas::targets::TargetTable;
+use mmflow_schemas::Split;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::device::{err, resolve};
+use super::fit::{fit, FitConfig, Measures, Monitor, OnNan, Trainable};
+use super::model::Adapters;
+use super::nn::{Activation, Mlp, MlpConfig, Pass};
+use super::optim::{scalar, Schedule};
+use super::params::{read_checkpoint, ParamStore};
+use super::train_model::check_training;
+use crate::kinds::{ADAPTERS, FEATURES, HISTORY, TARGETS};
+
+/// The adapter's training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterLoss {
+    /// Mean squared error to the target vector.
+    #[default]
+    Mse,
+    /// 1 − cosine similarity to the target vector.
+    Cosine,
+}
+
+/// Parameters of the `train_adapters` stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainAdaptersParams {
+    /// The MLP: hidden widths (the transfer study's visual adapter: 256, 512, 1024), activation,
+    /// dropout, layer norm, residual; the output width is the target's.
+    pub mlp: MlpConfig,
+    /// `mse` (default) or `cosine`.
+    pub loss: AdapterLoss,
+    /// Most epochs.
+    pub epochs: usize,
+    /// Segments per batch.
+    pub batch_size: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm (none to disable).
+    pub grad_clip: Option<f64>,
+    /// Stop after this many epochs without a lower validation loss (0 = never).
+    pub patience: usize,
+    /// Learning-rate schedule: `constant`, `plateau` (default) or `cosine`.
+    pub schedule: Schedule,
+    /// Plateau schedule: multiply the rate by this.
+    pub plateau_factor: f64,
+    /// Plateau schedule: epochs without improvement before reducing.
+    pub plateau_patience: usize,
+    /// A NaN loss: `stop` (keep the best weights so far, flag it) or `fail`.
+    pub on_nan: OnNan,
+}
+
+impl Default for TrainAdaptersParams {
+    fn default() -> Self {
+        TrainAdaptersParams {
+            mlp: MlpConfig {
+                hidden: vec![256, 512, 1024],
+                activation: Activation::Relu,
+                dropout: 0.1,
+                layer_norm: false,
+                residual: false,
+            },
+            loss: AdapterLoss::Mse,
+            epochs: 50,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            weight_decay: 1e-4,
+            grad_clip: Some(1.0),
+            patience: 10,
+            schedule: Schedule::Plateau,
+            plateau_factor: 0.5,
+            plateau_patience: 5,
+            on_nan: OnNan::Stop,
+        }
+    }
+}
+
+/// The `train_adapters` stage kind.
+pub struct TrainAdapters;
+
+/// What an adapters checkpoint records per modality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterSpec {
+    /// Source width.
+    pub input: usize,
+    /// Target width.
+    pub output: usize,
+    /// The MLP.
+    pub mlp: MlpConfig,
+}
+
+impl StageKind for TrainAdapters {
+    type Params = TrainAdaptersParams;
+    const KIND: &'static str = "train_adapters";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str =
+        "one MLP per modality mapping source features into the target dataset's space";
+
+    fn check(&self, p: &TrainAdaptersParams) -> Vec<ParamProblem> {
+        let mut problems = check_training(
+            p.epochs,
+            p.batch_size,
+            p.learning_rate,
+            p.weight_decay,
+            p.grad_clip,
+            "loss",
+        );
+        if !(0.0..1.0).contains(&p.mlp.dropout) {
+            problems.push(ParamProblem::new("mlp.dropout", "must be in [0, 1)"));
+        }
+        problems
+    }
+
+    fn inputs(&self, _: &TrainAdaptersParams) -> Vec<InputSlot> {
+        vec![
+            InputSlot {
+                name: "source",
+                kind: FEATURES,
+                arity: Arity::Many,
+                about: "the source dataset's features of each adapted modality",
+            },
+            InputSlot {
+                name: "targets",
+                kind: TARGETS,
+                arity: Arity::Many,
+                about: "targets tables from select_targets (one per modality)",
+            },
+        ]
+    }
+
+    fn outputs(
+        &self,
+        _: &TrainAdaptersParams,
+        inputs: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
+        let source: Vec<&str> = inputs
+            .get("source")
+            .into_iter()
+            .flatten()
+            .map(|r| r.output.as_str())
+            .collect();
+        let problems: Vec<ParamProblem> = inputs
+            .get("targets")
+            .into_iter()
+            .flatten()
+            .filter(|r| !source.contains(&r.output.as_str()))
+            .map(|r| ParamProblem::new("", format!("targets `{r}` are for modality `{}`, which is not among the `source` inputs ({})", r.output, source.join(", "))))
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(vec![
+            OutputPort::new("adapters", ADAPTERS),
+            OutputPort::new("history", HISTORY),
+        ])
+    }
+
+    fn uses_device(&self, _: &TrainAdaptersParams) -> bool {
+        true
+    }
+
+    fn run(&self, p: &TrainAdaptersParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
+        let device = resolve(ctx.device)?;
+        let mut store = ParamStore::new(ctx.seed, &device);
+        let mut specs = BTreeMap::new();
+        let mut rows = Vec::new();
+        let mut summary = BTreeMap::new();
+        for target_input in ctx.inputs("targets").to_vec() {
+            let modality = target_input.reference.output.clone();
+            let targets = TargetTable::read(&target_input.path)?;
+            let source_input = ctx
+                .inputs("source")
+                .iter()
+                .find(|s| s.reference.output == modality)
+                .cloned()
+                .ok_or_else(|| StageError::Internal(format!("no source for `{modality}`")))?;
+            let source = FeatureReader::open_pooled(&source_input.path)?.read_all()?;
+            let index: HashMap<&str, usize> = source
+                .segment_ids
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), i))
+                .collect();
+            let mut pairs = Pairs {
+                input: source.dim,
+                output: targets.info.dim,
+                x: Vec::new(),
+                y: Vec::new(),
+                splits: Vec::new(),
+            };
+            for (i, row) in targets.rows.iter().enumerate() {
+                let Some(&j) = index.get(row.segment_id.as_str()) else {
+                    continue;
+                };
+                let x = source.pooled_of(j);
+                if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
+                    return Err(StageError::input(format!(
+                        "{}: segment `{}` has a non-finite value at feature {bad}: normalise with nonfinite = \"zero\" first",
+                        source_input.reference, row.segment_id
+                    )));
+                }
+                pairs.x.extend_from_slice(x);
+                pairs.y.extend_from_slice(targets.vector(i));
+                pairs.splits.push(row.split);
+            }
+            let train: Vec<usize> = (0..pairs.splits.len())
+                .filter(|&i| pairs.splits[i] == Split::Train)
+                .collect();
+            let valid: Vec<usize> = (0..pairs.splits.len())
+                .filter(|&i| pairs.splits[i] == Split::Valid)
+                .collect();
+            if train.is_empty() || valid.is_empty() {
+                return Err(StageError::input(format!(
+                    "{} and {}: {} train and {} validation segments in common; adapters need both",
+                    source_input.reference,
+                    target_input.reference,
+                    train.len(),
+                    valid.len()
+                )));
+            }
+            let mlp = Mlp::new(
+                &mut store,
+                &format!("adapter.{modality}"),
+                pairs.input,
+                &p.mlp,
+                Some(pairs.output),
+            )?;
+            let task = AdapterTask {
+                mlp: &mlp,
+                pairs: &pairs,
+                loss: p.loss,
+                modality: &modality,
+                device: &device,
+            };
+            let config = FitConfig {
+                phase: "train".into(),
+                epochs: p.epochs,
+                batch_size: p.batch_size,
+                lr: p.learning_rate,
+                weight_decay: p.weight_decay,
+                grad_clip: p.grad_clip,
+                patience: p.patience,
+                schedule: p.schedule,
+                plateau_factor: p.plateau_factor,
+                plateau_patience: p.plateau_patience,
+                on_nan: p.on_nan,
+                seed: ctx.seed,
+            };
+            let monitor = Monitor {
+                subject: "total".into(),
+                metric: "loss".into(),
+            };
+            let vars = store.vars_with_prefix(&format!("adapter.{modality}."));
+            let fitted = fit(
+                &task,
+                &store,
+                vars,
+                &train,
+                &valid,
+                &config,
+                &monitor,
+                ctx.progress,
+            )?;
+            tracing::info!(
+                "{}: adapter `{modality}` {}→{}: best epoch {}, validation loss {:.4}{}",
+                ctx.stage_id,
+                pairs.input,
+                pairs.output,
+                fitted.best_epoch,
+                fitted.best_value,
+                fitted
+                    .stopped
+                    .as_ref()
+                    .map(|s| format!("; {s}"))
+                    .unwrap_or_default()
+            );
+            summary.insert(
+                modality.clone(),
+                serde_json::json!({"input": pairs.input, "output": pairs.output, "train": train.len(), "valid": valid.len(), "best_epoch": fitted.best_epoch, "valid_loss": fitted.best_value, "stopped": fitted.stopped}),
+            );
+            for mut row in fitted.history {
+                if row.subject == "total" {
+                    row.subject = modality.clone();
+                }
+                rows.push(row);
+            }
+            specs.insert(
+                modality,
+                AdapterSpec {
+                    input: pairs.input,
+                    output: pairs.output,
+                    mlp: p.mlp.clone(),
+                },
+            );
+        }
+        let mut meta = HashMap::new();
+        meta.insert("mmflow.kind".to_string(), "adapters".to_string());
+        meta.insert(
+            "mmflow.adapters".to_string(),
+            serde_json::to_string(&specs).map_err(|e| StageError::Internal(e.to_string()))?,
+        );
+        store.save(ctx.output("adapters")?, meta)?;
+        history::write(&rows, ctx.output("history")?, ctx.table_meta())?;
+        ctx.report("adapters", summary);
+        Ok(())
+    }
+}
+
+/// Source vectors and their targets for one modality.
+struct Pairs {
+    input: usize,
+    output: usize,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    splits: Vec<Split>,
+}
+
+impl Pairs {
+    fn batch(&self, rows: &[usize], device: &Device) -> Result<(Tensor, Tensor), StageError> {
+        let mut x = Vec::with_capacity(rows.len() * self.input);
+        let mut y = Vec::with_capacity(rows.len() * self.output);
+        for &r in rows {
+            x.extend_from_slice(&self.x[r * self.input..(r + 1) * self.input]);
+            y.extend_from_slice(&self.y[r * self.output..(r + 1) * self.output]);
+        }
+        Ok((
+            Tensor::from_vec(x, (rows.len(), self.input), device).map_err(err("adapter batch"))?,
+            Tensor::from_vec(y, (rows.len(), self.output), device).map_err(err("adapter batch"))?,
+        ))
+    }
+}
+
+struct AdapterTask<'a> {
+    mlp: &'a Mlp,
+    pairs: &'a Pairs,
+    loss: AdapterLoss,
+    modality: &'a str,
+    device: &'a Device,
+}
+
+fn adapter_loss(pred: &Tensor, target: &Tensor, loss: AdapterLoss) -> candle_core::Result<Tensor> {
+    match loss {
+        AdapterLoss::Mse => (pred - target)?.sqr()?.mean_all(),
+        AdapterLoss::Cosine => {
+            let dot = (pred * target)?.sum(1)?;
+            let norms = (pred.sqr()?.sum(1)?.sqrt()? * target.sqr()?.sum(1)?.sqrt()?)?;
+            (dot / (norms + 1e-8)?)?.mean_all()?.affine(-1.0, 1.0)
+        }
+    }
+}
+
+impl Trainable for AdapterTask<'_> {
+    fn loss(&self, rows: &[usize], pass: &mut Pass<'_>) -> Result<Tensor, StageError> {
+        let (x, y) = self.pairs.batch(rows, self.device)?;
+        let pred = self.mlp.forward(&x, pass)?;
+        adapter_loss(&pred, &y, self.loss).map_err(err("adapter loss"))
+    }
+
+    fn measure(&self, rows: &[usize]) -> Result<Measures, StageError> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let (mut sum, mut n) = (0.0, 0usize);
+        let mut cos = (0.0, 0usize);
+        for chunk in rows.chunks(1024) {
+            let (x, y) = self.pairs.batch(chunk, self.device)?;
+            let pred = self.mlp.forward(
+                &x,
+                &mut Pass {
+                    train: false,
+                    rng: &mut rng,
+                },
+            )?;
+            sum += scalar(&adapter_loss(&pred, &y, self.loss).map_err(err("adapter loss"))?)?
+                * chunk.len() as f64;
+            n += chunk.len();
+            cos.0 +=
+                (1.0 - scalar(
+                    &adapter_loss(&pred, &y, AdapterLoss::Cosine).map_err(err("adapter loss"))?,
+                )?) * chunk.len() as f64;
+            cos.1 += chunk.len();
+        }
+        let mut out = Measures::new();
+        out.insert(("total".into(), "loss".into()), sum / n.max(1) as f64);
+        out.insert(
+            (self.modality.to_string(), "cosine".into()),
+            cos.0 / cos.1.max(1) as f64,
+        );
+        Ok(out)
+    }
+}
+
+/// Reads an adapters checkpoint (parameters under `adapter.<modality>.*`).
+pub fn load_adapters(path: &Path, device: &Device) -> Result<(ParamStore, Adapters), StageError> {
+    let (tensors, meta) = read_checkpoint(path, device)?;
+    if meta.get("mmflow.kind").map(String::as_str) != Some("adapters") {
+        return Err(StageError::input(format!(
+            "{}: not an adapters checkpoint",
+            path.display()
+        )));
+    }
+    let specs: BTreeMap<String, AdapterSpec> = serde_json::from_str(
+        meta.get("mmflow.adapters")
+            .map(String::as_str)
+            .unwrap_or("{}"),
+    )
+    .map_err(|e| {
+        StageError::input(format!(
+            "{}: unreadable adapter metadata ({e})",
+            path.display()
+        ))
+    })?;
+    let mut store = ParamStore::from_checkpoint(tensors, &path.display().to_string(), device);
+    let mut mlps = BTreeMap::new();
+    for (m, spec) in specs {
+        let mlp = Mlp::new(
+            &mut store,
+            &format!("adapter.{m}"),
+            spec.input,
+            &spec.mlp,
+            Some(spec.output),
+        )?;
+        mlps.insert(m, (spec.input, spec.output, mlp));
+    }
+    Ok((store, Adapters { mlps }))
+}

@@ -1,0 +1,224 @@
+//! Training data in memory: the segments table joined with one features table per modality,
+//! and batches cut from it.
+//!
+//! Feature values arrive from Parquet as one contiguous `f32` buffer per column (the
+//! `FixedSizeList` values), and batches are assembled with one row copy per segment (pooled
+//! vectors) or per sequence (frames, padded to the longest in the batch with a mask and true
+//! lengths) — never element by element.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{Device, Tensor};
+use mmflow_pipeline::{ResolvedInput, StageError};
+use mmflow_schemas::features::FeatureReader;
+use mmflow_schemas::segments::SegmentTable;
+use mmflow_schemas::Split;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::device::err;
+
+/// One modality's features, rows aligned with [`Dataset::ids`].
+#[derive(Debug, Clone)]
+pub struct Modality {
+    /// Modality (input output) name.
+    pub name: String,
+    /// Feature width.
+    pub dim: usize,
+    /// Pooled vectors, `rows × dim`.
+    pub pooled: Vec<f32>,
+    /// Frames of every row, row-major (empty unless loaded with frames).
+    pub frames: Vec<f32>,
+    /// Frame offsets per row (`rows + 1`; all 0 without frames).
+    pub offsets: Vec<usize>,
+}
+
+impl Modality {
+    /// Pooled vector of row `r`.
+    pub fn pooled_of(&self, r: usize) -> &[f32] {
+        &self.pooled[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Frames of row `r`.
+    pub fn frames_of(&self, r: usize) -> &[f32] {
+        &self.frames[self.offsets[r] * self.dim..self.offsets[r + 1] * self.dim]
+    }
+}
+
+/// Segments that have every modality, with their labels and features.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Segment ids.
+    pub ids: Vec<String>,
+    /// Splits.
+    pub splits: Vec<Split>,
+    /// Speaker/user ids.
+    pub users: Vec<Option<String>>,
+    /// Label column → value per row.
+    pub labels: BTreeMap<String, Vec<Option<f32>>>,
+    /// The modalities, in input order.
+    pub modalities: Vec<Modality>,
+    /// Segments of the segments table left out because a modality lacks them.
+    pub dropped: usize,
+}
+
+impl Dataset {
+    /// Joins the segments table with the features tables (`frames`: whether to keep the
+    /// sequences, or only pooled vectors).
+    pub fn load(
+        segments: &ResolvedInput,
+        features: &[ResolvedInput],
+        frames: &[bool],
+    ) -> Result<Dataset, StageError> {
+        let table = SegmentTable::read(&segments.path)?;
+        let mut loaded = Vec::new();
+        for (input, &with_frames) in features.iter().zip(frames) {
+            let reader = if with_frames {
+                FeatureReader::open(&input.path)?
+            } else {
+                FeatureReader::open_pooled(&input.path)?
+            };
+            let batch = reader.read_all()?;
+            let index: HashMap<&str, usize> = batch
+                .segment_ids
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), i))
+                .collect();
+            let index: HashMap<String, usize> =
+                index.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            loaded.push((input.reference.output.clone(), with_frames, batch, index));
+        }
+        let mut data = Dataset {
+            ids: Vec::new(),
+            splits: Vec::new(),
+            users: Vec::new(),
+            labels: table
+                .label_names
+                .iter()
+                .map(|n| (n.clone(), Vec::new()))
+                .collect(),
+            modalities: loaded
+                .iter()
+                .map(|(name, _, batch, _)| Modality {
+                    name: name.clone(),
+                    dim: batch.dim,
+                    pooled: Vec::new(),
+                    frames: Vec::new(),
+                    offsets: vec![0],
+                })
+                .collect(),
+            dropped: 0,
+        };
+        for row in &table.rows {
+            let found: Option<Vec<usize>> = loaded
+                .iter()
+                .map(|(_, _, _, index)| index.get(&row.segment_id).copied())
+                .collect();
+            let Some(found) = found else {
+                data.dropped += 1;
+                continue;
+            };
+            data.ids.push(row.segment_id.clone());
+            data.splits.push(row.split);
+            data.users.push(row.speaker_id.clone());
+            for (name, value) in table.label_names.iter().zip(&row.labels) {
+                data.labels
+                    .get_mut(name)
+                    .expect("every label has a column")
+                    .push(*value);
+            }
+            for ((m, (_, with_frames, batch, _)), &i) in
+                data.modalities.iter_mut().zip(&loaded).zip(&found)
+            {
+                m.pooled.extend_from_slice(batch.pooled_of(i));
+                if *with_frames {
+                    m.frames.extend_from_slice(batch.frames_of(i));
+                }
+                let last = *m.offsets.last().expect("starts with 0");
+                m.offsets
+                    .push(last + if *with_frames { batch.length(i) } else { 0 });
+            }
+        }
+        for m in &data.modalities {
+            if let Some(bad) = m.pooled.iter().position(|v| !v.is_finite()) {
+                return Err(StageError::input(format!(
+                    "modality `{}`: segment `{}` has a non-finite feature: normalise with nonfinite = \"zero\" first",
+                    m.name,
+                    data.ids[bad / m.dim.max(1)]
+                )));
+            }
+        }
+        Ok(data)
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True if no segment has every modality.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Rows of a split.
+    pub fn rows(&self, split: Split) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&r| self.splits[r] == split)
+            .collect()
+    }
+
+    /// A modality by name.
+    pub fn modality(&self, name: &str) -> Option<&Modality> {
+        self.modalities.iter().find(|m| m.name == name)
+    }
+}
+
+/// `rows` in a seeded random order for `epoch` (Fisher–Yates with ChaCha8).
+pub fn shuffled(rows: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut out = rows.to_vec();
+    out.shuffle(&mut rng);
+    out
+}
+
+/// The pooled vectors of `rows` as a `B × dim` tensor.
+pub fn pooled_batch(m: &Modality, rows: &[usize], device: &Device) -> Result<Tensor, StageError> {
+    let mut values = Vec::with_capacity(rows.len() * m.dim);
+    for &r in rows {
+        values.extend_from_slice(m.pooled_of(r));
+    }
+    Tensor::from_vec(values, (rows.len(), m.dim), device).map_err(err("pooled batch"))
+}
+
+/// The frames of `rows`, right-padded with zeros to the longest: a `B × T × dim` tensor and
+/// the true lengths (at least 1: an empty sequence gets one zero frame).
+pub fn sequence_batch(
+    m: &Modality,
+    rows: &[usize],
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>), StageError> {
+    let lengths: Vec<usize> = rows
+        .iter()
+        .map(|&r| (m.offsets[r + 1] - m.offsets[r]).max(1))
+        .collect();
+    let t = lengths.iter().copied().max().unwrap_or(1);
+    let mut values = vec![0f32; rows.len() * t * m.dim];
+    for (b, &r) in rows.iter().enumerate() {
+        let frames = m.frames_of(r);
+        values[b * t * m.dim..b * t * m.dim + frames.len()].copy_from_slice(frames);
+    }
+    let tensor =
+        Tensor::from_vec(values, (rows.len(), t, m.dim), device).map_err(err("sequence batch"))?;
+    Ok((tensor, lengths))
+}
+
+/// Labels of `rows` for one column: values (missing ones as 0) and which are present.
+pub fn label_batch(values: &[Option<f32>], rows: &[usize]) -> (Vec<f32>, Vec<bool>) {
+    rows.iter()
+        .map(|&r| (values[r].unwrap_or(0.0), values[r].is_some()))
+        .unzip()
+}

@@ -1,0 +1,283 @@
+//! The training loop shared by adapters, models and fine-tuning: shuffled mini-batches,
+//! AdamW, gradient clipping, a learning-rate schedule, evaluation on train and validation
+//! after every epoch, early stopping on a validation measure, and the best weights restored
+//! at the end. Everything it did goes into history rows.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Tensor, Var};
+use mmflow_pipeline::{Progress, StageError};
+use mmflow_schemas::history::HistoryRow;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data::shuffled;
+use super::nn::Pass;
+use super::optim::{scalar, AdamW, AdamWConfig, Schedule, Scheduler};
+use super::params::ParamStore;
+
+/// What to do when the loss becomes NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNan {
+    /// Stop training, keep the best weights so far, and flag it (log, report, history).
+    #[default]
+    Stop,
+    /// Fail the stage.
+    Fail,
+}
+
+/// Optimisation settings of one training phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitConfig {
+    /// Phase name written to the history.
+    pub phase: String,
+    /// Most epochs.
+    pub epochs: usize,
+    /// Segments per batch.
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this.
+    pub grad_clip: Option<f64>,
+    /// Stop after this many epochs without improvement of `monitor` (0 = never stop early).
+    pub patience: usize,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Plateau schedule: factor.
+    pub plateau_factor: f64,
+    /// Plateau schedule: epochs without improvement before reducing.
+    pub plateau_patience: usize,
+    /// What a NaN loss does.
+    pub on_nan: OnNan,
+    /// Seed of the shuffling and dropout.
+    pub seed: u64,
+}
+
+/// A measurement after an epoch: `(subject, metric) → value`.
+pub type Measures = BTreeMap<(String, String), f64>;
+
+/// What a trainable thing provides to the loop.
+pub trait Trainable {
+    /// Forward pass and loss of a batch of rows (training mode when `pass.train`).
+    fn loss(&self, rows: &[usize], pass: &mut Pass<'_>) -> Result<Tensor, StageError>;
+
+    /// Loss and metrics of a whole split (evaluation mode): `("total", "loss")` must be present.
+    fn measure(&self, rows: &[usize]) -> Result<Measures, StageError>;
+}
+
+/// Which validation measure picks the best epoch, and in which direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    /// Subject (`total`, a head, a modality).
+    pub subject: String,
+    /// Metric (`loss`, `mae`, `ccc`, …).
+    pub metric: String,
+}
+
+impl Monitor {
+    /// Parses `loss` (the total validation loss) or `<subject>:<metric>`.
+    pub fn parse(text: &str) -> Option<Monitor> {
+        match text.split_once(':') {
+            None if text == "loss" => Some(Monitor {
+                subject: "total".into(),
+                metric: "loss".into(),
+            }),
+            Some((s, m)) if !s.is_empty() && !m.is_empty() => Some(Monitor {
+                subject: s.to_string(),
+                metric: m.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// True if larger values are better (correlations, accuracies, F1).
+    pub fn higher_is_better(&self) -> bool {
+        let m = self.metric.to_ascii_lowercase();
+        ["corr", "ccc", "acc", "f1", "pearson"]
+            .iter()
+            .any(|k| m.contains(k))
+    }
+}
+
+/// The outcome of a phase.
+pub struct Fitted {
+    /// History rows of the phase.
+    pub history: Vec<HistoryRow>,
+    /// Epoch whose weights were kept (1-based; 0 if none completed).
+    pub best_epoch: usize,
+    /// Best value of the monitored measure.
+    pub best_value: f64,
+    /// Why training ended early, if it did ("early stopping", "NaN loss at …").
+    pub stopped: Option<String>,
+}
+
+/// Trains `model`'s `vars` (a subset of `store`'s) on `train` rows, selecting on `valid`.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    model: &dyn Trainable,
+    store: &ParamStore,
+    vars: Vec<Var>,
+    train: &[usize],
+    valid: &[usize],
+    config: &FitConfig,
+    monitor: &Monitor,
+    progress: &Progress,
+) -> Result<Fitted, StageError> {
+    let mut opt = AdamW::new(vars, AdamWConfig::new(config.lr, config.weight_decay))?;
+    let mut scheduler = Scheduler::new(
+        config.schedule,
+        config.lr,
+        config.plateau_factor,
+        config.plateau_patience,
+        config.epochs,
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut history = Vec::new();
+    let mut best: Option<(usize, f64, BTreeMap<String, Tensor>)> = None;
+    let mut since_best = 0;
+    let mut stopped = None;
+    let bar = progress.bar(&format!("{} epochs", config.phase), config.epochs as u64);
+    'epochs: for epoch in 1..=config.epochs {
+        let lr = opt.lr();
+        let order = shuffled(train, config.seed, epoch);
+        let mut losses = Vec::new();
+        for (b, rows) in order.chunks(config.batch_size.max(1)).enumerate() {
+            let mut pass = Pass {
+                train: true,
+                rng: &mut rng,
+            };
+            let loss = model.loss(rows, &mut pass)?;
+            let value = scalar(&loss)?;
+            if !value.is_finite() {
+                let what = format!(
+                    "{} loss at epoch {epoch}, batch {} (lr {lr:.3e})",
+                    if value.is_nan() { "NaN" } else { "infinite" },
+                    b + 1
+                );
+                match (config.on_nan, &best) {
+                    (OnNan::Stop, Some((e, _, _))) => {
+                        tracing::error!("{what}: training stopped, keeping the weights of epoch {e}");
+                        stopped = Some(what);
+                        break 'epochs;
+                    }
+                    _ => {
+                        return Err(StageError::input(format!(
+                            "{what}: no good epoch to keep; lower the learning rate or check the inputs for extreme values"
+                        )))
+                    }
+                }
+            }
+            losses.push(value);
+            let grads = loss.backward().map_err(super::device::err("backward"))?;
+            opt.step(grads, config.grad_clip).map_err(|e| {
+                StageError::Internal(format!("epoch {epoch}, batch {}: {e}", b + 1))
+            })?;
+        }
+        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        let on_train = model.measure(train)?;
+        let on_valid = model.measure(valid)?;
+        let valid_loss = on_valid
+            .get(&("total".into(), "loss".into()))
+            .copied()
+            .unwrap_or(f64::NAN);
+        let key = (monitor.subject.clone(), monitor.metric.clone());
+        let value = *on_valid.get(&key).ok_or_else(|| {
+            StageError::config(format!(
+                "monitor `{}:{}` is not measured (measured: {})",
+                monitor.subject,
+                monitor.metric,
+                describe(&on_valid)
+            ))
+        })?;
+        let improved = match &best {
+            None => value.is_finite(),
+            Some((_, b, _)) => {
+                if monitor.higher_is_better() {
+                    value > *b
+                } else {
+                    value < *b
+                }
+            }
+        };
+        if improved {
+            best = Some((epoch, value, store.snapshot()?));
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        let mut keys: Vec<&(String, String)> = on_valid.keys().chain(on_train.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let train_value = if k.0 == "total" && k.1 == "loss" {
+                Some(train_loss)
+            } else {
+                on_train.get(k).copied()
+            };
+            history.push(HistoryRow {
+                phase: config.phase.clone(),
+                epoch: epoch as u32,
+                lr,
+                subject: k.0.clone(),
+                metric: k.1.clone(),
+                train: train_value,
+                valid: on_valid.get(k).copied(),
+                is_best: false,
+            });
+        }
+        if k_is_eval(&on_train) {
+            // The eval-mode training loss, for an honest train–validation gap.
+            history.push(HistoryRow {
+                phase: config.phase.clone(),
+                epoch: epoch as u32,
+                lr,
+                subject: "total".into(),
+                metric: "loss_eval".into(),
+                train: on_train.get(&("total".into(), "loss".into())).copied(),
+                valid: Some(valid_loss),
+                is_best: false,
+            });
+        }
+        bar.inc(1);
+        let next = scheduler.next(epoch, valid_loss, opt.lr());
+        opt.set_lr(next);
+        if config.patience > 0 && since_best >= config.patience {
+            stopped = Some(format!(
+                "early stopping after epoch {epoch}: no improvement of {}:{} for {} epochs",
+                monitor.subject, monitor.metric, config.patience
+            ));
+            break;
+        }
+    }
+    let (best_epoch, best_value) = match best {
+        Some((e, v, snapshot)) => {
+            store.restore(&snapshot)?;
+            (e, v)
+        }
+        None => (0, f64::NAN),
+    };
+    for row in &mut history {
+        row.is_best = row.epoch as usize == best_epoch;
+    }
+    Ok(Fitted {
+        history,
+        best_epoch,
+        best_value,
+        stopped,
+    })
+}
+
+fn k_is_eval(m: &Measures) -> bool {
+    m.contains_key(&("total".to_string(), "loss".to_string()))
+}
+
+fn describe(m: &Measures) -> String {
+    m.keys()
+        .map(|(s, k)| format!("{s}:{k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,16 @@
+//! Training with candle: data in memory and batches ([`data`]), parameters with seeded
+//! initialisation and safetensors checkpoints ([`params`]), layers ([`nn`]), losses
+//! ([`loss`]), a fused AdamW and schedules ([`optim`]), the loop ([`fit`]), the sentiment
+//! model ([`model`]) and the stages `train_adapters` ([`adapters`]) and `train_model`
+//! ([`train_model`]).
+
+pub mod adapters;
+pub mod data;
+pub mod device;
+pub mod fit;
+pub mod loss;
+pub mod model;
+pub mod nn;
+pub mod optim;
+pub mod params;
+pub mod train_model;

@@ -1,0 +1,364 @@
+//! The sentiment model, built from its config: one encoder per modality (mean-pooled
+//! features + MLP, or an LSTM over the sequence), an optional user/speaker embedding, fusion
+//! (concatenation or cross-modal attention) + MLP, and one linear head per label. Frozen
+//! feature adapters can sit in front of chosen modalities.
+
+use std::collections::{BTreeMap, HashMap};
+
+use candle_core::{Device, Tensor};
+use mmflow_pipeline::StageError;
+use serde::{Deserialize, Serialize};
+
+use super::data::{label_batch, pooled_batch, sequence_batch, Dataset};
+use super::device::err;
+use super::nn::{
+    dropout, masked_mean, AttentionFusion, Embedding, Linear, Lstm, Mlp, MlpConfig, Pass,
+};
+use super::params::ParamStore;
+
+/// How one modality is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderKind {
+    /// The mean of the sequence (the features table's pooled vector), then an MLP.
+    #[default]
+    Pool,
+    /// An LSTM over the sequence (its last state), then an optional MLP.
+    Lstm,
+}
+
+/// One modality's encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncoderConfig {
+    /// `pool` (default) or `lstm`.
+    pub kind: EncoderKind,
+    /// LSTM hidden size.
+    pub hidden: usize,
+    /// LSTM in both directions (output 2 × hidden).
+    pub bidirectional: bool,
+    /// MLP after pooling (or after the LSTM; empty `hidden` = none).
+    pub mlp: MlpConfig,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            kind: EncoderKind::Pool,
+            hidden: 128,
+            bidirectional: false,
+            mlp: MlpConfig {
+                hidden: vec![128],
+                ..MlpConfig::default()
+            },
+        }
+    }
+}
+
+/// How encoded modalities are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Fusion {
+    /// Concatenate, then the fusion MLP.
+    #[default]
+    Concat,
+    /// Self-attention across modality tokens (width `fusion_dim`), averaged, then the fusion MLP.
+    Attention,
+}
+
+/// A model's architecture: what is saved in its checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// Input modalities and their widths (after any adapter), in input order.
+    pub modalities: Vec<(String, usize)>,
+    /// Encoder per modality.
+    pub encoders: BTreeMap<String, EncoderConfig>,
+    /// Fusion kind.
+    pub fusion: Fusion,
+    /// Token width for attention fusion.
+    pub fusion_dim: usize,
+    /// The MLP after fusion.
+    pub fusion_mlp: MlpConfig,
+    /// User embedding width (0 = none).
+    pub user_embedding: usize,
+    /// Known users (training speakers); index 0 is "unknown".
+    pub users: Vec<String>,
+    /// Output heads (label columns).
+    pub heads: Vec<String>,
+    /// Dropout on the fused representation.
+    pub dropout: f32,
+}
+
+enum Encoder {
+    Pool(Mlp),
+    Lstm(Lstm, Mlp),
+}
+
+/// A built model.
+pub struct Model {
+    /// Its architecture.
+    pub arch: Architecture,
+    encoders: Vec<Encoder>,
+    attention: Option<AttentionFusion>,
+    users: Option<(Embedding, HashMap<String, u32>)>,
+    fusion_mlp: Mlp,
+    heads: Vec<Linear>,
+}
+
+/// A modality's input to the model.
+pub enum Input {
+    /// B × D pooled vectors.
+    Pooled(Tensor),
+    /// B × T × D sequences with true lengths.
+    Sequence(Tensor, Vec<usize>),
+}
+
+impl Model {
+    /// Builds the model, drawing (or loading) parameters from `store` under `model.*`.
+    pub fn build(store: &mut ParamStore, arch: &Architecture) -> Result<Model, StageError> {
+        let mut encoders = Vec::new();
+        let mut widths = Vec::new();
+        for (name, dim) in &arch.modalities {
+            let config = arch.encoders.get(name).cloned().unwrap_or_default();
+            let encoder = match config.kind {
+                EncoderKind::Pool => Encoder::Pool(Mlp::new(
+                    store,
+                    &format!("model.enc.{name}.mlp"),
+                    *dim,
+                    &config.mlp,
+                    None,
+                )?),
+                EncoderKind::Lstm => {
+                    let lstm = Lstm::new(
+                        store,
+                        &format!("model.enc.{name}.lstm"),
+                        *dim,
+                        config.hidden,
+                        config.bidirectional,
+                    )?;
+                    let mlp = Mlp::new(
+                        store,
+                        &format!("model.enc.{name}.mlp"),
+                        lstm.output_dim,
+                        &config.mlp,
+                        None,
+                    )?;
+                    Encoder::Lstm(lstm, mlp)
+                }
+            };
+            widths.push(match &encoder {
+                Encoder::Pool(m) | Encoder::Lstm(_, m) => m.output_dim,
+            });
+            encoders.push(encoder);
+        }
+        let attention = match arch.fusion {
+            Fusion::Attention => Some(AttentionFusion::new(
+                store,
+                "model.fusion.attention",
+                &widths,
+                arch.fusion_dim,
+            )?),
+            Fusion::Concat => None,
+        };
+        let mut fused = match arch.fusion {
+            Fusion::Attention => arch.fusion_dim,
+            Fusion::Concat => widths.iter().sum(),
+        };
+        let users = if arch.user_embedding > 0 {
+            let table = Embedding::new(
+                store,
+                "model.users",
+                arch.users.len() + 1,
+                arch.user_embedding,
+            )?;
+            let index = arch
+                .users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.clone(), i as u32 + 1))
+                .collect();
+            fused += arch.user_embedding;
+            Some((table, index))
+        } else {
+            None
+        };
+        let fusion_mlp = Mlp::new(store, "model.fusion.mlp", fused, &arch.fusion_mlp, None)?;
+        let heads = arch
+            .heads
+            .iter()
+            .map(|h| Linear::new(store, &format!("model.head.{h}"), fusion_mlp.output_dim, 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Model {
+            arch: arch.clone(),
+            encoders,
+            attention,
+            users,
+            fusion_mlp,
+            heads,
+        })
+    }
+
+    /// Which modalities need their frame sequences (LSTM encoders).
+    pub fn needs_frames(&self) -> Vec<bool> {
+        self.encoders
+            .iter()
+            .map(|e| matches!(e, Encoder::Lstm(..)))
+            .collect()
+    }
+
+    /// The user index tensor of `rows` (unknown users → 0), if the model embeds users.
+    pub fn user_ids(
+        &self,
+        data: &Dataset,
+        rows: &[usize],
+        device: &Device,
+    ) -> Result<Option<Tensor>, StageError> {
+        let Some((_, index)) = &self.users else {
+            return Ok(None);
+        };
+        let ids: Vec<u32> = rows
+            .iter()
+            .map(|&r| {
+                data.users[r]
+                    .as_ref()
+                    .and_then(|u| index.get(u).copied())
+                    .unwrap_or(0)
+            })
+            .collect();
+        Tensor::from_vec(ids, rows.len(), device)
+            .map(Some)
+            .map_err(err("user ids"))
+    }
+
+    /// One output (B) per head.
+    pub fn forward(
+        &self,
+        inputs: &[Input],
+        users: Option<&Tensor>,
+        pass: &mut Pass<'_>,
+    ) -> Result<Vec<Tensor>, StageError> {
+        let mut encoded = Vec::with_capacity(inputs.len());
+        for (encoder, input) in self.encoders.iter().zip(inputs) {
+            let e = match (encoder, input) {
+                (Encoder::Pool(mlp), Input::Pooled(x)) => mlp.forward(x, pass)?,
+                (Encoder::Pool(mlp), Input::Sequence(x, lengths)) => {
+                    mlp.forward(&masked_mean(x, lengths)?, pass)?
+                }
+                (Encoder::Lstm(lstm, mlp), Input::Sequence(x, lengths)) => {
+                    mlp.forward(&lstm.forward(x, lengths)?, pass)?
+                }
+                (Encoder::Lstm(..), Input::Pooled(_)) => {
+                    return Err(StageError::Internal(
+                        "an LSTM encoder needs sequences".into(),
+                    ))
+                }
+            };
+            encoded.push(e);
+        }
+        let mut fused = match &self.attention {
+            Some(a) => a.forward(&encoded)?,
+            None => Tensor::cat(&encoded, 1).map_err(err("fusion"))?,
+        };
+        if let (Some((table, _)), Some(ids)) = (&self.users, users) {
+            fused = Tensor::cat(&[fused, table.forward(ids)?], 1).map_err(err("fusion"))?;
+        }
+        let fused = dropout(&fused, self.arch.dropout, pass)?;
+        let hidden = self.fusion_mlp.forward(&fused, pass)?;
+        self.heads
+            .iter()
+            .map(|h| {
+                h.forward(&hidden)
+                    .and_then(|o| o.squeeze(1).map_err(err("head")))
+            })
+            .collect()
+    }
+}
+
+/// Feature adapters: one MLP per adapted modality, applied to pooled vectors or to every
+/// frame of a sequence.
+pub struct Adapters {
+    /// Modality → (input width, output width, MLP).
+    pub mlps: BTreeMap<String, (usize, usize, Mlp)>,
+}
+
+impl Adapters {
+    /// Applies the adapter of `modality` (if any) to its input.
+    pub fn apply(
+        &self,
+        modality: &str,
+        input: Input,
+        pass: &mut Pass<'_>,
+    ) -> Result<Input, StageError> {
+        let Some((_, _, mlp)) = self.mlps.get(modality) else {
+            return Ok(input);
+        };
+        Ok(match input {
+            Input::Pooled(x) => Input::Pooled(mlp.forward(&x, pass)?),
+            Input::Sequence(x, lengths) => Input::Sequence(mlp.forward(&x, pass)?, lengths),
+        })
+    }
+
+    /// The width a modality has after its adapter.
+    pub fn output_width(&self, modality: &str, input: usize) -> usize {
+        self.mlps.get(modality).map(|m| m.1).unwrap_or(input)
+    }
+}
+
+/// The model's inputs for `rows`: pooled or sequence per modality, through the adapters.
+pub fn inputs(
+    data: &Dataset,
+    rows: &[usize],
+    frames: &[bool],
+    adapters: Option<&Adapters>,
+    device: &Device,
+    pass: &mut Pass<'_>,
+) -> Result<Vec<Input>, StageError> {
+    data.modalities
+        .iter()
+        .zip(frames)
+        .map(|(m, &seq)| {
+            let raw = if seq {
+                let (x, lengths) = sequence_batch(m, rows, device)?;
+                Input::Sequence(x, lengths)
+            } else {
+                Input::Pooled(pooled_batch(m, rows, device)?)
+            };
+            match adapters {
+                // Frozen adapters never use dropout.
+                Some(a) => a.apply(
+                    &m.name,
+                    raw,
+                    &mut Pass {
+                        train: false,
+                        rng: pass.rng,
+                    },
+                ),
+                None => Ok(raw),
+            }
+        })
+        .collect()
+}
+
+/// Label tensors (B) of `rows` for `head`, and the positions where the label is present.
+pub fn labels(
+    data: &Dataset,
+    head: &str,
+    rows: &[usize],
+    device: &Device,
+) -> Result<(Tensor, Vec<u32>), StageError> {
+    let values = data
+        .labels
+        .get(head)
+        .ok_or_else(|| StageError::Internal(format!("no label column `{head}`")))?;
+    let (v, present) = label_batch(values, rows);
+    let keep: Vec<u32> = present
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p)
+        .map(|(i, _)| i as u32)
+        .collect();
+    Ok((
+        Tensor::from_vec(v, rows.len(), device).map_err(err("labels"))?,
+        keep,
+    ))
+}

@@ -1,0 +1,424 @@
+//! Layers, built on candle tensors with parameters from a [`ParamStore`]: linear layers,
+//! MLPs (activation, dropout, layer norm, residual), an LSTM whose input projection is one
+//! matrix product over all steps, embeddings and a cross-modal attention fusion.
+//!
+//! Dropout masks come from a seeded ChaCha stream (candle's CPU generator cannot be seeded),
+//! so training is reproducible.
+
+use candle_core::{Module, Tensor};
+use mmflow_pipeline::StageError;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::device::err;
+use super::params::ParamStore;
+
+type Result<T> = std::result::Result<T, StageError>;
+
+/// Everything a forward pass needs besides its input.
+pub struct Pass<'a> {
+    /// Training (dropout active) or evaluation.
+    pub train: bool,
+    /// Dropout randomness.
+    pub rng: &'a mut ChaCha8Rng,
+}
+
+/// A fully connected layer, initialised as PyTorch's `nn.Linear` (uniform ±1/√fan_in).
+#[derive(Clone)]
+pub struct Linear(candle_nn::Linear);
+
+impl Linear {
+    /// `name.weight` `[out, in]` and `name.bias` `[out]`.
+    pub fn new(store: &mut ParamStore, name: &str, input: usize, output: usize) -> Result<Linear> {
+        let bound = 1.0 / (input.max(1) as f32).sqrt();
+        let w = store.uniform(&format!("{name}.weight"), &[output, input], bound)?;
+        let b = store.uniform(&format!("{name}.bias"), &[output], bound)?;
+        Ok(Linear(candle_nn::Linear::new(w, Some(b))))
+    }
+
+    /// `x · Wᵀ + b` over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.0.forward(x).map_err(err("linear"))
+    }
+}
+
+/// Non-linearities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// max(0, x).
+    #[default]
+    Relu,
+    /// GELU (erf).
+    Gelu,
+    /// tanh.
+    Tanh,
+    /// x · sigmoid(x).
+    Silu,
+}
+
+impl Activation {
+    /// Applies the function.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu_erf(),
+            Activation::Tanh => x.tanh(),
+            Activation::Silu => x.silu(),
+        }
+        .map_err(err("activation"))
+    }
+}
+
+/// Inverted dropout with a seeded mask.
+pub fn dropout(x: &Tensor, p: f32, pass: &mut Pass<'_>) -> Result<Tensor> {
+    if !pass.train || p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let scale = 1.0 / keep;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if pass.rng.random::<f32>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device()).map_err(err("dropout"))?;
+    x.mul(&mask).map_err(err("dropout"))
+}
+
+/// Layer normalisation over the last dimension (weight 1, bias 0 initially).
+#[derive(Clone)]
+pub struct LayerNorm(candle_nn::LayerNorm);
+
+impl LayerNorm {
+    /// `name.weight`, `name.bias` of width `dim`.
+    pub fn new(store: &mut ParamStore, name: &str, dim: usize) -> Result<LayerNorm> {
+        let w = store.constant(&format!("{name}.weight"), &[dim], 1.0)?;
+        let b = store.constant(&format!("{name}.bias"), &[dim], 0.0)?;
+        Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, 1e-5)))
+    }
+
+    /// Normalises.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.0.forward(x).map_err(err("layer norm"))
+    }
+}
+
+/// The shape of an MLP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlpConfig {
+    /// Hidden layer widths.
+    pub hidden: Vec<usize>,
+    /// Non-linearity after each hidden layer.
+    pub activation: Activation,
+    /// Dropout after each hidden layer.
+    pub dropout: f32,
+    /// Layer norm before each hidden activation.
+    pub layer_norm: bool,
+    /// Add each hidden layer's input to its output when the widths agree.
+    pub residual: bool,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        MlpConfig {
+            hidden: vec![128],
+            activation: Activation::Relu,
+            dropout: 0.0,
+            layer_norm: false,
+            residual: false,
+        }
+    }
+}
+
+/// A multi-layer perceptron: hidden layers (linear → [norm] → activation → dropout
+/// [+ residual]) and, when `output` is given, a final linear layer without activation.
+#[derive(Clone)]
+pub struct Mlp {
+    layers: Vec<(Linear, Option<LayerNorm>)>,
+    out: Option<Linear>,
+    config: MlpConfig,
+    /// Width of the result.
+    pub output_dim: usize,
+}
+
+impl Mlp {
+    /// Builds `name.0`, `name.1`, … (and `name.out`).
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        config: &MlpConfig,
+        output: Option<usize>,
+    ) -> Result<Mlp> {
+        let mut layers = Vec::new();
+        let mut width = input;
+        for (i, &h) in config.hidden.iter().enumerate() {
+            let linear = Linear::new(store, &format!("{name}.{i}"), width, h)?;
+            let norm = if config.layer_norm {
+                Some(LayerNorm::new(store, &format!("{name}.{i}.norm"), h)?)
+            } else {
+                None
+            };
+            layers.push((linear, norm));
+            width = h;
+        }
+        let out = match output {
+            Some(o) => {
+                let l = Linear::new(store, &format!("{name}.out"), width, o)?;
+                width = o;
+                Some(l)
+            }
+            None => None,
+        };
+        Ok(Mlp {
+            layers,
+            out,
+            config: config.clone(),
+            output_dim: width,
+        })
+    }
+
+    /// Applies the MLP over the last dimension.
+    pub fn forward(&self, x: &Tensor, pass: &mut Pass<'_>) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (linear, norm) in &self.layers {
+            let mut y = linear.forward(&h)?;
+            if let Some(n) = norm {
+                y = n.forward(&y)?;
+            }
+            y = self.config.activation.apply(&y)?;
+            y = dropout(&y, self.config.dropout, pass)?;
+            if self.config.residual && y.dims() == h.dims() {
+                y = (y + &h).map_err(err("residual"))?;
+            }
+            h = y;
+        }
+        match &self.out {
+            Some(l) => l.forward(&h),
+            None => Ok(h),
+        }
+    }
+}
+
+/// A single-layer (optionally bidirectional) LSTM over right-padded sequences; returns the
+/// state after each sequence's last true step. The input projection of all steps is one
+/// matrix product; each step then only multiplies the state by `W_hh`. Gate order i, f, g, o
+/// (PyTorch's), one bias per direction, initialised uniformly ±1/√hidden.
+#[derive(Clone)]
+pub struct Lstm {
+    forward_dir: LstmDirection,
+    backward_dir: Option<LstmDirection>,
+    /// Width of the result (hidden, or 2 × hidden when bidirectional).
+    pub output_dim: usize,
+}
+
+#[derive(Clone)]
+struct LstmDirection {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    bias: Tensor,
+    hidden: usize,
+}
+
+impl LstmDirection {
+    fn new(store: &mut ParamStore, name: &str, input: usize, hidden: usize) -> Result<Self> {
+        let bound = 1.0 / (hidden.max(1) as f32).sqrt();
+        Ok(LstmDirection {
+            w_ih: store.uniform(&format!("{name}.w_ih"), &[4 * hidden, input], bound)?,
+            w_hh: store.uniform(&format!("{name}.w_hh"), &[4 * hidden, hidden], bound)?,
+            bias: store.uniform(&format!("{name}.bias"), &[4 * hidden], bound)?,
+            hidden,
+        })
+    }
+
+    /// Runs over `x` (B × T × D) in the given direction; `mask` is B × T (1 = true step).
+    fn run(&self, x: &Tensor, mask: &Tensor, reverse: bool) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let h = self.hidden;
+        let projected = x
+            .reshape((b * t, d))?
+            .matmul(&self.w_ih.t()?)?
+            .broadcast_add(&self.bias)?
+            .reshape((b, t, 4 * h))?;
+        let w_hh_t = self.w_hh.t()?;
+        let mut state_h = Tensor::zeros((b, h), x.dtype(), x.device())?;
+        let mut state_c = state_h.clone();
+        let steps: Vec<usize> = if reverse {
+            (0..t).rev().collect()
+        } else {
+            (0..t).collect()
+        };
+        for step in steps {
+            let gates = projected
+                .narrow(1, step, 1)?
+                .squeeze(1)?
+                .add(&state_h.matmul(&w_hh_t)?)?;
+            let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h)?)?;
+            let f = candle_nn::ops::sigmoid(&gates.narrow(1, h, h)?)?;
+            let g = gates.narrow(1, 2 * h, h)?.tanh()?;
+            let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h, h)?)?;
+            let c = f.mul(&state_c)?.add(&i.mul(&g)?)?;
+            let new_h = o.mul(&c.tanh()?)?;
+            // Steps past a sequence's end leave its state unchanged.
+            let m = mask.narrow(1, step, 1)?;
+            state_c = m
+                .broadcast_mul(&c)?
+                .add(&m.affine(-1.0, 1.0)?.broadcast_mul(&state_c)?)?;
+            state_h = m
+                .broadcast_mul(&new_h)?
+                .add(&m.affine(-1.0, 1.0)?.broadcast_mul(&state_h)?)?;
+        }
+        Ok(state_h)
+    }
+}
+
+impl Lstm {
+    /// `name.fw.*` (and `name.bw.*`).
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        hidden: usize,
+        bidirectional: bool,
+    ) -> Result<Lstm> {
+        let forward_dir = LstmDirection::new(store, &format!("{name}.fw"), input, hidden)?;
+        let backward_dir = if bidirectional {
+            Some(LstmDirection::new(
+                store,
+                &format!("{name}.bw"),
+                input,
+                hidden,
+            )?)
+        } else {
+            None
+        };
+        Ok(Lstm {
+            forward_dir,
+            backward_dir,
+            output_dim: if bidirectional { 2 * hidden } else { hidden },
+        })
+    }
+
+    /// Encodes `x` (B × T × D) with true `lengths` into B × output_dim.
+    pub fn forward(&self, x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (b, t, _) = x.dims3().map_err(err("lstm input"))?;
+        let mask: Vec<f32> = (0..b)
+            .flat_map(|i| (0..t).map(move |s| if s < lengths[i] { 1.0 } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, t), x.device()).map_err(err("lstm mask"))?;
+        let fw = self.forward_dir.run(x, &mask, false).map_err(err("lstm"))?;
+        match &self.backward_dir {
+            Some(bw) => {
+                let bw = bw.run(x, &mask, true).map_err(err("lstm"))?;
+                Tensor::cat(&[fw, bw], 1).map_err(err("lstm"))
+            }
+            None => Ok(fw),
+        }
+    }
+}
+
+/// Self-attention over one token per modality (each projected to a common width), averaged:
+/// lets each modality's representation weigh the others'.
+#[derive(Clone)]
+pub struct AttentionFusion {
+    project: Vec<Linear>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    dim: usize,
+}
+
+impl AttentionFusion {
+    /// `name.proj.<i>`, `name.q`, `name.k`, `name.v`.
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        inputs: &[usize],
+        dim: usize,
+    ) -> Result<AttentionFusion> {
+        let project = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Linear::new(store, &format!("{name}.proj.{i}"), w, dim))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AttentionFusion {
+            project,
+            q: Linear::new(store, &format!("{name}.q"), dim, dim)?,
+            k: Linear::new(store, &format!("{name}.k"), dim, dim)?,
+            v: Linear::new(store, &format!("{name}.v"), dim, dim)?,
+            dim,
+        })
+    }
+
+    /// Fuses B × w_i tokens into B × dim.
+    pub fn forward(&self, tokens: &[Tensor]) -> Result<Tensor> {
+        let projected = tokens
+            .iter()
+            .zip(&self.project)
+            .map(|(t, p)| p.forward(t))
+            .collect::<Result<Vec<_>>>()?;
+        let x = Tensor::stack(&projected, 1).map_err(err("attention"))?; // B × M × dim
+        let (q, k, v) = (
+            self.q.forward(&x)?,
+            self.k.forward(&x)?,
+            self.v.forward(&x)?,
+        );
+        let scores = q
+            .matmul(&k.transpose(1, 2).map_err(err("attention"))?)
+            .and_then(|s| s.affine(1.0 / (self.dim as f64).sqrt(), 0.0))
+            .map_err(err("attention"))?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores).map_err(err("attention"))?;
+        weights
+            .matmul(&v)
+            .and_then(|o| o.mean(1))
+            .map_err(err("attention"))
+    }
+}
+
+/// An embedding table (rows initialised N(0, 1) as PyTorch's `nn.Embedding`).
+#[derive(Clone)]
+pub struct Embedding {
+    table: Tensor,
+    /// Embedding width.
+    pub dim: usize,
+}
+
+impl Embedding {
+    /// `name.weight` `[rows, dim]`.
+    pub fn new(store: &mut ParamStore, name: &str, rows: usize, dim: usize) -> Result<Embedding> {
+        let table = store.normal(&format!("{name}.weight"), &[rows, dim])?;
+        Ok(Embedding { table, dim })
+    }
+
+    /// The rows of `ids` (a u32 tensor of B indices) → B × dim.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.table.index_select(ids, 0).map_err(err("embedding"))
+    }
+}
+
+/// Mean over the last-but-one dimension of valid steps only (B × T × D with lengths → B × D).
+pub fn masked_mean(x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+    let (b, t, _) = x.dims3().map_err(err("mean"))?;
+    let weights: Vec<f32> = (0..b)
+        .flat_map(|i| {
+            (0..t).map(move |s| {
+                if s < lengths[i] {
+                    1.0 / lengths[i] as f32
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let w = Tensor::from_vec(weights, (b, t, 1), x.device()).map_err(err("mean"))?;
+    x.broadcast_mul(&w)
+        .and_then(|y| y.sum(1))
+        .map_err(err("mean"))
+}

@@ -1,0 +1,309 @@
+//! Training and evaluation with candle: the loss falls, metrics rise above chance with CIs,
+//! runs are reproducible, adapters and LSTM/attention/user-embedding models train, and bad
+//! input is refused.
+
+use mmflow_schemas::evaluation::{read_metrics, read_predictions};
+use mmflow_schemas::history;
+use mmflow_schemas::Split;
+
+use crate::sources::fixtures;
+use crate::util::Dir;
+
+const MOSEI: &str = r#"
+[stages.mosei]
+kind = "synthetic"
+seed = 1
+params = { profile = "mosei", scale = 0.04 }
+
+[stages.mosei_norm]
+kind = "normalize"
+inputs = { segments = "mosei.segments", features = ["mosei.text", "mosei.audio", "mosei.visual"] }
+
+[stages.model]
+kind = "train_model"
+inputs = { segments = "mosei.segments", features = ["mosei_norm.text", "mosei_norm.audio", "mosei_norm.visual"] }
+params = { epochs = 8, batch_size = 32, learning_rate = 0.002, patience = 4 }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "mosei.segments", features = ["mosei_norm.text", "mosei_norm.audio", "mosei_norm.visual"] }
+params = { bootstrap = 200 }
+"#;
+
+fn metric(
+    rows: &[mmflow_schemas::evaluation::MetricRow],
+    split: Split,
+    head: &str,
+    name: &str,
+) -> (f64, f64, f64, u64) {
+    let m = rows
+        .iter()
+        .find(|m| m.split == split && m.head == head && m.metric == name)
+        .unwrap_or_else(|| panic!("no {split} {head} {name}"));
+    (
+        m.value,
+        m.ci_low.unwrap_or(f64::NAN),
+        m.ci_high.unwrap_or(f64::NAN),
+        m.n,
+    )
+}
+
+#[test]
+fn the_sentiment_model_learns_and_is_evaluated_with_mmsa_metrics_and_cis() {
+    let dir = Dir::new();
+    dir.write("p.toml", MOSEI);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let run = dir.join("data/runs/p");
+    let hist = history::read(&run.join("model/history.parquet")).unwrap();
+    let loss = |epoch: u32| {
+        hist.iter()
+            .find(|r| r.epoch == epoch && r.subject == "total" && r.metric == "loss")
+            .unwrap()
+            .clone()
+    };
+    let first = loss(1);
+    let best = hist
+        .iter()
+        .find(|r| r.is_best && r.subject == "total" && r.metric == "loss")
+        .unwrap();
+    assert!(
+        best.valid.unwrap() < first.valid.unwrap(),
+        "validation loss falls: {first:?} → {best:?}"
+    );
+    assert!(hist.iter().any(|r| r.subject == "sentiment"
+        && r.metric == "ccc"
+        && r.train.is_some()
+        && r.valid.is_some()));
+
+    let metrics = read_metrics(&run.join("eval/metrics.parquet")).unwrap();
+    for name in [
+        "Has0_acc_2",
+        "Has0_F1_score",
+        "Non0_acc_2",
+        "Non0_F1_score",
+        "Mult_acc_5",
+        "Mult_acc_7",
+        "MAE",
+        "Corr",
+        "MSE",
+        "RMSE",
+        "CCC",
+    ] {
+        let (v, lo, hi, n) = metric(&metrics, Split::Test, "sentiment", name);
+        assert!(
+            n > 50 && lo <= v && v <= hi,
+            "{name}: {v} not in [{lo}, {hi}] (n = {n})"
+        );
+    }
+    let (corr, lo, _, _) = metric(&metrics, Split::Test, "sentiment", "Corr");
+    assert!(
+        lo > 0.2,
+        "test correlation well above chance: {corr} (CI low {lo})"
+    );
+    let (acc, _, _, _) = metric(&metrics, Split::Test, "sentiment", "Has0_acc_2");
+    assert!(acc > 0.6, "binary accuracy above chance: {acc}");
+    let predictions = read_predictions(&run.join("eval/predictions.parquet")).unwrap();
+    let segments =
+        mmflow_schemas::segments::SegmentTable::read(&run.join("mosei/segments.parquet")).unwrap();
+    assert_eq!(predictions.len(), segments.rows.len());
+    assert!(predictions
+        .iter()
+        .all(|p| p.head == "sentiment" && p.label.is_some() && p.prediction.is_finite()));
+
+    // Same config and seed: identical history, predictions and metrics.
+    dir.mmflow(&["run", "p.toml", "--out", "again"]).ok();
+    for table in [
+        "model/history.parquet",
+        "model/model.safetensors",
+        "eval/predictions.parquet",
+        "eval/metrics.parquet",
+    ] {
+        let a = std::fs::read(run.join(table)).unwrap();
+        let b = std::fs::read(dir.join(&format!("again/{table}"))).unwrap();
+        assert!(a == b, "{table} differs between identical runs");
+    }
+}
+
+const VALENCE_AROUSAL: &str = r#"
+[stages.va]
+kind = "synthetic"
+seed = 3
+params = { profile = "valence_arousal", scale = 0.3 }
+
+[stages.model]
+kind = "train_model"
+inputs = { segments = "va.segments", features = ["va.text"] }
+[stages.model.params]
+epochs = 6
+batch_size = 32
+learning_rate = 0.003
+user_embedding = 8
+fusion = "attention"
+fusion_dim = 32
+monitor = "arousal:ccc"
+encoders = { text = { kind = "lstm", hidden = 32, bidirectional = true, mlp = { hidden = [] } } }
+heads = { valence = { mse = 1.0 }, arousal = { mse = 0.3, ccc = 0.7 } }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "va.segments", features = ["va.text"] }
+params = { bootstrap = 100, calibrate = true }
+"#;
+
+#[test]
+fn lstm_attention_and_user_embeddings_train_on_valence_arousal() {
+    let dir = Dir::new();
+    dir.write("p.toml", VALENCE_AROUSAL);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let metrics = read_metrics(&dir.join("data/runs/p/eval/metrics.parquet")).unwrap();
+    for head in ["valence", "arousal"] {
+        for name in ["CCC", "Corr", "RMSE", "MAE", "CCC_calibrated"] {
+            metric(&metrics, Split::Valid, head, name);
+        }
+        assert!(
+            metrics.iter().all(|m| !m.metric.starts_with("Has0")),
+            "MMSA's sentiment metrics are for sentiment only"
+        );
+    }
+    let (ccc, _, _, _) = metric(&metrics, Split::Test, "valence", "CCC");
+    assert!(ccc > 0.2, "valence CCC above chance: {ccc}");
+    let predictions = read_predictions(&dir.join("data/runs/p/eval/predictions.parquet")).unwrap();
+    assert!(predictions.iter().all(|p| p.calibrated.is_some()));
+}
+
+#[test]
+fn adapters_map_mosi_into_moseis_space_for_a_mosei_model() {
+    let dir = Dir::new();
+    let config = format!(
+        "{MOSEI}{}",
+        r#"
+[stages.mosi]
+kind = "synthetic"
+seed = 2
+params = { profile = "mosi", scale = 0.5 }
+
+[stages.mosi_norm]
+kind = "normalize"
+inputs = { segments = "mosi.segments", features = ["mosi.text", "mosi.audio", "mosi.visual"] }
+
+[stages.targets]
+kind = "select_targets"
+inputs = { source_segments = "mosi.segments", source = ["mosi_norm.text", "mosi_norm.visual"], target_segments = "mosei.segments", target = ["mosei_norm.text", "mosei_norm.visual"] }
+params = { method = "cosine", top_k = 5, match_on = ["text"], adapt = ["visual"] }
+
+[stages.adapters]
+kind = "train_adapters"
+inputs = { source = ["mosi_norm.visual"], targets = ["targets.visual"] }
+params = { epochs = 6, mlp = { hidden = [64, 128] } }
+
+[stages.zero_shot]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "mosi.segments", features = ["mosi_norm.text", "mosi_norm.audio", "mosi_norm.visual"], adapters = "adapters.adapters" }
+params = { bootstrap = 100 }
+"#
+    );
+    dir.write("p.toml", &config);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let hist = history::read(&dir.join("data/runs/p/adapters/history.parquet")).unwrap();
+    let losses: Vec<f64> = hist
+        .iter()
+        .filter(|r| r.subject == "visual" && r.metric == "loss")
+        .map(|r| r.valid.unwrap())
+        .collect();
+    assert!(
+        losses.len() >= 2 && losses.iter().cloned().fold(f64::INFINITY, f64::min) < losses[0],
+        "adapter validation loss falls: {losses:?}"
+    );
+    let metrics = read_metrics(&dir.join("data/runs/p/zero_shot/metrics.parquet")).unwrap();
+    let (_, _, _, n) = metric(&metrics, Split::Test, "sentiment", "Corr");
+    assert!(n > 100);
+    // Without the adapters the MOSEI model cannot read MOSI's 65-d visual features.
+    let run = dir.mmflow(&[
+        "run",
+        "p.toml",
+        "--set",
+        "stages.zero_shot.inputs.adapters=\"\"",
+    ]);
+    assert_ne!(run.code, 0);
+    let bare = config.replace(", adapters = \"adapters.adapters\"", "");
+    dir.write("q.toml", &bare);
+    let run = dir.mmflow(&["run", "q.toml"]).expect(1);
+    assert!(
+        run.stderr.contains(
+            "modality `visual` is 65 wide but model.model was trained on 713-wide features"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_training_setups_are_refused_clearly() {
+    let dir = Dir::new();
+    // Invalid params: all-zero loss weights, unknown encoder modality, bad monitor.
+    let bad = MOSEI.replace(
+        "params = { epochs = 8, batch_size = 32, learning_rate = 0.002, patience = 4 }",
+        "params = { heads = { sentiment = { mse = 0.0 } }, encoders = { video = { kind = \"lstm\" } }, monitor = \"ccc\" }",
+    );
+    dir.write("p.toml", &bad);
+    let run = dir.mmflow(&["validate", "p.toml"]).expect(2);
+    for expected in [
+        "every loss weight is 0",
+        "`video` is not one of the `features` inputs",
+        "`ccc` is not `loss` or `<subject>:<metric>`",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "missing `{expected}`:\n{}",
+            run.stderr
+        );
+    }
+    // A head that is not a label, and a diverging learning rate.
+    dir.write(
+        "p.toml",
+        &MOSEI.replace("patience = 4 }", "patience = 4, heads = { valence = {} } }"),
+    );
+    let run = dir.mmflow(&["run", "p.toml"]).expect(1);
+    assert!(
+        run.stderr
+            .contains("head `valence` is not a label column of mosei.segments"),
+        "{}",
+        run.stderr
+    );
+    dir.write(
+        "p.toml",
+        &MOSEI.replace(
+            "learning_rate = 0.002",
+            "learning_rate = 1e30, grad_clip = 1e30, on_nan = \"fail\"",
+        ),
+    );
+    let run = dir.mmflow(&["run", "p.toml"]).expect(1);
+    assert!(
+        run.stderr.contains("loss at epoch") && run.stderr.contains("batch"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("data/runs/p/model/model.safetensors").exists());
+}
+
+#[test]
+fn an_empty_validation_split_is_an_error() {
+    let folder = fixtures().join("sdk_basic/mosi");
+    let dir = Dir::new();
+    dir.write("folds.json", r#"{"train": ["2iD-tVS8NPw", "8d-gEyoeBzc", "Qr1Ca94K55A", "Ci-AH39fi3Y"], "valid": [], "test": ["tmZoasNr4rU"]}"#);
+    dir.write(
+        "p.toml",
+        &format!(
+            "[stages.sdk]\nkind = \"csd\"\n[stages.sdk.params]\nfolds = \"folds.json\"\nreference = \"text\"\nlabels = {{ path = {:?} }}\nmodalities = {{ text = {{ path = {:?} }} }}\n\n[stages.model]\nkind = \"train_model\"\ninputs = {{ segments = \"sdk.segments\", features = [\"sdk.text\"] }}\nparams = {{ epochs = 2 }}\n",
+            folder.join("CMU_MOSI_Opinion_Labels.csd"),
+            folder.join("CMU_MOSI_TimestampedWordVectors.csd"),
+        ),
+    );
+    let run = dir.mmflow(&["run", "p.toml"]).expect(1);
+    assert!(
+        run.stderr
+            .contains("sdk.segments: the validation split is empty"),
+        "{}",
+        run.stderr
+    );
+}
