@@ -171,69 +171,135 @@ fn lstm_attention_and_user_embeddings_train_on_valence_arousal() {
     assert!(predictions.iter().all(|p| p.calibrated.is_some()));
 }
 
+/// `configs/transfer.toml` at a reduced scale: `--set` overrides for every variant.
+fn reduced_transfer() -> Vec<String> {
+    let mut sets = vec![
+        "stages.mosei.params.scale=0.04".to_string(),
+        "stages.mosi.params.scale=0.5".to_string(),
+        "stages.mosei_model.params.epochs=8".to_string(),
+        "stages.mosei_model.params.batch_size=32".to_string(),
+        "stages.mosei_eval.params.bootstrap=100".to_string(),
+    ];
+    for m in ["random", "kmeans", "cosine"] {
+        sets.push(format!("stages.adapters_{m}.params.epochs=6"));
+        sets.push(format!("stages.adapters_{m}.params.mlp.hidden=[64, 128]"));
+        sets.push(format!(
+            "stages.finetune_{m}.params.phases=[{{ name = \"adapters_frozen\", freeze = [\"adapters\"], epochs = 5, learning_rate = 1e-3 }}, {{ name = \"all\", epochs = 4, learning_rate = 1e-4 }}]"
+        ));
+        for eval in ["zero_shot", "finetuned"] {
+            sets.push(format!("stages.{eval}_{m}.params.bootstrap=200"));
+        }
+    }
+    sets.into_iter()
+        .flat_map(|s| ["--set".to_string(), s])
+        .collect()
+}
+
 #[test]
-fn adapters_map_mosi_into_moseis_space_for_a_mosei_model() {
+fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
     let dir = Dir::new();
-    let config = format!(
-        "{MOSEI}{}",
-        r#"
-[stages.mosi]
-kind = "synthetic"
-seed = 2
-params = { profile = "mosi", scale = 0.5 }
-
-[stages.mosi_norm]
-kind = "normalize"
-inputs = { segments = "mosi.segments", features = ["mosi.text", "mosi.audio", "mosi.visual"] }
-
-[stages.targets]
-kind = "select_targets"
-inputs = { source_segments = "mosi.segments", source = ["mosi_norm.text", "mosi_norm.visual"], target_segments = "mosei.segments", target = ["mosei_norm.text", "mosei_norm.visual"] }
-params = { method = "cosine", top_k = 5, match_on = ["text"], adapt = ["visual"] }
-
-[stages.adapters]
-kind = "train_adapters"
-inputs = { source = ["mosi_norm.visual"], targets = ["targets.visual"] }
-params = { epochs = 6, mlp = { hidden = [64, 128] } }
-
-[stages.zero_shot]
-kind = "evaluate"
-inputs = { model = "model.model", segments = "mosi.segments", features = ["mosi_norm.text", "mosi_norm.audio", "mosi_norm.visual"], adapters = "adapters.adapters" }
-params = { bootstrap = 100 }
-"#
-    );
-    dir.write("p.toml", &config);
-    dir.mmflow(&["run", "p.toml"]).ok();
-    let hist = history::read(&dir.join("data/runs/p/adapters/history.parquet")).unwrap();
-    let losses: Vec<f64> = hist
-        .iter()
-        .filter(|r| r.subject == "visual" && r.metric == "loss")
-        .map(|r| r.valid.unwrap())
-        .collect();
-    assert!(
-        losses.len() >= 2 && losses.iter().cloned().fold(f64::INFINITY, f64::min) < losses[0],
-        "adapter validation loss falls: {losses:?}"
-    );
-    let metrics = read_metrics(&dir.join("data/runs/p/zero_shot/metrics.parquet")).unwrap();
-    let (_, _, _, n) = metric(&metrics, Split::Test, "sentiment", "Corr");
-    assert!(n > 100);
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/transfer.toml"
+    ))
+    .unwrap();
+    dir.write("transfer.toml", &config);
+    let sets = reduced_transfer();
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["run", "transfer.toml"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(sets.iter().cloned())
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let run_args = args(&[]);
+    dir.mmflow(&run_args.iter().map(String::as_str).collect::<Vec<_>>())
+        .ok();
+    let run = dir.join("data/runs/transfer");
+    for m in ["random", "kmeans", "cosine"] {
+        let hist = history::read(&run.join(format!("adapters_{m}/history.parquet"))).unwrap();
+        let losses: Vec<f64> = hist
+            .iter()
+            .filter(|r| r.subject == "visual" && r.metric == "loss")
+            .map(|r| r.valid.unwrap())
+            .collect();
+        assert!(
+            losses.len() >= 2 && losses.iter().cloned().fold(f64::INFINITY, f64::min) < losses[0],
+            "{m}: adapter validation loss falls: {losses:?}"
+        );
+        let zero = read_metrics(&run.join(format!("zero_shot_{m}/metrics.parquet"))).unwrap();
+        let tuned = read_metrics(&run.join(format!("finetuned_{m}/metrics.parquet"))).unwrap();
+        let (z, _, z_high, n) = metric(&zero, Split::Test, "sentiment", "CCC");
+        let (t, t_low, _, _) = metric(&tuned, Split::Test, "sentiment", "CCC");
+        assert!(n > 100);
+        assert!(
+            t_low > z_high,
+            "{m}: fine-tuned CCC {t} (CI low {t_low}) must beat zero-shot {z} (CI high {z_high})"
+        );
+        // Phases in the history, each starting from the weights the previous one kept.
+        let ft = history::read(&run.join(format!("finetune_{m}/history.parquet"))).unwrap();
+        for phase in ["adapters_frozen", "all"] {
+            assert!(
+                ft.iter().any(|r| r.phase == phase && r.epoch == 0),
+                "{m}: {phase} measures its starting point"
+            );
+            assert_eq!(
+                ft.iter()
+                    .filter(|r| r.phase == phase
+                        && r.is_best
+                        && r.subject == "total"
+                        && r.metric == "loss")
+                    .count(),
+                1
+            );
+        }
+    }
     // Without the adapters the MOSEI model cannot read MOSI's 65-d visual features.
-    let run = dir.mmflow(&[
-        "run",
-        "p.toml",
-        "--set",
-        "stages.zero_shot.inputs.adapters=\"\"",
-    ]);
-    assert_ne!(run.code, 0);
-    let bare = config.replace(", adapters = \"adapters.adapters\"", "");
-    dir.write("q.toml", &bare);
-    let run = dir.mmflow(&["run", "q.toml"]).expect(1);
+    let at = config.find("[stages.zero_shot_cosine]").unwrap();
+    let bare = format!(
+        "{}{}",
+        &config[..at],
+        config[at..].replacen(", adapters = \"adapters_cosine.adapters\" }", " }", 1)
+    );
+    assert_ne!(bare, config);
+    dir.write("transfer.toml", &bare);
+    let failed = dir
+        .mmflow(&run_args.iter().map(String::as_str).collect::<Vec<_>>())
+        .expect(1);
     assert!(
-        run.stderr.contains(
-            "modality `visual` is 65 wide but model.model was trained on 713-wide features"
+        failed.stderr.contains(
+            "modality `visual` is 65 wide but mosei_model.model was trained on 713-wide features"
         ),
         "{}",
-        run.stderr
+        failed.stderr
+    );
+    // A phase freezing a module that does not exist.
+    dir.write("transfer.toml", &config);
+    let bad = args(&[
+        "--set",
+        "stages.finetune_cosine.params.phases=[{ freeze = [\"adapter\", \"encoder.video\"] }]",
+    ]);
+    let failed = dir.mmflow(&bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(failed.code, 0);
+    assert!(
+        failed.stderr.contains("unknown module `adapter`"),
+        "{}",
+        failed.stderr
+    );
+    let bad = args(&[
+        "--set",
+        "stages.finetune_cosine.params.phases=[{ freeze = [\"encoder.video\"] }]",
+    ]);
+    let failed = dir
+        .mmflow(&bad.iter().map(String::as_str).collect::<Vec<_>>())
+        .expect(1);
+    assert!(
+        failed
+            .stderr
+            .contains("freeze `encoder.video` matches nothing in this model"),
+        "{}",
+        failed.stderr
     );
 }
 

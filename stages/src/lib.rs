@@ -39,6 +39,7 @@ pub fn registry() -> Registry {
         .register(targets::SelectTargets)
         .register(train::adapters::TrainAdapters)
         .register(train::train_model::TrainModel)
+        .register(train::finetune::Finetune)
         .register(evaluate::Evaluate);
     registry
 }

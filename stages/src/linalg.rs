@@ -6,42 +6,70 @@ use rayon::prelude::*;
 
 /// `C (n × m) = A (n × d) · B (m × d)ᵀ`, all row-major, on every core.
 pub fn matmul_nt(a: &[f32], b: &[f32], n: usize, m: usize, d: usize, c: &mut [f32]) {
-    assert_eq!(a.len(), n * d, "A is n × d");
-    assert_eq!(b.len(), m * d, "B is m × d");
+    matmul(c, (a, false), (b, true), (n, m, d), false);
+}
+
+/// `C (n × m) (+)= op(A) · op(B)`, all row-major, where `op(A)` is n × k and `op(B)` is
+/// k × m; a `true` flag means that operand is stored transposed (A as k × n, B as m × k).
+/// With `accumulate` the product is added to C, else C is overwritten. Large products use
+/// every core.
+pub fn matmul(
+    c: &mut [f32],
+    a: (&[f32], bool),
+    b: (&[f32], bool),
+    (n, m, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    let ((a, a_t), (b, b_t)) = (a, b);
+    assert_eq!(a.len(), n * k, "A holds n × k values");
+    assert_eq!(b.len(), k * m, "B holds k × m values");
     assert_eq!(c.len(), n * m, "C is n × m");
     if n == 0 || m == 0 {
         return;
     }
-    if d == 0 {
-        c.fill(0.0);
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
         return;
     }
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && n * m * d > 1 << 20 {
+    let parallelism = if threads > 1 && n * m * k > 1 << 20 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above guarantee every pointer covers the extent gemm reads or
-    // writes: C is n × m with row stride m, A is n × d (row stride d), Bᵀ is read as d × m
-    // with strides (1, d) from the m × d row-major B; the three buffers do not overlap
-    // (C is a distinct &mut).
+    // (column stride, row stride) of op(A) and op(B) in their buffers.
+    let (a_cs, a_rs) = if a_t {
+        (n as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (b_cs, b_rs) = if b_t {
+        (k as isize, 1)
+    } else {
+        (1, m as isize)
+    };
+    // SAFETY: the asserts above guarantee every buffer covers the extent gemm reads or
+    // writes with these strides: C is n × m with row stride m; op(A) is n × k read from A
+    // (n × k, or k × n when transposed); op(B) is k × m read from B (k × m, or m × k when
+    // transposed). C is a distinct &mut, so the buffers do not overlap.
     unsafe {
         gemm::gemm(
             n,
             m,
-            d,
+            k,
             c.as_mut_ptr(),
             1,
             m as isize,
-            false,
+            accumulate,
             a.as_ptr(),
-            1,
-            d as isize,
+            a_cs,
+            a_rs,
             b.as_ptr(),
-            d as isize,
-            1,
-            0.0,
+            b_cs,
+            b_rs,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -166,6 +194,37 @@ mod tests {
                 top[i].iter().map(|t| t.0).collect::<Vec<_>>(),
                 brute[..3].iter().map(|t| t.0).collect::<Vec<_>>()
             );
+        }
+    }
+
+    #[test]
+    fn matmul_handles_transposed_operands_and_accumulates() {
+        let (n, m, k) = (3, 4, 5);
+        let a: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.5 - 3.0).collect(); // n × k
+        let b: Vec<f32> = (0..k * m).map(|i| 2.0 - i as f32 * 0.25).collect(); // k × m
+        let want: Vec<f32> = (0..n * m)
+            .map(|ij| (0..k).map(|t| a[ij / m * k + t] * b[t * m + ij % m]).sum())
+            .collect();
+        let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+            (0..rows * cols)
+                .map(|i| x[i % rows * cols + i / rows])
+                .collect()
+        };
+        let (a_t, b_t) = (transpose(&a, n, k), transpose(&b, k, m));
+        for (a_op, b_op) in [
+            ((&a[..], false), (&b[..], false)),
+            ((&a_t[..], true), (&b[..], false)),
+            ((&a[..], false), (&b_t[..], true)),
+            ((&a_t[..], true), (&b_t[..], true)),
+        ] {
+            let mut c = vec![1.0f32; n * m];
+            matmul(&mut c, a_op, b_op, (n, m, k), false);
+            assert!(
+                c.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-4),
+                "{c:?} vs {want:?}"
+            );
+            matmul(&mut c, a_op, b_op, (n, m, k), true);
+            assert!(c.iter().zip(&want).all(|(x, y)| (x - 2.0 * y).abs() < 1e-3));
         }
     }
 

@@ -6,9 +6,7 @@
 pub mod metrics;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use candle_core::Device;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
 };
@@ -22,11 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::kinds::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
 use crate::stats::{pearson, quantile, std};
-use crate::train::adapters::load_adapters;
-use crate::train::data::Dataset;
+use crate::train::checkpoint::Restored;
 use crate::train::device::resolve;
-use crate::train::model::{Architecture, Model};
-use crate::train::params::{read_checkpoint, ParamStore};
 use crate::train::train_model::Task;
 
 /// Parameters of the `evaluate` stage.
@@ -128,44 +123,15 @@ impl StageKind for Evaluate {
 
     fn run(&self, p: &EvaluateParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         let device = resolve(ctx.device)?;
-        let model_input = ctx.input("model")?.clone();
-        let (mut store, arch) = load_model(&model_input.path, &device)?;
-        let adapters = match ctx.optional_input("adapters") {
-            Some(input) => Some(load_adapters(&input.path, &device)?.1),
-            None => None,
-        };
-        let features = order_features(
-            ctx.inputs("features"),
-            &arch,
-            &model_input.reference.to_string(),
-        )?;
-        let model = Model::build(&mut store, &arch)?;
-        let frames = model.needs_frames();
+        let Restored {
+            model,
+            adapters,
+            data,
+            frames,
+            ..
+        } = Restored::load(ctx, &device)?;
         let segments = ctx.input("segments")?.clone();
-        let data = Dataset::load(&segments, &features, &frames)?;
-        for m in &data.modalities {
-            let width = adapters
-                .as_ref()
-                .map(|a| a.output_width(&m.name, m.dim))
-                .unwrap_or(m.dim);
-            let (_, want) = arch
-                .modalities
-                .iter()
-                .find(|(n, _)| *n == m.name)
-                .expect("ordered above");
-            if width != *want {
-                return Err(StageError::input(format!(
-                    "modality `{}` is {width} wide{} but {} was trained on {want}-wide features",
-                    m.name,
-                    if width != m.dim {
-                        " after its adapter"
-                    } else {
-                        ""
-                    },
-                    model_input.reference
-                )));
-            }
-        }
+        let arch = &model.arch;
         for head in &arch.heads {
             if !data.labels.contains_key(head) {
                 tracing::warn!(
@@ -184,7 +150,7 @@ impl StageKind for Evaluate {
             model: &model,
             data: &data,
             frames: &frames,
-            adapters: adapters.as_ref(),
+            adapters: adapters.as_ref().map(|a| &a.adapters),
             weights: &weights,
             device: &device,
         };
@@ -304,54 +270,6 @@ impl StageKind for Evaluate {
         ctx.report("segments_without_every_modality", data.dropped);
         Ok(())
     }
-}
-
-/// Reads a model checkpoint: its parameters (not yet claimed) and architecture.
-pub fn load_model(path: &Path, device: &Device) -> Result<(ParamStore, Architecture), StageError> {
-    let (tensors, meta) = read_checkpoint(path, device)?;
-    if meta.get("mmflow.kind").map(String::as_str) != Some("model") {
-        return Err(StageError::input(format!(
-            "{}: not a model checkpoint",
-            path.display()
-        )));
-    }
-    let arch: Architecture = serde_json::from_str(
-        meta.get("mmflow.architecture")
-            .map(String::as_str)
-            .unwrap_or("{}"),
-    )
-    .map_err(|e| StageError::input(format!("{}: unreadable architecture ({e})", path.display())))?;
-    Ok((
-        ParamStore::from_checkpoint(tensors, &path.display().to_string(), device),
-        arch,
-    ))
-}
-
-/// The features inputs in the model's modality order; every modality must be given.
-pub fn order_features(
-    given: &[mmflow_pipeline::ResolvedInput],
-    arch: &Architecture,
-    model: &str,
-) -> Result<Vec<mmflow_pipeline::ResolvedInput>, StageError> {
-    arch.modalities
-        .iter()
-        .map(|(name, _)| {
-            given
-                .iter()
-                .find(|f| f.reference.output == *name)
-                .cloned()
-                .ok_or_else(|| {
-                    StageError::config(format!(
-                        "{model} needs modality `{name}`; the `features` inputs are {}",
-                        given
-                            .iter()
-                            .map(|f| f.reference.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })
-        })
-        .collect()
 }
 
 fn hash(text: &str) -> u64 {

@@ -262,6 +262,7 @@ impl StageKind for TrainAdapters {
                 plateau_patience: p.plateau_patience,
                 on_nan: p.on_nan,
                 seed: ctx.seed,
+                start_from_current: false,
             };
             let monitor = Monitor {
                 subject: "total".into(),
@@ -405,17 +406,28 @@ impl Trainable for AdapterTask<'_> {
     }
 }
 
+/// An adapters checkpoint, loaded.
+pub struct LoadedAdapters {
+    /// Its parameters (`adapter.<modality>.*`).
+    pub store: ParamStore,
+    /// The MLPs.
+    pub adapters: Adapters,
+    /// Its metadata (to save a fine-tuned copy with the same description).
+    pub metadata: HashMap<String, String>,
+}
+
 /// Reads an adapters checkpoint (parameters under `adapter.<modality>.*`).
-pub fn load_adapters(path: &Path, device: &Device) -> Result<(ParamStore, Adapters), StageError> {
-    let (tensors, meta) = read_checkpoint(path, device)?;
-    if meta.get("mmflow.kind").map(String::as_str) != Some("adapters") {
+pub fn load_adapters(path: &Path, device: &Device) -> Result<LoadedAdapters, StageError> {
+    let (tensors, metadata) = read_checkpoint(path, device)?;
+    if metadata.get("mmflow.kind").map(String::as_str) != Some("adapters") {
         return Err(StageError::input(format!(
             "{}: not an adapters checkpoint",
             path.display()
         )));
     }
     let specs: BTreeMap<String, AdapterSpec> = serde_json::from_str(
-        meta.get("mmflow.adapters")
+        metadata
+            .get("mmflow.adapters")
             .map(String::as_str)
             .unwrap_or("{}"),
     )
@@ -437,5 +449,9 @@ pub fn load_adapters(path: &Path, device: &Device) -> Result<(ParamStore, Adapte
         )?;
         mlps.insert(m, (spec.input, spec.output, mlp));
     }
-    Ok((store, Adapters { mlps }))
+    Ok(LoadedAdapters {
+        store,
+        adapters: Adapters { mlps },
+        metadata,
+    })
 }

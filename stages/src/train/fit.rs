@@ -55,6 +55,9 @@ pub struct FitConfig {
     pub on_nan: OnNan,
     /// Seed of the shuffling and dropout.
     pub seed: u64,
+    /// Measure the starting weights as epoch 0 and keep them unless an epoch beats them
+    /// (fine-tuning: a phase must not make the model worse on validation data).
+    pub start_from_current: bool,
 }
 
 /// A measurement after an epoch: `(subject, metric) → value`.
@@ -140,6 +143,21 @@ pub fn fit(
     let mut best: Option<(usize, f64, BTreeMap<String, Tensor>)> = None;
     let mut since_best = 0;
     let mut stopped = None;
+    if config.start_from_current {
+        let (on_train, on_valid) = (model.measure(train)?, model.measure(valid)?);
+        let value = monitored(&on_valid, monitor)?;
+        if value.is_finite() {
+            best = Some((0, value, store.snapshot()?));
+        }
+        history.extend(rows(
+            &config.phase,
+            0,
+            config.lr,
+            None,
+            &on_train,
+            &on_valid,
+        ));
+    }
     let bar = progress.bar(&format!("{} epochs", config.phase), config.epochs as u64);
     'epochs: for epoch in 1..=config.epochs {
         let lr = opt.lr();
@@ -184,15 +202,7 @@ pub fn fit(
             .get(&("total".into(), "loss".into()))
             .copied()
             .unwrap_or(f64::NAN);
-        let key = (monitor.subject.clone(), monitor.metric.clone());
-        let value = *on_valid.get(&key).ok_or_else(|| {
-            StageError::config(format!(
-                "monitor `{}:{}` is not measured (measured: {})",
-                monitor.subject,
-                monitor.metric,
-                describe(&on_valid)
-            ))
-        })?;
+        let value = monitored(&on_valid, monitor)?;
         let improved = match &best {
             None => value.is_finite(),
             Some((_, b, _)) => {
@@ -209,39 +219,14 @@ pub fn fit(
         } else {
             since_best += 1;
         }
-        let mut keys: Vec<&(String, String)> = on_valid.keys().chain(on_train.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        for k in keys {
-            let train_value = if k.0 == "total" && k.1 == "loss" {
-                Some(train_loss)
-            } else {
-                on_train.get(k).copied()
-            };
-            history.push(HistoryRow {
-                phase: config.phase.clone(),
-                epoch: epoch as u32,
-                lr,
-                subject: k.0.clone(),
-                metric: k.1.clone(),
-                train: train_value,
-                valid: on_valid.get(k).copied(),
-                is_best: false,
-            });
-        }
-        if k_is_eval(&on_train) {
-            // The eval-mode training loss, for an honest train–validation gap.
-            history.push(HistoryRow {
-                phase: config.phase.clone(),
-                epoch: epoch as u32,
-                lr,
-                subject: "total".into(),
-                metric: "loss_eval".into(),
-                train: on_train.get(&("total".into(), "loss".into())).copied(),
-                valid: Some(valid_loss),
-                is_best: false,
-            });
-        }
+        history.extend(rows(
+            &config.phase,
+            epoch,
+            lr,
+            Some(train_loss),
+            &on_train,
+            &on_valid,
+        ));
         bar.inc(1);
         let next = scheduler.next(epoch, valid_loss, opt.lr());
         opt.set_lr(next);
@@ -271,8 +256,70 @@ pub fn fit(
     })
 }
 
-fn k_is_eval(m: &Measures) -> bool {
-    m.contains_key(&("total".to_string(), "loss".to_string()))
+/// The monitored validation value.
+fn monitored(on_valid: &Measures, monitor: &Monitor) -> Result<f64, StageError> {
+    on_valid
+        .get(&(monitor.subject.clone(), monitor.metric.clone()))
+        .copied()
+        .ok_or_else(|| {
+            StageError::config(format!(
+                "monitor `{}:{}` is not measured (measured: {})",
+                monitor.subject,
+                monitor.metric,
+                describe(on_valid)
+            ))
+        })
+}
+
+/// History rows of one epoch: every measure on train and validation data; the total loss's
+/// `train` is the mean training-mode batch loss (`train_loss`, absent at epoch 0), and
+/// `loss_eval` adds the evaluation-mode training loss for an honest train–validation gap.
+fn rows(
+    phase: &str,
+    epoch: usize,
+    lr: f64,
+    train_loss: Option<f64>,
+    on_train: &Measures,
+    on_valid: &Measures,
+) -> Vec<HistoryRow> {
+    let total = ("total".to_string(), "loss".to_string());
+    let mut keys: Vec<&(String, String)> = on_valid.keys().chain(on_train.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let row = |subject: &str, metric: &str, train: Option<f64>, valid: Option<f64>| HistoryRow {
+        phase: phase.to_string(),
+        epoch: epoch as u32,
+        lr,
+        subject: subject.to_string(),
+        metric: metric.to_string(),
+        train,
+        valid,
+        is_best: false,
+    };
+    let mut out: Vec<HistoryRow> = keys
+        .into_iter()
+        .map(|k| {
+            row(
+                &k.0,
+                &k.1,
+                if *k == total {
+                    train_loss
+                } else {
+                    on_train.get(k).copied()
+                },
+                on_valid.get(k).copied(),
+            )
+        })
+        .collect();
+    if on_train.contains_key(&total) {
+        out.push(row(
+            "total",
+            "loss_eval",
+            on_train.get(&total).copied(),
+            on_valid.get(&total).copied(),
+        ));
+    }
+    out
 }
 
 fn describe(m: &Measures) -> String {

@@ -118,9 +118,30 @@ impl ParamStore {
         Ok(t)
     }
 
+    /// Takes over every parameter of `other` (names must not clash: the model's are
+    /// `model.*`, adapters' `adapter.*`), so both train and checkpoint together.
+    pub fn absorb(&mut self, other: ParamStore) -> Result<(), StageError> {
+        for (name, var) in other.vars {
+            if self.vars.insert(name.clone(), var).is_some() {
+                return Err(StageError::Internal(format!(
+                    "parameter `{name}` exists twice"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Every parameter, sorted by name.
     pub fn vars(&self) -> Vec<Var> {
         self.vars.values().cloned().collect()
+    }
+
+    /// Every parameter with its name, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Parameters whose names start with `prefix`.
@@ -159,6 +180,16 @@ impl ParamStore {
     /// object under the key `mmflow` (safetensors writes its metadata map in hash order; one
     /// key keeps the file byte-identical between identical runs).
     pub fn save(&self, path: &Path, metadata: HashMap<String, String>) -> Result<(), StageError> {
+        self.save_prefix(path, "", metadata)
+    }
+
+    /// Writes the parameters whose names start with `prefix` (see [`ParamStore::save`]).
+    pub fn save_prefix(
+        &self,
+        path: &Path,
+        prefix: &str,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), StageError> {
         let sorted: BTreeMap<String, String> = metadata.into_iter().collect();
         let json =
             serde_json::to_string(&sorted).map_err(|e| StageError::Internal(e.to_string()))?;
@@ -166,6 +197,7 @@ impl ParamStore {
         let tensors: Vec<(String, Tensor)> = self
             .vars
             .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| {
                 Ok((
                     k.clone(),

@@ -236,7 +236,7 @@ impl StageKind for TrainModel {
     fn run(&self, p: &TrainModelParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         let device = resolve(ctx.device)?;
         let adapters = match ctx.optional_input("adapters") {
-            Some(input) => Some(load_adapters(&input.path, &device)?.1),
+            Some(input) => Some(load_adapters(&input.path, &device)?.adapters),
             None => None,
         };
         let features = ctx.inputs("features").to_vec();
@@ -314,6 +314,7 @@ impl StageKind for TrainModel {
             plateau_patience: p.plateau_patience,
             on_nan: p.on_nan,
             seed: ctx.seed,
+            start_from_current: false,
         };
         let monitor =
             Monitor::parse(&p.monitor).ok_or_else(|| StageError::config("invalid monitor"))?;
@@ -408,7 +409,7 @@ pub fn save_model(
     if let Some(s) = &fitted.stopped {
         meta.insert("mmflow.stopped".to_string(), s.clone());
     }
-    store.save(path, meta)
+    store.save_prefix(path, "model.", meta)
 }
 
 /// The sentiment model as the training loop sees it.

@@ -1,0 +1,268 @@
+//! The LSTM recurrence as one candle op with its own backward pass (CPU).
+//!
+//! Built from candle's element-wise ops, every time step costs a dozen small tensors forward
+//! and as many again in autograd; at the batch sizes these models train with that overhead,
+//! not arithmetic, dominates. This op takes the input projections of all steps
+//! (`B × T × 4H`, computed beforehand as one matrix product) and the recurrent weights
+//! (`4H × H`), runs the recurrence in plain loops with one small matrix product per step, and
+//! returns the state after each sequence's last true step (`B × H`). Its backward recomputes
+//! the forward pass with the gate activations kept, then runs back-propagation through time:
+//! gradients for the projections (from which candle's autograd reaches the input weights,
+//! bias and inputs) and for the recurrent weights (one matrix product over all steps).
+//!
+//! Gate order i, f, g, o (PyTorch's). Steps at or past a sequence's length leave its state
+//! unchanged, so padding never leaks into the result; in reverse, a sequence starts at its
+//! last true step.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+use crate::linalg::matmul;
+
+/// The recurrence over right-padded sequences with true `lengths`.
+#[derive(Debug, Clone)]
+pub struct FusedLstm {
+    /// True length of each sequence.
+    pub lengths: Vec<usize>,
+    /// Hidden size H.
+    pub hidden: usize,
+    /// Run from the last step to the first.
+    pub reverse: bool,
+}
+
+/// Gate activations and states kept by a forward pass for the backward pass, in processing
+/// order (index k = k-th step processed).
+struct Trace {
+    /// i, f, g, o after their non-linearities, `T × B × 4H`.
+    gates: Vec<f32>,
+    /// Cell state before and after each step, `T × B × H`.
+    c_prev: Vec<f32>,
+    c_new: Vec<f32>,
+    /// Hidden state before each step, `T × B × H`.
+    h_prev: Vec<f32>,
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl FusedLstm {
+    fn time_of(&self, k: usize, t: usize) -> usize {
+        if self.reverse {
+            t - 1 - k
+        } else {
+            k
+        }
+    }
+
+    /// Runs the recurrence; returns the final hidden states (`B × H`) and, if asked, the trace.
+    fn run(
+        &self,
+        projected: &[f32],
+        w_hh: &[f32],
+        (b, t): (usize, usize),
+        keep: bool,
+    ) -> (Vec<f32>, Option<Trace>) {
+        let h4 = 4 * self.hidden;
+        let hid = self.hidden;
+        let mut h = vec![0f32; b * hid];
+        let mut c = vec![0f32; b * hid];
+        let mut gates = vec![0f32; b * h4];
+        let mut trace = keep.then(|| Trace {
+            gates: vec![0.0; t * b * h4],
+            c_prev: vec![0.0; t * b * hid],
+            c_new: vec![0.0; t * b * hid],
+            h_prev: vec![0.0; t * b * hid],
+        });
+        for k in 0..t {
+            let s = self.time_of(k, t);
+            for r in 0..b {
+                gates[r * h4..(r + 1) * h4]
+                    .copy_from_slice(&projected[(r * t + s) * h4..(r * t + s + 1) * h4]);
+            }
+            // gates += h · W_hhᵀ
+            matmul(&mut gates, (&h, false), (w_hh, true), (b, h4, hid), true);
+            if let Some(tr) = trace.as_mut() {
+                tr.h_prev[k * b * hid..(k + 1) * b * hid].copy_from_slice(&h);
+                tr.c_prev[k * b * hid..(k + 1) * b * hid].copy_from_slice(&c);
+            }
+            for r in 0..b {
+                if s >= self.lengths[r] {
+                    continue;
+                }
+                let g = &mut gates[r * h4..(r + 1) * h4];
+                let (hr, cr) = (
+                    &mut h[r * hid..(r + 1) * hid],
+                    &mut c[r * hid..(r + 1) * hid],
+                );
+                for j in 0..hid {
+                    let i_gate = sigmoid(g[j]);
+                    let f_gate = sigmoid(g[hid + j]);
+                    let g_gate = g[2 * hid + j].tanh();
+                    let o_gate = sigmoid(g[3 * hid + j]);
+                    cr[j] = f_gate * cr[j] + i_gate * g_gate;
+                    hr[j] = o_gate * cr[j].tanh();
+                    g[j] = i_gate;
+                    g[hid + j] = f_gate;
+                    g[2 * hid + j] = g_gate;
+                    g[3 * hid + j] = o_gate;
+                }
+            }
+            if let Some(tr) = trace.as_mut() {
+                tr.gates[k * b * h4..(k + 1) * b * h4].copy_from_slice(&gates);
+                tr.c_new[k * b * hid..(k + 1) * b * hid].copy_from_slice(&c);
+            }
+        }
+        (h, trace)
+    }
+
+    /// Back-propagation through time: gradients of the projections (`B × T × 4H`) and of the
+    /// recurrent weights (`4H × H`) given the gradient of the final states.
+    fn backward(
+        &self,
+        projected: &[f32],
+        w_hh: &[f32],
+        (b, t): (usize, usize),
+        grad_h: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let h4 = 4 * self.hidden;
+        let hid = self.hidden;
+        let (_, trace) = self.run(projected, w_hh, (b, t), true);
+        let tr = trace.expect("asked for a trace");
+        let mut dh = grad_h.to_vec();
+        let mut dc = vec![0f32; b * hid];
+        // Pre-activation gate gradients of every step, in processing order (T × B × 4H).
+        let mut dgates = vec![0f32; t * b * h4];
+        let mut dh_prev = vec![0f32; b * hid];
+        for k in (0..t).rev() {
+            let s = self.time_of(k, t);
+            let step = &mut dgates[k * b * h4..(k + 1) * b * h4];
+            for r in 0..b {
+                if s >= self.lengths[r] {
+                    continue; // state passed through unchanged: dh, dc flow on as they are
+                }
+                let at = k * b * hid + r * hid;
+                let gates = &tr.gates[k * b * h4 + r * h4..k * b * h4 + (r + 1) * h4];
+                let d = &mut step[r * h4..(r + 1) * h4];
+                for j in 0..hid {
+                    let (i_gate, f_gate, g_gate, o_gate) = (
+                        gates[j],
+                        gates[hid + j],
+                        gates[2 * hid + j],
+                        gates[3 * hid + j],
+                    );
+                    let tanh_c = tr.c_new[at + j].tanh();
+                    let dh_j = dh[r * hid + j];
+                    let dc_total = dc[r * hid + j] + dh_j * o_gate * (1.0 - tanh_c * tanh_c);
+                    d[j] = dc_total * g_gate * i_gate * (1.0 - i_gate);
+                    d[hid + j] = dc_total * tr.c_prev[at + j] * f_gate * (1.0 - f_gate);
+                    d[2 * hid + j] = dc_total * i_gate * (1.0 - g_gate * g_gate);
+                    d[3 * hid + j] = dh_j * tanh_c * o_gate * (1.0 - o_gate);
+                    dc[r * hid + j] = dc_total * f_gate;
+                }
+            }
+            // dh_prev = dgates · W_hh (rows past their length have zero gate gradients).
+            matmul(
+                &mut dh_prev,
+                (step, false),
+                (w_hh, false),
+                (b, hid, h4),
+                false,
+            );
+            for r in 0..b {
+                if s < self.lengths[r] {
+                    dh[r * hid..(r + 1) * hid].copy_from_slice(&dh_prev[r * hid..(r + 1) * hid]);
+                }
+            }
+        }
+        // dW_hh = Σ_k dgates_kᵀ · h_prev_k, one product over all steps.
+        let mut dw = vec![0f32; h4 * hid];
+        matmul(
+            &mut dw,
+            (&dgates, true),
+            (&tr.h_prev, false),
+            (h4, hid, t * b),
+            false,
+        );
+        let mut dprojected = vec![0f32; b * t * h4];
+        for k in 0..t {
+            let s = self.time_of(k, t);
+            for r in 0..b {
+                dprojected[(r * t + s) * h4..(r * t + s + 1) * h4]
+                    .copy_from_slice(&dgates[(k * b + r) * h4..(k * b + r + 1) * h4]);
+            }
+        }
+        (dprojected, dw)
+    }
+
+    fn dims(&self, projected: &Layout, w_hh: &Layout) -> candle_core::Result<(usize, usize)> {
+        let (b, t, g) = projected.shape().dims3()?;
+        let (rows, cols) = w_hh.shape().dims2()?;
+        if g != 4 * self.hidden
+            || rows != 4 * self.hidden
+            || cols != self.hidden
+            || b != self.lengths.len()
+        {
+            candle_core::bail!(
+                "fused lstm: projections {:?}, recurrent weights {:?}, {} lengths for hidden size {}",
+                projected.shape(),
+                w_hh.shape(),
+                self.lengths.len(),
+                self.hidden
+            );
+        }
+        Ok((b, t))
+    }
+}
+
+fn contiguous<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(values) = storage else {
+        candle_core::bail!("fused lstm: {what} must be float32")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fused lstm: {what} must be contiguous")
+    };
+    Ok(&values[start..end])
+}
+
+fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+impl CustomOp2 for FusedLstm {
+    fn name(&self) -> &'static str {
+        "fused-lstm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, t) = self.dims(l1, l2)?;
+        let projected = contiguous(s1, l1, "projections")?;
+        let w_hh = contiguous(s2, l2, "recurrent weights")?;
+        let (h, _) = self.run(projected, w_hh, (b, t), false);
+        Ok((CpuStorage::F32(h), Shape::from((b, self.hidden))))
+    }
+
+    fn bwd(
+        &self,
+        projected: &Tensor,
+        w_hh: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, t) = self.dims(projected.layout(), w_hh.layout())?;
+        let (dp, dw) = self.backward(&values(projected)?, &values(w_hh)?, (b, t), &values(grad)?);
+        Ok((
+            Some(Tensor::from_vec(dp, projected.shape(), projected.device())?),
+            Some(Tensor::from_vec(dw, w_hh.shape(), w_hh.device())?),
+        ))
+    }
+}
