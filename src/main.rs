@@ -3,6 +3,7 @@
 //! A thin layer over the engine (`mmflow-pipeline`) and the stage kinds (`mmflow-stages`).
 //! Exit codes: 0 success, 1 a stage (or the run) failed, 2 bad config or usage.
 
+mod compare;
 mod logging;
 mod show;
 
@@ -67,6 +68,25 @@ enum Command {
     },
     /// List the stage kinds with their inputs.
     Kinds,
+    /// Compare the evaluate stages of finished runs: settings that differ, metrics side by
+    /// side (runs differing only by seed grouped: mean ± std), change from the first, noise.
+    Compare {
+        /// Run directories (e.g. `data/runs/va data/runs/va_seed7`).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Split whose metrics are compared.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// A metric to show: `CCC` (every head) or `arousal/CCC` (repeatable; default: the usual ones).
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// Order by this metric, best first.
+        #[arg(long, value_name = "METRIC")]
+        sort: Option<String>,
+        /// Also write the comparison as a Parquet table.
+        #[arg(long, value_name = "FILE")]
+        parquet: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -106,6 +126,23 @@ fn main() -> ExitCode {
 
 fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
     match command {
+        Command::Compare {
+            runs,
+            split,
+            metrics,
+            sort,
+            parquet,
+        } => {
+            let table = compare::compare(&compare::Options {
+                runs,
+                split,
+                metrics,
+                sort,
+                parquet,
+            })?;
+            print!("{table}");
+            Ok(0)
+        }
         Command::Run {
             pipeline,
             force,

@@ -4,6 +4,7 @@
 mod util;
 
 mod cli;
+mod compare;
 mod interop;
 mod normalize;
 mod readers;

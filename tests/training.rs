@@ -167,6 +167,23 @@ fn lstm_attention_and_user_embeddings_train_on_valence_arousal() {
     }
     let (ccc, _, _, _) = metric(&metrics, Split::Test, "valence", "CCC");
     assert!(ccc > 0.2, "valence CCC above chance: {ccc}");
+    let (mean, lo, hi, _) = metric(&metrics, Split::Test, "mean", "CCC");
+    let (arousal, _, _, _) = metric(&metrics, Split::Test, "arousal", "CCC");
+    assert!(
+        (mean - (ccc + arousal) / 2.0).abs() < 1e-9 && lo <= mean && mean <= hi,
+        "{mean} [{lo}, {hi}]"
+    );
+    let diagnostics =
+        mmflow_schemas::diagnostics::read(&dir.join("data/runs/p/eval/diagnostics.parquet"))
+            .unwrap();
+    let best = diagnostics
+        .iter()
+        .find(|d| d.metric == "best_epoch")
+        .expect("best epoch reported");
+    assert!(best.value >= 1.0 && best.value <= 6.0);
+    assert!(diagnostics
+        .iter()
+        .any(|d| d.metric == "CCC_gap" && d.subject == "arousal"));
     let predictions = read_predictions(&dir.join("data/runs/p/eval/predictions.parquet")).unwrap();
     assert!(predictions.iter().all(|p| p.calibrated.is_some()));
 }

@@ -8,6 +8,7 @@
 //! This crate depends on nothing else of mmflow's.
 #![warn(missing_docs)]
 
+pub mod comparison;
 pub mod diagnostics;
 mod error;
 pub mod evaluation;

@@ -128,8 +128,10 @@ impl StageKind for Evaluate {
             adapters,
             data,
             frames,
+            best_epoch: restored_best_epoch,
             ..
         } = Restored::load(ctx, &device)?;
+        let model_ref = ctx.input("model")?.reference.to_string();
         let segments = ctx.input("segments")?.clone();
         let arch = &model.arch;
         for head in &arch.heads {
@@ -230,6 +232,15 @@ impl StageKind for Evaluate {
             }
             gap_flags(p, head, &summary, &mut flags, &mut metric_rows);
         }
+        metric_rows.extend(mean_ccc(p, &arch.heads, &predictions, &data, ctx.seed));
+        if let Some(epoch) = restored_best_epoch {
+            flags.push(Diagnostic::new(
+                "model",
+                &model_ref,
+                "best_epoch",
+                epoch as f64,
+            ));
+        }
         for f in flags
             .iter()
             .filter(|f| f.note.as_deref().is_some_and(|n| n.starts_with("FLAG")))
@@ -285,9 +296,23 @@ fn bootstrap(
     resamples: usize,
     seed: u64,
 ) -> Vec<Option<(f64, f64)>> {
-    let n = y.len();
+    bootstrap_with(y.len(), names.len(), resamples, seed, |idx| {
+        let (ps, ys): (Vec<f64>, Vec<f64>) = idx.iter().map(|&i| (p[i], y[i])).unzip();
+        names.iter().map(|m| metrics::metric(m, &ps, &ys)).collect()
+    })
+}
+
+/// Percentile-bootstrap 95% intervals of `k` statistics of `n` rows: `stats` maps resampled
+/// row indices to the statistics (None where undefined in most resamples).
+fn bootstrap_with(
+    n: usize,
+    k: usize,
+    resamples: usize,
+    seed: u64,
+    stats: impl Fn(&[usize]) -> Vec<f64> + Sync,
+) -> Vec<Option<(f64, f64)>> {
     if resamples == 0 || n < 2 {
-        return vec![None; names.len()];
+        return vec![None; k];
     }
     // Each resample has its own stream: the result does not depend on thread scheduling.
     let draws: Vec<Vec<f64>> = (0..resamples)
@@ -295,15 +320,14 @@ fn bootstrap(
         .map(|b| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(b as u64));
             let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
-            let (ps, ys): (Vec<f64>, Vec<f64>) = idx.iter().map(|&i| (p[i], y[i])).unzip();
-            names.iter().map(|m| metrics::metric(m, &ps, &ys)).collect()
+            stats(&idx)
         })
         .collect();
-    (0..names.len())
-        .map(|k| {
+    (0..k)
+        .map(|j| {
             let values: Vec<f64> = draws
                 .iter()
-                .map(|d| d[k])
+                .map(|d| d[j])
                 .filter(|v| v.is_finite())
                 .collect();
             if values.len() < resamples / 2 {
@@ -312,6 +336,76 @@ fn bootstrap(
             Some((quantile(&values, 0.025)?, quantile(&values, 0.975)?))
         })
         .collect()
+}
+
+/// With two or more continuous heads (valence and arousal, say): the mean CCC over heads per
+/// split, on the segments that have every label, with a joint bootstrap CI (head `mean`).
+fn mean_ccc(
+    p: &EvaluateParams,
+    heads: &[String],
+    predictions: &[Vec<f32>],
+    data: &crate::train::data::Dataset,
+    seed: u64,
+) -> Vec<MetricRow> {
+    let continuous: Vec<(usize, &Vec<Option<f32>>)> = heads
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| *h != "sentiment")
+        .filter_map(|(i, h)| data.labels.get(h).map(|l| (i, l)))
+        .collect();
+    if continuous.len() < 2 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for split in Split::ALL {
+        let rows: Vec<usize> = data
+            .rows(split)
+            .into_iter()
+            .filter(|&r| continuous.iter().all(|(_, l)| l[r].is_some()))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let columns: Vec<(Vec<f64>, Vec<f64>)> = continuous
+            .iter()
+            .map(|(h, l)| {
+                rows.iter()
+                    .map(|&r| (predictions[*h][r] as f64, l[r].unwrap_or(0.0) as f64))
+                    .unzip()
+            })
+            .collect();
+        let mean_over = |idx: &[usize]| -> f64 {
+            columns
+                .iter()
+                .map(|(pc, yc)| {
+                    let (ps, ys): (Vec<f64>, Vec<f64>) =
+                        idx.iter().map(|&i| (pc[i], yc[i])).unzip();
+                    metrics::ccc(&ps, &ys)
+                })
+                .sum::<f64>()
+                / columns.len() as f64
+        };
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let ci = bootstrap_with(
+            rows.len(),
+            1,
+            p.bootstrap,
+            seed ^ hash(&format!("{split}/mean")),
+            |idx| vec![mean_over(idx)],
+        )[0];
+        out.push(MetricRow {
+            split,
+            head: "mean".into(),
+            metric: "CCC".into(),
+            value: mean_over(&all),
+            ci_low: ci.map(|c| c.0),
+            ci_high: ci.map(|c| c.1),
+            n: rows.len() as u64,
+            seed,
+            note: None,
+        });
+    }
+    out
 }
 
 /// Least squares `label ≈ a · prediction + b` on the validation rows.

@@ -24,6 +24,8 @@ pub struct Restored {
     pub data: Dataset,
     /// Which modalities are fed as sequences.
     pub frames: Vec<bool>,
+    /// The epoch whose weights the checkpoint holds, as recorded by its trainer.
+    pub best_epoch: Option<usize>,
 }
 
 impl Restored {
@@ -31,7 +33,7 @@ impl Restored {
     /// `features` inputs.
     pub fn load(ctx: &RunContext<'_>, device: &Device) -> Result<Restored, StageError> {
         let model_input = ctx.input("model")?.clone();
-        let (mut store, arch) = load_model(&model_input.path, device)?;
+        let (mut store, arch, best_epoch) = load_model(&model_input.path, device)?;
         let adapters = match ctx.optional_input("adapters") {
             Some(input) => Some(load_adapters(&input.path, device)?),
             None => None,
@@ -73,12 +75,16 @@ impl Restored {
             adapters,
             data,
             frames,
+            best_epoch,
         })
     }
 }
 
-/// Reads a model checkpoint: its parameters (not yet claimed) and architecture.
-pub fn load_model(path: &Path, device: &Device) -> Result<(ParamStore, Architecture), StageError> {
+/// Reads a model checkpoint: its parameters (not yet claimed), architecture and best epoch.
+pub fn load_model(
+    path: &Path,
+    device: &Device,
+) -> Result<(ParamStore, Architecture, Option<usize>), StageError> {
     let (tensors, meta) = read_checkpoint(path, device)?;
     if meta.get("mmflow.kind").map(String::as_str) != Some("model") {
         return Err(StageError::input(format!(
@@ -92,9 +98,11 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(ParamStore, Architect
             .unwrap_or("{}"),
     )
     .map_err(|e| StageError::input(format!("{}: unreadable architecture ({e})", path.display())))?;
+    let best_epoch = meta.get("mmflow.best_epoch").and_then(|e| e.parse().ok());
     Ok((
         ParamStore::from_checkpoint(tensors, &path.display().to_string(), device),
         arch,
+        best_epoch,
     ))
 }
 

@@ -240,6 +240,7 @@ impl StageKind for Finetune {
             adapters,
             data,
             frames,
+            ..
         } = Restored::load(ctx, &device)?;
         let segments = ctx.input("segments")?.reference.to_string();
         let heads: BTreeMap<String, LossWeights> = if p.heads.is_empty() {

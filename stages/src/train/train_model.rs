@@ -55,7 +55,8 @@ pub struct TrainModelParams {
     /// Stop after this many epochs without improving `monitor` (0 = train all epochs).
     pub patience: usize,
     /// Validation measure that picks the best epoch: `loss`, or `<head>:<metric>` with metric
-    /// `mae`, `rmse`, `corr`, `ccc` (e.g. `sentiment:mae`).
+    /// `mae`, `rmse`, `corr`, `ccc` (e.g. `sentiment:mae`); with several continuous heads
+    /// also `mean:ccc` (their average CCC).
     pub monitor: String,
     /// Learning-rate schedule: `constant`, `plateau` (default) or `cosine`.
     pub schedule: Schedule,
@@ -533,6 +534,18 @@ impl Trainable for Task<'_> {
             if head == "sentiment" {
                 out.insert((head.clone(), "acc2".into()), metric("Has0_acc_2", &p, &y));
             }
+        }
+        // Two or more continuous heads (valence and arousal): their mean CCC, to monitor.
+        let cccs: Vec<f64> = out
+            .iter()
+            .filter(|((h, m), _)| h != "sentiment" && m == "ccc")
+            .map(|(_, v)| *v)
+            .collect();
+        if cccs.len() >= 2 {
+            out.insert(
+                ("mean".into(), "ccc".into()),
+                cccs.iter().sum::<f64>() / cccs.len() as f64,
+            );
         }
         out.insert(("total".into(), "loss".into()), total);
         Ok(out)

@@ -1,0 +1,123 @@
+//! `mmflow compare`: runs that differ only by seed are grouped (mean ± std), the settings
+//! that differ are shown, changes within noise are marked, and runs of different tasks or
+//! unfinished runs are refused.
+
+use crate::util::Dir;
+
+const TINY: &str = r#"
+[pipeline]
+name = "tiny"
+
+[stages.mosei]
+kind = "synthetic"
+seed = 1
+params = { profile = "mosei", scale = 0.02 }
+
+[stages.model]
+kind = "train_model"
+inputs = { segments = "mosei.segments", features = ["mosei.text"] }
+params = { epochs = 3, batch_size = 32, dropout = 0.2 }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "mosei.segments", features = ["mosei.text"] }
+params = { bootstrap = 50 }
+"#;
+
+#[test]
+fn compare_groups_seeds_and_shows_what_differs() {
+    let dir = Dir::new();
+    dir.write("p.toml", TINY);
+    for (out, extra) in [
+        ("a1", "pipeline.seed=1"),
+        ("a2", "pipeline.seed=2"),
+        ("b1", "stages.model.params.dropout=0.4"),
+    ] {
+        dir.mmflow(&["run", "p.toml", "--out", out, "--set", extra])
+            .ok();
+    }
+    let run = dir
+        .mmflow(&[
+            "compare",
+            "a1",
+            "a2",
+            "b1",
+            "--metric",
+            "CCC",
+            "--metric",
+            "sentiment/MAE",
+            "--parquet",
+            "cmp.parquet",
+        ])
+        .ok();
+    let lines: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(lines.len(), 3, "a header and two groups:\n{}", run.stdout);
+    assert!(
+        lines[0].contains("sentiment CCC") && lines[0].contains("sentiment MAE"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("a1, a2") && lines[1].contains(" ± "),
+        "the seeds form one group: {}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("stages.model.params.dropout=0.4") && lines[2].contains('['),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        !run.stdout.contains("pipeline.seed="),
+        "seeds are not a difference of settings"
+    );
+    let show = dir.mmflow(&["show", "cmp.parquet"]).ok();
+    assert!(
+        show.stdout.contains("table comparison") && show.stdout.contains("4 rows"),
+        "{}",
+        show.stdout
+    );
+
+    // Another task (valence/arousal heads) cannot be compared with sentiment.
+    dir.write(
+        "va.toml",
+        r#"
+[stages.va]
+kind = "synthetic"
+params = { profile = "valence_arousal", scale = 0.05 }
+[stages.model]
+kind = "train_model"
+inputs = { segments = "va.segments", features = ["va.text"] }
+params = { epochs = 1, heads = { valence = {}, arousal = {} } }
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "va.segments", features = ["va.text"] }
+params = { bootstrap = 20 }
+"#,
+    );
+    dir.mmflow(&["run", "va.toml", "--out", "va"]).ok();
+    let run = dir.mmflow(&["compare", "a1", "va"]).expect(1);
+    assert!(
+        run.stderr
+            .contains("cannot compare runs of different tasks"),
+        "{}",
+        run.stderr
+    );
+    // An unfinished run.
+    dir.mmflow(&[
+        "run",
+        "p.toml",
+        "--out",
+        "broken",
+        "--set",
+        "stages.model.params.heads={ valence = {} }",
+    ])
+    .expect(1);
+    let run = dir.mmflow(&["compare", "a1", "broken"]).expect(1);
+    assert!(
+        run.stderr
+            .contains("broken: unfinished run: stage(s) eval, model have not completed"),
+        "{}",
+        run.stderr
+    );
+}
