@@ -23,6 +23,10 @@ use rand_chacha::ChaCha8Rng;
 
 const STEPS: usize = 20;
 
+// The allocator the `mmflow` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - 0.5).collect();

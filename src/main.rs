@@ -101,6 +101,11 @@ struct PipelineArgs {
     out: Option<PathBuf>,
 }
 
+/// Training allocates and frees many tensor-sized buffers per step: mimalloc reuses them
+/// where glibc's malloc would hand them back to the kernel (see Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 

@@ -33,8 +33,10 @@ pub fn matmul(
         }
         return;
     }
+    // Below a few million multiply-adds (an LSTM step's product, say) waking other threads
+    // costs more than it saves.
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && n * m * k > 1 << 20 {
+    let parallelism = if threads > 1 && n * m * k > 1 << 22 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
