@@ -173,6 +173,28 @@ impl Cell {
     }
 }
 
+/// The settings column: group 0 lists every differing setting; the others only where they
+/// differ from group 0 (one factor at a time reads as one setting per row).
+fn settings_shown(group: &Group, base: &Group, is_base: bool) -> String {
+    if group.params.is_empty() {
+        return "(same)".into();
+    }
+    if is_base {
+        return group.params.clone();
+    }
+    let base: BTreeSet<&str> = base.params.split("; ").collect();
+    let own: Vec<&str> = group
+        .params
+        .split("; ")
+        .filter(|s| !base.contains(s))
+        .collect();
+    if own.is_empty() {
+        "(as 0)".into()
+    } else {
+        own.join("; ")
+    }
+}
+
 /// Builds the comparison; returns the Markdown table.
 pub fn compare(options: &Options) -> Result<String> {
     if options.runs.is_empty() {
@@ -439,11 +461,7 @@ pub fn compare(options: &Options) -> Result<String> {
             g.to_string(),
             group.runs.join(", "),
             group.stage.clone(),
-            if group.params.is_empty() {
-                "(same)".into()
-            } else {
-                group.params.clone()
-            },
+            settings_shown(group, &groups[0], g == 0),
             group.members.len().to_string(),
         ];
         for c in 0..columns.len() {

@@ -6,6 +6,7 @@
 mod compare;
 mod logging;
 mod show;
+mod sweep;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -68,6 +69,12 @@ enum Command {
     },
     /// List the stage kinds with their inputs.
     Kinds,
+    /// Run the file's `[sweep]`: each point (one factor at a time, or the grid) over each seed,
+    /// then compare them all (also written to `<run dir>/sweep/comparison.parquet`).
+    Sweep {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
     /// Compare the evaluate stages of finished runs: settings that differ, metrics side by
     /// side (runs differing only by seed grouped: mean ± std), change from the first, noise.
     Compare {
@@ -131,6 +138,18 @@ fn main() -> ExitCode {
 
 fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
     match command {
+        Command::Sweep { pipeline } => Ok(
+            match sweep::sweep(
+                &pipeline.file,
+                &pipeline.set,
+                pipeline.out.as_ref(),
+                progress,
+            )? {
+                sweep::Outcome::Done => 0,
+                sweep::Outcome::Invalid => EXIT_USAGE,
+                sweep::Outcome::Failed => EXIT_FAILED,
+            },
+        ),
         Command::Compare {
             runs,
             split,

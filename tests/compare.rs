@@ -121,3 +121,62 @@ params = { bootstrap = 20 }
         run.stderr
     );
 }
+
+#[test]
+fn a_sweep_runs_each_point_over_seeds_and_compares_them() {
+    let dir = Dir::new();
+    let sweep = "\n[sweep]\nseeds = [1, 2]\nvary = { \"stages.model.params.dropout\" = [0.4] }\n";
+    dir.write("p.toml", &format!("{TINY}{sweep}"));
+    // `run` ignores the section.
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let run = dir.mmflow(&["sweep", "p.toml"]).ok();
+    for line in [
+        "point base, seed 1",
+        "point base, seed 2",
+        "point dropout=0.4, seed 1",
+        "point dropout=0.4, seed 2",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing `{line}`:\n{}",
+            run.stdout
+        );
+    }
+    let rows: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 3, "{}", run.stdout);
+    assert!(
+        rows[1].contains("base-seed1, base-seed2") && rows[1].contains(" ± "),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[2].contains("dropout=0.4-seed1, dropout=0.4-seed2")
+            && rows[2].contains("stages.model.params.dropout=0.4"),
+        "{}",
+        rows[2]
+    );
+    assert!(dir.join("data/runs/tiny/sweep/comparison.parquet").exists());
+    // Re-running the sweep re-computes nothing.
+    let again = dir.mmflow(&["sweep", "p.toml"]).ok();
+    assert!(
+        again
+            .stdout
+            .contains("point base, seed 1: 0 ran, 3 up to date"),
+        "{}",
+        again.stdout
+    );
+
+    // A key that does not exist: refused before anything runs.
+    let bad = "\n[sweep]\nvary = { \"stages.model.params.dropuot\" = [0.4] }\n";
+    dir.write(
+        "q.toml",
+        &format!("{}{bad}", TINY.replace("name = \"tiny\"", "name = \"bad\"")),
+    );
+    let run = dir.mmflow(&["sweep", "q.toml"]).expect(2);
+    assert!(
+        run.stderr.contains("sweep point `dropuot=0.4`") && run.stderr.contains("dropuot"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("data/runs/bad").exists(), "nothing may run");
+}

@@ -25,6 +25,9 @@ pub struct PipelineFile {
     /// The stages, keyed by id (letters, digits, `_` and `-`).
     #[serde(default)]
     pub stages: BTreeMap<String, StageDecl>,
+    /// Variations of this pipeline run by `mmflow sweep` (ignored by `mmflow run`).
+    #[serde(default)]
+    pub sweep: Option<crate::sweep::SweepSection>,
 }
 
 /// The `[pipeline]` table.
@@ -106,6 +109,8 @@ pub struct Pipeline {
     pub stages: Vec<PlannedStage>,
     /// The document after `--set` overrides, as it will be saved beside the outputs.
     pub resolved: toml::Table,
+    /// The `[sweep]` section, if any.
+    pub sweep: Option<crate::sweep::SweepSection>,
 }
 
 /// A stage after validation.
@@ -624,6 +629,7 @@ fn validate(
         run_dir,
         stages,
         resolved,
+        sweep: file.sweep,
     })
 }
 

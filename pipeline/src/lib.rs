@@ -18,6 +18,7 @@ pub mod problem;
 pub mod progress;
 mod runlock;
 pub mod stage;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

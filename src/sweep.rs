@@ -1,0 +1,140 @@
+//! `mmflow sweep FILE`: every point of the file's `[sweep]` section over every seed, each an
+//! ordinary cached run in `<run dir>/sweep/<point>-seed<seed>`, then the comparison of all of
+//! them (as `mmflow compare`), written to `<run dir>/sweep/comparison.parquet`. Every point is
+//! validated before anything runs.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use mmflow_pipeline::sweep::{check, points, run_dir_name};
+use mmflow_pipeline::{Pipeline, Progress, RunOptions, StageOutcome};
+
+use crate::compare;
+
+/// What `main` needs to know to report the outcome.
+pub enum Outcome {
+    /// Every run finished; the comparison is printed.
+    Done,
+    /// A problem with the file or a point: nothing ran.
+    Invalid,
+    /// A run failed (its stages' errors are printed).
+    Failed,
+}
+
+/// Runs the sweep of `file` (with the command line's `--set` overrides and `--out`).
+pub fn sweep(
+    file: &PathBuf,
+    set: &[String],
+    out: Option<&PathBuf>,
+    progress: Progress,
+) -> Result<Outcome> {
+    let registry = mmflow_stages::registry();
+    let base = match mmflow_pipeline::load(file, set, &registry) {
+        Ok(p) => p,
+        Err(problems) => {
+            report(file, problems.0.iter().map(|p| p.to_string()).collect());
+            return Ok(Outcome::Invalid);
+        }
+    };
+    let Some(section) = base.sweep.clone() else {
+        report(
+            file,
+            vec![format!(
+                "{}: no [sweep] section: nothing to sweep",
+                file.display()
+            )],
+        );
+        return Ok(Outcome::Invalid);
+    };
+    let problems = check(&section);
+    if !problems.is_empty() {
+        report(
+            file,
+            problems
+                .into_iter()
+                .map(|p| format!("{}: {p}", file.display()))
+                .collect(),
+        );
+        return Ok(Outcome::Invalid);
+    }
+    let root = out
+        .cloned()
+        .unwrap_or_else(|| base.run_dir.clone())
+        .join("sweep");
+    // Load every point × seed first: a key that does not exist fails here, before any run.
+    let mut runs: Vec<(String, u64, Pipeline)> = Vec::new();
+    let mut problems = Vec::new();
+    for point in points(&section) {
+        for &seed in &section.seeds {
+            let mut overrides = set.to_vec();
+            overrides.extend(point.overrides.iter().cloned());
+            overrides.push(format!("pipeline.seed={seed}"));
+            match mmflow_pipeline::load(file, &overrides, &registry) {
+                Ok(mut p) => {
+                    p.run_dir = root.join(run_dir_name(&point, seed));
+                    runs.push((point.name.clone(), seed, p));
+                }
+                Err(e) => problems.extend(
+                    e.0.iter()
+                        .map(|p| format!("sweep point `{}`: {p}", point.name)),
+                ),
+            }
+            if !problems.is_empty() {
+                break; // the other seeds of this point have the same problem
+            }
+        }
+    }
+    if !problems.is_empty() {
+        problems.dedup();
+        report(file, problems);
+        return Ok(Outcome::Invalid);
+    }
+    let options = RunOptions {
+        progress,
+        ..RunOptions::default()
+    };
+    for (name, seed, p) in &runs {
+        let summary = mmflow_pipeline::run(p, &options)?;
+        let count =
+            |f: fn(&StageOutcome) -> bool| summary.stages.iter().filter(|(_, o)| f(o)).count();
+        println!(
+            "point {name}, seed {seed}: {} ran, {} up to date · {}",
+            count(|o| matches!(o, StageOutcome::Ran { .. })),
+            count(|o| matches!(o, StageOutcome::UpToDate)),
+            p.run_dir.display()
+        );
+        if summary.failed() {
+            for (id, outcome) in &summary.stages {
+                if let StageOutcome::Failed { error } = outcome {
+                    eprintln!("error: point {name}, seed {seed}: stage `{id}` failed: {error}");
+                }
+            }
+            return Ok(Outcome::Failed);
+        }
+    }
+    let table = compare::compare(&compare::Options {
+        runs: runs.iter().map(|(_, _, p)| p.run_dir.clone()).collect(),
+        split: "test".into(),
+        metrics: Vec::new(),
+        sort: None,
+        parquet: Some(root.join("comparison.parquet")),
+    })?;
+    println!("\n{table}");
+    println!(
+        "comparison table: {}",
+        root.join("comparison.parquet").display()
+    );
+    Ok(Outcome::Done)
+}
+
+fn report(file: &std::path::Path, problems: Vec<String>) {
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    eprintln!(
+        "error: {} problem{} in {}; nothing was run",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        file.display()
+    );
+}
