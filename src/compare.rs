@@ -67,8 +67,8 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
     }
 }
 
-/// The evaluate stages of a finished run.
-fn load_run(dir: &Path) -> Result<Vec<Evaluated>> {
+/// A run directory whose every stage completed: its resolved config and lock file.
+pub fn finished_run(dir: &Path) -> Result<(toml::Value, Manifest)> {
     let config_path = dir.join(mmflow_pipeline::executor::RESOLVED_CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).with_context(|| {
         format!(
@@ -79,8 +79,6 @@ fn load_run(dir: &Path) -> Result<Vec<Evaluated>> {
     })?;
     let config: toml::Value =
         toml::from_str(&text).with_context(|| format!("{}: unreadable", config_path.display()))?;
-    let mut settings = BTreeMap::new();
-    flatten("", &config, &mut settings);
     let manifest =
         Manifest::load(dir).with_context(|| format!("{}: unreadable lock file", dir.display()))?;
     let stages: Vec<&String> = config
@@ -100,6 +98,14 @@ fn load_run(dir: &Path) -> Result<Vec<Evaluated>> {
             missing.join(", ")
         );
     }
+    Ok((config, manifest))
+}
+
+/// The evaluate stages of a finished run.
+fn load_run(dir: &Path) -> Result<Vec<Evaluated>> {
+    let (config, manifest) = finished_run(dir)?;
+    let mut settings = BTreeMap::new();
+    flatten("", &config, &mut settings);
     let mut out = Vec::new();
     for (id, entry) in manifest.stages.iter().filter(|(_, e)| e.kind == "evaluate") {
         let record = entry

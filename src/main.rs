@@ -5,6 +5,7 @@
 
 mod compare;
 mod logging;
+mod report;
 mod show;
 mod sweep;
 
@@ -75,6 +76,15 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Write a report of a finished run: learning curves, predictions against labels, metric
+    /// tables with CIs and flags (`report.md` + SVG plots, default in `<RUN>/report`).
+    Report {
+        /// The run directory.
+        run: PathBuf,
+        /// Where to write the report (a directory).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Compare the evaluate stages of finished runs: settings that differ, metrics side by
     /// side (runs differing only by seed grouped: mean ± std), change from the first, noise.
     Compare {
@@ -138,6 +148,11 @@ fn main() -> ExitCode {
 
 fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
     match command {
+        Command::Report { run, out } => {
+            let path = report::report(&run, out.as_deref())?;
+            println!("report written to {}", path.display());
+            Ok(0)
+        }
         Command::Sweep { pipeline } => Ok(
             match sweep::sweep(
                 &pipeline.file,
