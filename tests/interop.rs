@@ -43,7 +43,7 @@ fn pyarrow_and_polars_read_every_table() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("checked 23 tables"), "{stdout}");
+    assert!(stdout.contains("checked 24 tables"), "{stdout}");
 }
 
 /// Target selection, adapters, a model and its evaluation on top of [`SMALL`], tiny.
@@ -57,6 +57,10 @@ params = { method = "cosine", match_on = ["text"], adapt = ["visual"] }
 kind = "train_adapters"
 inputs = { source = ["mosi_norm.visual"], targets = ["targets.visual"] }
 params = { epochs = 2, mlp = { hidden = [16] } }
+
+[stages.adapted]
+kind = "apply_adapters"
+inputs = { adapters = "adapters.adapters", features = ["mosi_norm.visual"] }
 
 [stages.model]
 kind = "train_model"

@@ -203,7 +203,7 @@ fn reduced_transfer() -> Vec<String> {
         sets.push(format!(
             "stages.finetune_{m}.params.phases=[{{ name = \"adapters_frozen\", freeze = [\"adapters\"], epochs = 5, learning_rate = 1e-3 }}, {{ name = \"all\", epochs = 4, learning_rate = 1e-4 }}]"
         ));
-        for eval in ["zero_shot", "finetuned"] {
+        for eval in ["zero_shot", "zero_shot_renorm", "finetuned"] {
             sets.push(format!("stages.{eval}_{m}.params.bootstrap=200"));
         }
     }
@@ -253,6 +253,13 @@ fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
         assert!(
             t_low > z_high,
             "{m}: fine-tuned CCC {t} (CI low {t_low}) must beat zero-shot {z} (CI high {z_high})"
+        );
+        let renorm =
+            read_metrics(&run.join(format!("zero_shot_renorm_{m}/metrics.parquet"))).unwrap();
+        let (_, _, _, n) = metric(&renorm, Split::Test, "sentiment", "CCC");
+        assert!(
+            n > 100,
+            "{m}: zero-shot on the renormalised adapted features is evaluated"
         );
         // Phases in the history, each starting from the weights the previous one kept.
         let ft = history::read(&run.join(format!("finetune_{m}/history.parquet"))).unwrap();

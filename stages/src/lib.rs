@@ -40,6 +40,7 @@ pub fn registry() -> Registry {
         .register(train::adapters::TrainAdapters)
         .register(train::train_model::TrainModel)
         .register(train::finetune::Finetune)
+        .register(train::apply_adapters::ApplyAdapters)
         .register(evaluate::Evaluate);
     registry
 }

@@ -5,6 +5,7 @@
 //! ([`train_model`]).
 
 pub mod adapters;
+pub mod apply_adapters;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
