@@ -5,8 +5,10 @@
 //! - the LSTM fusion model: three LSTMs (300-, 74- and 713-d inputs, 50 steps, hidden 128),
 //!   concatenation, a linear head, batch 32, AdamW, MSE.
 //!
-//!     cargo bench --bench train
-//!     python benches/train_torch.py        # PyTorch, and the ratios
+//! ```sh
+//! cargo bench --bench train
+//! python benches/train_torch.py        # PyTorch, and the ratios
+//! ```
 //!
 //! Each measurement is 20 optimiser steps on random data; results go to
 //! `<target dir>/bench-train.json` for the comparison script.

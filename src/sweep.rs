@@ -3,7 +3,7 @@
 //! them (as `mmflow compare`), written to `<run dir>/sweep/comparison.parquet`. Every point is
 //! validated before anything runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use mmflow_pipeline::sweep::{check, points, run_dir_name};
@@ -23,7 +23,7 @@ pub enum Outcome {
 
 /// Runs the sweep of `file` (with the command line's `--set` overrides and `--out`).
 pub fn sweep(
-    file: &PathBuf,
+    file: &Path,
     set: &[String],
     out: Option<&PathBuf>,
     progress: Progress,
@@ -127,7 +127,7 @@ pub fn sweep(
     Ok(Outcome::Done)
 }
 
-fn report(file: &std::path::Path, problems: Vec<String>) {
+fn report(file: &Path, problems: Vec<String>) {
     for p in &problems {
         eprintln!("{p}");
     }

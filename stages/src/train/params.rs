@@ -217,14 +217,14 @@ impl ParamStore {
     }
 }
 
+/// A checkpoint's tensors by name and its metadata.
+pub type Checkpoint = (HashMap<String, Tensor>, HashMap<String, String>);
+
 /// The safetensors metadata key holding mmflow's metadata.
 const METADATA_KEY: &str = "mmflow";
 
 /// Reads a safetensors checkpoint: its tensors and its metadata.
-pub fn read_checkpoint(
-    path: &Path,
-    device: &Device,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>), StageError> {
+pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint, StageError> {
     let bytes = std::fs::read(path).map_err(|source| StageError::Io {
         path: path.to_path_buf(),
         source,
