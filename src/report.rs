@@ -75,10 +75,8 @@ pub fn report(run: &Path, out: Option<&Path>) -> Result<PathBuf> {
         };
         let predictions =
             read_predictions(&path("predictions")?).with_context(|| format!("stage `{id}`"))?;
-        let mut heads: Vec<&str> = predictions.iter().map(|p| p.head.as_str()).collect();
-        heads.dedup();
-        heads.sort();
-        heads.dedup();
+        let heads: std::collections::BTreeSet<&str> =
+            predictions.iter().map(|p| p.head.as_str()).collect();
         for head in heads {
             let points: Vec<(f64, f64)> = predictions
                 .iter()

@@ -102,7 +102,7 @@ impl StageKind for ApplyAdapters {
         let mut counts = Vec::new();
         for input in ctx.inputs("features").to_vec() {
             let modality = &input.reference.output;
-            let Some((_, output_dim, mlp)) = loaded.adapters.mlps.get(modality) else {
+            let Some((in_dim, output_dim, mlp)) = loaded.adapters.mlps.get(modality) else {
                 return Err(StageError::config(format!(
                     "{} has no adapter for modality `{modality}` (it has: {})",
                     adapters_input.reference,
@@ -115,9 +115,9 @@ impl StageKind for ApplyAdapters {
                         .join(", ")
                 )));
             };
+            let in_dim = *in_dim;
             let reader = FeatureReader::open(&input.path)?;
             let info = reader.info().clone();
-            let in_dim = loaded.adapters.mlps[modality].0;
             if info.dim != in_dim {
                 return Err(StageError::input(format!(
                     "{}: `{modality}` is {} wide, its adapter takes {in_dim}",

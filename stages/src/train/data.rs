@@ -80,14 +80,13 @@ impl Dataset {
                 FeatureReader::open_pooled(&input.path)?
             };
             let batch = reader.read_all()?;
-            let index: HashMap<&str, usize> = batch
+            let index: HashMap<String, usize> = batch
                 .segment_ids
                 .iter()
+                .cloned()
                 .enumerate()
-                .map(|(i, s)| (s.as_str(), i))
+                .map(|(i, s)| (s, i))
                 .collect();
-            let index: HashMap<String, usize> =
-                index.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             loaded.push((input.reference.output.clone(), with_frames, batch, index));
         }
         let mut data = Dataset {
@@ -141,12 +140,21 @@ impl Dataset {
                     .push(last + if *with_frames { batch.length(i) } else { 0 });
             }
         }
+        // Pooled vectors, and the frames an LSTM will read: one NaN would poison every batch.
         for m in &data.modalities {
-            if let Some(bad) = m.pooled.iter().position(|v| !v.is_finite()) {
+            let bad_row = m
+                .pooled
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| i / m.dim.max(1))
+                .or_else(|| {
+                    let frame = m.frames.iter().position(|v| !v.is_finite())? / m.dim.max(1);
+                    Some(m.offsets.partition_point(|&o| o <= frame) - 1)
+                });
+            if let Some(row) = bad_row {
                 return Err(StageError::input(format!(
                     "modality `{}`: segment `{}` has a non-finite feature: normalise with nonfinite = \"zero\" first",
-                    m.name,
-                    data.ids[bad / m.dim.max(1)]
+                    m.name, data.ids[row]
                 )));
             }
         }
