@@ -12,3 +12,4 @@ mod sources;
 mod synthetic;
 mod targets;
 mod training;
+mod bad_inputs;
