@@ -1,4 +1,4 @@
-//! The real-file sources against the shared fixtures (written by the CMU SDK, h5py, numpy).
+//! The real-file sources against the SDK fixtures (written by the CMU SDK, h5py, numpy).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,14 +11,43 @@ use mmflow_stages::ingest::source::TimingOptions;
 
 use crate::util::Dir;
 
-/// The shared fixtures, beside the repository.
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
-}
-
 /// This repository's test inputs (see tests/data/make_fixtures.py).
 pub fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// The files written by the CMU SDK, h5py and numpy (a few videos of each fixture set).
+pub fn fixtures() -> PathBuf {
+    data().join("sdk")
+}
+
+/// The videos of `dataset` in the fixture set `set` (e.g. `sdk_basic`), from its INDEX.json:
+/// `(video id, standard fold)` in index order.
+pub fn fixture_videos(set: &str, dataset: &str) -> Vec<(String, String)> {
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(set).join("INDEX.json")).unwrap(),
+    )
+    .unwrap();
+    index[dataset]["videos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["video_id"].as_str().unwrap().to_string(),
+                v["fold"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The videos of `fixture_videos` in `fold`.
+pub fn videos_in_fold(set: &str, dataset: &str, fold: &str) -> Vec<String> {
+    fixture_videos(set, dataset)
+        .into_iter()
+        .filter(|(_, f)| f == fold)
+        .map(|(v, _)| v)
+        .collect()
 }
 
 struct Set {
@@ -403,8 +432,13 @@ fn videos_of_another_width_follow_the_width_policy() {
 #[test]
 fn folds_can_be_overridden_and_unfolded_videos_are_reported() {
     let folder = fixtures().join("sdk_basic/mosi");
+    let train = videos_in_fold("sdk_basic", "mosi", "train");
+    let test = videos_in_fold("sdk_basic", "mosi", "test");
+    let all = fixture_videos("sdk_basic", "mosi");
+    // One standard-train video stays in train, another moves to valid; the rest is unfolded.
+    let folds = serde_json::json!({"train": [&train[0]], "valid": [&train[1]], "test": [&test[0]]});
     let dir = Dir::new();
-    dir.write("folds.json", r#"{"train": ["2iD-tVS8NPw", "8d-gEyoeBzc"], "valid": ["Qr1Ca94K55A"], "test": ["Ci-AH39fi3Y"]}"#);
+    dir.write("folds.json", &folds.to_string());
     dir.write(
         "p.toml",
         &csd_config(&MOSI, &folder, "folds = \"folds.json\""),
@@ -412,18 +446,17 @@ fn folds_can_be_overridden_and_unfolded_videos_are_reported() {
     dir.mmflow(&["run", "p.toml"]).ok();
     let segments = SegmentTable::read(&dir.join("data/runs/p/src/segments.parquet")).unwrap();
     let videos: BTreeSet<&str> = segments.rows.iter().map(|r| r.video_id.as_str()).collect();
-    assert_eq!(videos.len(), 4);
+    assert_eq!(videos.len(), 3);
     assert!(segments
         .rows
         .iter()
-        .any(|r| r.video_id == "Qr1Ca94K55A" && r.split == mmflow_schemas::Split::Valid));
-    assert_eq!(
-        lock(&dir)["stages"]["src"]["report"]["videos_in_no_fold"]
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
+        .any(|r| r.video_id == train[1] && r.split == mmflow_schemas::Split::Valid));
+    let unfolded = lock(&dir)["stages"]["src"]["report"]["videos_in_no_fold"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(all.len() > 3, "the fixture leaves a video unfolded");
+    assert_eq!(unfolded, all.len() - 3);
 }
 
 #[test]
@@ -533,12 +566,33 @@ fn mmsa_pickles_become_segments_and_features() {
         "no text lengths: whole sequences"
     );
     let report = &lock(&dir)["stages"]["m"]["report"];
-    // EXPECTED.json: one -inf in each split's audio, all within audio_lengths.
-    assert_eq!(report["nonfinite_values"]["audio"], 3, "{report}");
+    // EXPECTED.json: the -inf values of each split's audio (all within audio_lengths), and
+    // each split's ids (the shipped pickle has at most two clips a split: all listed).
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("EXPECTED.json")).unwrap())
+            .unwrap();
+    let splits = expected["mmsa_mosei_numpy1_p4.pkl"].as_object().unwrap();
+    let neginf: u64 = splits
+        .values()
+        .map(|s| s["audio"]["neginf"].as_u64().unwrap())
+        .sum();
+    assert!(neginf > 0);
+    assert_eq!(report["nonfinite_values"]["audio"], neginf, "{report}");
+    let mut ids = Vec::new();
+    for split in splits.values() {
+        let listed = split["id"]["first"].as_array().unwrap();
+        assert_eq!(
+            listed.len() as u64,
+            split["id"]["shape"][0].as_u64().unwrap()
+        );
+        ids.extend(listed.iter().map(|id| id.as_str().unwrap()));
+    }
+    let repeats = ids.len() - ids.iter().collect::<BTreeSet<_>>().len();
+    assert!(repeats > 0, "the fixture reuses ids across splits");
     assert_eq!(
         report["repeated_ids"].as_array().unwrap().len(),
-        7,
-        "the fixture reuses ids across splits: {report}"
+        repeats,
+        "{report}"
     );
 
     // A pickle that would run code, and a truncated one: refused, nothing written.

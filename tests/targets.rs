@@ -8,7 +8,7 @@ use mmflow_schemas::segments::SegmentTable;
 use mmflow_schemas::targets::TargetTable;
 use mmflow_schemas::Split;
 
-use crate::sources::fixtures;
+use crate::sources::{fixture_videos, fixtures};
 use crate::util::Dir;
 
 const SOURCES: &str = r#"
@@ -222,7 +222,12 @@ fn an_empty_target_train_split_is_an_error() {
     // MOSI from the SDK fixtures with every video moved to the test fold is the "target".
     let folder = fixtures().join("sdk_basic/mosi");
     let dir = Dir::new();
-    dir.write("folds.json", r#"{"train": [], "valid": [], "test": ["2iD-tVS8NPw", "8d-gEyoeBzc", "Qr1Ca94K55A", "Ci-AH39fi3Y", "WKA5OygbEKI", "c5xsKMxpXnc", "tmZoasNr4rU", "zhpQhgha_KU", "lXPQBPVc5Cw"]}"#);
+    let videos: Vec<String> = fixture_videos("sdk_basic", "mosi")
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    let folds = serde_json::json!({"train": [], "valid": [], "test": videos});
+    dir.write("folds.json", &folds.to_string());
     dir.write(
         "p.toml",
         &format!(

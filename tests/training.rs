@@ -6,7 +6,7 @@ use mmflow_schemas::evaluation::{read_metrics, read_predictions};
 use mmflow_schemas::history;
 use mmflow_schemas::Split;
 
-use crate::sources::fixtures;
+use crate::sources::{fixtures, videos_in_fold};
 use crate::util::Dir;
 
 const MOSEI: &str = r#"
@@ -380,7 +380,12 @@ fn bad_training_setups_are_refused_clearly() {
 fn an_empty_validation_split_is_an_error() {
     let folder = fixtures().join("sdk_basic/mosi");
     let dir = Dir::new();
-    dir.write("folds.json", r#"{"train": ["2iD-tVS8NPw", "8d-gEyoeBzc", "Qr1Ca94K55A", "Ci-AH39fi3Y"], "valid": [], "test": ["tmZoasNr4rU"]}"#);
+    let folds = serde_json::json!({
+        "train": videos_in_fold("sdk_basic", "mosi", "train"),
+        "valid": [],
+        "test": videos_in_fold("sdk_basic", "mosi", "test"),
+    });
+    dir.write("folds.json", &folds.to_string());
     dir.write(
         "p.toml",
         &format!(
