@@ -1,5 +1,7 @@
 //! The file readers against `EXPECTED.json` (what numpy/h5py read from the same files).
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use mmflow_stages::ingest::align::Values;
@@ -8,9 +10,9 @@ use mmflow_stages::ingest::pickle::{self, ArrayData, PyValue};
 
 use crate::sources::{data, fixtures};
 
-fn expected() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("EXPECTED.json")).unwrap())
-        .unwrap()
+/// `EXPECTED.json` of a fixture folder: numpy/h5py's view of each of its files.
+fn expected(root: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root.join("EXPECTED.json")).unwrap()).unwrap()
 }
 
 /// Checks values against an EXPECTED entry: shape, finite sum, NaN/±inf counts, first values.
@@ -57,14 +59,32 @@ fn check_stats(what: &str, shape: &[usize], values: &[f64], want: &Value) {
 
 #[test]
 fn every_csd_fixture_reads_as_h5py_reads_it() {
-    let expected = expected();
+    // Four files of MOSI and MOSEI in each of the basic and edge sets.
+    assert_eq!(check_csd_files(&fixtures()), 16);
+}
+
+/// With `MMFLOW_FULL_FIXTURES` naming the full fixture sets tests/data/sdk was cut from
+/// (same layout), the readers are checked on every video and clip of them as well.
+#[test]
+fn the_full_fixture_sets_read_as_numpy_and_h5py_read_them_when_given() {
+    let Some(root) = std::env::var_os("MMFLOW_FULL_FIXTURES") else {
+        return;
+    };
+    let root = Path::new(&root);
+    assert!(check_csd_files(root) > 0);
+    assert!(check_pickles(root).0 > 0);
+}
+
+/// Every .csd file of `root`'s EXPECTED.json reads as h5py read it; returns their number.
+fn check_csd_files(root: &Path) -> usize {
+    let expected = expected(root);
     let mut files = 0;
     for (name, want) in expected.as_object().unwrap() {
         if !name.ends_with(".csd") {
             continue;
         }
         files += 1;
-        let csd = CsdFile::open(&fixtures().join(name)).unwrap_or_else(|e| panic!("{e}"));
+        let csd = CsdFile::open(&root.join(name)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(csd.root(), want["root"].as_str().unwrap(), "{name}");
         let videos: Vec<&String> = want["videos"].as_object().unwrap().keys().collect();
         assert_eq!(
@@ -106,7 +126,7 @@ fn every_csd_fixture_reads_as_h5py_reads_it() {
             );
         }
     }
-    assert_eq!(files, 16);
+    files
 }
 
 fn array_values(v: &PyValue) -> (Vec<usize>, Vec<f64>) {
@@ -154,17 +174,26 @@ fn strings(v: &PyValue) -> Vec<String> {
 
 #[test]
 fn every_mmsa_pickle_reads_as_numpy_reads_it() {
-    let expected = expected();
+    let (files, arrays) = check_pickles(&fixtures());
+    // numpy 1.x protocol 4, numpy 2.x protocols 4 and 5: every split, every key.
+    assert_eq!(files, 3);
+    assert!(arrays >= 30 * files, "{arrays}");
+}
+
+/// Every .pkl file of `root`'s EXPECTED.json reads as numpy read it; returns the number of
+/// files and of arrays checked.
+fn check_pickles(root: &Path) -> (usize, usize) {
+    let expected = expected(root);
     let (mut files, mut arrays) = (0, 0);
     for (name, want) in expected.as_object().unwrap() {
         if !name.ends_with(".pkl") {
             continue;
         }
         files += 1;
-        let bytes = std::fs::read(fixtures().join(name)).unwrap();
-        let root = pickle::read(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bytes = std::fs::read(root.join(name)).unwrap();
+        let pickled = pickle::read(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         for (split, keys) in want.as_object().unwrap() {
-            let got = root
+            let got = pickled
                 .get(split)
                 .unwrap_or_else(|| panic!("{name}: no split {split}"));
             for (key, stats) in keys.as_object().unwrap() {
@@ -190,9 +219,7 @@ fn every_mmsa_pickle_reads_as_numpy_reads_it() {
             }
         }
     }
-    // numpy 1.x protocol 4, numpy 2.x protocols 4 and 5: every split, every key.
-    assert_eq!(files, 3);
-    assert!(arrays >= 30 * files, "{arrays}");
+    (files, arrays)
 }
 
 #[test]

@@ -148,8 +148,9 @@ fn assert_matches_reference(
     table.len()
 }
 
-fn check_against_sdk(set: &Set, fixture: &str) {
-    let folder = fixtures().join(fixture).join(set.dataset);
+/// The `csd` source on `root/<fixture>/<dataset>` equals the SDK's alignment of the same files.
+fn check_against_sdk(root: &Path, set: &Set, fixture: &str) {
+    let folder = root.join(fixture).join(set.dataset);
     let dir = Dir::new();
     dir.write("p.toml", &csd_config(set, &folder, ""));
     dir.mmflow(&["run", "p.toml"]).ok();
@@ -198,22 +199,36 @@ fn check_against_sdk(set: &Set, fixture: &str) {
 
 #[test]
 fn csd_alignment_equals_the_sdk_on_mosi_basic() {
-    check_against_sdk(&MOSI, "sdk_basic");
+    check_against_sdk(&fixtures(), &MOSI, "sdk_basic");
 }
 
 #[test]
 fn csd_alignment_equals_the_sdk_on_mosei_basic() {
-    check_against_sdk(&MOSEI, "sdk_basic");
+    check_against_sdk(&fixtures(), &MOSEI, "sdk_basic");
 }
 
 #[test]
 fn csd_alignment_equals_the_sdk_on_mosi_edge_cases() {
-    check_against_sdk(&MOSI, "sdk_edge");
+    check_against_sdk(&fixtures(), &MOSI, "sdk_edge");
 }
 
 #[test]
 fn csd_alignment_equals_the_sdk_on_mosei_edge_cases() {
-    check_against_sdk(&MOSEI, "sdk_edge");
+    check_against_sdk(&fixtures(), &MOSEI, "sdk_edge");
+}
+
+/// With `MMFLOW_FULL_FIXTURES` naming the full fixture sets tests/data/sdk was cut from
+/// (same layout), the alignment is checked on every video of them as well.
+#[test]
+fn csd_alignment_equals_the_sdk_on_the_full_fixture_sets_when_given() {
+    let Some(root) = std::env::var_os("MMFLOW_FULL_FIXTURES") else {
+        return;
+    };
+    for fixture in ["sdk_basic", "sdk_edge"] {
+        for set in [&MOSI, &MOSEI] {
+            check_against_sdk(Path::new(&root), set, fixture);
+        }
+    }
 }
 
 /// The `npz` and `csv` kinds read the same MOSI data (converted by numpy and written as
