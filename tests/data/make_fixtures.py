@@ -56,10 +56,11 @@ KEEP = {
         "mosei": ["4iG0ffmnCOw", "188343"],
     },
     "sdk_edge": {
-        # 2iD-tVS8NPw holds the zero-length label interval (train), lXPQBPVc5Cw is the video
-        # FACET lacks (test), WKA5OygbEKI the smallest valid one. Every video has float64
-        # gzip-chunked COVAREP with -inf, and NaN FACET frames.
-        "mosi": ["2iD-tVS8NPw", "WKA5OygbEKI", "lXPQBPVc5Cw"],
+        # 2iD-tVS8NPw holds the zero-length label interval, 8d-gEyoeBzc the NaN frames that
+        # cover a whole word (NaN in the SDK's aligned FACET), lXPQBPVc5Cw is the video FACET
+        # lacks (test). Every video has float64 gzip-chunked COVAREP with -inf, and NaN FACET
+        # frames.
+        "mosi": ["2iD-tVS8NPw", "8d-gEyoeBzc", "lXPQBPVc5Cw"],
         # hh04W3xXa5s holds the zero-length label interval (train), dZFV0lyedX4 is the video
         # OpenFace2 lacks (test). Gzip-chunked COVAREP with -inf, NaN OpenFace2 frames.
         "mosei": ["hh04W3xXa5s", "dZFV0lyedX4"],
@@ -220,6 +221,36 @@ expected["mmsa_mosei_numpy1_p4.pkl"] = pickle_expected(numpy1_small)
 with open(out("sdk", "EXPECTED.json"), "w") as f:
     json.dump(dict(sorted(expected.items())), f, indent=1)
 
+
+def check_kept_properties():
+    """The properties the tests rely on hold in the subsets (see KEEP)."""
+
+    def data(rel):
+        h = h5py.File(os.path.join(sdk, rel), "r")
+        return h, h[list(h.keys())[0]]["data"]
+
+    for dataset, visual in (("mosi", "CMU_MOSI_Visual_Facet_41.csd"), ("mosei", "CMU_MOSEI_VisualOpenFace2.csd")):
+        labels = {"mosi": "CMU_MOSI_Opinion_Labels.csd", "mosei": "CMU_MOSEI_Labels.csd"}[dataset]
+        covarep = f"sdk_edge/{dataset}/CMU_{dataset.upper()}_COVAREP.csd"
+        h, d = data(f"sdk_edge/{dataset}/{labels}")
+        assert set(d) - set(data(f"sdk_edge/{dataset}/{visual}")[1]), f"{dataset}: a video lacks {visual}"
+        assert any((d[v]["intervals"][:, 1] == d[v]["intervals"][:, 0]).any() for v in d), "zero-length interval"
+        h, d = data(covarep)
+        assert all(d[v]["features"].compression == "gzip" and d[v]["features"].chunks for v in d), covarep
+        assert all(np.isneginf(d[v]["features"][:]).any() for v in d), covarep
+        h, d = data(f"sdk_edge/{dataset}/{visual}")
+        assert all(np.isnan(d[v]["features"][:]).any() for v in d), visual
+    h, d = data("sdk_edge/mosi/CMU_MOSI_COVAREP.csd")
+    assert all(d[v]["features"].dtype == np.float64 for v in d), "float64 COVAREP"
+    with np.load(os.path.join(sdk, "sdk_edge", "mosi", "sdk_aligned_reference.npz")) as z:
+        assert any(np.isnan(z[k]).any() for k in z.files if k.startswith("FACET/")), "NaN in aligned FACET"
+    assert any(v.isdigit() for v in KEEP["sdk_basic"]["mosei"] + KEEP["sdk_edge"]["mosei"]), "numeric MOSEI id"
+    with open(os.path.join(sdk, "sdk_basic", "INDEX.json")) as f:
+        folds = [e["fold"] for e in json.load(f)["mosi"]["videos"]]
+    assert {"train", "valid", "test"} <= set(folds) and folds.count("train") >= 2 and len(folds) >= 4, folds
+
+
+check_kept_properties()
 
 # Other formats, from the kept MOSI videos of the basic set.
 mosi = os.path.join(sdk, "sdk_basic", "mosi")
