@@ -346,7 +346,7 @@ fn policies_are_applied_and_every_count_is_reported() {
     dir.write(
         "p.toml",
         &mosi_stage(
-            "max_length = 3\nkeep = \"last\"",
+            "max_length = 2\nkeep = \"last\"",
             &format!("COVAREP = {{ path = {covarep:?}, nonfinite = \"zero\" }}"),
         ),
     );
@@ -356,7 +356,7 @@ fn policies_are_applied_and_every_count_is_reported() {
         .read_all()
         .unwrap();
     assert!(table.frames.iter().all(|x| x.is_finite()));
-    assert!((0..table.len()).all(|i| table.length(i) <= 3));
+    assert!((0..table.len()).all(|i| table.length(i) <= 2));
     let report = &lock(&dir)["stages"]["src"]["report"];
     assert!(report["nonfinite_zeroed"]["COVAREP"].as_u64().unwrap() > 0);
     assert!(report["segments_truncated"]["COVAREP"].as_u64().unwrap() > 0);

@@ -244,6 +244,8 @@ def check_kept_properties():
     assert all(d[v]["features"].dtype == np.float64 for v in d), "float64 COVAREP"
     with np.load(os.path.join(sdk, "sdk_edge", "mosi", "sdk_aligned_reference.npz")) as z:
         assert any(np.isnan(z[k]).any() for k in z.files if k.startswith("FACET/")), "NaN in aligned FACET"
+        # A segment of three words or more, for truncation to `max_length = 2`.
+        assert any(z[k].shape[0] >= 3 for k in z.files if k.startswith("words/")), "no long segment"
     assert any(v.isdigit() for v in KEEP["sdk_basic"]["mosei"] + KEEP["sdk_edge"]["mosei"]), "numeric MOSEI id"
     with open(os.path.join(sdk, "sdk_basic", "INDEX.json")) as f:
         folds = [e["fold"] for e in json.load(f)["mosi"]["videos"]]
