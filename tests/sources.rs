@@ -330,7 +330,7 @@ fn policies_are_applied_and_every_count_is_reported() {
         .unwrap()
         .read_all()
         .unwrap();
-    assert!(covarep_table.frames.iter().any(|x| *x == f32::NEG_INFINITY));
+    assert!(covarep_table.frames.contains(&f32::NEG_INFINITY));
     let segments = SegmentTable::read(&dir.join("data/runs/p/src/segments.parquet")).unwrap();
     assert_eq!(
         segments.rows.len(),
