@@ -208,13 +208,32 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
     }
 }
 
+/// Most keys a `--set` key path may hold (the deepest key a pipeline has holds 6); the
+/// tables it creates are walked recursively later, so their depth must stay small.
+const MAX_OVERRIDE_DEPTH: usize = 32;
+/// Longest `--set` key path, in bytes.
+const MAX_OVERRIDE_KEY_LEN: usize = 1024;
+
 /// Applies one `a.b.c=value` override. The value is read as a TOML value when it parses as
 /// one (`3`, `0.5`, `true`, `"x"`, `[1, 2]`, `{ a = 1 }`), else taken as a plain string.
 fn apply_override(table: &mut toml::Table, arg: &str, map: &mut SourceMap) -> Result<(), String> {
     let (key, raw) = arg
         .split_once('=')
         .ok_or_else(|| "expected `path.to.key=value`".to_string())?;
-    let keys: Vec<&str> = key.trim().split('.').collect();
+    let key = key.trim();
+    if key.len() > MAX_OVERRIDE_KEY_LEN {
+        return Err(format!(
+            "the key path is {} bytes long; at most {MAX_OVERRIDE_KEY_LEN}",
+            key.len()
+        ));
+    }
+    let depth = key.split('.').count();
+    if depth > MAX_OVERRIDE_DEPTH {
+        return Err(format!(
+            "the key path holds {depth} keys; at most {MAX_OVERRIDE_DEPTH}"
+        ));
+    }
+    let keys: Vec<&str> = key.split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
         return Err(format!("`{key}` is not a dotted key path"));
     }
@@ -447,8 +466,17 @@ fn validate(
                     .push(map.value_problem(slot_at.clone(), "takes a single table, not a list"));
                 continue;
             }
-            if slot.arity == Arity::Many && refs.is_empty() {
-                problems.push(map.value_problem(slot_at.clone(), "takes at least one table"));
+            if refs.is_empty() {
+                problems.push(map.value_problem(
+                    slot_at.clone(),
+                    match slot.arity {
+                        Arity::Many => "takes at least one table",
+                        Arity::One => "takes one table; `[]` names none",
+                        Arity::Optional => {
+                            "takes one table; `[]` names none (leave the input out to give none)"
+                        }
+                    },
+                ));
                 continue;
             }
             let mut parsed = Vec::new();

@@ -82,13 +82,19 @@ pub enum Location {
     WholeFile(PathBuf),
 }
 
+/// Longest `--set` argument shown in full in a message (in characters).
+const MAX_SHOWN_OVERRIDE: usize = 200;
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::File { path, line, column } => {
                 write!(f, "{}:{line}:{column}", path.display())
             }
-            Location::Override(arg) => write!(f, "--set {arg}"),
+            Location::Override(arg) => match arg.char_indices().nth(MAX_SHOWN_OVERRIDE) {
+                Some((cut, _)) => write!(f, "--set {}… ({} bytes)", &arg[..cut], arg.len()),
+                None => write!(f, "--set {arg}"),
+            },
             Location::WholeFile(path) => write!(f, "{}", path.display()),
         }
     }
@@ -149,6 +155,15 @@ impl ParamProblem {
     pub fn new(key: &str, message: impl Into<String>) -> Self {
         ParamProblem {
             path: KeyPath::keys(key.split('.').filter(|k| !k.is_empty())),
+            message: message.into(),
+            at_key: false,
+        }
+    }
+
+    /// A problem with the value at `path` (below `params`), e.g. one element of a list.
+    pub fn at(path: KeyPath, message: impl Into<String>) -> Self {
+        ParamProblem {
+            path,
             message: message.into(),
             at_key: false,
         }

@@ -10,7 +10,8 @@
 //! | `start`, `end` | float64, nullable | segment interval in seconds |
 //! | one column per label | float32, nullable | e.g. `sentiment` in [-3, 3], emotions in [0, 3] |
 //!
-//! The label columns are listed, in order, under the metadata key `mmflow.labels`.
+//! The label columns are listed, in order, comma-separated, under the metadata key
+//! `mmflow.labels`; label names therefore hold no comma (see [`label_name_problems`]).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -38,6 +39,34 @@ const FIXED: [&str; 7] = [
     "start",
     "end",
 ];
+
+/// What is wrong with each unusable label name, by index: empty, with a comma (the names are
+/// stored comma-separated in `mmflow.labels`, so it would come back as two labels), with
+/// leading or trailing whitespace or a control character (it would not match the name a user
+/// types), a fixed column's name, or a repeat of an earlier name.
+pub fn label_name_problems(names: &[String]) -> Vec<(usize, String)> {
+    let mut seen = HashSet::with_capacity(names.len());
+    names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let problem = if name.is_empty() {
+                "a label name cannot be empty".to_string()
+            } else if name.contains(',') {
+                format!("label name `{name}` holds a comma (label names are stored comma-separated)")
+            } else if name.trim() != name || name.chars().any(char::is_control) {
+                format!("label name `{name}` has surrounding whitespace or a control character")
+            } else if FIXED.contains(&name.as_str()) {
+                format!("label name `{name}` clashes with a fixed column of the segments table")
+            } else if !seen.insert(name.as_str()) {
+                format!("label name `{name}` is repeated")
+            } else {
+                return None;
+            };
+            Some((i, problem))
+        })
+        .collect()
+}
 
 /// One segment.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,18 +133,14 @@ impl SegmentTable {
     }
 
     /// Checks the invariants writers rely on: unique ids, one value per label column,
-    /// label names that do not clash with the fixed columns.
+    /// label names that round-trip (see [`label_name_problems`]).
     pub fn check(&self, path: &Path) -> Result<()> {
         let invalid = |message: String| SchemaError::Invalid {
             path: path.to_path_buf(),
             message,
         };
-        for name in &self.label_names {
-            if FIXED.contains(&name.as_str()) {
-                return Err(invalid(format!(
-                    "label column `{name}` clashes with a fixed column"
-                )));
-            }
+        if let Some((_, problem)) = label_name_problems(&self.label_names).into_iter().next() {
+            return Err(invalid(problem));
         }
         let mut seen = HashSet::with_capacity(self.rows.len());
         for r in &self.rows {
@@ -244,4 +269,35 @@ pub(crate) fn column<'a, T: 'static>(
                 ),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn label_names_that_would_not_round_trip_are_refused() {
+        assert!(label_name_problems(&names(&["sentiment", "happy"])).is_empty());
+        for (bad, says) in [
+            (vec!["valence,arousal"], "holds a comma"),
+            (vec![""], "cannot be empty"),
+            (vec![" sentiment"], "whitespace"),
+            (vec!["split"], "fixed column"),
+            (vec!["a", "b", "a"], "`a` is repeated"),
+        ] {
+            let problems = label_name_problems(&names(&bad));
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert_eq!(problems[0].0, bad.len() - 1);
+            assert!(problems[0].1.contains(says), "{bad:?}: {problems:?}");
+            let table = SegmentTable {
+                label_names: names(&bad),
+                rows: Vec::new(),
+            };
+            assert!(table.check(Path::new("segments.parquet")).is_err());
+        }
+    }
 }

@@ -20,7 +20,267 @@ const CASES: &[Case] = &[
         says: &["--set stages.mosi.params.nope=1", "unknown key"],
         may_write: &[],
     },
+    Case {
+        what: "an empty list for a one-table input",
+        setup: |d| pipeline(d, &ONE_SOURCE.replace("SEGMENTS", "[]")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:6:", "`stages.norm.inputs.segments`: takes one table; `[]` names none"],
+        may_write: &[],
+    },
+    Case {
+        what: "fps = inf",
+        setup: |d| pipeline(d, &ALIGNED.replace("FPS", "inf")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[FPS_AT, "finite number > 0, not inf"],
+        may_write: &[],
+    },
+    Case {
+        what: "fps = nan",
+        setup: |d| pipeline(d, &ALIGNED.replace("FPS", "nan")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[FPS_AT, "finite number > 0, not NaN"],
+        may_write: &[],
+    },
+    Case {
+        what: "fps = 0",
+        setup: |d| pipeline(d, &ALIGNED.replace("FPS", "0.0")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[FPS_AT, "finite number > 0, not 0"],
+        may_write: &[],
+    },
+    Case {
+        what: "fps = -1 (given as an override)",
+        setup: |d| pipeline(d, &ALIGNED.replace("FPS", "30")),
+        args: &["run", "p.toml", "--set", "stages.src.params.modalities.visual.fps=-1"],
+        code: 2,
+        says: &[
+            "--set stages.src.params.modalities.visual.fps=-1",
+            "finite number > 0, not -1",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "dim = 0",
+        setup: |d| pipeline(d, &ALIGNED.replace("fps = FPS", "dim = 0")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:",
+            "`stages.src.params.modalities.visual.dim`: the feature width must be between 1 and 1048576, not 0",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "an absurd dim",
+        setup: |d| pipeline(d, &ALIGNED.replace("fps = FPS", "dim = 1000000000000")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:8:", "between 1 and 1048576, not 1000000000000"],
+        may_write: &[],
+    },
+    Case {
+        what: "a label name with a comma",
+        setup: |d| {
+            pipeline(
+                d,
+                &ALIGNED.replace("fps = FPS", "fps = 30").replace(
+                    "dataset = \"mosi\"",
+                    "dataset = \"mosi\"\nlabel_columns = [\"valence,arousal\"]",
+                ),
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:5:",
+            "`stages.src.params.label_columns[0]`: label name `valence,arousal` holds a comma",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "duplicate label columns",
+        setup: |d| {
+            pipeline(
+                d,
+                &ALIGNED.replace("fps = FPS", "fps = 30").replace(
+                    "dataset = \"mosi\"",
+                    "dataset = \"mosi\"\nlabel_columns = [\"valence\", \"arousal\", \"valence\"]",
+                ),
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:5:",
+            "`stages.src.params.label_columns[2]`: label name `valence` is repeated",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "duplicate CSV columns",
+        setup: |d| {
+            pipeline(
+                d,
+                &ALIGNED.replace("fps = FPS", "columns = [\"AU01\", \"AU02\", \"AU01\"]"),
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:",
+            "`stages.src.params.modalities.visual.columns[2]`: column `AU01` is listed twice",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "folds with a video in two splits",
+        setup: |d| {
+            pipeline(
+                d,
+                &ALIGNED
+                    .replace("fps = FPS", "fps = 30")
+                    .replace("dataset = \"mosi\"", "dataset = \"mosi\"\nfolds = \"folds.json\""),
+            );
+            for file in ["labels.npz", "words.npz", "visual.npz"] {
+                d.write(file, "never read: the folds are checked first");
+            }
+            d.write(
+                "folds.json",
+                r#"{"train": ["v1", "v2"], "valid": ["v3"], "test": ["v2"]}"#,
+            );
+        },
+        args: &["run", "p.toml"],
+        code: 1,
+        says: &["folds.json: video `v2` is in both `train` and `test`"],
+        may_write: &[],
+    },
+    Case {
+        what: "a --set key of 60,000 keys",
+        setup: |d| pipeline(d, SMALL),
+        args: &["validate", "p.toml", "--set", DEEP_KEY],
+        code: 2,
+        says: &["--set a.a.a.a", "the key path holds 60000 keys; at most 32"],
+        may_write: &[],
+    },
+    Case {
+        what: "a --set key of 40 keys",
+        setup: |d| pipeline(d, SMALL),
+        args: &[
+            "validate",
+            "p.toml",
+            "--set",
+            "stages.mosi.params.a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h.i=1",
+        ],
+        code: 2,
+        says: &["the key path holds 40 keys; at most 32"],
+        may_write: &[],
+    },
+    Case {
+        what: "--set without =",
+        setup: |d| pipeline(d, SMALL),
+        args: &["validate", "p.toml", "--set", "stages.mosi.seed"],
+        code: 2,
+        says: &["--set stages.mosi.seed", "expected `path.to.key=value`"],
+        may_write: &[],
+    },
+    Case {
+        what: "unknown stage kind",
+        setup: |d| pipeline(d, "[stages.a]\nkind = \"normalise\"\n"),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:2:8", "unknown stage kind `normalise` (did you mean `normalize`?)"],
+        may_write: &[],
+    },
+    Case {
+        what: "a cycle",
+        setup: |d| {
+            pipeline(
+                d,
+                "[stages.a]\nkind = \"normalize\"\ninputs = { segments = \"b.segments\", features = [\"b.text\"] }\n\
+                 [stages.b]\nkind = \"normalize\"\ninputs = { segments = \"a.segments\", features = [\"a.text\"] }\n",
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:3:", "inputs form a cycle"],
+        may_write: &[],
+    },
+    Case {
+        what: "an input naming no stage",
+        setup: |d| pipeline(d, &ONE_SOURCE.replace("SEGMENTS", "\"ghost.segments\"")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:6:", "no stage `ghost`"],
+        may_write: &[],
+    },
+    Case {
+        what: "the wrong table kind for a slot",
+        setup: |d| pipeline(d, &ONE_SOURCE.replace("SEGMENTS", "\"mosi.text\"")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:6:",
+            "input `segments` takes `segments` tables, but `mosi.text` is a `features` table",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "a pipeline file that is a directory",
+        setup: |d| std::fs::create_dir(d.join("p.toml")).unwrap(),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml: cannot read the pipeline file"],
+        may_write: &[],
+    },
 ];
+
+/// A source and a normalize stage whose `segments` input is `SEGMENTS`.
+const ONE_SOURCE: &str = "[stages.mosi]
+kind = \"synthetic\"
+params = { profile = \"mosi\", scale = 0.1 }
+[stages.norm]
+kind = \"normalize\"
+inputs = { segments = SEGMENTS, features = [\"mosi.text\"] }
+";
+
+/// An `npz` source whose `visual` modality has `fps = FPS` (line 8).
+const ALIGNED: &str = "[stages.src]
+kind = \"npz\"
+[stages.src.params]
+dataset = \"mosi\"
+labels = { path = \"labels.npz\" }
+[stages.src.params.modalities]
+words = { path = \"words.npz\" }
+visual = { path = \"visual.npz\", fps = FPS }
+";
+
+/// Where `ALIGNED`'s `fps` value is.
+const FPS_AT: &str = "p.toml:8:39: `stages.src.params.modalities.visual.fps`: frames per second must be a";
+
+/// `--set a.a.a…=1` with 60,000 keys (120,001 bytes: under Linux's 128 KiB per argument).
+const DEEP_KEY: &str = {
+    const KEYS: usize = 60_000;
+    const LEN: usize = 2 * KEYS + 1;
+    const BYTES: [u8; LEN] = {
+        let mut bytes = [b'a'; LEN];
+        let mut i = 1;
+        while i < 2 * KEYS - 1 {
+            bytes[i] = b'.';
+            i += 2;
+        }
+        bytes[LEN - 2] = b'=';
+        bytes[LEN - 1] = b'1';
+        bytes
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(key) => key,
+        Err(_) => panic!("ASCII"),
+    }
+};
 
 #[test]
 fn bad_config_inputs_fail_cleanly() {

@@ -11,10 +11,10 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use mmflow_pipeline::{
-    BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+    BoundInputs, InputSlot, KeyPath, OutputPort, ParamProblem, RunContext, StageError, StageKind,
 };
 use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureWriter};
-use mmflow_schemas::segments::{Segment, SegmentTable};
+use mmflow_schemas::segments::{label_name_problems, Segment, SegmentTable};
 use mmflow_schemas::{segment_id, Split};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::align::{self, Collapse, Sequence, Timeline, Values};
 use super::source::{Format, Source, TimingOptions};
 use super::synthetic::profile::EMOTIONS;
-use crate::folds::{self, Folds};
+use crate::folds::{self, Folds, FoldsError};
 use crate::kinds::{FEATURES, SEGMENTS};
 
 /// What to do with NaN and ±inf values in a modality's aligned features.
@@ -84,16 +84,19 @@ pub struct ModalitySource {
     pub format: Option<Format>,
     /// NaN/±inf in the aligned features: `keep` (default, as the SDK), `zero` (MulT/MMSA) or `error`.
     pub nonfinite: NonFinitePolicy,
-    /// Feature width; default: the most common width in the file.
+    /// Feature width (1 to 2^20); default: the most common width in the file.
     pub dim: Option<usize>,
     /// Videos of another width: `error` (default), `drop` or `pad`.
     pub width_mismatch: WidthPolicy,
-    /// npz/csv: frames per second, when frames carry no intervals (npz) or to set a CSV
-    /// frame's duration (default: the median timestamp step).
+    /// npz/csv: frames per second (finite, > 0), when frames carry no intervals (npz) or to
+    /// set a CSV frame's duration (default: the median timestamp step).
     pub fps: Option<f64>,
-    /// csv: the timestamp column (seconds).
+    /// csv: the timestamp column (seconds); every row needs a finite timestamp.
     pub timestamp_column: String,
-    /// csv: feature columns; default: every numeric column not in `exclude`.
+    /// csv: feature columns, matched by name in every file; default: every column of the
+    /// first file (by name) not in `exclude`, and every other file must have exactly those.
+    /// Every feature cell must be a number (`nan`, `inf` count as numbers); an empty or text
+    /// cell is an error naming file, row and column.
     pub columns: Option<Vec<String>>,
     /// csv: columns that are never features (default: OpenFace 2's bookkeeping columns).
     pub exclude: Vec<String>,
@@ -185,6 +188,52 @@ impl Default for AlignedParams {
             keep: Keep::First,
             folds: None,
             chunk_videos: 32,
+        }
+    }
+}
+
+/// The widest `dim` a modality may declare: far above any extractor's output, far below a
+/// width whose per-frame buffers would not fit in memory.
+pub const MAX_DIM: usize = 1 << 20;
+
+/// Checks one modality's (or the labels') file settings; `at` is its path below `params`.
+fn check_source(at: &KeyPath, m: &ModalitySource, problems: &mut Vec<ParamProblem>) {
+    if let Some(fps) = m.fps {
+        if !(fps.is_finite() && fps > 0.0) {
+            problems.push(ParamProblem::at(
+                at.key("fps"),
+                format!("frames per second must be a finite number > 0, not {fps}"),
+            ));
+        }
+    }
+    if let Some(dim) = m.dim {
+        if !(1..=MAX_DIM).contains(&dim) {
+            problems.push(ParamProblem::at(
+                at.key("dim"),
+                format!("the feature width must be between 1 and {MAX_DIM}, not {dim}"),
+            ));
+        }
+    }
+    if m.timestamp_column.trim().is_empty() {
+        problems.push(ParamProblem::at(
+            at.key("timestamp_column"),
+            "name the timestamp column",
+        ));
+    }
+    if let Some(columns) = &m.columns {
+        if columns.is_empty() {
+            problems.push(ParamProblem::at(
+                at.key("columns"),
+                "list at least one column (or leave `columns` out to read every column)",
+            ));
+        }
+        for (i, name) in columns.iter().enumerate() {
+            if columns[..i].contains(name) {
+                problems.push(ParamProblem::at(
+                    at.key("columns").index(i),
+                    format!("column `{name}` is listed twice"),
+                ));
+            }
         }
     }
 }
@@ -305,6 +354,22 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
         if p.labels.path.as_os_str().is_empty() {
             problems.push(ParamProblem::new("labels.path", "is required"));
         }
+        for (name, m) in &p.modalities {
+            check_source(&KeyPath::keys(["modalities", name.as_str()]), m, &mut problems);
+        }
+        check_source(&KeyPath::keys(["labels"]), &p.labels, &mut problems);
+        if let Some(names) = &p.label_columns {
+            if names.is_empty() {
+                problems.push(ParamProblem::new(
+                    "label_columns",
+                    "name at least one label column",
+                ));
+            }
+            let at = KeyPath::keys(["label_columns"]);
+            for (i, problem) in label_name_problems(names) {
+                problems.push(ParamProblem::at(at.index(i), problem));
+            }
+        }
         if label_columns(p).is_none() {
             problems.push(ParamProblem::new(
                 "label_columns",
@@ -406,23 +471,9 @@ fn read_folds(p: &AlignedParams) -> Result<Folds, StageError> {
             folds::mosi()
         });
     };
-    let text = std::fs::read_to_string(path).map_err(|source| StageError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| StageError::input(format!("{}: not JSON ({e})", path.display())))?;
-    let node = if json.get("train").is_some() {
-        &json
-    } else {
-        &json[&p.dataset]
-    };
-    serde_json::from_value(node.clone()).map_err(|e| {
-        StageError::input(format!(
-            "{}: expected {{\"train\": [...], \"valid\": [...], \"test\": [...]}} (optionally under \"{}\"): {e}",
-            path.display(),
-            p.dataset
-        ))
+    Folds::read(path, &p.dataset).map_err(|e| match e {
+        FoldsError::Io { path, source } => StageError::Io { path, source },
+        invalid @ FoldsError::Invalid { .. } => StageError::input(invalid.to_string()),
     })
 }
 
@@ -478,6 +529,9 @@ fn run_aligned(
 ) -> Result<(), StageError> {
     let label_names =
         label_columns(p).ok_or_else(|| StageError::config("label_columns are required"))?;
+    // The folds first: they are small, and a bad file should not wait for every modality.
+    let folds = read_folds(p)?;
+    let split_of = folds.lookup();
     // Open every file (in parallel: .npz and CSV sources are read at open).
     let opened: Vec<Result<Opened, StageError>> = p
         .modalities
@@ -498,8 +552,6 @@ fn run_aligned(
         .collect();
     let modalities: Vec<Opened> = opened.into_iter().collect::<Result<_, _>>()?;
     let labels = open("labels", &p.labels, default)?;
-    let folds = read_folds(p)?;
-    let split_of = folds.lookup();
 
     // Unify: the videos every modality and the labels have (the SDK drops the rest).
     let mut shared: BTreeSet<&str> = labels.videos().iter().map(String::as_str).collect();
