@@ -8,10 +8,12 @@
 //! - [`executor`]: runs stages in topological order, independent ones concurrently, writing
 //!   outputs to temporary paths, renaming them into place and recording the lock entry last.
 //! - [`manifest`]: the lock file.
+//! - [`files`]: opening user-named files (regular files only).
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod executor;
+pub mod files;
 pub mod manifest;
 pub mod plan;
 pub mod problem;

@@ -160,11 +160,13 @@ pub fn stat(path: &Path) -> std::io::Result<(u64, u128)> {
 }
 
 /// blake3 of a file's content, as hex. Read in 8 MiB blocks, each hashed on every core: fast
-/// on large source files without mapping them into memory.
+/// on large source files without mapping them into memory. Only regular files are hashed: a
+/// FIFO, device, socket or directory is refused by [`crate::files::open_regular`] before it
+/// is opened (hashing `/dev/zero` or a FIFO would never end).
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut hasher = blake3::Hasher::new();
-    let mut file = fs::File::open(path)?;
+    let (mut file, _) = crate::files::open_regular(path)?;
     let mut buf = vec![0u8; 8 << 20];
     loop {
         let mut filled = 0;

@@ -37,6 +37,9 @@ const KEY_DATASET: &str = "mmflow.dataset";
 const KEY_MODALITY: &str = "mmflow.modality";
 const KEY_DIM: &str = "mmflow.dim";
 
+/// The widest feature vector a table can hold: Arrow `FixedSizeList` sizes are i32.
+pub const MAX_DIM: usize = i32::MAX as usize;
+
 /// What a features file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureInfo {
@@ -148,11 +151,7 @@ impl FeatureBatch {
 
     fn push_frames(&mut self, segment_id: String, frames: &[f32]) {
         debug_assert_eq!(frames.len() % self.dim.max(1), 0);
-        let steps = if self.dim == 0 {
-            0
-        } else {
-            frames.len() / self.dim
-        };
+        let steps = frames.len().checked_div(self.dim).unwrap_or(0);
         self.offsets.push(self.total_frames() + steps);
         self.segment_ids.push(segment_id);
         self.frames.extend_from_slice(frames);
@@ -288,8 +287,18 @@ pub struct FeatureWriter {
 }
 
 impl FeatureWriter {
-    /// Creates the file and writes nothing yet.
+    /// Creates the file and writes nothing yet. The width must be one an Arrow
+    /// `FixedSizeList` can have: 1 to [`MAX_DIM`].
     pub fn create(path: &Path, info: &FeatureInfo, meta: &TableMeta) -> Result<Self> {
+        if info.dim == 0 || info.dim > MAX_DIM {
+            return Err(SchemaError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "modality `{}` is {} features wide: a features table holds 1 to {MAX_DIM}",
+                    info.modality, info.dim
+                ),
+            });
+        }
         let schema = schema(info.dim);
         let inner = TableWriter::create(
             path,
@@ -324,8 +333,22 @@ impl FeatureWriter {
             });
         }
         let n = batch.len();
-        let lengths: Vec<i32> = (0..n).map(|i| batch.length(i) as i32).collect();
-        let offsets: Vec<i32> = batch.offsets.iter().map(|&o| o as i32).collect();
+        let too_long = || SchemaError::Invalid {
+            path: self.path.clone(),
+            message: format!(
+                "a batch of {} frames: more than the {} one row group holds",
+                batch.total_frames(),
+                i32::MAX
+            ),
+        };
+        let lengths: Vec<i32> = (0..n)
+            .map(|i| i32::try_from(batch.length(i)).map_err(|_| too_long()))
+            .collect::<Result<_>>()?;
+        let offsets: Vec<i32> = batch
+            .offsets
+            .iter()
+            .map(|&o| i32::try_from(o).map_err(|_| too_long()))
+            .collect::<Result<_>>()?;
         let frames = ListArray::new(
             Arc::new(Field::new("item", vector_type(self.dim), false)),
             OffsetBuffer::new(ScalarBuffer::from(offsets.clone())),

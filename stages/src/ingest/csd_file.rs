@@ -4,17 +4,31 @@
 //! `/<root>/metadata/<key>` (one variable-length string each). Features may be float32 or
 //! float64, contiguous or gzip-chunked; groups old-style or dense. The file is memory-mapped
 //! by `hdf5-reader` (pure Rust), and `CsdFile` can be shared between threads.
+//!
+//! Shapes come from the file: before a buffer is allocated for a dataset, its declared size
+//! (checked arithmetic) must fit in the file — as stored, or as gzip could at most have
+//! compressed it — so a tiny file declaring 2^40 rows is refused, naming the video.
+#![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hdf5_reader::{Datatype, Hdf5File};
+use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions};
+use mmflow_pipeline::files::regular_file_size;
 
 use super::align::{Sequence, Values};
+
+/// The most deflate (gzip) can expand data: about 1032 to 1.
+const MAX_INFLATE: u64 = 1032;
+
+/// The widest feature vector a features table can hold (Arrow list sizes are i32).
+const MAX_WIDTH: u64 = i32::MAX as u64;
 
 /// An open computational sequence.
 pub struct CsdFile {
     path: PathBuf,
+    /// The file's size in bytes, which bounds what its datasets can hold.
+    size: u64,
     file: Hdf5File,
     root: String,
     videos: Vec<String>,
@@ -47,11 +61,13 @@ impl CsdFile {
             path: path.to_path_buf(),
             message,
         };
-        if !path.is_file() {
-            return Err(fail("file not found".into()));
-        }
-        let file =
-            Hdf5File::open(path).map_err(|e| fail(format!("not a readable HDF5 file ({e})")))?;
+        let size = regular_file_size(path).map_err(|e| fail(e.to_string()))?;
+        // Strings (metadata) are read by the crate into buffers it sizes: bound them too.
+        let options = OpenOptions::default().with_max_read_bytes(
+            usize::try_from(size.saturating_mul(MAX_INFLATE)).unwrap_or(usize::MAX),
+        );
+        let file = Hdf5File::open_with_options(path, options)
+            .map_err(|e| fail(format!("not a readable HDF5 file ({e})")))?;
         let top = file
             .root_group()
             .and_then(|g| g.member_names())
@@ -92,6 +108,7 @@ impl CsdFile {
         }
         Ok(CsdFile {
             path: path.to_path_buf(),
+            size,
             file,
             root,
             videos,
@@ -132,18 +149,72 @@ impl CsdFile {
             .file
             .dataset(&format!("/{}/data/{video}/features", self.root))
             .map_err(|e| self.fail(video, format!("no `features` dataset ({e})")))?;
-        match ds.shape() {
-            [t, d] => Ok(EntryShape {
-                frames: *t as usize,
-                dim: *d as usize,
-            }),
-            [t] => Ok(EntryShape {
-                frames: *t as usize,
-                dim: 1,
-            }),
-            other => Err(self.fail(
+        self.features_shape(video, &ds)
+    }
+
+    /// `[frames, dim]` (or `[frames]`, one wide) of a `features` dataset whose declared
+    /// size fits in the file, with a width a features table can hold.
+    fn features_shape(&self, video: &str, ds: &Dataset) -> Result<EntryShape, CsdError> {
+        let (frames, dim) = match *ds.shape() {
+            [t, d] => (t, d),
+            [t] => (t, 1),
+            ref other => {
+                return Err(self.fail(
+                    video,
+                    format!("`features` has shape {other:?}, expected [frames, dim]"),
+                ))
+            }
+        };
+        if dim == 0 {
+            return Err(self.fail(
                 video,
-                format!("`features` has shape {other:?}, expected [frames, dim]"),
+                format!("`features` has shape {:?}: 0 features wide", ds.shape()),
+            ));
+        }
+        if dim > MAX_WIDTH {
+            return Err(self.fail(
+                video,
+                format!(
+                    "`features` has shape {:?}: {dim} features wide, more than the {MAX_WIDTH} a features table holds",
+                    ds.shape()
+                ),
+            ));
+        }
+        self.checked_len(video, "features", ds)?;
+        let frames = usize::try_from(frames)
+            .map_err(|_| self.fail(video, format!("`features` declares {frames} frames")))?;
+        let dim = usize::try_from(dim)
+            .map_err(|_| self.fail(video, format!("`features` is {dim} features wide")))?;
+        Ok(EntryShape { frames, dim })
+    }
+
+    /// The number of elements of dataset `name`, once its declared size (shape × element
+    /// size, checked) is known to fit in the file: stored as it is, or gzip-compressed at
+    /// the best ratio gzip can reach. Nothing is allocated before this check.
+    fn checked_len(&self, video: &str, name: &str, ds: &Dataset) -> Result<usize, CsdError> {
+        let shape = ds.shape();
+        let element = ds
+            .raw_element_size()
+            .map_err(|e| self.fail(video, format!("`{name}`: unreadable element type ({e})")))?;
+        let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        let bytes = count.and_then(|c| c.checked_mul(u64::try_from(element).ok()?));
+        let (limit, how) = if ds.chunks().is_some() {
+            (
+                self.size.saturating_mul(MAX_INFLATE),
+                " even if gzip-compressed",
+            )
+        } else {
+            (self.size, "")
+        };
+        match (count.and_then(|c| usize::try_from(c).ok()), bytes) {
+            (Some(count), Some(bytes)) if bytes <= limit => Ok(count),
+            (_, bytes) => Err(self.fail(
+                video,
+                format!(
+                    "`{name}` declares shape {shape:?} of {element}-byte values ({} bytes), more than the {}-byte file can hold{how}: truncated or corrupt file",
+                    bytes.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string()),
+                    self.size
+                ),
             )),
         }
     }
@@ -159,24 +230,24 @@ impl CsdFile {
             .file
             .dataset(&format!("{base}/intervals"))
             .map_err(|e| self.fail(video, format!("no `intervals` dataset ({e})")))?;
-        let shape = self.shape(video)?;
-        let interval_shape = intervals.shape().to_vec();
-        if interval_shape.len() != 2 || interval_shape[1] != 2 {
+        let shape = self.features_shape(video, &features)?;
+        let interval_shape = intervals.shape();
+        let [interval_rows, 2] = *interval_shape else {
             return Err(self.fail(
                 video,
                 format!("`intervals` has shape {interval_shape:?}, expected [frames, 2]"),
             ));
-        }
-        if interval_shape[0] as usize != shape.frames {
+        };
+        if usize::try_from(interval_rows).ok() != Some(shape.frames) {
             return Err(self.fail(
                 video,
                 format!(
-                    "{} feature rows but {} intervals",
-                    shape.frames, interval_shape[0]
+                    "{} feature rows but {interval_rows} intervals",
+                    shape.frames
                 ),
             ));
         }
-        let n = shape.frames * shape.dim;
+        let n = self.checked_len(video, "features", &features)?;
         let values = match features.dtype() {
             Datatype::FloatingPoint { size: 4, .. } => {
                 let mut v = vec![0f32; n];
@@ -199,13 +270,14 @@ impl CsdFile {
                 ))
             }
         };
-        let mut flat = vec![0f64; shape.frames * 2];
+        let m = self.checked_len(video, "intervals", &intervals)?;
+        let mut flat = vec![0f64; m];
         match intervals.dtype() {
             Datatype::FloatingPoint { size: 8, .. } => intervals.read_into(&mut flat),
             Datatype::FloatingPoint { size: 4, .. } => {
-                let mut v = vec![0f32; shape.frames * 2];
+                let mut v = vec![0f32; m];
                 let r = intervals.read_into(&mut v);
-                flat.iter_mut().zip(v).for_each(|(a, b)| *a = b as f64);
+                flat.iter_mut().zip(v).for_each(|(a, b)| *a = f64::from(b));
                 r
             }
             other => {

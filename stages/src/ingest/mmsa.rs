@@ -6,9 +6,12 @@
 //! Ids `video$_$clip` become segment ids `video[clip]`. Sequences `[N, L, D]` are cut to
 //! `<key>_lengths` when the file has them (MMSA pads at the end), else kept whole.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use mmflow_pipeline::files::read_regular;
 use mmflow_pipeline::{
     BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
 };
@@ -121,7 +124,7 @@ impl StageKind for MmsaPickle {
     }
 
     fn run(&self, p: &MmsaParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let bytes = std::fs::read(&p.path).map_err(|source| StageError::Io {
+        let bytes = read_regular(&p.path).map_err(|source| StageError::Io {
             path: p.path.clone(),
             source,
         })?;
@@ -218,8 +221,12 @@ impl StageKind for MmsaPickle {
                     }
                     None => return Err(fail(&name, key, "is missing".into())),
                 };
-                let (steps, dim, values) = sequences(array).map_err(|m| fail(&name, key, m))?;
-                let count = values.len() / (steps * dim).max(1);
+                let Sequences {
+                    count,
+                    steps,
+                    dim,
+                    values,
+                } = sequences(&array).map_err(|m| fail(&name, key, m))?;
                 if count != n {
                     return Err(fail(&name, key, format!("{count} sequences for {n} ids")));
                 }
@@ -235,9 +242,17 @@ impl StageKind for MmsaPickle {
                 report_lengths.insert(modality.clone(), lengths.is_some());
                 let policy = p.nonfinite.get(modality).copied().unwrap_or_default();
                 let mut batch = FeatureBatch::new(dim);
+                // `count × steps × dim` = `values.len()` (checked in `sequences`), so these
+                // products cannot overflow and every slice is in range.
+                let row = steps.saturating_mul(dim);
                 for (i, id) in segment_ids.iter().enumerate() {
-                    let len = lengths.as_ref().map(|l| l[i].min(steps)).unwrap_or(steps);
-                    let mut frames = values[i * steps * dim..(i * steps + len) * dim].to_vec();
+                    let len = lengths
+                        .as_ref()
+                        .and_then(|l| l.get(i))
+                        .map_or(steps, |&l| l.min(steps));
+                    let start = i.saturating_mul(row);
+                    let mut frames =
+                        values[start..start.saturating_add(len.saturating_mul(dim))].to_vec();
                     let bad = frames.iter().filter(|x| !x.is_finite()).count();
                     if bad > 0 {
                         *report_nonfinite.entry(modality.clone()).or_default() += bad;
@@ -354,18 +369,27 @@ fn segment_ids(ids: &[String], seen: &mut BTreeMap<String, usize>) -> Vec<String
         .collect()
 }
 
+/// The array, moved out when nothing else references it, else copied (small arrays only:
+/// ids, labels and lengths; feature arrays are read in place by [`sequences`]).
+fn owned(array: Arc<NdArray>) -> NdArray {
+    Arc::try_unwrap(array).unwrap_or_else(|shared| (*shared).clone())
+}
+
 fn take_strings(items: &mut BTreeMap<String, PyValue>, key: &str) -> Result<Vec<String>, String> {
     let value = items.remove(key).ok_or("is missing")?;
     let list = match value {
-        PyValue::Array(NdArray {
-            data: ArrayData::Str(v),
-            ..
-        }) => return Ok(v),
-        PyValue::Array(NdArray {
-            data: ArrayData::Object(v),
-            ..
-        })
-        | PyValue::List(v) => v,
+        PyValue::Array(a) => match owned(a) {
+            NdArray {
+                data: ArrayData::Str(v),
+                ..
+            } => return Ok(v),
+            NdArray {
+                data: ArrayData::Object(v),
+                ..
+            } => v,
+            other => return Err(format!("is a {} array, expected strings", other.kind())),
+        },
+        PyValue::List(v) => v,
         other => return Err(format!("is a {}, expected strings", other.type_name())),
     };
     list.into_iter()
@@ -379,11 +403,11 @@ fn take_strings(items: &mut BTreeMap<String, PyValue>, key: &str) -> Result<Vec<
 
 fn take_floats(items: &mut BTreeMap<String, PyValue>, key: &str) -> Result<Vec<f32>, String> {
     match items.remove(key).ok_or("is missing")? {
-        PyValue::Array(a) => match a.data {
+        PyValue::Array(a) => match owned(a).data {
             ArrayData::F32(v) => Ok(v),
             ArrayData::F64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
             ArrayData::I64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
-            _ => Err(format!("is a {} array, expected numbers", a.kind())),
+            other => Err(format!("is a {} array, expected numbers", other.kind())),
         },
         other => Err(format!(
             "is a {}, expected a float array",
@@ -392,32 +416,66 @@ fn take_floats(items: &mut BTreeMap<String, PyValue>, key: &str) -> Result<Vec<f
     }
 }
 
-/// `[N, L, D]` (or `[N, D]`, taken as L = 1) float data.
-fn sequences(array: NdArray) -> Result<(usize, usize, Vec<f32>), String> {
-    let (steps, dim) = match array.shape.as_slice() {
-        [_, l, d] => (*l, *d),
-        [_, d] => (1, *d),
+/// `N` sequences of `L` steps of `D` features, row-major.
+struct Sequences<'a> {
+    count: usize,
+    steps: usize,
+    dim: usize,
+    /// float32 data in place (a shared array is not copied); float64 converted.
+    values: Cow<'a, [f32]>,
+}
+
+/// The widest feature vector a features table can hold (Arrow list sizes are i32).
+const MAX_WIDTH: usize = i32::MAX as usize;
+
+/// `[N, L, D]` (or `[N, D]`, taken as L = 1) float data, with `D` a usable width.
+fn sequences(array: &NdArray) -> Result<Sequences<'_>, String> {
+    let (count, steps, dim) = match array.shape.as_slice() {
+        [n, l, d] => (*n, *l, *d),
+        [n, d] => (*n, 1, *d),
         other => return Err(format!("has shape {other:?}, expected [N, L, D] or [N, D]")),
     };
-    let kind = array.kind();
-    let values = match array.data {
-        ArrayData::F32(v) => v,
-        ArrayData::F64(v) => v.into_iter().map(|x| x as f32).collect(),
-        _ => return Err(format!("is a {kind} array, expected floats")),
+    if dim == 0 {
+        return Err(format!(
+            "has shape {:?}: 0 features wide, expected at least one feature",
+            array.shape
+        ));
+    }
+    if dim > MAX_WIDTH {
+        return Err(format!(
+            "has shape {:?}: {dim} features wide, more than the {MAX_WIDTH} a features table holds",
+            array.shape
+        ));
+    }
+    let values = match &array.data {
+        ArrayData::F32(v) => Cow::Borrowed(v.as_slice()),
+        ArrayData::F64(v) => Cow::Owned(v.iter().map(|&x| x as f32).collect()),
+        _ => return Err(format!("is a {} array, expected floats", array.kind())),
     };
-    Ok((steps, dim, values))
+    let total = count.checked_mul(steps).and_then(|x| x.checked_mul(dim));
+    if total != Some(values.len()) {
+        return Err(format!(
+            "has shape {:?} but holds {} values",
+            array.shape,
+            values.len()
+        ));
+    }
+    Ok(Sequences {
+        count,
+        steps,
+        dim,
+        values,
+    })
 }
 
 fn lengths_of(value: PyValue, n: usize) -> Result<Option<Vec<usize>>, String> {
     let values: Vec<i64> = match value {
-        PyValue::Array(NdArray {
-            data: ArrayData::I64(v),
-            ..
-        }) => v,
-        PyValue::Array(NdArray {
-            data: ArrayData::F32(v),
-            ..
-        }) => v.into_iter().map(|x| x as i64).collect(),
+        PyValue::Array(a) => match owned(a).data {
+            ArrayData::I64(v) => v,
+            ArrayData::F32(v) => v.into_iter().map(|x| x as i64).collect(),
+            ArrayData::F64(v) => v.into_iter().map(|x| x as i64).collect(),
+            other => return Err(format!("is a {} array, expected lengths", other.kind())),
+        },
         PyValue::List(items) => items
             .into_iter()
             .map(|v| match v {
@@ -435,8 +493,9 @@ fn lengths_of(value: PyValue, n: usize) -> Result<Option<Vec<usize>>, String> {
     if values.len() != n {
         return Err(format!("{} lengths for {n} ids", values.len()));
     }
-    if let Some(bad) = values.iter().find(|&&v| v < 0) {
-        return Err(format!("negative length {bad}"));
-    }
-    Ok(Some(values.into_iter().map(|v| v as usize).collect()))
+    values
+        .into_iter()
+        .map(|v| usize::try_from(v).map_err(|_| format!("negative length {v}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }

@@ -18,9 +18,20 @@
 //! Any other global (e.g. a `__reduce__` payload naming `os.system`), and any opcode that
 //! builds arbitrary objects (NEWOBJ, INST, OBJ, persistent ids, extensions, out-of-band
 //! buffers) is refused with an error naming it and its byte offset.
+//!
+//! Sizes come from the file, so every one is checked before anything is allocated: lengths
+//! of strings, bytes and frames against the bytes left in the file, array shapes with
+//! checked arithmetic against the bytes that hold them. Memo references share: an array
+//! referenced from several keys is one [`Arc`], as in Python. Lists, dicts and strings
+//! become owned values, so what they may expand to is bounded by a [`Budget`] proportional
+//! to the file's size: a small file that references one container over and over (a "memo
+//! bomb") is refused instead of exhausting memory, and cyclic data is refused.
+#![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// A value read from a pickle.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +54,8 @@ pub enum PyValue {
     Tuple(Vec<PyValue>),
     /// A dict, in insertion order.
     Dict(Vec<(PyValue, PyValue)>),
-    /// A numpy array.
-    Array(NdArray),
+    /// A numpy array, shared between every place the file references it from.
+    Array(Arc<NdArray>),
 }
 
 /// A numpy array in C order.
@@ -86,7 +97,14 @@ impl NdArray {
 
     /// The name of the element type, for messages.
     pub fn kind(&self) -> &'static str {
-        match self.data {
+        self.data.kind()
+    }
+}
+
+impl ArrayData {
+    /// The name of the element type, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
             ArrayData::F32(_) => "float32",
             ArrayData::F64(_) => "float64",
             ArrayData::I64(_) => "int",
@@ -146,6 +164,45 @@ pub fn read(bytes: &[u8]) -> Result<PyValue, PickleError> {
     vm.finish(top)
 }
 
+/// What the values read from a file may add up to, in proportion to the file's size.
+///
+/// Without shared references nothing can exceed it: every value, string byte and array
+/// byte comes from bytes of the file, once. Only a file whose memo references expand one
+/// object many times (or decode the same bytes into many arrays) runs out.
+#[derive(Debug, Clone, PartialEq)]
+struct Budget {
+    /// Values (list items, dict entries, scalars) the result may hold.
+    values: usize,
+    /// Bytes of strings and bytes objects the result may hold.
+    text_bytes: usize,
+    /// Bytes of the file that may be decoded into arrays.
+    array_bytes: usize,
+}
+
+impl Budget {
+    /// Values beyond one per byte of the file (shared small strings, dict keys).
+    const SPARE_VALUES: usize = 4 << 20;
+    /// Text bytes beyond twice the file's size.
+    const SPARE_TEXT: usize = 64 << 20;
+    /// Array bytes beyond the file's size (none are needed: each array's bytes are in it).
+    const SPARE_ARRAY: usize = 1 << 20;
+
+    fn for_file(len: usize) -> Budget {
+        Budget {
+            values: len.saturating_add(Self::SPARE_VALUES),
+            text_bytes: len.saturating_mul(2).saturating_add(Self::SPARE_TEXT),
+            array_bytes: len.saturating_add(Self::SPARE_ARRAY),
+        }
+    }
+}
+
+/// The most dimensions an array may declare (numpy's own limit is 64).
+const MAX_NDIM: usize = 64;
+/// The longest argument tuple an allowed global or BUILD takes (a dtype's state has 8).
+const MAX_ARGS: usize = 16;
+/// How deeply containers may nest (a bound on recursion).
+const MAX_DEPTH: usize = 64;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Global {
     Reconstruct,
@@ -178,39 +235,52 @@ struct Dtype {
 }
 
 impl Dtype {
+    /// The largest element a dtype may declare (numpy's strings go far lower in practice).
+    const MAX_ITEM_SIZE: usize = 1 << 24;
+
+    /// Parses a numpy type string (`"<f4"`, `"U20"`, `"b1"`); `None` for anything else,
+    /// including non-ASCII text and sizes past [`Dtype::MAX_ITEM_SIZE`].
     fn parse(descr: &str) -> Option<Dtype> {
-        let (endian, rest) = match descr.chars().next()? {
-            c @ ('<' | '>' | '|' | '=') => (Some(c), &descr[1..]),
+        if !descr.is_ascii() {
+            return None;
+        }
+        let (endian, rest) = match descr.as_bytes().first()? {
+            c @ (b'<' | b'>' | b'|' | b'=') => (Some(*c), descr.get(1..)?),
             _ => (None, descr),
         };
-        let kind = rest.chars().next()?;
-        let size: usize = if rest.len() > 1 {
-            rest[1..].parse().ok()?
-        } else {
+        let kind = char::from(*rest.as_bytes().first()?);
+        let digits = rest.get(1..)?;
+        let count: usize = if digits.is_empty() {
             0
+        } else {
+            digits.parse().ok()?
         };
         let size = match kind {
-            'U' => size * 4,
-            'b' | 'B' if size == 0 => 1,
+            'U' => count.checked_mul(4)?,
+            'b' | 'B' if count == 0 => 1,
             '?' => 1,
-            _ => size,
+            _ => count,
         };
+        if size > Self::MAX_ITEM_SIZE {
+            return None;
+        }
         Some(Dtype {
             kind: if kind == '?' { 'b' } else { kind },
             size,
-            little_endian: endian != Some('>'),
+            little_endian: endian != Some(b'>'),
         })
     }
 }
 
 /// A value on the VM's stack: scalars inline, everything mutable or large in the arena.
+/// Strings are shared: a memo reference to a string does not copy it.
 #[derive(Debug, Clone, PartialEq)]
 enum Val {
     None,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    Str(Rc<str>),
     Ref(usize),
 }
 
@@ -234,8 +304,12 @@ struct Vm<'a> {
     marks: Vec<usize>,
     memo: HashMap<usize, Val>,
     arena: Vec<Obj<'a>>,
-    /// Arena indices of arrays already moved into the result.
-    converted: HashSet<usize>,
+    /// Arrays already moved into the result, by arena index: later references share them.
+    converted: HashMap<usize, Arc<NdArray>>,
+    /// Containers being converted (the path from the root): met again means a cycle.
+    open: HashSet<usize>,
+    /// What the result may still take.
+    left: Budget,
 }
 
 impl<'a> Vm<'a> {
@@ -248,8 +322,15 @@ impl<'a> Vm<'a> {
             marks: Vec::new(),
             memo: HashMap::new(),
             arena: Vec::new(),
-            converted: HashSet::new(),
+            converted: HashMap::new(),
+            open: HashSet::new(),
+            left: Budget::for_file(bytes.len()),
         }
+    }
+
+    /// Bytes of the file after the current position.
+    fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.pos)
     }
 
     fn error<T>(&self, message: impl Into<String>) -> Result<T, PickleError> {
@@ -271,31 +352,54 @@ impl<'a> Vm<'a> {
     }
 
     fn u8(&mut self) -> Result<u8, PickleError> {
-        Ok(self.take(1)?[0])
+        let [b] = self.array::<1>()?;
+        Ok(b)
     }
 
-    fn le_uint(&mut self, n: usize) -> Result<u64, PickleError> {
-        let b = self.take(n)?;
-        Ok(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
+        let b = self.take(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(b);
+        Ok(out)
     }
 
-    fn length(&mut self, n: usize) -> Result<usize, PickleError> {
-        let len = self.le_uint(n)?;
-        if len > (self.bytes.len() - self.pos) as u64 {
-            return self.error(format!(
-                "a length of {len} bytes runs past the end of the file (truncated pickle)"
-            ));
+    /// A little-endian unsigned int of `N` (at most 8) bytes.
+    fn le_uint<const N: usize>(&mut self) -> Result<u64, PickleError> {
+        let b = self.array::<N>()?;
+        let mut wide = [0u8; 8];
+        wide[..N].copy_from_slice(&b);
+        Ok(u64::from_le_bytes(wide))
+    }
+
+    /// A length of `N` bytes, which must fit in what is left of the file.
+    fn length<const N: usize>(&mut self) -> Result<usize, PickleError> {
+        let len = self.le_uint::<N>()?;
+        match usize::try_from(len) {
+            Ok(n) if n <= self.remaining() => Ok(n),
+            _ => self.error(format!(
+                "a length of {len} bytes runs past the end of the file ({} bytes left): truncated or corrupt pickle",
+                self.remaining()
+            )),
         }
-        Ok(len as usize)
+    }
+
+    /// A memo index of `N` bytes.
+    fn memo_index<const N: usize>(&mut self) -> Result<usize, PickleError> {
+        let n = self.le_uint::<N>()?;
+        match usize::try_from(n) {
+            Ok(n) => Ok(n),
+            Err(_) => self.error(format!("memo index {n} is out of range")),
+        }
     }
 
     fn line(&mut self) -> Result<&'a str, PickleError> {
-        let rest = &self.bytes[self.pos..];
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
         let Some(n) = rest.iter().position(|&b| b == b'\n') else {
             return self.error("unterminated text argument");
         };
-        self.pos += n + 1;
-        match std::str::from_utf8(&rest[..n]) {
+        let text = &rest[..n];
+        self.pos = self.pos.saturating_add(n).saturating_add(1);
+        match std::str::from_utf8(text) {
             Ok(s) => Ok(s),
             Err(_) => self.error("text argument is not UTF-8"),
         }
@@ -309,8 +413,9 @@ impl<'a> Vm<'a> {
     }
 
     fn alloc(&mut self, obj: Obj<'a>) -> Val {
+        let index = self.arena.len();
         self.arena.push(obj);
-        Val::Ref(self.arena.len() - 1)
+        Val::Ref(index)
     }
 
     fn pop(&mut self) -> Result<Val, PickleError> {
@@ -321,10 +426,13 @@ impl<'a> Vm<'a> {
     }
 
     fn top_mut(&mut self) -> Result<&mut Val, PickleError> {
-        if self.stack.is_empty() {
-            return self.error("stack underflow");
+        match self.stack.last_mut() {
+            Some(v) => Ok(v),
+            None => Err(PickleError {
+                offset: self.op_start,
+                message: "stack underflow".into(),
+            }),
         }
-        Ok(self.stack.last_mut().expect("checked"))
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Val>, PickleError> {
@@ -356,7 +464,8 @@ impl<'a> Vm<'a> {
                     }
                 }
                 0x95 => {
-                    self.take(8)?; // FRAME: a length hint only
+                    // FRAME: the length of the next frame, which must be in the file.
+                    self.length::<8>()?;
                 }
                 b'.' => return self.pop(),
                 b'(' => self.marks.push(self.stack.len()),
@@ -374,58 +483,51 @@ impl<'a> Vm<'a> {
                 0x88 => self.stack.push(Val::Bool(true)),
                 0x89 => self.stack.push(Val::Bool(false)),
                 b'J' => {
-                    let v = self.le_uint(4)? as u32 as i32;
-                    self.stack.push(Val::Int(v as i64));
+                    let v = i32::from_le_bytes(self.array::<4>()?);
+                    self.stack.push(Val::Int(i64::from(v)));
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.stack.push(Val::Int(v as i64));
+                    self.stack.push(Val::Int(i64::from(v)));
                 }
                 b'M' => {
-                    let v = self.le_uint(2)?;
-                    self.stack.push(Val::Int(v as i64));
+                    let v = u16::from_le_bytes(self.array::<2>()?);
+                    self.stack.push(Val::Int(i64::from(v)));
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a { self.u8()? as usize } else { self.length(4)? };
+                    let n = if op == 0x8a { usize::from(self.u8()?) } else { self.length::<4>()? };
                     if n > 8 {
                         return self.error("integer wider than 64 bits");
                     }
-                    let b = self.take(n)?;
-                    let mut v: i64 = 0;
-                    for (i, &x) in b.iter().enumerate() {
-                        v |= (x as i64) << (8 * i);
-                    }
-                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                        v -= 1i64 << (8 * n);
-                    }
+                    let v = signed_le(self.take(n)?);
                     self.stack.push(Val::Int(v));
                 }
                 b'G' => {
-                    let b = self.take(8)?;
-                    let v = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                    let v = f64::from_be_bytes(self.array::<8>()?);
                     self.stack.push(Val::Float(v));
                 }
                 b'X' | 0x8c | 0x8d => {
                     let n = match op {
-                        b'X' => self.length(4)?,
-                        0x8c => self.length(1)?,
-                        _ => self.length(8)?,
+                        b'X' => self.length::<4>()?,
+                        0x8c => self.length::<1>()?,
+                        _ => self.length::<8>()?,
                     };
                     let b = self.take(n)?;
                     let s = self.utf8(b)?;
-                    self.stack.push(Val::Str(s));
+                    self.stack.push(Val::Str(s.into()));
                 }
                 b'T' | b'U' => {
                     // Python 2 str: latin-1 text.
-                    let n = if op == b'T' { self.length(4)? } else { self.length(1)? };
+                    let n = if op == b'T' { self.length::<4>()? } else { self.length::<1>()? };
                     let b = self.take(n)?;
-                    self.stack.push(Val::Str(b.iter().map(|&c| c as char).collect()));
+                    let text: String = b.iter().map(|&c| char::from(c)).collect();
+                    self.stack.push(Val::Str(text.into()));
                 }
                 b'B' | b'C' | 0x8e | 0x96 => {
                     let n = match op {
-                        b'B' => self.length(4)?,
-                        b'C' => self.length(1)?,
-                        _ => self.length(8)?,
+                        b'B' => self.length::<4>()?,
+                        b'C' => self.length::<1>()?,
+                        _ => self.length::<8>()?,
                     };
                     let b = self.take(n)?;
                     let v = self.alloc(Obj::Bytes(Cow::Borrowed(b)));
@@ -444,11 +546,12 @@ impl<'a> Vm<'a> {
                     self.stack.push(v);
                 }
                 0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    if self.stack.len() < n + self.marks.last().copied().unwrap_or(0) {
+                    let n = usize::from(op.saturating_sub(0x84));
+                    let floor = self.marks.last().copied().unwrap_or(0);
+                    let Some(start) = self.stack.len().checked_sub(n).filter(|&s| s >= floor) else {
                         return self.error("stack underflow");
-                    }
-                    let items = self.stack.split_off(self.stack.len() - n);
+                    };
+                    let items = self.stack.split_off(start);
                     let v = self.alloc(Obj::Tuple(items));
                     self.stack.push(v);
                 }
@@ -508,12 +611,12 @@ impl<'a> Vm<'a> {
                     self.memo.insert(n, v);
                 }
                 b'q' | b'r' => {
-                    let n = self.le_uint(if op == b'q' { 1 } else { 4 })? as usize;
+                    let n = if op == b'q' { self.memo_index::<1>()? } else { self.memo_index::<4>()? };
                     let v = self.top_mut()?.clone();
                     self.memo.insert(n, v);
                 }
                 b'h' | b'j' => {
-                    let n = self.le_uint(if op == b'h' { 1 } else { 4 })? as usize;
+                    let n = if op == b'h' { self.memo_index::<1>()? } else { self.memo_index::<4>()? };
                     match self.memo.get(&n) {
                         Some(v) => self.stack.push(v.clone()),
                         None => return self.error(format!("memo entry {n} was never stored")),
@@ -558,7 +661,7 @@ impl<'a> Vm<'a> {
     }
 
     fn pairs(&self, items: Vec<Val>) -> Result<Vec<(Val, Val)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.error("odd number of items for a dict");
         }
         let mut it = items.into_iter();
@@ -592,10 +695,16 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn tuple_items(&self, v: &Val) -> Result<Vec<Val>, PickleError> {
+    /// The items of a tuple of arguments (at most `max` of them: argument tuples are short,
+    /// and copying a long one for every call would let a small file take quadratic time).
+    fn tuple_items(&self, v: &Val, max: usize) -> Result<Vec<Val>, PickleError> {
         match v {
             Val::Ref(i) => match self.arena.get(*i) {
-                Some(Obj::Tuple(items)) => Ok(items.clone()),
+                Some(Obj::Tuple(items)) if items.len() <= max => Ok(items.clone()),
+                Some(Obj::Tuple(items)) => self.error(format!(
+                    "a tuple of {} arguments where at most {max} are expected",
+                    items.len()
+                )),
                 _ => self.error("expected a tuple of arguments"),
             },
             _ => self.error("expected a tuple of arguments"),
@@ -624,10 +733,17 @@ impl<'a> Vm<'a> {
 
     fn shape_of(&self, v: &Val) -> Result<Vec<usize>, PickleError> {
         let mut shape = Vec::new();
-        for item in self.tuple_items(v)? {
+        for item in self.tuple_items(v, MAX_NDIM)? {
             match item {
-                Val::Int(n) if n >= 0 => shape.push(n as usize),
-                _ => return self.error("array shape must hold non-negative ints"),
+                Val::Int(n) => match usize::try_from(n) {
+                    Ok(n) => shape.push(n),
+                    Err(_) => {
+                        return self.error(format!(
+                            "array shape holds {n}: dimensions cannot be negative"
+                        ))
+                    }
+                },
+                other => return self.error(format!("array shape holds {other:?}, expected ints")),
             }
         }
         Ok(shape)
@@ -637,7 +753,7 @@ impl<'a> Vm<'a> {
         let Some(global) = self.global_of(&callable) else {
             return self.error("REDUCE on something that is not an allowed global");
         };
-        let args = self.tuple_items(&args)?;
+        let args = self.tuple_items(&args, MAX_ARGS)?;
         match global {
             Global::Reconstruct => {
                 if args.first().and_then(|a| self.global_of(a)) != Some(Global::NdarrayType) {
@@ -648,7 +764,7 @@ impl<'a> Vm<'a> {
             Global::Dtype => match args.first() {
                 Some(Val::Str(descr)) => match Dtype::parse(descr) {
                     Some(d) => Ok(self.alloc(Obj::Dtype(d))),
-                    None => self.error(format!("unsupported numpy dtype `{descr}`")),
+                    None => self.error(format!("unsupported numpy dtype {descr:?}")),
                 },
                 _ => self.error("numpy.dtype needs a type string"),
             },
@@ -656,9 +772,11 @@ impl<'a> Vm<'a> {
                 let [buffer, dtype, shape, ..] = args.as_slice() else {
                     return self.error("_frombuffer needs (buffer, dtype, shape, order)");
                 };
-                let fortran = matches!(args.get(3), Some(Val::Str(o)) if o == "F");
+                let fortran = matches!(args.get(3), Some(Val::Str(o)) if &**o == "F");
                 let dtype = self.dtype_of(dtype)?;
                 let shape = self.shape_of(shape)?;
+                let len = self.bytes_of(buffer)?.len();
+                self.charge_array(len)?;
                 let array = self.decode_array(&dtype, shape, self.bytes_of(buffer)?, fortran)?;
                 Ok(self.alloc(Obj::Array(Some(array))))
             }
@@ -667,24 +785,32 @@ impl<'a> Vm<'a> {
                     return self.error("scalar needs (dtype, bytes)");
                 };
                 let dtype = self.dtype_of(dtype)?;
-                let array = self.decode_array(&dtype, vec![1], self.bytes_of(data)?, false)?;
-                Ok(match array.data {
-                    ArrayData::F32(v) => Val::Float(v[0] as f64),
-                    ArrayData::F64(v) => Val::Float(v[0]),
-                    ArrayData::I64(v) => Val::Int(v[0]),
-                    ArrayData::Bool(v) => Val::Bool(v[0]),
-                    ArrayData::Str(mut v) => Val::Str(v.remove(0)),
-                    ArrayData::Object(_) => return self.error("object scalars are not supported"),
-                })
+                let bytes = self.bytes_of(data)?;
+                let array = self.decode_array(&dtype, vec![1], bytes, false)?;
+                let scalar = match array.data {
+                    ArrayData::F32(v) => v.first().map(|&x| Val::Float(f64::from(x))),
+                    ArrayData::F64(v) => v.first().map(|&x| Val::Float(x)),
+                    ArrayData::I64(v) => v.first().map(|&x| Val::Int(x)),
+                    ArrayData::Bool(v) => v.first().map(|&x| Val::Bool(x)),
+                    ArrayData::Str(v) => v.into_iter().next().map(|x| Val::Str(x.into())),
+                    ArrayData::Object(_) => None,
+                };
+                match scalar {
+                    Some(v) => Ok(v),
+                    None => self.error("unsupported numpy scalar"),
+                }
             }
             Global::CodecsEncode => match args.as_slice() {
-                [Val::Str(s), Val::Str(enc)] if enc == "latin1" || enc == "latin-1" => {
+                [Val::Str(s), Val::Str(enc)] if &**enc == "latin1" || &**enc == "latin-1" => {
+                    self.charge_text(s.len())?;
                     let mut bytes = Vec::with_capacity(s.len());
                     for c in s.chars() {
-                        if (c as u32) > 0xff {
-                            return self.error("_codecs.encode: character outside latin-1");
+                        match u8::try_from(u32::from(c)) {
+                            Ok(b) => bytes.push(b),
+                            Err(_) => {
+                                return self.error("_codecs.encode: character outside latin-1")
+                            }
                         }
-                        bytes.push(c as u32 as u8);
                     }
                     Ok(self.alloc(Obj::Bytes(Cow::Owned(bytes))))
                 }
@@ -701,7 +827,7 @@ impl<'a> Vm<'a> {
         };
         match self.arena.get(index) {
             Some(Obj::Array(None)) => {
-                let items = self.tuple_items(&state)?;
+                let items = self.tuple_items(&state, MAX_ARGS)?;
                 let [_version, shape, dtype, fortran, data] = items.as_slice() else {
                     return self
                         .error("array state must be (version, shape, dtype, is_fortran, data)");
@@ -717,8 +843,7 @@ impl<'a> Vm<'a> {
                         },
                         _ => return self.error("object array data must be a list"),
                     };
-                    let n: usize = shape.iter().product();
-                    if items.len() != n {
+                    if element_count(&shape) != Some(items.len()) {
                         return self.error(format!(
                             "object array of shape {shape:?} holds {} items",
                             items.len()
@@ -726,7 +851,7 @@ impl<'a> Vm<'a> {
                     }
                     let values = items
                         .iter()
-                        .map(|v| self.to_value(v, 0))
+                        .map(|v| self.convert(v, 0))
                         .collect::<Result<Vec<_>, _>>()?;
                     let values = if fortran {
                         fortran_to_c(values, &shape)
@@ -738,19 +863,21 @@ impl<'a> Vm<'a> {
                         data: ArrayData::Object(values),
                     }
                 } else {
+                    let len = self.bytes_of(data)?.len();
+                    self.charge_array(len)?;
                     self.decode_array(&dtype, shape, self.bytes_of(data)?, fortran)?
                 };
                 self.arena[index] = Obj::Array(Some(array));
                 Ok(())
             }
             Some(Obj::Dtype(_)) => {
-                let items = self.tuple_items(&state)?;
-                let endian = match items.get(1) {
-                    Some(Val::Str(e)) => e.clone(),
+                let items = self.tuple_items(&state, MAX_ARGS)?;
+                let big_endian = match items.get(1) {
+                    Some(Val::Str(e)) => &**e == ">",
                     _ => return self.error("dtype state must start with (version, endianness)"),
                 };
                 if let Some(Obj::Dtype(d)) = self.arena.get_mut(index) {
-                    d.little_endian = endian != ">";
+                    d.little_endian = !big_endian;
                 }
                 Ok(())
             }
@@ -758,6 +885,9 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// Decodes `bytes` as an array of `shape` and `dtype`, once the shape's byte count
+    /// (checked arithmetic) equals the bytes the file holds for it; nothing is allocated
+    /// before that.
     fn decode_array(
         &self,
         dtype: &Dtype,
@@ -765,9 +895,10 @@ impl<'a> Vm<'a> {
         bytes: &[u8],
         fortran: bool,
     ) -> Result<NdArray, PickleError> {
-        let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        let Some(n) = n else {
-            return self.error("array shape overflows");
+        let Some(n) = element_count(&shape) else {
+            return self.error(format!(
+                "array of shape {shape:?}: the number of elements overflows"
+            ));
         };
         let expected = n.checked_mul(dtype.size.max(1));
         if expected != Some(bytes.len()) {
@@ -777,20 +908,22 @@ impl<'a> Vm<'a> {
                 dtype.size,
                 expected
                     .map(|e| e.to_string())
-                    .unwrap_or_else(|| "too many".into()),
+                    .unwrap_or_else(|| "more than 2^64".into()),
                 bytes.len()
             ));
         }
         let size = dtype.size;
         let le = dtype.little_endian;
+        // Chunks are at most 8 bytes here except for `U`, whose 4-byte code units go
+        // through `word` one at a time.
         let word = |chunk: &[u8]| -> u64 {
             let mut b = [0u8; 8];
-            if le {
-                b[..chunk.len()].copy_from_slice(chunk);
-            } else {
-                for (i, &x) in chunk.iter().rev().enumerate() {
-                    b[i] = x;
-                }
+            for (i, &x) in chunk.iter().take(8).enumerate() {
+                b[if le {
+                    i
+                } else {
+                    chunk.len().saturating_sub(1).saturating_sub(i)
+                }] = x;
             }
             u64::from_le_bytes(b)
         };
@@ -798,7 +931,7 @@ impl<'a> Vm<'a> {
             ('f', 4) => ArrayData::F32(
                 bytes
                     .chunks_exact(4)
-                    .map(|c| f32::from_bits(word(c) as u32))
+                    .map(|c| f32::from_bits(low_u32(word(c))))
                     .collect(),
             ),
             ('f', 8) => ArrayData::F64(
@@ -810,26 +943,31 @@ impl<'a> Vm<'a> {
             ('f', 2) => ArrayData::F32(
                 bytes
                     .chunks_exact(2)
-                    .map(|c| half_to_f32(word(c) as u16))
+                    .map(|c| half_to_f32(u16::try_from(word(c)).unwrap_or(u16::MAX)))
                     .collect(),
             ),
-            ('i', 1 | 2 | 4 | 8) => ArrayData::I64(
-                bytes
-                    .chunks_exact(size)
-                    .map(|c| {
-                        let shift = 64 - 8 * size as u32;
-                        ((word(c) << shift) as i64) >> shift
-                    })
-                    .collect(),
-            ),
+            ('i', 1 | 2 | 4 | 8) => {
+                // Sign-extend from the element's top bit.
+                let shift = match size {
+                    1 => 56,
+                    2 => 48,
+                    4 => 32,
+                    _ => 0,
+                };
+                ArrayData::I64(
+                    bytes
+                        .chunks_exact(size)
+                        .map(|c| i64::from_ne_bytes((word(c) << shift).to_ne_bytes()) >> shift)
+                        .collect(),
+                )
+            }
             ('u', 1 | 2 | 4 | 8) => {
                 let mut out = Vec::with_capacity(n);
                 for c in bytes.chunks_exact(size) {
-                    let v = word(c);
-                    if v > i64::MAX as u64 {
-                        return self.error("unsigned value too large");
+                    match i64::try_from(word(c)) {
+                        Ok(v) => out.push(v),
+                        Err(_) => return self.error("unsigned value too large"),
                     }
-                    out.push(v as i64);
                 }
                 ArrayData::I64(out)
             }
@@ -839,7 +977,7 @@ impl<'a> Vm<'a> {
                 for c in bytes.chunks_exact(s) {
                     let mut text = String::new();
                     for u in c.chunks_exact(4) {
-                        let code = word(u) as u32;
+                        let code = low_u32(word(u));
                         if code == 0 {
                             break;
                         }
@@ -878,59 +1016,144 @@ impl<'a> Vm<'a> {
         Ok(NdArray { shape, data })
     }
 
-    /// Converts a stack value into the public tree (with a depth limit against cycles).
-    fn to_value(&mut self, v: &Val, depth: usize) -> Result<PyValue, PickleError> {
-        if depth > 64 {
-            return self.error("data nested more than 64 levels deep (or cyclic)");
+    /// Takes `n` from one part of the budget, or refuses the file, saying what it would
+    /// expand to.
+    fn charge(
+        &mut self,
+        part: fn(&mut Budget) -> &mut usize,
+        n: usize,
+        what: &str,
+    ) -> Result<(), PickleError> {
+        let left = part(&mut self.left);
+        if let Some(rest) = left.checked_sub(n) {
+            *left = rest;
+            return Ok(());
         }
-        Ok(match v {
-            Val::None => PyValue::None,
-            Val::Bool(b) => PyValue::Bool(*b),
-            Val::Int(i) => PyValue::Int(*i),
-            Val::Float(f) => PyValue::Float(*f),
-            Val::Str(s) => PyValue::Str(s.clone()),
-            Val::Ref(i) => {
-                let i = *i;
-                // Containers are cloned shallowly (their items are Vals); arrays are moved.
-                let items: Vec<Val> = match &self.arena[i] {
-                    Obj::List(items) | Obj::Tuple(items) => items.clone(),
-                    Obj::Dict(items) => items
-                        .iter()
-                        .flat_map(|(k, v)| [k.clone(), v.clone()])
-                        .collect(),
-                    _ => Vec::new(),
+        let limit = *part(&mut Budget::for_file(self.bytes.len()));
+        self.error(format!(
+            "the data expands past {limit} {what} for a {}-byte file (memo references repeat \
+             the same objects over and over: a memo bomb); refusing it",
+            self.bytes.len()
+        ))
+    }
+
+    fn charge_values(&mut self, n: usize) -> Result<(), PickleError> {
+        self.charge(|b| &mut b.values, n, "values")
+    }
+
+    fn charge_text(&mut self, n: usize) -> Result<(), PickleError> {
+        self.charge(|b| &mut b.text_bytes, n, "bytes of strings")
+    }
+
+    fn charge_array(&mut self, n: usize) -> Result<(), PickleError> {
+        self.charge(|b| &mut b.array_bytes, n, "bytes decoded into arrays")
+    }
+
+    /// Converts a stack value into the public tree. Arrays are shared, never copied; every
+    /// other value is charged to the budget, and a container met again inside itself is a
+    /// cycle.
+    fn convert(&mut self, v: &Val, depth: usize) -> Result<PyValue, PickleError> {
+        if depth > MAX_DEPTH {
+            return self.error(format!("data nested more than {MAX_DEPTH} levels deep"));
+        }
+        self.charge_values(1)?;
+        let index = match v {
+            Val::None => return Ok(PyValue::None),
+            Val::Bool(b) => return Ok(PyValue::Bool(*b)),
+            Val::Int(i) => return Ok(PyValue::Int(*i)),
+            Val::Float(f) => return Ok(PyValue::Float(*f)),
+            Val::Str(s) => {
+                self.charge_text(s.len())?;
+                return Ok(PyValue::Str(s.to_string()));
+            }
+            Val::Ref(i) => *i,
+        };
+        if let Some(shared) = self.converted.get(&index) {
+            return Ok(PyValue::Array(Arc::clone(shared)));
+        }
+        // Containers are cloned shallowly (their items are Vals); arrays are moved.
+        let (kind, items): (Container, Vec<Val>) = match self.arena.get_mut(index) {
+            None => return self.error("reference to an object that does not exist"),
+            Some(Obj::Bytes(b)) => {
+                let b = b.clone();
+                self.charge_text(b.len())?;
+                return Ok(PyValue::Bytes(b.into_owned()));
+            }
+            Some(Obj::Array(slot)) => {
+                let Some(array) = slot.take() else {
+                    return self.error("an array was never filled (BUILD missing)");
                 };
-                match &mut self.arena[i] {
-                    Obj::Bytes(b) => PyValue::Bytes(b.to_vec()),
-                    Obj::List(_) => PyValue::List(items.iter().map(|x| self.to_value(x, depth + 1)).collect::<Result<_, _>>()?),
-                    Obj::Tuple(_) => PyValue::Tuple(items.iter().map(|x| self.to_value(x, depth + 1)).collect::<Result<_, _>>()?),
-                    Obj::Dict(_) => {
-                        let mut pairs = Vec::with_capacity(items.len() / 2);
-                        for kv in items.chunks_exact(2) {
-                            pairs.push((self.to_value(&kv[0], depth + 1)?, self.to_value(&kv[1], depth + 1)?));
-                        }
-                        PyValue::Dict(pairs)
-                    }
-                    Obj::Array(slot) => match slot.take() {
-                        Some(a) => {
-                            self.converted.insert(i);
-                            PyValue::Array(a)
-                        }
-                        None if self.converted.contains(&i) => {
-                            return self.error("the same array is referenced twice; re-save the file without shared arrays")
-                        }
-                        None => return self.error("an array was never filled (BUILD missing)"),
-                    },
-                    Obj::Global(_) | Obj::Dtype(_) => return self.error("a bare numpy type is not data"),
+                let shared = Arc::new(array);
+                self.converted.insert(index, Arc::clone(&shared));
+                return Ok(PyValue::Array(shared));
+            }
+            Some(Obj::Global(_) | Obj::Dtype(_)) => {
+                return self.error("a bare numpy type is not data")
+            }
+            Some(Obj::List(items)) => (Container::List, items.clone()),
+            Some(Obj::Tuple(items)) => (Container::Tuple, items.clone()),
+            Some(Obj::Dict(pairs)) => (
+                Container::Dict,
+                pairs
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect(),
+            ),
+        };
+        if !self.open.insert(index) {
+            return self.error("the data contains itself (a cyclic reference): not plain data");
+        }
+        let inner = depth.saturating_add(1);
+        let values = items
+            .iter()
+            .map(|x| self.convert(x, inner))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.open.remove(&index);
+        Ok(match kind {
+            Container::List => PyValue::List(values),
+            Container::Tuple => PyValue::Tuple(values),
+            Container::Dict => {
+                let mut pairs = Vec::with_capacity(values.len() / 2);
+                let mut it = values.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
                 }
+                PyValue::Dict(pairs)
             }
         })
     }
 
     fn finish(&mut self, top: Val) -> Result<PyValue, PickleError> {
         self.op_start = self.pos;
-        self.to_value(&top, 0)
+        self.convert(&top, 0)
     }
+}
+
+/// The kinds of containers [`Vm::convert`] rebuilds.
+enum Container {
+    List,
+    Tuple,
+    Dict,
+}
+
+/// The product of `shape`, or `None` when it overflows.
+fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// The low 32 bits of a word (the element is 4 bytes wide).
+fn low_u32(word: u64) -> u32 {
+    u32::try_from(word & u64::from(u32::MAX)).unwrap_or(u32::MAX)
+}
+
+/// A little-endian two's-complement int of at most 8 bytes, sign-extended.
+fn signed_le(bytes: &[u8]) -> i64 {
+    let negative = bytes.last().is_some_and(|&b| b & 0x80 != 0);
+    let mut wide = [if negative { 0xff } else { 0 }; 8];
+    for (w, &b) in wide.iter_mut().zip(bytes) {
+        *w = b;
+    }
+    i64::from_le_bytes(wide)
 }
 
 /// Reorders column-major elements into row-major order.
@@ -943,24 +1166,29 @@ fn fortran_to_c<T: Clone>(values: Vec<T>, shape: &[usize]) -> Vec<T> {
     let mut index = vec![0usize; shape.len()];
     for _ in 0..n {
         // Position of `index` in Fortran order.
-        let mut pos = 0;
-        let mut stride = 1;
-        for (d, &i) in index.iter().enumerate() {
-            pos += i * stride;
-            stride *= shape[d];
+        let mut pos = 0usize;
+        let mut stride = 1usize;
+        // Below the element count, whose product was checked: nothing saturates.
+        for (&i, &extent) in index.iter().zip(shape) {
+            pos = pos.saturating_add(i.saturating_mul(stride));
+            stride = stride.saturating_mul(extent);
         }
         out.push(values[pos].clone());
-        for d in (0..shape.len()).rev() {
-            index[d] += 1;
-            if index[d] < shape[d] {
+        for (i, &extent) in index.iter_mut().zip(shape).rev() {
+            *i = i.saturating_add(1);
+            if *i < extent {
                 break;
             }
-            index[d] = 0;
+            *i = 0;
         }
     }
     out
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "bit fields of a u16: exponents stay within 98..=142"
+)]
 fn half_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
@@ -1029,6 +1257,100 @@ mod tests {
         let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq";
         assert!(read(p).unwrap_err().message.contains("truncated"));
         assert!(read(b"").is_err());
+    }
+
+    /// Protocol 4 opcodes for tests: `}` `X…` and friends.
+    fn short_str(s: &str) -> Vec<u8> {
+        let mut out = vec![0x8c, u8::try_from(s.len()).unwrap()];
+        out.extend_from_slice(s.as_bytes());
+        out
+    }
+
+    #[test]
+    fn memo_references_to_lists_are_bounded() {
+        // [[]] doubled 40 times through the memo: 2^40 items once expanded.
+        let mut p = b"\x80\x04]\x94".to_vec();
+        for i in 0..40u8 {
+            p.extend_from_slice(&[b'(', b'h', i, b'h', i, b'l', 0x94]);
+        }
+        p.push(b'.');
+        let err = read(&p).unwrap_err();
+        assert!(err.message.contains("memo bomb"), "{err}");
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        // l = []; l.append(l)
+        let err = read(b"\x80\x04]\x94h\x00a.").unwrap_err();
+        assert!(err.message.contains("cyclic"), "{err}");
+    }
+
+    #[test]
+    fn shared_arrays_are_one_array() {
+        // {'a': x, 'b': x} with x = _frombuffer(b'\0\0\x80?', dtype('f4'), (1,), 'C')
+        let mut p = b"\x80\x04}(".to_vec();
+        p.extend(short_str("a"));
+        p.extend_from_slice(
+            b"cnumpy._core.numeric\n_frombuffer\n(C\x04\x00\x00\x80?cnumpy\ndtype\n(",
+        );
+        p.extend(short_str("f4"));
+        p.extend_from_slice(b"tR(K\x01t");
+        p.extend(short_str("C"));
+        p.extend_from_slice(b"tR\x94");
+        p.extend(short_str("b"));
+        p.extend_from_slice(b"h\x00u.");
+        let v = read(&p).unwrap();
+        let (Some(PyValue::Array(a)), Some(PyValue::Array(b))) = (v.get("a"), v.get("b")) else {
+            panic!("{v:?}");
+        };
+        assert!(Arc::ptr_eq(a, b));
+        assert_eq!(a.data, ArrayData::F32(vec![1.0]));
+    }
+
+    #[test]
+    fn dtype_strings_from_files_never_panic() {
+        for bad in [
+            "",
+            "<",
+            "é",
+            "<é4",
+            "fé",
+            "U99999999999999999999",
+            "U4611686018427387904",
+            "f-1",
+        ] {
+            assert_eq!(Dtype::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            Dtype::parse(">f8"),
+            Some(Dtype {
+                kind: 'f',
+                size: 8,
+                little_endian: false
+            })
+        );
+        assert_eq!(Dtype::parse("U3").map(|d| d.size), Some(12));
+        assert_eq!(Dtype::parse("b1").map(|d| d.kind), Some('b'));
+    }
+
+    #[test]
+    fn lengths_past_the_end_are_refused_before_allocation() {
+        let mut p = b"\x80\x04\x8e".to_vec();
+        p.extend_from_slice(&u64::MAX.to_le_bytes());
+        let err = read(&p).unwrap_err();
+        assert!(err.message.contains("runs past the end"), "{err}");
+        let mut p = b"\x80\x04\x95".to_vec();
+        p.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(read(&p).unwrap_err().message.contains("runs past the end"));
+    }
+
+    #[test]
+    fn signed_ints() {
+        assert_eq!(signed_le(&[0xff]), -1);
+        assert_eq!(signed_le(&[0x00, 0x80]), -32768);
+        assert_eq!(signed_le(&[0x7f]), 127);
+        assert_eq!(signed_le(&[]), 0);
+        assert_eq!(signed_le(&i64::MIN.to_le_bytes()), i64::MIN);
     }
 
     #[test]

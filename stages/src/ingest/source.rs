@@ -1,6 +1,9 @@
 //! Per-video timed feature sequences, whatever file format they come from.
+#![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
 use std::path::{Path, PathBuf};
+
+use mmflow_pipeline::files::regular_file_size;
 
 use serde::{Deserialize, Serialize};
 
@@ -72,12 +75,20 @@ pub enum Source {
 }
 
 impl Source {
-    /// Opens `path` in `format`.
+    /// Opens `path` in `format`. Only regular files (and, for CSV, directories of them) are
+    /// read: a FIFO, device or socket is refused before it is opened.
     pub fn open(
         path: &Path,
         format: Format,
         timing: &TimingOptions,
     ) -> Result<Source, SourceError> {
+        let csv_directory = format == Format::Csv && path.is_dir();
+        if !csv_directory {
+            regular_file_size(path).map_err(|e| SourceError {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
         Ok(match format {
             Format::Csd => Source::Csd(CsdFile::open(path).map_err(|e| SourceError {
                 path: e.path,
