@@ -306,6 +306,19 @@ const CASES: &[Case] = &[
         may_write: &["run/.mmflow-run.lock"],
     },
     Case {
+        what: "the run lock file is a symbolic link to a user's file",
+        setup: |d| {
+            pipeline(d, SYNTHETIC);
+            d.write("notes.txt", "my notes");
+            std::fs::create_dir_all(d.join("run")).unwrap();
+            link(d, "notes.txt", "run/.mmflow-run.lock");
+        },
+        args: &["run", "p.toml", "--out", "run"],
+        code: 1,
+        says: &["run/.mmflow-run.lock", "symbolic link"],
+        may_write: &[],
+    },
+    Case {
         what: "compare --parquet a user's file that is not a Parquet table",
         setup: run_and_user_files,
         args: &["compare", "run", "--parquet", "notes.txt"],
