@@ -6,11 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use mmflow_pipeline::manifest::Manifest;
 use mmflow_schemas::comparison::{self, ComparisonRow};
 use mmflow_schemas::evaluation::{read_metrics, MetricRow};
-use mmflow_schemas::TableMeta;
+use mmflow_schemas::{read_file_meta, TableMeta};
+
+use crate::staging::{parent_of, Parents, Staging};
 
 /// What to compare and how to show it.
 pub struct Options {
@@ -205,6 +207,9 @@ fn settings_shown(group: &Group, base: &Group, is_base: bool) -> String {
 pub fn compare(options: &Options) -> Result<String> {
     if options.runs.is_empty() {
         bail!("name at least one run directory");
+    }
+    if let Some(path) = &options.parquet {
+        check_parquet_destination(path)?;
     }
     let mut evaluated = Vec::new();
     for run in &options.runs {
@@ -447,10 +452,7 @@ pub fn compare(options: &Options) -> Result<String> {
             stage: "compare".into(),
             fingerprint,
         };
-        let tmp = path.with_extension("parquet.partial");
-        comparison::write(&rows, &tmp, &meta)
-            .with_context(|| format!("writing {}", path.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        write_parquet(path, &rows, &meta)?;
     }
     // Markdown.
     let mut md = String::new();
@@ -519,4 +521,53 @@ pub fn compare(options: &Options) -> Result<String> {
         options.split
     ));
     Ok(md)
+}
+
+/// `--parquet FILE` may name a new file or a comparison table mmflow wrote, nothing else: not
+/// a user's file, a folder, a link or a special file.
+fn check_parquet_destination(path: &Path) -> Result<()> {
+    let refuse = |why: &str| anyhow!("--parquet {}: {why}", path.display());
+    if path.file_name().is_none() {
+        return Err(refuse(
+            "not a file name; name a new file, e.g. `comparison.parquet`",
+        ));
+    }
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("--parquet {}", path.display())),
+        Ok(meta) => meta,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(refuse(
+            "it is a symbolic link, and mmflow does not write through links; name a new file",
+        ));
+    }
+    if meta.is_dir() {
+        return Err(refuse(
+            "it is a folder; name a new file, e.g. `FOLDER/comparison.parquet`",
+        ));
+    }
+    let ours = meta.is_file() && read_file_meta(path).is_ok_and(|m| m.table == comparison::TABLE);
+    if !ours {
+        return Err(refuse(
+            "it exists and is not a comparison table written by mmflow, which replaces only its own; name a new file",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the comparison table to `path` (new, or a comparison table mmflow wrote): built
+/// in a fresh staging folder beside it and renamed into place, so the file is complete or
+/// absent and nothing at `path` is ever written through.
+fn write_parquet(path: &Path, rows: &[ComparisonRow], meta: &TableMeta) -> Result<()> {
+    check_parquet_destination(path)?;
+    let parents = Parents::create(parent_of(path))
+        .with_context(|| format!("creating the folder of {}", path.display()))?;
+    let staging = Staging::beside(path)
+        .with_context(|| format!("creating a staging folder beside {}", path.display()))?;
+    let tmp = staging.path().join("comparison.parquet");
+    comparison::write(rows, &tmp, meta).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    parents.keep();
+    Ok(())
 }

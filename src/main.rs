@@ -7,6 +7,7 @@ mod compare;
 mod logging;
 mod report;
 mod show;
+mod staging;
 mod sweep;
 
 use std::collections::BTreeSet;

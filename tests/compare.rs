@@ -188,7 +188,7 @@ fn a_report_has_curves_scatter_metrics_and_flags_and_refuses_unfinished_runs() {
     dir.mmflow(&["run", "p.toml"]).ok();
     let run = dir.mmflow(&["report", "data/runs/tiny"]).ok();
     assert!(run.stdout.contains("report written to"), "{}", run.stdout);
-    let report = dir.join("data/runs/tiny/report");
+    let report = dir.join("data/runs/tiny/mmflow.report");
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     for expected in [
         "## Learning curves",
@@ -226,5 +226,5 @@ fn a_report_has_curves_scatter_metrics_and_flags_and_refuses_unfinished_runs() {
         "{}",
         failed.stderr
     );
-    assert!(!dir.join("broken/report").exists() && !dir.join("broken/report.partial").exists());
+    assert!(!dir.join("broken/mmflow.report").exists());
 }

@@ -128,13 +128,16 @@ impl Manifest {
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, so readers see the
-/// old content or the new one, never a mix.
+/// old content or the new one, never a mix. Nothing is ever written through a symbolic link:
+/// the temporary file is created new (`create_new` refuses any existing path, a link
+/// included) beside `path`, and a link at `path` itself is refused rather than replaced, so
+/// whatever it points to and the link both stay as they were.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let (tmp, mut file) = create_temporary(path).map_err(|e| EngineError::io(path, e))?;
     let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        refuse_link(path)?;
         fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {
             // Persist the rename itself (best effort: not every platform can sync a directory).
@@ -146,6 +149,38 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
         let _ = fs::remove_file(&tmp);
         EngineError::io(path, e)
     })
+}
+
+/// A symbolic link where mmflow writes one of its own files is not mmflow's to replace.
+fn refuse_link(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(std::io::Error::other(
+            "a symbolic link, not a file mmflow wrote; mmflow neither writes through nor replaces it (remove the link)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Creates a new temporary file `.<name>.<pid>-<n>.tmp` beside `path`, never opening an
+/// existing one.
+fn create_temporary(path: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?
+        .to_string_lossy();
+    for n in 0..1000 {
+        let tmp = path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free temporary name"))
 }
 
 /// Size and modification time of a file.
@@ -229,4 +264,62 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         out.push(path.to_path_buf());
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_file_is_replaced_and_no_temporary_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        write_atomically(&path, b"old").unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(names(dir.path()), [MANIFEST_FILE]);
+    }
+
+    #[test]
+    fn a_link_at_the_destination_is_neither_followed_nor_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user.txt");
+        fs::write(&user, "precious").unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        symlink(&user, &path).unwrap();
+        let err = write_atomically(&path, b"{}").unwrap_err().to_string();
+        assert!(
+            err.contains("mmflow.lock") && err.contains("symbolic link"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&user).unwrap(), "precious");
+        assert_eq!(fs::read_link(&path).unwrap(), user);
+        assert_eq!(names(dir.path()), [MANIFEST_FILE, "user.txt"]);
+    }
+
+    #[test]
+    fn a_link_at_the_temporary_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user.txt");
+        fs::write(&user, "precious").unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        let taken = dir
+            .path()
+            .join(format!(".{MANIFEST_FILE}.{}-0.tmp", std::process::id()));
+        symlink(&user, &taken).unwrap();
+        write_atomically(&path, b"{}").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+        assert_eq!(fs::read_to_string(&user).unwrap(), "precious");
+        assert_eq!(fs::read_link(&taken).unwrap(), user);
+    }
 }

@@ -18,6 +18,9 @@ impl RunLock {
     /// Takes the lock of `run_dir`, waiting for it if `wait`, else failing at once if held.
     pub(crate) fn acquire(run_dir: &Path, wait: bool) -> Result<RunLock, EngineError> {
         let path = run_dir.join(LOCK_FILE);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(EngineError::io(&path, not_ours()));
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -25,6 +28,7 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| EngineError::io(&path, e))?;
+        opened_in_place(&path, &file).map_err(|e| EngineError::io(&path, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) if wait => {
@@ -47,5 +51,64 @@ impl RunLock {
         let _ = write!(file, "{}", std::process::id());
         let _ = file.flush();
         Ok(RunLock { _file: file })
+    }
+}
+
+/// The lock file is rewritten (truncated) once held: it must be the regular file at `path`
+/// itself, never a file reached through a symbolic link or a special file.
+fn opened_in_place(path: &Path, file: &File) -> std::io::Result<()> {
+    let at_path = std::fs::symlink_metadata(path)?;
+    let opened = file.metadata()?;
+    let same = {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            at_path.dev() == opened.dev() && at_path.ino() == opened.ino()
+        }
+        #[cfg(not(unix))]
+        {
+            !at_path.file_type().is_symlink()
+        }
+    };
+    if same && at_path.is_file() {
+        Ok(())
+    } else {
+        Err(not_ours())
+    }
+}
+
+fn not_ours() -> std::io::Error {
+    std::io::Error::other(
+        "not a lock file mmflow wrote (a symbolic link or a special file); remove it",
+    )
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_linked_lock_file_is_refused_and_its_target_left_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("notes.txt");
+        std::fs::write(&user, "my notes").unwrap();
+        std::os::unix::fs::symlink(&user, dir.path().join(LOCK_FILE)).unwrap();
+        let err = RunLock::acquire(dir.path(), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(LOCK_FILE) && err.contains("symbolic link"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&user).unwrap(), "my notes");
+    }
+
+    #[test]
+    fn a_regular_lock_file_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = RunLock::acquire(dir.path(), false).unwrap();
+        drop(lock);
+        RunLock::acquire(dir.path(), false).unwrap();
     }
 }
