@@ -348,7 +348,7 @@ fn write_report(
                 )?;
                 continue;
             }
-            let file = plots.next(&[id, head, "scatter"]);
+            let file = plots.next(&[id.as_str(), head, "scatter"]);
             scatter(
                 &points,
                 &dir.join(&file),
