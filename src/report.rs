@@ -750,7 +750,7 @@ mod tests {
         marked(&at("old"), &["report.md", "a.svg"]);
         assert_eq!(
             check("old").unwrap(),
-            Destination::OldReport(vec!["a.svg".into(), "report.md".into()])
+            Destination::OldReport(vec!["report.md".into(), "a.svg".into()])
         );
         fs::create_dir(at("mine")).unwrap();
         fs::write(at("mine/notes.txt"), "mine").unwrap();
