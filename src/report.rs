@@ -348,7 +348,7 @@ fn write_report(
                 )?;
                 continue;
             }
-            let file = plots.next(&[id, head, "scatter"]);
+            let file = plots.next(&[id.as_str(), head, "scatter"]);
             scatter(
                 &points,
                 &dir.join(&file),
@@ -445,6 +445,9 @@ fn learning_curves(
     Ok(())
 }
 
+/// A named line of (x, y) points.
+type Series = (String, Vec<(f64, f64)>);
+
 /// Phases in order of first appearance.
 fn phases(rows: &[HistoryRow]) -> Vec<&str> {
     let mut phases: Vec<&str> = Vec::new();
@@ -459,7 +462,7 @@ fn phases(rows: &[HistoryRow]) -> Vec<&str> {
 /// Train and validation loss per epoch of every subject, phases one after the other (x:
 /// epochs counted across phases); returns the non-empty series and how many values were not
 /// plottable.
-fn loss_series(rows: &[HistoryRow]) -> (Vec<(String, Vec<(f64, f64)>)>, usize) {
+fn loss_series(rows: &[HistoryRow]) -> (Vec<Series>, usize) {
     let mut offset = BTreeMap::new();
     let mut next = 0u64;
     for phase in phases(rows) {
@@ -560,7 +563,7 @@ fn line_chart(
     title: &str,
     x_desc: &str,
     y_desc: &str,
-    series: &[(String, Vec<(f64, f64)>)],
+    series: &[Series],
 ) -> Result<()> {
     let ((x0, x1), (y0, y1)) = bounds(series.iter().flat_map(|(_, p)| p.iter().copied()))
         .ok_or_else(|| anyhow!("plotting {}: no points", path.display()))?;
@@ -750,7 +753,7 @@ mod tests {
         marked(&at("old"), &["report.md", "a.svg"]);
         assert_eq!(
             check("old").unwrap(),
-            Destination::OldReport(vec!["a.svg".into(), "report.md".into()])
+            Destination::OldReport(vec!["report.md".into(), "a.svg".into()])
         );
         fs::create_dir(at("mine")).unwrap();
         fs::write(at("mine/notes.txt"), "mine").unwrap();

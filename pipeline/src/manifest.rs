@@ -134,7 +134,7 @@ impl Manifest {
 /// whatever it points to and the link both stay as they were.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let (tmp, mut file) = create_temporary(path).map_err(|e| EngineError::io(path, e))?;
-    let write = || -> std::io::Result<()> {
+    let mut write = || -> std::io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
         refuse_link(path)?;
