@@ -8,17 +8,18 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
+use mmflow_pipeline::record::RunRecord;
 use mmflow_schemas::diagnostics;
 use mmflow_schemas::evaluation::{read_metrics, read_predictions};
 use mmflow_schemas::history::{self, HistoryRow};
 use mmflow_schemas::Split;
 use plotters::prelude::*;
 
-use crate::compare::finished_run;
-
 /// Writes the report of `run` to `out` (default `<run>/report`); returns the Markdown path.
 pub fn report(run: &Path, out: Option<&Path>) -> Result<PathBuf> {
-    let (config, manifest) = finished_run(run)?;
+    let RunRecord {
+        config, manifest, ..
+    } = RunRecord::load(run)?;
     let dest = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.join("report"));
