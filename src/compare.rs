@@ -65,8 +65,8 @@ fn load_run(dir: &Path) -> Result<Vec<Evaluated>> {
         .filter(|(_, e)| e.kind == "evaluate")
     {
         let path = record.output(id, "metrics")?;
-        let metrics = read_metrics(&path)
-            .with_context(|| format!("{}: stage `{id}`", path.display()))?;
+        let metrics =
+            read_metrics(&path).with_context(|| format!("{}: stage `{id}`", path.display()))?;
         out.push(Evaluated {
             run: dir.to_path_buf(),
             stage: id.clone(),

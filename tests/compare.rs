@@ -268,7 +268,11 @@ fn a_sweep_over_defaulted_keys_groups_runs_by_their_effective_settings() {
         "{:?}",
         rows[0]
     );
-    assert_eq!(rows[1][3], "stages.model.params.dropout=0.4", "{:?}", rows[1]);
+    assert_eq!(
+        rows[1][3], "stages.model.params.dropout=0.4",
+        "{:?}",
+        rows[1]
+    );
     assert_eq!(
         rows[2][3], "stages.model.params.weight_decay=0.01",
         "{:?}",
@@ -308,7 +312,11 @@ fn a_failed_rerun_is_not_shown_under_its_settings_and_stale_stages_leave_the_loc
     // A run of the old settings completes without re-computing anything, and the record is
     // back, the same as before.
     let rerun = dir.mmflow(&["run", "p.toml", "--out", "r"]).ok();
-    assert!(rerun.stdout.contains("0 ran, 3 up to date"), "{}", rerun.stdout);
+    assert!(
+        rerun.stdout.contains("0 ran, 3 up to date"),
+        "{}",
+        rerun.stdout
+    );
     assert_eq!(dir.mmflow(&["compare", "r"]).ok().stdout, before);
 
     // A renamed evaluate stage: the old entry leaves the lock once the new file completes.
@@ -333,12 +341,15 @@ fn a_failed_rerun_is_not_shown_under_its_settings_and_stale_stages_leave_the_loc
 #[test]
 fn a_sweep_point_that_fails_is_listed_as_unfinished_and_the_others_compared() {
     let dir = Dir::new();
-    let sweep = "\n[sweep]\nseeds = [1]\nvary = { \"stages.model.params.heads\" = [{ valence = {} }] }\n";
+    let sweep =
+        "\n[sweep]\nseeds = [1]\nvary = { \"stages.model.params.heads\" = [{ valence = {} }] }\n";
     dir.write("p.toml", &format!("{}{sweep}", tiny_with_defaults()));
     let run = dir.mmflow(&["sweep", "p.toml", "-q"]).expect(1);
     assert!(
         run.stderr.contains("stage `model` failed")
-            && run.stderr.contains("1 of 2 runs of the sweep are unfinished")
+            && run
+                .stderr
+                .contains("1 of 2 runs of the sweep are unfinished")
             && run
                 .stderr
                 .contains("unfinished run: stage(s) eval, model have not completed"),

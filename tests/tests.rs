@@ -3,6 +3,7 @@
 
 mod util;
 
+mod bad_inputs;
 mod cli;
 mod compare;
 mod interop;
@@ -12,4 +13,3 @@ mod sources;
 mod synthetic;
 mod targets;
 mod training;
-mod bad_inputs;

@@ -257,7 +257,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                 }) => {
                     tracing::info!("{} ({}) up to date, skipped", stage.id, stage.stage.kind());
                     record_completed(&mut manifest, &stage.id, &fingerprint);
-                    if let (Some(outputs), Some(e)) = (refreshed, manifest.stages.get_mut(&stage.id))
+                    if let (Some(outputs), Some(e)) =
+                        (refreshed, manifest.stages.get_mut(&stage.id))
                     {
                         e.outputs = outputs;
                         manifest.save(run_dir)?;
@@ -310,16 +311,15 @@ fn create_run_dir(run_dir: &Path) -> Result<(), EngineError> {
 /// Notes in the started run's progress that `stage` completed with `fingerprint`.
 fn record_completed(manifest: &mut Manifest, stage: &str, fingerprint: &str) {
     if let Some(run) = manifest.started.as_mut() {
-        run.stages.insert(stage.to_string(), fingerprint.to_string());
+        run.stages
+            .insert(stage.to_string(), fingerprint.to_string());
     }
 }
 
 /// Every stage completed: the started run becomes the completed one, and entries of stages
 /// that are no longer in the pipeline (renamed or removed) leave the lock.
 fn record_run_complete(pipeline: &Pipeline, manifest: &mut Manifest) {
-    manifest
-        .stages
-        .retain(|id, _| pipeline.stage(id).is_some());
+    manifest.stages.retain(|id, _| pipeline.stage(id).is_some());
     manifest.completed = manifest.started.clone();
 }
 

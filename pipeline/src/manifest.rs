@@ -216,9 +216,7 @@ fn inside_stage_dir(stage: &str, path: &Path) -> bool {
     let first_is_stage =
         matches!(components.next(), Some(Component::Normal(first)) if first == stage);
     let rest: Vec<Component> = components.collect();
-    first_is_stage
-        && !rest.is_empty()
-        && rest.iter().all(|c| matches!(c, Component::Normal(_)))
+    first_is_stage && !rest.is_empty() && rest.iter().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, so readers see the

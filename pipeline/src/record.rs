@@ -181,20 +181,25 @@ impl RunRecord {
     /// The path of `output` of `stage`, after checking that the file is the one the stage
     /// wrote: recorded, inside the run directory, with the recorded size and content hash.
     pub fn output(&self, stage: &str, output: &str) -> Result<PathBuf, RecordError> {
-        let entry: &StageEntry = self.manifest.stages.get(stage).ok_or_else(|| {
-            RecordError::Output {
+        let entry: &StageEntry =
+            self.manifest
+                .stages
+                .get(stage)
+                .ok_or_else(|| RecordError::Output {
+                    path: self.dir.join(MANIFEST_FILE),
+                    stage: stage.into(),
+                    output: output.into(),
+                    why: "is not recorded: the stage is not part of the completed run".into(),
+                })?;
+        let record = entry
+            .outputs
+            .get(output)
+            .ok_or_else(|| RecordError::Output {
                 path: self.dir.join(MANIFEST_FILE),
                 stage: stage.into(),
                 output: output.into(),
-                why: "is not recorded: the stage is not part of the completed run".into(),
-            }
-        })?;
-        let record = entry.outputs.get(output).ok_or_else(|| RecordError::Output {
-            path: self.dir.join(MANIFEST_FILE),
-            stage: stage.into(),
-            output: output.into(),
-            why: "is not recorded in the lock file".into(),
-        })?;
+                why: "is not recorded in the lock file".into(),
+            })?;
         let path = self.dir.join(&record.path);
         let fault = |why: String| RecordError::Output {
             path: path.clone(),
@@ -213,7 +218,8 @@ impl RunRecord {
         if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             return Err(fault("is not a regular file".into()));
         }
-        let (size, _) = manifest::stat(&path).map_err(|e| fault(format!("cannot be read ({e})")))?;
+        let (size, _) =
+            manifest::stat(&path).map_err(|e| fault(format!("cannot be read ({e})")))?;
         if size != record.size {
             return Err(fault(format!(
                 "has changed since the stage wrote it ({size} bytes, {} recorded)",

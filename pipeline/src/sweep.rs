@@ -271,7 +271,10 @@ mod tests {
         assert!(d[1].starts_with("stages_a_params_path=_x_y_-") && d[1].ends_with("-seed1"));
         assert_ne!(d[1], d[2]);
         let long = "n".repeat(300);
-        let d = dirs(&vary(&[("stages.a.params.name", toml::Value::String(long))]));
+        let d = dirs(&vary(&[(
+            "stages.a.params.name",
+            toml::Value::String(long),
+        )]));
         assert!(d[1].len() < 160, "{}", d[1]);
     }
 

@@ -146,7 +146,10 @@ const CASES: &[Case] = &[
         },
         args: &["compare", RUN],
         code: 1,
-        says: &["unfinished run", "eval, model, mosei, mosi have not completed"],
+        says: &[
+            "unfinished run",
+            "eval, model, mosei, mosi have not completed",
+        ],
         may_write: &[],
     },
     Case {
@@ -209,7 +212,11 @@ const CASES: &[Case] = &[
         setup: |d| metrics_recorded_at(d, "model/model.safetensors"),
         args: &["report", RUN],
         code: 1,
-        says: &["mmflow.lock", "stage `eval`", "outside the stage's directory"],
+        says: &[
+            "mmflow.lock",
+            "stage `eval`",
+            "outside the stage's directory",
+        ],
         may_write: &[],
     },
     Case {
@@ -253,7 +260,9 @@ const CASES: &[Case] = &[
             finished(d);
             edit_lock(d, |lock| {
                 let mut ghost = lock["stages"]["eval"].clone();
-                ghost["outputs"]["metrics"]["path"] = "ghost_eval/metrics.parquet".into();
+                for (name, output) in ghost["outputs"].as_object_mut().unwrap() {
+                    output["path"] = format!("ghost_eval/{name}.parquet").into();
+                }
                 lock["stages"]["ghost_eval"] = ghost;
             });
         },
@@ -375,13 +384,19 @@ params = { bootstrap = 10 }
         setup: |d| {
             pipeline(
                 d,
-                &TINY.replace("name = \"tiny\"", "name = \"tiny\"\nrun_dir = \"f.txt/run\""),
+                &TINY.replace(
+                    "name = \"tiny\"",
+                    "name = \"tiny\"\nrun_dir = \"f.txt/run\"",
+                ),
             );
             d.write("f.txt", "a file");
         },
         args: &["run", "p.toml"],
         code: 2,
-        says: &["f.txt/run: cannot be the run directory", "f.txt is not a directory"],
+        says: &[
+            "f.txt/run: cannot be the run directory",
+            "f.txt is not a directory",
+        ],
         may_write: &[],
     },
     Case {
