@@ -3,7 +3,6 @@
 
 mod util;
 
-mod bad_inputs;
 mod cli;
 mod compare;
 mod interop;
@@ -13,3 +12,4 @@ mod sources;
 mod synthetic;
 mod targets;
 mod training;
+mod bad_inputs;

@@ -116,8 +116,7 @@ fn run_bounded(dir: &Dir, args: &[String]) -> Option<(i32, String)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let output =
-        String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into_owned();
+    let output = String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into_owned();
     let _ = std::fs::remove_file(&out_path);
     status.map(|s| (s.code().unwrap_or(-1), output))
 }
@@ -161,18 +160,9 @@ fn check_one(case: &Case) -> Result<(), String> {
     let Some((code, output)) = run_bounded(&dir, &args) else {
         return Err(format!("still running after {TIME_LIMIT:?} (a hang)"));
     };
-    let show = || {
-        format!(
-            "\n    output: {}",
-            output.trim().replace('\n', "\n            ")
-        )
-    };
+    let show = || format!("\n    output: {}", output.trim().replace('\n', "\n            "));
     if code != case.code {
-        return Err(format!(
-            "exit code {code}, expected {}{}",
-            case.code,
-            show()
-        ));
+        return Err(format!("exit code {code}, expected {}{}", case.code, show()));
     }
     for bad in ["panicked", "internal error", "RUST_BACKTRACE"] {
         if output.contains(bad) {
@@ -188,7 +178,9 @@ fn check_one(case: &Case) -> Result<(), String> {
     for (path, contents) in &before {
         match after.get(path) {
             None => return Err(format!("{} was removed", path.display())),
-            Some(now) if now != contents => return Err(format!("{} was changed", path.display())),
+            Some(now) if now != contents => {
+                return Err(format!("{} was changed", path.display()))
+            }
             Some(_) => {}
         }
     }
@@ -197,10 +189,7 @@ fn check_one(case: &Case) -> Result<(), String> {
             return Err(format!("temporary {} left behind", path.display()));
         }
         if !case.may_write.iter().any(|prefix| path.starts_with(prefix)) {
-            return Err(format!(
-                "new file {} written by a failed command",
-                path.display()
-            ));
+            return Err(format!("new file {} written by a failed command", path.display()));
         }
     }
     Ok(())
