@@ -242,6 +242,14 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
+        what: "lock records an output at ../ (plan)",
+        setup: |d| metrics_recorded_at(d, "eval/../../canary.parquet"),
+        args: &["plan", "p.toml"],
+        code: 1,
+        says: &["mmflow.lock", "stage `eval`", "eval/../../canary.parquet"],
+        may_write: &[],
+    },
+    Case {
         what: "lock from a newer mmflow",
         setup: |d| {
             finished(d);
