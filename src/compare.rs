@@ -2,12 +2,16 @@
 //! `dvc exp show` — the settings that differ, each metric per group of runs that differ only
 //! by seed (mean ± std over seeds, or the bootstrap CI of a single run), the change from the
 //! first group, whether that change is within noise, and the best group per metric.
+//!
+//! Runs are read through [`RunRecord::load`] (an unfinished run is refused, naming its
+//! stages) and compared by their effective settings: every stage's params as the lock records
+//! them, defaults filled in, so keys a file leaves at their defaults still tell runs apart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use mmflow_pipeline::manifest::Manifest;
+use mmflow_pipeline::record::RunRecord;
 use mmflow_schemas::comparison::{self, ComparisonRow};
 use mmflow_schemas::evaluation::{read_metrics, MetricRow};
 use mmflow_schemas::{read_file_meta, TableMeta};
@@ -36,87 +40,35 @@ struct Evaluated {
     metrics: Vec<MetricRow>,
 }
 
-/// Settings that never distinguish experiments.
-fn ignored(key: &str) -> bool {
-    key == "pipeline.name" || key == "pipeline.run_dir" || key.ends_with(".description")
-}
-
 /// Seeds: runs differing only in these are repetitions of one experiment.
 fn is_seed(key: &str) -> bool {
-    key == "pipeline.seed" || key.ends_with(".seed")
+    key.ends_with(".seed")
 }
 
-fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                flatten(
-                    &if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    },
-                    v,
-                    out,
-                );
-            }
-        }
-        other => {
-            if !ignored(prefix) {
-                out.insert(prefix.to_string(), other.to_string());
-            }
-        }
+/// Whether two evaluate stages are repetitions of one experiment: the same stage, and the
+/// same settings except seeds.
+fn same_experiment(a: &Evaluated, b: &Evaluated) -> bool {
+    fn without_seeds(e: &Evaluated) -> impl Iterator<Item = (&String, &String)> {
+        e.settings.iter().filter(|(k, _)| !is_seed(k))
     }
+    a.stage == b.stage && without_seeds(a).eq(without_seeds(b))
 }
 
-/// A run directory whose every stage completed: its resolved config and lock file.
-pub fn finished_run(dir: &Path) -> Result<(toml::Value, Manifest)> {
-    let config_path = dir.join(mmflow_pipeline::executor::RESOLVED_CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path).with_context(|| {
-        format!(
-            "{}: not an mmflow run directory (cannot read {})",
-            dir.display(),
-            config_path.display()
-        )
-    })?;
-    let config: toml::Value =
-        toml::from_str(&text).with_context(|| format!("{}: unreadable", config_path.display()))?;
-    let manifest =
-        Manifest::load(dir).with_context(|| format!("{}: unreadable lock file", dir.display()))?;
-    let stages: Vec<&String> = config
-        .get("stages")
-        .and_then(|s| s.as_table())
-        .map(|t| t.keys().collect())
-        .unwrap_or_default();
-    let missing: Vec<&str> = stages
-        .iter()
-        .filter(|s| !manifest.stages.contains_key(s.as_str()))
-        .map(|s| s.as_str())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "{}: unfinished run: stage(s) {} have not completed; run the pipeline to the end first",
-            dir.display(),
-            missing.join(", ")
-        );
-    }
-    Ok((config, manifest))
-}
-
-/// The evaluate stages of a finished run.
+/// The evaluate stages of a finished run, with the settings it completed (defaults filled
+/// in, as the lock file records them).
 fn load_run(dir: &Path) -> Result<Vec<Evaluated>> {
-    let (config, manifest) = finished_run(dir)?;
-    let mut settings = BTreeMap::new();
-    flatten("", &config, &mut settings);
+    let record = RunRecord::load(dir)?;
+    let settings = record.settings();
     let mut out = Vec::new();
-    for (id, entry) in manifest.stages.iter().filter(|(_, e)| e.kind == "evaluate") {
-        let record = entry
-            .outputs
-            .get("metrics")
-            .with_context(|| format!("{}: stage `{id}` recorded no metrics", dir.display()))?;
-        let path = dir.join(&record.path);
+    for (id, _) in record
+        .manifest
+        .stages
+        .iter()
+        .filter(|(_, e)| e.kind == "evaluate")
+    {
+        let path = record.output(id, "metrics")?;
         let metrics =
-            read_metrics(&path).with_context(|| format!("{}: stage `{id}`", dir.display()))?;
+            read_metrics(&path).with_context(|| format!("{}: stage `{id}`", path.display()))?;
         out.push(Evaluated {
             run: dir.to_path_buf(),
             stage: id.clone(),
@@ -239,7 +191,7 @@ pub fn compare(options: &Options) -> Result<String> {
         .partition(|k| evaluated.iter().all(|e| e.settings.contains_key(*k)));
     let differing: Vec<&String> = shared
         .into_iter()
-        .filter(|k| !is_seed(k) && !k.contains(".inputs."))
+        .filter(|k| !is_seed(k))
         .filter(|k| {
             evaluated
                 .iter()
@@ -266,9 +218,11 @@ pub fn compare(options: &Options) -> Result<String> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| e.run.display().to_string());
+        // A group holds the runs of one experiment: every setting but the seeds is equal
+        // (those of stages some runs lack included), not only the settings shown.
         match groups
             .iter_mut()
-            .find(|g| g.stage == e.stage && g.params == params)
+            .find(|g| same_experiment(&evaluated[g.members[0]], e))
         {
             Some(g) => {
                 g.runs.push(run);

@@ -207,7 +207,11 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
                     print_summary(&p, &summary.stages);
                     Ok(if summary.failed() { EXIT_FAILED } else { 0 })
                 }
-                Err(e @ (EngineError::Busy { .. } | EngineError::Usage(_))) => {
+                Err(
+                    e @ (EngineError::Busy { .. }
+                    | EngineError::Usage(_)
+                    | EngineError::NotADirectory { .. }),
+                ) => {
                     eprintln!("error: {e}");
                     Ok(EXIT_USAGE)
                 }
@@ -277,7 +281,7 @@ fn print_plan(p: &Pipeline, force: &[String]) -> anyhow::Result<u8> {
         }
     }
     let forced: BTreeSet<String> = force.iter().cloned().collect();
-    let manifest = mmflow_pipeline::manifest::Manifest::load(&p.run_dir).unwrap_or_default();
+    let manifest = mmflow_pipeline::manifest::Manifest::load(&p.run_dir)?;
     let statuses = mmflow_pipeline::plan::plan(p, &manifest, &forced)?;
     println!(
         "pipeline `{}` ({} stages) · run directory {} · seed {} · device {}",

@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use mmflow_pipeline::executor::RESOLVED_CONFIG_FILE;
 use mmflow_pipeline::manifest::{Manifest, StageEntry, MANIFEST_FILE};
+use mmflow_pipeline::record::RunRecord;
 use mmflow_schemas::diagnostics;
 use mmflow_schemas::evaluation::{read_metrics, read_predictions};
 use mmflow_schemas::history::{self, HistoryRow};
 use mmflow_schemas::Split;
 use plotters::prelude::*;
 
-use crate::compare::finished_run;
 use crate::staging::{parent_of, Parents, Staging};
 
 /// Default report folder inside the run directory. Stage ids are letters, digits, `_` and
@@ -45,7 +45,9 @@ const PLOTTABLE: f64 = 1e300;
 /// Writes the report of `run` to `out` (default `<run>/mmflow.report`); returns the Markdown
 /// path.
 pub fn report(run: &Path, out: Option<&Path>) -> Result<PathBuf> {
-    let (config, manifest) = finished_run(run)?;
+    let RunRecord {
+        config, manifest, ..
+    } = RunRecord::load(run)?;
     let dest = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.join(DEFAULT_FOLDER));

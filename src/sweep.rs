@@ -1,11 +1,14 @@
 //! `mmflow sweep FILE`: every point of the file's `[sweep]` section over every seed, each an
-//! ordinary cached run in `<run dir>/sweep/<point>-seed<seed>`, then the comparison of all of
-//! them (as `mmflow compare`), written to `<run dir>/sweep/comparison.parquet`. Every point is
-//! validated before anything runs.
+//! ordinary cached run in `<run dir>/sweep/<point>-seed<seed>` (one directory per point, named
+//! by its full settings), then the comparison of all of them (as `mmflow compare`), written to
+//! `<run dir>/sweep/comparison.parquet`. Every point is validated before anything runs; a
+//! point whose run fails does not stop the others, and is listed as unfinished below the
+//! comparison of the finished ones.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use mmflow_pipeline::record::RunRecord;
 use mmflow_pipeline::sweep::{check, points, run_dir_name};
 use mmflow_pipeline::{Pipeline, Progress, RunOptions, StageOutcome};
 
@@ -17,7 +20,7 @@ pub enum Outcome {
     Done,
     /// A problem with the file or a point: nothing ran.
     Invalid,
-    /// A run failed (its stages' errors are printed).
+    /// A run failed (its stages' errors are printed, the run listed as unfinished).
     Failed,
 }
 
@@ -103,28 +106,48 @@ pub fn sweep(
             count(|o| matches!(o, StageOutcome::UpToDate)),
             p.run_dir.display()
         );
-        if summary.failed() {
-            for (id, outcome) in &summary.stages {
-                if let StageOutcome::Failed { error } = outcome {
-                    eprintln!("error: point {name}, seed {seed}: stage `{id}` failed: {error}");
-                }
+        for (id, outcome) in &summary.stages {
+            if let StageOutcome::Failed { error } = outcome {
+                eprintln!("error: point {name}, seed {seed}: stage `{id}` failed: {error}");
             }
-            return Ok(Outcome::Failed);
         }
     }
-    let table = compare::compare(&compare::Options {
-        runs: runs.iter().map(|(_, _, p)| p.run_dir.clone()).collect(),
-        split: "test".into(),
-        metrics: Vec::new(),
-        sort: None,
-        parquet: Some(root.join("comparison.parquet")),
-    })?;
-    println!("\n{table}");
-    println!(
-        "comparison table: {}",
-        root.join("comparison.parquet").display()
+    // Only finished runs are compared (the same decision as `compare` and `report`).
+    let mut finished = Vec::new();
+    let mut unfinished = Vec::new();
+    for (name, seed, p) in &runs {
+        match RunRecord::load(&p.run_dir) {
+            Ok(_) => finished.push(p.run_dir.clone()),
+            Err(e) => unfinished.push(format!("point {name}, seed {seed}: {e}")),
+        }
+    }
+    // The comparison table is written only for the whole sweep, never for a part of it.
+    let parquet = unfinished
+        .is_empty()
+        .then(|| root.join("comparison.parquet"));
+    if !finished.is_empty() {
+        let table = compare::compare(&compare::Options {
+            runs: finished,
+            split: "test".into(),
+            metrics: Vec::new(),
+            sort: None,
+            parquet: parquet.clone(),
+        })?;
+        println!("\n{table}");
+    }
+    if let Some(path) = parquet {
+        println!("comparison table: {}", path.display());
+        return Ok(Outcome::Done);
+    }
+    eprintln!(
+        "error: {} of {} runs of the sweep are unfinished and not compared (no comparison table written):",
+        unfinished.len(),
+        runs.len()
     );
-    Ok(Outcome::Done)
+    for line in &unfinished {
+        eprintln!("  {line}");
+    }
+    Ok(Outcome::Failed)
 }
 
 fn report(file: &Path, problems: Vec<String>) {

@@ -133,8 +133,8 @@ fn a_sweep_runs_each_point_over_seeds_and_compares_them() {
     for line in [
         "point base, seed 1",
         "point base, seed 2",
-        "point dropout=0.4, seed 1",
-        "point dropout=0.4, seed 2",
+        "point stages.model.params.dropout=0.4, seed 1",
+        "point stages.model.params.dropout=0.4, seed 2",
     ] {
         assert!(
             run.stdout.contains(line),
@@ -150,8 +150,9 @@ fn a_sweep_runs_each_point_over_seeds_and_compares_them() {
         rows[1]
     );
     assert!(
-        rows[2].contains("dropout=0.4-seed1, dropout=0.4-seed2")
-            && rows[2].contains("stages.model.params.dropout=0.4"),
+        rows[2].contains(
+            "stages_model_params_dropout=0.4-seed1, stages_model_params_dropout=0.4-seed2"
+        ) && rows[2].contains("| stages.model.params.dropout=0.4 |"),
         "{}",
         rows[2]
     );
@@ -174,7 +175,9 @@ fn a_sweep_runs_each_point_over_seeds_and_compares_them() {
     );
     let run = dir.mmflow(&["sweep", "q.toml"]).expect(2);
     assert!(
-        run.stderr.contains("sweep point `dropuot=0.4`") && run.stderr.contains("dropuot"),
+        run.stderr
+            .contains("sweep point `stages.model.params.dropuot=0.4`")
+            && run.stderr.contains("unknown key"),
         "{}",
         run.stderr
     );
@@ -227,4 +230,134 @@ fn a_report_has_curves_scatter_metrics_and_flags_and_refuses_unfinished_runs() {
         failed.stderr
     );
     assert!(!dir.join("broken/mmflow.report").exists());
+}
+
+/// [`TINY`] without `dropout`: the model's dropout and weight decay are left at their
+/// defaults.
+fn tiny_with_defaults() -> String {
+    TINY.replace(", dropout = 0.2", "")
+        .replace("epochs = 3", "epochs = 2")
+}
+
+#[test]
+fn a_sweep_over_defaulted_keys_groups_runs_by_their_effective_settings() {
+    let dir = Dir::new();
+    let sweep = "\n[sweep]\nseeds = [1, 2]\nvary = { \"stages.model.params.dropout\" = [0.4], \"stages.model.params.weight_decay\" = [0.01] }\n";
+    let config = format!("{}{sweep}", tiny_with_defaults());
+    assert!(!config.contains("dropout =") && !config.contains("weight_decay ="));
+    dir.write("p.toml", &config);
+    let run = dir.mmflow(&["sweep", "p.toml", "-q"]).ok();
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| #"))
+        .map(|l| l.split(" | ").collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "base and two points:\n{}", run.stdout);
+    for row in &rows {
+        assert_eq!(row[4], "2", "each group holds its two seeds: {row:?}");
+    }
+    assert!(
+        rows[0][3].contains("stages.model.params.dropout=0.2")
+            && rows[0][3].contains("stages.model.params.weight_decay=0.0001"),
+        "the base shows the defaults it ran with: {:?}",
+        rows[0]
+    );
+    assert!(
+        rows[0][1].contains("base-seed1, base-seed2"),
+        "{:?}",
+        rows[0]
+    );
+    assert_eq!(
+        rows[1][3], "stages.model.params.dropout=0.4",
+        "{:?}",
+        rows[1]
+    );
+    assert_eq!(
+        rows[2][3], "stages.model.params.weight_decay=0.01",
+        "{:?}",
+        rows[2]
+    );
+}
+
+#[test]
+fn a_failed_rerun_is_not_shown_under_its_settings_and_stale_stages_leave_the_lock() {
+    let dir = Dir::new();
+    dir.write("p.toml", &tiny_with_defaults());
+    dir.mmflow(&["run", "p.toml", "--out", "r", "-q"]).ok();
+    let before = dir.mmflow(&["compare", "r"]).ok().stdout;
+    // A re-run with other settings fails in `model`: the directory holds the old results
+    // but the new settings, so nothing reads it as a record.
+    dir.mmflow(&[
+        "run",
+        "p.toml",
+        "--out",
+        "r",
+        "-q",
+        "--set",
+        "stages.model.params.heads={ valence = {} }",
+    ])
+    .expect(1);
+    for command in ["compare", "report"] {
+        let refused = dir.mmflow(&[command, "r"]).expect(1);
+        assert!(
+            refused
+                .stderr
+                .contains("r: unfinished run: stage(s) eval, model have not completed"),
+            "{command}: {}",
+            refused.stderr
+        );
+    }
+    assert!(!dir.join("r/report").exists());
+    // A run of the old settings completes without re-computing anything, and the record is
+    // back, the same as before.
+    let rerun = dir.mmflow(&["run", "p.toml", "--out", "r"]).ok();
+    assert!(
+        rerun.stdout.contains("0 ran, 3 up to date"),
+        "{}",
+        rerun.stdout
+    );
+    assert_eq!(dir.mmflow(&["compare", "r"]).ok().stdout, before);
+
+    // A renamed evaluate stage: the old entry leaves the lock once the new file completes.
+    dir.write(
+        "p.toml",
+        &tiny_with_defaults().replace("[stages.eval]", "[stages.final_eval]"),
+    );
+    let lock = || std::fs::read_to_string(dir.join("r/mmflow.lock")).unwrap();
+    dir.mmflow(&["run", "p.toml", "--out", "r", "-q"]).ok();
+    assert!(
+        !lock().contains("\"eval\"") && lock().contains("\"final_eval\""),
+        "{}",
+        lock()
+    );
+    let shown = dir.mmflow(&["compare", "r"]).ok().stdout;
+    assert!(
+        shown.contains("| final_eval |") && !shown.contains("| eval |"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_sweep_point_that_fails_is_listed_as_unfinished_and_the_others_compared() {
+    let dir = Dir::new();
+    let sweep =
+        "\n[sweep]\nseeds = [1]\nvary = { \"stages.model.params.heads\" = [{ valence = {} }] }\n";
+    dir.write("p.toml", &format!("{}{sweep}", tiny_with_defaults()));
+    let run = dir.mmflow(&["sweep", "p.toml", "-q"]).expect(1);
+    assert!(
+        run.stderr.contains("stage `model` failed")
+            && run
+                .stderr
+                .contains("1 of 2 runs of the sweep are unfinished")
+            && run
+                .stderr
+                .contains("unfinished run: stage(s) eval, model have not completed"),
+        "{}",
+        run.stderr
+    );
+    let rows: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 2, "the base alone is compared:\n{}", run.stdout);
+    assert!(rows[1].contains("base-seed1"), "{}", rows[1]);
+    assert!(!dir.join("data/runs/tiny/sweep/comparison.parquet").exists());
 }

@@ -7,6 +7,11 @@
 //! and its lock entry is written last. A run killed at any moment leaves every stage either
 //! with its old complete outputs and entry or with new complete outputs that the next run
 //! will verify by hash.
+//!
+//! The lock also follows the run as a whole (see [`crate::record`]): its start (the hash of
+//! the resolved config, saved beside the lock as `pipeline.toml`), each stage it completed,
+//! and — only when every stage completed — the run as the directory's completed record, at
+//! which point entries of stages no longer in the pipeline are pruned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -18,9 +23,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use mmflow_schemas::TableMeta;
 
 use crate::config::{Pipeline, PlannedStage};
-use crate::manifest::{self, Manifest, OutputRecord, StageEntry};
+use crate::manifest::{self, Manifest, OutputRecord, RunProgress, StageEntry};
 use crate::plan::{self, Decision, Fingerprint};
 use crate::progress::Progress;
+use crate::record;
 use crate::runlock::RunLock;
 use crate::stage::{ResolvedInput, RunContext, StageError};
 use crate::EngineError;
@@ -111,6 +117,7 @@ enum Completed {
         reason: String,
     },
     Skipped {
+        fingerprint: String,
         refreshed: Option<BTreeMap<String, OutputRecord>>,
     },
 }
@@ -126,20 +133,24 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
         }
     }
     let run_dir = &pipeline.run_dir;
-    fs::create_dir_all(run_dir).map_err(|e| EngineError::io(run_dir, e))?;
+    create_run_dir(run_dir)?;
+    // A lock file that cannot be trusted is refused before anything in the directory is
+    // touched; it is read again under the run lock (another run may have replaced it).
+    Manifest::load(run_dir)?;
     let _lock = RunLock::acquire(run_dir, options.wait_for_lock)?;
+    let mut manifest = Manifest::load(run_dir)?;
     remove_stale_temporaries(pipeline);
-    let mut manifest = match Manifest::load(run_dir) {
-        Ok(m) => m,
-        Err(e @ EngineError::Corrupt { .. }) => {
-            tracing::warn!("{e}; starting from an empty lock file");
-            Manifest::default()
-        }
-        Err(e) => return Err(e),
-    };
+    manifest.format = manifest::LOCK_FORMAT;
     manifest.pipeline = pipeline.name.clone();
     manifest.mmflow_version = mmflow_schemas::MMFLOW_VERSION.to_string();
+    // The lock records the start first, then the settings are saved: a run killed between
+    // the two leaves the settings of the last completed run beside its entries.
     let config_text = toml::to_string(&pipeline.resolved).unwrap_or_default();
+    manifest.started = Some(RunProgress {
+        config: record::config_hash(&config_text),
+        stages: BTreeMap::new(),
+    });
+    manifest.save(run_dir)?;
     manifest::write_atomically(&run_dir.join(RESOLVED_CONFIG_FILE), config_text.as_bytes())?;
 
     let n = pipeline.stages.len();
@@ -234,18 +245,23 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                         seconds,
                         summarize_report(&entry)
                     );
+                    record_completed(&mut manifest, &stage.id, &entry.fingerprint);
                     manifest.stages.insert(stage.id.clone(), *entry);
                     manifest.save(run_dir)?;
                     states[index] = State::Done;
                     outcomes[index] = Some(StageOutcome::Ran { reason, seconds });
                 }
-                Ok(Completed::Skipped { refreshed }) => {
+                Ok(Completed::Skipped {
+                    fingerprint,
+                    refreshed,
+                }) => {
                     tracing::info!("{} ({}) up to date, skipped", stage.id, stage.stage.kind());
-                    if let Some(outputs) = refreshed {
-                        if let Some(e) = manifest.stages.get_mut(&stage.id) {
-                            e.outputs = outputs;
-                            manifest.save(run_dir)?;
-                        }
+                    record_completed(&mut manifest, &stage.id, &fingerprint);
+                    if let (Some(outputs), Some(e)) =
+                        (refreshed, manifest.stages.get_mut(&stage.id))
+                    {
+                        e.outputs = outputs;
+                        manifest.save(run_dir)?;
                     }
                     states[index] = State::Done;
                     outcomes[index] = Some(StageOutcome::UpToDate);
@@ -259,6 +275,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
         Ok(())
     })?;
 
+    // The run's progress (stages found up to date included) is saved once at the end.
+    if states.iter().all(|s| *s == State::Done) {
+        record_run_complete(pipeline, &mut manifest);
+    }
+    manifest.save(run_dir)?;
     let stages = pipeline
         .stages
         .iter()
@@ -269,6 +290,37 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
         run_dir: run_dir.clone(),
         stages,
     })
+}
+
+/// Creates the run directory, refusing a path that is (or lies below) something other than a
+/// directory.
+fn create_run_dir(run_dir: &Path) -> Result<(), EngineError> {
+    let blocker = run_dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+    if let Some(blocker) = blocker {
+        return Err(EngineError::NotADirectory {
+            dir: run_dir.to_path_buf(),
+            blocker: blocker.to_path_buf(),
+        });
+    }
+    fs::create_dir_all(run_dir).map_err(|e| EngineError::io(run_dir, e))
+}
+
+/// Notes in the started run's progress that `stage` completed with `fingerprint`.
+fn record_completed(manifest: &mut Manifest, stage: &str, fingerprint: &str) {
+    if let Some(run) = manifest.started.as_mut() {
+        run.stages
+            .insert(stage.to_string(), fingerprint.to_string());
+    }
+}
+
+/// Every stage completed: the started run becomes the completed one, and entries of stages
+/// that are no longer in the pipeline (renamed or removed) leave the lock.
+fn record_run_complete(pipeline: &Pipeline, manifest: &mut Manifest) {
+    manifest.stages.retain(|id, _| pipeline.stage(id).is_some());
+    manifest.completed = manifest.started.clone();
 }
 
 fn fail(
@@ -361,7 +413,12 @@ fn execute(
 ) -> Result<Completed, String> {
     let run_dir = &pipeline.run_dir;
     let reason = match plan::decide(stage, &fp, previous.as_ref(), run_dir, forced) {
-        Decision::Skip { refreshed } => return Ok(Completed::Skipped { refreshed }),
+        Decision::Skip { refreshed } => {
+            return Ok(Completed::Skipped {
+                fingerprint: fp.hash,
+                refreshed,
+            })
+        }
         Decision::Run(reason) => reason,
     };
     tracing::info!("{} ({}) running: {reason}", stage.id, stage.stage.kind());

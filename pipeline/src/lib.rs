@@ -9,6 +9,8 @@
 //!   outputs to temporary paths, renaming them into place and recording the lock entry last.
 //! - [`manifest`]: the lock file.
 //! - [`files`]: opening user-named files (regular files only).
+//! - [`record`]: a run directory read back as a record of results (settings + lock entries of
+//!   the last run that completed), refused while its last run is unfinished.
 #![warn(missing_docs)]
 
 pub mod config;
@@ -18,6 +20,7 @@ pub mod manifest;
 pub mod plan;
 pub mod problem;
 pub mod progress;
+pub mod record;
 mod runlock;
 pub mod stage;
 pub mod sweep;
@@ -51,6 +54,34 @@ pub enum EngineError {
         path: PathBuf,
         /// The parser's message.
         message: String,
+    },
+    /// The lock file was written by a newer mmflow.
+    #[error("{}: the lock file was written by a newer mmflow (lock format {format}; this mmflow reads up to {}); use that version, or choose another run directory", path.display(), crate::manifest::LOCK_FORMAT)]
+    NewerLock {
+        /// The file.
+        path: PathBuf,
+        /// The format it records.
+        format: u32,
+    },
+    /// The lock file records an output outside its stage's directory.
+    #[error("{}: stage `{stage}`: output `{output}` is recorded at `{}`, outside the stage's directory `{stage}/` in the run directory; the lock file was edited — delete it to re-run every stage", path.display(), recorded.display())]
+    UnsafeLock {
+        /// The lock file.
+        path: PathBuf,
+        /// The stage whose entry is at fault.
+        stage: String,
+        /// Its output.
+        output: String,
+        /// The path recorded for it.
+        recorded: PathBuf,
+    },
+    /// The run directory (or a folder above it) is a file.
+    #[error("{}: cannot be the run directory: {} is not a directory; choose another --out (or `pipeline.run_dir`)", dir.display(), blocker.display())]
+    NotADirectory {
+        /// The run directory asked for.
+        dir: PathBuf,
+        /// The path that exists but is not a directory.
+        blocker: PathBuf,
     },
     /// Another run holds the run directory.
     #[error("{}: another `mmflow run` is using this run directory{}; wait for it to finish (or pass --wait), or choose another --out", dir.display(), holder.as_ref().map(|h| format!(" (pid {h})")).unwrap_or_default())]

@@ -4,11 +4,22 @@
 //!
 //! The file is only ever replaced atomically (written beside, synced, renamed), and a
 //! stage's entry is written only after all its outputs are in place.
+//!
+//! Besides the stage entries it records runs as wholes: the run last `started` (the hash of
+//! its resolved config and the stages it has completed so far) and the run last `completed`
+//! (the same, for a run in which every stage completed). [`crate::record`] reads a run
+//! directory as a record of results only when the settings saved beside the lock are those
+//! of the completed run.
+//!
+//! A lock file is checked when it is read: a format newer than this mmflow's is refused, and
+//! every recorded output must lie inside its stage's directory (a relative path below
+//! `<stage id>/`, without `..`), so an edited lock cannot make mmflow read, hash or replace
+//! anything outside the run directory.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
@@ -18,15 +29,54 @@ use crate::EngineError;
 /// File name of the lock file inside the run directory.
 pub const MANIFEST_FILE: &str = "mmflow.lock";
 
+/// Format of the lock files this mmflow writes (and the newest it reads).
+pub const LOCK_FORMAT: u32 = 2;
+
+/// Lock files written before the format was recorded.
+fn unrecorded_format() -> u32 {
+    1
+}
+
 /// The whole lock file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Format of the file (see [`LOCK_FORMAT`]).
+    #[serde(default = "unrecorded_format")]
+    pub format: u32,
     /// mmflow version that last wrote the file.
     pub mmflow_version: String,
     /// Pipeline name.
     pub pipeline: String,
     /// One entry per stage that completed.
     pub stages: BTreeMap<String, StageEntry>,
+    /// The run last started on this directory, and how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<RunProgress>,
+    /// The last run in which every stage completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<RunProgress>,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Manifest {
+            format: LOCK_FORMAT,
+            mmflow_version: String::new(),
+            pipeline: String::new(),
+            stages: BTreeMap::new(),
+            started: None,
+            completed: None,
+        }
+    }
+}
+
+/// One run of a pipeline on a run directory: the config it ran and the stages it completed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunProgress {
+    /// Hash of the resolved config the run was started with (the text of `pipeline.toml`).
+    pub config: String,
+    /// Stage id → fingerprint of the entry the run left for it (ran, or found up to date).
+    pub stages: BTreeMap<String, String>,
 }
 
 /// What one stage run used and produced.
@@ -103,18 +153,51 @@ pub struct OutputRecord {
 }
 
 impl Manifest {
-    /// Reads the lock file of a run directory; an absent file is an empty manifest.
+    /// Reads the lock file of a run directory; an absent file is an empty manifest. A file
+    /// that does not parse, comes from a newer mmflow or records an output outside its
+    /// stage's directory is an error naming the file (and the stage).
     pub fn load(run_dir: &Path) -> Result<Manifest, EngineError> {
         let path = run_dir.join(MANIFEST_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(EngineError::Corrupt {
+                    path,
+                    message: "not UTF-8 text".into(),
+                })
+            }
             Err(e) => return Err(EngineError::io(&path, e)),
         };
-        serde_json::from_str(&text).map_err(|e| EngineError::Corrupt {
-            path,
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| EngineError::Corrupt {
+            path: path.clone(),
             message: e.to_string(),
-        })
+        })?;
+        if manifest.format > LOCK_FORMAT {
+            return Err(EngineError::NewerLock {
+                path,
+                format: manifest.format,
+            });
+        }
+        manifest.check_paths(&path)?;
+        Ok(manifest)
+    }
+
+    /// Every recorded output must be a relative path inside its stage's directory.
+    fn check_paths(&self, lock: &Path) -> Result<(), EngineError> {
+        for (stage, entry) in &self.stages {
+            for (output, record) in &entry.outputs {
+                if !inside_stage_dir(stage, &record.path) {
+                    return Err(EngineError::UnsafeLock {
+                        path: lock.to_path_buf(),
+                        stage: stage.clone(),
+                        output: output.clone(),
+                        recorded: record.path.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Atomically replaces the lock file of a run directory.
@@ -125,6 +208,15 @@ impl Manifest {
         })?;
         write_atomically(&run_dir.join(MANIFEST_FILE), text.as_bytes())
     }
+}
+
+/// Whether `path` is `<stage>/<file…>`: relative, below the stage's directory, no `..`.
+fn inside_stage_dir(stage: &str, path: &Path) -> bool {
+    let mut components = path.components();
+    let first_is_stage =
+        matches!(components.next(), Some(Component::Normal(first)) if first == stage);
+    let rest: Vec<Component> = components.collect();
+    first_is_stage && !rest.is_empty() && rest.iter().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, so readers see the
@@ -267,7 +359,7 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 #[cfg(all(test, unix))]
-mod tests {
+mod write_tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
@@ -321,5 +413,79 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"{}");
         assert_eq!(fs::read_to_string(&user).unwrap(), "precious");
         assert_eq!(fs::read_link(&taken).unwrap(), user);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lock with one stage `s` whose output `o` is recorded at `path`.
+    fn lock_with_output(path: &str) -> String {
+        serde_json::json!({
+            "format": LOCK_FORMAT,
+            "mmflow_version": "0",
+            "pipeline": "p",
+            "stages": { "s": {
+                "kind": "k", "version": 1, "fingerprint": "f", "params": {}, "seed": 1,
+                "inputs": {}, "duration_s": 0.0, "finished_unix": 0, "mmflow_version": "0",
+                "outputs": { "o": { "path": path, "size": 1, "mtime_ns": 0, "hash": "h" } },
+            }},
+        })
+        .to_string()
+    }
+
+    fn load_text(text: &str) -> Result<Manifest, EngineError> {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(MANIFEST_FILE), text).unwrap();
+        Manifest::load(dir.path())
+    }
+
+    #[test]
+    fn outputs_outside_their_stage_directory_are_refused() {
+        assert!(load_text(&lock_with_output("s/o.parquet")).is_ok());
+        assert!(load_text(&lock_with_output("s/sub/o.parquet")).is_ok());
+        for bad in [
+            "../outside",
+            "s/../../outside",
+            "/etc/passwd",
+            "other/o.parquet",
+            "s",
+            "./s/o.parquet",
+            "",
+        ] {
+            match load_text(&lock_with_output(bad)) {
+                Err(e @ EngineError::UnsafeLock { .. }) => {
+                    let message = e.to_string();
+                    assert!(
+                        message.contains(MANIFEST_FILE)
+                            && message.contains("stage `s`")
+                            && message.contains("output `o`"),
+                        "{message}"
+                    );
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn newer_formats_and_garbage_are_refused_and_old_locks_read() {
+        let newer = lock_with_output("s/o").replace(
+            &format!("\"format\":{LOCK_FORMAT}"),
+            &format!("\"format\":{}", LOCK_FORMAT + 1),
+        );
+        assert!(matches!(
+            load_text(&newer),
+            Err(EngineError::NewerLock { format, .. }) if format == LOCK_FORMAT + 1
+        ));
+        assert!(matches!(
+            load_text("{ not json"),
+            Err(EngineError::Corrupt { .. })
+        ));
+        let old = lock_with_output("s/o").replace(&format!("\"format\":{LOCK_FORMAT},"), "");
+        let m = load_text(&old).unwrap();
+        assert_eq!(m.format, 1);
+        assert!(m.completed.is_none() && m.started.is_none());
     }
 }

@@ -44,11 +44,13 @@ fn default_seeds() -> Vec<u64> {
     vec![1, 2, 3]
 }
 
-/// One point of a sweep: its name (for its run directories) and its overrides.
+/// One point of a sweep: its name, its run directories' stem and its overrides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    /// `base`, or the settings joined (`dropout=0.4`).
+    /// `base`, or the settings joined (`stages.model.params.dropout=0.4`).
     pub name: String,
+    /// Stem of its run directories, unique within the sweep (see [`points`]).
+    pub dir: String,
     /// `key=value` overrides, as `--set` takes them.
     pub overrides: Vec<String>,
 }
@@ -63,6 +65,16 @@ pub fn check(section: &SweepSection) -> Vec<String> {
         if values.is_empty() {
             problems.push(format!("`sweep.vary.{key}` has no values"));
         }
+        if let Some(twice) = values
+            .iter()
+            .enumerate()
+            .find(|(i, v)| values[..*i].contains(v))
+            .map(|(_, v)| v)
+        {
+            problems.push(format!(
+                "`sweep.vary.{key}` lists {twice} twice: each value is one point"
+            ));
+        }
         if key == "pipeline.seed" {
             problems.push("vary seeds with `sweep.seeds`, not `sweep.vary`".to_string());
         }
@@ -70,76 +82,101 @@ pub fn check(section: &SweepSection) -> Vec<String> {
     if section.seeds.is_empty() {
         problems.push("`sweep.seeds` is empty: each point needs at least one seed".to_string());
     }
+    let mut seeds = section.seeds.clone();
+    seeds.sort_unstable();
+    if let Some(w) = seeds.windows(2).find(|w| w[0] == w[1]) {
+        problems.push(format!("`sweep.seeds` lists seed {} twice", w[0]));
+    }
     problems
 }
 
-/// The points of a sweep, base first.
+/// The points of a sweep, base first. Each point's directory stem is its settings with the
+/// full key paths (dots → `_`) and characters a file system may reject replaced by `_`; where
+/// that makes two stems equal, or a stem too long for a file name, a short hash of the
+/// point's overrides is appended, so no two points ever share a directory.
 pub fn points(section: &SweepSection) -> Vec<Point> {
-    let setting = |key: &str, value: &toml::Value| {
-        (
-            format!("{key}={value}"),
-            format!("{}={value}", key.rsplit('.').next().unwrap_or(key)),
-        )
-    };
     let mut out = vec![Point {
         name: "base".into(),
+        dir: "base".into(),
         overrides: Vec::new(),
     }];
-    match section.mode {
-        SweepMode::OneAtATime => {
-            for (key, values) in &section.vary {
-                for value in values {
-                    let (set, short) = setting(key, value);
-                    out.push(Point {
-                        name: short,
-                        overrides: vec![set],
-                    });
-                }
-            }
-        }
+    let combos: Vec<Vec<String>> = match section.mode {
+        SweepMode::OneAtATime => section
+            .vary
+            .iter()
+            .flat_map(|(key, values)| values.iter().map(move |v| vec![format!("{key}={v}")]))
+            .collect(),
         SweepMode::Grid => {
-            let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+            let mut combos: Vec<Vec<String>> = vec![Vec::new()];
             for (key, values) in &section.vary {
                 combos = combos
                     .into_iter()
                     .flat_map(|combo| {
                         values.iter().map(move |v| {
                             let mut c = combo.clone();
-                            c.push(setting(key, v));
+                            c.push(format!("{key}={v}"));
                             c
                         })
                     })
                     .collect();
             }
-            out.extend(combos.into_iter().map(|c| {
-                Point {
-                    name: c
-                        .iter()
-                        .map(|(_, short)| short.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    overrides: c.into_iter().map(|(set, _)| set).collect(),
-                }
-            }));
+            combos
         }
-    }
+    };
+    out.extend(combos.into_iter().map(|overrides| Point {
+        name: overrides.join(", "),
+        dir: dir_stem(&overrides),
+        overrides,
+    }));
+    disambiguate(&mut out);
     out
 }
 
-/// A directory name for a point and seed (characters a file system may reject replaced).
-pub fn run_dir_name(point: &Point, seed: u64) -> String {
-    let safe: String = point
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.=,".contains(c) {
-                c
-            } else {
-                '_'
-            }
+/// Longest directory stem kept as is (file names are limited to 255 bytes).
+const MAX_STEM: usize = 120;
+
+/// `stages_model_params_dropout=0.4,…`: every character outside `[A-Za-z0-9-_.=,]` → `_`,
+/// the dots of key paths too.
+fn dir_stem(overrides: &[String]) -> String {
+    let safe = |text: &str, keep_dots: bool| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_=,".contains(c) || (keep_dots && c == '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    overrides
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((key, value)) => format!("{}={}", safe(key, false), safe(value, true)),
+            None => safe(o, false),
         })
-        .collect();
-    format!("{safe}-seed{seed}")
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Appends `-<hash of the overrides>` to stems that are too long or shared by several points.
+fn disambiguate(points: &mut [Point]) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for p in points.iter() {
+        *counts.entry(p.dir.clone()).or_default() += 1;
+    }
+    for p in points.iter_mut() {
+        if counts[&p.dir] > 1 || p.dir.len() > MAX_STEM {
+            let hash = blake3::hash(p.overrides.join("\n").as_bytes()).to_hex();
+            // Stems are ASCII (see `dir_stem`): any byte is a character boundary.
+            p.dir = format!("{}-{}", &p.dir[..p.dir.len().min(MAX_STEM)], &hash[..10]);
+        }
+    }
+}
+
+/// A directory name for a point and seed.
+pub fn run_dir_name(point: &Point, seed: u64) -> String {
+    format!("{}-seed{seed}", point.dir)
 }
 
 #[cfg(test)]
@@ -168,7 +205,15 @@ mod tests {
     fn one_at_a_time_changes_one_key_per_point_and_grid_crosses_them() {
         let p = points(&section(SweepMode::OneAtATime));
         let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["base", "dropout=0.2", "dropout=0.4", "hidden=64"]);
+        assert_eq!(
+            names,
+            [
+                "base",
+                "stages.m.params.dropout=0.2",
+                "stages.m.params.dropout=0.4",
+                "stages.m.params.hidden=64"
+            ]
+        );
         assert!(p[1..].iter().all(|p| p.overrides.len() == 1));
         assert_eq!(p[3].overrides, ["stages.m.params.hidden=64"]);
         let g = points(&section(SweepMode::Grid));
@@ -177,7 +222,73 @@ mod tests {
             g[2].overrides,
             ["stages.m.params.dropout=0.4", "stages.m.params.hidden=64"]
         );
-        assert_eq!(run_dir_name(&g[2], 7), "dropout=0.4,hidden=64-seed7");
+        assert_eq!(
+            run_dir_name(&g[2], 7),
+            "stages_m_params_dropout=0.4,stages_m_params_hidden=64-seed7"
+        );
         assert!(check(&section(SweepMode::Grid)).is_empty());
+    }
+
+    fn vary(pairs: &[(&str, toml::Value)]) -> SweepSection {
+        SweepSection {
+            mode: SweepMode::OneAtATime,
+            seeds: vec![1],
+            vary: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.clone()]))
+                .collect(),
+        }
+    }
+
+    fn dirs(section: &SweepSection) -> Vec<String> {
+        points(section).iter().map(|p| run_dir_name(p, 1)).collect()
+    }
+
+    #[test]
+    fn points_with_the_same_last_key_and_value_get_their_own_directories() {
+        let d = dirs(&vary(&[
+            ("stages.a.params.dropout", toml::Value::Float(0.2)),
+            ("stages.b.params.dropout", toml::Value::Float(0.2)),
+        ]));
+        assert_eq!(
+            d,
+            [
+                "base-seed1",
+                "stages_a_params_dropout=0.2-seed1",
+                "stages_b_params_dropout=0.2-seed1"
+            ]
+        );
+    }
+
+    #[test]
+    fn stems_made_equal_by_sanitizing_or_too_long_get_a_hash_suffix() {
+        let d = dirs(&vary(&[
+            ("stages.a.params.path", toml::Value::String("x/y".into())),
+            ("stages.a.params_path", toml::Value::String("x:y".into())),
+        ]));
+        let unique: std::collections::BTreeSet<&String> = d.iter().collect();
+        assert_eq!(unique.len(), 3, "{d:?}");
+        assert!(d[1].starts_with("stages_a_params_path=_x_y_-") && d[1].ends_with("-seed1"));
+        assert_ne!(d[1], d[2]);
+        let long = "n".repeat(300);
+        let d = dirs(&vary(&[(
+            "stages.a.params.name",
+            toml::Value::String(long),
+        )]));
+        assert!(d[1].len() < 160, "{}", d[1]);
+    }
+
+    #[test]
+    fn repeated_values_and_seeds_are_refused() {
+        let mut s = section(SweepMode::Grid);
+        s.vary
+            .insert("stages.m.params.x".into(), vec![1.into(), 1.into()]);
+        s.seeds = vec![1, 1];
+        let problems = check(&s);
+        assert!(
+            problems.iter().any(|p| p.contains("lists 1 twice"))
+                && problems.iter().any(|p| p.contains("seed 1 twice")),
+            "{problems:?}"
+        );
     }
 }
