@@ -131,9 +131,12 @@ fn pickle_pipeline(d: &Dir, file: &Path) {
 /// A list that holds the previous list twice, 30 times over: 2^30 items once expanded.
 fn memo_bomb() -> Vec<u8> {
     let p = Pickle::new().op(b"}").str("train").op(b"}").str("id");
-    let mut bomb = p.op(b"]").memoize();
+    let mut bomb = p.op(b"]").memoize().op(b"0");
     for i in 0..30u8 {
         bomb = bomb.mark().get(i).get(i).op(b"l").memoize();
+        if i < 29 {
+            bomb = bomb.op(b"0");
+        }
     }
     bomb.op(b"ss").stop()
 }
@@ -191,7 +194,7 @@ fn zip(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
             h.extend_from_slice(&(name.len() as u16).to_le_bytes());
             h.extend_from_slice(&[0, 0]);
             if central {
-                h.extend_from_slice(&[0; 8]);
+                h.extend_from_slice(&[0; 6]);
                 h.extend_from_slice(&[0, 0, 0xa4, 0x81]);
                 h.extend_from_slice(&offset.to_le_bytes());
             }
@@ -241,7 +244,7 @@ fn aligned_pipeline(d: &Dir, kind: &str, file: &str) {
     pipeline(
         d,
         &format!(
-            "[stages.src]\nkind = \"{kind}\"\n[stages.src.params]\ndataset = \"mosi\"\nrequire_all_modalities = false\nlabels = {{ path = {:?}, format = \"csd\" }}\n[stages.src.params.modalities]\nfeat = {{ path = {:?} }}\n",
+            "[stages.src]\nkind = \"{kind}\"\n[stages.src.params]\ndataset = \"mosi\"\nrequire_all_modalities = false\nlabels = {{ path = {:?}, format = \"csd\" }}\n[stages.src.params.modalities]\nwords = {{ path = {:?} }}\n",
             data().join("bad/length_mismatch.csd"),
             d.join(file)
         ),
@@ -298,6 +301,10 @@ fn mkfifo(d: &Dir, name: &str) {
 
 const RUN: &[&str] = &["run", "p.toml"];
 
+/// What every `run` writes before its stages run: the run directory's lock file and the
+/// resolved pipeline (no stage output).
+const RUN_LOCK: &[&str] = &["data/runs/p/.mmflow-run.lock", "data/runs/p/pipeline.toml"];
+
 const CASES: &[Case] = &[
     // Pickles.
     Case {
@@ -306,7 +313,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "memo bomb"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle list that contains itself",
@@ -318,7 +325,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "cyclic"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle strings repeated through the memo past the budget",
@@ -333,7 +340,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "bytes of strings"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle decodes the same bytes into arrays over and over",
@@ -365,7 +372,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "bytes decoded into arrays"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle BINBYTES8 declaring 2^62 bytes",
@@ -382,7 +389,7 @@ const CASES: &[Case] = &[
             "x.pkl",
             "4611686018427387904 bytes runs past the end of the file",
         ],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle FRAME declaring 2^40 bytes",
@@ -396,7 +403,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "1099511627776 bytes runs past the end"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle cut in half",
@@ -407,7 +414,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "truncated"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle whose __reduce__ would run os.system",
@@ -415,7 +422,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["evil.pkl"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle naming a global outside the whitelist",
@@ -423,7 +430,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "refusing global `builtins.eval`"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle with an unknown opcode",
@@ -431,7 +438,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "unknown opcode 0xff"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle array with a non-ASCII dtype string",
@@ -444,7 +451,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "unsupported numpy dtype \"fé4\""],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle array with a dtype string of a huge item size",
@@ -457,7 +464,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "unsupported numpy dtype"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle array with a negative dimension",
@@ -470,7 +477,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "-3: dimensions cannot be negative"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle array whose shape product overflows",
@@ -483,7 +490,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "the number of elements overflows"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle array whose shape needs more bytes than it holds",
@@ -496,7 +503,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "needs 120 bytes, the file holds 96"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle features 0 wide",
@@ -509,7 +516,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "split `train`, key `audio`", "0 features wide"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle features 2^31 wide",
@@ -522,7 +529,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "key `audio`", "2147483648 features wide"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle features of rank 1",
@@ -535,7 +542,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "key `audio`", "expected [N, L, D]"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle labels of the wrong length",
@@ -548,7 +555,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "key `regression_labels`", "3 values for 2 ids"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle without any split",
@@ -556,7 +563,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "no train/valid/test split"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "pickle string that is not UTF-8",
@@ -567,7 +574,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "not valid UTF-8"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     // .csd (HDF5).
     Case {
@@ -581,7 +588,7 @@ const CASES: &[Case] = &[
             "declares shape [1099511627776, 74]",
             "-byte file",
         ],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "csd features 0 wide",
@@ -589,7 +596,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.csd", CSD_VIDEO, "0 features wide"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "csd features 2^31 wide",
@@ -597,7 +604,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.csd", CSD_VIDEO, "2147483648 features wide"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "csd features of rank 3",
@@ -605,7 +612,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.csd", CSD_VIDEO, "expected [frames, dim]"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "csd cut in half",
@@ -616,7 +623,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.csd"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "csd that is not HDF5 at all",
@@ -624,7 +631,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.csd", "not a readable HDF5 file"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     // .npz.
     Case {
@@ -642,7 +649,7 @@ const CASES: &[Case] = &[
             "array `v/features`",
             "needs 17592186044416 bytes, the file holds 48",
         ],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz header whose shape product overflows",
@@ -659,7 +666,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "array `v/features`", "more than 2^64"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz header with a non-ASCII dtype",
@@ -672,7 +679,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "array `v/features`", "not ASCII"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz array of int64",
@@ -680,7 +687,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "array `v/features`", "dtype \"<i8\""],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz header length past the member",
@@ -693,7 +700,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "array `v/features`", "header declares"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz truncated in the middle of the zip",
@@ -704,7 +711,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "not a readable .npz"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz features of rank 3",
@@ -717,7 +724,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "video `v`", "expected [frames, dim]"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz features 2^31 wide",
@@ -725,7 +732,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "video `v`", "2147483648 wide"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz features 0 wide",
@@ -733,7 +740,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "video `v`", "are 0 wide"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "npz member that is not a .npy array",
@@ -741,7 +748,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "array `v/features`", "not a .npy array"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     // Paths that are not regular files.
     Case {
@@ -753,7 +760,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "is a FIFO"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "a FIFO as a csd modality",
@@ -764,7 +771,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.csd", "is a FIFO"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "a symlink to a FIFO as an npz modality",
@@ -776,7 +783,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.npz", "is a FIFO"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "/dev/zero as the pickle path",
@@ -787,7 +794,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "is a character device"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "a directory as the pickle path",
@@ -798,7 +805,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "is a directory"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
     Case {
         what: "a directory as a csd modality",
@@ -809,7 +816,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.csd", "is a directory"],
-        may_write: &[],
+        may_write: RUN_LOCK,
     },
 ];
 

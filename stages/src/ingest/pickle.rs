@@ -377,7 +377,7 @@ impl<'a> Vm<'a> {
         match usize::try_from(len) {
             Ok(n) if n <= self.remaining() => Ok(n),
             _ => self.error(format!(
-                "a length of {len} bytes runs past the end of the file ({} bytes left): truncated or corrupt pickle",
+                "a length of {len} bytes runs past the end of the file ({} bytes left): truncated pickle (or a corrupt length)",
                 self.remaining()
             )),
         }
