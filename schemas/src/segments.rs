@@ -53,7 +53,9 @@ pub fn label_name_problems(names: &[String]) -> Vec<(usize, String)> {
             let problem = if name.is_empty() {
                 "a label name cannot be empty".to_string()
             } else if name.contains(',') {
-                format!("label name `{name}` holds a comma (label names are stored comma-separated)")
+                format!(
+                    "label name `{name}` holds a comma (label names are stored comma-separated)"
+                )
             } else if name.trim() != name || name.chars().any(char::is_control) {
                 format!("label name `{name}` has surrounding whitespace or a control character")
             } else if FIXED.contains(&name.as_str()) {

@@ -151,11 +151,16 @@ mod tests {
         let path = dir.path().join("folds.json");
         let read = |text: &str| {
             std::fs::write(&path, text).unwrap();
-            Folds::read(&path, "mosi").map(|_| ()).map_err(|e| e.to_string())
+            Folds::read(&path, "mosi")
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         };
         assert!(read(r#"{"train": ["a"], "valid": ["b"], "test": ["c"]}"#).is_ok());
         let e = read(r#"{"mosi": {"train": ["a", "x"], "valid": [], "test": ["x"]}}"#).unwrap_err();
-        assert!(e.contains("folds.json: video `x` is in both `train` and `test`"), "{e}");
+        assert!(
+            e.contains("folds.json: video `x` is in both `train` and `test`"),
+            "{e}"
+        );
         let e = read(r#"{"train": ["a"], "valid": ["b", "b"], "test": []}"#).unwrap_err();
         assert!(e.contains("video `b` is listed twice in `valid`"), "{e}");
     }

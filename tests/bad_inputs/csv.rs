@@ -58,6 +58,9 @@ fn toy(d: &Dir, files: &[(&str, &str)]) {
 }
 
 const RUN: &[&str] = &["run", "p.toml"];
+/// What a failed run leaves in its run directory: the OS lock file (empty) and the resolved
+/// config (`pipeline.toml`); never an output or a lock-file entry.
+pub const RUN_BOOKKEEPING: &[&str] = &["data/runs/p/.mmflow-run.lock", "data/runs/p/pipeline.toml"];
 
 const CASES: &[Case] = &[
     Case {
@@ -76,7 +79,7 @@ const CASES: &[Case] = &[
         says: &[
             "v2.csv: row 3 (1-based, the header is row 1), column `f1`: `abc` is not a number",
         ],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "empty feature cell",
@@ -95,7 +98,7 @@ const CASES: &[Case] = &[
             "v1.csv: row 2 (1-based, the header is row 1), column `f0`: empty cell",
             "`nan`",
         ],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "duplicate header",
@@ -111,7 +114,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: header `f0` appears twice (columns 3 and 4)"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "swapped columns with one missing",
@@ -127,7 +130,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: no column `f0`, a feature column of `v1.csv`"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "an extra column in a later file",
@@ -143,7 +146,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: column `f2` is not in `v1.csv`", "exclude"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "no timestamp column",
@@ -159,7 +162,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v1.csv: no timestamp column `timestamp`", "`time`"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "empty timestamp cell",
@@ -175,7 +178,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: row 3 (1-based, the header is row 1), column `timestamp`: empty timestamp"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "non-finite timestamp",
@@ -193,7 +196,7 @@ const CASES: &[Case] = &[
         says: &[
             "v2.csv: row 4 (1-based, the header is row 1), column `timestamp`: timestamp `nan` is not a finite number",
         ],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "empty file",
@@ -201,7 +204,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: empty file"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "header only",
@@ -209,7 +212,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: no data rows"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "a row with too many fields",
@@ -225,7 +228,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v1.csv: row 3 (1-based, the header is row 1) has 4 fields, the header has 3"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "a row cut short",
@@ -241,7 +244,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: row 4 (1-based, the header is row 1) has 2 fields, the header has 3"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "a quoted field never closed",
@@ -257,7 +260,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: row 2 (1-based, the header is row 1): a quoted field is never closed"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "pandas index column without a name",
@@ -273,7 +276,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v1.csv: column 1 of the header has no name", "index=False"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "not UTF-8",
@@ -288,7 +291,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: line 3: not UTF-8 text"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "a configured column missing",
@@ -305,7 +308,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v1.csv: no feature column `f9`"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "text in a label cell",
@@ -321,7 +324,7 @@ const CASES: &[Case] = &[
             "labels: ",
             "v2.csv: row 3 (1-based, the header is row 1), column `sentiment`: `positive` is not a number",
         ],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "one file for every video without a video column",
@@ -338,7 +341,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["all.csv: a single CSV file needs `video_column`"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "an empty video id",
@@ -358,7 +361,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["all.csv: row 4 (1-based, the header is row 1), column `video`: no video id"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "one frame and no fps",
@@ -366,7 +369,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: cannot infer the frame duration", "set `fps`"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "no feature column left",
@@ -382,7 +385,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v1.csv: no feature columns"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "a directory without CSV files",
@@ -394,7 +397,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["visual: no .csv files in the directory"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "a directory named like a CSV",
@@ -405,7 +408,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v3.csv: not a regular file"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
     Case {
         what: "text after a closing quote",
@@ -418,7 +421,7 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["v2.csv: row 2 (1-based, the header is row 1): text after a closing quote"],
-        may_write: &[],
+        may_write: RUN_BOOKKEEPING,
     },
 ];
 
@@ -447,7 +450,10 @@ fn the_good_csv_dataset_runs_and_reads_columns_by_name() {
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split(", ").collect();
-            format!("{}, {}, {}, {}, {}, {}\n", f[5], f[1], f[4], f[3], f[2], f[0])
+            format!(
+                "{}, {}, {}, {}, {}, {}\n",
+                f[5], f[1], f[4], f[3], f[2], f[0]
+            )
         })
         .collect();
     d.write("visual/v2.csv", &reordered);

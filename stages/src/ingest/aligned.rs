@@ -355,7 +355,11 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
             problems.push(ParamProblem::new("labels.path", "is required"));
         }
         for (name, m) in &p.modalities {
-            check_source(&KeyPath::keys(["modalities", name.as_str()]), m, &mut problems);
+            check_source(
+                &KeyPath::keys(["modalities", name.as_str()]),
+                m,
+                &mut problems,
+            );
         }
         check_source(&KeyPath::keys(["labels"]), &p.labels, &mut problems);
         if let Some(names) = &p.label_columns {

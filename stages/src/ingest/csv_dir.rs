@@ -157,8 +157,14 @@ fn read_text(path: &Path) -> Result<String, SourceError> {
     let bytes = std::fs::read(path).map_err(|e| fail(path)(format!("cannot read ({e})")))?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
-        fail(path)(format!("line {line}: not UTF-8 text (save the file as UTF-8)"))
+        let line = e.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        fail(path)(format!(
+            "line {line}: not UTF-8 text (save the file as UTF-8)"
+        ))
     })
 }
 
@@ -287,17 +293,13 @@ impl Layout {
         video_column: Option<&String>,
     ) -> Result<Layout, String> {
         let find = |name: &str, role: &str| {
-            header.iter().position(|n| n == name).ok_or_else(|| {
-                format!(
-                    "no {role} `{name}` (the header has {})",
-                    listed(&header)
-                )
-            })
+            header
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| format!("no {role} `{name}` (the header has {})", listed(&header)))
         };
         let timestamp = find(&timing.timestamp_column, "timestamp column")?;
-        let video = video_column
-            .map(|v| find(v, "video column"))
-            .transpose()?;
+        let video = video_column.map(|v| find(v, "video column")).transpose()?;
         let features = features
             .iter()
             .map(|n| find(n, "feature column"))
@@ -365,8 +367,8 @@ fn read_rows(reader: &mut Reader<'_>, layout: &Layout) -> Result<BTreeMap<String
             .map_err(|m| format!("{}: {m}", at(row, &layout.header[layout.timestamp])))?;
         row_values.clear();
         for &c in &layout.features {
-            let value = feature(&fields[c])
-                .map_err(|m| format!("{}: {m}", at(row, &layout.header[c])))?;
+            let value =
+                feature(&fields[c]).map_err(|m| format!("{}: {m}", at(row, &layout.header[c])))?;
             row_values.push(value as f32);
         }
         let video = match layout.video {
@@ -376,12 +378,10 @@ fn read_rows(reader: &mut Reader<'_>, layout: &Layout) -> Result<BTreeMap<String
             Some(c) => fields[c].as_ref(),
             None => "",
         };
-        let frames = videos
-            .entry(video.to_string())
-            .or_insert_with(|| Frames {
-                dim: layout.features.len(),
-                ..Frames::default()
-            });
+        let frames = videos.entry(video.to_string()).or_insert_with(|| Frames {
+            dim: layout.features.len(),
+            ..Frames::default()
+        });
         frames.stamps.push(stamp);
         frames.values.extend_from_slice(&row_values);
     }
@@ -598,7 +598,10 @@ mod tests {
             ],
             &timing(),
         );
-        assert!(e.contains("b.csv") && e.contains("no column `x`") && e.contains("a.csv"), "{e}");
+        assert!(
+            e.contains("b.csv") && e.contains("no column `x`") && e.contains("a.csv"),
+            "{e}"
+        );
         let e = error(
             &[
                 ("a.csv", "timestamp,x\n0,1\n1,3\n"),
@@ -606,7 +609,10 @@ mod tests {
             ],
             &timing(),
         );
-        assert!(e.contains("b.csv") && e.contains("column `z` is not in `a.csv`"), "{e}");
+        assert!(
+            e.contains("b.csv") && e.contains("column `z` is not in `a.csv`"),
+            "{e}"
+        );
         // With `columns` chosen, extra columns are not read.
         let mut chosen = timing();
         chosen.columns = Some(vec!["x".into()]);
@@ -623,18 +629,42 @@ mod tests {
     #[test]
     fn bad_cells_name_file_row_and_column() {
         let cases = [
-            ("timestamp,x\n0,1\n1,abc\n", "row 3 (1-based, the header is row 1), column `x`: `abc` is not a number"),
-            ("timestamp,x\n0,1\n1,\n", "row 3 (1-based, the header is row 1), column `x`: empty cell"),
-            ("timestamp,x\n0,1\n,2\n", "row 3 (1-based, the header is row 1), column `timestamp`: empty timestamp"),
-            ("timestamp,x\n0,1\ninf,2\n", "column `timestamp`: timestamp `inf` is not a finite number"),
-            ("timestamp,x\n0,1\n1,2,3\n", "row 3 (1-based, the header is row 1) has 3 fields, the header has 2"),
-            ("timestamp,x,x\n0,1,2\n", "header `x` appears twice (columns 2 and 3)"),
+            (
+                "timestamp,x\n0,1\n1,abc\n",
+                "row 3 (1-based, the header is row 1), column `x`: `abc` is not a number",
+            ),
+            (
+                "timestamp,x\n0,1\n1,\n",
+                "row 3 (1-based, the header is row 1), column `x`: empty cell",
+            ),
+            (
+                "timestamp,x\n0,1\n,2\n",
+                "row 3 (1-based, the header is row 1), column `timestamp`: empty timestamp",
+            ),
+            (
+                "timestamp,x\n0,1\ninf,2\n",
+                "column `timestamp`: timestamp `inf` is not a finite number",
+            ),
+            (
+                "timestamp,x\n0,1\n1,2,3\n",
+                "row 3 (1-based, the header is row 1) has 3 fields, the header has 2",
+            ),
+            (
+                "timestamp,x,x\n0,1,2\n",
+                "header `x` appears twice (columns 2 and 3)",
+            ),
             ("timestamp, x,x \n0,1,2\n", "header `x` appears twice"),
-            (",timestamp,x\n0,0,1\n", "column 1 of the header has no name (pandas"),
+            (
+                ",timestamp,x\n0,0,1\n",
+                "column 1 of the header has no name (pandas",
+            ),
             ("time,x\n0,1\n", "no timestamp column `timestamp`"),
             ("", "empty file: no header row"),
             ("timestamp,x\n", "no data rows"),
-            ("timestamp,x\n0,\"1\n", "row 2 (1-based, the header is row 1): a quoted field is never closed"),
+            (
+                "timestamp,x\n0,\"1\n",
+                "row 2 (1-based, the header is row 1): a quoted field is never closed",
+            ),
             ("timestamp,x\n0,\"1\"2\n", "text after a closing quote"),
             ("timestamp,frame\n0,1\n", "no feature columns"),
             ("timestamp,x\n0,1\n", "fewer than two distinct timestamps"),
@@ -663,7 +693,10 @@ mod tests {
         assert_eq!(values(&source, "b"), [1.0, 2.0]);
         std::fs::write(&path, "video,timestamp,x\nb,0,1\n,1,2\n").unwrap();
         let e = CsvSource::open(&path, &options).err().unwrap().to_string();
-        assert!(e.contains("row 3 (1-based, the header is row 1), column `video`: no video id"), "{e}");
+        assert!(
+            e.contains("row 3 (1-based, the header is row 1), column `video`: no video id"),
+            "{e}"
+        );
     }
 
     #[test]
