@@ -158,17 +158,16 @@ impl Manifest {
     /// stage's directory is an error naming the file (and the stage).
     pub fn load(run_dir: &Path) -> Result<Manifest, EngineError> {
         let path = run_dir.join(MANIFEST_FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
+        // A link or a special file in place of the lock is not mmflow's: never read through it.
+        let bytes = match refuse_link(&path).and_then(|()| crate::files::read_regular(&path)) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(EngineError::Corrupt {
-                    path,
-                    message: "not UTF-8 text".into(),
-                })
-            }
             Err(e) => return Err(EngineError::io(&path, e)),
         };
+        let text = String::from_utf8(bytes).map_err(|_| EngineError::Corrupt {
+            path: path.clone(),
+            message: "not UTF-8 text".into(),
+        })?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| EngineError::Corrupt {
             path: path.clone(),
             message: e.to_string(),

@@ -5,6 +5,8 @@
 //! Most rows use a hand-made finished run (`run/`: a resolved config and a lock file, plus
 //! whatever tables the row needs), so they cost no pipeline run.
 
+use mmflow_pipeline::manifest::LOCK_FORMAT;
+use mmflow_pipeline::record::config_hash;
 use mmflow_schemas::history::{self, HistoryRow};
 use mmflow_schemas::TableMeta;
 use serde_json::json;
@@ -32,7 +34,13 @@ fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str)]) {
         );
     }
     d.write("run/pipeline.toml", &toml);
-    let lock = json!({ "mmflow_version": "0.1.0", "pipeline": "hand-made", "stages": entries });
+    let completed: serde_json::Map<String, serde_json::Value> =
+        stages.iter().map(|(id, ..)| (id.to_string(), json!("0"))).collect();
+    let lock = json!({
+        "format": LOCK_FORMAT, "mmflow_version": "0.1.0", "pipeline": "hand-made",
+        "stages": entries,
+        "completed": { "config": config_hash(&toml), "stages": completed },
+    });
     d.write("run/mmflow.lock", &lock.to_string());
 }
 
