@@ -5,6 +5,7 @@ mod util;
 
 mod cli;
 mod compare;
+mod fuzz;
 mod interop;
 mod normalize;
 mod readers;
