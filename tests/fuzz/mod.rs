@@ -203,7 +203,6 @@ fn corpus(target: &Target) -> Vec<Seed> {
         .map(|path| {
             let bytes = std::fs::read(&path).unwrap();
             Seed {
-                name: path.display().to_string(),
                 numbers: (target.numbers)(&bytes),
                 bytes,
             }
@@ -386,6 +385,12 @@ fn spawn_child(
     (status, output)
 }
 
+/// The rest of a line after `tag` and a tab (the harness may have written `test … ` first).
+fn tagged<'a>(line: &'a str, tag: &str) -> Option<&'a str> {
+    line.find(tag)
+        .and_then(|at| line[at + tag.len()..].strip_prefix('\t'))
+}
+
 /// What ended a child that did not finish: from its last words.
 fn crash_kind(status: Option<std::process::ExitStatus>, output: &str) -> (String, String) {
     let line = |needle: &str| {
@@ -437,9 +442,9 @@ fn run_parent(target: &Target, settings: &Settings) {
         }
         let _ = std::fs::remove_file(settings.progress(target));
         let (status, output) = spawn_child(target, settings, first, left);
-        for line in output.lines().filter(|l| l.starts_with(FINDING_TAG)) {
-            let f: Vec<&str> = line.splitn(6, '\t').collect();
-            if let [_, kind, iteration, file, place, message] = f[..] {
+        for line in output.lines().filter_map(|l| tagged(l, FINDING_TAG)) {
+            let f: Vec<&str> = line.splitn(5, '\t').collect();
+            if let [kind, iteration, file, place, message] = f[..] {
                 findings.push(Finding {
                     kind: kind.into(),
                     place: place.into(),
@@ -449,7 +454,7 @@ fn run_parent(target: &Target, settings: &Settings) {
                 });
             }
         }
-        if let Some(done) = output.lines().find_map(|l| l.strip_prefix(DONE_TAG)) {
+        if let Some(done) = output.lines().find_map(|l| tagged(l, DONE_TAG)) {
             iterations += done.trim().parse::<u64>().unwrap_or(0);
             break;
         }

@@ -287,8 +287,8 @@ pub fn unzip_stored(data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
         let body = data
             .get(start..start + usize::try_from(size).ok()?)?
             .to_vec();
-        members.push((name, body));
         at = start + body.len();
+        members.push((name, body));
     }
     (!members.is_empty()).then_some(members)
 }

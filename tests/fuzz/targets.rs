@@ -22,7 +22,6 @@ use super::mutate::{self, chunk, edit_lines, havoc, number_positions, rounds, MA
 
 /// One seed input with the likely size/offset fields of binary formats.
 pub struct Seed {
-    pub name: String,
     pub bytes: Vec<u8>,
     pub numbers: Vec<(usize, usize)>,
 }
@@ -343,6 +342,18 @@ const DTYPES: &[&str] = &[
     "i16",
 ];
 
+/// `f4`, `<U20`, `|b1`, `O8`…
+fn looks_like_dtype(text: &[u8]) -> bool {
+    let text = text
+        .strip_prefix(b"<")
+        .or(text.strip_prefix(b">"))
+        .or(text.strip_prefix(b"|"))
+        .unwrap_or(text);
+    text.len() <= 4
+        && text.first().is_some_and(|c| c.is_ascii_alphabetic() || *c == b'?')
+        && text[1..].iter().all(u8::is_ascii_digit)
+}
+
 /// A pickle string op (SHORT_BINUNICODE) holding `s`.
 fn short_str(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
@@ -411,13 +422,17 @@ fn mutate_pickle(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
             }
             4 => {
                 // Replace a string (most often a short one: dtypes, keys, module names).
-                let texts: Vec<&Op> = list
+                let mut texts: Vec<&Op> = list
                     .iter()
                     .filter(|o| {
                         o.text.is_some_and(|(s, e)| e - s <= 32)
                             && matches!(data[o.start], 0x8c | b'X')
                     })
                     .collect();
+                if rng.random_bool(0.6) {
+                    // Mostly the dtype strings: where a type and a size are parsed.
+                    texts.retain(|o| o.text.is_some_and(|(s, e)| looks_like_dtype(&data[s..e])));
+                }
                 if let Some(o) = texts.choose(rng) {
                     let s = if rng.random_bool(0.7) {
                         DTYPES.choose(rng).unwrap().to_string()
