@@ -75,6 +75,7 @@ const CHILD_ENV: &str = "MMFLOW_FUZZ_CHILD";
 const FINDING_TAG: &str = "mmflow-fuzz-finding";
 const DONE_TAG: &str = "mmflow-fuzz-done";
 const HANG_TAG: &str = "mmflow-fuzz-hang";
+const ALLOC_TAG: &str = "mmflow-fuzz-refused-allocation";
 /// The child's exit code when its watchdog stops it.
 const HANG_EXIT: i32 = 86;
 
@@ -86,16 +87,32 @@ static ALLOCATION_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// failed"). Costs one relaxed load per allocation when off.
 struct Capped;
 
+/// Whether an allocation of `size` bytes is refused; if so, says where it came from (the
+/// first frame in our crates) on stderr, since the abort that usually follows says nothing.
+fn refuse(size: usize) -> bool {
+    if size <= ALLOCATION_CAP.load(Ordering::Relaxed) {
+        return false;
+    }
+    let trace = std::backtrace::Backtrace::force_capture().to_string();
+    let ours = ["stages/src", "pipeline/src", "schemas/src"];
+    let place = trace
+        .lines()
+        .find_map(|l| ours.iter().find_map(|o| l.find(o).map(|at| &l[at..])))
+        .unwrap_or("(no frame of ours)");
+    eprintln!("{ALLOC_TAG}\t{place}");
+    true
+}
+
 unsafe impl GlobalAlloc for Capped {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > ALLOCATION_CAP.load(Ordering::Relaxed) {
+        if refuse(layout.size()) {
             return std::ptr::null_mut();
         }
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > ALLOCATION_CAP.load(Ordering::Relaxed) {
+        if refuse(layout.size()) {
             return std::ptr::null_mut();
         }
         unsafe { System.alloc_zeroed(layout) }
@@ -106,7 +123,7 @@ unsafe impl GlobalAlloc for Capped {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > ALLOCATION_CAP.load(Ordering::Relaxed) {
+        if refuse(new_size) {
             return std::ptr::null_mut();
         }
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -391,40 +408,49 @@ fn tagged<'a>(line: &'a str, tag: &str) -> Option<&'a str> {
         .and_then(|at| line[at + tag.len()..].strip_prefix('\t'))
 }
 
-/// What ended a child that did not finish: from its last words.
-fn crash_kind(status: Option<std::process::ExitStatus>, output: &str) -> (String, String) {
+/// What ended a child that did not finish, from its last words: (kind, place, message).
+fn crash_kind(status: Option<std::process::ExitStatus>, output: &str) -> (String, String, String) {
     let line = |needle: &str| {
         output
             .lines()
-            .find(|l| l.contains(needle))
-            .map(str::to_string)
+            .find_map(|l| l.find(needle).map(|at| l[at..].to_string()))
     };
-    if let Some(l) = line(HANG_TAG) {
-        return (
-            "hang".into(),
-            l.replace(HANG_TAG, "input still running after")
-                .trim()
-                .into(),
-        );
+    if let Some(ms) = output.lines().find_map(|l| tagged(l, HANG_TAG)) {
+        let message = format!("one input still running after {ms}");
+        return ("hang".into(), String::new(), message);
     }
     if let Some(l) = line("memory allocation of") {
-        return ("allocation bomb".into(), l);
+        // The refusing allocator printed where the allocation came from.
+        let place = output
+            .lines()
+            .filter_map(|l| tagged(l, ALLOC_TAG))
+            .last()
+            .unwrap_or_default();
+        return ("allocation bomb".into(), place.into(), l);
     }
     if let Some(l) = line("has overflowed its stack") {
-        return ("stack overflow".into(), l);
+        return ("stack overflow".into(), String::new(), l);
     }
     if let Some(l) = line("fatal runtime error").or_else(|| line("panicked while")) {
-        return ("abort".into(), l);
+        return ("abort".into(), String::new(), l);
     }
     match status {
-        None => ("hang".into(), "the child did not stop; killed".into()),
+        None => (
+            "hang".into(),
+            String::new(),
+            "the child did not stop; killed".into(),
+        ),
         Some(s) => {
             let last = output
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
-            ("crash".into(), format!("{s}; last output: {last}"))
+            (
+                "crash".into(),
+                String::new(),
+                format!("{s}; last output: {last}"),
+            )
         }
     }
 }
@@ -465,12 +491,12 @@ fn run_parent(target: &Target, settings: &Settings) {
             panic!("fuzz {}: the child ran no input:\n{output}", target.name);
         };
         iterations += last + 1 - first;
-        let (kind, message) = crash_kind(status, &output);
+        let (kind, place, message) = crash_kind(status, &output);
         let saved = settings.reproducer(target, last);
         std::fs::copy(settings.current(target), &saved).unwrap();
         findings.push(Finding {
             kind,
-            place: String::new(),
+            place,
             iteration: last,
             file: saved.display().to_string(),
             message,

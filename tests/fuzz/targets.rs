@@ -350,7 +350,9 @@ fn looks_like_dtype(text: &[u8]) -> bool {
         .or(text.strip_prefix(b"|"))
         .unwrap_or(text);
     text.len() <= 4
-        && text.first().is_some_and(|c| c.is_ascii_alphabetic() || *c == b'?')
+        && text
+            .first()
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'?')
         && text[1..].iter().all(u8::is_ascii_digit)
 }
 
