@@ -11,7 +11,7 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use mmflow_stages::ingest::align::{Sequence, Values};
+use mmflow_stages::ingest::align::{self, Collapse, Sequence, Timeline, Values};
 use mmflow_stages::ingest::csd_file::CsdFile;
 use mmflow_stages::ingest::csv_dir::CsvSource;
 use mmflow_stages::ingest::npz_file::NpzSource;
@@ -111,6 +111,8 @@ fn mutate_binary(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
     data
 }
 
+/// Checks a sequence's invariant, then aligns it as the source stages do with the raw
+/// frames of a video (to its own first intervals as words, and as the word reference).
 fn check_sequence(what: &str, seq: &Sequence) {
     let values = match &seq.values {
         Values::F32(v) => v.len(),
@@ -123,6 +125,15 @@ fn check_sequence(what: &str, seq: &Sequence) {
         seq.len(),
         seq.dim
     );
+    let words: Vec<[f64; 2]> = seq.intervals.iter().take(16).copied().collect();
+    let epsilon = align::SDK_EPSILON;
+    let _ = align::words_after_alignment(seq, Collapse::Mean, epsilon);
+    let aligned =
+        align::align_to_words(&words, &Timeline::new(seq.clone()), Collapse::Mean, epsilon);
+    let timeline = Timeline::new(aligned);
+    if let Some(&first) = words.first() {
+        let _ = timeline.intersect(first, epsilon);
+    }
 }
 
 /// At most this many videos of one input are read (each read is the expensive part).
@@ -596,6 +607,64 @@ const NPZ_NAMES: &[&str] = &[
     "v/intervals",
 ];
 
+/// Where an `.npy` member's header text is: (length field, its width, text start, text end).
+fn npy_header(npy: &[u8]) -> Option<(usize, usize, usize, usize)> {
+    if npy.len() < 10 || &npy[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let width = if npy[6] == 1 { 2 } else { 4 };
+    let start = 8 + width;
+    let end = start + npy.get(start..)?.iter().position(|&b| b == b'\n')? + 1;
+    Some((8, width, start, end))
+}
+
+/// Gives a member a new shape with exactly the data it needs (its own bytes, cut or padded
+/// with ones), so the array loads and the shape itself is what is tested.
+fn reshape_npy(npy: &mut Vec<u8>, shape: &[usize]) {
+    let Some((len_at, width, start, end)) = npy_header(npy) else {
+        return;
+    };
+    let header = String::from_utf8_lossy(&npy[start..end]).into_owned();
+    let item = if header.contains("f8") { 8 } else { 4 };
+    let shape_text = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let Some(k) = header.find("'shape': (") else {
+        return;
+    };
+    let Some(close) = header[k..].find(')') else {
+        return;
+    };
+    let mut header = format!(
+        "{}'shape': {shape_text}{}",
+        &header[..k],
+        &header[k + close + 1..]
+    );
+    while (start + header.len()) % 64 != 0 {
+        header.insert(header.len() - 1, ' ');
+    }
+    let mut data = npy[end..].to_vec();
+    data.resize(shape.iter().product::<usize>() * item, 0x3f);
+    let mut out = npy[..start].to_vec();
+    out[len_at..len_at + width].copy_from_slice(&(header.len() as u32).to_le_bytes()[..width]);
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    *npy = out;
+}
+
+/// A small frame count or width, 0 and 1 most often.
+fn small_dim(rng: &mut ChaCha8Rng) -> usize {
+    *[0, 1, 1, 2, 3, 5, 8, 47].choose(rng).unwrap()
+}
+
 /// Edits an `.npy` member's header dict (descr, shape, fortran_order) and, mostly, keeps
 /// the header length field right.
 fn edit_npy_header(rng: &mut ChaCha8Rng, npy: &mut Vec<u8>) {
@@ -680,8 +749,25 @@ fn mutate_npz(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
         if members.is_empty() {
             break;
         }
-        match rng.random_range(0..7) {
+        match rng.random_range(0..8) {
             0 | 1 => edit_npy_header(rng, &mut members[i].1),
+            7 => {
+                // A consistent small shape: features [t, d] (or [t]) with intervals [t, 2].
+                let (t, d) = (small_dim(rng), small_dim(rng));
+                let name = String::from_utf8_lossy(&members[i].0).into_owned();
+                let shape = if rng.random_bool(0.2) {
+                    vec![t]
+                } else {
+                    vec![t, d]
+                };
+                reshape_npy(&mut members[i].1, &shape);
+                if let Some(video) = name.strip_suffix("/features.npy") {
+                    let intervals = format!("{video}/intervals.npy").into_bytes();
+                    if let Some(m) = members.iter_mut().find(|m| m.0 == intervals) {
+                        reshape_npy(&mut m.1, &[t, 2]);
+                    }
+                }
+            }
             2 => {
                 let body = &mut members[i].1;
                 let (s, e) = chunk(rng, body.len());
