@@ -1015,7 +1015,7 @@ fn run_csv(path: &Path) {
 // ---------------------------------------------------------------- config
 
 /// Overrides travel in the input as trailing comments, so a reproducer is one TOML file:
-/// `mmflow check FILE --set …` with the same arguments.
+/// `mmflow validate FILE --set …` with the same arguments.
 pub const OVERRIDE_PREFIX: &str = "#mmflow-fuzz-set ";
 
 const VALUES: &[&str] = &[
@@ -1135,8 +1135,28 @@ fn mutate_config(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
     let extra: Vec<String> = LINES.iter().map(|s| s.to_string()).collect();
     for _ in 0..rounds(rng) {
         let pairs = kv(&lines);
-        match rng.random_range(0..9) {
+        match rng.random_range(0..10) {
             0 | 1 => edit_lines(rng, &mut lines, &extra),
+            9 => {
+                // Grow an inline array (many values: sweeps, seeds, lists of inputs), or
+                // switch a sweep to the full grid.
+                if rng.random_bool(0.3) {
+                    for line in lines.iter_mut().filter(|l| l.starts_with("mode = ")) {
+                        *line = "mode = \"grid\"".into();
+                    }
+                } else if let Some(&i) = pairs
+                    .iter()
+                    .copied()
+                    .filter(|&i| lines[i].ends_with(']') && lines[i].contains(" = ["))
+                    .collect::<Vec<usize>>()
+                    .choose(rng)
+                {
+                    let (key, value) = lines[i].split_once(" = ").unwrap();
+                    let inner = &value[1..value.len() - 1];
+                    let times = 1usize << rng.random_range(1..11);
+                    lines[i] = format!("{key} = [{}]", vec![inner; times].join(", "));
+                }
+            }
             2 | 3 => {
                 if let Some(&i) = pairs.choose(rng) {
                     let key = lines[i].split(" = ").next().unwrap().to_string();
