@@ -423,8 +423,8 @@ fn crash_kind(status: Option<std::process::ExitStatus>, output: &str) -> (String
         // The refusing allocator printed where the allocation came from.
         let place = output
             .lines()
-            .filter_map(|l| tagged(l, ALLOC_TAG))
-            .last()
+            .rev()
+            .find_map(|l| tagged(l, ALLOC_TAG))
             .unwrap_or_default();
         return ("allocation bomb".into(), place.into(), l);
     }

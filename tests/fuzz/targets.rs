@@ -1153,7 +1153,7 @@ fn mutate_config(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
                 {
                     let (key, value) = lines[i].split_once(" = ").unwrap();
                     let inner = &value[1..value.len() - 1];
-                    let times = 1usize << rng.random_range(1..11);
+                    let times = 1usize << rng.random_range(1..15);
                     lines[i] = format!("{key} = [{}]", vec![inner; times].join(", "));
                 }
             }
