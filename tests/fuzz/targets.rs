@@ -303,6 +303,12 @@ const PICKLE_SNIPPETS: &[&[u8]] = &[
     b"\x8c\x17numpy._core.multiarray\x8c\x0c_reconstruct\x93",
     b"\x8c\x13numpy.core.numeric\x8c\x0b_frombuffer\x93",
     b"\x8c\x16numpy.core.multiarray\x8c\x06scalar\x93",
+    b"2\x86",
+    b"22\x87",
+    b"(22l",
+    b"\x942",
+    b"]\x94",
+    b"(]",
     b"c_codecs\nencode\n",
     b"ccollections\nOrderedDict\n",
     b"cnumpy\ndtype\n",
@@ -425,7 +431,11 @@ fn mutate_pickle(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
                 data.splice(at..at, repeated);
             }
             3 => {
-                let snippet = PICKLE_SNIPPETS.choose(rng).unwrap().to_vec();
+                let mut snippet = PICKLE_SNIPPETS.choose(rng).unwrap().to_vec();
+                if rng.random_bool(0.3) {
+                    // Runs of one snippet: nesting, sharing (DUP + TUPLE2), memo churn.
+                    snippet = snippet.repeat(1 << rng.random_range(1..14));
+                }
                 let at = if rng.random_bool(0.5) {
                     op.start
                 } else {
