@@ -128,14 +128,24 @@ fn refuse(size: usize) -> bool {
     if size <= ALLOCATION_CAP.load(Ordering::Relaxed) {
         return false;
     }
-    let trace = std::backtrace::Backtrace::force_capture().to_string();
-    let ours = ["stages/src", "pipeline/src", "schemas/src"];
-    let place = trace
-        .lines()
-        .find_map(|l| ours.iter().find_map(|o| l.find(o).map(|at| &l[at..])))
-        .unwrap_or("(no frame of ours)");
-    eprintln!("{ALLOC_TAG}\t{place}");
+    eprintln!("{ALLOC_TAG}\t{}", our_frame());
     true
+}
+
+/// Source folders of the code under test.
+const OUR_SOURCES: [&str; 3] = ["stages/src", "pipeline/src", "schemas/src"];
+
+/// The innermost frame of the current stack in the code under test (`file:line:column`).
+fn our_frame() -> String {
+    let trace = std::backtrace::Backtrace::force_capture().to_string();
+    trace
+        .lines()
+        .find_map(|l| {
+            OUR_SOURCES
+                .iter()
+                .find_map(|o| l.find(o).map(|at| l[at..].to_string()))
+        })
+        .unwrap_or_else(|| "(no frame of ours)".into())
 }
 
 unsafe impl GlobalAlloc for Capped {
@@ -295,10 +305,15 @@ fn record_panics() {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".into());
-        let location = info
+        let mut location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
+        if !OUR_SOURCES.iter().any(|o| location.contains(o)) {
+            // A panic inside std or a dependency: name the frame of ours that called it.
+            let message_location = std::mem::take(&mut location);
+            location = format!("{} (in {message_location})", our_frame());
+        }
         if let Ok(mut last) = LAST_PANIC.lock() {
             last.get_or_insert(format!(
                 "{location}\t{}",
