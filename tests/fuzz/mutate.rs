@@ -221,6 +221,7 @@ pub fn edit_lines(rng: &mut ChaCha8Rng, lines: &mut Vec<String>, extra: &[String
             } else {
                 rng.random_range(2..2000)
             };
+            let times = times.min(MAX_INPUT / line.len().max(1));
             let at = rng.random_range(0..=n);
             lines.splice(at..at, std::iter::repeat_n(line, times));
         }

@@ -893,6 +893,11 @@ const HEADERS: &[&str] = &[
     "\"a,b\"",
 ];
 
+/// Inputs stop growing at [`MAX_INPUT`].
+fn too_long(lines: &[String]) -> bool {
+    lines.iter().map(|l| l.len() + 1).sum::<usize>() > MAX_INPUT
+}
+
 fn cells(line: &str) -> Vec<String> {
     line.split(',').map(str::to_string).collect()
 }
@@ -925,6 +930,9 @@ fn mutate_csv(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
     )
     .collect();
     for _ in 0..rounds(rng) {
+        if too_long(&lines) {
+            break;
+        }
         let n = lines.len();
         match rng.random_range(0..8) {
             0 | 1 => edit_lines(rng, &mut lines, &extra),
@@ -1144,6 +1152,9 @@ fn mutate_config(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
     };
     let extra: Vec<String> = LINES.iter().map(|s| s.to_string()).collect();
     for _ in 0..rounds(rng) {
+        if too_long(&lines) {
+            break;
+        }
         let pairs = kv(&lines);
         match rng.random_range(0..10) {
             0 | 1 => edit_lines(rng, &mut lines, &extra),
@@ -1163,7 +1174,9 @@ fn mutate_config(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
                 {
                     let (key, value) = lines[i].split_once(" = ").unwrap();
                     let inner = &value[1..value.len() - 1];
-                    let times = 1usize << rng.random_range(1..15);
+                    let times = (1usize << rng.random_range(1..15))
+                        .min(MAX_INPUT / inner.len().max(1))
+                        .max(1);
                     lines[i] = format!("{key} = [{}]", vec![inner; times].join(", "));
                 }
             }
