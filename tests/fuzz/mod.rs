@@ -20,7 +20,7 @@
 //! | `MMFLOW_FUZZ_REPLAY=FILE` | run one input in-process (the target whose extension it has) |
 //! | `MMFLOW_FUZZ_DIR` | where inputs and reproducers go (default: cargo's target tmp dir) |
 //! | `MMFLOW_FUZZ_CORPUS` | more seed folders, `:`-separated |
-//! | `MMFLOW_FUZZ_HANG_SECONDS` | one input running longer is a finding (default 5) |
+//! | `MMFLOW_FUZZ_HANG_SECONDS` | one input using more CPU time is a finding (default 5) |
 
 mod mutate;
 mod targets;
@@ -326,17 +326,48 @@ fn record_panics() {
 /// Milliseconds since `epoch` when the running input started; 0 between inputs.
 static BUSY_SINCE: AtomicU64 = AtomicU64::new(0);
 
-/// Stops the process when one input runs longer than `hang` (the input is on disk already).
+/// CPU time this process has used (from `/proc`, Linux; `None` elsewhere).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
+}
+
+/// Stops the process when one input has used more than `hang` of CPU time, or has run for
+/// twelve times that on the wall clock (blocked); the input is on disk already. CPU time,
+/// not wall time, so that a loaded machine does not turn slow inputs into findings.
 fn watchdog(hang: Duration, epoch: Instant) {
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(50));
-        let since = BUSY_SINCE.load(Ordering::SeqCst);
-        let now = epoch.elapsed().as_millis() as u64;
-        if since != 0 && now.saturating_sub(since) > hang.as_millis() as u64 {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{HANG_TAG}\t{} ms", now - since);
-            let _ = out.flush();
-            std::process::exit(HANG_EXIT);
+    std::thread::spawn(move || {
+        let mut seen: Option<(u64, Option<Duration>)> = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let since = BUSY_SINCE.load(Ordering::SeqCst);
+            if since == 0 {
+                seen = None;
+                continue;
+            }
+            let Some((_, cpu_at_start)) = seen.filter(|s| s.0 == since) else {
+                seen = Some((since, cpu_time()));
+                continue;
+            };
+            let wall =
+                Duration::from_millis((epoch.elapsed().as_millis() as u64).saturating_sub(since));
+            let cpu = match (cpu_at_start, cpu_time()) {
+                (Some(start), Some(now)) => now.saturating_sub(start),
+                _ => wall,
+            };
+            if cpu > hang || wall > hang * 12 {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "{HANG_TAG}\t{} ms of CPU time ({} ms on the wall clock)",
+                    cpu.as_millis(),
+                    wall.as_millis()
+                );
+                let _ = out.flush();
+                std::process::exit(HANG_EXIT);
+            }
         }
     });
 }
