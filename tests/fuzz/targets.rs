@@ -401,7 +401,13 @@ fn mutate_pickle(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
             mutate::havoc_once(rng, &mut data, &other.bytes, &seed.numbers);
             continue;
         };
-        match rng.random_range(0..7) {
+        match rng.random_range(0..8) {
+            7 => {
+                // Shared references: a value, DUP + TUPLE2 k times (2^k leaves in k levels).
+                let k = rng.random_range(1..=64);
+                let at = op.end;
+                data.splice(at..at, b"2\x86".repeat(k));
+            }
             0 => match op.number {
                 Some((at, width)) => mutate::put_interesting(rng, &mut data, at, width),
                 None => {
