@@ -72,7 +72,7 @@ enum Command {
     /// List the stage kinds with their inputs.
     Kinds,
     /// Run the file's `[sweep]`: each point (one factor at a time, or the grid) over each seed,
-    /// then compare them all (also written to `<run dir>/sweep/comparison.parquet`).
+    /// then compare them all (also written to `<run dir>/mmflow.sweep/comparison.parquet`).
     Sweep {
         #[command(flatten)]
         pipeline: PipelineArgs,

@@ -1,7 +1,7 @@
 //! `mmflow sweep FILE`: every point of the file's `[sweep]` section over every seed, each an
-//! ordinary cached run in `<run dir>/sweep/<point>-seed<seed>` (one directory per point, named
+//! ordinary cached run in `<run dir>/mmflow.sweep/<point>-seed<seed>` (one directory per point, named
 //! by its full settings), then the comparison of all of them (as `mmflow compare`), written to
-//! `<run dir>/sweep/comparison.parquet`. Every point is validated before anything runs; a
+//! `<run dir>/mmflow.sweep/comparison.parquet`. Every point is validated before anything runs; a
 //! point whose run fails does not stop the others, and is listed as unfinished below the
 //! comparison of the finished ones.
 
@@ -13,6 +13,10 @@ use mmflow_pipeline::sweep::{check, points, run_dir_name};
 use mmflow_pipeline::{Pipeline, Progress, RunOptions, StageOutcome};
 
 use crate::compare;
+
+/// The folder of a sweep's runs inside the base run directory: stage ids never contain a dot,
+/// so no stage's outputs can share it.
+const SWEEP_FOLDER: &str = "mmflow.sweep";
 
 /// What `main` needs to know to report the outcome.
 pub enum Outcome {
@@ -63,7 +67,7 @@ pub fn sweep(
     let root = out
         .cloned()
         .unwrap_or_else(|| base.run_dir.clone())
-        .join("sweep");
+        .join(SWEEP_FOLDER);
     // Load every point × seed first: a key that does not exist fails here, before any run.
     let mut runs: Vec<(String, u64, Pipeline)> = Vec::new();
     let mut problems = Vec::new();

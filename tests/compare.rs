@@ -156,7 +156,9 @@ fn a_sweep_runs_each_point_over_seeds_and_compares_them() {
         "{}",
         rows[2]
     );
-    assert!(dir.join("data/runs/tiny/sweep/comparison.parquet").exists());
+    assert!(dir
+        .join("data/runs/tiny/mmflow.sweep/comparison.parquet")
+        .exists());
     // Re-running the sweep re-computes nothing.
     let again = dir.mmflow(&["sweep", "p.toml"]).ok();
     assert!(
@@ -359,5 +361,7 @@ fn a_sweep_point_that_fails_is_listed_as_unfinished_and_the_others_compared() {
     let rows: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("| ")).collect();
     assert_eq!(rows.len(), 2, "the base alone is compared:\n{}", run.stdout);
     assert!(rows[1].contains("base-seed1"), "{}", rows[1]);
-    assert!(!dir.join("data/runs/tiny/sweep/comparison.parquet").exists());
+    assert!(!dir
+        .join("data/runs/tiny/mmflow.sweep/comparison.parquet")
+        .exists());
 }

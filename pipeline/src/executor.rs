@@ -386,18 +386,53 @@ fn temp_dir_name(stage_dir: &Path) -> PathBuf {
     stage_dir.join(format!(".tmp-{}-{nanos}", std::process::id()))
 }
 
-/// Removes temporary directories left by killed runs (we hold the run lock: none is live).
+/// Whether `name` is one [`temp_dir_name`] makes: `.tmp-<pid>-<nanos>`.
+fn is_temp_dir_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(".tmp-") else {
+        return false;
+    };
+    let mut parts = rest.split('-');
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
+/// Removes temporary directories left by killed runs (we hold the run lock: none is live):
+/// only folders named as mmflow names them, in stage folders that are real folders (never
+/// through a link to somewhere else).
 fn remove_stale_temporaries(pipeline: &Pipeline) {
     for stage in &pipeline.stages {
         let dir = pipeline.run_dir.join(&stage.id);
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            let ours = is_temp_dir_name(&entry.file_name().to_string_lossy())
+                && entry.file_type().is_ok_and(|t| t.is_dir());
+            if ours {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
+    }
+}
+
+/// The output folder of a stage, created if absent. Anything else in its place (a link, a
+/// file) is not mmflow's: outputs are never written through it.
+fn stage_folder(run_dir: &Path, id: &str) -> Result<PathBuf, String> {
+    let dir = run_dir.join(id);
+    match fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => Ok(dir),
+        Ok(_) => Err(format!(
+            "{}: not a folder mmflow made (a link or a file is in its place); move it away and run again",
+            dir.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(&dir)
+            .map(|()| dir.clone())
+            .map_err(|e| format!("{}: {e}", dir.display())),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
     }
 }
 
@@ -422,10 +457,10 @@ fn execute(
         Decision::Run(reason) => reason,
     };
     tracing::info!("{} ({}) running: {reason}", stage.id, stage.stage.kind());
-    let stage_dir = run_dir.join(&stage.id);
-    fs::create_dir_all(&stage_dir).map_err(|e| format!("{}: {e}", stage_dir.display()))?;
+    let stage_dir = stage_folder(run_dir, &stage.id)?;
     let tmp = temp_dir_name(&stage_dir);
-    fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // `create_dir`, not `create_dir_all`: the temporary folder is always a new one of ours.
+    fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let result = run_in(pipeline, stage, &fp, inputs, progress, &tmp, &stage_dir);
     let _ = fs::remove_dir_all(&tmp);
     let (outputs, report, duration_s) = result?;

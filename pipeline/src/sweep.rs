@@ -55,9 +55,32 @@ pub struct Point {
     pub overrides: Vec<String>,
 }
 
+/// The most runs (points × seeds) one sweep may expand to: every run is validated before any
+/// starts, so a grid of many keys must be refused before it is built, not after.
+pub const MAX_RUNS: u64 = 10_000;
+
+/// How many runs (points × seeds) the section expands to; `None` past `u64`.
+fn run_count(section: &SweepSection) -> Option<u64> {
+    let mut lengths = section.vary.values().map(|v| v.len() as u64);
+    let points = match section.mode {
+        SweepMode::OneAtATime => lengths.sum::<u64>(),
+        SweepMode::Grid => lengths.try_fold(1u64, u64::checked_mul)?,
+    };
+    points
+        .checked_add(1)?
+        .checked_mul(section.seeds.len() as u64)
+}
+
 /// Problems of the section itself (keys and values are checked when each point is loaded).
 pub fn check(section: &SweepSection) -> Vec<String> {
     let mut problems = Vec::new();
+    match run_count(section) {
+        Some(n) if n <= MAX_RUNS => {}
+        n => problems.push(format!(
+            "`sweep.vary` expands to {} runs (points × seeds); at most {MAX_RUNS}: vary fewer keys or values, or use `mode = \"one_at_a_time\"`",
+            n.map_or("more than 2^64".to_string(), |n| n.to_string())
+        )),
+    }
     if section.vary.is_empty() {
         problems.push("`sweep.vary` names no key to vary".to_string());
     }
@@ -242,6 +265,25 @@ mod tests {
 
     fn dirs(section: &SweepSection) -> Vec<String> {
         points(section).iter().map(|p| run_dir_name(p, 1)).collect()
+    }
+
+    #[test]
+    fn a_grid_too_large_to_run_is_refused_before_it_is_built() {
+        let values: Vec<toml::Value> = (0..100).map(toml::Value::Integer).collect();
+        let section = SweepSection {
+            mode: SweepMode::Grid,
+            seeds: vec![1, 2, 3],
+            vary: (0..5)
+                .map(|i| (format!("stages.m.params.k{i}"), values.clone()))
+                .collect(),
+        };
+        let problems = check(&section);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("30000000003 runs") && p.contains("at most 10000")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -34,8 +34,10 @@ fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str)]) {
         );
     }
     d.write("run/pipeline.toml", &toml);
-    let completed: serde_json::Map<String, serde_json::Value> =
-        stages.iter().map(|(id, ..)| (id.to_string(), json!("0"))).collect();
+    let completed: serde_json::Map<String, serde_json::Value> = stages
+        .iter()
+        .map(|(id, ..)| (id.to_string(), json!("0")))
+        .collect();
     let lock = json!({
         "format": LOCK_FORMAT, "mmflow_version": "0.1.0", "pipeline": "hand-made",
         "stages": entries,

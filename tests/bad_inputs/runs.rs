@@ -112,7 +112,28 @@ fn flip_bytes(d: &Dir, rel: &str) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// One synthetic stage `src` whose output folder is a link to a user's folder holding a
+/// file named like an mmflow temporary.
+fn stage_folder_linked_to_a_user_folder(d: &Dir) {
+    pipeline(
+        d,
+        "[pipeline]\nname = \"p\"\n[stages.src]\nkind = \"synthetic\"\nparams = { profile = \"mosi\", scale = 0.05 }\n",
+    );
+    d.write("mine/.tmp-1-2/keep.txt", "mine");
+    d.write("mine/notes.txt", "mine");
+    std::fs::create_dir_all(d.join("data/runs/p")).unwrap();
+    std::os::unix::fs::symlink(d.join("mine"), d.join("data/runs/p/src")).unwrap();
+}
+
 const CASES: &[Case] = &[
+    Case {
+        what: "a stage's output folder is a link to a user's folder",
+        setup: stage_folder_linked_to_a_user_folder,
+        args: &["run", "p.toml"],
+        code: 1,
+        says: &["data/runs/p/src", "not a folder mmflow made"],
+        may_write: &[],
+    },
     Case {
         what: "compare after a re-run with new settings failed",
         setup: failed_rerun,
@@ -369,8 +390,8 @@ params = { bootstrap = 10 }
             "point base, seed 1: 4 ran",
             "point stages.mosei.params.scale=0.03, seed 1: 4 ran",
             "point stages.mosi.params.scale=0.03, seed 1: 4 ran",
-            "sweep/stages_mosei_params_scale=0.03-seed1",
-            "sweep/stages_mosi_params_scale=0.03-seed1",
+            "mmflow.sweep/stages_mosei_params_scale=0.03-seed1",
+            "mmflow.sweep/stages_mosi_params_scale=0.03-seed1",
             "stages.mosei.params.scale=0.03 |",
             "stages.mosi.params.scale=0.03 |",
         ],

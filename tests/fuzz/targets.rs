@@ -1332,12 +1332,7 @@ fn run_config(path: &Path) {
 
 /// Where seeds are looked for (recursively), relative to the repository; folders that do
 /// not exist are skipped. `MMFLOW_FUZZ_CORPUS` adds more (separated by `:`).
-const SEED_ROOTS: &[&str] = &[
-    "configs",
-    "tests/data",
-    "tests/fuzz/seeds",
-    "../shared/fixtures",
-];
+const SEED_ROOTS: &[&str] = &["configs", "tests/data", "tests/fuzz/seeds"];
 
 /// The seed files of a target, sorted (the corpus order is part of what makes an iteration
 /// reproducible from its seed and number).
