@@ -15,9 +15,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use mmflow_pipeline::executor::RESOLVED_CONFIG_FILE;
-use mmflow_pipeline::manifest::{Manifest, StageEntry, MANIFEST_FILE};
+use mmflow_pipeline::manifest::{StageEntry, MANIFEST_FILE};
 use mmflow_pipeline::record::RunRecord;
 use mmflow_schemas::diagnostics;
 use mmflow_schemas::evaluation::{read_metrics, read_predictions};
@@ -45,9 +45,7 @@ const PLOTTABLE: f64 = 1e300;
 /// Writes the report of `run` to `out` (default `<run>/mmflow.report`); returns the Markdown
 /// path.
 pub fn report(run: &Path, out: Option<&Path>) -> Result<PathBuf> {
-    let RunRecord {
-        config, manifest, ..
-    } = RunRecord::load(run)?;
+    let record = RunRecord::load(run)?;
     let dest = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| run.join(DEFAULT_FOLDER));
@@ -56,7 +54,7 @@ pub fn report(run: &Path, out: Option<&Path>) -> Result<PathBuf> {
         .with_context(|| format!("creating the folder of {}", dest.display()))?;
     let staging = Staging::beside(&dest)
         .with_context(|| format!("creating a staging folder beside {}", dest.display()))?;
-    let files = write_report(run, &config, &manifest, staging.path())?;
+    let files = write_report(&record, staging.path())?;
     write_marker(staging.path(), &files)?;
     found.replace_with(staging, &dest)?;
     parents.keep();
@@ -264,30 +262,13 @@ impl PlotNames {
     }
 }
 
-/// The file a stage recorded for `output`; it must be a regular file (a FIFO or a device
-/// would block or never end).
-fn output_file(run: &Path, id: &str, entry: &StageEntry, output: &str) -> Result<PathBuf> {
-    let record = entry
-        .outputs
-        .get(output)
-        .ok_or_else(|| anyhow!("stage `{id}` recorded no `{output}`"))?;
-    let path = run.join(&record.path);
-    if !fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-        bail!(
-            "stage `{id}`: {}: missing or not a regular file; run the pipeline again",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// Writes `report.md` and its plots into `dir`; returns the names of the files written.
-fn write_report(
-    run: &Path,
-    config: &toml::Value,
-    manifest: &Manifest,
-    dir: &Path,
-) -> Result<Vec<String>> {
+fn write_report(record: &RunRecord, dir: &Path) -> Result<Vec<String>> {
+    let RunRecord {
+        dir: run,
+        config,
+        manifest,
+    } = record;
     let mut md = String::new();
     let mut plots = PlotNames::default();
     let name = config
@@ -315,14 +296,14 @@ fn write_report(
         writeln!(md, "## Learning curves\n")?;
     }
     for (id, entry) in trained {
-        let rows = history::read(&output_file(run, id, entry, "history")?)
+        let rows = history::read(&record.output(id, "history")?)
             .with_context(|| format!("stage `{id}`"))?;
         learning_curves(&mut md, &mut plots, dir, id, &entry.kind, &rows)?;
     }
     let mut flags = Vec::new();
-    for (id, entry) in manifest.stages.iter().filter(|(_, e)| e.kind == "evaluate") {
+    for (id, _) in manifest.stages.iter().filter(|(_, e)| e.kind == "evaluate") {
         writeln!(md, "## Evaluation: {id}\n")?;
-        let predictions = read_predictions(&output_file(run, id, entry, "predictions")?)
+        let predictions = read_predictions(&record.output(id, "predictions")?)
             .with_context(|| format!("stage `{id}`"))?;
         let heads: BTreeSet<&str> = predictions.iter().map(|p| p.head.as_str()).collect();
         if heads.len() > MAX_SCATTERS {
@@ -368,8 +349,8 @@ fn write_report(
             md,
             "| split | head | metric | value | 95% CI | n | note |\n|---|---|---|---|---|---|---|"
         )?;
-        for m in read_metrics(&output_file(run, id, entry, "metrics")?)
-            .with_context(|| format!("stage `{id}`"))?
+        for m in
+            read_metrics(&record.output(id, "metrics")?).with_context(|| format!("stage `{id}`"))?
         {
             let ci = match (m.ci_low, m.ci_high) {
                 (Some(lo), Some(hi)) => format!("{lo:.3} – {hi:.3}"),
@@ -387,7 +368,7 @@ fn write_report(
             )?;
         }
         writeln!(md)?;
-        for d in diagnostics::read(&output_file(run, id, entry, "diagnostics")?)
+        for d in diagnostics::read(&record.output(id, "diagnostics")?)
             .with_context(|| format!("stage `{id}`"))?
         {
             if let Some(note) = d.note.as_deref().filter(|n| n.starts_with("FLAG")) {

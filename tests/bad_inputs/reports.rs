@@ -5,7 +5,7 @@
 //! Most rows use a hand-made finished run (`run/`: a resolved config and a lock file, plus
 //! whatever tables the row needs), so they cost no pipeline run.
 
-use mmflow_pipeline::manifest::LOCK_FORMAT;
+use mmflow_pipeline::manifest::{hash_file, LOCK_FORMAT};
 use mmflow_pipeline::record::config_hash;
 use mmflow_schemas::history::{self, HistoryRow};
 use mmflow_schemas::TableMeta;
@@ -26,9 +26,7 @@ fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str)]) {
             json!({
                 "kind": kind, "version": 1, "fingerprint": "0", "params": {}, "seed": 1,
                 "inputs": {},
-                "outputs": { *output: {
-                    "path": format!("{id}/{file}"), "size": 0, "mtime_ns": 0, "hash": "0"
-                }},
+                "outputs": { *output: recorded(d, &format!("{id}/{file}")) },
                 "duration_s": 0.0, "finished_unix": 0, "mmflow_version": "0.1.0"
             }),
         );
@@ -46,6 +44,17 @@ fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str)]) {
     d.write("run/mmflow.lock", &lock.to_string());
 }
 
+/// The lock's record of `run/<path>`: its real size and hash where it is a regular file
+/// already (so the run's record vouches for it), placeholders otherwise.
+fn recorded(d: &Dir, path: &str) -> serde_json::Value {
+    let file = d.join("run").join(path);
+    let (size, hash) = match std::fs::symlink_metadata(&file) {
+        Ok(meta) if meta.is_file() => (meta.len(), hash_file(&file).unwrap()),
+        _ => (0, "0".to_string()),
+    };
+    json!({ "path": path, "size": size, "mtime_ns": 0, "hash": hash })
+}
+
 /// A finished run without stages, a user's file and a user's folder beside it.
 fn run_and_user_files(d: &Dir) {
     finished_run(d, &[]);
@@ -55,7 +64,6 @@ fn run_and_user_files(d: &Dir) {
 
 /// A finished run with one training stage whose history holds `train`/`valid` losses.
 fn run_with_losses(d: &Dir, losses: &[(f64, f64)]) {
-    finished_run(d, &[("model", "train_model", "history", "history.parquet")]);
     let rows: Vec<HistoryRow> = losses
         .iter()
         .enumerate()
@@ -77,6 +85,7 @@ fn run_with_losses(d: &Dir, losses: &[(f64, f64)]) {
         &TableMeta::default(),
     )
     .unwrap();
+    finished_run(d, &[("model", "train_model", "history", "history.parquet")]);
 }
 
 /// A symbolic link at `rel` (in the test's folder) to `target`.
@@ -260,7 +269,7 @@ const CASES: &[Case] = &[
         code: 1,
         says: &[
             "stage `model`",
-            "history.parquet: missing or not a regular file",
+            "history.parquet: output `history` of stage `model` is not a regular file",
         ],
         may_write: &[],
     },
