@@ -479,7 +479,7 @@ pub fn compare(options: &Options) -> Result<String> {
 
 /// `--parquet FILE` may name a new file or a comparison table mmflow wrote, nothing else: not
 /// a user's file, a folder, a link or a special file.
-fn check_parquet_destination(path: &Path) -> Result<()> {
+pub fn check_parquet_destination(path: &Path) -> Result<()> {
     let refuse = |why: &str| anyhow!("--parquet {}: {why}", path.display());
     if path.file_name().is_none() {
         return Err(refuse(

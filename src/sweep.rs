@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mmflow_pipeline::record::RunRecord;
 use mmflow_pipeline::sweep::{check, points, run_dir_name};
 use mmflow_pipeline::{Pipeline, Progress, RunOptions, StageOutcome};
@@ -101,7 +101,15 @@ pub fn sweep(
         ..RunOptions::default()
     };
     for (name, seed, p) in &runs {
-        let summary = mmflow_pipeline::run(p, &options)?;
+        // A point that cannot run (its run directory busy, its lock refused) is one unfinished
+        // point: the others still run, and it is listed below.
+        let summary = match mmflow_pipeline::run(p, &options) {
+            Ok(summary) => summary,
+            Err(e) => {
+                eprintln!("error: point {name}, seed {seed}: {e}");
+                continue;
+            }
+        };
         let count =
             |f: fn(&StageOutcome) -> bool| summary.stages.iter().filter(|(_, o)| f(o)).count();
         println!(
@@ -142,6 +150,13 @@ pub fn sweep(
     if let Some(path) = parquet {
         println!("comparison table: {}", path.display());
         return Ok(Outcome::Done);
+    }
+    // A table of an earlier, complete sweep would no longer describe these runs.
+    let stale = root.join("comparison.parquet");
+    if compare::check_parquet_destination(&stale).is_ok() && stale.is_file() {
+        std::fs::remove_file(&stale)
+            .with_context(|| format!("removing the stale {}", stale.display()))?;
+        eprintln!("removed the comparison table of an earlier run of this sweep");
     }
     eprintln!(
         "error: {} of {} runs of the sweep are unfinished and not compared (no comparison table written):",

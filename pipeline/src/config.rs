@@ -145,13 +145,19 @@ impl Pipeline {
 
 /// Loads and validates a pipeline file with `--set` overrides (`a.b.c=value`).
 pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pipeline, Problems> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Problems(vec![Problem {
-            location: crate::problem::Location::WholeFile(path.to_path_buf()),
-            key: KeyPath::default(),
-            message: format!("cannot read the pipeline file: {e}"),
-        }])
-    })?;
+    // Regular files only: a FIFO would hang the read, `/dev/zero` would never end.
+    let text = crate::files::read_regular(path)
+        .and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+        })
+        .map_err(|e| {
+            Problems(vec![Problem {
+                location: crate::problem::Location::WholeFile(path.to_path_buf()),
+                key: KeyPath::default(),
+                message: format!("cannot read the pipeline file: {e}"),
+            }])
+        })?;
     let doc = match toml_edit::Document::parse(text.clone()) {
         Ok(doc) => doc,
         Err(e) => {

@@ -243,7 +243,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
 }
 
 /// A symbolic link where mmflow writes one of its own files is not mmflow's to replace.
-fn refuse_link(path: &Path) -> std::io::Result<()> {
+pub(crate) fn refuse_link(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => Err(std::io::Error::other(
             "a symbolic link, not a file mmflow wrote; mmflow neither writes through nor replaces it (remove the link)",

@@ -112,7 +112,10 @@ impl RunRecord {
             });
         }
         let config_path = dir.join(RESOLVED_CONFIG_FILE);
-        let text = match fs::read(&config_path) {
+        // Never through a link, never a FIFO or device (a hang) in place of the settings.
+        let read = manifest::refuse_link(&config_path)
+            .and_then(|()| crate::files::read_regular(&config_path));
+        let text = match read {
             Ok(bytes) => String::from_utf8(bytes).map_err(|_| RecordError::Settings {
                 path: config_path.clone(),
                 message: "not UTF-8 text".into(),
@@ -238,11 +241,27 @@ impl RunRecord {
     }
 }
 
-/// Whether every stage of `run` still has the entry it left.
+/// Whether every stage of `run` still has the entry it left, and every table each of them
+/// read is the one its upstream stage's entry records now (an upstream stage that re-ran with
+/// new output while a later re-run of its dependent failed leaves the dependent's entry a
+/// result of the old table).
 fn entries_match(run: &RunProgress, entries: &BTreeMap<String, StageEntry>) -> bool {
-    run.stages
-        .iter()
-        .all(|(id, fp)| entries.get(id).is_some_and(|e| &e.fingerprint == fp))
+    run.stages.iter().all(|(id, fp)| {
+        entries
+            .get(id)
+            .is_some_and(|e| &e.fingerprint == fp && inputs_current(e, entries))
+    })
+}
+
+/// Whether every input `entry` records has the hash its upstream output has now.
+fn inputs_current(entry: &StageEntry, entries: &BTreeMap<String, StageEntry>) -> bool {
+    entry.inputs.values().flatten().all(|input| {
+        input
+            .reference
+            .split_once('.')
+            .and_then(|(stage, output)| entries.get(stage)?.outputs.get(output))
+            .is_some_and(|upstream| upstream.hash == input.hash)
+    })
 }
 
 /// Stages of the saved settings that the run started with them has not completed (every
@@ -333,6 +352,41 @@ mod tests {
                 "p.weight_decay=0.0001",
             ]
         );
+    }
+
+    /// An entry of stage kind `k` with output `o` of content `hash`, reading `inputs`
+    /// (reference, hash).
+    fn entry(fingerprint: &str, hash: &str, inputs: &[(&str, &str)]) -> StageEntry {
+        let inputs: Vec<serde_json::Value> = inputs
+            .iter()
+            .map(|(r, h)| serde_json::json!({ "reference": r, "hash": h }))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "kind": "k", "version": 1, "fingerprint": fingerprint, "params": {}, "seed": 1,
+            "inputs": { "in": inputs }, "duration_s": 0.0, "finished_unix": 0,
+            "mmflow_version": "0",
+            "outputs": { "o": { "path": "x/o", "size": 1, "mtime_ns": 0, "hash": hash } },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stage_whose_upstream_output_changed_since_it_read_it_is_not_a_result() {
+        let run = RunProgress {
+            config: "c".into(),
+            stages: [
+                ("a".to_string(), "fa".to_string()),
+                ("b".into(), "fb".into()),
+            ]
+            .into(),
+        };
+        let mut entries = BTreeMap::new();
+        entries.insert("a".to_string(), entry("fa", "h1", &[]));
+        entries.insert("b".to_string(), entry("fb", "h9", &[("a.o", "h1")]));
+        assert!(entries_match(&run, &entries));
+        // `a` re-ran (same fingerprint, new bytes); `b`'s re-run failed: its entry is old.
+        entries.insert("a".to_string(), entry("fa", "h2", &[]));
+        assert!(!entries_match(&run, &entries));
     }
 
     #[test]

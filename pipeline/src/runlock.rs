@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::EngineError;
@@ -21,11 +22,14 @@ impl RunLock {
         if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
             return Err(EngineError::io(&path, not_ours()));
         }
+        // O_NOFOLLOW: a link planted after the check above is refused, not followed (with
+        // O_CREAT, a dangling link would create its target outside the run directory).
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| EngineError::io(&path, e))?;
         opened_in_place(&path, &file).map_err(|e| EngineError::io(&path, e))?;

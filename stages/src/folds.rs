@@ -19,6 +19,13 @@ pub struct Folds {
     pub test: Vec<String>,
 }
 
+/// A folds file as text: a regular file (never a FIFO or a device), UTF-8.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = mmflow_pipeline::files::read_regular(path)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 impl Folds {
     /// The videos of one split.
     pub fn split(&self, split: Split) -> &[String] {
@@ -36,7 +43,7 @@ impl Folds {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|source| FoldsError::Io {
+        let text = read_text(path).map_err(|source| FoldsError::Io {
             path: path.to_path_buf(),
             source,
         })?;

@@ -1,6 +1,6 @@
 //! Bad inputs: pipeline files and `--set` overrides.
 
-use super::{check, pipeline, Case};
+use super::{check, mkfifo, pipeline, Case};
 use crate::util::SMALL;
 
 const CASES: &[Case] = &[
@@ -156,6 +156,33 @@ const CASES: &[Case] = &[
         args: &["run", "p.toml"],
         code: 1,
         says: &["folds.json: video `v2` is in both `train` and `test`"],
+        may_write: super::csv::RUN_BOOKKEEPING,
+    },
+    Case {
+        what: "the pipeline file is a FIFO",
+        setup: |d| mkfifo(d, "p.toml"),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml", "a FIFO"],
+        may_write: &[],
+    },
+    Case {
+        what: "the folds file is a FIFO",
+        setup: |d| {
+            pipeline(
+                d,
+                &ALIGNED
+                    .replace("fps = FPS", "fps = 30")
+                    .replace("dataset = \"mosi\"", "dataset = \"mosi\"\nfolds = \"folds.json\""),
+            );
+            for file in ["labels.npz", "words.npz", "visual.npz"] {
+                d.write(file, "never read: the folds are checked first");
+            }
+            mkfifo(d, "folds.json");
+        },
+        args: &["run", "p.toml"],
+        code: 1,
+        says: &["folds.json", "a FIFO"],
         may_write: super::csv::RUN_BOOKKEEPING,
     },
     Case {

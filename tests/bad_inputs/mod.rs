@@ -244,3 +244,12 @@ mod csv;
 mod readers;
 mod reports;
 mod runs;
+
+/// A FIFO (named pipe) at `rel`: reading it would block forever.
+pub fn mkfifo(d: &Dir, rel: &str) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(d.join(rel))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {rel}");
+}

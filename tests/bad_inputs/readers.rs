@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{check, data, pipeline, write_bytes, Case};
+use super::{check, data, mkfifo, pipeline, write_bytes, Case};
 use crate::util::Dir;
 
 // ----------------------------------------------------------------------------------------
@@ -289,14 +289,6 @@ fn patched_csd(dims: [u64; 2], rank: u8) -> Vec<u8> {
 fn csd_case(d: &Dir, bytes: &[u8]) {
     write_bytes(d, "x.csd", bytes);
     aligned_pipeline(d, "csd", "x.csd");
-}
-
-fn mkfifo(d: &Dir, name: &str) {
-    let made = std::process::Command::new("mkfifo")
-        .arg(d.join(name))
-        .status()
-        .expect("mkfifo runs");
-    assert!(made.success(), "mkfifo {name}");
 }
 
 const RUN: &[&str] = &["run", "p.toml"];

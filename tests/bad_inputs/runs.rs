@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{check, pipeline, write_bytes, Case};
+use super::{check, mkfifo, pipeline, write_bytes, Case};
 use crate::util::Dir;
 
 /// A train + evaluate pipeline that runs in seconds.
@@ -126,6 +126,17 @@ fn stage_folder_linked_to_a_user_folder(d: &Dir) {
 }
 
 const CASES: &[Case] = &[
+    Case {
+        what: "compare of a run whose pipeline.toml is a FIFO",
+        setup: |d| {
+            d.write("run/mmflow.lock", "{}");
+            mkfifo(d, "run/pipeline.toml");
+        },
+        args: &["compare", "run"],
+        code: 1,
+        says: &["pipeline.toml", "a FIFO"],
+        may_write: &[],
+    },
     Case {
         what: "a stage's output folder is a link to a user's folder",
         setup: stage_folder_linked_to_a_user_folder,

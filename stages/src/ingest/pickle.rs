@@ -13,6 +13,7 @@
 //! | `numpy.core.numeric._frombuffer`, `numpy._core.numeric._frombuffer` | protocol 5 arrays: `(buffer, dtype, shape, order)` |
 //! | `numpy.core.multiarray.scalar`, `numpy._core.multiarray.scalar` | a numpy scalar `(dtype, bytes)` |
 //! | `_codecs.encode` | protocol 2's bytes: `(str, "latin1")` |
+//! | `__builtin__.bytes`, `builtins.bytes` | protocol 2's empty bytes: `()` only |
 //! | `collections.OrderedDict` | a dict |
 //!
 //! Any other global (e.g. a `__reduce__` payload naming `os.system`), and any opcode that
@@ -211,6 +212,8 @@ enum Global {
     FromBuffer,
     Scalar,
     CodecsEncode,
+    /// `bytes()`: how protocol 2 writes an empty bytes object (an empty array's data).
+    EmptyBytes,
     OrderedDict,
 }
 
@@ -222,6 +225,7 @@ fn allowed_global(module: &str, name: &str) -> Option<Global> {
         ("numpy.core.numeric" | "numpy._core.numeric", "_frombuffer") => Global::FromBuffer,
         ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Global::Scalar,
         ("_codecs", "encode") => Global::CodecsEncode,
+        ("__builtin__" | "builtins", "bytes") => Global::EmptyBytes,
         ("collections", "OrderedDict") => Global::OrderedDict,
         _ => return None,
     })
@@ -785,6 +789,8 @@ impl<'a> Vm<'a> {
                     return self.error("scalar needs (dtype, bytes)");
                 };
                 let dtype = self.dtype_of(dtype)?;
+                let len = self.bytes_of(data)?.len();
+                self.charge_array(len)?;
                 let bytes = self.bytes_of(data)?;
                 let array = self.decode_array(&dtype, vec![1], bytes, false)?;
                 let scalar = match array.data {
@@ -816,6 +822,10 @@ impl<'a> Vm<'a> {
                 }
                 _ => self.error("_codecs.encode is only allowed as (str, \"latin1\")"),
             },
+            Global::EmptyBytes if args.is_empty() => {
+                Ok(self.alloc(Obj::Bytes(Cow::Owned(Vec::new()))))
+            }
+            Global::EmptyBytes => self.error("bytes is only allowed as bytes() (empty)"),
             Global::OrderedDict => Ok(self.alloc(Obj::Dict(Vec::new()))),
             Global::NdarrayType => self.error("numpy.ndarray cannot be called directly"),
         }
@@ -853,11 +863,7 @@ impl<'a> Vm<'a> {
                         .iter()
                         .map(|v| self.convert(v, 0))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let values = if fortran {
-                        fortran_to_c(values, &shape)
-                    } else {
-                        values
-                    };
+                    // numpy pickles an object array's items in C order whatever its layout.
                     NdArray {
                         shape,
                         data: ArrayData::Object(values),
@@ -1250,6 +1256,21 @@ mod tests {
                 PyValue::Str("é".into())
             ]))
         );
+    }
+
+    #[test]
+    fn an_empty_array_of_protocol_2_reads() {
+        // pickle.dumps({"a": np.zeros((0, 3), np.float32)}, protocol=2), numpy 2.4: the
+        // empty data is written as `__builtin__.bytes()`.
+        let p = b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01cnumpy._core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85q\x04c_codecs\nencode\nq\x05X\x01\x00\x00\x00bq\x06X\x06\x00\x00\x00latin1q\x07\x86q\x08Rq\t\x87q\nRq\x0b(K\x01K\x00K\x03\x86q\x0ccnumpy\ndtype\nq\rX\x02\x00\x00\x00f4q\x0e\x89\x88\x87q\x0fRq\x10(K\x03X\x01\x00\x00\x00<q\x11NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x12b\x89c__builtin__\nbytes\nq\x13)Rq\x14tq\x15bs.";
+        let v = read(p).unwrap();
+        let Some(PyValue::Array(a)) = v.get("a") else {
+            panic!("{v:?}");
+        };
+        assert_eq!(a.shape, vec![0, 3]);
+        // Anything but `bytes()` stays refused.
+        let called = b"\x80\x02c__builtin__\nbytes\nK\x05\x85R.";
+        assert!(read(called).unwrap_err().message.contains("bytes()"));
     }
 
     #[test]
