@@ -125,6 +125,8 @@ struct PipelineArgs {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXIT_FAILED: u8 = 1;
+/// Problems of a pipeline file printed at most (the count says how many there are).
+const MAX_SHOWN_PROBLEMS: usize = 200;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
@@ -259,8 +261,14 @@ fn load(args: &PipelineArgs) -> Option<Pipeline> {
             Some(p)
         }
         Err(problems) => {
-            for p in &problems.0 {
+            for p in problems.0.iter().take(MAX_SHOWN_PROBLEMS) {
                 eprintln!("{p}");
+            }
+            if problems.0.len() > MAX_SHOWN_PROBLEMS {
+                eprintln!(
+                    "… and {} more problems not shown",
+                    problems.0.len() - MAX_SHOWN_PROBLEMS
+                );
             }
             eprintln!(
                 "error: {} problem{} in {}; nothing was run",

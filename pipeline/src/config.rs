@@ -143,10 +143,23 @@ impl Pipeline {
     }
 }
 
+/// The largest pipeline file read (1 MiB: hand-written files are a few KiB).
+pub const MAX_PIPELINE_FILE: u64 = 1 << 20;
+
 /// Loads and validates a pipeline file with `--set` overrides (`a.b.c=value`).
 pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pipeline, Problems> {
-    // Regular files only: a FIFO would hang the read, `/dev/zero` would never end.
-    let text = crate::files::read_regular(path)
+    // Regular files only: a FIFO would hang the read, `/dev/zero` would never end. A
+    // pipeline file is written by hand: one over MAX_PIPELINE_FILE is not one.
+    let text = crate::files::regular_file_size(path)
+        .and_then(|size| {
+            if size > MAX_PIPELINE_FILE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{size} bytes; a pipeline file is at most {MAX_PIPELINE_FILE} bytes (is this the right file?)"),
+                ));
+            }
+            crate::files::read_regular(path)
+        })
         .and_then(|bytes| {
             String::from_utf8(bytes)
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))

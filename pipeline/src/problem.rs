@@ -1,6 +1,7 @@
 //! Configuration problems and where they are: every problem names its file, line and column
 //! (or the `--set` argument it came from) and the key at fault.
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -188,7 +189,14 @@ pub struct SourceMap {
     text: String,
     doc: Option<toml_edit::Document<String>>,
     overrides: Vec<(KeyPath, String)>,
+    /// Problems located so far: finding a position scans the file, so past
+    /// [`MAX_LOCATED`] problems (a machine-made file with a mistake repeated in every entry)
+    /// are reported against the whole file instead of costing a scan each.
+    located: Cell<usize>,
 }
+
+/// Problems given a line and column per file; the rest name the file only.
+pub const MAX_LOCATED: usize = 1000;
 
 impl SourceMap {
     /// A source map over a parsed document.
@@ -198,6 +206,7 @@ impl SourceMap {
             text,
             doc,
             overrides: Vec::new(),
+            located: Cell::new(0),
         }
     }
 
@@ -262,6 +271,11 @@ impl SourceMap {
     }
 
     fn position(&self, offset: usize) -> Location {
+        let located = self.located.get();
+        if located >= MAX_LOCATED {
+            return Location::WholeFile(self.path.clone());
+        }
+        self.located.set(located + 1);
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;

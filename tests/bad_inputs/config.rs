@@ -167,6 +167,34 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
+        what: "a pipeline file of 8 MiB with a dangling reference in every entry",
+        setup: |d| {
+            let refs = vec!["\"nowhere.text\""; 500_000].join(", ");
+            pipeline(
+                d,
+                &format!("{SMALL}\n[stages.big]\nkind = \"normalize\"\ninputs = {{ segments = \"mosi.segments\", features = [{refs}] }}\n"),
+            );
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml", "a pipeline file is at most 1048576 bytes"],
+        may_write: &[],
+    },
+    Case {
+        what: "a pipeline file with 50,000 dangling references",
+        setup: |d| {
+            let refs = vec!["\"nowhere.text\""; 50_000].join(", ");
+            pipeline(
+                d,
+                &format!("{SMALL}\n[stages.big]\nkind = \"normalize\"\ninputs = {{ segments = \"mosi.segments\", features = [{refs}] }}\n"),
+            );
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["no stage `nowhere`", "more problems not shown", "problems in p.toml"],
+        may_write: &[],
+    },
+    Case {
         what: "the folds file is a FIFO",
         setup: |d| {
             pipeline(
