@@ -15,6 +15,7 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `MMFLOW_FUZZ_SECONDS` | time per target (default 3) |
+//! | `MMFLOW_FUZZ_ITERATIONS` | at most this many inputs per target (default: no limit): with it, a faster machine runs no input a slower one did not (CI's smoke is the same inputs every time) |
 //! | `MMFLOW_FUZZ_SEED` | stream seed (default 1) |
 //! | `MMFLOW_FUZZ_REPORT_ONLY=1` | list findings, keep going after a crash, do not fail |
 //! | `MMFLOW_FUZZ_REPLAY=FILE` | run one input in-process (the target whose extension it has) |
@@ -183,6 +184,8 @@ static ALLOCATOR: Capped = Capped;
 /// The knobs, from the environment.
 struct Settings {
     seconds: f64,
+    /// Inputs `0..iterations` at most.
+    iterations: u64,
     seed: u64,
     report_only: bool,
     hang: Duration,
@@ -202,6 +205,11 @@ impl Settings {
         };
         Settings {
             seconds: number("MMFLOW_FUZZ_SECONDS", 3.0),
+            iterations: std::env::var("MMFLOW_FUZZ_ITERATIONS").map_or(u64::MAX, |v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("MMFLOW_FUZZ_ITERATIONS={v}: not a number"))
+            }),
             seed: std::env::var("MMFLOW_FUZZ_SEED").map_or(1, |v| {
                 v.trim()
                     .parse()
@@ -384,7 +392,7 @@ fn run_child(target: &Target, settings: &Settings, first: u64) {
     ALLOCATION_CAP.store(MAX_ALLOCATION, Ordering::SeqCst);
     let deadline = epoch + Duration::from_secs_f64(settings.seconds);
     let mut iteration = first;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && iteration < settings.iterations {
         let bytes = input(target, &corpus, settings.seed, iteration);
         std::fs::write(&progress, iteration.to_string()).unwrap();
         write_input(&current, &bytes);
@@ -452,6 +460,7 @@ fn spawn_child(
         ])
         .env(CHILD_ENV, format!("{}:{first}", target.name))
         .env("MMFLOW_FUZZ_SECONDS", seconds.to_string())
+        .env("MMFLOW_FUZZ_ITERATIONS", settings.iterations.to_string())
         .env("MMFLOW_FUZZ_SEED", settings.seed.to_string())
         .env("MMFLOW_FUZZ_DIR", &settings.dir)
         .env(
