@@ -45,7 +45,7 @@ fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str)]) {
 }
 
 /// The lock's record of `run/<path>`: its real size and hash where it is a regular file
-/// already (so the run's record vouches for it), placeholders otherwise.
+/// already (so the run's record vouches for it), zero size and hash "0" otherwise.
 fn recorded(d: &Dir, path: &str) -> serde_json::Value {
     let file = d.join("run").join(path);
     let (size, hash) = match std::fs::symlink_metadata(&file) {
