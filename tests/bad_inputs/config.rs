@@ -1,7 +1,22 @@
 //! Bad inputs: pipeline files and `--set` overrides.
 
 use super::{check, mkfifo, pipeline, Case};
-use crate::util::SMALL;
+use crate::util::{Dir, SMALL};
+
+/// `ALIGNED` reading its folds from `folds.json` (written by the row), with data files that
+/// are never read: the folds are checked first.
+fn aligned_with_folds_file(d: &Dir) {
+    pipeline(
+        d,
+        &ALIGNED.replace("fps = FPS", "fps = 30").replace(
+            "dataset = \"mosi\"",
+            "dataset = \"mosi\"\nfolds = \"folds.json\"",
+        ),
+    );
+    for file in ["labels.npz", "words.npz", "visual.npz"] {
+        d.write(file, "never read: the folds are checked first");
+    }
+}
 
 const CASES: &[Case] = &[
     Case {
@@ -139,15 +154,7 @@ const CASES: &[Case] = &[
     Case {
         what: "folds with a video in two splits",
         setup: |d| {
-            pipeline(
-                d,
-                &ALIGNED
-                    .replace("fps = FPS", "fps = 30")
-                    .replace("dataset = \"mosi\"", "dataset = \"mosi\"\nfolds = \"folds.json\""),
-            );
-            for file in ["labels.npz", "words.npz", "visual.npz"] {
-                d.write(file, "never read: the folds are checked first");
-            }
+            aligned_with_folds_file(d);
             d.write(
                 "folds.json",
                 r#"{"train": ["v1", "v2"], "valid": ["v3"], "test": ["v2"]}"#,
@@ -197,15 +204,7 @@ const CASES: &[Case] = &[
     Case {
         what: "the folds file is a FIFO",
         setup: |d| {
-            pipeline(
-                d,
-                &ALIGNED
-                    .replace("fps = FPS", "fps = 30")
-                    .replace("dataset = \"mosi\"", "dataset = \"mosi\"\nfolds = \"folds.json\""),
-            );
-            for file in ["labels.npz", "words.npz", "visual.npz"] {
-                d.write(file, "never read: the folds are checked first");
-            }
+            aligned_with_folds_file(d);
             mkfifo(d, "folds.json");
         },
         args: &["run", "p.toml"],
