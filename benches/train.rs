@@ -19,7 +19,7 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use mmflow_stages::train::nn::{Linear, Lstm, Mlp, MlpConfig, Pass};
 use mmflow_stages::train::optim::{AdamW, AdamWConfig};
-use mmflow_stages::train::params::ParamStore;
+use mmflow_stages::train::weights::ParamStore;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -69,8 +69,13 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 10)]
         rows: usize,
     },
-    /// List the stage kinds with their inputs.
-    Kinds,
+    /// List the stage kinds (a Markdown table), or one kind's params.
+    Kinds {
+        /// Print every param of this kind: key, type, default and meaning (generated from
+        /// the params type).
+        #[arg(long, value_name = "KIND")]
+        params: Option<String>,
+    },
     /// Run the file's `[sweep]`: each point (one factor at a time, or the grid) over each seed,
     /// then compare them all (also written to `<run dir>/mmflow.sweep/comparison.parquet`).
     Sweep {
@@ -240,11 +245,27 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             show::show(&path, rows)?;
             Ok(0)
         }
-        Command::Kinds => {
+        Command::Kinds { params: None } => {
+            print!(
+                "{}",
+                mmflow_pipeline::docs::kinds_markdown(&mmflow_stages::registry())
+            );
+            Ok(0)
+        }
+        Command::Kinds { params: Some(kind) } => {
             let registry = mmflow_stages::registry();
-            for kind in registry.kinds() {
-                println!("{:<16} {}", kind.kind(), kind.about());
-            }
+            let Some(stage) = registry.get(&kind) else {
+                eprintln!(
+                    "error: no stage kind `{kind}`; the kinds are {}",
+                    registry
+                        .kinds()
+                        .map(|k| k.kind())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(EXIT_USAGE);
+            };
+            print!("{}", mmflow_pipeline::docs::params_markdown(stage.as_ref()));
             Ok(0)
         }
     }

@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use mmflow_pipeline::executor::RESOLVED_CONFIG_FILE;
+use mmflow_pipeline::manifest::RESOLVED_CONFIG_FILE;
 use mmflow_pipeline::manifest::{StageEntry, MANIFEST_FILE};
 use mmflow_pipeline::record::RunRecord;
 use mmflow_schemas::diagnostics;

@@ -363,3 +363,69 @@ fn every_shipped_config_validates_and_the_source_configs_run() {
         );
     }
 }
+
+/// README's stage-kind tables are generated from the types: a `<!-- params: KIND… -->` block
+/// holds `mmflow kinds --params KIND` (the same for every kind it names), the
+/// `<!-- kinds -->` block `mmflow kinds`; every kind has a block. With `MMFLOW_BLESS=1` the
+/// test rewrites the blocks.
+#[test]
+fn readme_tables_match_the_types() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let registry = mmflow_stages::registry();
+    let mut updated = String::new();
+    let mut stale = Vec::new();
+    let mut documented = std::collections::BTreeSet::new();
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("<!-- ") {
+        let close = start + rest[start..].find(" -->").expect("a closed marker");
+        let marker = &rest[start + 5..close];
+        let body = close + 5;
+        updated.push_str(&rest[..body]);
+        rest = &rest[body..];
+        let table = if marker == "kinds" {
+            mmflow_pipeline::docs::kinds_markdown(&registry)
+        } else if let Some(kinds) = marker.strip_prefix("params: ") {
+            let tables: Vec<String> = kinds
+                .split_whitespace()
+                .map(|k| {
+                    documented.insert(k.to_string());
+                    let stage = registry
+                        .get(k)
+                        .unwrap_or_else(|| panic!("README names an unknown kind `{k}`"));
+                    mmflow_pipeline::docs::params_markdown(stage.as_ref())
+                })
+                .collect();
+            assert!(
+                tables.windows(2).all(|w| w[0] == w[1]),
+                "the kinds of `{marker}` have different params"
+            );
+            tables[0].clone()
+        } else {
+            continue;
+        };
+        let end = rest
+            .find("<!-- end -->")
+            .expect("every block ends with `<!-- end -->`");
+        if rest[..end] != table {
+            stale.push(format!("`{marker}` differs from the types"));
+        }
+        updated.push_str(&table);
+        rest = &rest[end..];
+    }
+    updated.push_str(rest);
+    for kind in registry.kinds() {
+        if !documented.contains(kind.kind()) {
+            stale.push(format!("no `<!-- params: {} -->` block", kind.kind()));
+        }
+    }
+    if std::env::var_os("MMFLOW_BLESS").is_some() {
+        std::fs::write(&path, updated).unwrap();
+        return;
+    }
+    assert!(
+        stale.is_empty(),
+        "README.md: {} (re-generate with MMFLOW_BLESS=1 cargo test --test integration readme_tables)",
+        stale.join("; ")
+    );
+}

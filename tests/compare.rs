@@ -16,7 +16,7 @@ params = { profile = "mosei", scale = 0.02 }
 [stages.model]
 kind = "train_model"
 inputs = { segments = "mosei.segments", features = ["mosei.text"] }
-params = { epochs = 3, batch_size = 32, dropout = 0.2 }
+params = { dropout = 0.2, optim = { epochs = 3, batch_size = 32 } }
 
 [stages.eval]
 kind = "evaluate"
@@ -88,7 +88,7 @@ params = { profile = "valence_arousal", scale = 0.05 }
 [stages.model]
 kind = "train_model"
 inputs = { segments = "va.segments", features = ["va.text"] }
-params = { epochs = 1, heads = { valence = {}, arousal = {} } }
+params = { heads = { valence = {}, arousal = {} }, optim = { epochs = 1 } }
 [stages.eval]
 kind = "evaluate"
 inputs = { model = "model.model", segments = "va.segments", features = ["va.text"] }
@@ -237,14 +237,14 @@ fn a_report_has_curves_scatter_metrics_and_flags_and_refuses_unfinished_runs() {
 /// [`TINY`] without `dropout`: the model's dropout and weight decay are left at their
 /// defaults.
 fn tiny_with_defaults() -> String {
-    TINY.replace(", dropout = 0.2", "")
+    TINY.replace("dropout = 0.2, ", "")
         .replace("epochs = 3", "epochs = 2")
 }
 
 #[test]
 fn a_sweep_over_defaulted_keys_groups_runs_by_their_effective_settings() {
     let dir = Dir::new();
-    let sweep = "\n[sweep]\nseeds = [1, 2]\nvary = { \"stages.model.params.dropout\" = [0.4], \"stages.model.params.weight_decay\" = [0.01] }\n";
+    let sweep = "\n[sweep]\nseeds = [1, 2]\nvary = { \"stages.model.params.dropout\" = [0.4], \"stages.model.params.optim.weight_decay\" = [0.01] }\n";
     let config = format!("{}{sweep}", tiny_with_defaults());
     assert!(!config.contains("dropout =") && !config.contains("weight_decay ="));
     dir.write("p.toml", &config);
@@ -261,7 +261,7 @@ fn a_sweep_over_defaulted_keys_groups_runs_by_their_effective_settings() {
     }
     assert!(
         rows[0][3].contains("stages.model.params.dropout=0.2")
-            && rows[0][3].contains("stages.model.params.weight_decay=0.0001"),
+            && rows[0][3].contains("stages.model.params.optim.weight_decay=0.0001"),
         "the base shows the defaults it ran with: {:?}",
         rows[0]
     );
@@ -276,7 +276,7 @@ fn a_sweep_over_defaulted_keys_groups_runs_by_their_effective_settings() {
         rows[1]
     );
     assert_eq!(
-        rows[2][3], "stages.model.params.weight_decay=0.01",
+        rows[2][3], "stages.model.params.optim.weight_decay=0.01",
         "{:?}",
         rows[2]
     );

@@ -56,7 +56,7 @@ params = { method = "cosine", match_on = ["text"], adapt = ["visual"] }
 [stages.adapters]
 kind = "train_adapters"
 inputs = { source = ["mosi_norm.visual"], targets = ["targets.visual"] }
-params = { epochs = 2, mlp = { hidden = [16] } }
+params = { mlp = { hidden = [16] }, optim = { epochs = 2 } }
 
 [stages.adapted]
 kind = "apply_adapters"
@@ -65,7 +65,7 @@ inputs = { adapters = "adapters.adapters", features = ["mosi_norm.visual"] }
 [stages.model]
 kind = "train_model"
 inputs = { segments = "mosei.segments", features = ["mosei_norm.text", "mosei_norm.audio", "mosei_norm.visual"] }
-params = { epochs = 2 }
+params = { optim = { epochs = 2 } }
 
 [stages.eval]
 kind = "evaluate"

@@ -7,7 +7,7 @@ use mmflow_schemas::features::{FeatureBatch, FeatureReader};
 use mmflow_schemas::segments::SegmentTable;
 use mmflow_stages::ingest::align::Sequence;
 use mmflow_stages::ingest::npz_file::NpzSource;
-use mmflow_stages::ingest::source::TimingOptions;
+use mmflow_stages::ingest::readers::TimingOptions;
 
 use crate::util::Dir;
 

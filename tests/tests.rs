@@ -8,6 +8,7 @@ mod cli;
 mod compare;
 mod fuzz;
 mod interop;
+mod modules;
 mod normalize;
 mod readers;
 mod sources;

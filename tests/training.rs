@@ -22,7 +22,7 @@ inputs = { segments = "mosei.segments", features = ["mosei.text", "mosei.audio",
 [stages.model]
 kind = "train_model"
 inputs = { segments = "mosei.segments", features = ["mosei_norm.text", "mosei_norm.audio", "mosei_norm.visual"] }
-params = { epochs = 8, batch_size = 32, learning_rate = 0.002, patience = 4 }
+params = { optim = { epochs = 8, batch_size = 32, learning_rate = 0.002, patience = 4 } }
 
 [stages.eval]
 kind = "evaluate"
@@ -134,13 +134,10 @@ params = { profile = "valence_arousal", scale = 0.3 }
 kind = "train_model"
 inputs = { segments = "va.segments", features = ["va.text"] }
 [stages.model.params]
-epochs = 6
-batch_size = 32
-learning_rate = 0.003
+optim = { epochs = 6, batch_size = 32, learning_rate = 0.003, monitor = "arousal:ccc" }
 user_embedding = 8
 fusion = "attention"
 fusion_dim = 32
-monitor = "arousal:ccc"
 encoders = { text = { kind = "lstm", hidden = 32, bidirectional = true, mlp = { hidden = [] } } }
 heads = { valence = { mse = 1.0 }, arousal = { mse = 0.3, ccc = 0.7 } }
 
@@ -193,15 +190,15 @@ fn reduced_transfer() -> Vec<String> {
     let mut sets = vec![
         "stages.mosei.params.scale=0.04".to_string(),
         "stages.mosi.params.scale=0.5".to_string(),
-        "stages.mosei_model.params.epochs=8".to_string(),
-        "stages.mosei_model.params.batch_size=32".to_string(),
+        "stages.mosei_model.params.optim.epochs=8".to_string(),
+        "stages.mosei_model.params.optim.batch_size=32".to_string(),
         "stages.mosei_eval.params.bootstrap=100".to_string(),
     ];
     for m in ["random", "kmeans", "cosine"] {
-        sets.push(format!("stages.adapters_{m}.params.epochs=6"));
+        sets.push(format!("stages.adapters_{m}.params.optim.epochs=6"));
         sets.push(format!("stages.adapters_{m}.params.mlp.hidden=[64, 128]"));
         sets.push(format!(
-            "stages.finetune_{m}.params.phases=[{{ name = \"adapters_frozen\", freeze = [\"adapters\"], epochs = 5, learning_rate = 1e-3 }}, {{ name = \"all\", epochs = 4, learning_rate = 1e-4 }}]"
+            "stages.finetune_{m}.params.phases=[{{ name = \"adapters_frozen\", freeze = [\"adapters\"], optim = {{ epochs = 5, learning_rate = 1e-3 }} }}, {{ name = \"all\", optim = {{ epochs = 4, learning_rate = 1e-4 }} }}]"
         ));
         for eval in ["zero_shot", "zero_shot_renorm", "finetuned"] {
             sets.push(format!("stages.{eval}_{m}.params.bootstrap=200"));
@@ -332,15 +329,15 @@ fn bad_training_setups_are_refused_clearly() {
     let dir = Dir::new();
     // Invalid params: all-zero loss weights, unknown encoder modality, bad monitor.
     let bad = MOSEI.replace(
-        "params = { epochs = 8, batch_size = 32, learning_rate = 0.002, patience = 4 }",
-        "params = { heads = { sentiment = { mse = 0.0 } }, encoders = { video = { kind = \"lstm\" } }, monitor = \"ccc\" }",
+        "params = { optim = { epochs = 8, batch_size = 32, learning_rate = 0.002, patience = 4 } }",
+        "params = { heads = { sentiment = { mse = 0.0 } }, encoders = { video = { kind = \"lstm\" } }, optim = { monitor = \"ccc\" } }",
     );
     dir.write("p.toml", &bad);
     let run = dir.mmflow(&["validate", "p.toml"]).expect(2);
     for expected in [
         "every loss weight is 0",
         "`video` is not one of the `features` inputs",
-        "`ccc` is not `loss` or `<subject>:<metric>`",
+        "`ccc` is not `loss` or `<head>:<measure>`",
     ] {
         assert!(
             run.stderr.contains(expected),
@@ -351,7 +348,10 @@ fn bad_training_setups_are_refused_clearly() {
     // A head that is not a label, and a diverging learning rate.
     dir.write(
         "p.toml",
-        &MOSEI.replace("patience = 4 }", "patience = 4, heads = { valence = {} } }"),
+        &MOSEI.replace(
+            "patience = 4 } }",
+            "patience = 4 }, heads = { valence = {} } }",
+        ),
     );
     let run = dir.mmflow(&["run", "p.toml"]).expect(1);
     assert!(
@@ -389,7 +389,7 @@ fn an_empty_validation_split_is_an_error() {
     dir.write(
         "p.toml",
         &format!(
-            "[stages.sdk]\nkind = \"csd\"\n[stages.sdk.params]\nfolds = \"folds.json\"\nreference = \"text\"\nlabels = {{ path = {:?} }}\nmodalities = {{ text = {{ path = {:?} }} }}\n\n[stages.model]\nkind = \"train_model\"\ninputs = {{ segments = \"sdk.segments\", features = [\"sdk.text\"] }}\nparams = {{ epochs = 2 }}\n",
+            "[stages.sdk]\nkind = \"csd\"\n[stages.sdk.params]\nfolds = \"folds.json\"\nreference = \"text\"\nlabels = {{ path = {:?} }}\nmodalities = {{ text = {{ path = {:?} }} }}\n\n[stages.model]\nkind = \"train_model\"\ninputs = {{ segments = \"sdk.segments\", features = [\"sdk.text\"] }}\nparams = {{ optim = {{ epochs = 2 }} }}\n",
             folder.join("CMU_MOSI_Opinion_Labels.csd"),
             folder.join("CMU_MOSI_TimestampedWordVectors.csd"),
         ),

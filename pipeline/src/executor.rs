@@ -31,9 +31,6 @@ use crate::runlock::RunLock;
 use crate::stage::{ResolvedInput, RunContext, StageError};
 use crate::EngineError;
 
-/// File name of the resolved config saved in the run directory.
-pub const RESOLVED_CONFIG_FILE: &str = "pipeline.toml";
-
 /// Options of one run.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -151,7 +148,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
         stages: BTreeMap::new(),
     });
     manifest.save(run_dir)?;
-    manifest::write_atomically(&run_dir.join(RESOLVED_CONFIG_FILE), config_text.as_bytes())?;
+    manifest::write_atomically(
+        &run_dir.join(manifest::RESOLVED_CONFIG_FILE),
+        config_text.as_bytes(),
+    )?;
 
     let n = pipeline.stages.len();
     let mut states = vec![State::Waiting; n];

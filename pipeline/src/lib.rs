@@ -13,7 +13,9 @@
 //!   the last run that completed), refused while its last run is unfinished.
 #![warn(missing_docs)]
 
+mod collect;
 pub mod config;
+pub mod docs;
 pub mod executor;
 pub mod files;
 pub mod manifest;
@@ -32,8 +34,8 @@ pub use executor::{run, RunOptions, RunSummary, StageOutcome};
 pub use problem::{KeyPath, ParamProblem, Problem, Problems};
 pub use progress::Progress;
 pub use stage::{
-    Arity, BoundInputs, DeviceChoice, InputRef, InputSlot, OutputPort, Registry, ResolvedInput,
-    RunContext, StageError, StageKind, TableKind,
+    Arity, BoundInputs, DeviceChoice, InputRef, InputSlot, Moved, OutputPort, Registry,
+    ResolvedInput, RunContext, StageError, StageKind, TableKind,
 };
 
 /// What can go wrong in the engine itself (as opposed to inside a stage).

@@ -29,6 +29,9 @@ use crate::EngineError;
 /// File name of the lock file inside the run directory.
 pub const MANIFEST_FILE: &str = "mmflow.lock";
 
+/// File name of the resolved config saved in the run directory.
+pub const RESOLVED_CONFIG_FILE: &str = "pipeline.toml";
+
 /// Format of the lock files this mmflow writes (and the newest it reads).
 pub const LOCK_FORMAT: u32 = 2;
 

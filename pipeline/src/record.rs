@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::executor::RESOLVED_CONFIG_FILE;
+use crate::manifest::RESOLVED_CONFIG_FILE;
 use crate::manifest::{self, Manifest, RunProgress, StageEntry, MANIFEST_FILE};
 use crate::EngineError;
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mmflow_schemas::TableMeta;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -105,13 +106,16 @@ pub type BoundInputs = BTreeMap<String, Vec<InputRef>>;
 /// the lock file and concurrency around them.
 pub trait StageKind: Send + Sync + 'static {
     /// The stage's parameters: `deny_unknown_fields`, a doc comment and a default per field.
-    type Params: Serialize + DeserializeOwned + Default + Send + Sync + 'static;
+    type Params: Serialize + DeserializeOwned + Default + JsonSchema + Send + Sync + 'static;
     /// The name used in `kind = "…"`.
     const KIND: &'static str;
     /// Bumped whenever the stage's output for the same params changes; part of the fingerprint.
     const VERSION: u32;
     /// One line describing the stage.
     const ABOUT: &'static str;
+
+    /// Params that moved elsewhere in the config format: `validate` names their new place.
+    const MOVED: &'static [Moved] = &[];
 
     /// Semantic checks of the params (ranges, combinations). Paths are relative to `params`.
     fn check(&self, _params: &Self::Params) -> Vec<ParamProblem> {
@@ -143,6 +147,69 @@ pub trait StageKind: Send + Sync + 'static {
     fn run(&self, params: &Self::Params, ctx: &mut RunContext<'_>) -> Result<(), StageError>;
 }
 
+/// A param that moved to another place when the config format changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// The table it was in: dotted keys below `params`, `*` for every element of an array or
+    /// value of a table (`""` is `params` itself, `"phases.*"` every phase).
+    pub at: &'static str,
+    /// Its old key.
+    pub key: &'static str,
+    /// Where it is now, as a user writes it relative to `at` (`optim.learning_rate`).
+    pub now: &'static str,
+}
+
+/// Reports (and removes, so they are not also reported as unknown) every moved param.
+fn moved_params(params: &mut toml::Value, moved: &[Moved]) -> Vec<ParamProblem> {
+    let mut problems = Vec::new();
+    for m in moved {
+        let at: Vec<&str> = m.at.split('.').filter(|s| !s.is_empty()).collect();
+        remove_moved(params, &at, KeyPath::default(), m, &mut problems);
+    }
+    problems
+}
+
+fn remove_moved(
+    value: &mut toml::Value,
+    at: &[&str],
+    path: KeyPath,
+    moved: &Moved,
+    problems: &mut Vec<ParamProblem>,
+) {
+    match at.split_first() {
+        None => {
+            if value
+                .as_table_mut()
+                .is_some_and(|t| t.remove(moved.key).is_some())
+            {
+                problems.push(ParamProblem {
+                    path: path.key(moved.key),
+                    message: format!("`{}` has moved: write it as `{}`", moved.key, moved.now),
+                    at_key: true,
+                });
+            }
+        }
+        Some((&"*", rest)) => match value {
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    remove_moved(item, rest, path.index(i), moved, problems);
+                }
+            }
+            toml::Value::Table(table) => {
+                for (key, item) in table.iter_mut() {
+                    remove_moved(item, rest, path.key(key.clone()), moved, problems);
+                }
+            }
+            _ => {}
+        },
+        Some((key, rest)) => {
+            if let Some(inner) = value.as_table_mut().and_then(|t| t.get_mut(*key)) {
+                remove_moved(inner, rest, path.key(*key), moved, problems);
+            }
+        }
+    }
+}
+
 /// Params after parsing: the typed value and its canonical JSON form (defaults filled in).
 #[derive(Clone)]
 pub struct ParsedParams {
@@ -169,6 +236,8 @@ pub trait DynStage: Send + Sync {
     /// when there are problems (offending keys replaced by their defaults), so that the rest
     /// of the pipeline can still be checked against this stage's outputs.
     fn parse_params(&self, params: toml::Value) -> (Option<ParsedParams>, Vec<ParamProblem>);
+    /// The params' JSON Schema (types, docs, defaults): what `mmflow kinds --params` prints.
+    fn params_schema(&self) -> serde_json::Value;
     /// See [`StageKind::inputs`].
     fn inputs(&self, params: &ParsedParams) -> Vec<InputSlot>;
     /// See [`StageKind::outputs`].
@@ -196,15 +265,19 @@ impl<S: StageKind> DynStage for S {
         S::ABOUT
     }
     fn parse_params(&self, params: toml::Value) -> (Option<ParsedParams>, Vec<ParamProblem>) {
-        let mut problems = Vec::new();
-        let typed: Option<S::Params> =
-            crate::config::deserialize_collecting(params, &KeyPath::default(), &mut |p, m, key| {
+        let mut params = params;
+        let mut problems = moved_params(&mut params, S::MOVED);
+        let typed: Option<S::Params> = crate::collect::deserialize_collecting(
+            params,
+            &KeyPath::default(),
+            &mut |p, m, key| {
                 problems.push(ParamProblem {
                     path: p,
                     message: m,
                     at_key: key,
                 })
-            });
+            },
+        );
         let Some(typed) = typed else {
             return (None, problems);
         };
@@ -225,6 +298,9 @@ impl<S: StageKind> DynStage for S {
                 (None, problems)
             }
         }
+    }
+    fn params_schema(&self) -> serde_json::Value {
+        schemars::schema_for!(S::Params).to_value()
     }
     fn inputs(&self, params: &ParsedParams) -> Vec<InputSlot> {
         StageKind::inputs(self, typed::<S>(params))

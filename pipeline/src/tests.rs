@@ -27,7 +27,7 @@ const OTHER: TableKind = TableKind {
 /// `emit`: writes `value` to output `out`.
 struct Emit;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct EmitParams {
     /// The text written.
@@ -76,7 +76,7 @@ impl StageKind for Emit {
 /// `concat`: concatenates its inputs and a suffix.
 struct Concat;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct ConcatParams {
     /// Appended to the concatenation.

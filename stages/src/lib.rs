@@ -1,26 +1,21 @@
-//! mmflow's stage kinds. Each module holds one kind: a documented params struct (serde,
-//! `deny_unknown_fields`, a default per field) and its `run`.
-//!
-//! | kind | what it does |
-//! |---|---|
-//! | `synthetic` | MOSI/MOSEI-shaped (or valence/arousal) data with a known latent signal |
-//! | `csd`, `npz`, `csv` | feature files + labels, aligned as the CMU SDK does |
-//! | `mmsa_pickle` | MMSA/MulT processed pickles, read as data only |
-//! | `select_targets` | adapter training targets: k-means (linfa), cosine top-k, random |
-//! | `train_adapters` | one MLP per modality into the target dataset's feature space |
-//! | `train_model` | the sentiment model, trained with candle |
-//! | `evaluate` | predictions, the field's metrics with bootstrap CIs, and flags |
-//! | `normalize` | per-feature statistics on the train split; z-score (or match another dataset's statistics) |
+//! mmflow's stage kinds, registered in [`registry`]. Each stage module is a leaf holding one
+//! kind: a params type (serde, `deny_unknown_fields`, a doc comment and a default per field,
+//! its JSON Schema derived for `mmflow kinds --params KIND`) and its `run`. What stages share
+//! lives in modules no stage owns: [`tables`], [`datasets`], [`metrics`], [`folds`],
+//! [`stats`], [`moments`], [`linalg`], the readers under [`ingest`] and the training pieces
+//! under [`train`]. `mmflow kinds` lists the kinds with what each does.
 #![warn(missing_docs)]
 
+pub mod datasets;
 pub mod evaluate;
 pub mod folds;
 pub mod ingest;
-pub mod kinds;
 pub mod linalg;
+pub mod metrics;
 pub mod moments;
 pub mod normalize;
 pub mod stats;
+pub mod tables;
 pub mod targets;
 pub mod train;
 
@@ -31,13 +26,19 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
         .register(ingest::synthetic::Synthetic)
-        .register(ingest::aligned::Aligned::<ingest::aligned::CsdFormat>::new())
-        .register(ingest::aligned::Aligned::<ingest::aligned::NpzFormat>::new())
-        .register(ingest::aligned::Aligned::<ingest::aligned::CsvFormat>::new())
+        .register(ingest::feature_files::Aligned::<
+            ingest::feature_files::CsdFormat,
+        >::new())
+        .register(ingest::feature_files::Aligned::<
+            ingest::feature_files::NpzFormat,
+        >::new())
+        .register(ingest::feature_files::Aligned::<
+            ingest::feature_files::CsvFormat,
+        >::new())
         .register(ingest::mmsa::MmsaPickle)
         .register(normalize::Normalize)
         .register(targets::SelectTargets)
-        .register(train::adapters::TrainAdapters)
+        .register(train::train_adapters::TrainAdapters)
         .register(train::train_model::TrainModel)
         .register(train::finetune::Finetune)
         .register(train::apply_adapters::ApplyAdapters)

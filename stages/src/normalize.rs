@@ -20,13 +20,14 @@ use mmflow_schemas::norm_stats::{ModalityStats, NormStatsTable};
 use mmflow_schemas::segments::SegmentTable;
 use mmflow_schemas::Split;
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::{FEATURES, NORM_STATS, SEGMENTS};
 use crate::moments::Moments;
+use crate::tables::{FEATURES, NORM_STATS, SEGMENTS};
 
 /// What to do with NaN and ±inf feature values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum NonFinite {
     /// Replace by the feature's mean (z-score 0), as MulT and MMSA do to COVAREP's -inf.
@@ -39,7 +40,7 @@ pub enum NonFinite {
 }
 
 /// Parameters of the `normalize` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NormalizeParams {
     /// Clip normalised values to ±clip (in standard deviations); none by default.

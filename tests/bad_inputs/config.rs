@@ -20,6 +20,102 @@ fn aligned_with_folds_file(d: &Dir) {
 
 const CASES: &[Case] = &[
     Case {
+        what: "a training setting written where it was before the `optim` table",
+        setup: |d| pipeline(d, &TRAIN.replace("PARAMS", "learning_rate = 0.01")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:",
+            "`stages.model.params.learning_rate`: `learning_rate` has moved: write it as `optim.learning_rate`",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "a finetune phase's old learning rate and the stage's old batch size",
+        setup: |d| {
+            pipeline(
+                d,
+                &format!(
+                    "{}\n[stages.tune]\nkind = \"finetune\"\ninputs = {{ model = \"model.model\", segments = \"mosi.segments\", features = [\"mosi.text\"] }}\nparams = {{ batch_size = 8, phases = [{{ name = \"a\", learning_rate = 0.1 }}] }}\n",
+                    TRAIN.replace("PARAMS", "")
+                ),
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "`stages.tune.params.batch_size`: `batch_size` has moved: write it as `phases[…].optim.batch_size`",
+            "`stages.tune.params.phases[0].learning_rate`: `learning_rate` has moved: write it as `optim.learning_rate`",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "a monitor naming a head the model does not have",
+        setup: |d| pipeline(d, &TRAIN.replace("PARAMS", "optim = { monitor = \"valence:ccc\" }")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:",
+            "`stages.model.params.optim.monitor`: `valence` is not a head of the model (heads: sentiment)",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "a monitor with an unknown measure",
+        setup: |d| pipeline(d, &TRAIN.replace("PARAMS", "optim = { monitor = \"sentiment:acc\" }")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:",
+            "`stages.model.params.optim.monitor`",
+            "unknown measure `acc` in `sentiment:acc`",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "a CSV setting written where it was before the `csv` table",
+        setup: |d| {
+            pipeline(
+                d,
+                &ALIGNED.replace("fps = FPS", "timestamp_column = \"time\""),
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:",
+            "`stages.src.params.modalities.visual.timestamp_column`: `timestamp_column` has moved: write it as `csv.timestamp_column`",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "CSV settings for an npz file",
+        setup: |d| pipeline(d, &ALIGNED.replace("fps = FPS", "csv = { video_column = \"video\" }")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:",
+            "`stages.src.params.modalities.visual.csv`: `csv` settings apply to CSV files only; this file's format is `npz`",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "a cosine setting on a k-means target stage",
+        setup: |d| pipeline(d, &TARGETS.replace("METHOD", "method = \"kmeans\", top_k = 3")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["`stages.t.params.top_k`: unknown key `top_k`, expected one of `k`"],
+        may_write: &[],
+    },
+    Case {
+        what: "target selection without a method",
+        setup: |d| pipeline(d, &TARGETS.replace("METHOD", "k = 4")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["`stages.t.params`", "missing field `method`"],
+        may_write: &[],
+    },
+    Case {
         what: "TOML syntax error",
         setup: |d| pipeline(d, "[pipeline\nname = 1\n"),
         args: &["run", "p.toml"],
@@ -140,14 +236,17 @@ const CASES: &[Case] = &[
         setup: |d| {
             pipeline(
                 d,
-                &ALIGNED.replace("fps = FPS", "columns = [\"AU01\", \"AU02\", \"AU01\"]"),
+                &ALIGNED.replace(
+                    "fps = FPS",
+                    "format = \"csv\", csv = { columns = [\"AU01\", \"AU02\", \"AU01\"] }",
+                ),
             )
         },
         args: &["validate", "p.toml"],
         code: 2,
         says: &[
             "p.toml:8:",
-            "`stages.src.params.modalities.visual.columns[2]`: column `AU01` is listed twice",
+            "`stages.src.params.modalities.visual.csv.columns[2]`: column `AU01` is listed twice",
         ],
         may_write: &[],
     },
@@ -302,6 +401,30 @@ inputs = { segments = SEGMENTS, features = [\"mosi.text\"] }
 ";
 
 /// An `npz` source whose `visual` modality has `fps = FPS` (line 8).
+/// A synthetic MOSI and a model on it; `PARAMS` is the model's params.
+const TRAIN: &str = "[stages.mosi]
+kind = \"synthetic\"
+params = { profile = \"mosi\", scale = 0.1 }
+[stages.model]
+kind = \"train_model\"
+inputs = { segments = \"mosi.segments\", features = [\"mosi.text\"] }
+[stages.model.params]
+PARAMS
+";
+
+/// Target selection between two synthetic datasets; `METHOD` is its params.
+const TARGETS: &str = "[stages.mosi]
+kind = \"synthetic\"
+params = { profile = \"mosi\", scale = 0.1 }
+[stages.mosei]
+kind = \"synthetic\"
+params = { profile = \"mosei\", scale = 0.01 }
+[stages.t]
+kind = \"select_targets\"
+inputs = { source_segments = \"mosi.segments\", source = [\"mosi.text\", \"mosi.visual\"], target_segments = \"mosei.segments\", target = [\"mosei.text\", \"mosei.visual\"] }
+params = { METHOD }
+";
+
 const ALIGNED: &str = "[stages.src]
 kind = \"npz\"
 [stages.src.params]

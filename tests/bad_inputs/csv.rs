@@ -301,7 +301,7 @@ const CASES: &[Case] = &[
                 d,
                 &TOY.replace(
                     "visual = { path = \"visual\" }",
-                    "visual = { path = \"visual\", columns = [\"f0\", \"f9\"] }",
+                    "visual = { path = \"visual\", csv = { columns = [\"f0\", \"f9\"] } }",
                 ),
             );
         },
@@ -340,7 +340,7 @@ const CASES: &[Case] = &[
         },
         args: RUN,
         code: 1,
-        says: &["all.csv: a single CSV file needs `video_column`"],
+        says: &["all.csv: a single CSV file needs `csv.video_column`"],
         may_write: RUN_BOOKKEEPING,
     },
     Case {
@@ -354,7 +354,7 @@ const CASES: &[Case] = &[
                 d,
                 &TOY.replace(
                     "visual = { path = \"visual\" }",
-                    "visual = { path = \"all.csv\", video_column = \"video\" }",
+                    "visual = { path = \"all.csv\", csv = { video_column = \"video\" } }",
                 ),
             );
         },

@@ -828,7 +828,7 @@ fn the_bad_file_builders_start_from_good_files() {
     write_bytes(&dir, "x.npz", &npz);
     let source = mmflow_stages::ingest::npz_file::NpzSource::open(
         &dir.join("x.npz"),
-        &mmflow_stages::ingest::source::TimingOptions::default(),
+        &mmflow_stages::ingest::readers::TimingOptions::default(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let seq = source.read("v").unwrap();

@@ -117,7 +117,7 @@ params = { profile = "mosei", scale = 0.02 }
 [stages.model]
 kind = "train_model"
 inputs = { segments = "mosei.segments", features = ["mosei.text"] }
-params = { epochs = 1, batch_size = 32 }
+params = { optim = { epochs = 1, batch_size = 32 } }
 
 [stages.eval]
 kind = "evaluate"

@@ -24,7 +24,7 @@ params = { profile = "mosi", scale = 0.05 }
 [stages.model]
 kind = "train_model"
 inputs = { segments = "mosei.segments", features = ["mosei.text"] }
-params = { epochs = 1, batch_size = 32, dropout = 0.2 }
+params = { dropout = 0.2, optim = { epochs = 1, batch_size = 32 } }
 
 [stages.eval]
 kind = "evaluate"
@@ -348,7 +348,7 @@ params = { profile = "valence_arousal", scale = 0.05 }
 [stages.model]
 kind = "train_model"
 inputs = { segments = "va.segments", features = ["va.text"] }
-params = { epochs = 1, heads = { valence = {}, arousal = {} } }
+params = { heads = { valence = {}, arousal = {} }, optim = { epochs = 1 } }
 [stages.eval]
 kind = "evaluate"
 inputs = { model = "model.model", segments = "va.segments", features = ["va.text"] }

@@ -96,7 +96,7 @@ fn inputs_are_reproducible_and_rebuilt_zips_are_valid() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rebuilt.npz");
     std::fs::write(&path, &rebuilt).unwrap();
-    let timing = mmflow_stages::ingest::source::TimingOptions::default();
+    let timing = mmflow_stages::ingest::readers::TimingOptions::default();
     let npz = mmflow_stages::ingest::npz_file::NpzSource::open(&path, &timing).unwrap();
     // `<video>/features` and `<video>/intervals` for every video.
     assert_eq!(npz.videos().len() * 2, member_count);

@@ -16,7 +16,7 @@ use mmflow_stages::ingest::csd_file::CsdFile;
 use mmflow_stages::ingest::csv_dir::CsvSource;
 use mmflow_stages::ingest::npz_file::NpzSource;
 use mmflow_stages::ingest::pickle::{self, ArrayData, PyValue};
-use mmflow_stages::ingest::source::TimingOptions;
+use mmflow_stages::ingest::readers::TimingOptions;
 
 use super::mutate::{self, chunk, edit_lines, havoc, number_positions, rounds, MAX_INPUT};
 

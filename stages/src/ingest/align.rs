@@ -16,6 +16,7 @@
 //! functions compute like numpy does on the stored dtype (`np.average(x, axis=0)` on float32
 //! is a sequential float32 sum divided in float32), so results match the SDK bit for bit.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The SDK's epsilon for interval comparisons (`epsilon = 10e-4` in the CMU-MultimodalSDK
@@ -116,7 +117,7 @@ impl Sequence {
 }
 
 /// How the frames inside one word are collapsed into one row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Collapse {
     /// `np.average(features, axis=0)`: the standard recipe.

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::align::{Sequence, Values};
-use super::source::{SourceError, TimingOptions};
+use super::readers::{SourceError, TimingOptions};
 
 /// A modality's CSV frames, read at open.
 pub struct CsvSource {
@@ -122,7 +122,7 @@ fn read_single_file(
 ) -> Result<BTreeMap<String, Sequence>, SourceError> {
     let Some(video_column) = &timing.video_column else {
         return Err(fail(path)(
-            "a single CSV file needs `video_column` (or give a directory of <video>.csv files)"
+            "a single CSV file needs `csv.video_column` (or give a directory of <video>.csv files)"
                 .into(),
         ));
     };
@@ -237,7 +237,7 @@ fn feature_names(header: &[String], timing: &TimingOptions) -> Result<Vec<String
     };
     if names.is_empty() {
         return Err(format!(
-            "no feature columns: every column is the timestamp or in `exclude` (the header has {})",
+            "no feature columns: every column is the timestamp or in `csv.exclude` (the header has {})",
             listed(header)
         ));
     }
@@ -258,7 +258,7 @@ fn same_columns(
         .unwrap_or_default();
     if let Some(missing) = expected.iter().find(|n| !header.contains(n)) {
         return Err(if timing.columns.is_some() {
-            format!("no column `{missing}` (listed in `columns`)")
+            format!("no column `{missing}` (listed in `csv.columns`)")
         } else {
             format!("no column `{missing}`, a feature column of `{first}` (the first file, which sets the feature columns)")
         });
@@ -267,7 +267,7 @@ fn same_columns(
         let offered = feature_names(header, timing)?;
         if let Some(extra) = offered.iter().find(|n| !expected.contains(n)) {
             return Err(format!(
-                "column `{extra}` is not in `{first}` (the first file, which sets the feature columns): list it in `exclude`, or choose the feature `columns`"
+                "column `{extra}` is not in `{first}` (the first file, which sets the feature columns): list it in `csv.exclude`, or choose the feature `csv.columns`"
             ));
         }
     }

@@ -18,14 +18,15 @@ use mmflow_pipeline::{
 use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureWriter};
 use mmflow_schemas::segments::{Segment, SegmentTable};
 use mmflow_schemas::Split;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::aligned::NonFinitePolicy;
 use super::pickle::{self, ArrayData, NdArray, PyValue};
-use crate::kinds::{FEATURES, SEGMENTS};
+use super::source::NonFinitePolicy;
+use crate::tables::{FEATURES, SEGMENTS};
 
 /// Parameters of the `mmsa_pickle` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MmsaParams {
     /// The pickle file.

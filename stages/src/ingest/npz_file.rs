@@ -20,7 +20,7 @@ use zip::read::ZipFile;
 use zip::{CompressionMethod, ZipArchive};
 
 use super::align::{Sequence, Values};
-use super::source::{SourceError, TimingOptions};
+use super::readers::{SourceError, TimingOptions};
 
 /// The most deflate can expand data: about 1032 to 1.
 const MAX_INFLATE: u64 = 1032;

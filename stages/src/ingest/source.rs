@@ -1,18 +1,20 @@
 //! Per-video timed feature sequences, whatever file format they come from.
 #![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mmflow_pipeline::files::regular_file_size;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::align::Sequence;
 use super::csd_file::CsdFile;
+use super::readers::{SourceError, TimingOptions};
 use super::{csv_dir::CsvSource, npz_file::NpzSource};
 
 /// A file format holding one modality (or the labels) for many videos.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// A CMU-MultimodalSDK computational sequence (HDF5).
@@ -26,6 +28,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// Its name in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csd => "csd",
+            Format::Npz => "npz",
+            Format::Csv => "csv",
+        }
+    }
+
     /// The format a path's extension suggests.
     pub fn of_path(path: &Path) -> Option<Format> {
         match path.extension().and_then(|e| e.to_str()) {
@@ -38,30 +49,17 @@ impl Format {
     }
 }
 
-/// Options for formats without their own timing or column metadata.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TimingOptions {
-    /// Frames per second, for arrays without intervals (frame t spans [t/fps, (t+1)/fps]),
-    /// or to set each CSV frame's duration (default: the median step of its timestamps).
-    pub fps: Option<f64>,
-    /// CSV: the timestamp column, in seconds.
-    pub timestamp_column: String,
-    /// CSV: the feature columns (default: every numeric column not in `exclude`).
-    pub columns: Option<Vec<String>>,
-    /// CSV: columns that are never features.
-    pub exclude: Vec<String>,
-    /// CSV: a column holding the video id, when one file holds many videos.
-    pub video_column: Option<String>,
-}
-
-/// Why a source cannot be read: names the file (and the video when one is at fault).
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct SourceError {
-    /// The file or directory.
-    pub path: PathBuf,
-    /// What is wrong.
-    pub message: String,
+/// What to do with NaN and ±inf values in a modality's aligned features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinitePolicy {
+    /// Leave them, as the SDK does (they are counted and reported).
+    #[default]
+    Keep,
+    /// Replace them by 0, as MulT and MMSA do to COVAREP's -inf.
+    Zero,
+    /// Fail, naming the file, video and segment.
+    Error,
 }
 
 /// One modality (or the labels) of many videos.

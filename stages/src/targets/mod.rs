@@ -24,37 +24,99 @@ use mmflow_schemas::targets::{TargetInfo, TargetRow, TargetTable};
 use mmflow_schemas::Split;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::{DIAGNOSTICS, FEATURES, SEGMENTS, TARGETS};
 use crate::linalg::{normalize_rows, top_k_dot};
 use crate::stats::{fisher_ci, pearson, quantile};
+use crate::tables::{DIAGNOSTICS, FEATURES, SEGMENTS, TARGETS};
 
-/// How targets are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+/// How targets are chosen: `method` and the settings that method owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case")]
 pub enum Method {
     /// A seeded random target train segment (the baseline).
-    Random,
-    /// K-means clusters of the target train set (linfa-clustering).
-    #[default]
-    Kmeans,
+    Random(RandomSettings),
+    /// K-means clusters of the target train set (linfa-clustering); the source gets its
+    /// nearest cluster.
+    Kmeans(KmeansSettings),
     /// The top-k most similar target train segments (cosine similarity).
-    Cosine,
+    Cosine(CosineSettings),
+}
+
+impl Default for Method {
+    fn default() -> Self {
+        Method::Kmeans(KmeansSettings::default())
+    }
 }
 
 impl Method {
-    fn as_str(self) -> &'static str {
+    /// Its name in configs and tables.
+    pub fn as_str(&self) -> &'static str {
         match self {
-            Method::Random => "random",
-            Method::Kmeans => "kmeans",
-            Method::Cosine => "cosine",
+            Method::Random(_) => "random",
+            Method::Kmeans(_) => "kmeans",
+            Method::Cosine(_) => "cosine",
+        }
+    }
+
+    /// K-means whose target is the cluster mean: no target segment is listed per source.
+    fn is_cluster_mean(&self) -> bool {
+        matches!(self, Method::Kmeans(k) if k.cluster_target == ClusterTarget::Mean)
+    }
+}
+
+/// `method = "random"`: no settings of its own.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSettings {}
+
+/// `method = "kmeans"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct KmeansSettings {
+    /// Number of clusters.
+    pub k: usize,
+    /// Most Lloyd iterations.
+    pub max_iterations: u64,
+    /// Convergence tolerance, as scikit-learn's `tol` (relative to the data's variance).
+    pub tolerance: f64,
+    /// The target is the cluster `mean` (default) or its `nearest_member` to the source.
+    pub cluster_target: ClusterTarget,
+}
+
+impl Default for KmeansSettings {
+    fn default() -> Self {
+        KmeansSettings {
+            k: 16,
+            max_iterations: 100,
+            tolerance: 1e-4,
+            cluster_target: ClusterTarget::Mean,
+        }
+    }
+}
+
+/// `method = "cosine"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CosineSettings {
+    /// How many most similar target segments are averaged (1 = the single most similar).
+    pub top_k: usize,
+    /// `uniform` (default) or `similarity`-weighted average.
+    pub weighting: Weighting,
+}
+
+impl Default for CosineSettings {
+    fn default() -> Self {
+        CosineSettings {
+            top_k: 1,
+            weighting: Weighting::Uniform,
         }
     }
 }
 
 /// What a k-means target is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterTarget {
     /// The mean of the cluster's adapted-modality vectors.
@@ -65,7 +127,7 @@ pub enum ClusterTarget {
 }
 
 /// How the top-k cosine matches are averaged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Weighting {
     /// Plain mean.
@@ -75,12 +137,13 @@ pub enum Weighting {
     Similarity,
 }
 
-/// Parameters of the `select_targets` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Parameters of the `select_targets` stage. `method` (required) is `random`, `kmeans` or
+/// `cosine`; the settings of the chosen method sit beside it (`k`, `max_iterations`,
+/// `tolerance`, `cluster_target` for k-means; `top_k`, `weighting` for cosine) and any other
+/// method's are refused, so the fingerprint hashes only what the method uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct SelectTargetsParams {
-    /// `random`, `kmeans` (default) or `cosine`.
-    pub method: Method,
     /// Modalities both datasets share, compared to find matches (pooled vectors, each scaled to
     /// unit length).
     pub match_on: Vec<String>,
@@ -91,34 +154,19 @@ pub struct SelectTargetsParams {
     pub label: String,
     /// Modalities whose target-dataset vectors become the targets (one output table each).
     pub adapt: Vec<String>,
-    /// k-means: number of clusters.
-    pub k: usize,
-    /// k-means: most Lloyd iterations.
-    pub max_iterations: u64,
-    /// k-means: convergence tolerance, as scikit-learn's `tol` (relative to the data's variance).
-    pub tolerance: f64,
-    /// k-means: the target is the cluster `mean` (default) or its `nearest_member`.
-    pub cluster_target: ClusterTarget,
-    /// cosine: how many most similar target segments are averaged (1 = the single most similar).
-    pub top_k: usize,
-    /// cosine: `uniform` (default) or `similarity`-weighted average.
-    pub weighting: Weighting,
+    /// The method and its settings.
+    #[serde(flatten)]
+    pub method: Method,
 }
 
 impl Default for SelectTargetsParams {
     fn default() -> Self {
         SelectTargetsParams {
-            method: Method::Kmeans,
             match_on: vec!["text".into()],
             label_weight: 0.0,
             label: "sentiment".into(),
             adapt: vec!["visual".into()],
-            k: 16,
-            max_iterations: 100,
-            tolerance: 1e-4,
-            cluster_target: ClusterTarget::Mean,
-            top_k: 1,
-            weighting: Weighting::Uniform,
+            method: Method::default(),
         }
     }
 }
@@ -164,20 +212,27 @@ impl StageKind for SelectTargets {
                 "must be a finite number ≥ 0",
             ));
         }
-        if p.k == 0 {
-            problems.push(ParamProblem::new("k", "must be at least 1"));
-        }
-        if p.top_k == 0 {
-            problems.push(ParamProblem::new("top_k", "must be at least 1"));
-        }
-        if p.max_iterations == 0 {
-            problems.push(ParamProblem::new("max_iterations", "must be at least 1"));
-        }
-        if !(p.tolerance.is_finite() && p.tolerance >= 0.0) {
-            problems.push(ParamProblem::new(
-                "tolerance",
-                "must be a finite number ≥ 0",
-            ));
+        match &p.method {
+            Method::Random(_) => {}
+            Method::Kmeans(k) => {
+                if k.k == 0 {
+                    problems.push(ParamProblem::new("k", "must be at least 1"));
+                }
+                if k.max_iterations == 0 {
+                    problems.push(ParamProblem::new("max_iterations", "must be at least 1"));
+                }
+                if !(k.tolerance.is_finite() && k.tolerance >= 0.0) {
+                    problems.push(ParamProblem::new(
+                        "tolerance",
+                        "must be a finite number ≥ 0",
+                    ));
+                }
+            }
+            Method::Cosine(c) => {
+                if c.top_k == 0 {
+                    problems.push(ParamProblem::new("top_k", "must be at least 1"));
+                }
+            }
         }
         problems
     }
@@ -292,19 +347,19 @@ impl StageKind for SelectTargets {
         }
         let mut diags = Vec::new();
         let method = p.method.as_str();
-        let matches = match p.method {
-            Method::Random => {
+        let matches = match &p.method {
+            Method::Random(_) => {
                 let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
                 (0..source.ids.len())
                     .map(|_| Match::single(rng.random_range(0..target.ids.len())))
                     .collect()
             }
-            Method::Cosine => cosine(&source, &target, p),
-            Method::Kmeans => {
-                if p.k > target.ids.len() {
+            Method::Cosine(settings) => cosine(&source, &target, settings),
+            Method::Kmeans(settings) => {
+                if settings.k > target.ids.len() {
                     return Err(StageError::config(format!(
                         "param `k` = {} but {} has only {} usable train segments",
-                        p.k,
+                        settings.k,
                         ctx.input("target_segments")?.reference,
                         target.ids.len()
                     )));
@@ -313,9 +368,9 @@ impl StageKind for SelectTargets {
                 let clustering = kmeans::fit(
                     &target.matching,
                     target.dim,
-                    p.k,
-                    p.max_iterations,
-                    p.tolerance,
+                    settings.k,
+                    settings.max_iterations,
+                    settings.tolerance,
                     ctx.seed,
                 )
                 .map_err(|e| StageError::Internal(format!("k-means: {e}")))?;
@@ -361,9 +416,9 @@ impl StageKind for SelectTargets {
                     method,
                     "matching",
                     "empty_cluster_share",
-                    sizes.iter().filter(|&&s| s == 0).count() as f64 / p.k as f64,
+                    sizes.iter().filter(|&&s| s == 0).count() as f64 / settings.k as f64,
                 ));
-                cluster_matches(&source, &target, &clustering, p)
+                cluster_matches(&source, &target, &clustering, settings)
             }
         };
         diags.extend(match_diagnostics(method, &source, &target, &matches));
@@ -565,7 +620,7 @@ impl Match {
     }
 }
 
-fn cosine(source: &Side, target: &Side, p: &SelectTargetsParams) -> Vec<Match> {
+fn cosine(source: &Side, target: &Side, p: &CosineSettings) -> Vec<Match> {
     let (mut q, mut k) = (source.matching.clone(), target.matching.clone());
     normalize_rows(&mut q, source.dim);
     normalize_rows(&mut k, target.dim);
@@ -605,7 +660,7 @@ fn cluster_matches(
     source: &Side,
     target: &Side,
     clustering: &kmeans::Clustering,
-    p: &SelectTargetsParams,
+    p: &KmeansSettings,
 ) -> Vec<Match> {
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); clustering.k];
     for (j, &c) in clustering.assignment.iter().enumerate() {
@@ -697,15 +752,15 @@ fn build_table(
     // Cluster means are the same for every source in a cluster: compute each once.
     let mut cluster_means: HashMap<usize, Vec<f32>> = HashMap::new();
     for (i, m) in matches.iter().enumerate() {
-        let vector = match (m.cluster, p.method, p.cluster_target) {
-            (Some(c), Method::Kmeans, ClusterTarget::Mean) => cluster_means
+        let vector = match m.cluster {
+            Some(c) if p.method.is_cluster_mean() => cluster_means
                 .entry(c)
                 .or_insert_with(|| weighted_mean(&m.targets, vectors, dim))
                 .clone(),
             _ => weighted_mean(&m.targets, vectors, dim),
         };
         out.extend(vector);
-        let listed = !(p.method == Method::Kmeans && p.cluster_target == ClusterTarget::Mean);
+        let listed = !p.method.is_cluster_mean();
         rows.push(TargetRow {
             segment_id: source.ids[i].clone(),
             split: source.splits[i],

@@ -11,15 +11,16 @@ use mmflow_pipeline::{
 };
 use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureReader, FeatureWriter};
 use rand::SeedableRng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::adapters::load_adapters;
+use super::checkpoint::AdaptersCheckpoint;
 use super::device::{err, resolve};
 use super::nn::{Mlp, Pass};
-use crate::kinds::{ADAPTERS, FEATURES};
+use crate::tables::{ADAPTERS, FEATURES};
 
 /// What the adapted table's pooled vector is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PooledFrom {
     /// The mean of the adapted frames (the features-table convention: pooled = mean of frames).
@@ -31,7 +32,7 @@ pub enum PooledFrom {
 }
 
 /// Parameters of the `apply_adapters` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApplyAdaptersParams {
     /// `mean_of_frames` (default) or `adapt_pooled`.
@@ -98,7 +99,7 @@ impl StageKind for ApplyAdapters {
     fn run(&self, p: &ApplyAdaptersParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         let device = resolve(ctx.device)?;
         let adapters_input = ctx.input("adapters")?.clone();
-        let loaded = load_adapters(&adapters_input.path, &device)?;
+        let loaded = AdaptersCheckpoint::load(&adapters_input.path, &device)?;
         let mut counts = Vec::new();
         for input in ctx.inputs("features").to_vec() {
             let modality = &input.reference.output;

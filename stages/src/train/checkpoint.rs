@@ -1,134 +1,156 @@
-//! A trained model put back to work on (possibly other) data: its checkpoint read, its
-//! architecture rebuilt, the features inputs ordered as it expects, adapters in front, and
-//! every width checked before anything runs. Shared by `evaluate` and `finetune`.
+//! The two checkpoint formats, as types: a trained model and a set of feature adapters.
+//! Both are safetensors files — parameters by name plus one metadata entry `mmflow`, the JSON
+//! of [`Checkpoint`] (`{"kind": "model", "architecture": {…}, "best_epoch": 7, "stopped": null}`
+//! or `{"kind": "adapters", "adapters": {"visual": {"input": 65, "output": 713, "mlp": {…}}}}`).
+//! Written by `train_model`, `train_adapters` and `finetune`; read by `evaluate`, `finetune`,
+//! `apply_adapters` and `train_model` (frozen adapters in front of a new model).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::Device;
-use mmflow_pipeline::{ResolvedInput, RunContext, StageError};
+use mmflow_pipeline::StageError;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::adapters::{load_adapters, LoadedAdapters};
-use super::data::Dataset;
-use super::model::{Architecture, Model};
-use super::params::{read_checkpoint, ParamStore};
+use super::model::{Adapters, Architecture};
+use super::nn::{Mlp, MlpConfig};
+use super::weights::{read_checkpoint, ParamStore};
 
-/// A model checkpoint and its data, ready to predict or train.
-pub struct Restored {
-    /// The model's parameters (`model.*`).
-    pub store: ParamStore,
-    /// The model, built from the checkpoint's architecture.
-    pub model: Model,
-    /// Adapters in front of modalities, if the stage has an `adapters` input.
-    pub adapters: Option<LoadedAdapters>,
-    /// The data, modalities in the model's order.
-    pub data: Dataset,
-    /// Which modalities are fed as sequences.
-    pub frames: Vec<bool>,
-    /// The epoch whose weights the checkpoint holds, as recorded by its trainer.
-    pub best_epoch: Option<usize>,
+/// What a checkpoint file describes, recorded in its metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Checkpoint {
+    /// A sentiment model: parameters under `model.*`.
+    Model(ModelCheckpoint),
+    /// Feature adapters: parameters under `adapter.<modality>.*`.
+    Adapters(AdaptersCheckpoint),
 }
 
-impl Restored {
-    /// Loads the stage's `model` (and optional `adapters`) inputs and its `segments` and
-    /// `features` inputs.
-    pub fn load(ctx: &RunContext<'_>, device: &Device) -> Result<Restored, StageError> {
-        let model_input = ctx.input("model")?.clone();
-        let (mut store, arch, best_epoch) = load_model(&model_input.path, device)?;
-        let adapters = match ctx.optional_input("adapters") {
-            Some(input) => Some(load_adapters(&input.path, device)?),
-            None => None,
-        };
-        let features = order_features(
-            ctx.inputs("features"),
-            &arch,
-            &model_input.reference.to_string(),
-        )?;
-        let model = Model::build(&mut store, &arch)?;
-        let frames = model.needs_frames();
-        let data = Dataset::load(ctx.input("segments")?, &features, &frames)?;
-        for m in &data.modalities {
-            let width = adapters
-                .as_ref()
-                .map(|a| a.adapters.output_width(&m.name, m.dim))
-                .unwrap_or(m.dim);
-            let (_, want) = arch
-                .modalities
-                .iter()
-                .find(|(n, _)| *n == m.name)
-                .expect("ordered above");
-            if width != *want {
-                return Err(StageError::input(format!(
-                    "modality `{}` is {width} wide{} but {} was trained on {want}-wide features",
-                    m.name,
-                    if width != m.dim {
-                        " after its adapter"
-                    } else {
-                        ""
-                    },
-                    model_input.reference
-                )));
-            }
+/// A trained model's description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelCheckpoint {
+    /// How to rebuild the model.
+    pub architecture: Architecture,
+    /// The epoch whose weights the file holds (1-based; 0: the starting weights were kept).
+    pub best_epoch: usize,
+    /// Why training ended early, if it did.
+    pub stopped: Option<String>,
+}
+
+/// Feature adapters' description: one MLP per adapted modality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdaptersCheckpoint {
+    /// Modality → its adapter.
+    pub adapters: BTreeMap<String, AdapterSpec>,
+}
+
+/// One modality's adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdapterSpec {
+    /// Source width.
+    pub input: usize,
+    /// Target width.
+    pub output: usize,
+    /// The MLP.
+    pub mlp: MlpConfig,
+}
+
+/// The parameter-name prefix of the model's parameters.
+pub const MODEL_PREFIX: &str = "model.";
+/// The parameter-name prefix of every adapter's parameters.
+pub const ADAPTER_PREFIX: &str = "adapter.";
+
+/// The parameter-name prefix of one modality's adapter (`adapter.<modality>`, no dot).
+pub fn adapter_prefix(modality: &str) -> String {
+    format!("{ADAPTER_PREFIX}{modality}")
+}
+
+impl Checkpoint {
+    fn to_json(&self) -> Result<String, StageError> {
+        serde_json::to_string(self).map_err(|e| StageError::Internal(e.to_string()))
+    }
+
+    /// Reads `path`: its parameters (not yet claimed by a model) and its description.
+    fn read(path: &Path, device: &Device) -> Result<(ParamStore, Checkpoint), StageError> {
+        let (tensors, metadata) = read_checkpoint(path, device)?;
+        let json = metadata.ok_or_else(|| {
+            StageError::input(format!(
+                "{}: not an mmflow checkpoint (no `mmflow` metadata)",
+                path.display()
+            ))
+        })?;
+        let checkpoint: Checkpoint = serde_json::from_str(&json).map_err(|e| {
+            StageError::input(format!(
+                "{}: unreadable checkpoint description ({e}); a checkpoint written by an older mmflow is re-made by re-running its stage",
+                path.display()
+            ))
+        })?;
+        let store = ParamStore::from_checkpoint(tensors, &path.display().to_string(), device);
+        Ok((store, checkpoint))
+    }
+}
+
+impl ModelCheckpoint {
+    /// Writes the store's `model.*` parameters with this description.
+    pub fn save(self, store: &ParamStore, path: &Path) -> Result<(), StageError> {
+        store.save_prefix(path, MODEL_PREFIX, &Checkpoint::Model(self).to_json()?)
+    }
+
+    /// Reads a model checkpoint: its parameters (claimed as the model is built) and description.
+    pub fn load(path: &Path, device: &Device) -> Result<(ParamStore, ModelCheckpoint), StageError> {
+        match Checkpoint::read(path, device)? {
+            (store, Checkpoint::Model(model)) => Ok((store, model)),
+            (_, Checkpoint::Adapters(_)) => Err(StageError::input(format!(
+                "{}: an adapters checkpoint where a model is expected",
+                path.display()
+            ))),
         }
-        Ok(Restored {
+    }
+}
+
+/// An adapters checkpoint, loaded.
+pub struct LoadedAdapters {
+    /// Its parameters (`adapter.<modality>.*`).
+    pub store: ParamStore,
+    /// The MLPs.
+    pub adapters: Adapters,
+    /// Its description (to save a fine-tuned copy with the same shapes).
+    pub checkpoint: AdaptersCheckpoint,
+}
+
+impl AdaptersCheckpoint {
+    /// Writes the store's `adapter.*` parameters with this description.
+    pub fn save(self, store: &ParamStore, path: &Path) -> Result<(), StageError> {
+        store.save_prefix(path, ADAPTER_PREFIX, &Checkpoint::Adapters(self).to_json()?)
+    }
+
+    /// Reads an adapters checkpoint and builds its MLPs.
+    pub fn load(path: &Path, device: &Device) -> Result<LoadedAdapters, StageError> {
+        let (mut store, checkpoint) = match Checkpoint::read(path, device)? {
+            (store, Checkpoint::Adapters(adapters)) => (store, adapters),
+            (_, Checkpoint::Model(_)) => {
+                return Err(StageError::input(format!(
+                    "{}: a model checkpoint where adapters are expected",
+                    path.display()
+                )))
+            }
+        };
+        let mut mlps = BTreeMap::new();
+        for (m, spec) in &checkpoint.adapters {
+            let mlp = Mlp::new(
+                &mut store,
+                &adapter_prefix(m),
+                spec.input,
+                &spec.mlp,
+                Some(spec.output),
+            )?;
+            mlps.insert(m.clone(), (spec.input, spec.output, mlp));
+        }
+        Ok(LoadedAdapters {
             store,
-            model,
-            adapters,
-            data,
-            frames,
-            best_epoch,
+            adapters: Adapters { mlps },
+            checkpoint,
         })
     }
-}
-
-/// Reads a model checkpoint: its parameters (not yet claimed), architecture and best epoch.
-pub fn load_model(
-    path: &Path,
-    device: &Device,
-) -> Result<(ParamStore, Architecture, Option<usize>), StageError> {
-    let (tensors, meta) = read_checkpoint(path, device)?;
-    if meta.get("mmflow.kind").map(String::as_str) != Some("model") {
-        return Err(StageError::input(format!(
-            "{}: not a model checkpoint",
-            path.display()
-        )));
-    }
-    let arch: Architecture = serde_json::from_str(
-        meta.get("mmflow.architecture")
-            .map(String::as_str)
-            .unwrap_or("{}"),
-    )
-    .map_err(|e| StageError::input(format!("{}: unreadable architecture ({e})", path.display())))?;
-    let best_epoch = meta.get("mmflow.best_epoch").and_then(|e| e.parse().ok());
-    Ok((
-        ParamStore::from_checkpoint(tensors, &path.display().to_string(), device),
-        arch,
-        best_epoch,
-    ))
-}
-
-/// The features inputs in the model's modality order; every modality must be given.
-pub fn order_features(
-    given: &[ResolvedInput],
-    arch: &Architecture,
-    model: &str,
-) -> Result<Vec<ResolvedInput>, StageError> {
-    arch.modalities
-        .iter()
-        .map(|(name, _)| {
-            given
-                .iter()
-                .find(|f| f.reference.output == *name)
-                .cloned()
-                .ok_or_else(|| {
-                    StageError::config(format!(
-                        "{model} needs modality `{name}`; the `features` inputs are {}",
-                        given
-                            .iter()
-                            .map(|f| f.reference.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })
-        })
-        .collect()
 }

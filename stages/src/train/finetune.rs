@@ -6,23 +6,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mmflow_pipeline::{
-    Arity, BoundInputs, InputSlot, KeyPath, OutputPort, ParamProblem, RunContext, StageError,
-    StageKind,
+    Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
+    StageError, StageKind,
 };
 use mmflow_schemas::history;
 use mmflow_schemas::Split;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::Restored;
+use super::checkpoint::{ModelCheckpoint, ADAPTER_PREFIX};
 use super::device::resolve;
-use super::fit::{fit, FitConfig, Monitor, OnNan};
+use super::fit::fit;
 use super::loss::LossWeights;
-use super::optim::Schedule;
-use super::train_model::{check_data, check_training, save_model, Task};
-use crate::kinds::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
+use super::model::Head;
+use super::restore::Restored;
+use super::settings::{Optim, PhaseDefaults, FINETUNE_MOVED_INTO_OPTIM};
+use super::task::{check_data, check_monitor, Task};
+use crate::metrics::Predicts;
+use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 
 /// One phase of fine-tuning.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Phase {
     /// Name in the history table.
@@ -30,16 +34,10 @@ pub struct Phase {
     /// Modules left untouched in this phase: `adapters` (all), `adapter.<modality>`,
     /// `encoders` (all), `encoder.<modality>`, `fusion`, `users`, `heads` (all), `head.<head>`.
     pub freeze: Vec<String>,
-    /// Most epochs.
-    pub epochs: usize,
-    /// AdamW learning rate.
-    pub learning_rate: f64,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-    /// Stop after this many epochs without improving `monitor` (0 = train all epochs).
-    pub patience: usize,
     /// Loss weights per head for this phase (default: the stage's `heads`).
     pub heads: Option<BTreeMap<String, LossWeights>>,
+    /// How this phase optimises.
+    pub optim: Optim<PhaseDefaults>,
 }
 
 impl Default for Phase {
@@ -47,66 +45,51 @@ impl Default for Phase {
         Phase {
             name: "phase".into(),
             freeze: Vec::new(),
-            epochs: 10,
-            learning_rate: 1e-4,
-            weight_decay: 1e-4,
-            patience: 3,
             heads: None,
+            optim: Optim::default(),
         }
     }
 }
 
 /// Parameters of the `finetune` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FinetuneParams {
     /// The phases, in order; each starts from the best weights of the one before.
     pub phases: Vec<Phase>,
     /// Loss weights per head (default: MSE for each of the model's heads).
     pub heads: BTreeMap<String, LossWeights>,
-    /// Segments per batch.
-    pub batch_size: usize,
-    /// Clip the global gradient norm (none to disable).
-    pub grad_clip: Option<f64>,
-    /// Validation measure that picks the best epoch: `loss` or `<head>:<metric>`.
-    pub monitor: String,
-    /// Learning-rate schedule within each phase: `constant` (default), `plateau` or `cosine`.
-    pub schedule: Schedule,
-    /// Plateau schedule: multiply the rate by this.
-    pub plateau_factor: f64,
-    /// Plateau schedule: epochs without improvement before reducing.
-    pub plateau_patience: usize,
-    /// A NaN loss: `stop` (keep the best weights so far, flag it) or `fail`.
-    pub on_nan: OnNan,
 }
 
 impl Default for FinetuneParams {
     fn default() -> Self {
+        let mut slower = Optim::default();
+        slower.learning_rate = 1e-5;
         FinetuneParams {
             phases: vec![
                 Phase {
                     name: "adapters_frozen".into(),
                     freeze: vec!["adapters".into()],
-                    learning_rate: 1e-4,
                     ..Phase::default()
                 },
                 Phase {
                     name: "all".into(),
                     freeze: Vec::new(),
-                    learning_rate: 1e-5,
+                    optim: slower,
                     ..Phase::default()
                 },
             ],
             heads: BTreeMap::new(),
-            batch_size: 32,
-            grad_clip: Some(1.0),
-            monitor: "loss".into(),
-            schedule: Schedule::Constant,
-            plateau_factor: 0.5,
-            plateau_patience: 2,
-            on_nan: OnNan::Stop,
         }
     }
+}
+
+fn labels(heads: &[Head]) -> String {
+    heads
+        .iter()
+        .map(|h| h.label.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The parameter-name prefix a `freeze` entry stands for, if it names a module.
@@ -117,8 +100,8 @@ fn module_prefix(entry: &str) -> Option<String> {
         None => (entry, None),
     };
     match (group, member) {
-        ("adapters", None) => Some("adapter.".into()),
-        ("adapter", Some(m)) => Some(format!("adapter.{m}.")),
+        ("adapters", None) => Some(ADAPTER_PREFIX.into()),
+        ("adapter", Some(m)) => Some(format!("{ADAPTER_PREFIX}{m}.")),
         ("encoders", None) => Some("model.enc.".into()),
         ("encoder", Some(m)) => Some(format!("model.enc.{m}.")),
         ("fusion", None) => Some("model.fusion.".into()),
@@ -129,32 +112,47 @@ fn module_prefix(entry: &str) -> Option<String> {
     }
 }
 
+/// Heads as named in the params, typed by their names (the model's own types are checked
+/// when it is loaded).
+fn named_heads(weights: &BTreeMap<String, LossWeights>) -> Vec<Head> {
+    weights
+        .keys()
+        .map(|label| Head {
+            label: label.clone(),
+            predicts: Predicts::of_label(label),
+        })
+        .collect()
+}
+
 /// The `finetune` stage kind.
 pub struct Finetune;
 
 impl StageKind for Finetune {
     type Params = FinetuneParams;
     const KIND: &'static str = "finetune";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "continues a trained model and its adapters on new data, in phases";
+    const MOVED: &'static [Moved] = &FINETUNE_MOVED_INTO_OPTIM;
 
     fn check(&self, p: &FinetuneParams) -> Vec<ParamProblem> {
-        // Stage-wide settings once, then each phase's own.
-        let mut problems: Vec<ParamProblem> =
-            check_training(1, p.batch_size, 1.0, 0.0, p.grad_clip, &p.monitor);
+        let mut problems = Vec::new();
         if p.phases.is_empty() {
             problems.push(ParamProblem::new("phases", "name at least one phase"));
         }
         let mut names = BTreeSet::new();
         for (i, phase) in p.phases.iter().enumerate() {
-            let mut own = check_training(
-                phase.epochs,
-                1,
-                phase.learning_rate,
-                phase.weight_decay,
-                None,
-                "loss",
-            );
+            let optim = KeyPath::keys(["optim"]);
+            let mut own = phase.optim.check(&optim);
+            // The model's heads are known when it runs; the heads named here, now.
+            let named = phase.heads.as_ref().unwrap_or(&p.heads);
+            if !named.is_empty() {
+                let heads = named_heads(named);
+                own.extend(
+                    phase
+                        .optim
+                        .check_monitor(&optim, |m| check_monitor(m, &heads)),
+                );
+            }
             if !names.insert(phase.name.as_str()) {
                 own.push(ParamProblem::new(
                     "name",
@@ -248,7 +246,7 @@ impl StageKind for Finetune {
                 .arch
                 .heads
                 .iter()
-                .map(|h| (h.clone(), LossWeights::default()))
+                .map(|h| (h.label.clone(), LossWeights::default()))
                 .collect()
         } else {
             p.heads.clone()
@@ -258,18 +256,21 @@ impl StageKind for Finetune {
                 .keys()
                 .chain(phase.heads.iter().flat_map(|h| h.keys()))
             {
-                if !model.arch.heads.contains(head) {
+                if !model.arch.heads.iter().any(|h| h.label == *head) {
                     return Err(StageError::config(format!(
                         "phases[{i}] ({}): `{head}` is not a head of the model ({})",
                         phase.name,
-                        model.arch.heads.join(", ")
+                        labels(&model.arch.heads)
                     )));
                 }
             }
+            check_monitor(&phase.optim.monitor, &model.arch.heads).map_err(|e| {
+                StageError::config(format!("phases[{i}] ({}): monitor: {e}", phase.name))
+            })?;
         }
         let (train, valid) = (data.rows(Split::Train), data.rows(Split::Valid));
         check_data(&data, &train, &valid, heads.keys(), &segments)?;
-        let adapter_metadata = adapters.as_ref().map(|a| a.metadata.clone());
+        let adapter_checkpoint = adapters.as_ref().map(|a| a.checkpoint.clone());
         let adapter_mlps = match adapters {
             Some(loaded) => {
                 store.absorb(loaded.store)?;
@@ -277,8 +278,6 @@ impl StageKind for Finetune {
             }
             None => None,
         };
-        let monitor =
-            Monitor::parse(&p.monitor).ok_or_else(|| StageError::config("invalid monitor"))?;
         let mut rows = Vec::new();
         let mut summary = Vec::new();
         let mut last = None;
@@ -322,39 +321,19 @@ impl StageKind for Finetune {
                 weights: &weights,
                 device: &device,
             };
-            let config = FitConfig {
-                phase: phase.name.clone(),
-                epochs: phase.epochs,
-                batch_size: p.batch_size,
-                lr: phase.learning_rate,
-                weight_decay: phase.weight_decay,
-                grad_clip: p.grad_clip,
-                patience: phase.patience,
-                schedule: p.schedule,
-                plateau_factor: p.plateau_factor,
-                plateau_patience: p.plateau_patience,
-                on_nan: p.on_nan,
-                seed: ctx.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                start_from_current: true,
-            };
-            let fitted = fit(
-                &task,
-                &store,
-                vars,
-                &train,
-                &valid,
-                &config,
-                &monitor,
-                ctx.progress,
-            )?;
+            let config = phase.optim.fit_config(
+                &phase.name,
+                ctx.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                true,
+            );
+            let fitted = fit(&task, &store, vars, &train, &valid, &config, ctx.progress)?;
             tracing::info!(
-                "{}: phase `{}`: best epoch {} of {} ({}:{} = {:.4}){}",
+                "{}: phase `{}`: best epoch {} of {} ({} = {:.4}){}",
                 ctx.stage_id,
                 phase.name,
                 fitted.best_epoch,
-                phase.epochs,
-                monitor.subject,
-                monitor.metric,
+                config.epochs,
+                config.monitor,
                 fitted.best_value,
                 if fitted.best_epoch == 0 {
                     "; no epoch beat the starting weights, kept them"
@@ -367,9 +346,14 @@ impl StageKind for Finetune {
             last = Some(fitted);
         }
         let fitted = last.expect("at least one phase (checked)");
-        save_model(&store, &model.arch, &fitted, ctx.output("model")?)?;
-        if let Some(metadata) = adapter_metadata {
-            store.save_prefix(ctx.output("adapters")?, "adapter.", metadata)?;
+        ModelCheckpoint {
+            architecture: model.arch.clone(),
+            best_epoch: fitted.best_epoch,
+            stopped: fitted.stopped.clone(),
+        }
+        .save(&store, ctx.output("model")?)?;
+        if let Some(checkpoint) = adapter_checkpoint {
+            checkpoint.save(&store, ctx.output("adapters")?)?;
         }
         history::write(&rows, ctx.output("history")?, ctx.table_meta())?;
         ctx.report("phases", summary);

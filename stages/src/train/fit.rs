@@ -10,55 +10,12 @@ use mmflow_pipeline::{Progress, StageError};
 use mmflow_schemas::history::HistoryRow;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::data::shuffled;
 use super::nn::Pass;
-use super::optim::{scalar, AdamW, AdamWConfig, Schedule, Scheduler};
-use super::params::ParamStore;
-
-/// What to do when the loss becomes NaN or infinite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OnNan {
-    /// Stop training, keep the best weights so far, and flag it (log, report, history).
-    #[default]
-    Stop,
-    /// Fail the stage.
-    Fail,
-}
-
-/// Optimisation settings of one training phase.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FitConfig {
-    /// Phase name written to the history.
-    pub phase: String,
-    /// Most epochs.
-    pub epochs: usize,
-    /// Segments per batch.
-    pub batch_size: usize,
-    /// Initial learning rate.
-    pub lr: f64,
-    /// AdamW's decoupled weight decay.
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this.
-    pub grad_clip: Option<f64>,
-    /// Stop after this many epochs without improvement of `monitor` (0 = never stop early).
-    pub patience: usize,
-    /// Learning-rate schedule.
-    pub schedule: Schedule,
-    /// Plateau schedule: factor.
-    pub plateau_factor: f64,
-    /// Plateau schedule: epochs without improvement before reducing.
-    pub plateau_patience: usize,
-    /// What a NaN loss does.
-    pub on_nan: OnNan,
-    /// Seed of the shuffling and dropout.
-    pub seed: u64,
-    /// Measure the starting weights as epoch 0 and keep them unless an epoch beats them
-    /// (fine-tuning: a phase must not make the model worse on validation data).
-    pub start_from_current: bool,
-}
+use super::optim::{scalar, AdamW, AdamWConfig, Scheduler};
+use super::settings::{FitConfig, Monitor, OnNan, TOTAL};
+use super::weights::ParamStore;
 
 /// A measurement after an epoch: `(subject, metric) → value`.
 pub type Measures = BTreeMap<(String, String), f64>;
@@ -72,42 +29,8 @@ pub trait Trainable {
     fn measure(&self, rows: &[usize]) -> Result<Measures, StageError>;
 }
 
-/// Which validation measure picks the best epoch, and in which direction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Monitor {
-    /// Subject (`total`, a head, a modality).
-    pub subject: String,
-    /// Metric (`loss`, `mae`, `ccc`, …).
-    pub metric: String,
-}
-
-impl Monitor {
-    /// Parses `loss` (the total validation loss) or `<subject>:<metric>`.
-    pub fn parse(text: &str) -> Option<Monitor> {
-        match text.split_once(':') {
-            None if text == "loss" => Some(Monitor {
-                subject: "total".into(),
-                metric: "loss".into(),
-            }),
-            Some((s, m)) if !s.is_empty() && !m.is_empty() => Some(Monitor {
-                subject: s.to_string(),
-                metric: m.to_string(),
-            }),
-            _ => None,
-        }
-    }
-
-    /// True if larger values are better (correlations, accuracies, F1).
-    pub fn higher_is_better(&self) -> bool {
-        let m = self.metric.to_ascii_lowercase();
-        ["corr", "ccc", "acc", "f1", "pearson"]
-            .iter()
-            .any(|k| m.contains(k))
-    }
-}
-
 /// The outcome of a phase.
-pub struct Fitted {
+pub struct PhaseResult {
     /// History rows of the phase.
     pub history: Vec<HistoryRow>,
     /// Epoch whose weights were kept (1-based; 0 if none completed).
@@ -127,9 +50,9 @@ pub fn fit(
     train: &[usize],
     valid: &[usize],
     config: &FitConfig,
-    monitor: &Monitor,
     progress: &Progress,
-) -> Result<Fitted, StageError> {
+) -> Result<PhaseResult, StageError> {
+    let monitor = &config.monitor;
     let mut opt = AdamW::new(vars, AdamWConfig::new(config.lr, config.weight_decay))?;
     let mut scheduler = Scheduler::new(
         config.schedule,
@@ -199,19 +122,13 @@ pub fn fit(
         let on_train = model.measure(train)?;
         let on_valid = model.measure(valid)?;
         let valid_loss = on_valid
-            .get(&("total".into(), "loss".into()))
+            .get(&(TOTAL.into(), "loss".into()))
             .copied()
             .unwrap_or(f64::NAN);
         let value = monitored(&on_valid, monitor)?;
         let improved = match &best {
             None => value.is_finite(),
-            Some((_, b, _)) => {
-                if monitor.higher_is_better() {
-                    value > *b
-                } else {
-                    value < *b
-                }
-            }
+            Some((_, b, _)) => monitor.measure.direction().better(value, *b),
         };
         if improved {
             best = Some((epoch, value, store.snapshot()?));
@@ -232,8 +149,8 @@ pub fn fit(
         opt.set_lr(next);
         if config.patience > 0 && since_best >= config.patience {
             stopped = Some(format!(
-                "early stopping after epoch {epoch}: no improvement of {}:{} for {} epochs",
-                monitor.subject, monitor.metric, config.patience
+                "early stopping after epoch {epoch}: no improvement of {monitor} for {} epochs",
+                config.patience
             ));
             break;
         }
@@ -248,7 +165,7 @@ pub fn fit(
     for row in &mut history {
         row.is_best = row.epoch as usize == best_epoch;
     }
-    Ok(Fitted {
+    Ok(PhaseResult {
         history,
         best_epoch,
         best_value,
@@ -259,13 +176,11 @@ pub fn fit(
 /// The monitored validation value.
 fn monitored(on_valid: &Measures, monitor: &Monitor) -> Result<f64, StageError> {
     on_valid
-        .get(&(monitor.subject.clone(), monitor.metric.clone()))
+        .get(&(monitor.subject.clone(), monitor.measure.key().to_string()))
         .copied()
         .ok_or_else(|| {
             StageError::config(format!(
-                "monitor `{}:{}` is not measured (measured: {})",
-                monitor.subject,
-                monitor.metric,
+                "monitor `{monitor}` is not measured (measured: {})",
                 describe(on_valid)
             ))
         })
@@ -282,7 +197,7 @@ fn rows(
     on_train: &Measures,
     on_valid: &Measures,
 ) -> Vec<HistoryRow> {
-    let total = ("total".to_string(), "loss".to_string());
+    let total = (TOTAL.to_string(), "loss".to_string());
     let mut keys: Vec<&(String, String)> = on_valid.keys().chain(on_train.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -313,7 +228,7 @@ fn rows(
         .collect();
     if on_train.contains_key(&total) {
         out.push(row(
-            "total",
+            TOTAL,
             "loss_eval",
             on_train.get(&total).copied(),
             on_valid.get(&total).copied(),

@@ -3,12 +3,13 @@
 
 use candle_core::Tensor;
 use mmflow_pipeline::{ParamProblem, StageError};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::device::err;
 
 /// The weights of one head's loss terms.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossWeights {
     /// Mean squared error.

@@ -1,10 +1,14 @@
-//! Training with candle: data in memory and batches ([`data`]), parameters with seeded
-//! initialisation and safetensors checkpoints ([`params`]), layers ([`nn`], with the LSTM recurrence fused into one op: [`fused_lstm`]), losses
-//! ([`loss`]), a fused AdamW and schedules ([`optim`]), the loop ([`fit`]), the sentiment
-//! model ([`model`]) and the stages `train_adapters` ([`adapters`]) and `train_model`
-//! ([`train_model`]).
+//! Training with candle. Shared pieces: data in memory and batches ([`data`]), named
+//! network weights with seeded initialisation and safetensors files ([`weights`]), layers
+//! ([`nn`], with the LSTM recurrence fused into one op: [`fused_lstm`]), losses ([`loss`]),
+//! a fused AdamW and schedules ([`optim`]), the `optim` settings table ([`settings`]), the
+//! loop ([`fit`]), the sentiment model ([`model`]) and how the loop sees it ([`task`]),
+//! the checkpoint formats ([`checkpoint`]) and a checkpoint put back to work ([`restore`]).
+//!
+//! Stages (leaves: nothing imports them): `train_model` ([`train_model`]),
+//! `train_adapters` ([`train_adapters`]), `finetune` ([`finetune`]) and `apply_adapters`
+//! ([`apply_adapters`]).
 
-pub mod adapters;
 pub mod apply_adapters;
 pub mod checkpoint;
 pub mod data;
@@ -16,5 +20,9 @@ pub mod loss;
 pub mod model;
 pub mod nn;
 pub mod optim;
-pub mod params;
+pub mod restore;
+pub mod settings;
+pub mod task;
+pub mod train_adapters;
 pub mod train_model;
+pub mod weights;

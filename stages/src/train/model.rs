@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Device, Tensor};
 use mmflow_pipeline::StageError;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::data::{label_batch, pooled_batch, sequence_batch, Dataset};
@@ -14,10 +15,11 @@ use super::device::err;
 use super::nn::{
     dropout, masked_mean, AttentionFusion, Embedding, Linear, Lstm, Mlp, MlpConfig, Pass,
 };
-use super::params::ParamStore;
+use super::weights::ParamStore;
+use crate::metrics::Predicts;
 
 /// How one modality is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum EncoderKind {
     /// The mean of the sequence (the features table's pooled vector), then an MLP.
@@ -28,7 +30,7 @@ pub enum EncoderKind {
 }
 
 /// One modality's encoder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EncoderConfig {
     /// `pool` (default) or `lstm`.
@@ -56,7 +58,7 @@ impl Default for EncoderConfig {
 }
 
 /// How encoded modalities are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Fusion {
     /// Concatenate, then the fusion MLP.
@@ -66,8 +68,17 @@ pub enum Fusion {
     Attention,
 }
 
+/// An output head: the label column it predicts and what that label is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Head {
+    /// The label column.
+    pub label: String,
+    /// What it predicts (decides its metrics).
+    pub predicts: Predicts,
+}
+
 /// A model's architecture: what is saved in its checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Architecture {
     /// Input modalities and their widths (after any adapter), in input order.
     pub modalities: Vec<(String, usize)>,
@@ -83,8 +94,8 @@ pub struct Architecture {
     pub user_embedding: usize,
     /// Known users (training speakers); index 0 is "unknown".
     pub users: Vec<String>,
-    /// Output heads (label columns).
-    pub heads: Vec<String>,
+    /// Output heads.
+    pub heads: Vec<Head>,
     /// Dropout on the fused representation.
     pub dropout: f32,
 }
@@ -186,7 +197,14 @@ impl Model {
         let heads = arch
             .heads
             .iter()
-            .map(|h| Linear::new(store, &format!("model.head.{h}"), fusion_mlp.output_dim, 1))
+            .map(|h| {
+                Linear::new(
+                    store,
+                    &format!("model.head.{}", h.label),
+                    fusion_mlp.output_dim,
+                    1,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Model {
             arch: arch.clone(),

@@ -9,11 +9,12 @@ use candle_core::{Module, Tensor};
 use mmflow_pipeline::StageError;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::device::err;
 use super::fused_lstm::FusedLstm;
-use super::params::ParamStore;
+use super::weights::ParamStore;
 
 type Result<T> = std::result::Result<T, StageError>;
 
@@ -45,7 +46,7 @@ impl Linear {
 }
 
 /// Non-linearities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// max(0, x).
@@ -111,7 +112,7 @@ impl LayerNorm {
 }
 
 /// The shape of an MLP.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MlpConfig {
     /// Hidden layer widths.

@@ -11,6 +11,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, Layout, Tensor, Var};
 use candle_nn::Optimizer;
 use mmflow_pipeline::StageError;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::device::err;
@@ -233,7 +234,7 @@ impl AdamW {
 }
 
 /// How the learning rate changes over epochs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
     /// Constant.

@@ -17,15 +17,17 @@ use mmflow_schemas::segments::{Segment, SegmentTable};
 use mmflow_schemas::{segment_id, Split};
 use rand::Rng;
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::datasets::EMOTIONS;
 use crate::folds;
-use crate::kinds::{FEATURES, SEGMENTS};
-use profile::{Profile, Shape, EMOTIONS};
+use crate::tables::{FEATURES, SEGMENTS};
+use profile::{Profile, Shape};
 use world::{normal, rng_for, round_to, FeatureSpace, EMOTION, LATENTS, SENTIMENT, STYLE};
 
 /// Parameters of the `synthetic` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyntheticParams {
     /// Dataset to imitate: `mosei`, `mosi` or `valence_arousal`.

@@ -1,9 +1,10 @@
 //! The shapes of the datasets the `synthetic` stage imitates.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Which dataset to imitate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
     /// CMU-MOSEI: 3228 videos, 22856 segments (16326/1871/4659), GloVe 300-d, COVAREP 74-d,
@@ -83,9 +84,6 @@ const COVAREP: ModalitySpec = ModalitySpec {
     neginf_rate: 0.01,
     nan_frame_rate: 0.0,
 };
-
-/// Emotion label names of MOSEI, in the SDK's column order.
-pub const EMOTIONS: [&str; 6] = ["happy", "sad", "anger", "surprise", "disgust", "fear"];
 
 impl Profile {
     /// The dataset's full-size shape.

@@ -3,8 +3,6 @@
 //! collapsed predictions, a sign inversion, a split too small to conclude anything, a large
 //! train–validation gap. Optionally a linear calibration fitted on the validation split only.
 
-pub mod metrics;
-
 use std::collections::BTreeMap;
 
 use mmflow_pipeline::{
@@ -16,16 +14,19 @@ use mmflow_schemas::Split;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
+use crate::metrics::{self, Metric, MEAN_SUBJECT};
 use crate::stats::{pearson, quantile, std};
-use crate::train::checkpoint::Restored;
+use crate::tables::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
 use crate::train::device::resolve;
-use crate::train::train_model::Task;
+use crate::train::model::Head;
+use crate::train::restore::Restored;
+use crate::train::task::Task;
 
 /// Parameters of the `evaluate` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateParams {
     /// Bootstrap resamples per metric (0 = no confidence intervals).
@@ -34,7 +35,7 @@ pub struct EvaluateParams {
     pub calibrate: bool,
     /// Flag predictions whose standard deviation is below this fraction of the labels'.
     pub collapse_ratio: f64,
-    /// Flag splits with fewer segments than this.
+    /// Flag splits with fewer segments than this (the 93-video MOSI test set, say).
     pub min_samples: usize,
     /// Flag a train − validation difference of Corr/CCC above this.
     pub max_gap: f64,
@@ -135,18 +136,19 @@ impl StageKind for Evaluate {
         let segments = ctx.input("segments")?.clone();
         let arch = &model.arch;
         for head in &arch.heads {
-            if !data.labels.contains_key(head) {
+            if !data.labels.contains_key(&head.label) {
                 tracing::warn!(
-                    "{}: {} has no `{head}` labels: predictions only",
+                    "{}: {} has no `{}` labels: predictions only",
                     ctx.stage_id,
-                    segments.reference
+                    segments.reference,
+                    head.label
                 );
             }
         }
         let weights = arch
             .heads
             .iter()
-            .map(|h| (h.clone(), Default::default()))
+            .map(|h| (h.label.clone(), Default::default()))
             .collect();
         let task = Task {
             model: &model,
@@ -162,7 +164,7 @@ impl StageKind for Evaluate {
         let mut metric_rows = Vec::new();
         let mut flags = Vec::new();
         for (h, head) in arch.heads.iter().enumerate() {
-            let labels = data.labels.get(head);
+            let labels = data.labels.get(&head.label);
             let calibration = if p.calibrate {
                 labels.and_then(|l| fit_calibration(&predictions[h], l, &data.rows(Split::Valid)))
             } else {
@@ -172,14 +174,14 @@ impl StageKind for Evaluate {
                 rows.push(Prediction {
                     segment_id: data.ids[r].clone(),
                     split: data.splits[r],
-                    head: head.clone(),
+                    head: head.label.clone(),
                     label: labels.and_then(|l| l[r]),
                     prediction: pred,
                     calibrated: calibration.map(|(a, b)| (a * pred as f64 + b) as f32),
                 });
             }
             let Some(labels) = labels else { continue };
-            let mut summary: BTreeMap<Split, BTreeMap<String, f64>> = BTreeMap::new();
+            let mut summary: BTreeMap<Split, BTreeMap<Metric, f64>> = BTreeMap::new();
             for split in Split::ALL {
                 let rows_of: Vec<usize> = data
                     .rows(split)
@@ -200,47 +202,42 @@ impl StageKind for Evaluate {
                     calibration
                         .map(|(a, b)| ("_calibrated", pred.iter().map(|v| a * v + b).collect())),
                 ) {
-                    let names = metrics::names_for(head);
+                    let measured = head.predicts.metrics();
                     let cis = bootstrap(
                         &values,
                         &y,
-                        names,
+                        measured,
                         p.bootstrap,
-                        seed ^ hash(&format!("{split}/{head}{suffix}")),
+                        seed ^ hash(&format!("{split}/{}{suffix}", head.label)),
                     );
-                    for (name, ci) in names.iter().zip(cis) {
-                        let value = metrics::metric(name, &values, &y);
+                    for (&metric, ci) in measured.iter().zip(cis) {
+                        let value = metric.compute(&values, &y);
                         if suffix.is_empty() {
-                            summary
-                                .entry(split)
-                                .or_default()
-                                .insert(name.to_string(), value);
+                            summary.entry(split).or_default().insert(metric, value);
                         }
                         metric_rows.push(MetricRow {
                             split,
-                            head: head.clone(),
-                            metric: format!("{name}{suffix}"),
+                            head: head.label.clone(),
+                            metric: format!("{}{suffix}", metric.name()),
                             value,
                             ci_low: ci.map(|c| c.0),
                             ci_high: ci.map(|c| c.1),
                             n: y.len() as u64,
                             seed,
-                            note: notes.get(*name).cloned(),
+                            note: notes.get(&metric).cloned(),
                         });
                     }
                 }
             }
-            gap_flags(p, head, &summary, &mut flags, &mut metric_rows);
+            gap_flags(p, &head.label, &summary, &mut flags, &mut metric_rows);
         }
         metric_rows.extend(mean_ccc(p, &arch.heads, &predictions, &data, ctx.seed));
-        if let Some(epoch) = restored_best_epoch {
-            flags.push(Diagnostic::new(
-                "model",
-                &model_ref,
-                "best_epoch",
-                epoch as f64,
-            ));
-        }
+        flags.push(Diagnostic::new(
+            "model",
+            &model_ref,
+            "best_epoch",
+            restored_best_epoch as f64,
+        ));
         for f in flags
             .iter()
             .filter(|f| f.note.as_deref().is_some_and(|n| n.starts_with("FLAG")))
@@ -253,10 +250,12 @@ impl StageKind for Evaluate {
                 f.note.as_deref().unwrap_or_default()
             );
         }
-        for m in metric_rows
-            .iter()
-            .filter(|m| m.split == Split::Test && (m.metric == "Corr" || m.metric == "CCC"))
-        {
+        for m in metric_rows.iter().filter(|m| {
+            m.split == Split::Test
+                && [Metric::Corr, Metric::Ccc]
+                    .iter()
+                    .any(|k| m.metric == k.name())
+        }) {
             tracing::info!(
                 "{}: test {} {} = {:.3} (95% CI {:.3}…{:.3}, n = {})",
                 ctx.stage_id,
@@ -292,13 +291,13 @@ fn hash(text: &str) -> u64 {
 fn bootstrap(
     p: &[f64],
     y: &[f64],
-    names: &[&str],
+    measured: &[Metric],
     resamples: usize,
     seed: u64,
 ) -> Vec<Option<(f64, f64)>> {
-    bootstrap_with(y.len(), names.len(), resamples, seed, |idx| {
+    bootstrap_with(y.len(), measured.len(), resamples, seed, |idx| {
         let (ps, ys): (Vec<f64>, Vec<f64>) = idx.iter().map(|&i| (p[i], y[i])).unzip();
-        names.iter().map(|m| metrics::metric(m, &ps, &ys)).collect()
+        measured.iter().map(|m| m.compute(&ps, &ys)).collect()
     })
 }
 
@@ -342,7 +341,7 @@ fn bootstrap_with(
 /// split, on the segments that have every label, with a joint bootstrap CI (head `mean`).
 fn mean_ccc(
     p: &EvaluateParams,
-    heads: &[String],
+    heads: &[Head],
     predictions: &[Vec<f32>],
     data: &crate::train::data::Dataset,
     seed: u64,
@@ -350,8 +349,8 @@ fn mean_ccc(
     let continuous: Vec<(usize, &Vec<Option<f32>>)> = heads
         .iter()
         .enumerate()
-        .filter(|(_, h)| *h != "sentiment")
-        .filter_map(|(i, h)| data.labels.get(h).map(|l| (i, l)))
+        .filter(|(_, h)| h.predicts.joins_mean())
+        .filter_map(|(i, h)| data.labels.get(&h.label).map(|l| (i, l)))
         .collect();
     if continuous.len() < 2 {
         return Vec::new();
@@ -395,8 +394,8 @@ fn mean_ccc(
         )[0];
         out.push(MetricRow {
             split,
-            head: "mean".into(),
-            metric: "CCC".into(),
+            head: MEAN_SUBJECT.into(),
+            metric: Metric::Ccc.name().into(),
             value: mean_over(&all),
             ci_low: ci.map(|c| c.0),
             ci_high: ci.map(|c| c.1),
@@ -435,13 +434,13 @@ fn fit_calibration(pred: &[f32], labels: &[Option<f32>], valid: &[usize]) -> Opt
 fn split_flags(
     p: &EvaluateParams,
     split: Split,
-    head: &str,
+    head: &Head,
     pred: &[f64],
     y: &[f64],
     flags: &mut Vec<Diagnostic>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<Metric, String> {
     let mut notes = BTreeMap::new();
-    let subject = head.to_string();
+    let subject = head.label.clone();
     let method = split.as_str();
     let ratio = std(pred) / std(y).max(f64::MIN_POSITIVE);
     let collapsed = ratio < p.collapse_ratio;
@@ -451,7 +450,7 @@ fn split_flags(
             "FLAG collapsed predictions: their std is {ratio:.3} of the labels' (< {})",
             p.collapse_ratio
         );
-        notes.insert("Corr".into(), note.clone());
+        notes.insert(Metric::Corr, note.clone());
         d = d.with_note(note);
     }
     flags.push(d);
@@ -462,7 +461,7 @@ fn split_flags(
                 "FLAG sign inversion: negated predictions correlate better (r = {r:.3} → {:.3})",
                 -r
             );
-            notes.entry("Corr".into()).or_insert_with(|| note.clone());
+            notes.entry(Metric::Corr).or_insert_with(|| note.clone());
             d = d.with_note(note);
         }
         flags.push(d);
@@ -474,10 +473,8 @@ fn split_flags(
             y.len(),
             p.min_samples
         );
-        for name in metrics::names_for(head) {
-            notes
-                .entry(name.to_string())
-                .or_insert_with(|| note.clone());
+        for &metric in head.predicts.metrics() {
+            notes.entry(metric).or_insert_with(|| note.clone());
         }
         d = d.with_note(note);
     }
@@ -489,7 +486,7 @@ fn split_flags(
 fn gap_flags(
     p: &EvaluateParams,
     head: &str,
-    summary: &BTreeMap<Split, BTreeMap<String, f64>>,
+    summary: &BTreeMap<Split, BTreeMap<Metric, f64>>,
     flags: &mut Vec<Diagnostic>,
     metric_rows: &mut [MetricRow],
 ) {
@@ -497,8 +494,9 @@ fn gap_flags(
     else {
         return;
     };
-    for name in ["Corr", "CCC"] {
-        let (Some(t), Some(v)) = (train.get(name), valid.get(name)) else {
+    for metric in [Metric::Corr, Metric::Ccc] {
+        let name = metric.name();
+        let (Some(t), Some(v)) = (train.get(&metric), valid.get(&metric)) else {
             continue;
         };
         let gap = t - v;

@@ -3,30 +3,31 @@
 //! OpenFace2 713-d), trained on the targets `select_targets` chose.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use mmflow_pipeline::{
-    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+    Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
+    StageError, StageKind,
 };
 use mmflow_schemas::features::FeatureReader;
 use mmflow_schemas::history;
 use mmflow_schemas::targets::TargetTable;
 use mmflow_schemas::Split;
 use rand::SeedableRng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{adapter_prefix, AdapterSpec, AdaptersCheckpoint};
 use super::device::{err, resolve};
-use super::fit::{fit, FitConfig, Measures, Monitor, OnNan, Trainable};
-use super::model::Adapters;
+use super::fit::{fit, Measures, Trainable};
 use super::nn::{Activation, Mlp, MlpConfig, Pass};
-use super::optim::{scalar, Schedule};
-use super::params::{read_checkpoint, ParamStore};
-use super::train_model::check_training;
-use crate::kinds::{ADAPTERS, FEATURES, HISTORY, TARGETS};
+use super::optim::scalar;
+use super::settings::{AdapterDefaults, Measure, Optim, MOVED_INTO_OPTIM, TOTAL};
+use super::weights::ParamStore;
+use crate::tables::{ADAPTERS, FEATURES, HISTORY, TARGETS};
 
 /// The adapter's training objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AdapterLoss {
     /// Mean squared error to the target vector.
@@ -37,7 +38,7 @@ pub enum AdapterLoss {
 }
 
 /// Parameters of the `train_adapters` stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainAdaptersParams {
     /// The MLP: hidden widths (the transfer study's visual adapter: 256, 512, 1024), activation,
@@ -45,26 +46,8 @@ pub struct TrainAdaptersParams {
     pub mlp: MlpConfig,
     /// `mse` (default) or `cosine`.
     pub loss: AdapterLoss,
-    /// Most epochs.
-    pub epochs: usize,
-    /// Segments per batch.
-    pub batch_size: usize,
-    /// AdamW learning rate.
-    pub learning_rate: f64,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-    /// Clip the global gradient norm (none to disable).
-    pub grad_clip: Option<f64>,
-    /// Stop after this many epochs without a lower validation loss (0 = never).
-    pub patience: usize,
-    /// Learning-rate schedule: `constant`, `plateau` (default) or `cosine`.
-    pub schedule: Schedule,
-    /// Plateau schedule: multiply the rate by this.
-    pub plateau_factor: f64,
-    /// Plateau schedule: epochs without improvement before reducing.
-    pub plateau_patience: usize,
-    /// A NaN loss: `stop` (keep the best weights so far, flag it) or `fail`.
-    pub on_nan: OnNan,
+    /// How each adapter is optimised (`monitor` is the validation `loss`).
+    pub optim: Optim<AdapterDefaults>,
 }
 
 impl Default for TrainAdaptersParams {
@@ -78,16 +61,7 @@ impl Default for TrainAdaptersParams {
                 residual: false,
             },
             loss: AdapterLoss::Mse,
-            epochs: 50,
-            batch_size: 64,
-            learning_rate: 1e-3,
-            weight_decay: 1e-4,
-            grad_clip: Some(1.0),
-            patience: 10,
-            schedule: Schedule::Plateau,
-            plateau_factor: 0.5,
-            plateau_patience: 5,
-            on_nan: OnNan::Stop,
+            optim: Optim::default(),
         }
     }
 }
@@ -95,33 +69,27 @@ impl Default for TrainAdaptersParams {
 /// The `train_adapters` stage kind.
 pub struct TrainAdapters;
 
-/// What an adapters checkpoint records per modality.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdapterSpec {
-    /// Source width.
-    pub input: usize,
-    /// Target width.
-    pub output: usize,
-    /// The MLP.
-    pub mlp: MlpConfig,
-}
-
 impl StageKind for TrainAdapters {
     type Params = TrainAdaptersParams;
     const KIND: &'static str = "train_adapters";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "one MLP per modality mapping source features into the target dataset's space";
+    const MOVED: &'static [Moved] = &MOVED_INTO_OPTIM;
 
     fn check(&self, p: &TrainAdaptersParams) -> Vec<ParamProblem> {
-        let mut problems = check_training(
-            p.epochs,
-            p.batch_size,
-            p.learning_rate,
-            p.weight_decay,
-            p.grad_clip,
-            "loss",
-        );
+        let optim = KeyPath::keys(["optim"]);
+        let mut problems = p.optim.check(&optim);
+        problems.extend(p.optim.check_monitor(&optim, |m| {
+            if m.is_total_loss() {
+                Ok(())
+            } else {
+                Err(
+                    "an adapter is selected on its validation `loss`: monitor must be `loss`"
+                        .into(),
+                )
+            }
+        }));
         if !(0.0..1.0).contains(&p.mlp.dropout) {
             problems.push(ParamProblem::new("mlp.dropout", "must be in [0, 1)"));
         }
@@ -237,7 +205,7 @@ impl StageKind for TrainAdapters {
             }
             let mlp = Mlp::new(
                 &mut store,
-                &format!("adapter.{modality}"),
+                &adapter_prefix(&modality),
                 pairs.input,
                 &p.mlp,
                 Some(pairs.output),
@@ -249,36 +217,9 @@ impl StageKind for TrainAdapters {
                 modality: &modality,
                 device: &device,
             };
-            let config = FitConfig {
-                phase: "train".into(),
-                epochs: p.epochs,
-                batch_size: p.batch_size,
-                lr: p.learning_rate,
-                weight_decay: p.weight_decay,
-                grad_clip: p.grad_clip,
-                patience: p.patience,
-                schedule: p.schedule,
-                plateau_factor: p.plateau_factor,
-                plateau_patience: p.plateau_patience,
-                on_nan: p.on_nan,
-                seed: ctx.seed,
-                start_from_current: false,
-            };
-            let monitor = Monitor {
-                subject: "total".into(),
-                metric: "loss".into(),
-            };
-            let vars = store.vars_with_prefix(&format!("adapter.{modality}."));
-            let fitted = fit(
-                &task,
-                &store,
-                vars,
-                &train,
-                &valid,
-                &config,
-                &monitor,
-                ctx.progress,
-            )?;
+            let config = p.optim.fit_config("train", ctx.seed, false);
+            let vars = store.vars_with_prefix(&format!("{}.", adapter_prefix(&modality)));
+            let fitted = fit(&task, &store, vars, &train, &valid, &config, ctx.progress)?;
             tracing::info!(
                 "{}: adapter `{modality}` {}→{}: best epoch {}, validation loss {:.4}{}",
                 ctx.stage_id,
@@ -297,7 +238,7 @@ impl StageKind for TrainAdapters {
                 serde_json::json!({"input": pairs.input, "output": pairs.output, "train": train.len(), "valid": valid.len(), "best_epoch": fitted.best_epoch, "valid_loss": fitted.best_value, "stopped": fitted.stopped}),
             );
             for mut row in fitted.history {
-                if row.subject == "total" {
+                if row.subject == TOTAL {
                     row.subject = modality.clone();
                 }
                 rows.push(row);
@@ -311,13 +252,7 @@ impl StageKind for TrainAdapters {
                 },
             );
         }
-        let mut meta = HashMap::new();
-        meta.insert("mmflow.kind".to_string(), "adapters".to_string());
-        meta.insert(
-            "mmflow.adapters".to_string(),
-            serde_json::to_string(&specs).map_err(|e| StageError::Internal(e.to_string()))?,
-        );
-        store.save(ctx.output("adapters")?, meta)?;
+        AdaptersCheckpoint { adapters: specs }.save(&store, ctx.output("adapters")?)?;
         history::write(&rows, ctx.output("history")?, ctx.table_meta())?;
         ctx.report("adapters", summary);
         Ok(())
@@ -397,61 +332,14 @@ impl Trainable for AdapterTask<'_> {
             cos.1 += chunk.len();
         }
         let mut out = Measures::new();
-        out.insert(("total".into(), "loss".into()), sum / n.max(1) as f64);
         out.insert(
-            (self.modality.to_string(), "cosine".into()),
+            (TOTAL.into(), Measure::Loss.key().into()),
+            sum / n.max(1) as f64,
+        );
+        out.insert(
+            (self.modality.to_string(), Measure::Cosine.key().into()),
             cos.0 / cos.1.max(1) as f64,
         );
         Ok(out)
     }
-}
-
-/// An adapters checkpoint, loaded.
-pub struct LoadedAdapters {
-    /// Its parameters (`adapter.<modality>.*`).
-    pub store: ParamStore,
-    /// The MLPs.
-    pub adapters: Adapters,
-    /// Its metadata (to save a fine-tuned copy with the same description).
-    pub metadata: HashMap<String, String>,
-}
-
-/// Reads an adapters checkpoint (parameters under `adapter.<modality>.*`).
-pub fn load_adapters(path: &Path, device: &Device) -> Result<LoadedAdapters, StageError> {
-    let (tensors, metadata) = read_checkpoint(path, device)?;
-    if metadata.get("mmflow.kind").map(String::as_str) != Some("adapters") {
-        return Err(StageError::input(format!(
-            "{}: not an adapters checkpoint",
-            path.display()
-        )));
-    }
-    let specs: BTreeMap<String, AdapterSpec> = serde_json::from_str(
-        metadata
-            .get("mmflow.adapters")
-            .map(String::as_str)
-            .unwrap_or("{}"),
-    )
-    .map_err(|e| {
-        StageError::input(format!(
-            "{}: unreadable adapter metadata ({e})",
-            path.display()
-        ))
-    })?;
-    let mut store = ParamStore::from_checkpoint(tensors, &path.display().to_string(), device);
-    let mut mlps = BTreeMap::new();
-    for (m, spec) in specs {
-        let mlp = Mlp::new(
-            &mut store,
-            &format!("adapter.{m}"),
-            spec.input,
-            &spec.mlp,
-            Some(spec.output),
-        )?;
-        mlps.insert(m, (spec.input, spec.output, mlp));
-    }
-    Ok(LoadedAdapters {
-        store,
-        adapters: Adapters { mlps },
-        metadata,
-    })
 }

@@ -176,24 +176,16 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Writes every parameter to a safetensors file with `metadata`, stored as one JSON
-    /// object under the key `mmflow` (safetensors writes its metadata map in hash order; one
-    /// key keeps the file byte-identical between identical runs).
-    pub fn save(&self, path: &Path, metadata: HashMap<String, String>) -> Result<(), StageError> {
+    /// Writes every parameter to a safetensors file with `metadata` (a JSON object) stored
+    /// under the one key `mmflow`: safetensors writes its metadata map in hash order, and one
+    /// key keeps the file byte-identical between identical runs.
+    pub fn save(&self, path: &Path, metadata: &str) -> Result<(), StageError> {
         self.save_prefix(path, "", metadata)
     }
 
     /// Writes the parameters whose names start with `prefix` (see [`ParamStore::save`]).
-    pub fn save_prefix(
-        &self,
-        path: &Path,
-        prefix: &str,
-        metadata: HashMap<String, String>,
-    ) -> Result<(), StageError> {
-        let sorted: BTreeMap<String, String> = metadata.into_iter().collect();
-        let json =
-            serde_json::to_string(&sorted).map_err(|e| StageError::Internal(e.to_string()))?;
-        let metadata = HashMap::from([(METADATA_KEY.to_string(), json)]);
+    pub fn save_prefix(&self, path: &Path, prefix: &str, metadata: &str) -> Result<(), StageError> {
+        let metadata = HashMap::from([(METADATA_KEY.to_string(), metadata.to_string())]);
         let tensors: Vec<(String, Tensor)> = self
             .vars
             .iter()
@@ -217,8 +209,8 @@ impl ParamStore {
     }
 }
 
-/// A checkpoint's tensors by name and its metadata.
-pub type Checkpoint = (HashMap<String, Tensor>, HashMap<String, String>);
+/// A checkpoint's tensors by name and its metadata (the JSON under `mmflow`, if any).
+pub type Checkpoint = (HashMap<String, Tensor>, Option<String>);
 
 /// The safetensors metadata key holding mmflow's metadata.
 const METADATA_KEY: &str = "mmflow";
@@ -235,15 +227,11 @@ pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint, Stage
             path.display()
         ))
     })?;
-    let metadata = match meta.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)) {
-        Some(json) => serde_json::from_str(json).map_err(|e| {
-            StageError::input(format!(
-                "{}: unreadable mmflow metadata ({e})",
-                path.display()
-            ))
-        })?,
-        None => HashMap::new(),
-    };
+    let metadata = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+        .cloned();
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| StageError::input(format!("{}: cannot read tensors ({e})", path.display())))?;
     Ok((tensors, metadata))

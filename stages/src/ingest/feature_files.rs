@@ -11,36 +11,26 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use mmflow_pipeline::{
-    BoundInputs, InputSlot, KeyPath, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+    BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext, StageError,
+    StageKind,
 };
 use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureWriter};
 use mmflow_schemas::segments::{label_name_problems, Segment, SegmentTable};
 use mmflow_schemas::{segment_id, Split};
 use rayon::prelude::*;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::align::{self, Collapse, Sequence, Timeline, Values};
-use super::source::{Format, Source, TimingOptions};
-use super::synthetic::profile::EMOTIONS;
-use crate::folds::{self, Folds, FoldsError};
-use crate::kinds::{FEATURES, SEGMENTS};
-
-/// What to do with NaN and ±inf values in a modality's aligned features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum NonFinitePolicy {
-    /// Leave them, as the SDK does (they are counted and reported).
-    #[default]
-    Keep,
-    /// Replace them by 0, as MulT and MMSA do to COVAREP's -inf.
-    Zero,
-    /// Fail, naming the file, video and segment.
-    Error,
-}
+use super::readers::{SourceError, TimingOptions};
+use super::source::{Format, NonFinitePolicy, Source};
+use crate::datasets::KnownDataset;
+use crate::folds::{Folds, FoldsError};
+use crate::tables::{FEATURES, SEGMENTS};
 
 /// What to do with a video whose features are not the modality's width (real MOSEI has
 /// ~200 segments of 43-d COVAREP among 74-d).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WidthPolicy {
     /// Fail, naming the file and video.
@@ -53,7 +43,7 @@ pub enum WidthPolicy {
 }
 
 /// The SDK's alignment recipe or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AlignMode {
     /// Every modality to the words of `reference` (collapsed), then to the label intervals.
@@ -64,7 +54,7 @@ pub enum AlignMode {
 }
 
 /// Which frames `max_length` keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Keep {
     /// The first `max_length` frames (drop the end).
@@ -75,7 +65,7 @@ pub enum Keep {
 }
 
 /// One modality's (or the labels') file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModalitySource {
     /// The file (`.csd`, `.npz`) or directory of per-video CSVs.
@@ -91,28 +81,32 @@ pub struct ModalitySource {
     /// npz/csv: frames per second (finite, > 0), when frames carry no intervals (npz) or to
     /// set a CSV frame's duration (default: the median timestamp step).
     pub fps: Option<f64>,
-    /// csv: the timestamp column (seconds); every row needs a finite timestamp.
+    /// CSV files only: which columns hold the timestamps, the features and the video id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvColumns>,
+}
+
+/// How a CSV source's columns are read (`csv = { … }` of a CSV modality or label file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsvColumns {
+    /// The timestamp column (seconds); every row needs a finite timestamp.
     pub timestamp_column: String,
-    /// csv: feature columns, matched by name in every file; default: every column of the
-    /// first file (by name) not in `exclude`, and every other file must have exactly those.
-    /// Every feature cell must be a number (`nan`, `inf` count as numbers); an empty or text
-    /// cell is an error naming file, row and column.
+    /// Feature columns, matched by name in every file; default: every column of the first
+    /// file (by name) not in `exclude`, and every other file must have exactly those. Every
+    /// feature cell must be a number (`nan`, `inf` count as numbers); an empty or text cell
+    /// is an error naming file, row and column.
     pub columns: Option<Vec<String>>,
-    /// csv: columns that are never features (default: OpenFace 2's bookkeeping columns).
+    /// Columns that are never features (default: OpenFace 2's bookkeeping columns `frame`,
+    /// `face_id`, `timestamp`, `confidence`, `success`).
     pub exclude: Vec<String>,
-    /// csv: the video id column, when one file holds every video.
+    /// The video id column, when one file holds every video.
     pub video_column: Option<String>,
 }
 
-impl Default for ModalitySource {
+impl Default for CsvColumns {
     fn default() -> Self {
-        ModalitySource {
-            path: PathBuf::new(),
-            format: None,
-            nonfinite: NonFinitePolicy::Keep,
-            dim: None,
-            width_mismatch: WidthPolicy::Error,
-            fps: None,
+        CsvColumns {
             timestamp_column: "timestamp".into(),
             columns: None,
             exclude: ["frame", "face_id", "timestamp", "confidence", "success"]
@@ -124,39 +118,58 @@ impl Default for ModalitySource {
     }
 }
 
+impl Default for ModalitySource {
+    fn default() -> Self {
+        ModalitySource {
+            path: PathBuf::new(),
+            format: None,
+            nonfinite: NonFinitePolicy::Keep,
+            dim: None,
+            width_mismatch: WidthPolicy::Error,
+            fps: None,
+            csv: None,
+        }
+    }
+}
+
 impl ModalitySource {
     fn timing(&self) -> TimingOptions {
+        let csv = self.csv.clone().unwrap_or_default();
         TimingOptions {
             fps: self.fps,
-            timestamp_column: self.timestamp_column.clone(),
-            columns: self.columns.clone(),
-            exclude: self.exclude.clone(),
-            video_column: self.video_column.clone(),
+            timestamp_column: csv.timestamp_column,
+            columns: csv.columns,
+            exclude: csv.exclude,
+            video_column: csv.video_column,
         }
     }
 }
 
 /// Parameters of the `csd`, `npz` and `csv` sources.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlignedParams {
     /// Dataset name written to the tables. `mosi` and `mosei` also select the standard folds
-    /// and label column names.
+    /// (shipped in `data/`) and label column names.
     pub dataset: String,
     /// Modalities: output name → its file. One of them is the `reference` (the words).
     pub modalities: BTreeMap<String, ModalitySource>,
     /// The label file: one interval per opinion segment, one column per label.
     pub labels: ModalitySource,
-    /// Names of the label columns; default `sentiment` (mosi) or `sentiment` + the six
-    /// emotions (mosei).
+    /// Names of the label file's columns; default `sentiment` (mosi) or `sentiment` + the six
+    /// emotions (mosei). Non-empty, unique, no comma or surrounding whitespace, not a fixed
+    /// column of the segments table.
     pub label_columns: Option<Vec<String>>,
     /// The modality whose intervals are the words.
     pub reference: String,
-    /// `words` (the SDK's standard recipe, default) or `none` (frames cut to each label interval).
+    /// `words` (the SDK's standard recipe, default) or `none` (each modality's frames cut to
+    /// each label interval: unaligned, as MulT's unaligned data).
     pub align: AlignMode,
-    /// How the frames inside a word are collapsed: `mean` (default), `min`, `max`, `std`, `first`, `last`.
+    /// How the frames inside a word are collapsed: `mean` (default), `min`, `max`, `std`,
+    /// `first`, `last`, computed in the file's dtype exactly as numpy does.
     pub collapse: Collapse,
-    /// Interval tolerance in seconds (the SDK's `epsilon`, 10e-4).
+    /// Interval tolerance in seconds: the SDK's `epsilon` (`10e-4` in the SDK release on PyPI,
+    /// which produced the reference results).
     pub epsilon: f64,
     /// Keep only segments that every modality covers (as the SDK's `get_tensors` does);
     /// with `false`, a segment missing a modality is simply absent from that modality's table.
@@ -166,7 +179,8 @@ pub struct AlignedParams {
     /// Which steps `max_length` keeps: `first` (default) or `last`.
     pub keep: Keep,
     /// A folds file (JSON `{"train": [...], "valid": [...], "test": [...]}`, optionally under
-    /// the dataset's name) replacing the standard folds.
+    /// the dataset's name) replacing the standard folds; a video listed twice (in two splits,
+    /// or twice in one) is an error.
     pub folds: Option<PathBuf>,
     /// Videos processed (and written as one row group) at a time: bounds memory.
     pub chunk_videos: usize,
@@ -196,8 +210,69 @@ impl Default for AlignedParams {
 /// width whose per-frame buffers would not fit in memory.
 pub const MAX_DIM: usize = 1 << 20;
 
+/// The CSV settings that were a source's own keys before they moved under `csv`.
+const MOVED_UNDER_CSV: [Moved; 8] = [
+    Moved {
+        at: "modalities.*",
+        key: "timestamp_column",
+        now: "csv.timestamp_column",
+    },
+    Moved {
+        at: "modalities.*",
+        key: "columns",
+        now: "csv.columns",
+    },
+    Moved {
+        at: "modalities.*",
+        key: "exclude",
+        now: "csv.exclude",
+    },
+    Moved {
+        at: "modalities.*",
+        key: "video_column",
+        now: "csv.video_column",
+    },
+    Moved {
+        at: "labels",
+        key: "timestamp_column",
+        now: "csv.timestamp_column",
+    },
+    Moved {
+        at: "labels",
+        key: "columns",
+        now: "csv.columns",
+    },
+    Moved {
+        at: "labels",
+        key: "exclude",
+        now: "csv.exclude",
+    },
+    Moved {
+        at: "labels",
+        key: "video_column",
+        now: "csv.video_column",
+    },
+];
+
 /// Checks one modality's (or the labels') file settings; `at` is its path below `params`.
-fn check_source(at: &KeyPath, m: &ModalitySource, problems: &mut Vec<ParamProblem>) {
+fn check_source(
+    at: &KeyPath,
+    m: &ModalitySource,
+    format: Format,
+    problems: &mut Vec<ParamProblem>,
+) {
+    if let Some(csv) = &m.csv {
+        if format != Format::Csv {
+            problems.push(ParamProblem::at(
+                at.key("csv"),
+                format!(
+                    "`csv` settings apply to CSV files only; this file's format is `{}`",
+                    format.as_str()
+                ),
+            ));
+        }
+        check_csv(&at.key("csv"), csv, problems);
+    }
     if let Some(fps) = m.fps {
         if !(fps.is_finite() && fps > 0.0) {
             problems.push(ParamProblem::at(
@@ -214,6 +289,10 @@ fn check_source(at: &KeyPath, m: &ModalitySource, problems: &mut Vec<ParamProble
             ));
         }
     }
+}
+
+/// Checks a CSV source's column settings; `at` is the `csv` table's path below `params`.
+fn check_csv(at: &KeyPath, m: &CsvColumns, problems: &mut Vec<ParamProblem>) {
     if m.timestamp_column.trim().is_empty() {
         problems.push(ParamProblem::at(
             at.key("timestamp_column"),
@@ -295,18 +374,10 @@ fn format_of(source: &ModalitySource, default: Format) -> Format {
 }
 
 fn label_columns(p: &AlignedParams) -> Option<Vec<String>> {
-    p.label_columns
-        .clone()
-        .or_else(|| match p.dataset.as_str() {
-            "mosi" => Some(vec!["sentiment".into()]),
-            "mosei" => Some(
-                std::iter::once("sentiment")
-                    .chain(EMOTIONS)
-                    .map(str::to_string)
-                    .collect(),
-            ),
-            _ => None,
-        })
+    p.label_columns.clone().or_else(|| {
+        KnownDataset::from_name(&p.dataset)
+            .map(|d| d.labels().into_iter().map(str::to_string).collect())
+    })
 }
 
 impl<F: DefaultFormat> StageKind for Aligned<F> {
@@ -314,6 +385,7 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
     const KIND: &'static str = F::KIND;
     const VERSION: u32 = 1;
     const ABOUT: &'static str = F::ABOUT;
+    const MOVED: &'static [Moved] = &MOVED_UNDER_CSV;
 
     fn check(&self, p: &AlignedParams) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
@@ -358,10 +430,16 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
             check_source(
                 &KeyPath::keys(["modalities", name.as_str()]),
                 m,
+                format_of(m, F::FORMAT),
                 &mut problems,
             );
         }
-        check_source(&KeyPath::keys(["labels"]), &p.labels, &mut problems);
+        check_source(
+            &KeyPath::keys(["labels"]),
+            &p.labels,
+            format_of(&p.labels, F::FORMAT),
+            &mut problems,
+        );
         if let Some(names) = &p.label_columns {
             if names.is_empty() {
                 problems.push(ParamProblem::new(
@@ -383,7 +461,7 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
                 ),
             ));
         }
-        if p.folds.is_none() && !matches!(p.dataset.as_str(), "mosi" | "mosei") {
+        if p.folds.is_none() && KnownDataset::from_name(&p.dataset).is_none() {
             problems.push(ParamProblem::new(
                 "folds",
                 format!(
@@ -469,11 +547,9 @@ fn common_width(source: &Source) -> Result<usize, StageError> {
 
 fn read_folds(p: &AlignedParams) -> Result<Folds, StageError> {
     let Some(path) = &p.folds else {
-        return Ok(if p.dataset == "mosei" {
-            folds::mosei()
-        } else {
-            folds::mosi()
-        });
+        return Ok(KnownDataset::from_name(&p.dataset)
+            .unwrap_or(KnownDataset::Mosi)
+            .folds());
     };
     Folds::read(path, &p.dataset).map_err(|e| match e {
         FoldsError::Io { path, source } => StageError::Io { path, source },
@@ -709,7 +785,7 @@ fn process_video(
     video: &str,
 ) -> Result<VideoOut, StageError> {
     let mut tally = Tally::default();
-    let fail = |e: super::source::SourceError| StageError::input(e.to_string());
+    let fail = |e: SourceError| StageError::input(e.to_string());
     // Raw frames, width-checked, sorted by start.
     let mut raw: Vec<Option<Sequence>> = Vec::with_capacity(modalities.len());
     for m in modalities {

@@ -1,0 +1,81 @@
+//! Deserialising a TOML value while collecting every problem with its key path: what
+//! reading a pipeline file and a stage's params share.
+
+use serde::de::DeserializeOwned;
+
+use crate::problem::{KeyPath, Seg};
+
+/// Deserialises `value` into `T`, reporting *every* problem rather than the first: after each
+/// error the offending key is removed (so its default applies) and deserialisation retried.
+pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
+    mut value: toml::Value,
+    base: &KeyPath,
+    report: &mut dyn FnMut(KeyPath, String, bool),
+) -> Option<T> {
+    for _ in 0..256 {
+        let result: Result<T, serde_path_to_error::Error<toml::de::Error>> =
+            serde_path_to_error::deserialize(value.clone());
+        let error = match result {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let mut path = KeyPath(
+            error
+                .path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    serde_path_to_error::Segment::Enum { variant } => {
+                        Some(Seg::Key(variant.clone()))
+                    }
+                    serde_path_to_error::Segment::Unknown => None,
+                })
+                .collect(),
+        );
+        let message = error.inner().message().trim().to_string();
+        if let Some(field) = quoted_after(&message, "unknown field `") {
+            if path.0.last() != Some(&Seg::Key(field.clone())) {
+                path.0.push(Seg::Key(field));
+            }
+        }
+        let unknown_key = message.starts_with("unknown field");
+        let message = if unknown_key {
+            message.replacen("unknown field", "unknown key", 1)
+        } else {
+            message
+        };
+        report(base.join(&path), message, unknown_key);
+        if !remove_at(&mut value, &path.0) {
+            return None;
+        }
+    }
+    None
+}
+
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next().map(str::to_string)
+}
+
+fn remove_at(value: &mut toml::Value, path: &[Seg]) -> bool {
+    match path {
+        [] => false,
+        [Seg::Key(k)] => value.as_table_mut().is_some_and(|t| t.remove(k).is_some()),
+        [Seg::Index(i)] => match value.as_array_mut() {
+            Some(a) if *i < a.len() => {
+                a.remove(*i);
+                true
+            }
+            _ => false,
+        },
+        [Seg::Key(k), rest @ ..] => value
+            .as_table_mut()
+            .and_then(|t| t.get_mut(k))
+            .is_some_and(|v| remove_at(v, rest)),
+        [Seg::Index(i), rest @ ..] => value
+            .as_array_mut()
+            .and_then(|a| a.get_mut(*i))
+            .is_some_and(|v| remove_at(v, rest)),
+    }
+}

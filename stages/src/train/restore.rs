@@ -1,0 +1,113 @@
+//! A trained model put back to work on (possibly other) data: its checkpoint read, its
+//! architecture rebuilt, the features inputs ordered as it expects, adapters in front, and
+//! every width checked before anything runs. Shared by `evaluate` and `finetune`.
+
+use candle_core::Device;
+use mmflow_pipeline::{ResolvedInput, RunContext, StageError};
+
+use super::checkpoint::{AdaptersCheckpoint, LoadedAdapters, ModelCheckpoint};
+use super::data::Dataset;
+use super::model::{Architecture, Model};
+use super::weights::ParamStore;
+
+/// A model checkpoint and its data, ready to predict or train.
+pub struct Restored {
+    /// The model's parameters (`model.*`).
+    pub store: ParamStore,
+    /// The model, built from the checkpoint's architecture.
+    pub model: Model,
+    /// Adapters in front of modalities, if the stage has an `adapters` input.
+    pub adapters: Option<LoadedAdapters>,
+    /// The data, modalities in the model's order.
+    pub data: Dataset,
+    /// Which modalities are fed as sequences.
+    pub frames: Vec<bool>,
+    /// The epoch whose weights the checkpoint holds, as recorded by its trainer.
+    pub best_epoch: usize,
+}
+
+impl Restored {
+    /// Loads the stage's `model` (and optional `adapters`) inputs and its `segments` and
+    /// `features` inputs.
+    pub fn load(ctx: &RunContext<'_>, device: &Device) -> Result<Restored, StageError> {
+        let model_input = ctx.input("model")?.clone();
+        let (
+            mut store,
+            ModelCheckpoint {
+                architecture: arch,
+                best_epoch,
+                ..
+            },
+        ) = ModelCheckpoint::load(&model_input.path, device)?;
+        let adapters = match ctx.optional_input("adapters") {
+            Some(input) => Some(AdaptersCheckpoint::load(&input.path, device)?),
+            None => None,
+        };
+        let features = order_features(
+            ctx.inputs("features"),
+            &arch,
+            &model_input.reference.to_string(),
+        )?;
+        let model = Model::build(&mut store, &arch)?;
+        let frames = model.needs_frames();
+        let data = Dataset::load(ctx.input("segments")?, &features, &frames)?;
+        for m in &data.modalities {
+            let width = adapters
+                .as_ref()
+                .map(|a| a.adapters.output_width(&m.name, m.dim))
+                .unwrap_or(m.dim);
+            let (_, want) = arch
+                .modalities
+                .iter()
+                .find(|(n, _)| *n == m.name)
+                .expect("ordered above");
+            if width != *want {
+                return Err(StageError::input(format!(
+                    "modality `{}` is {width} wide{} but {} was trained on {want}-wide features",
+                    m.name,
+                    if width != m.dim {
+                        " after its adapter"
+                    } else {
+                        ""
+                    },
+                    model_input.reference
+                )));
+            }
+        }
+        Ok(Restored {
+            store,
+            model,
+            adapters,
+            data,
+            frames,
+            best_epoch,
+        })
+    }
+}
+
+/// The features inputs in the model's modality order; every modality must be given.
+pub fn order_features(
+    given: &[ResolvedInput],
+    arch: &Architecture,
+    model: &str,
+) -> Result<Vec<ResolvedInput>, StageError> {
+    arch.modalities
+        .iter()
+        .map(|(name, _)| {
+            given
+                .iter()
+                .find(|f| f.reference.output == *name)
+                .cloned()
+                .ok_or_else(|| {
+                    StageError::config(format!(
+                        "{model} needs modality `{name}`; the `features` inputs are {}",
+                        given
+                            .iter()
+                            .map(|f| f.reference.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
