@@ -156,7 +156,10 @@ fn object_rows(
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            default: "—".into(),
+            default: defaults
+                .and_then(|d| d.get(tag_key))
+                .map(|d| format!("`{}`", toml_inline(d)))
+                .unwrap_or_else(|| "—".into()),
             doc: variants
                 .iter()
                 .map(|((_, tag), v)| format!("`{tag}`: {}", description(v)))

@@ -108,11 +108,11 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
-        what: "target selection without a method",
-        setup: |d| pipeline(d, &TARGETS.replace("METHOD", "k = 4")),
+        what: "an unknown target method",
+        setup: |d| pipeline(d, &TARGETS.replace("METHOD", "method = \"kmedoids\"")),
         args: &["validate", "p.toml"],
         code: 2,
-        says: &["`stages.t.params`", "missing field `method`"],
+        says: &["`stages.t.params`", "unknown variant `kmedoids`, expected one of `random`, `kmeans`, `cosine`"],
         may_write: &[],
     },
     Case {

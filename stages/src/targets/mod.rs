@@ -31,8 +31,8 @@ use crate::linalg::{normalize_rows, top_k_dot};
 use crate::stats::{fisher_ci, pearson, quantile};
 use crate::tables::{DIAGNOSTICS, FEATURES, SEGMENTS, TARGETS};
 
-/// How targets are chosen: `method` and the settings that method owns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// How targets are chosen: `method` (default `kmeans`) and the settings that method owns.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Method {
     /// A seeded random target train segment (the baseline).
@@ -42,6 +42,30 @@ pub enum Method {
     Kmeans(KmeansSettings),
     /// The top-k most similar target train segments (cosine similarity).
     Cosine(CosineSettings),
+}
+
+impl<'de> Deserialize<'de> for Method {
+    /// As the derived internally tagged form, with `method` defaulting to `kmeans`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "method", rename_all = "snake_case")]
+        enum Tagged {
+            Random(RandomSettings),
+            Kmeans(KmeansSettings),
+            Cosine(CosineSettings),
+        }
+        let mut settings = serde_json::Map::deserialize(d)?;
+        settings
+            .entry("method")
+            .or_insert_with(|| Method::default().as_str().into());
+        let tagged = Tagged::deserialize(serde_json::Value::Object(settings))
+            .map_err(serde::de::Error::custom)?;
+        Ok(match tagged {
+            Tagged::Random(s) => Method::Random(s),
+            Tagged::Kmeans(s) => Method::Kmeans(s),
+            Tagged::Cosine(s) => Method::Cosine(s),
+        })
+    }
 }
 
 impl Default for Method {
@@ -137,7 +161,7 @@ pub enum Weighting {
     Similarity,
 }
 
-/// Parameters of the `select_targets` stage. `method` (required) is `random`, `kmeans` or
+/// Parameters of the `select_targets` stage. `method` is `random`, `kmeans` (default) or
 /// `cosine`; the settings of the chosen method sit beside it (`k`, `max_iterations`,
 /// `tolerance`, `cluster_target` for k-means; `top_k`, `weighting` for cosine) and any other
 /// method's are refused, so the fingerprint hashes only what the method uses.
