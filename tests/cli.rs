@@ -429,3 +429,50 @@ fn readme_tables_match_the_types() {
         stale.join("; ")
     );
 }
+
+#[test]
+fn plan_lists_the_stages_a_template_expands_to() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = Dir::new();
+    let out = dir.join("transfer");
+    let run = dir
+        .command(&[
+            "plan",
+            "configs/transfer.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("(30 stages)"), "{stdout}");
+    for method in ["random", "kmeans", "cosine"] {
+        for stage in [
+            "targets",
+            "adapters",
+            "zero_shot",
+            "adapted",
+            "adapted_norm",
+            "zero_shot_renorm",
+            "finetune",
+            "finetuned",
+        ] {
+            assert!(
+                stdout.contains(&format!("\n  {stage}@{method} (")),
+                "{stage}@{method} in:\n{stdout}"
+            );
+        }
+        // A stage of the template reads its own method's sibling.
+        assert!(
+            stdout.contains(&format!("reads  mosi_norm.visual, targets@{method}.visual")),
+            "{stdout}"
+        );
+    }
+    assert!(!out.exists(), "plan writes nothing");
+}

@@ -194,15 +194,15 @@ fn reduced_transfer() -> Vec<String> {
         "stages.mosei_model.params.optim.batch_size=32".to_string(),
         "stages.mosei_eval.params.bootstrap=100".to_string(),
     ];
-    for m in ["random", "kmeans", "cosine"] {
-        sets.push(format!("stages.adapters_{m}.params.optim.epochs=6"));
-        sets.push(format!("stages.adapters_{m}.params.mlp.hidden=[64, 128]"));
-        sets.push(format!(
-            "stages.finetune_{m}.params.phases=[{{ name = \"adapters_frozen\", freeze = [\"adapters\"], optim = {{ epochs = 5, learning_rate = 1e-3 }} }}, {{ name = \"all\", optim = {{ epochs = 4, learning_rate = 1e-4 }} }}]"
-        ));
-        for eval in ["zero_shot", "zero_shot_renorm", "finetuned"] {
-            sets.push(format!("stages.{eval}_{m}.params.bootstrap=200"));
-        }
+    // Once for every method: the template's stages.
+    let stage = "templates.per_method.stages";
+    sets.push(format!("{stage}.adapters.params.optim.epochs=6"));
+    sets.push(format!("{stage}.adapters.params.mlp.hidden=[64, 128]"));
+    sets.push(format!(
+        "{stage}.finetune.params.phases=[{{ name = \"adapters_frozen\", freeze = [\"adapters\"], optim = {{ epochs = 5, learning_rate = 1e-3 }} }}, {{ name = \"all\", optim = {{ epochs = 4, learning_rate = 1e-4 }} }}]"
+    ));
+    for eval in ["zero_shot", "zero_shot_renorm", "finetuned"] {
+        sets.push(format!("{stage}.{eval}.params.bootstrap=200"));
     }
     sets.into_iter()
         .flat_map(|s| ["--set".to_string(), s])
@@ -232,7 +232,7 @@ fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
         .ok();
     let run = dir.join("data/runs/transfer");
     for m in ["random", "kmeans", "cosine"] {
-        let hist = history::read(&run.join(format!("adapters_{m}/history.parquet"))).unwrap();
+        let hist = history::read(&run.join(format!("adapters@{m}/history.parquet"))).unwrap();
         let losses: Vec<f64> = hist
             .iter()
             .filter(|r| r.subject == "visual" && r.metric == "loss")
@@ -242,8 +242,8 @@ fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
             losses.len() >= 2 && losses.iter().cloned().fold(f64::INFINITY, f64::min) < losses[0],
             "{m}: adapter validation loss falls: {losses:?}"
         );
-        let zero = read_metrics(&run.join(format!("zero_shot_{m}/metrics.parquet"))).unwrap();
-        let tuned = read_metrics(&run.join(format!("finetuned_{m}/metrics.parquet"))).unwrap();
+        let zero = read_metrics(&run.join(format!("zero_shot@{m}/metrics.parquet"))).unwrap();
+        let tuned = read_metrics(&run.join(format!("finetuned@{m}/metrics.parquet"))).unwrap();
         let (z, _, z_high, n) = metric(&zero, Split::Test, "sentiment", "CCC");
         let (t, t_low, _, _) = metric(&tuned, Split::Test, "sentiment", "CCC");
         assert!(n > 100);
@@ -252,14 +252,14 @@ fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
             "{m}: fine-tuned CCC {t} (CI low {t_low}) must beat zero-shot {z} (CI high {z_high})"
         );
         let renorm =
-            read_metrics(&run.join(format!("zero_shot_renorm_{m}/metrics.parquet"))).unwrap();
+            read_metrics(&run.join(format!("zero_shot_renorm@{m}/metrics.parquet"))).unwrap();
         let (_, _, _, n) = metric(&renorm, Split::Test, "sentiment", "CCC");
         assert!(
             n > 100,
             "{m}: zero-shot on the renormalised adapted features is evaluated"
         );
         // Phases in the history, each starting from the weights the previous one kept.
-        let ft = history::read(&run.join(format!("finetune_{m}/history.parquet"))).unwrap();
+        let ft = history::read(&run.join(format!("finetune@{m}/history.parquet"))).unwrap();
         for phase in ["adapters_frozen", "all"] {
             assert!(
                 ft.iter().any(|r| r.phase == phase && r.epoch == 0),
@@ -276,17 +276,14 @@ fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
             );
         }
     }
-    // Without the adapters the MOSEI model cannot read MOSI's 65-d visual features.
-    let at = config.find("[stages.zero_shot_cosine]").unwrap();
-    let bare = format!(
-        "{}{}",
-        &config[..at],
-        config[at..].replacen(", adapters = \"adapters_cosine.adapters\" }", " }", 1)
-    );
-    assert_ne!(bare, config);
-    dir.write("transfer.toml", &bare);
+    // Without the adapters the MOSEI model cannot read MOSI's 65-d visual features (one
+    // instance of the template changed).
+    let bare = args(&[
+        "--set",
+        "stages.zero_shot@cosine.inputs={ model = \"mosei_model.model\", segments = \"mosi.segments\", features = [\"mosi_norm.text\", \"mosi_norm.audio\", \"mosi_norm.visual\"] }",
+    ]);
     let failed = dir
-        .mmflow(&run_args.iter().map(String::as_str).collect::<Vec<_>>())
+        .mmflow(&bare.iter().map(String::as_str).collect::<Vec<_>>())
         .expect(1);
     assert!(
         failed.stderr.contains(
@@ -296,10 +293,9 @@ fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
         failed.stderr
     );
     // A phase freezing a module that does not exist.
-    dir.write("transfer.toml", &config);
     let bad = args(&[
         "--set",
-        "stages.finetune_cosine.params.phases=[{ freeze = [\"adapter\", \"encoder.video\"] }]",
+        "stages.finetune@cosine.params.phases=[{ freeze = [\"adapter\", \"encoder.video\"] }]",
     ]);
     let failed = dir.mmflow(&bad.iter().map(String::as_str).collect::<Vec<_>>());
     assert_ne!(failed.code, 0);
@@ -310,7 +306,7 @@ fn the_transfer_study_fine_tunes_past_zero_shot_with_separated_cis() {
     );
     let bad = args(&[
         "--set",
-        "stages.finetune_cosine.params.phases=[{ freeze = [\"encoder.video\"] }]",
+        "stages.finetune@cosine.params.phases=[{ freeze = [\"encoder.video\"] }]",
     ]);
     let failed = dir
         .mmflow(&bad.iter().map(String::as_str).collect::<Vec<_>>())

@@ -1,7 +1,9 @@
-//! The pipeline file: one TOML document with a `[pipeline]` table and one `[stages.<id>]`
-//! table per stage. Loading it collects *every* problem (syntax, unknown keys, unknown kinds,
-//! bad params, dangling inputs, cycles, kind mismatches) with its file:line:column before
-//! anything runs; `--set key=value` overrides are applied first and validated the same way.
+//! The pipeline file: one TOML document with a `[pipeline]` table, one `[stages.<id>]`
+//! table per stage and `[templates.<name>]` of stages written once for several items (see
+//! [`crate::template`]). Loading it collects *every* problem (syntax, unknown keys, unknown
+//! kinds, bad params, dangling inputs, cycles, kind mismatches) with its file:line:column
+//! before anything runs; `--set key=value` overrides are applied first and validated the same
+//! way, then templates are expanded, then overrides of expanded stages are applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,10 +12,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::collect::deserialize_collecting;
-use crate::problem::{KeyPath, Problem, Problems, SourceMap};
+use crate::names::{suggest, valid_id};
+use crate::problem::{KeyPath, Location, Problem, Problems, SourceMap};
 use crate::stage::{
     Arity, BoundInputs, DeviceChoice, DynStage, InputRef, OutputPort, ParsedParams, Registry,
 };
+use crate::template::{self, Locator, MatrixOrders, INSTANCE_MARK};
 
 /// The file as written (before stage params are interpreted).
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -22,9 +26,14 @@ pub struct PipelineFile {
     /// Settings of the whole pipeline.
     #[serde(default)]
     pub pipeline: PipelineSection,
-    /// The stages, keyed by id (letters, digits, `_` and `-`).
+    /// The stages, keyed by id (letters, digits, `_` and `-`; a template's stages are
+    /// `<name>@<item>`).
     #[serde(default)]
     pub stages: BTreeMap<String, StageDecl>,
+    /// `[templates.<name>]`: stages written once for several items. Loading expands them
+    /// into `stages` (see [`crate::template`]), so a loaded file never holds any.
+    #[serde(default)]
+    pub templates: Option<toml::Table>,
     /// Variations of this pipeline run by `mmflow sweep` (ignored by `mmflow run`).
     #[serde(default)]
     pub sweep: Option<crate::sweep::SweepSection>,
@@ -107,7 +116,8 @@ pub struct Pipeline {
     pub run_dir: PathBuf,
     /// Stages in a topological order (ties broken by id).
     pub stages: Vec<PlannedStage>,
-    /// The document after `--set` overrides, as it will be saved beside the outputs.
+    /// The document after `--set` overrides and the expansion of templates (which it no
+    /// longer holds), as it will be saved beside the outputs.
     pub resolved: toml::Table,
     /// The `[sweep]` section, if any.
     pub sweep: Option<crate::sweep::SweepSection>,
@@ -192,15 +202,32 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
             ]));
         }
     };
+    let mut orders = MatrixOrders::of_document(&doc);
     let mut map = SourceMap::new(path, text, Some(doc));
     let mut problems = Vec::new();
+    let mut of_instances = Vec::new();
     for arg in overrides {
-        if let Err(message) = apply_override(&mut table, arg, &mut map) {
-            problems.push(Problem {
-                location: crate::problem::Location::Override(arg.clone()),
-                key: KeyPath::default(),
-                message,
-            });
+        match parse_override(arg) {
+            Ok(o) if o.instance().is_some() => of_instances.push(o),
+            Ok(o) => match set_override(&mut table, &o) {
+                Ok(()) => {
+                    orders.note_override(&o.keys, &o.raw);
+                    map.add_override(KeyPath::keys(o.keys.iter().cloned()), o.arg);
+                }
+                Err(message) => problems.push(override_problem(arg, message)),
+            },
+            Err(message) => problems.push(override_problem(arg, message)),
+        }
+    }
+    let before = problems.len();
+    let expansion = template::expand(&mut table, &orders, &map, &mut problems);
+    let expanded = problems.len() == before;
+    let mut map = Locator::new(map, expansion);
+    // Instances exist only when the templates expanded (their problems are reported).
+    for o in of_instances.into_iter().filter(|_| expanded) {
+        match set_instance_override(&mut table, &o) {
+            Ok(()) => map.add_instance_override(KeyPath::keys(o.keys.iter().cloned()), o.arg),
+            Err(message) => problems.push(override_problem(&o.arg, message)),
         }
     }
     let resolved = table.clone();
@@ -227,15 +254,47 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
     }
 }
 
-/// Most keys a `--set` key path may hold (the deepest key a pipeline has holds 6); the
+/// Most keys a `--set` key path may hold (the deepest key a pipeline has holds under 10); the
 /// tables it creates are walked recursively later, so their depth must stay small.
 const MAX_OVERRIDE_DEPTH: usize = 32;
 /// Longest `--set` key path, in bytes.
 const MAX_OVERRIDE_KEY_LEN: usize = 1024;
 
-/// Applies one `a.b.c=value` override. The value is read as a TOML value when it parses as
+/// One `--set a.b.c=value`.
+struct Override {
+    /// The argument as given.
+    arg: String,
+    /// The key path, split at its dots.
+    keys: Vec<String>,
+    /// The value as written.
+    raw: String,
+    /// The value: a TOML value when it parses as one, else the text.
+    value: toml::Value,
+}
+
+impl Override {
+    /// The stage it changes when that is a template's instance (`stages.<name>@<item>…`):
+    /// such overrides apply after templates are expanded.
+    fn instance(&self) -> Option<&str> {
+        match self.keys.as_slice() {
+            [top, id, ..] if top == "stages" && id.contains(INSTANCE_MARK) => Some(id.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// A problem with a `--set` argument as a whole.
+fn override_problem(arg: &str, message: String) -> Problem {
+    Problem {
+        location: Location::Override(arg.to_string()),
+        key: KeyPath::default(),
+        message,
+    }
+}
+
+/// Reads one `a.b.c=value` override. The value is read as a TOML value when it parses as
 /// one (`3`, `0.5`, `true`, `"x"`, `[1, 2]`, `{ a = 1 }`), else taken as a plain string.
-fn apply_override(table: &mut toml::Table, arg: &str, map: &mut SourceMap) -> Result<(), String> {
+fn parse_override(arg: &str) -> Result<Override, String> {
     let (key, raw) = arg
         .split_once('=')
         .ok_or_else(|| "expected `path.to.key=value`".to_string())?;
@@ -252,7 +311,7 @@ fn apply_override(table: &mut toml::Table, arg: &str, map: &mut SourceMap) -> Re
             "the key path holds {depth} keys; at most {MAX_OVERRIDE_DEPTH}"
         ));
     }
-    let keys: Vec<&str> = key.split('.').collect();
+    let keys: Vec<String> = key.split('.').map(str::to_string).collect();
     if keys.iter().any(|k| k.is_empty()) {
         return Err(format!("`{key}` is not a dotted key path"));
     }
@@ -262,41 +321,72 @@ fn apply_override(table: &mut toml::Table, arg: &str, map: &mut SourceMap) -> Re
             .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     };
-    let (last, parents) = keys.split_last().expect("split on a non-empty key");
+    Ok(Override {
+        arg: arg.to_string(),
+        keys,
+        raw: raw.to_string(),
+        value,
+    })
+}
+
+/// Applies an override to the document, creating the tables on its path.
+fn set_override(table: &mut toml::Table, o: &Override) -> Result<(), String> {
+    let Some((last, parents)) = o.keys.split_last() else {
+        return Err(format!("`{}` is not a dotted key path", o.arg));
+    };
     let mut cursor = table;
     let mut walked = Vec::new();
     for k in parents {
-        walked.push(*k);
+        walked.push(k.as_str());
         let entry = cursor
-            .entry(k.to_string())
+            .entry(k.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cursor = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("cannot set `{key}`: `{}` is not a table", walked.join(".")))?;
+        cursor = entry.as_table_mut().ok_or_else(|| {
+            format!(
+                "cannot set `{}`: `{}` is not a table",
+                o.keys.join("."),
+                walked.join(".")
+            )
+        })?;
     }
-    cursor.insert(last.to_string(), value);
-    map.add_override(KeyPath::keys(keys.iter().copied()), arg.to_string());
+    cursor.insert(last.clone(), o.value.clone());
     Ok(())
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+/// Applies an override of an expanded stage (after expansion): the stage must exist, an
+/// override changes a stage but does not add one.
+fn set_instance_override(table: &mut toml::Table, o: &Override) -> Result<(), String> {
+    let id = o.instance().unwrap_or_default();
+    let stages = table.get("stages").and_then(toml::Value::as_table);
+    if stages.is_some_and(|s| s.contains_key(id)) {
+        return set_override(table, o);
+    }
+    let ids = stages
+        .into_iter()
+        .flat_map(|s| s.keys().map(String::as_str));
+    let unquoted = id.trim_matches(|c| c == '"' || c == '\'');
+    let hint = if unquoted != id {
+        format!(" (`--set` keys are written without quotes: `stages.{unquoted}…`)")
+    } else {
+        suggest(id, ids)
+    };
+    Err(format!(
+        "no stage `{id}`{hint}: `--set` changes an expanded stage, it does not add one"
+    ))
 }
 
-/// "did you mean" for a misspelt name.
-pub(crate) fn suggest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    let best = candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(wrong, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, c)) => format!(" (did you mean `{c}`?)"),
-        None => String::new(),
-    }
+/// Longest stage id, in bytes: an id names the stage's folder in the run directory, and a file
+/// name holds at most 255 bytes.
+pub const MAX_STAGE_ID: usize = 200;
+
+/// A stage id: a name, or a template instance's `<name>@<item>`, at most [`MAX_STAGE_ID`]
+/// bytes.
+fn valid_stage_id(id: &str) -> bool {
+    id.len() <= MAX_STAGE_ID
+        && match id.split_once(INSTANCE_MARK) {
+            Some((name, item)) => valid_id(name) && valid_id(item),
+            None => valid_id(id),
+        }
 }
 
 /// The key path of the `i`-th reference of an input slot (the slot itself when it holds a
@@ -315,6 +405,10 @@ fn ref_path(file: &PipelineFile, stage: &str, slot: &str, i: usize) -> KeyPath {
     }
 }
 
+/// Most references to a missing stage given a "did you mean": each search compares the name
+/// with every stage id, and a template can put one dangling reference in thousands of stages.
+const MAX_SUGGESTIONS: usize = 100;
+
 struct Draft {
     id: String,
     stage: Arc<dyn DynStage>,
@@ -329,7 +423,7 @@ fn validate(
     file: PipelineFile,
     resolved: toml::Table,
     registry: &Registry,
-    map: &SourceMap,
+    map: &Locator,
     problems: &mut Vec<Problem>,
 ) -> Option<Pipeline> {
     let name = file.pipeline.name.clone().unwrap_or_else(|| {
@@ -351,10 +445,10 @@ fn validate(
     let mut drafts: BTreeMap<String, Draft> = BTreeMap::new();
     for (id, decl) in &file.stages {
         let at = KeyPath::keys(["stages", id.as_str()]);
-        if !valid_id(id) {
+        if !valid_stage_id(id) {
             problems.push(map.problem(
                 at.clone(),
-                "stage ids may only hold letters, digits, `_` and `-`",
+                format!("stage ids may only hold letters, digits, `_` and `-` (a template's stages are `<name>{INSTANCE_MARK}<item>`), at most {MAX_STAGE_ID} bytes"),
             ));
             continue;
         }
@@ -373,7 +467,7 @@ fn validate(
         };
         let (params, list) = stage.parse_params(toml::Value::Table(decl.params.clone()));
         for p in list {
-            problems.push(p.locate(map, &at.key("params")));
+            problems.push(map.param_problem(p, &at.key("params")));
         }
         let Some(params) = params else { continue };
         let slots = stage.inputs(&params);
@@ -477,19 +571,22 @@ fn validate(
     }
 
     // 2. Edges: references must name a declared stage.
+    let mut suggestions = 0;
     for draft in drafts.values_mut() {
         for (slot, refs) in &draft.inputs {
             for (i, r) in refs.iter().enumerate() {
                 if file.stages.contains_key(&r.stage) {
                     draft.upstream.insert(r.stage.clone());
                 } else {
+                    suggestions += 1;
+                    let hint = if suggestions <= MAX_SUGGESTIONS {
+                        suggest(&r.stage, file.stages.keys().map(String::as_str))
+                    } else {
+                        String::new()
+                    };
                     problems.push(map.value_problem(
                         ref_path(&file, &draft.id, slot, i),
-                        format!(
-                            "no stage `{}`{}",
-                            r.stage,
-                            suggest(&r.stage, file.stages.keys().map(String::as_str))
-                        ),
+                        format!("no stage `{}`{hint}", r.stage),
                     ));
                 }
             }
@@ -575,7 +672,7 @@ fn validate(
             }
             Err(list) => {
                 for p in list {
-                    problems.push(p.locate(map, &at.key("params")));
+                    problems.push(map.param_problem(p, &at.key("params")));
                 }
             }
         }
@@ -608,7 +705,7 @@ fn validate(
 /// Kahn's algorithm with ties broken by id; reports each cycle once.
 fn topological_order(
     drafts: &BTreeMap<String, Draft>,
-    map: &SourceMap,
+    map: &Locator,
     problems: &mut Vec<Problem>,
 ) -> Vec<String> {
     let mut indegree: BTreeMap<&str, usize> = drafts
@@ -628,16 +725,25 @@ fn topological_order(
         .filter(|(_, n)| **n == 0)
         .map(|(id, _)| *id)
         .collect();
+    let mut downstream: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for d in drafts.values() {
+        for u in d.upstream.iter().filter(|u| drafts.contains_key(*u)) {
+            downstream
+                .entry(u.as_str())
+                .or_default()
+                .push(d.id.as_str());
+        }
+    }
     let mut order = Vec::new();
+    let mut placed: BTreeSet<&str> = BTreeSet::new();
     while let Some(id) = ready.pop_first() {
         order.push(id.to_string());
-        for d in drafts.values().filter(|d| d.upstream.contains(id)) {
-            let n = indegree
-                .get_mut(d.id.as_str())
-                .expect("every draft has an entry");
+        placed.insert(id);
+        for d in downstream.get(id).into_iter().flatten() {
+            let n = indegree.get_mut(d).expect("every draft has an entry");
             *n -= 1;
             if *n == 0 {
-                ready.insert(d.id.as_str());
+                ready.insert(*d);
             }
         }
     }
@@ -646,7 +752,7 @@ fn topological_order(
     let left: BTreeSet<&str> = indegree
         .keys()
         .copied()
-        .filter(|id| !order.iter().any(|o| o == id))
+        .filter(|id| !placed.contains(id))
         .collect();
     for start in &left {
         let mut path = vec![*start];

@@ -4,6 +4,7 @@
 //! [`Registry`] of [`StageKind`]s, and tables are opaque [`TableKind`]s to it.
 //!
 //! - [`config`]: the TOML file, `--set` overrides, validation that collects every problem.
+//! - [`template`]: `[templates.<name>]`, stages written once and expanded once per item.
 //! - [`plan`]: fingerprints and the decision to run or skip each stage (and why).
 //! - [`executor`]: runs stages in topological order, independent ones concurrently, writing
 //!   outputs to temporary paths, renaming them into place and recording the lock entry last.
@@ -19,6 +20,7 @@ pub mod docs;
 pub mod executor;
 pub mod files;
 pub mod manifest;
+mod names;
 pub mod plan;
 pub mod problem;
 pub mod progress;
@@ -26,6 +28,7 @@ pub mod record;
 mod runlock;
 pub mod stage;
 pub mod sweep;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 

@@ -382,6 +382,97 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
+        what: "a template with an empty foreach",
+        setup: |d| templated(d, "foreach = []"),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:24:11", "`templates.each.foreach`: `foreach` is empty"],
+        may_write: &[],
+    },
+    Case {
+        what: "a template with both foreach and matrix",
+        setup: |d| templated(d, "foreach = [\"mosi\"]\nmatrix = { k = [1] }"),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:25:1", "a template takes `foreach` or `matrix`, not both"],
+        may_write: &[],
+    },
+    Case {
+        what: "an unknown name in a template",
+        setup: |d| pipeline(d, &with_template("foreach = [\"mosi\"]").replace("${item}.segments", "${itme}.segments")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:27:23", "unknown name `${itme}` (did you mean `${item}`?)"],
+        may_write: &[],
+    },
+    Case {
+        what: "an unterminated ${ in a template",
+        setup: |d| pipeline(d, &with_template("foreach = [\"mosi\"]").replace("${item}.text", "${item.text")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:27:", "unterminated `${`"],
+        may_write: &[],
+    },
+    Case {
+        what: "a template item listed twice",
+        setup: |d| templated(d, "foreach = [\"mosi\", \"mosi\"]"),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:24:20", "`mosi` is listed twice"],
+        may_write: &[],
+    },
+    Case {
+        what: "a template item that is a table in a list",
+        setup: |d| templated(d, "foreach = [{ name = \"mosi\" }]"),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:24:12", "an item is a string, a number or a boolean, not a table"],
+        may_write: &[],
+    },
+    Case {
+        what: "an expanded stage id taken by an ordinary stage",
+        setup: |d| {
+            pipeline(
+                d,
+                &format!("{}[stages.\"text@mosi\"]\nkind = \"normalize\"\n", with_template("foreach = [\"mosi\"]")),
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:25:", "expands to `text@mosi`, which is also an ordinary stage's id"],
+        may_write: &[],
+    },
+    Case {
+        what: "a template matrix of 40,401 stages",
+        setup: |d| {
+            let values = (0..201).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+            templated(d, &format!("matrix = {{ a = [{values}], b = [{values}] }}"))
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:24:10", "the matrix has 40401 combinations; a file's templates expand to at most 10000 stages"],
+        may_write: &[],
+    },
+    Case {
+        what: "a problem in an expanded stage",
+        setup: |d| templated(d, "foreach = [\"mosi\", \"nowhere\"]"),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:27:23: `stages.text@nowhere.inputs.segments`: no stage `nowhere`"],
+        may_write: &[],
+    },
+    Case {
+        what: "an override of an expanded stage that does not exist",
+        setup: |d| templated(d, "foreach = [\"mosi\"]"),
+        args: &["validate", "p.toml", "--set", "stages.text@mosei.seed=1"],
+        code: 2,
+        says: &[
+            "--set stages.text@mosei.seed=1",
+            "no stage `text@mosei` (did you mean `text@mosi`?)",
+        ],
+        may_write: &[],
+    },
+    Case {
         what: "a pipeline file that is a directory",
         setup: |d| std::fs::create_dir(d.join("p.toml")).unwrap(),
         args: &["validate", "p.toml"],
@@ -390,6 +481,25 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
 ];
+
+/// `SMALL` (22 lines) with a template `each` over `ITEMS` (line 24) normalizing the text of
+/// `${item}`: its `inputs` are on line 27.
+const TEMPLATE: &str = "[templates.each]
+ITEMS
+[templates.each.stages.text]
+kind = \"normalize\"
+inputs = { segments = \"${item}.segments\", features = [\"${item}.text\"] }
+";
+
+/// `SMALL` with `TEMPLATE` over `items`.
+fn with_template(items: &str) -> String {
+    format!("{SMALL}{}", TEMPLATE.replace("ITEMS", items))
+}
+
+/// Writes `SMALL` with `TEMPLATE` over `items`.
+fn templated(d: &Dir, items: &str) {
+    pipeline(d, &with_template(items))
+}
 
 /// A source and a normalize stage whose `segments` input is `SEGMENTS`.
 const ONE_SOURCE: &str = "[stages.mosi]
