@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::comparison::{self, ComparisonRow};
 use crate::diagnostics::{self, Diagnostic};
 use crate::evaluation::{self, MetricRow, Prediction};
 use crate::features::{FeatureBatch, FeatureInfo, FeatureWriter};
@@ -16,7 +17,6 @@ use crate::history::{self, HistoryRow};
 use crate::norm_stats::{FeatureStats, ModalityStats, NormStatsTable};
 use crate::segments::{Segment, SegmentTable};
 use crate::targets::{TargetInfo, TargetRow, TargetTable};
-use crate::comparison::{self, ComparisonRow};
 use crate::{Split, TableMeta};
 
 /// Set to rewrite the golden files instead of comparing with them.
@@ -155,7 +155,10 @@ fn predictions(path: &Path) {
         prediction: 0.5,
         calibrated,
     };
-    let rows = [row("v1[0]", Some(1.0), None), row("v1[1]", None, Some(0.25))];
+    let rows = [
+        row("v1[0]", Some(1.0), None),
+        row("v1[1]", None, Some(0.25)),
+    ];
     evaluation::write_predictions(&rows, path, &meta()).unwrap();
 }
 
