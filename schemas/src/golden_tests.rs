@@ -203,8 +203,11 @@ fn comparison(path: &Path) {
     comparison::write(&rows, path, &TableMeta::default()).unwrap();
 }
 
+/// Writes one table from fixed rows to the path given.
+type Writer = fn(&Path);
+
 /// Every writer, by the name of its golden file.
-const WRITERS: [(&str, fn(&Path)); 9] = [
+const WRITERS: [(&str, Writer); 9] = [
     ("segments.parquet", segments),
     ("features.parquet", features),
     ("norm_stats.parquet", norm_stats),
