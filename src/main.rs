@@ -1,13 +1,11 @@
 //! `mmflow`: declarative, reproducible multimodal sentiment analysis pipelines.
 //!
-//! A thin layer over the engine (`mmflow-pipeline`) and the stage kinds (`mmflow-stages`).
+//! A thin layer over the engine (`mmflow-pipeline`), the stage kinds (`mmflow-stages`) and
+//! the study of finished runs (`mmflow-study`: compare, report).
 //! Exit codes: 0 success, 1 a stage (or the run) failed, 2 bad config or usage.
 
-mod compare;
 mod logging;
-mod report;
 mod show;
-mod staging;
 mod sweep;
 
 use std::collections::BTreeSet;
@@ -17,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use mmflow_pipeline::plan::PlanStatus;
 use mmflow_pipeline::{EngineError, Pipeline, Progress, RunOptions, StageOutcome};
+use mmflow_study::{compare, report};
 
 /// Declarative, reproducible multimodal sentiment analysis pipelines.
 #[derive(Parser)]

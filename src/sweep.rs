@@ -12,7 +12,7 @@ use mmflow_pipeline::record::RunRecord;
 use mmflow_pipeline::sweep::{check, points, run_dir_name};
 use mmflow_pipeline::{Pipeline, Progress, RunOptions, StageOutcome};
 
-use crate::compare;
+use mmflow_study::compare;
 
 /// The folder of a sweep's runs inside the base run directory: stage ids never contain a dot,
 /// so no stage's outputs can share it.

@@ -365,3 +365,46 @@ fn a_sweep_point_that_fails_is_listed_as_unfinished_and_the_others_compared() {
         .join("data/runs/tiny/mmflow.sweep/comparison.parquet")
         .exists());
 }
+
+#[test]
+fn a_run_of_lock_format_2_is_refused_until_a_rerun_records_its_output_kinds() {
+    let dir = Dir::new();
+    dir.write("p.toml", &tiny_with_defaults());
+    dir.mmflow(&["run", "p.toml", "--out", "r", "-q"]).ok();
+    let before = dir.mmflow(&["compare", "r"]).ok().stdout;
+    // The lock as an earlier mmflow wrote it: format 2, no table kinds.
+    let path = dir.join("r/mmflow.lock");
+    let mut lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    lock["format"] = 2.into();
+    for entry in lock["stages"].as_object_mut().unwrap().values_mut() {
+        for output in entry["outputs"].as_object_mut().unwrap().values_mut() {
+            output.as_object_mut().unwrap().remove("table");
+        }
+    }
+    std::fs::write(&path, lock.to_string()).unwrap();
+    for command in ["compare", "report"] {
+        let refused = dir.mmflow(&[command, "r"]).expect(1);
+        assert!(
+            refused.stderr.contains(
+                "r: the lock file (format 2) does not record the kinds of the run's outputs"
+            ) && refused.stderr.contains("run the pipeline again"),
+            "{command}: {}",
+            refused.stderr
+        );
+    }
+    // Re-running re-computes nothing and records the kinds.
+    let rerun = dir.mmflow(&["run", "p.toml", "--out", "r"]).ok();
+    assert!(
+        rerun.stdout.contains("0 ran, 3 up to date"),
+        "{}",
+        rerun.stdout
+    );
+    let lock = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        lock.contains("\"table\": \"metrics\"") && lock.contains("\"table\": \"history\""),
+        "{lock}"
+    );
+    assert_eq!(dir.mmflow(&["compare", "r"]).ok().stdout, before);
+    dir.mmflow(&["report", "r"]).ok();
+}

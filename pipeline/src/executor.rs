@@ -28,7 +28,7 @@ use crate::plan::{self, Decision, Fingerprint};
 use crate::progress::Progress;
 use crate::record;
 use crate::runlock::RunLock;
-use crate::stage::{ResolvedInput, RunContext, StageError};
+use crate::stage::{OutputPort, ResolvedInput, RunContext, StageError};
 use crate::EngineError;
 
 /// Options of one run.
@@ -257,11 +257,16 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                 }) => {
                     tracing::info!("{} ({}) up to date, skipped", stage.id, stage.stage.kind());
                     record_completed(&mut manifest, &stage.id, &fingerprint);
-                    if let (Some(outputs), Some(e)) =
-                        (refreshed, manifest.stages.get_mut(&stage.id))
-                    {
-                        e.outputs = outputs;
-                        manifest.save(run_dir)?;
+                    if let Some(e) = manifest.stages.get_mut(&stage.id) {
+                        let mut changed = false;
+                        if let Some(outputs) = refreshed {
+                            e.outputs = outputs;
+                            changed = true;
+                        }
+                        changed |= record_output_kinds(e, &stage.outputs);
+                        if changed {
+                            manifest.save(run_dir)?;
+                        }
                     }
                     states[index] = State::Done;
                     outcomes[index] = Some(StageOutcome::UpToDate);
@@ -552,8 +557,24 @@ fn run_in(
                 mtime_ns,
                 hash,
                 rows,
+                table: Some(port.kind.name.to_string()),
             },
         );
     }
     Ok((records, ctx.report, duration_s))
+}
+
+/// Records the table kind of each declared output in an entry that lacks it (an entry of a
+/// lock written before format 3, found up to date); returns whether anything was added.
+fn record_output_kinds(entry: &mut StageEntry, ports: &[OutputPort]) -> bool {
+    let mut added = false;
+    for port in ports {
+        if let Some(record) = entry.outputs.get_mut(&port.name) {
+            if record.table.is_none() {
+                record.table = Some(port.kind.name.to_string());
+                added = true;
+            }
+        }
+    }
+    added
 }

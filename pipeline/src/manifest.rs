@@ -32,8 +32,11 @@ pub const MANIFEST_FILE: &str = "mmflow.lock";
 /// File name of the resolved config saved in the run directory.
 pub const RESOLVED_CONFIG_FILE: &str = "pipeline.toml";
 
-/// Format of the lock files this mmflow writes (and the newest it reads).
-pub const LOCK_FORMAT: u32 = 2;
+/// Format of the lock files this mmflow writes (and the newest it reads). Format 3 records
+/// the table kind of every output ([`OutputRecord::table`]); a run whose lock predates it is
+/// read, and its outputs' kinds are recorded the next time the pipeline runs there (stages
+/// that are up to date are not re-computed for that).
+pub const LOCK_FORMAT: u32 = 3;
 
 /// Lock files written before the format was recorded.
 fn unrecorded_format() -> u32 {
@@ -153,6 +156,10 @@ pub struct OutputRecord {
     /// Rows, for tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// The kind of table the output holds (the name of the stage's declared `TableKind`,
+    /// e.g. `metrics`); absent in locks written before format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 impl Manifest {

@@ -56,6 +56,15 @@ pub enum RecordError {
         /// The run directory.
         dir: PathBuf,
     },
+    /// The lock does not record the table kinds of the outputs (written by an earlier
+    /// mmflow, before lock format 3).
+    #[error("{}: the lock file (format {format}) does not record the kinds of the run's outputs (it was written by an earlier mmflow); run the pipeline again: stages that are up to date are not re-computed", dir.display())]
+    UntypedOutputs {
+        /// The run directory.
+        dir: PathBuf,
+        /// The lock's format.
+        format: u32,
+    },
     /// An output of the record is not what its stage wrote.
     #[error("{}: output `{output}` of stage `{stage}` {why}; re-run the pipeline", path.display())]
     Output {
@@ -151,6 +160,17 @@ impl RunRecord {
         manifest
             .stages
             .retain(|id, _| completed.stages.contains_key(id));
+        let untyped = manifest
+            .stages
+            .values()
+            .flat_map(|e| e.outputs.values())
+            .any(|o| o.table.is_none());
+        if untyped {
+            return Err(RecordError::UntypedOutputs {
+                dir: dir.to_path_buf(),
+                format: manifest.format,
+            });
+        }
         Ok(RunRecord {
             dir: dir.to_path_buf(),
             config,
@@ -179,6 +199,23 @@ impl RunRecord {
             flatten(&at("params"), &entry.params, &mut out);
         }
         out
+    }
+
+    /// The outputs of the completed run that hold tables of kind `table` (a table name such
+    /// as `mmflow_schemas::evaluation::METRICS`), as `(stage id, output name)` pairs in stage
+    /// order, then output order. Read one with [`RunRecord::output`].
+    pub fn outputs_of_kind(&self, table: &str) -> Vec<(&str, &str)> {
+        self.manifest
+            .stages
+            .iter()
+            .flat_map(|(id, entry)| {
+                entry
+                    .outputs
+                    .iter()
+                    .filter(move |(_, record)| record.table.as_deref() == Some(table))
+                    .map(move |(name, _)| (id.as_str(), name.as_str()))
+            })
+            .collect()
     }
 
     /// The path of `output` of `stage`, after checking that the file is the one the stage
@@ -387,6 +424,60 @@ mod tests {
         // `a` re-ran (same fingerprint, new bytes); `b`'s re-run failed: its entry is old.
         entries.insert("a".to_string(), entry("fa", "h2", &[]));
         assert!(!entries_match(&run, &entries));
+    }
+
+    /// [`entry`] with its output `o` (recorded in `x/`) of table kind `table`.
+    fn typed_entry(table: &str) -> StageEntry {
+        let mut e = entry("f", "h", &[]);
+        if let Some(o) = e.outputs.get_mut("o") {
+            o.table = Some(table.into());
+        }
+        e
+    }
+
+    #[test]
+    fn outputs_are_found_by_their_table_kind() {
+        let mut manifest = Manifest::default();
+        manifest.stages.insert("b".into(), typed_entry("metrics"));
+        manifest.stages.insert("a".into(), typed_entry("metrics"));
+        manifest.stages.insert("c".into(), typed_entry("history"));
+        let record = RunRecord {
+            dir: PathBuf::from("run"),
+            config: toml::Value::Table(Default::default()),
+            manifest,
+        };
+        assert_eq!(record.outputs_of_kind("metrics"), [("a", "o"), ("b", "o")]);
+        assert_eq!(record.outputs_of_kind("history"), [("c", "o")]);
+        assert!(record.outputs_of_kind("predictions").is_empty());
+    }
+
+    #[test]
+    fn a_run_whose_lock_records_no_output_kinds_is_refused_with_the_remedy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = "[stages.x]\nkind = \"k\"\n";
+        fs::write(dir.path().join(RESOLVED_CONFIG_FILE), config).unwrap();
+        let write_lock = |e: StageEntry, format: u32| {
+            let mut manifest = Manifest {
+                format,
+                ..Manifest::default()
+            };
+            manifest.stages.insert("x".into(), e);
+            manifest.completed = Some(RunProgress {
+                config: config_hash(config),
+                stages: [("x".to_string(), "f".to_string())].into(),
+            });
+            manifest.save(dir.path()).unwrap();
+        };
+        write_lock(entry("f", "h", &[]), 2);
+        let err = RunRecord::load(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, RecordError::UntypedOutputs { format: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("run the pipeline again"), "{err}");
+        write_lock(typed_entry("metrics"), manifest::LOCK_FORMAT);
+        let record = RunRecord::load(dir.path()).unwrap();
+        assert_eq!(record.outputs_of_kind("metrics"), [("x", "o")]);
     }
 
     #[test]

@@ -19,11 +19,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{Encoding, TableWriter};
-use crate::{Result, SchemaError, TableMeta};
+use crate::parquet_io::{write_table, TableSpec};
+use crate::{Result, TableMeta};
 
 /// Table name in file metadata.
 pub const TABLE: &str = "comparison";
@@ -115,18 +115,12 @@ pub fn write(rows: &[ComparisonRow], path: &Path, meta: &TableMeta) -> Result<u6
             rows.iter().map(|r| Some(r.is_best)),
         )),
     ];
-    let schema = schema();
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| SchemaError::format(path, e))?;
-    let mut writer = TableWriter::create(
+    write_table(
         path,
-        schema,
-        TABLE,
-        VERSION,
+        TableSpec::dictionary(TABLE, VERSION),
+        schema(),
+        columns,
         meta,
         &[],
-        Encoding::Dictionary,
-    )?;
-    writer.write(&batch)?;
-    writer.finish()
+    )
 }

@@ -14,12 +14,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{Array, ArrayRef, Float64Array, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{open_table, read_batches, Encoding, TableWriter};
+use crate::parquet_io::{open_table, read_batches, write_table, TableSpec};
 use crate::segments::column;
-use crate::{Result, SchemaError, TableMeta};
+use crate::{Result, TableMeta};
 
 /// Table name in file metadata.
 pub const TABLE: &str = "diagnostics";
@@ -113,20 +113,14 @@ pub fn write(rows: &[Diagnostic], path: &Path, meta: &TableMeta) -> Result<u64> 
             rows.iter().map(|d| d.note.as_deref()),
         )),
     ];
-    let schema = schema();
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| SchemaError::format(path, e))?;
-    let mut writer = TableWriter::create(
+    write_table(
         path,
-        schema,
-        TABLE,
-        VERSION,
+        TableSpec::dictionary(TABLE, VERSION),
+        schema(),
+        columns,
         meta,
         &[],
-        Encoding::Dictionary,
-    )?;
-    writer.write(&batch)?;
-    writer.finish()
+    )
 }
 
 /// Reads a diagnostics table.

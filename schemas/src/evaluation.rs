@@ -27,12 +27,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray, UInt64Array,
-};
+use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{open_table, read_batches, Encoding, TableWriter};
+use crate::parquet_io::{open_table, read_batches, write_table, TableSpec};
 use crate::segments::column;
 use crate::{Result, SchemaError, Split, TableMeta};
 
@@ -124,20 +122,14 @@ pub fn write_predictions(rows: &[Prediction], path: &Path, meta: &TableMeta) -> 
         )),
         Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.calibrated))),
     ];
-    let schema = predictions_schema();
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| SchemaError::format(path, e))?;
-    let mut writer = TableWriter::create(
+    write_table(
         path,
-        schema,
-        PREDICTIONS,
-        VERSION,
+        TableSpec::dictionary(PREDICTIONS, VERSION),
+        predictions_schema(),
+        columns,
         meta,
         &[],
-        Encoding::Dictionary,
-    )?;
-    writer.write(&batch)?;
-    writer.finish()
+    )
 }
 
 /// Reads predictions.
@@ -189,20 +181,14 @@ pub fn write_metrics(rows: &[MetricRow], path: &Path, meta: &TableMeta) -> Resul
             rows.iter().map(|r| r.note.as_deref()),
         )),
     ];
-    let schema = metrics_schema();
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| SchemaError::format(path, e))?;
-    let mut writer = TableWriter::create(
+    write_table(
         path,
-        schema,
-        METRICS,
-        VERSION,
+        TableSpec::dictionary(METRICS, VERSION),
+        metrics_schema(),
+        columns,
         meta,
         &[],
-        Encoding::Dictionary,
-    )?;
-    writer.write(&batch)?;
-    writer.finish()
+    )
 }
 
 /// Reads metrics.

@@ -25,7 +25,7 @@ use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use parquet::arrow::ProjectionMask;
 
-use crate::parquet_io::{open_table, Encoding, FileMeta, TableWriter};
+use crate::parquet_io::{open_table, FileMeta, TableSpec, TableWriter};
 use crate::segments::column;
 use crate::{Result, SchemaError, TableMeta};
 
@@ -281,7 +281,6 @@ pub fn vector_values<'a>(
 /// Streams a features table to Parquet, one row group per batch.
 pub struct FeatureWriter {
     inner: TableWriter,
-    schema: SchemaRef,
     dim: usize,
     path: PathBuf,
 }
@@ -299,23 +298,19 @@ impl FeatureWriter {
                 ),
             });
         }
-        let schema = schema(info.dim);
         let inner = TableWriter::create(
             path,
-            schema.clone(),
-            TABLE,
-            VERSION,
+            TableSpec::dense_floats(TABLE, VERSION),
+            schema(info.dim),
             meta,
             &[
                 (KEY_DATASET, info.dataset.clone()),
                 (KEY_MODALITY, info.modality.clone()),
                 (KEY_DIM, info.dim.to_string()),
             ],
-            Encoding::DenseFloats,
         )?;
         Ok(FeatureWriter {
             inner,
-            schema,
             dim: info.dim,
             path: path.to_path_buf(),
         })
@@ -380,9 +375,7 @@ impl FeatureWriter {
             Arc::new(vectors_array(batch.pooled.clone(), self.dim)),
             Arc::new(intervals),
         ];
-        let record = RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| SchemaError::format(&self.path, e))?;
-        self.inner.write(&record)
+        self.inner.write_columns(columns)
     }
 
     /// Finishes the file; returns the number of rows written.

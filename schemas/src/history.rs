@@ -16,14 +16,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt32Array,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{open_table, read_batches, Encoding, TableWriter};
+use crate::parquet_io::{open_table, read_batches, write_table, TableSpec};
 use crate::segments::column;
-use crate::{Result, SchemaError, TableMeta};
+use crate::{Result, TableMeta};
 
 /// Table name in file metadata.
 pub const TABLE: &str = "history";
@@ -86,20 +84,14 @@ pub fn write(rows: &[HistoryRow], path: &Path, meta: &TableMeta) -> Result<u64> 
             rows.iter().map(|r| Some(r.is_best)),
         )),
     ];
-    let schema = schema();
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| SchemaError::format(path, e))?;
-    let mut writer = TableWriter::create(
+    write_table(
         path,
-        schema,
-        TABLE,
-        VERSION,
+        TableSpec::dictionary(TABLE, VERSION),
+        schema(),
+        columns,
         meta,
         &[],
-        Encoding::Dictionary,
-    )?;
-    writer.write(&batch)?;
-    writer.finish()
+    )
 }
 
 /// Reads a history.

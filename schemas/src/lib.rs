@@ -13,6 +13,8 @@ pub mod diagnostics;
 mod error;
 pub mod evaluation;
 pub mod features;
+#[cfg(test)]
+mod golden_tests;
 pub mod history;
 pub mod norm_stats;
 mod parquet_io;

@@ -15,10 +15,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{open_table, read_batches, Encoding, TableWriter};
+use crate::parquet_io::{open_table, read_batches, write_table, TableSpec};
 use crate::segments::column;
 use crate::{Result, SchemaError, TableMeta};
 
@@ -119,20 +119,14 @@ impl NormStatsTable {
                 rows().map(|(_, _, f)| f.nonfinite),
             )),
         ];
-        let schema = Self::schema();
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| SchemaError::format(path, e))?;
-        let mut writer = TableWriter::create(
+        write_table(
             path,
-            schema,
-            TABLE,
-            VERSION,
+            TableSpec::dictionary(TABLE, VERSION),
+            Self::schema(),
+            columns,
             meta,
             &[],
-            Encoding::Dictionary,
-        )?;
-        writer.write(&batch)?;
-        writer.finish()
+        )
     }
 
     /// Reads a table written by [`NormStatsTable::write`]. Rows of one modality must be

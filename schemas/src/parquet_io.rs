@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -74,31 +74,87 @@ pub(crate) enum Encoding {
     DenseFloats,
 }
 
+/// What marks a table's files: its name and schema version (in the file metadata) and how
+/// its columns are encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TableSpec {
+    /// Table name (`mmflow.table`).
+    pub(crate) name: &'static str,
+    /// Schema version (`mmflow.schema_version`).
+    pub(crate) version: u32,
+    /// Column encoding.
+    pub(crate) encoding: Encoding,
+}
+
+impl TableSpec {
+    /// A table of mostly strings and repeated values.
+    pub(crate) const fn dictionary(name: &'static str, version: u32) -> Self {
+        TableSpec {
+            name,
+            version,
+            encoding: Encoding::Dictionary,
+        }
+    }
+
+    /// A table of mostly dense floats.
+    pub(crate) const fn dense_floats(name: &'static str, version: u32) -> Self {
+        TableSpec {
+            name,
+            version,
+            encoding: Encoding::DenseFloats,
+        }
+    }
+}
+
+/// Writes a whole table held in memory: `columns` (in `schema`'s order) as one row group, with
+/// mmflow's metadata and the table's `extra` keys; returns the row count. Every table written
+/// at once goes through here; streamed tables use [`TableWriter`].
+pub(crate) fn write_table(
+    path: &Path,
+    spec: TableSpec,
+    schema: SchemaRef,
+    columns: Vec<ArrayRef>,
+    meta: &TableMeta,
+    extra: &[(&str, String)],
+) -> Result<u64> {
+    // The batch is checked before the file is created: a bad batch leaves nothing behind.
+    let batch = record_batch(path, schema.clone(), columns)?;
+    let mut writer = TableWriter::create(path, spec, schema, meta, extra)?;
+    writer.write(&batch)?;
+    writer.finish()
+}
+
+/// The columns as a batch of `schema`, or an error naming the file.
+fn record_batch(path: &Path, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    RecordBatch::try_new(schema, columns).map_err(|e| SchemaError::format(path, e))
+}
+
 /// A Parquet writer for one table, flushing one row group per written batch so memory stays
 /// bounded by the batch size.
 pub(crate) struct TableWriter {
     path: PathBuf,
+    schema: SchemaRef,
     inner: ArrowWriter<BufWriter<File>>,
     rows: u64,
 }
 
 impl TableWriter {
+    /// Creates the file of table `spec` with columns `schema`, mmflow's metadata and the
+    /// table's `extra` keys; writes nothing yet.
     pub(crate) fn create(
         path: &Path,
+        spec: TableSpec,
         schema: SchemaRef,
-        table: &str,
-        schema_version: u32,
         meta: &TableMeta,
         extra: &[(&str, String)],
-        encoding: Encoding,
     ) -> Result<Self> {
         let file = File::create(path).map_err(|source| SchemaError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         let mut kv = vec![
-            KeyValue::new(KEY_TABLE.to_string(), table.to_string()),
-            KeyValue::new(KEY_SCHEMA_VERSION.to_string(), schema_version.to_string()),
+            KeyValue::new(KEY_TABLE.to_string(), spec.name.to_string()),
+            KeyValue::new(KEY_SCHEMA_VERSION.to_string(), spec.version.to_string()),
             KeyValue::new(KEY_MMFLOW_VERSION.to_string(), MMFLOW_VERSION.to_string()),
             KeyValue::new(KEY_STAGE.to_string(), meta.stage.clone()),
             KeyValue::new(KEY_FINGERPRINT.to_string(), meta.fingerprint.clone()),
@@ -114,26 +170,33 @@ impl TableWriter {
             .set_key_value_metadata(Some(kv))
             // Row groups are cut by explicit flushes (one per written batch).
             .set_max_row_group_row_count(None);
-        if let Encoding::DenseFloats = encoding {
+        if let Encoding::DenseFloats = spec.encoding {
             props = props
                 .set_dictionary_enabled(false)
                 .set_statistics_enabled(EnabledStatistics::Chunk);
         }
         let inner = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
-            schema,
+            schema.clone(),
             Some(props.build()),
         )
         .map_err(|e| SchemaError::format(path, e))?;
         Ok(TableWriter {
             path: path.to_path_buf(),
+            schema,
             inner,
             rows: 0,
         })
     }
 
-    /// Writes one batch as its own row group.
-    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Writes `columns` (in the schema's order) as one row group.
+    pub(crate) fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
+        let batch = record_batch(&self.path, self.schema.clone(), columns)?;
+        self.write(&batch)
+    }
+
+    /// Writes one batch as its own row group (nothing for an empty one).
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{open_table, read_batches, Encoding, TableWriter};
+use crate::parquet_io::{open_table, read_batches, write_table, TableSpec};
 use crate::{Result, SchemaError, Split, TableMeta};
 
 /// Table name in file metadata.
@@ -184,19 +184,14 @@ impl SegmentTable {
                 self.rows.iter().map(|r| r.labels[i]),
             )));
         }
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| SchemaError::format(path, e))?;
-        let mut writer = TableWriter::create(
+        write_table(
             path,
+            TableSpec::dictionary(TABLE, VERSION),
             schema,
-            TABLE,
-            VERSION,
+            columns,
             meta,
             &[(KEY_LABELS, self.label_names.join(","))],
-            Encoding::Dictionary,
-        )?;
-        writer.write(&batch)?;
-        writer.finish()
+        )
     }
 
     /// Reads a segments table written by [`SegmentTable::write`].

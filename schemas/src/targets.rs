@@ -22,13 +22,12 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, ListArray, RecordBatch,
-    StringArray,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, ListArray, StringArray,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::features::{vector_values, vectors_array};
-use crate::parquet_io::{open_table, read_batches, Encoding, TableWriter};
+use crate::parquet_io::{open_table, read_batches, write_table, TableSpec};
 use crate::segments::column;
 use crate::{Result, SchemaError, Split, TableMeta};
 
@@ -153,13 +152,11 @@ impl TargetTable {
             f32s(|r| r.target_label),
             Arc::new(vectors_array(self.vectors.clone(), self.info.dim)),
         ];
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| SchemaError::format(path, e))?;
-        let mut writer = TableWriter::create(
+        write_table(
             path,
+            TableSpec::dictionary(TABLE, VERSION),
             schema,
-            TABLE,
-            VERSION,
+            columns,
             meta,
             &[
                 ("mmflow.modality", self.info.modality.clone()),
@@ -168,10 +165,7 @@ impl TargetTable {
                 ("mmflow.source_dataset", self.info.source_dataset.clone()),
                 ("mmflow.target_dataset", self.info.target_dataset.clone()),
             ],
-            Encoding::Dictionary,
-        )?;
-        writer.write(&batch)?;
-        writer.finish()
+        )
     }
 
     /// Reads a table written by [`TargetTable::write`].

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{self, Metric, MEAN_SUBJECT};
+use crate::metrics::{self, Metric, CALIBRATED_SUFFIX, MEAN_SUBJECT};
 use crate::stats::{pearson, quantile, std};
 use crate::tables::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
 use crate::train::device::resolve;
@@ -198,10 +198,11 @@ impl StageKind for Evaluate {
                 let pred: Vec<f64> = rows_of.iter().map(|&r| predictions[h][r] as f64).collect();
                 let notes = split_flags(p, split, head, &pred, &y, &mut flags);
                 let seed = ctx.seed;
-                for (suffix, values) in std::iter::once(("", pred.clone())).chain(
-                    calibration
-                        .map(|(a, b)| ("_calibrated", pred.iter().map(|v| a * v + b).collect())),
-                ) {
+                for (suffix, values) in
+                    std::iter::once(("", pred.clone())).chain(calibration.map(|(a, b)| {
+                        (CALIBRATED_SUFFIX, pred.iter().map(|v| a * v + b).collect())
+                    }))
+                {
                     let measured = head.predicts.metrics();
                     let cis = bootstrap(
                         &values,

@@ -240,6 +240,9 @@ impl Predicts {
     }
 }
 
+/// What a calibrated metric's name adds to the metric's (`MAE_calibrated`).
+pub const CALIBRATED_SUFFIX: &str = "_calibrated";
+
 /// The subject of the average CCC over a model's continuous affect heads.
 pub const MEAN_SUBJECT: &str = "mean";
 

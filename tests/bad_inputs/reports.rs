@@ -14,19 +14,19 @@ use serde_json::json;
 use super::{check, good_run, pipeline, write_bytes, Case};
 use crate::util::Dir;
 
-/// A finished run whose stages are `(id, kind, output, file)`: `run/pipeline.toml` names
-/// them, `run/mmflow.lock` records each one output.
-fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str)]) {
+/// A finished run whose stages are `(id, kind, output, table kind, file)`:
+/// `run/pipeline.toml` names them, `run/mmflow.lock` records each one output.
+fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str, &str)]) {
     let mut toml = String::from("[pipeline]\nname = \"hand-made\"\n");
     let mut entries = serde_json::Map::new();
-    for (id, kind, output, file) in stages {
+    for (id, kind, output, table, file) in stages {
         toml.push_str(&format!("\n[stages.{id}]\nkind = \"{kind}\"\n"));
         entries.insert(
             id.to_string(),
             json!({
                 "kind": kind, "version": 1, "fingerprint": "0", "params": {}, "seed": 1,
                 "inputs": {},
-                "outputs": { *output: recorded(d, &format!("{id}/{file}")) },
+                "outputs": { *output: recorded(d, &format!("{id}/{file}"), table) },
                 "duration_s": 0.0, "finished_unix": 0, "mmflow_version": "0.1.0"
             }),
         );
@@ -44,15 +44,16 @@ fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str)]) {
     d.write("run/mmflow.lock", &lock.to_string());
 }
 
-/// The lock's record of `run/<path>`: its real size and hash where it is a regular file
-/// already (so the run's record vouches for it), zero size and hash "0" otherwise.
-fn recorded(d: &Dir, path: &str) -> serde_json::Value {
+/// The lock's record of `run/<path>`, a table of kind `table`: its real size and hash where it
+/// is a regular file already (so the run's record vouches for it), zero size and hash "0"
+/// otherwise.
+fn recorded(d: &Dir, path: &str, table: &str) -> serde_json::Value {
     let file = d.join("run").join(path);
     let (size, hash) = match std::fs::symlink_metadata(&file) {
         Ok(meta) if meta.is_file() => (meta.len(), hash_file(&file).unwrap()),
         _ => (0, "0".to_string()),
     };
-    json!({ "path": path, "size": size, "mtime_ns": 0, "hash": hash })
+    json!({ "path": path, "size": size, "mtime_ns": 0, "hash": hash, "table": table })
 }
 
 /// A finished run without stages, a user's file and a user's folder beside it.
@@ -85,7 +86,31 @@ fn run_with_losses(d: &Dir, losses: &[(f64, f64)]) {
         &TableMeta::default(),
     )
     .unwrap();
-    finished_run(d, &[("model", "train_model", "history", "history.parquet")]);
+    finished_run(
+        d,
+        &[(
+            "model",
+            "train_model",
+            "history",
+            history::TABLE,
+            "history.parquet",
+        )],
+    );
+}
+
+/// [`run_with_losses`] as an earlier mmflow recorded it: lock format 2, no output kinds.
+fn run_of_lock_format_2(d: &Dir) {
+    run_with_losses(d, &[(1.0, 1.0)]);
+    let path = d.join("run/mmflow.lock");
+    let mut lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    lock["format"] = 2.into();
+    for entry in lock["stages"].as_object_mut().unwrap().values_mut() {
+        for output in entry["outputs"].as_object_mut().unwrap().values_mut() {
+            output.as_object_mut().unwrap().remove("table");
+        }
+    }
+    std::fs::write(path, lock.to_string()).unwrap();
 }
 
 /// A symbolic link at `rel` (in the test's folder) to `target`.
@@ -242,6 +267,25 @@ const CASES: &[Case] = &[
         may_write: &["rep/"],
     },
     Case {
+        what: "report of a run whose lock predates output kinds (format 2)",
+        setup: run_of_lock_format_2,
+        args: &["report", "run"],
+        code: 1,
+        says: &[
+            "the lock file (format 2) does not record the kinds of the run's outputs",
+            "run the pipeline again",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "compare of a run whose lock predates output kinds (format 2)",
+        setup: run_of_lock_format_2,
+        args: &["compare", "run"],
+        code: 1,
+        says: &["does not record the kinds", "run the pipeline again"],
+        may_write: &[],
+    },
+    Case {
         what: "report of a run whose history table is truncated",
         setup: |d| {
             run_with_losses(d, &[(1.0, 1.0)]);
@@ -257,7 +301,16 @@ const CASES: &[Case] = &[
     Case {
         what: "report of a run whose history is a FIFO",
         setup: |d| {
-            finished_run(d, &[("model", "train_model", "history", "history.parquet")]);
+            finished_run(
+                d,
+                &[(
+                    "model",
+                    "train_model",
+                    "history",
+                    history::TABLE,
+                    "history.parquet",
+                )],
+            );
             std::fs::create_dir_all(d.join("run/model")).unwrap();
             let made = std::process::Command::new("mkfifo")
                 .arg(d.join("run/model/history.parquet"))

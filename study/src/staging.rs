@@ -1,4 +1,4 @@
-//! Writing beside a user's files without ever losing one: what the CLI writes (a report
+//! Writing beside a user's files without ever losing one: what this crate writes (a report
 //! folder, a comparison table) is built in a fresh folder that this process created beside
 //! the destination, under a name of mmflow's own pattern, and renamed into place. Every
 //! error path removes that folder and nothing else.
