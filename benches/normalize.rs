@@ -11,7 +11,7 @@ use mmflow_stages::moments::Moments;
 
 /// The i-th value: a multiplicative hash mapped to [-5, 5), -inf every 997th.
 fn value(i: u64) -> f32 {
-    if i % 997 == 0 {
+    if i.is_multiple_of(997) {
         return f32::NEG_INFINITY;
     }
     let h = i.wrapping_mul(2654435761) % (1 << 32);

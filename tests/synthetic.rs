@@ -164,7 +164,7 @@ fn sources_have_the_real_shapes_ids_folds_and_a_learnable_signal() {
             }
             if modality == "audio" && stage == "mosei" {
                 assert!(
-                    batch.frames.iter().any(|x| *x == f32::NEG_INFINITY),
+                    batch.frames.contains(&f32::NEG_INFINITY),
                     "COVAREP has -inf"
                 );
             }

@@ -229,13 +229,16 @@ impl Predicts {
         self != Predicts::Sentiment
     }
 
-    /// What a metrics table's head predicts, read from the metrics it holds (a sentiment
-    /// head is the only one with MMSA's accuracies).
-    pub fn of_metrics<'a>(mut names: impl Iterator<Item = &'a str>) -> Predicts {
+    /// What a metrics table's head `label` predicts, read from the metrics it holds: only a
+    /// sentiment head has MMSA's accuracies; without them, as its name says.
+    pub fn of_metrics<'a>(label: &str, mut names: impl Iterator<Item = &'a str>) -> Predicts {
         if names.any(|n| n == Metric::Has0Acc2.name()) {
             Predicts::Sentiment
         } else {
-            Predicts::Dimension
+            match Predicts::of_label(label) {
+                Predicts::Sentiment => Predicts::Dimension,
+                other => other,
+            }
         }
     }
 }

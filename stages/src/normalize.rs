@@ -391,11 +391,11 @@ fn apply(
             .map(|rows| {
                 let (mut replaced, mut clipped) = (0u64, 0u64);
                 for row in rows.chunks_exact_mut(dim) {
-                    for j in 0..dim {
-                        let x = row[j];
+                    for (j, value) in row.iter_mut().enumerate() {
+                        let x = *value;
                         if !x.is_finite() {
                             if !keep {
-                                row[j] = affine.fill[j];
+                                *value = affine.fill[j];
                                 replaced += 1;
                             }
                             continue;
@@ -403,7 +403,7 @@ fn apply(
                         let y = x * affine.a[j] + affine.b[j];
                         let c = y.clamp(affine.lo[j], affine.hi[j]);
                         clipped += (c != y) as u64;
-                        row[j] = c;
+                        *value = c;
                     }
                 }
                 (replaced, clipped)

@@ -171,6 +171,8 @@ impl Timeline {
             .seq
             .intervals
             .partition_point(|iv| (-iv[0] - -r1) > -epsilon);
+        // Negated on purpose: a NaN end compares as the SDK's expression does.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         let lower = self
             .max_end
             .partition_point(|&end| !((end - r0) > -epsilon));

@@ -490,7 +490,10 @@ struct Side {
     match_dims: Vec<(String, usize)>,
 }
 
-fn pooled(input: &ResolvedInput) -> Result<(String, usize, HashMap<String, Vec<f32>>), StageError> {
+/// A features table's dataset, width and pooled vector per segment.
+type Pooled = (String, usize, HashMap<String, Vec<f32>>);
+
+fn pooled(input: &ResolvedInput) -> Result<Pooled, StageError> {
     let reader = FeatureReader::open_pooled(&input.path)?;
     let info = reader.info().clone();
     let batch = reader.read_all()?;

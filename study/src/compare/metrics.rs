@@ -13,7 +13,7 @@ pub(crate) fn default_metrics<'a>(
     if head == MEAN_SUBJECT {
         return vec![Metric::Ccc.name()];
     }
-    Predicts::of_metrics(has)
+    Predicts::of_metrics(head, has)
         .headline_metrics()
         .iter()
         .map(|m| m.name())

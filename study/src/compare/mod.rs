@@ -658,9 +658,24 @@ mod tests {
 
     #[test]
     fn the_usual_metrics_are_shown_when_none_are_asked_for() {
+        // A head evaluated as sentiment (MMSA's accuracies among its metrics): the headline
+        // sentiment metrics it has, in their order.
+        let mut runs = three_runs();
+        for run in &mut runs {
+            run.metrics
+                .push(metric("sentiment", "Has0_acc_2", 0.7, None));
+            run.metrics.push(metric("sentiment", "RMSE", 1.0, None));
+        }
+        let c = Comparison::build(&runs, "test", &[]).unwrap();
+        let keys: Vec<String> = c.columns.iter().map(Column::key).collect();
+        assert_eq!(
+            keys,
+            ["sentiment/Has0_acc_2", "sentiment/MAE", "sentiment/CCC"]
+        );
+        // Without the accuracies the head was evaluated as a continuous one: CCC and RMSE.
         let c = Comparison::build(&three_runs(), "test", &[]).unwrap();
         let keys: Vec<String> = c.columns.iter().map(Column::key).collect();
-        assert_eq!(keys, ["sentiment/MAE", "sentiment/CCC"]);
+        assert_eq!(keys, ["sentiment/CCC"]);
     }
 
     #[test]
