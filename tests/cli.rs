@@ -430,6 +430,34 @@ fn readme_tables_match_the_types() {
     );
 }
 
+/// ARCHITECTURE.md's table of stage kinds names every registered kind, and the modules it
+/// names exist.
+#[test]
+fn architecture_names_every_stage_kind() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let table = text
+        .split("| kind | module | notes |")
+        .nth(1)
+        .expect("ARCHITECTURE.md has the stage kinds table");
+    let mut named = std::collections::BTreeSet::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        named.extend(cells[0].split('`').skip(1).step_by(2).map(str::to_string));
+        for module in cells[1].split('`').skip(1).step_by(2) {
+            assert!(
+                root.join("stages/src").join(module).exists(),
+                "ARCHITECTURE.md names `{module}`, which is not in stages/src"
+            );
+        }
+    }
+    let registered: std::collections::BTreeSet<String> = mmflow_stages::registry()
+        .kinds()
+        .map(|k| k.kind().to_string())
+        .collect();
+    assert_eq!(named, registered, "ARCHITECTURE.md's stage kinds");
+}
+
 #[test]
 fn plan_lists_the_stages_a_template_expands_to() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -930,3 +930,30 @@ fn target_diagnostics(
         .with_n(train.len())
         .with_note("mean per-feature std of the targets / of the target train set: near 0 means collapsed targets")]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SelectTargetsParams, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn each_method_owns_its_settings_and_hashes_only_them() {
+        let kmeans = serde_json::to_value(parse("method = \"kmeans\"\nk = 8").unwrap()).unwrap();
+        assert_eq!(kmeans["k"], 8);
+        for other in ["top_k", "weighting"] {
+            assert!(kmeans.get(other).is_none(), "{other} in {kmeans}");
+        }
+        let cosine = serde_json::to_value(parse("method = \"cosine\"").unwrap()).unwrap();
+        assert!(cosine.get("k").is_none() && cosine["top_k"] == 1);
+        let error = parse("method = \"kmeans\"\ntop_k = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `top_k`"), "{error}");
+        assert!(parse("method = \"random\"\nk = 3").is_err());
+        // Without `method`: k-means, as before methods owned their settings.
+        assert_eq!(parse("k = 4").unwrap().method.as_str(), "kmeans");
+    }
+}
