@@ -33,7 +33,18 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
                 })
                 .collect(),
         );
-        let message = error.inner().message().trim().to_string();
+        let mut message = error.inner().message().trim().to_string();
+        // A type that deserialises part of itself from buffered values (a tagged enum) names
+        // the key it failed at itself: see [`at_key`].
+        if let Some((key, rest)) = message
+            .strip_prefix(AT_KEY)
+            .and_then(|m| m.split_once("`: "))
+            .map(|(k, r)| (k.to_string(), r.to_string()))
+        {
+            path.0
+                .extend(key.split('.').map(|k| Seg::Key(k.to_string())));
+            message = rest;
+        }
         if let Some(field) = quoted_after(&message, "unknown field `") {
             if path.0.last() != Some(&Seg::Key(field.clone())) {
                 path.0.push(Seg::Key(field));
@@ -51,6 +62,16 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
         }
     }
     None
+}
+
+/// How an error message names the key it belongs to (below where the error was raised).
+const AT_KEY: &str = "at `";
+
+/// A deserialisation error at `key` (dotted, below the value being deserialised), for types
+/// whose `Deserialize` reads part of their input from buffered values, where serde cannot
+/// track the path: the problem is still located at the key.
+pub fn at_key<E: serde::de::Error>(key: &str, message: impl std::fmt::Display) -> E {
+    E::custom(format!("{AT_KEY}{key}`: {message}"))
 }
 
 fn quoted_after(message: &str, prefix: &str) -> Option<String> {

@@ -14,7 +14,7 @@
 //!   the last run that completed), refused while its last run is unfinished.
 #![warn(missing_docs)]
 
-mod collect;
+pub mod collect;
 pub mod config;
 pub mod docs;
 pub mod executor;

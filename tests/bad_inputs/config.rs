@@ -108,11 +108,25 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
+        what: "a k-means setting of the wrong type",
+        setup: |d| pipeline(d, &TARGETS.replace("METHOD", "method = \"kmeans\", k = \"many\"")),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:11:",
+            "`stages.t.params.k`: invalid type: string \"many\", expected usize",
+        ],
+        may_write: &[],
+    },
+    Case {
         what: "an unknown target method",
         setup: |d| pipeline(d, &TARGETS.replace("METHOD", "method = \"kmedoids\"")),
         args: &["validate", "p.toml"],
         code: 2,
-        says: &["`stages.t.params`", "unknown variant `kmedoids`, expected one of `random`, `kmeans`, `cosine`"],
+        says: &[
+            "p.toml:11:",
+            "`stages.t.params.method`: unknown method `kmedoids`: `random`, `kmeans` or `cosine`",
+        ],
         may_write: &[],
     },
     Case {

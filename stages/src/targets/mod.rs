@@ -13,6 +13,7 @@ pub mod kmeans;
 
 use std::collections::{BTreeMap, HashMap};
 
+use mmflow_pipeline::collect::at_key;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, ResolvedInput, RunContext, StageError,
     StageKind,
@@ -45,27 +46,45 @@ pub enum Method {
 }
 
 impl<'de> Deserialize<'de> for Method {
-    /// As the derived internally tagged form, with `method` defaulting to `kmeans`.
+    /// As the derived internally tagged form, with `method` defaulting to `kmeans`, and every
+    /// problem located at its key (the settings arrive buffered, so serde cannot track it).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(tag = "method", rename_all = "snake_case")]
-        enum Tagged {
-            Random(RandomSettings),
-            Kmeans(KmeansSettings),
-            Cosine(CosineSettings),
-        }
         let mut settings = serde_json::Map::deserialize(d)?;
-        settings
-            .entry("method")
-            .or_insert_with(|| Method::default().as_str().into());
-        let tagged = Tagged::deserialize(serde_json::Value::Object(settings))
-            .map_err(serde::de::Error::custom)?;
-        Ok(match tagged {
-            Tagged::Random(s) => Method::Random(s),
-            Tagged::Kmeans(s) => Method::Kmeans(s),
-            Tagged::Cosine(s) => Method::Cosine(s),
-        })
+        let method = match settings.remove("method") {
+            None => Method::default().as_str().to_string(),
+            Some(serde_json::Value::String(name)) => name,
+            Some(other) => {
+                return Err(at_key(
+                    "method",
+                    format!("expected a method name, found {other}"),
+                ))
+            }
+        };
+        let settings = serde_json::Value::Object(settings);
+        match method.as_str() {
+            "random" => settings_of(settings).map(Method::Random),
+            "kmeans" => settings_of(settings).map(Method::Kmeans),
+            "cosine" => settings_of(settings).map(Method::Cosine),
+            other => Err(at_key(
+                "method",
+                format!("unknown method `{other}`: `random`, `kmeans` or `cosine`"),
+            )),
+        }
     }
+}
+
+/// One method's settings from the keys beside `method`, a problem located at its key.
+fn settings_of<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    settings: serde_json::Value,
+) -> Result<T, E> {
+    serde_path_to_error::deserialize(settings).map_err(|e| {
+        let key = e.path().to_string();
+        if key == "." {
+            E::custom(e.inner())
+        } else {
+            at_key(&key, e.inner())
+        }
+    })
 }
 
 impl Default for Method {
