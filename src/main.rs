@@ -135,9 +135,6 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Show { .. }) {
-        show::configure_display();
-    }
     let progress = if cli.quiet {
         Progress::hidden()
     } else {
