@@ -113,7 +113,7 @@ const CASES: &[Case] = &[
         args: &["validate", "p.toml"],
         code: 2,
         says: &[
-            "p.toml:11:",
+            "p.toml:10:35:",
             "`stages.t.params.k`: invalid type: string \"many\", expected usize",
         ],
         may_write: &[],
@@ -124,7 +124,7 @@ const CASES: &[Case] = &[
         args: &["validate", "p.toml"],
         code: 2,
         says: &[
-            "p.toml:11:",
+            "p.toml:10:21:",
             "`stages.t.params.method`: unknown method `kmedoids`: `random`, `kmeans` or `cosine`",
         ],
         may_write: &[],
