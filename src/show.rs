@@ -114,7 +114,13 @@ fn table(batches: &[RecordBatch]) -> anyhow::Result<String> {
         }
     }
     let widths: Vec<usize> = (0..columns)
-        .map(|c| cells.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for (i, row) in cells.iter().enumerate() {

@@ -55,7 +55,7 @@ pub const INSTANCE_MARK: char = '@';
 /// stage is validated before any runs, so the count is refused before anything is built.
 pub const MAX_EXPANDED_STAGES: u64 = 10_000;
 
-/// Most bytes of settings (keys and strings, plus [`VALUE_COST`] per value) the templates of
+/// Most bytes of settings (keys and strings, plus `VALUE_COST` per value) the templates of
 /// one file may expand to: 8 times the largest pipeline file.
 pub const MAX_EXPANDED_BYTES: usize = 8 << 20;
 

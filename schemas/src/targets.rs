@@ -6,7 +6,7 @@
 //! | `segment_id` | utf8 | the source segment |
 //! | `split` | utf8 | the source segment's split |
 //! | `method` | utf8 | `random`, `kmeans` or `cosine` |
-//! | `matched` | list<utf8> | target segments the vector was taken from (top-k, the random pick, or the cluster member) |
+//! | `matched` | `list<utf8>` | target segments the vector was taken from (top-k, the random pick, or the cluster member) |
 //! | `cluster` | int32, nullable | k-means cluster |
 //! | `similarity` | float32, nullable | cosine similarity to the match in the matching space |
 //! | `distance` | float32, nullable | Euclidean distance to the centroid in the matching space (k-means) |

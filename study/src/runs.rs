@@ -1,5 +1,5 @@
 //! The evaluations of finished runs: every table of kind
-//! [`METRICS`](mmflow_schemas::evaluation::METRICS) a completed run recorded, with the
+//! `metrics` (`mmflow_schemas::evaluation::METRICS`) a completed run recorded, with the
 //! settings the run completed (defaults filled in, as the lock file records them).
 
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@
 //! of strings, bytes and frames against the bytes left in the file, array shapes with
 //! checked arithmetic against the bytes that hold them. Memo references share: an array
 //! referenced from several keys is one [`Arc`], as in Python. Lists, dicts and strings
-//! become owned values, so what they may expand to is bounded by a [`Budget`] proportional
+//! become owned values, so what they may expand to is bounded by a `Budget` proportional
 //! to the file's size: a small file that references one container over and over (a "memo
 //! bomb") is refused instead of exhausting memory, and cyclic data is refused.
 #![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]

@@ -139,7 +139,7 @@ impl Default for MlpConfig {
     }
 }
 
-/// A multi-layer perceptron: hidden layers (linear → [norm] → activation → dropout
+/// A multi-layer perceptron: hidden layers (linear → (norm) → activation → dropout
 /// [+ residual]) and, when `output` is given, a final linear layer without activation.
 #[derive(Clone)]
 pub struct Mlp {

@@ -16,7 +16,7 @@ use mmflow_pipeline::manifest::RESOLVED_CONFIG_FILE;
 use super::DEFAULT_FOLDER;
 use crate::staging::Staging;
 
-/// Written in every report folder: [`MARKER_HEADER`], then the files mmflow wrote there, one
+/// Written in every report folder: `MARKER_HEADER`, then the files mmflow wrote there, one
 /// per line. Only a folder holding it (and nothing else) is ever replaced.
 pub const MARKER: &str = ".mmflow-report";
 const MARKER_HEADER: &str = "mmflow report (the next report replaces the files listed here)";
