@@ -151,9 +151,12 @@ pub fn sweep(
         println!("comparison table: {}", path.display());
         return Ok(Outcome::Done);
     }
-    // A table of an earlier, complete sweep would no longer describe these runs.
+    // A table of an earlier, complete sweep would no longer describe these runs. Removed only
+    // from the sweep folder mmflow made (a real folder, never through a link), and only if it
+    // is a comparison table mmflow wrote.
     let stale = root.join("comparison.parquet");
-    if compare::check_parquet_destination(&stale).is_ok() && stale.is_file() {
+    let own_folder = std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir());
+    if own_folder && compare::check_parquet_destination(&stale).is_ok() && stale.is_file() {
         std::fs::remove_file(&stale)
             .with_context(|| format!("removing the stale {}", stale.display()))?;
         eprintln!("removed the comparison table of an earlier run of this sweep");

@@ -364,6 +364,22 @@ fn a_sweep_point_that_fails_is_listed_as_unfinished_and_the_others_compared() {
     assert!(!dir
         .join("data/runs/tiny/mmflow.sweep/comparison.parquet")
         .exists());
+
+    // The sweep folder a link to a folder of the user's holding a comparison table: the
+    // failed sweep leaves the table alone (nothing is removed through a link).
+    std::fs::create_dir(dir.join("kept")).unwrap();
+    dir.mmflow(&[
+        "compare",
+        "data/runs/tiny/mmflow.sweep/base-seed1",
+        "--parquet",
+        "kept/comparison.parquet",
+    ])
+    .ok();
+    let sweep_folder = dir.join("data/runs/tiny/mmflow.sweep");
+    std::fs::rename(&sweep_folder, dir.join("moved.sweep")).unwrap();
+    std::os::unix::fs::symlink(dir.join("kept"), &sweep_folder).unwrap();
+    dir.mmflow(&["sweep", "p.toml", "-q"]).expect(1);
+    assert!(dir.join("kept/comparison.parquet").is_file());
 }
 
 #[test]
