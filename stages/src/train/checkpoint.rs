@@ -10,7 +10,6 @@ use std::path::Path;
 
 use candle_core::Device;
 use mmflow_pipeline::StageError;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Adapters, Architecture};
@@ -18,7 +17,7 @@ use super::nn::{Mlp, MlpConfig};
 use super::weights::{read_checkpoint, ParamStore};
 
 /// What a checkpoint file describes, recorded in its metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Checkpoint {
     /// A sentiment model: parameters under `model.*`.
@@ -28,7 +27,7 @@ pub enum Checkpoint {
 }
 
 /// A trained model's description.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCheckpoint {
     /// How to rebuild the model.
     pub architecture: Architecture,
@@ -39,14 +38,14 @@ pub struct ModelCheckpoint {
 }
 
 /// Feature adapters' description: one MLP per adapted modality.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdaptersCheckpoint {
     /// Modality → its adapter.
     pub adapters: BTreeMap<String, AdapterSpec>,
 }
 
 /// One modality's adapter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterSpec {
     /// Source width.
     pub input: usize,

@@ -69,7 +69,7 @@ pub enum Fusion {
 }
 
 /// An output head: the label column it predicts and what that label is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
     /// The label column.
     pub label: String,
@@ -78,7 +78,7 @@ pub struct Head {
 }
 
 /// A model's architecture: what is saved in its checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Architecture {
     /// Input modalities and their widths (after any adapter), in input order.
     pub modalities: Vec<(String, usize)>,
