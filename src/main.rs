@@ -346,12 +346,16 @@ fn print_plan(p: &Pipeline, force: &[String]) -> anyhow::Result<u8> {
 
 fn print_summary(p: &Pipeline, outcomes: &[(String, StageOutcome)]) {
     let width = outcomes.iter().map(|(id, _)| id.len()).max().unwrap_or(0);
-    let (mut ran, mut skipped, mut failed) = (0, 0, 0);
+    let (mut ran, mut restored, mut skipped, mut failed) = (0, 0, 0, 0);
     for (id, outcome) in outcomes {
         let line = match outcome {
             StageOutcome::Ran { reason, seconds } => {
                 ran += 1;
                 format!("ran in {seconds:.2} s ({reason})")
+            }
+            StageOutcome::Restored { reason, seconds } => {
+                restored += 1;
+                format!("restored from the run-cache in {seconds:.2} s ({reason})")
             }
             StageOutcome::UpToDate => {
                 skipped += 1;
@@ -367,7 +371,7 @@ fn print_summary(p: &Pipeline, outcomes: &[(String, StageOutcome)]) {
         println!("  {id:<width$}  {kind:<12} {line}");
     }
     println!(
-        "{ran} ran, {skipped} up to date, {failed} failed · outputs in {}",
+        "{ran} ran, {restored} restored, {skipped} up to date, {failed} failed · outputs in {}",
         p.run_dir.display()
     );
 }

@@ -113,8 +113,9 @@ pub fn sweep(
         let count =
             |f: fn(&StageOutcome) -> bool| summary.stages.iter().filter(|(_, o)| f(o)).count();
         println!(
-            "point {name}, seed {seed}: {} ran, {} up to date · {}",
+            "point {name}, seed {seed}: {} ran, {} restored, {} up to date · {}",
             count(|o| matches!(o, StageOutcome::Ran { .. })),
+            count(|o| matches!(o, StageOutcome::Restored { .. })),
             count(|o| matches!(o, StageOutcome::UpToDate)),
             p.run_dir.display()
         );

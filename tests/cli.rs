@@ -143,12 +143,30 @@ fn rerunning_an_unchanged_pipeline_runs_nothing_and_a_change_reruns_only_depende
         "{}",
         dry.stdout
     );
-    let fourth = dir.mmflow(&["run", "p.toml"]).ok();
+    // Without the run-cache, it is computed again; with it (the default), its outputs come
+    // back from the cache, where the first run put them.
+    let fourth = dir
+        .mmflow(&["run", "p.toml", "--set", "pipeline.run_cache=false"])
+        .ok();
     assert!(fourth.says("mosi", "ran in"), "{}", fourth.stdout);
     assert!(
         fourth.says("mosi_norm", "ran in"),
         "the lock records clip=null, the file clip=3: {}",
         fourth.stdout
+    );
+    std::fs::remove_file(run_dir.join("mosi/visual.parquet")).unwrap();
+    let restored = dir
+        .mmflow(&["run", "p.toml", "--set", "stages.mosi_norm.params.clip=3.0"])
+        .ok();
+    assert!(
+        restored.says("mosi", "restored from the run-cache"),
+        "{}",
+        restored.stdout
+    );
+    assert!(
+        restored.says("mosi_norm", "restored from the run-cache"),
+        "clip=3 ran in the third run: {}",
+        restored.stdout
     );
     // --force and --out.
     let forced = dir.mmflow(&["run", "p.toml", "--force", "mosei"]).ok();

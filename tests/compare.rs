@@ -164,7 +164,7 @@ fn a_sweep_runs_each_point_over_seeds_and_compares_them() {
     assert!(
         again
             .stdout
-            .contains("point base, seed 1: 0 ran, 3 up to date"),
+            .contains("point base, seed 1: 0 ran, 0 restored, 3 up to date"),
         "{}",
         again.stdout
     );
@@ -315,7 +315,7 @@ fn a_failed_rerun_is_not_shown_under_its_settings_and_stale_stages_leave_the_loc
     // back, the same as before.
     let rerun = dir.mmflow(&["run", "p.toml", "--out", "r"]).ok();
     assert!(
-        rerun.stdout.contains("0 ran, 3 up to date"),
+        rerun.stdout.contains("0 ran, 0 restored, 3 up to date"),
         "{}",
         rerun.stdout
     );
@@ -412,7 +412,7 @@ fn a_run_of_lock_format_2_is_refused_until_a_rerun_records_its_output_kinds() {
     // Re-running re-computes nothing and records the kinds.
     let rerun = dir.mmflow(&["run", "p.toml", "--out", "r"]).ok();
     assert!(
-        rerun.stdout.contains("0 ran, 3 up to date"),
+        rerun.stdout.contains("0 ran, 0 restored, 3 up to date"),
         "{}",
         rerun.stdout
     );

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::collect::deserialize_collecting;
 use crate::names::{suggest, valid_id};
 use crate::problem::{KeyPath, Location, Problem, Problems, SourceMap};
+use crate::run_cache::RunCacheSetting;
 use crate::stage::{
     Arity, BoundInputs, DeviceChoice, DynStage, InputRef, OutputPort, ParsedParams, Registry,
 };
@@ -61,6 +62,10 @@ pub struct PipelineSection {
     /// Run directory. Default: `data/runs/<name>` under the current directory.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// The run-cache shared by run directories: `true` (default: `.mmflow-cache` beside the
+    /// run directory), `false` (off), or its folder.
+    #[serde(default)]
+    pub run_cache: RunCacheSetting,
 }
 
 fn default_seed() -> u64 {
@@ -76,6 +81,7 @@ impl Default for PipelineSection {
             device: DeviceChoice::Cpu,
             jobs: 0,
             run_dir: None,
+            run_cache: RunCacheSetting::default(),
         }
     }
 }
@@ -114,6 +120,8 @@ pub struct Pipeline {
     pub jobs: usize,
     /// Run directory.
     pub run_dir: PathBuf,
+    /// Where stages' outputs are kept for every run directory (see [`crate::run_cache`]).
+    pub run_cache: RunCacheSetting,
     /// Stages in a topological order (ties broken by id).
     pub stages: Vec<PlannedStage>,
     /// The document after `--set` overrides and the expansion of templates (which it no
@@ -132,7 +140,9 @@ pub struct PlannedStage {
     pub stage: Arc<dyn DynStage>,
     /// Its parsed params.
     pub params: ParsedParams,
-    /// Its seed.
+    /// Its seed (0 for kinds that draw nothing at random, see [`StageKind::uses_seed`]).
+    ///
+    /// [`StageKind::uses_seed`]: crate::StageKind::uses_seed
     pub seed: u64,
     /// The references bound to each input slot.
     pub inputs: BoundInputs,
@@ -662,7 +672,14 @@ fn validate(
                     id: id.clone(),
                     stage: draft.stage.clone(),
                     params: draft.params.clone(),
-                    seed: draft.seed,
+                    // A kind that draws nothing at random gets the same seed for every
+                    // pipeline seed: its outputs, fingerprint and run-cache entry are shared
+                    // by every seed of a sweep.
+                    seed: if draft.stage.uses_seed(&draft.params) {
+                        draft.seed
+                    } else {
+                        0
+                    },
                     inputs: draft.inputs.clone(),
                     outputs: ports,
                     external_files: draft.stage.external_files(&draft.params),
@@ -696,6 +713,7 @@ fn validate(
         device: file.pipeline.device,
         jobs,
         run_dir,
+        run_cache: file.pipeline.run_cache.clone(),
         stages,
         resolved,
         sweep: file.sweep,

@@ -27,6 +27,7 @@ use crate::manifest::{self, Manifest, OutputRecord, RunProgress, StageEntry};
 use crate::plan::{self, Decision, Fingerprint};
 use crate::progress::Progress;
 use crate::record;
+use crate::run_cache::{self, CachedEntry, CachedOutput, Lookup, RunCache};
 use crate::runlock::RunLock;
 use crate::stage::{OutputPort, ResolvedInput, RunContext, StageError};
 use crate::EngineError;
@@ -63,6 +64,14 @@ pub enum StageOutcome {
         /// Why it ran.
         reason: String,
         /// Wall time in seconds.
+        seconds: f64,
+    },
+    /// Not recomputed: its outputs were restored from the run-cache (it ran with the same
+    /// fingerprint in another run directory).
+    Restored {
+        /// Why it would have run.
+        reason: String,
+        /// Wall time of the restore in seconds.
         seconds: f64,
     },
     /// Skipped: up to date.
@@ -113,6 +122,11 @@ enum Completed {
         entry: Box<StageEntry>,
         reason: String,
     },
+    Restored {
+        entry: Box<StageEntry>,
+        reason: String,
+        seconds: f64,
+    },
     Skipped {
         fingerprint: String,
         refreshed: Option<BTreeMap<String, OutputRecord>>,
@@ -131,6 +145,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
     }
     let run_dir = &pipeline.run_dir;
     create_run_dir(run_dir)?;
+    let cache = pipeline.run_cache.folder(run_dir).map(RunCache::at);
     // A lock file that cannot be trusted is refused before anything in the directory is
     // touched; it is read again under the run lock (another run may have replaced it).
     Manifest::load(run_dir)?;
@@ -212,11 +227,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                 let tx = tx.clone();
                 let progress = options.progress.for_stage(&stage.id);
                 let inputs = resolve_inputs(stage, &manifest, run_dir);
+                let cache = cache.as_ref();
                 states[i] = State::Running;
                 running += 1;
                 scope.spawn(move || {
                     let result = catch_unwind(AssertUnwindSafe(|| {
-                        execute(pipeline, stage, fp, previous, inputs, forced, &progress)
+                        let work = Work {
+                            pipeline,
+                            stage,
+                            cache,
+                            progress: &progress,
+                        };
+                        work.execute(fp, previous, inputs, forced)
                     }))
                     .unwrap_or_else(|panic| {
                         let what = panic
@@ -250,6 +272,24 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                     manifest.save(run_dir)?;
                     states[index] = State::Done;
                     outcomes[index] = Some(StageOutcome::Ran { reason, seconds });
+                }
+                Ok(Completed::Restored {
+                    entry,
+                    reason,
+                    seconds,
+                }) => {
+                    tracing::info!(
+                        "{} ({}) restored from the run-cache in {:.2} s [{reason}]{}",
+                        stage.id,
+                        stage.stage.kind(),
+                        seconds,
+                        summarize_report(&entry)
+                    );
+                    record_completed(&mut manifest, &stage.id, &entry.fingerprint);
+                    manifest.stages.insert(stage.id.clone(), *entry);
+                    manifest.save(run_dir)?;
+                    states[index] = State::Done;
+                    outcomes[index] = Some(StageOutcome::Restored { reason, seconds });
                 }
                 Ok(Completed::Skipped {
                     fingerprint,
@@ -441,36 +481,77 @@ fn stage_folder(run_dir: &Path, id: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Decides, and if needed runs, one stage; returns its new lock entry.
-fn execute(
-    pipeline: &Pipeline,
-    stage: &PlannedStage,
-    fp: Fingerprint,
-    previous: Option<StageEntry>,
-    inputs: BTreeMap<String, Vec<ResolvedInput>>,
-    forced: bool,
-    progress: &Progress,
-) -> Result<Completed, String> {
-    let run_dir = &pipeline.run_dir;
-    let reason = match plan::decide(stage, &fp, previous.as_ref(), run_dir, forced) {
-        Decision::Skip { refreshed } => {
-            return Ok(Completed::Skipped {
-                fingerprint: fp.hash,
-                refreshed,
-            })
+/// One stage to bring up to date, with what it needs from the run.
+struct Work<'a> {
+    pipeline: &'a Pipeline,
+    stage: &'a PlannedStage,
+    cache: Option<&'a RunCache>,
+    progress: &'a Progress,
+}
+
+type RunResult = (
+    BTreeMap<String, OutputRecord>,
+    BTreeMap<String, serde_json::Value>,
+    f64,
+);
+
+impl Work<'_> {
+    /// Decides, and if needed restores or runs, the stage; returns its new lock entry.
+    fn execute(
+        &self,
+        fp: Fingerprint,
+        previous: Option<StageEntry>,
+        inputs: BTreeMap<String, Vec<ResolvedInput>>,
+        forced: bool,
+    ) -> Result<Completed, String> {
+        let (pipeline, stage) = (self.pipeline, self.stage);
+        let run_dir = &pipeline.run_dir;
+        let reason = match plan::decide(stage, &fp, previous.as_ref(), run_dir, forced) {
+            Decision::Skip { refreshed } => {
+                return Ok(Completed::Skipped {
+                    fingerprint: fp.hash,
+                    refreshed,
+                })
+            }
+            Decision::Run(reason) => reason,
+        };
+        let stage_dir = stage_folder(run_dir, &stage.id)?;
+        let key = RunCache::key(&fp.hash, &stage.id);
+        if !forced {
+            let started = Instant::now();
+            if let Some((outputs, cached)) = self.restore(&key, &stage_dir)? {
+                return Ok(Completed::Restored {
+                    entry: Box::new(self.entry(fp, outputs, cached.report, cached.duration_s)),
+                    reason,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
         }
-        Decision::Run(reason) => reason,
-    };
-    tracing::info!("{} ({}) running: {reason}", stage.id, stage.stage.kind());
-    let stage_dir = stage_folder(run_dir, &stage.id)?;
-    let tmp = temp_dir_name(&stage_dir);
-    // `create_dir`, not `create_dir_all`: the temporary folder is always a new one of ours.
-    fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let result = run_in(pipeline, stage, &fp, inputs, progress, &tmp, &stage_dir);
-    let _ = fs::remove_dir_all(&tmp);
-    let (outputs, report, duration_s) = result?;
-    Ok(Completed::Ran {
-        entry: Box::new(StageEntry {
+        tracing::info!("{} ({}) running: {reason}", stage.id, stage.stage.kind());
+        let tmp = temp_dir_name(&stage_dir);
+        // `create_dir`, not `create_dir_all`: the temporary folder is always a new one of ours.
+        fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let result = self.run_in(&fp, inputs, &tmp, &stage_dir);
+        let _ = fs::remove_dir_all(&tmp);
+        let (outputs, report, duration_s) = result?;
+        let entry = self.entry(fp, outputs, report, duration_s);
+        self.store(&key, &entry);
+        Ok(Completed::Ran {
+            entry: Box::new(entry),
+            reason,
+        })
+    }
+
+    /// The lock entry of the stage's outputs.
+    fn entry(
+        &self,
+        fp: Fingerprint,
+        outputs: BTreeMap<String, OutputRecord>,
+        report: BTreeMap<String, serde_json::Value>,
+        duration_s: f64,
+    ) -> StageEntry {
+        let stage = self.stage;
+        StageEntry {
             kind: stage.stage.kind().to_string(),
             version: stage.stage.version(),
             fingerprint: fp.hash,
@@ -487,81 +568,194 @@ fn execute(
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             mmflow_version: mmflow_schemas::MMFLOW_VERSION.to_string(),
-        }),
-        reason,
-    })
-}
-
-type RunResult = (
-    BTreeMap<String, OutputRecord>,
-    BTreeMap<String, serde_json::Value>,
-    f64,
-);
-
-fn run_in(
-    pipeline: &Pipeline,
-    stage: &PlannedStage,
-    fp: &Fingerprint,
-    inputs: BTreeMap<String, Vec<ResolvedInput>>,
-    progress: &Progress,
-    tmp: &Path,
-    stage_dir: &Path,
-) -> Result<RunResult, String> {
-    let outputs: BTreeMap<String, PathBuf> = stage
-        .outputs
-        .iter()
-        .map(|o| (o.name.clone(), tmp.join(o.file_name())))
-        .collect();
-    let mut ctx = RunContext {
-        stage_id: &stage.id,
-        seed: stage.seed,
-        device: pipeline.device,
-        progress,
-        inputs: &inputs,
-        outputs: outputs.clone(),
-        meta: TableMeta {
-            stage: stage.id.clone(),
-            fingerprint: fp.hash.clone(),
-        },
-        report: BTreeMap::new(),
-    };
-    let started = Instant::now();
-    stage
-        .stage
-        .run(&stage.params, &mut ctx)
-        .map_err(|e: StageError| e.to_string())?;
-    let duration_s = started.elapsed().as_secs_f64();
-    // Every declared output must exist before anything is moved into place.
-    for (name, path) in &outputs {
-        if !path.is_file() {
-            return Err(format!(
-                "internal error: the stage did not write its output `{name}`"
-            ));
         }
     }
-    let mut records = BTreeMap::new();
-    for port in &stage.outputs {
-        let from = &outputs[&port.name];
-        let hash = manifest::hash_file(from).map_err(|e| format!("{}: {e}", from.display()))?;
-        let rows = (port.kind.extension == "parquet")
-            .then(|| mmflow_schemas::row_count(from).ok())
-            .flatten();
-        let to = stage_dir.join(port.file_name());
+
+    /// Puts the outputs of the run-cache's entry `key` in place, if it has a sound one:
+    /// linked into a temporary folder of the stage's, then renamed into place one by one.
+    fn restore(
+        &self,
+        key: &str,
+        stage_dir: &Path,
+    ) -> Result<Option<(BTreeMap<String, OutputRecord>, CachedEntry)>, String> {
+        let Some(cache) = self.cache else {
+            return Ok(None);
+        };
+        let stage = self.stage;
+        let cached = match cache.lookup(key, &stage.outputs) {
+            Lookup::Hit(cached) => cached,
+            Lookup::Miss => return Ok(None),
+            Lookup::Discarded(why) => {
+                tracing::warn!(
+                    "{}: the run-cache entry {key} in {} was not used ({why}); it was removed and the stage runs",
+                    stage.id,
+                    cache.root().display()
+                );
+                return Ok(None);
+            }
+        };
+        let tmp = temp_dir_name(stage_dir);
+        fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let result = stage
+            .outputs
+            .iter()
+            .map(|port| {
+                let output = &cached.outputs[&port.name];
+                let staged = tmp.join(&output.file);
+                run_cache::link_or_copy(&cache.file(key, output), &staged)
+                    .map_err(|e| format!("{}: {e}", staged.display()))?;
+                Ok((port.name.clone(), staged))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .and_then(|staged| {
+                let mut records = BTreeMap::new();
+                for (name, from) in staged {
+                    let output = &cached.outputs[&name];
+                    let record = self.put_in_place(
+                        &from,
+                        stage_dir,
+                        &output.file,
+                        output.hash.clone(),
+                        output.rows,
+                    )?;
+                    records.insert(name, record);
+                }
+                Ok(records)
+            });
+        let _ = fs::remove_dir_all(&tmp);
+        Ok(Some((result?, cached)))
+    }
+
+    /// Adds the stage's outputs to the run-cache (a failure to is a warning: the run is
+    /// complete without it).
+    fn store(&self, key: &str, entry: &StageEntry) {
+        let Some(cache) = self.cache else {
+            return;
+        };
+        let run_dir = &self.pipeline.run_dir;
+        let files = entry
+            .outputs
+            .iter()
+            .map(|(name, o)| (name.clone(), run_dir.join(&o.path)))
+            .collect();
+        let outputs = entry
+            .outputs
+            .iter()
+            .map(|(name, o)| {
+                let file = o
+                    .path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let cached = CachedOutput {
+                    file,
+                    size: o.size,
+                    hash: o.hash.clone(),
+                    rows: o.rows,
+                    table: o.table.clone(),
+                };
+                (name.clone(), cached)
+            })
+            .collect();
+        let record = CachedEntry {
+            format: run_cache::ENTRY_FORMAT,
+            key: key.to_string(),
+            stage: self.stage.id.clone(),
+            fingerprint: entry.fingerprint.clone(),
+            outputs,
+            report: entry.report.clone(),
+            duration_s: entry.duration_s,
+            mmflow_version: entry.mmflow_version.clone(),
+        };
+        if let Err(e) = cache.store(&record, &files) {
+            tracing::warn!(
+                "{}: its outputs could not be added to the run-cache in {}: {e}",
+                self.stage.id,
+                cache.root().display()
+            );
+        }
+    }
+
+    fn run_in(
+        &self,
+        fp: &Fingerprint,
+        inputs: BTreeMap<String, Vec<ResolvedInput>>,
+        tmp: &Path,
+        stage_dir: &Path,
+    ) -> Result<RunResult, String> {
+        let stage = self.stage;
+        let outputs: BTreeMap<String, PathBuf> = stage
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), tmp.join(o.file_name())))
+            .collect();
+        let mut ctx = RunContext {
+            stage_id: &stage.id,
+            seed: stage.seed,
+            device: self.pipeline.device,
+            progress: self.progress,
+            inputs: &inputs,
+            outputs: outputs.clone(),
+            meta: TableMeta {
+                stage: stage.id.clone(),
+                fingerprint: fp.hash.clone(),
+            },
+            report: BTreeMap::new(),
+        };
+        let started = Instant::now();
+        stage
+            .stage
+            .run(&stage.params, &mut ctx)
+            .map_err(|e: StageError| e.to_string())?;
+        let duration_s = started.elapsed().as_secs_f64();
+        // Every declared output must exist before anything is moved into place.
+        for (name, path) in &outputs {
+            if !path.is_file() {
+                return Err(format!(
+                    "internal error: the stage did not write its output `{name}`"
+                ));
+            }
+        }
+        let mut records = BTreeMap::new();
+        for port in &stage.outputs {
+            let from = &outputs[&port.name];
+            let hash = manifest::hash_file(from).map_err(|e| format!("{}: {e}", from.display()))?;
+            let rows = (port.kind.extension == "parquet")
+                .then(|| mmflow_schemas::row_count(from).ok())
+                .flatten();
+            let record = self.put_in_place(from, stage_dir, &port.file_name(), hash, rows)?;
+            records.insert(port.name.clone(), record);
+        }
+        Ok((records, ctx.report, duration_s))
+    }
+
+    /// Renames a finished output file into the stage's folder; its lock record.
+    fn put_in_place(
+        &self,
+        from: &Path,
+        stage_dir: &Path,
+        file: &str,
+        hash: String,
+        rows: Option<u64>,
+    ) -> Result<OutputRecord, String> {
+        let to = stage_dir.join(file);
         fs::rename(from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
         let (size, mtime_ns) = manifest::stat(&to).map_err(|e| format!("{}: {e}", to.display()))?;
-        records.insert(
-            port.name.clone(),
-            OutputRecord {
-                path: Path::new(&stage.id).join(port.file_name()),
-                size,
-                mtime_ns,
-                hash,
-                rows,
-                table: Some(port.kind.name.to_string()),
-            },
-        );
+        let table = self
+            .stage
+            .outputs
+            .iter()
+            .find(|p| p.file_name() == file)
+            .map(|p| p.kind.name.to_string());
+        Ok(OutputRecord {
+            path: Path::new(&self.stage.id).join(file),
+            size,
+            mtime_ns,
+            hash,
+            rows,
+            table,
+        })
     }
-    Ok((records, ctx.report, duration_s))
 }
 
 /// Records the table kind of each declared output in an entry that lacks it (an entry of a

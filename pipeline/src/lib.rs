@@ -9,6 +9,7 @@
 //! - [`executor`]: runs stages in topological order, independent ones concurrently, writing
 //!   outputs to temporary paths, renaming them into place and recording the lock entry last.
 //! - [`manifest`]: the lock file.
+//! - [`run_cache`]: outputs kept by fingerprint for every run directory sharing the cache.
 //! - [`files`]: opening user-named files (regular files only).
 //! - [`record`]: a run directory read back as a record of results (settings + lock entries of
 //!   the last run that completed), refused while its last run is unfinished.
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod problem;
 pub mod progress;
 pub mod record;
+pub mod run_cache;
 mod runlock;
 pub mod stage;
 pub mod sweep;

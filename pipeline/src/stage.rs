@@ -143,6 +143,12 @@ pub trait StageKind: Send + Sync + 'static {
         false
     }
 
+    /// False if the stage draws nothing at random: it is then given seed 0 whatever the
+    /// pipeline seed, so its fingerprint (and run-cache entry) is the same for every seed.
+    fn uses_seed(&self, _params: &Self::Params) -> bool {
+        true
+    }
+
     /// Does the work: reads `ctx`'s inputs, writes every declared output to `ctx.output(…)`.
     fn run(&self, params: &Self::Params, ctx: &mut RunContext<'_>) -> Result<(), StageError>;
 }
@@ -250,6 +256,8 @@ pub trait DynStage: Send + Sync {
     fn external_files(&self, params: &ParsedParams) -> Vec<PathBuf>;
     /// See [`StageKind::uses_device`].
     fn uses_device(&self, params: &ParsedParams) -> bool;
+    /// See [`StageKind::uses_seed`].
+    fn uses_seed(&self, params: &ParsedParams) -> bool;
     /// See [`StageKind::run`].
     fn run(&self, params: &ParsedParams, ctx: &mut RunContext<'_>) -> Result<(), StageError>;
 }
@@ -317,6 +325,9 @@ impl<S: StageKind> DynStage for S {
     }
     fn uses_device(&self, params: &ParsedParams) -> bool {
         StageKind::uses_device(self, typed::<S>(params))
+    }
+    fn uses_seed(&self, params: &ParsedParams) -> bool {
+        StageKind::uses_seed(self, typed::<S>(params))
     }
     fn run(&self, params: &ParsedParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         StageKind::run(self, typed::<S>(params), ctx)

@@ -39,6 +39,8 @@ struct EmitParams {
 }
 
 static BARRIER: Mutex<Option<Arc<Barrier>>> = Mutex::new(None);
+/// Held by each test that uses [`BARRIER`], so no two of them meet at it.
+static BARRIER_USERS: Mutex<()> = Mutex::new(());
 
 impl StageKind for Emit {
     type Params = EmitParams;
@@ -102,6 +104,9 @@ impl StageKind for Concat {
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
         Ok(vec![OutputPort::new("out", TEXT)])
+    }
+    fn uses_seed(&self, _: &ConcatParams) -> bool {
+        false
     }
     fn run(&self, p: &ConcatParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         let mut s = String::new();
@@ -299,6 +304,7 @@ fn a_second_run_on_the_same_directory_is_refused() {
 #[test]
 fn independent_stages_run_concurrently() {
     let s = Setup::new(PIPELINE);
+    let _turn = BARRIER_USERS.lock().unwrap_or_else(|e| e.into_inner());
     *BARRIER.lock().unwrap() = Some(Arc::new(Barrier::new(2)));
     let mut p = s.pipeline(&[
         "stages.a.params.rendezvous=true",
@@ -455,6 +461,8 @@ fn seeds_are_derived_per_stage_and_can_be_pinned() {
     let q = s.pipeline(&["pipeline.seed=7", "stages.b.seed=5"]);
     assert_ne!(seed(&p, "a"), seed(&q, "a"));
     assert_eq!(seed(&q, "b"), 5);
+    // A kind that draws nothing at random has seed 0 whatever the pipeline seed.
+    assert_eq!((seed(&p, "c"), seed(&q, "c")), (0, 0));
 }
 
 /// A source, a template of two stages over two items, and a stage reading both instances.
@@ -867,4 +875,204 @@ fn too_many_expanded_stages_are_refused_before_they_are_built() {
             .any(|f| f.contains("the templates expand to more than 8388608 bytes")),
         "{found:?}"
     );
+}
+
+/// The run-cache of `s` (the default place: beside its run directory).
+fn cache_dir(s: &Setup) -> std::path::PathBuf {
+    s.dir.path().join(crate::run_cache::DEFAULT_FOLDER)
+}
+
+fn entry_files(cache: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![cache.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn outcome_of<'a>(outcomes: &'a [(String, StageOutcome)], id: &str) -> &'a StageOutcome {
+    &outcomes.iter().find(|(i, _)| i == id).unwrap().1
+}
+
+#[test]
+fn another_run_directory_restores_stages_from_the_run_cache_as_links() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Setup::new(PIPELINE);
+    let first = s.run(&[]);
+    assert!(first
+        .iter()
+        .all(|(_, o)| matches!(o, StageOutcome::Ran { .. })));
+    // One entry per stage: its files and its record.
+    let files = entry_files(&cache_dir(&s));
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with("entry.json")).count(),
+        4
+    );
+
+    let mut other = s.pipeline(&[]);
+    other.run_dir = s.dir.path().join("other");
+    let second = run(&other, &RunOptions::default()).unwrap().stages;
+    for (id, outcome) in &second {
+        assert!(
+            matches!(outcome, StageOutcome::Restored { .. }),
+            "{id}: {outcome:?}"
+        );
+    }
+    let here = s.run_dir().join("ab/out.txt");
+    let there = other.run_dir.join("ab/out.txt");
+    assert_eq!(fs::read(&there).unwrap(), b"AB!");
+    // The same file, not a copy.
+    assert_eq!(
+        fs::metadata(&here).unwrap().ino(),
+        fs::metadata(&there).unwrap().ino()
+    );
+    // The restored run is a run like any other: re-running it finds everything up to date,
+    // and its lock records the stage's report.
+    let third = run(&other, &RunOptions::default()).unwrap().stages;
+    assert!(third
+        .iter()
+        .all(|(_, o)| matches!(o, StageOutcome::UpToDate)));
+    let lock = Manifest::load(&other.run_dir).unwrap();
+    assert_eq!(lock.stages["a"].report["length"], 1);
+
+    // --force recomputes; a pipeline seed changes the seeded stages only: `c` draws nothing
+    // at random and comes from the cache.
+    let mut forced = RunOptions::default();
+    forced.force.insert("a".into());
+    let outcomes = run(&other, &forced).unwrap().stages;
+    assert!(matches!(
+        outcome_of(&outcomes, "a"),
+        StageOutcome::Ran { .. }
+    ));
+    let mut seeded = s.pipeline(&["pipeline.seed=7"]);
+    seeded.run_dir = s.dir.path().join("seed7");
+    let outcomes = run(&seeded, &RunOptions::default()).unwrap().stages;
+    assert!(matches!(
+        outcome_of(&outcomes, "b"),
+        StageOutcome::Ran { .. }
+    ));
+    assert!(matches!(
+        outcome_of(&outcomes, "c"),
+        StageOutcome::Restored { .. }
+    ));
+}
+
+#[test]
+fn a_run_cache_entry_that_does_not_match_its_record_is_recomputed_never_trusted() {
+    let s = Setup::new(PIPELINE);
+    s.run(&["pipeline.run_cache=false"]);
+    assert!(!cache_dir(&s).exists(), "run_cache = false writes no cache");
+    fs::remove_dir_all(s.run_dir()).unwrap();
+    s.run(&[]);
+    // Edited through the hard link of a run directory (same size, other content).
+    fs::write(s.run_dir().join("ab/out.txt"), "XY!").unwrap();
+    let mut other = s.pipeline(&[]);
+    other.run_dir = s.dir.path().join("other");
+    let outcomes = run(&other, &RunOptions::default()).unwrap().stages;
+    assert!(matches!(
+        outcome_of(&outcomes, "a"),
+        StageOutcome::Restored { .. }
+    ));
+    assert!(
+        matches!(outcome_of(&outcomes, "ab"), StageOutcome::Ran { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(fs::read(other.run_dir.join("ab/out.txt")).unwrap(), b"AB!");
+    // The stage that ran replaced the entry: a third run directory restores the right bytes.
+    let mut third = s.pipeline(&[]);
+    third.run_dir = s.dir.path().join("third");
+    let outcomes = run(&third, &RunOptions::default()).unwrap().stages;
+    assert!(matches!(
+        outcome_of(&outcomes, "ab"),
+        StageOutcome::Restored { .. }
+    ));
+    assert_eq!(fs::read(third.run_dir.join("ab/out.txt")).unwrap(), b"AB!");
+
+    // A record that is not an entry's, and a link in an entry's place: neither is used; the
+    // link is left where it is (it is not mmflow's), the bad record's folder is removed.
+    for record in entry_files(&cache_dir(&s))
+        .into_iter()
+        .filter(|f| f.ends_with("entry.json"))
+    {
+        fs::write(&record, "{ not json").unwrap();
+    }
+    let elsewhere = s.dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let key = crate::run_cache::RunCache::key(
+        &Manifest::load(&s.run_dir()).unwrap().stages["c"].fingerprint,
+        "c",
+    );
+    let entry = cache_dir(&s).join(&key[..2]).join(&key);
+    fs::remove_dir_all(&entry).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+    let mut fourth = s.pipeline(&[]);
+    fourth.run_dir = s.dir.path().join("fourth");
+    let outcomes = run(&fourth, &RunOptions::default()).unwrap().stages;
+    assert!(outcomes
+        .iter()
+        .all(|(_, o)| matches!(o, StageOutcome::Ran { .. })));
+    assert!(fs::symlink_metadata(&entry)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(elsewhere.is_dir());
+    assert_eq!(fs::read(fourth.run_dir.join("ab/out.txt")).unwrap(), b"AB!");
+}
+
+#[test]
+fn two_runs_filling_the_same_entry_at_once_leave_one_sound_entry() {
+    let s = Setup::new(&PIPELINE.replace("value = \"A\"", "value = \"A\", rendezvous = true"));
+    // Both runs' `a` wait for each other, so both compute it and both try to publish it.
+    let _turn = BARRIER_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    *BARRIER.lock().unwrap() = Some(Arc::new(Barrier::new(2)));
+    let runs: Vec<crate::Pipeline> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let mut p = s.pipeline(&[]);
+            p.run_dir = s.dir.path().join(name);
+            p
+        })
+        .collect();
+    let outcomes: Vec<Vec<(String, StageOutcome)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|p| scope.spawn(move || run(p, &RunOptions::default()).unwrap().stages))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outcomes {
+        assert!(
+            matches!(outcome_of(o, "a"), StageOutcome::Ran { .. }),
+            "{o:?}"
+        );
+        assert!(!o
+            .iter()
+            .any(|(_, o)| matches!(o, StageOutcome::Failed { .. })));
+    }
+    // One entry per stage, nothing left half-filled, and it restores.
+    let files = entry_files(&cache_dir(&s));
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with("entry.json")).count(),
+        4
+    );
+    assert!(
+        entry_files(&cache_dir(&s).join("tmp")).is_empty(),
+        "{files:?}"
+    );
+    let mut third = s.pipeline(&[]);
+    third.run_dir = s.dir.path().join("three");
+    let outcomes = run(&third, &RunOptions::default()).unwrap().stages;
+    assert!(outcomes
+        .iter()
+        .all(|(_, o)| matches!(o, StageOutcome::Restored { .. })));
+    assert_eq!(fs::read(third.run_dir.join("ab/out.txt")).unwrap(), b"AB!");
 }

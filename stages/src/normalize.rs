@@ -89,6 +89,10 @@ impl StageKind for Normalize {
         problems
     }
 
+    fn uses_seed(&self, _: &NormalizeParams) -> bool {
+        false
+    }
+
     fn inputs(&self, _: &NormalizeParams) -> Vec<InputSlot> {
         vec![
             InputSlot {

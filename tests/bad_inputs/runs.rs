@@ -398,9 +398,10 @@ params = { bootstrap = 10 }
         args: &["sweep", "p.toml", "-q"],
         code: 0,
         says: &[
-            "point base, seed 1: 4 ran",
-            "point stages.mosei.params.scale=0.03, seed 1: 4 ran",
-            "point stages.mosi.params.scale=0.03, seed 1: 4 ran",
+            // Stages a point shares with an earlier one come from the run-cache.
+            "point base, seed 1: 4 ran, 0 restored",
+            "point stages.mosei.params.scale=0.03, seed 1: 3 ran, 1 restored",
+            "point stages.mosi.params.scale=0.03, seed 1: 1 ran, 3 restored",
             "mmflow.sweep/stages_mosei_params_scale=0.03-seed1",
             "mmflow.sweep/stages_mosi_params_scale=0.03-seed1",
             "stages.mosei.params.scale=0.03 |",

@@ -482,6 +482,10 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
         problems
     }
 
+    fn uses_seed(&self, _: &AlignedParams) -> bool {
+        false
+    }
+
     fn inputs(&self, _: &AlignedParams) -> Vec<InputSlot> {
         Vec::new()
     }

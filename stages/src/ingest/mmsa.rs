@@ -102,6 +102,10 @@ impl StageKind for MmsaPickle {
         problems
     }
 
+    fn uses_seed(&self, _: &MmsaParams) -> bool {
+        false
+    }
+
     fn inputs(&self, _: &MmsaParams) -> Vec<InputSlot> {
         Vec::new()
     }

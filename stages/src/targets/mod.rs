@@ -280,6 +280,10 @@ impl StageKind for SelectTargets {
         problems
     }
 
+    fn uses_seed(&self, p: &SelectTargetsParams) -> bool {
+        !matches!(p.method, Method::Cosine(_))
+    }
+
     fn inputs(&self, _: &SelectTargetsParams) -> Vec<InputSlot> {
         vec![
             InputSlot {

@@ -53,6 +53,10 @@ impl StageKind for ApplyAdapters {
         Vec::new()
     }
 
+    fn uses_seed(&self, _: &ApplyAdaptersParams) -> bool {
+        false
+    }
+
     fn inputs(&self, _: &ApplyAdaptersParams) -> Vec<InputSlot> {
         vec![
             InputSlot {

@@ -1,0 +1,315 @@
+//! The run-cache: outputs of stages that ran, kept by fingerprint, shared by every run
+//! directory that uses the same cache (as DVC's run-cache).
+//!
+//! A stage that must run (never ran in this run directory, or its fingerprint changed) is
+//! first looked up here. An entry is the stage's output files and a record (`entry.json`) of
+//! their names, sizes and content hashes. When every file matches its record, the outputs are
+//! put in place in the run directory as hard links to the entry's files (a copy only where the
+//! filesystem cannot link) and the stage is not recomputed; otherwise the entry is set aside and
+//! the stage runs. A stage that ran adds its outputs as a new entry (hard links again).
+//!
+//! The key of an entry is the stage's fingerprint and its id: a table records the id of the
+//! stage that wrote it, so a restored file is byte for byte the file the stage would write.
+//!
+//! ## Layout and concurrency
+//! `<cache>/<key[..2]>/<key>/` holds the files and `entry.json`. An entry is filled in
+//! `<cache>/tmp/` and published by renaming its folder into place, which succeeds for exactly
+//! one writer: two runs filling the same entry at once both compute, one publishes, the other
+//! discards its copy. A published entry is never changed; an entry that does not match its
+//! record (a file edited through a link from a run directory, a truncated copy, a foreign
+//! folder) is renamed into `tmp/` before it is removed, so no reader meets half of one. Only
+//! folders and files mmflow made are removed, and nothing is followed through a link.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest;
+use crate::stage::OutputPort;
+
+/// Name of the run-cache folder when its location is not configured: beside the run
+/// directory, so the runs under `data/runs/` share `data/runs/.mmflow-cache` and the points of a
+/// sweep share the one in the sweep's folder.
+pub const DEFAULT_FOLDER: &str = ".mmflow-cache";
+
+/// Format of `entry.json`.
+pub(crate) const ENTRY_FORMAT: u32 = 1;
+
+/// File name of an entry's record.
+const ENTRY_FILE: &str = "entry.json";
+
+/// Folder (inside the cache) where entries are filled and discarded.
+const WORK_FOLDER: &str = "tmp";
+
+/// The `[pipeline] run_cache` setting: `true` (default: `.mmflow-cache` beside the run
+/// directory), `false` (no run-cache), or the cache's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunCacheSetting {
+    /// On (at the default place) or off.
+    Enabled(bool),
+    /// At this folder (relative paths are relative to the current directory).
+    At(PathBuf),
+}
+
+impl Default for RunCacheSetting {
+    fn default() -> Self {
+        RunCacheSetting::Enabled(true)
+    }
+}
+
+impl RunCacheSetting {
+    /// The cache folder for a run in `run_dir` (which exists), or `None` when off.
+    pub fn folder(&self, run_dir: &Path) -> Option<PathBuf> {
+        match self {
+            RunCacheSetting::Enabled(false) => None,
+            RunCacheSetting::At(dir) => Some(dir.clone()),
+            RunCacheSetting::Enabled(true) => {
+                let run_dir = fs::canonicalize(run_dir).ok()?;
+                Some(run_dir.parent()?.join(DEFAULT_FOLDER))
+            }
+        }
+    }
+}
+
+/// One output file as an entry records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedOutput {
+    /// File name inside the entry (and inside the stage's folder).
+    pub file: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content hash (blake3, hex).
+    pub hash: String,
+    /// Row count, for tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Table kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+/// An entry's record (`entry.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedEntry {
+    /// Format of the record.
+    pub format: u32,
+    /// The entry's key.
+    pub key: String,
+    /// The stage id.
+    pub stage: String,
+    /// The stage's fingerprint.
+    pub fingerprint: String,
+    /// Output name → file.
+    pub outputs: BTreeMap<String, CachedOutput>,
+    /// What the stage reported when it ran.
+    #[serde(default)]
+    pub report: BTreeMap<String, serde_json::Value>,
+    /// Its wall time when it ran, in seconds.
+    pub duration_s: f64,
+    /// mmflow version that ran it.
+    pub mmflow_version: String,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No entry.
+    Miss,
+    /// An entry whose files match their record.
+    Hit(CachedEntry),
+    /// An entry that does not match (why); it has been set aside.
+    Discarded(String),
+}
+
+/// A run-cache at a folder.
+#[derive(Debug, Clone)]
+pub struct RunCache {
+    root: PathBuf,
+}
+
+impl RunCache {
+    /// The cache at `root` (created when the first entry is stored).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        RunCache { root: root.into() }
+    }
+
+    /// Its folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The key of stage `stage_id` with fingerprint `fingerprint`.
+    pub fn key(fingerprint: &str, stage_id: &str) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(b"mmflow run-cache\0");
+        h.update(fingerprint.as_bytes());
+        h.update(b"\0");
+        h.update(stage_id.as_bytes());
+        h.finalize().to_hex()[..32].to_string()
+    }
+
+    fn entry_dir(&self, key: &str) -> PathBuf {
+        self.root.join(&key[..2]).join(key)
+    }
+
+    /// Looks up `key` for a stage declaring `ports`: a hit only when the entry is a folder
+    /// mmflow made whose record names this key and every declared output, and every file is
+    /// a regular file of the recorded size and content hash.
+    pub fn lookup(&self, key: &str, ports: &[OutputPort]) -> Lookup {
+        let dir = self.entry_dir(key);
+        match fs::symlink_metadata(&dir) {
+            Err(_) => return Lookup::Miss,
+            // A link or a file in an entry's place is not mmflow's: neither used nor removed.
+            Ok(meta) if !meta.is_dir() => return Lookup::Miss,
+            Ok(_) => {}
+        }
+        match verify_entry(&dir, key, ports) {
+            Ok(entry) => Lookup::Hit(entry),
+            Err(why) => {
+                self.discard(&dir);
+                Lookup::Discarded(why)
+            }
+        }
+    }
+
+    /// Path of an entry's output file (after a [`Lookup::Hit`]).
+    pub fn file(&self, key: &str, output: &CachedOutput) -> PathBuf {
+        self.entry_dir(key).join(&output.file)
+    }
+
+    /// Stores the files `outputs` (output name → (path in the run directory, record)) as the
+    /// entry `entry.key`. Returns `Ok(false)` when another run published the entry first.
+    pub fn store(
+        &self,
+        entry: &CachedEntry,
+        files: &BTreeMap<String, PathBuf>,
+    ) -> io::Result<bool> {
+        let work = self.root.join(WORK_FOLDER);
+        fs::create_dir_all(&work)?;
+        let tmp = work.join(unique_name(&entry.key));
+        fs::create_dir(&tmp)?;
+        let filled = fill_entry(&tmp, entry, files);
+        let published = filled.and_then(|()| {
+            let dir = self.entry_dir(&entry.key);
+            fs::create_dir_all(dir.parent().expect("an entry lies in a prefix folder"))?;
+            match fs::rename(&tmp, &dir) {
+                Ok(()) => Ok(true),
+                // Another writer's entry is in place (a folder rename never replaces a
+                // non-empty folder): theirs stays.
+                Err(_) if fs::symlink_metadata(&dir).is_ok() => Ok(false),
+                Err(e) => Err(e),
+            }
+        });
+        if !matches!(published, Ok(true)) {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        published
+    }
+
+    /// Moves an entry folder aside (one rename, so no reader sees part of it), then removes it.
+    fn discard(&self, dir: &Path) {
+        let work = self.root.join(WORK_FOLDER);
+        if fs::create_dir_all(&work).is_err() {
+            return;
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let aside = work.join(unique_name(&format!("discarded-{name}")));
+        if fs::rename(dir, &aside).is_ok() {
+            let _ = fs::remove_dir_all(&aside);
+        }
+    }
+}
+
+/// `<stem>-<pid>-<nanos>`: unique among concurrent writers on this host, and with the host's
+/// name among writers on several hosts sharing the cache.
+fn unique_name(stem: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+        .unwrap_or_default();
+    format!("{stem}-{host}-{}-{nanos}", std::process::id())
+}
+
+/// Links (or copies) each file into the entry folder and writes the record last.
+fn fill_entry(
+    tmp: &Path,
+    entry: &CachedEntry,
+    files: &BTreeMap<String, PathBuf>,
+) -> io::Result<()> {
+    for (name, output) in &entry.outputs {
+        let from = files
+            .get(name)
+            .ok_or_else(|| io::Error::other(format!("no file for output `{name}`")))?;
+        link_or_copy(from, &tmp.join(&output.file))?;
+    }
+    let json = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
+    let record = tmp.join(ENTRY_FILE);
+    fs::write(&record, json)?;
+    fs::File::open(&record)?.sync_all()
+}
+
+/// A hard link to `from` at `to`, or a copy where the filesystem cannot link (another device,
+/// no link support).
+pub fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            fs::copy(from, to)?;
+            fs::File::open(to)?.sync_all()
+        }
+    }
+}
+
+/// Reads and checks an entry; the reason it cannot be used otherwise.
+fn verify_entry(dir: &Path, key: &str, ports: &[OutputPort]) -> Result<CachedEntry, String> {
+    let record = dir.join(ENTRY_FILE);
+    if !fs::symlink_metadata(&record).is_ok_and(|m| m.is_file()) {
+        return Err(format!("{ENTRY_FILE} is missing"));
+    }
+    let text = fs::read(&record).map_err(|e| format!("{ENTRY_FILE}: {e}"))?;
+    let entry: CachedEntry =
+        serde_json::from_slice(&text).map_err(|e| format!("{ENTRY_FILE}: {e}"))?;
+    if entry.format != ENTRY_FORMAT || entry.key != key {
+        return Err(format!("{ENTRY_FILE} is not this entry's record"));
+    }
+    for port in ports {
+        let Some(output) = entry.outputs.get(&port.name) else {
+            return Err(format!("output `{}` is not in the entry", port.name));
+        };
+        if output.file != port.file_name() {
+            return Err(format!(
+                "output `{}` is recorded as `{}`",
+                port.name, output.file
+            ));
+        }
+        verify_file(&dir.join(&output.file), output)
+            .map_err(|why| format!("{}: {why}", output.file))?;
+    }
+    Ok(entry)
+}
+
+fn verify_file(path: &Path, output: &CachedOutput) -> Result<(), String> {
+    let meta = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() != output.size {
+        return Err(format!("{} bytes, recorded {}", meta.len(), output.size));
+    }
+    let hash = manifest::hash_file(path).map_err(|e| e.to_string())?;
+    if hash != output.hash {
+        return Err("its content does not match the recorded hash".into());
+    }
+    Ok(())
+}
