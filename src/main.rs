@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use mmflow_pipeline::plan::PlanStatus;
+use mmflow_pipeline::sweep::ExecutorChoice;
 use mmflow_pipeline::{EngineError, Pipeline, Progress, RunOptions, StageOutcome};
 use mmflow_study::{compare, report};
 
@@ -80,6 +81,27 @@ enum Command {
     Sweep {
         #[command(flatten)]
         pipeline: PipelineArgs,
+        /// Where the runs execute: `local` or `slurm` (default: `[sweep] executor`, else local).
+        #[arg(long, value_name = "EXECUTOR")]
+        executor: Option<ExecutorChoice>,
+        /// Local executor: most runs at once (default: `[sweep] jobs`, else 1).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        /// Slurm executor: wait until the jobs have finished, then compare.
+        #[arg(long)]
+        wait: bool,
+        /// Run nothing: compare the runs that finished, naming the others (and their jobs).
+        #[arg(long, conflicts_with_all = ["executor", "jobs", "wait"])]
+        collect: bool,
+        /// Run only the run with this index among points × seeds (what a job array task does).
+        #[arg(long, hide = true, conflicts_with = "collect")]
+        task: Option<usize>,
+        /// Run only the stages every run shares (the job before a job array).
+        #[arg(long, hide = true, conflicts_with_all = ["collect", "task"])]
+        shared_stages: bool,
+        /// The sweep's identity when it was submitted.
+        #[arg(long, hide = true)]
+        expect: Option<String>,
     },
     /// Write a report of a finished run: learning curves, predictions against labels, metric
     /// tables with CIs and flags (`report.md` + SVG plots, default in `<RUN>/report`).
@@ -157,14 +179,33 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             println!("report written to {}", path.display());
             Ok(0)
         }
-        Command::Sweep { pipeline } => Ok(
-            match sweep::sweep(
-                &pipeline.file,
-                &pipeline.set,
-                pipeline.out.as_ref(),
+        Command::Sweep {
+            pipeline,
+            executor,
+            jobs,
+            wait,
+            collect,
+            task,
+            shared_stages,
+            expect,
+        } => Ok(
+            match sweep::sweep(sweep::Request {
+                file: &pipeline.file,
+                set: &pipeline.set,
+                out: pipeline.out.as_ref(),
+                executor,
+                jobs,
+                wait,
+                collect,
+                part: match (task, shared_stages) {
+                    (Some(index), _) => sweep::Part::Task(index),
+                    (None, true) => sweep::Part::Shared,
+                    (None, false) => sweep::Part::All,
+                },
+                expect: expect.as_deref(),
                 progress,
-            )? {
-                sweep::Outcome::Done => 0,
+            })? {
+                sweep::Outcome::Done | sweep::Outcome::Submitted => 0,
                 sweep::Outcome::Invalid => EXIT_USAGE,
                 sweep::Outcome::Failed => EXIT_FAILED,
             },

@@ -11,6 +11,7 @@ mod interop;
 mod modules;
 mod normalize;
 mod readers;
+mod slurm;
 mod sources;
 mod synthetic;
 mod targets;

@@ -489,6 +489,9 @@ struct Work<'a> {
     progress: &'a Progress,
 }
 
+/// Outputs put in place from the run-cache, and the entry they came from.
+type Restored = (BTreeMap<String, OutputRecord>, CachedEntry);
+
 type RunResult = (
     BTreeMap<String, OutputRecord>,
     BTreeMap<String, serde_json::Value>,
@@ -577,7 +580,7 @@ impl Work<'_> {
         &self,
         key: &str,
         stage_dir: &Path,
-    ) -> Result<Option<(BTreeMap<String, OutputRecord>, CachedEntry)>, String> {
+    ) -> Result<Option<Restored>, String> {
         let Some(cache) = self.cache else {
             return Ok(None);
         };

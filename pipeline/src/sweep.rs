@@ -38,6 +38,133 @@ pub struct SweepSection {
     pub seeds: Vec<u64>,
     /// Dotted key (as for `--set`) → the values it takes.
     pub vary: BTreeMap<String, Vec<toml::Value>>,
+    /// Where the runs execute: `local` (default) or `slurm` (`--executor` overrides it).
+    #[serde(default)]
+    pub executor: ExecutorChoice,
+    /// Local executor: most runs at once (default 1; `--jobs` overrides it). With more than
+    /// one, the stages every run shares are computed first, once.
+    #[serde(default = "one")]
+    pub jobs: usize,
+    /// Slurm executor: the resources of each array task.
+    #[serde(default)]
+    pub slurm: SlurmSettings,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Where a sweep's runs execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorChoice {
+    /// On this machine, `jobs` runs at once.
+    #[default]
+    Local,
+    /// On a Slurm cluster: one job array, one task per point × seed (`sbatch --array`).
+    Slurm,
+}
+
+impl std::str::FromStr for ExecutorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(ExecutorChoice::Local),
+            "slurm" => Ok(ExecutorChoice::Slurm),
+            other => Err(format!("unknown executor `{other}` (local, slurm)")),
+        }
+    }
+}
+
+/// `[sweep.slurm]`: what each array task asks the scheduler for. Unset keys are left to the
+/// cluster's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSettings {
+    /// Partition (`--partition`).
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// Time limit of each task (`--time`, e.g. `"02:00:00"`).
+    #[serde(default)]
+    pub time: Option<String>,
+    /// CPUs of each task (`--cpus-per-task`).
+    #[serde(default)]
+    pub cpus_per_task: Option<u32>,
+    /// Memory of each task (`--mem`, e.g. `"16G"`).
+    #[serde(default)]
+    pub mem: Option<String>,
+    /// GPUs of each task (`--gres=gpu:<n>`).
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// Most tasks running at once (`--array=…%<n>`).
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
+    /// Further `sbatch` options as written on its command line (`["--account=lab"]`).
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl SlurmSettings {
+    /// The `sbatch` options they make (the array and output options excepted).
+    pub fn sbatch_options(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |flag: &str, value: Option<String>| {
+            if let Some(v) = value {
+                out.push(format!("--{flag}={v}"));
+            }
+        };
+        push("partition", self.partition.clone());
+        push("time", self.time.clone());
+        push("cpus-per-task", self.cpus_per_task.map(|n| n.to_string()));
+        push("mem", self.mem.clone());
+        push("gres", self.gpus.map(|n| format!("gpu:{n}")));
+        out.extend(self.options.iter().cloned());
+        out
+    }
+
+    /// Problems of the settings (the scheduler judges whether it can satisfy them).
+    fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let texts = [
+            ("partition", &self.partition),
+            ("time", &self.time),
+            ("mem", &self.mem),
+        ];
+        for (key, value) in texts {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.is_empty() || v.chars().any(char::is_whitespace))
+            {
+                problems.push(format!("`sweep.slurm.{key}` must be one word"));
+            }
+        }
+        for option in &self.options {
+            if !option.starts_with("--") || option.contains(['\n', '\r']) {
+                problems.push(format!(
+                    "`sweep.slurm.options`: {option:?} is not an sbatch option (`--name=value`)"
+                ));
+            }
+            if [
+                "--array",
+                "--output",
+                "--error",
+                "--wait",
+                "--dependency",
+                "--parsable",
+            ]
+            .iter()
+            .any(|own| option == own || option.starts_with(&format!("{own}=")))
+            {
+                problems.push(format!(
+                    "`sweep.slurm.options`: {option:?} is set by mmflow itself"
+                ));
+            }
+        }
+        if self.max_parallel == Some(0) || self.cpus_per_task == Some(0) {
+            problems.push("`sweep.slurm` counts must be at least 1".to_string());
+        }
+        problems
+    }
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -102,6 +229,10 @@ pub fn check(section: &SweepSection) -> Vec<String> {
             problems.push("vary seeds with `sweep.seeds`, not `sweep.vary`".to_string());
         }
     }
+    if section.jobs == 0 {
+        problems.push("`sweep.jobs` must be at least 1".to_string());
+    }
+    problems.extend(section.slurm.check());
     if section.seeds.is_empty() {
         problems.push("`sweep.seeds` is empty: each point needs at least one seed".to_string());
     }
@@ -208,6 +339,9 @@ mod tests {
 
     fn section(mode: SweepMode) -> SweepSection {
         SweepSection {
+            executor: ExecutorChoice::Local,
+            jobs: 1,
+            slurm: SlurmSettings::default(),
             mode,
             seeds: vec![1, 2],
             vary: [
@@ -254,6 +388,9 @@ mod tests {
 
     fn vary(pairs: &[(&str, toml::Value)]) -> SweepSection {
         SweepSection {
+            executor: ExecutorChoice::Local,
+            jobs: 1,
+            slurm: SlurmSettings::default(),
             mode: SweepMode::OneAtATime,
             seeds: vec![1],
             vary: pairs
@@ -271,6 +408,9 @@ mod tests {
     fn a_grid_too_large_to_run_is_refused_before_it_is_built() {
         let values: Vec<toml::Value> = (0..100).map(toml::Value::Integer).collect();
         let section = SweepSection {
+            executor: ExecutorChoice::Local,
+            jobs: 1,
+            slurm: SlurmSettings::default(),
             mode: SweepMode::Grid,
             seeds: vec![1, 2, 3],
             vary: (0..5)
