@@ -126,6 +126,31 @@ fn a_sweep_on_slurm_equals_the_local_one_and_resubmits_only_unfinished_runs() {
         return;
     }
     let d = Dir::new();
+    // Resources no node has: the scheduler's refusal, and nothing submitted or run.
+    d.write(
+        "greedy.toml",
+        &SWEEP.replace("max_parallel = 1", "max_parallel = 1\ncpus_per_task = 4096"),
+    );
+    let refused = d
+        .mmflow(&[
+            "-q",
+            "sweep",
+            "greedy.toml",
+            "--executor",
+            "slurm",
+            "--out",
+            "greedy",
+        ])
+        .expect(1);
+    assert!(
+        refused.stderr.contains("sbatch refused")
+            && refused.stderr.contains("--cpus-per-task=4096"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!d.join("greedy/mmflow.sweep/slurm/submission.json").exists());
+    assert!(!d.join("greedy/mmflow.sweep/base-seed1").exists());
+
     d.write("p.toml", SWEEP);
     let local = d.mmflow(&["-q", "sweep", "p.toml", "--out", "local"]).ok();
     let slurm = d

@@ -576,11 +576,7 @@ impl Work<'_> {
 
     /// Puts the outputs of the run-cache's entry `key` in place, if it has a sound one:
     /// linked into a temporary folder of the stage's, then renamed into place one by one.
-    fn restore(
-        &self,
-        key: &str,
-        stage_dir: &Path,
-    ) -> Result<Option<Restored>, String> {
+    fn restore(&self, key: &str, stage_dir: &Path) -> Result<Option<Restored>, String> {
         let Some(cache) = self.cache else {
             return Ok(None);
         };

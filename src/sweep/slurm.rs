@@ -121,6 +121,8 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
     common.push(format!("--job-name=mmflow-{}", sweep.runs[0].pipeline.name));
     common.push("--parsable".into());
 
+    // A job the partition can never run would wait in the queue for ever: ask first.
+    check_resources(&sbatch, &common, &script)?;
     let shared_job = match shared_pipeline(sweep) {
         Some(_) => {
             let mut args = common.clone();
@@ -216,6 +218,24 @@ fn sbatch_job(sbatch: &Path, args: &[String], script: &Path, what: &str) -> Resu
         bail!("sbatch accepted {what} but printed no job id: {stdout:?}");
     }
     Ok(id)
+}
+
+/// `sbatch --test-only`: whether the scheduler could ever run a task with these options.
+fn check_resources(sbatch: &Path, args: &[String], script: &Path) -> Result<()> {
+    let output = Command::new(sbatch)
+        .args(args.iter().filter(|a| *a != "--parsable"))
+        .arg("--test-only")
+        .arg(script)
+        .output()
+        .with_context(|| format!("running {}", sbatch.display()))?;
+    if !output.status.success() {
+        bail!(
+            "sbatch refused the tasks' resources (nothing was submitted): {} (options: {})",
+            String::from_utf8_lossy(&output.stderr).trim(),
+            args.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// Waits until `squeue` lists none of `jobs`.
