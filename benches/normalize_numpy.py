@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from results import record
+
 SHAPES = [(22856, 713), (1_600_000, 74)]
 
 
@@ -63,6 +65,8 @@ def main() -> None:
         ratio = f"{plain / ours:.1f}x" if ours else "(run cargo bench first)"
         ours_s = f"{ours:.1f} ms" if ours else "-"
         print(f"{rows:>7}x{cols:<6} {plain:>9.1f} ms {finite:>10.1f} ms {ours_s:>9} {ratio:>18}")
+        if ours:
+            record(f"normalize fit {rows}x{cols} (numpy f64)", ours, plain, plain / ours, unit="ms")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every benchmark next to the Python tool a user would otherwise run, in one invocation, and
+# one table at the end: workload, mmflow, anchor, ratio (> 1: mmflow ahead), memory.
+#
+#   benches/run_all.sh                 # everything (the SDK data is ~1.4 GB, generated once)
+#   BENCH_VIDEOS=40 BENCH_PICKLE_SCALE=0.03 benches/run_all.sh      # smaller data
+#
+# Installs the Python anchors (benches/requirements-bench.txt) into a virtual environment of
+# its own (MMFLOW_BENCH_VENV, default <target dir>/bench-venv). Both sides run on the same
+# machine in the same invocation: read the ratios, not the absolute times.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+threads="${BENCH_THREADS:-$(nproc)}"
+venv="${MMFLOW_BENCH_VENV:-$CARGO_TARGET_DIR/bench-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/requirements-bench.txt
+py="$venv/bin/python"
+
+export MMFLOW_BENCH_RESULTS="$CARGO_TARGET_DIR/bench-results.jsonl"
+rm -f "$MMFLOW_BENCH_RESULTS"
+export RAYON_NUM_THREADS="$threads"
+
+cargo build --release --quiet
+cargo bench --quiet --bench normalize
+"$py" benches/normalize_numpy.py
+cargo bench --quiet --bench targets
+"$py" benches/targets_sklearn.py
+cargo bench --quiet --bench train
+"$py" benches/train_torch.py --threads "$threads"
+"$py" benches/sdk_recipe.py --videos "${BENCH_VIDEOS:-160}"
+if [ -f benches/mmsa_pickle.py ]; then
+    "$py" benches/mmsa_pickle.py --scale "${BENCH_PICKLE_SCALE:-0.125}"
+fi
+
+echo
+echo "$(nproc) cores, $threads threads, $(date -u +%Y-%m-%d)"
+"$py" benches/results.py "$MMFLOW_BENCH_RESULTS"
