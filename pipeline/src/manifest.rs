@@ -324,8 +324,12 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// Lists the regular files at `path` (itself, or everything below it, sorted), with their
-/// hashes, reusing the hash of `previous` records whose size and mtime are unchanged.
-pub fn record_files(path: &Path, previous: &[FileRecord]) -> Result<Vec<FileRecord>, EngineError> {
+/// hashes: `known(file, size, mtime)` gives a hash recorded before for a file of that size and
+/// mtime (else the file is read).
+pub fn record_files(
+    path: &Path,
+    known: impl Fn(&Path, u64, u128) -> Option<String>,
+) -> Result<Vec<FileRecord>, EngineError> {
     let mut files = Vec::new();
     collect_files(path, &mut files).map_err(|e| EngineError::io(path, e))?;
     files.sort();
@@ -333,11 +337,8 @@ pub fn record_files(path: &Path, previous: &[FileRecord]) -> Result<Vec<FileReco
         .into_iter()
         .map(|file| {
             let (size, mtime_ns) = stat(&file).map_err(|e| EngineError::io(&file, e))?;
-            let known = previous
-                .iter()
-                .find(|r| r.path == file && r.size == size && r.mtime_ns == mtime_ns);
-            let hash = match known {
-                Some(r) => r.hash.clone(),
+            let hash = match known(&file, size, mtime_ns) {
+                Some(hash) => hash,
                 None => hash_file(&file).map_err(|e| EngineError::io(&file, e))?,
             };
             Ok(FileRecord {

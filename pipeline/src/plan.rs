@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::config::{Pipeline, PlannedStage};
 use crate::manifest::{self, FileRecord, InputRecord, Manifest, OutputRecord, StageEntry};
+use crate::run_cache::RunCache;
 use crate::EngineError;
 
 /// A stage's fingerprint and what went into it.
@@ -56,9 +57,27 @@ pub fn fingerprint(
         .get(&stage.id)
         .map(|e| e.external_files.as_slice())
         .unwrap_or(&[]);
+    // A source file's hash is read again only when neither this run directory's lock nor the
+    // run-cache (any run sharing it) knows the file at its size and modification time.
+    let cache = pipeline
+        .run_cache
+        .folder(&pipeline.run_dir)
+        .map(RunCache::at);
+    let known = |file: &Path, size: u64, mtime_ns: u128| {
+        previous
+            .iter()
+            .find(|r| r.path == file && r.size == size && r.mtime_ns == mtime_ns)
+            .map(|r| r.hash.clone())
+            .or_else(|| cache.as_ref()?.known_hash(file, size, mtime_ns))
+    };
     let mut external_files = Vec::new();
     for path in &stage.external_files {
-        external_files.extend(manifest::record_files(path, previous)?);
+        external_files.extend(manifest::record_files(path, known)?);
+    }
+    if let Some(cache) = &cache {
+        for record in &external_files {
+            cache.remember_hash(record);
+        }
     }
     let device = stage
         .uses_device

@@ -11,6 +11,10 @@
 //! The key of an entry is the stage's fingerprint and its id: a table records the id of the
 //! stage that wrote it, so a restored file is byte for byte the file the stage would write.
 //!
+//! The cache also remembers the content hash of each source file it has seen (by canonical
+//! path, size and modification time), so a new run directory, such as each point of a sweep,
+//! does not read a large source file again only to hash it.
+//!
 //! ## Layout and concurrency
 //! `<cache>/<key[..2]>/<key>/` holds the files and `entry.json`. An entry is filled in
 //! `<cache>/tmp/` and published by renaming its folder into place, which succeeds for exactly
@@ -28,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest;
+use crate::manifest::{self, FileRecord};
 use crate::stage::OutputPort;
 
 /// Name of the run-cache folder when its location is not configured: beside the run
@@ -44,6 +48,9 @@ const ENTRY_FILE: &str = "entry.json";
 
 /// Folder (inside the cache) where entries are filled and discarded.
 const WORK_FOLDER: &str = "tmp";
+
+/// Folder (inside the cache) of the content hashes of source files, by path.
+const HASHES_FOLDER: &str = "hashes";
 
 /// The `[pipeline] run_cache` setting: `true` (default: `.mmflow-cache` beside the run
 /// directory), `false` (no run-cache), or the cache's folder.
@@ -211,6 +218,51 @@ impl RunCache {
         published
     }
 
+    /// The content hash a run sharing this cache recorded for the source file `path` when it
+    /// had this size and modification time.
+    pub fn known_hash(&self, path: &Path, size: u64, mtime_ns: u128) -> Option<String> {
+        let memo = self.hash_memo(path)?;
+        let record: FileRecord = serde_json::from_slice(&fs::read(memo).ok()?).ok()?;
+        (record.path == fs::canonicalize(path).ok()?
+            && record.size == size
+            && record.mtime_ns == mtime_ns)
+            .then_some(record.hash)
+    }
+
+    /// Records a source file's hash for [`RunCache::known_hash`] (best effort: a memo that
+    /// cannot be written only means the file is hashed again).
+    pub fn remember_hash(&self, record: &FileRecord) {
+        let (Some(memo), Ok(path)) = (self.hash_memo(&record.path), fs::canonicalize(&record.path))
+        else {
+            return;
+        };
+        let memo_record = FileRecord {
+            path,
+            ..record.clone()
+        };
+        let unchanged = fs::read(&memo)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<FileRecord>(&b).ok())
+            .is_some_and(|known| known == memo_record);
+        if unchanged || fs::create_dir_all(self.root.join(HASHES_FOLDER)).is_err() {
+            return;
+        }
+        if let Ok(json) = serde_json::to_vec(&memo_record) {
+            let _ = manifest::write_atomically(&memo, &json);
+        }
+    }
+
+    /// `<cache>/hashes/<hash of the file's canonical path>.json`.
+    fn hash_memo(&self, path: &Path) -> Option<PathBuf> {
+        let path = fs::canonicalize(path).ok()?;
+        let name = blake3::hash(path.as_os_str().as_encoded_bytes()).to_hex();
+        Some(
+            self.root
+                .join(HASHES_FOLDER)
+                .join(format!("{}.json", &name[..32])),
+        )
+    }
+
     /// Moves an entry folder aside (one rename, so no reader sees part of it), then removes it.
     fn discard(&self, dir: &Path) {
         let work = self.root.join(WORK_FOLDER);
@@ -312,4 +364,33 @@ fn verify_file(path: &Path, output: &CachedOutput) -> Result<(), String> {
         return Err("its content does not match the recorded hash".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_hash_is_known_only_at_the_size_and_time_it_was_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = RunCache::at(dir.path().join("cache"));
+        let source = dir.path().join("features.csd");
+        fs::write(&source, b"abc").unwrap();
+        let (size, mtime_ns) = manifest::stat(&source).unwrap();
+        assert_eq!(cache.known_hash(&source, size, mtime_ns), None);
+        let hash = manifest::hash_file(&source).unwrap();
+        cache.remember_hash(&FileRecord {
+            path: source.clone(),
+            size,
+            mtime_ns,
+            hash: hash.clone(),
+        });
+        assert_eq!(cache.known_hash(&source, size, mtime_ns), Some(hash));
+        // Another path to the same file finds it; another size or time does not.
+        let link = dir.path().join("link.csd");
+        std::os::unix::fs::symlink(&source, &link).unwrap();
+        assert!(cache.known_hash(&link, size, mtime_ns).is_some());
+        assert_eq!(cache.known_hash(&source, size + 1, mtime_ns), None);
+        assert_eq!(cache.known_hash(&source, size, mtime_ns + 1), None);
+    }
 }
