@@ -523,8 +523,10 @@ impl Work<'_> {
         if !forced {
             let started = Instant::now();
             if let Some((outputs, cached)) = self.restore(&key, &stage_dir)? {
+                let entry = self.entry(fp, outputs, cached.report, cached.duration_s);
+                self.remember_sources(&entry);
                 return Ok(Completed::Restored {
-                    entry: Box::new(self.entry(fp, outputs, cached.report, cached.duration_s)),
+                    entry: Box::new(entry),
                     reason,
                     seconds: started.elapsed().as_secs_f64(),
                 });
@@ -539,6 +541,7 @@ impl Work<'_> {
         let (outputs, report, duration_s) = result?;
         let entry = self.entry(fp, outputs, report, duration_s);
         self.store(&key, &entry);
+        self.remember_sources(&entry);
         Ok(Completed::Ran {
             entry: Box::new(entry),
             reason,
@@ -672,6 +675,16 @@ impl Work<'_> {
                 self.stage.id,
                 cache.root().display()
             );
+        }
+    }
+
+    /// Tells the run-cache the hashes of the source files a completed stage read (a stage
+    /// that failed leaves nothing behind, there either).
+    fn remember_sources(&self, entry: &StageEntry) {
+        if let Some(cache) = self.cache {
+            for record in &entry.external_files {
+                cache.remember_hash(record);
+            }
         }
     }
 

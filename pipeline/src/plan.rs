@@ -74,11 +74,7 @@ pub fn fingerprint(
     for path in &stage.external_files {
         external_files.extend(manifest::record_files(path, known)?);
     }
-    if let Some(cache) = &cache {
-        for record in &external_files {
-            cache.remember_hash(record);
-        }
-    }
+
     let device = stage
         .uses_device
         .then(|| pipeline.device.as_str().to_string());
