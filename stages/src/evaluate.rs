@@ -43,6 +43,7 @@ pub struct EvaluateParams {
     /// plus MSE, RMSE, CCC) or `sims` (`Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`,
     /// `MAE`, `Corr` after clipping to [-1, 1]). By default the segments' dataset decides:
     /// `sims` and `simsv2` get `sims`, any other `mosi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricFamily>,
 }
 
