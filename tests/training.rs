@@ -398,3 +398,164 @@ fn an_empty_validation_split_is_an_error() {
         run.stderr
     );
 }
+
+/// The SIMS-like test's heads: CH-SIMS's overall and per-modality sentiment.
+const SIMS_HEADS: [&str; 4] = ["sentiment", "sentiment_T", "sentiment_A", "sentiment_V"];
+
+/// A small CH-SIMS-like dataset as CSV files: per segment a latent sentiment per modality,
+/// features carrying it (4 frames per second, 4 columns per modality) and labels on CH-SIMS's
+/// grid of fifths in [-1, 1] (`sentiment_T/A/V` from each modality's latent, `sentiment`
+/// from their mean); 40 videos of 6 one-second segments, folds 28/6/6 videos.
+fn write_sims_like(dir: &Dir) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut normal = move || (0..4).map(|_| rng.random::<f64>()).sum::<f64>() - 2.0;
+    let to_grid = |v: f64| ((v.tanh() * 5.0).round() / 5.0).clamp(-1.0, 1.0);
+    let mut labels =
+        String::from("video,timestamp,sentiment,sentiment_T,sentiment_A,sentiment_V\n");
+    let mut features: Vec<String> = (0..3)
+        .map(|_| "video,timestamp,f0,f1,f2,f3\n".into())
+        .collect();
+    let videos: Vec<String> = (0..40).map(|v| format!("clip{v:02}")).collect();
+    for video in &videos {
+        for segment in 0..6 {
+            let latent: Vec<f64> = (0..3).map(|_| 1.2 * normal()).collect();
+            let per_modality: Vec<f64> = latent.iter().map(|&z| to_grid(z)).collect();
+            let overall = to_grid(latent.iter().sum::<f64>() / 3.0);
+            labels.push_str(&format!(
+                "{video},{segment},{overall},{},{},{}\n",
+                per_modality[0], per_modality[1], per_modality[2]
+            ));
+            for (m, table) in features.iter_mut().enumerate() {
+                for frame in 0..4 {
+                    let t = segment as f64 + frame as f64 / 4.0;
+                    let cells: Vec<String> = (0..4)
+                        .map(|c| {
+                            let weight = [1.0, -0.5, 0.8, 0.0][c];
+                            format!("{:.5}", weight * latent[m] + 0.3 * normal())
+                        })
+                        .collect();
+                    table.push_str(&format!("{video},{t},{}\n", cells.join(",")));
+                }
+            }
+        }
+    }
+    dir.write("sims/labels.csv", &labels);
+    for (name, table) in ["text", "audio", "visual"].iter().zip(&features) {
+        dir.write(&format!("sims/{name}.csv"), table);
+    }
+    let folds = serde_json::json!({
+        "train": videos[..28],
+        "valid": videos[28..34],
+        "test": videos[34..],
+    });
+    dir.write("sims/folds.json", &folds.to_string());
+}
+
+const SIMS_LIKE: &str = r#"
+[stages.sims]
+kind = "csv"
+[stages.sims.params]
+dataset = "sims"
+folds = "sims/folds.json"
+align = "none"
+reference = "text"
+labels = { path = "sims/labels.csv", fps = 1.0, csv = { video_column = "video" } }
+label_columns = ["sentiment", "sentiment_T", "sentiment_A", "sentiment_V"]
+[stages.sims.params.modalities]
+text = { path = "sims/text.csv", fps = 4.0, csv = { video_column = "video" } }
+audio = { path = "sims/audio.csv", fps = 4.0, csv = { video_column = "video" } }
+visual = { path = "sims/visual.csv", fps = 4.0, csv = { video_column = "video" } }
+
+[stages.model]
+kind = "train_model"
+inputs = { segments = "sims.segments", features = ["sims.text", "sims.audio", "sims.visual"] }
+[stages.model.params]
+heads = { sentiment = {}, sentiment_T = {}, sentiment_A = {}, sentiment_V = {} }
+optim = { epochs = 12, batch_size = 16, learning_rate = 0.005 }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "sims.segments", features = ["sims.text", "sims.audio", "sims.visual"] }
+params = { bootstrap = 50 }
+
+[stages.eval_mosi]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "sims.segments", features = ["sims.text", "sims.audio", "sims.visual"] }
+params = { bootstrap = 0, metrics = "mosi" }
+"#;
+
+/// A CH-SIMS-like dataset (`dataset = "sims"`, labels in [-1, 1]) trains a model with one
+/// head per CH-SIMS label; evaluation gives every head MMSA's SIMS metrics (values checked
+/// against the predictions), and `metrics = "mosi"` forces the MOSI family instead.
+#[test]
+fn a_sims_dataset_gets_mmsas_sims_metrics_for_every_sentiment_head() {
+    let dir = Dir::new();
+    write_sims_like(&dir);
+    dir.write("p.toml", SIMS_LIKE);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let run = dir.join("data/runs/p");
+    let metrics = read_metrics(&run.join("eval/metrics.parquet")).unwrap();
+    let predictions = read_predictions(&run.join("eval/predictions.parquet")).unwrap();
+    let sims_names = [
+        "Mult_acc_2",
+        "Mult_acc_3",
+        "Mult_acc_5",
+        "F1_score",
+        "MAE",
+        "Corr",
+    ];
+    for head in SIMS_HEADS {
+        for split in Split::ALL {
+            let names: Vec<&str> = metrics
+                .iter()
+                .filter(|m| m.split == split && m.head == head)
+                .map(|m| m.metric.as_str())
+                .collect();
+            assert_eq!(names, sims_names, "{split} {head}");
+            // Mult_acc_2 and MAE recomputed from the predictions: clipped to [-1, 1] in
+            // float32, positive above 0.
+            let rows: Vec<(f32, f32)> = predictions
+                .iter()
+                .filter(|p| p.split == split && p.head == head)
+                .map(|p| {
+                    (
+                        p.prediction.clamp(-1.0, 1.0),
+                        p.label.unwrap().clamp(-1.0, 1.0),
+                    )
+                })
+                .collect();
+            let n = rows.len() as f64;
+            let agree = rows
+                .iter()
+                .filter(|(p, y)| (*p > 0.0) == (*y > 0.0))
+                .count();
+            let (acc2, _, _, count) = metric(&metrics, split, head, "Mult_acc_2");
+            assert_eq!(count, rows.len() as u64);
+            assert!(
+                (acc2 - agree as f64 / n).abs() < 1e-12,
+                "{split} {head}: {acc2}"
+            );
+            let mae = rows
+                .iter()
+                .map(|(p, y)| f64::from((p - y).abs()))
+                .sum::<f64>()
+                / n;
+            let (got, _, _, _) = metric(&metrics, split, head, "MAE");
+            assert!(
+                (got - mae).abs() < 1e-6,
+                "{split} {head}: MAE {got} vs {mae}"
+            );
+        }
+        let (corr, _, _, _) = metric(&metrics, Split::Train, head, "Corr");
+        assert!(corr > 0.5, "{head} learns: train Corr {corr}");
+        let (acc, lo, hi, _) = metric(&metrics, Split::Valid, head, "Mult_acc_2");
+        assert!(lo <= acc && acc <= hi, "{head}: {acc} in [{lo}, {hi}]");
+    }
+    let forced = read_metrics(&run.join("eval_mosi/metrics.parquet")).unwrap();
+    for head in SIMS_HEADS {
+        metric(&forced, Split::Test, head, "Has0_acc_2");
+        metric(&forced, Split::Test, head, "CCC");
+        assert!(!forced.iter().any(|m| m.metric == "Mult_acc_2"));
+    }
+}

@@ -3,7 +3,7 @@
 //! collapsed predictions, a sign inversion, a split too small to conclude anything, a large
 //! train–validation gap. Optionally a linear calibration fitted on the validation split only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{self, Metric, CALIBRATED_SUFFIX, MEAN_SUBJECT};
+use crate::metrics::{self, Metric, MetricFamily, CALIBRATED_SUFFIX, MEAN_SUBJECT};
 use crate::stats::{pearson, quantile, std};
 use crate::tables::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
 use crate::train::device::resolve;
@@ -39,6 +39,12 @@ pub struct EvaluateParams {
     pub min_samples: usize,
     /// Flag a train − validation difference of Corr/CCC above this.
     pub max_gap: f64,
+    /// MMSA's metrics of sentiment heads: `mosi` (`Has0_acc_2`, …, `Mult_acc_7`, `MAE`, `Corr`,
+    /// plus MSE, RMSE, CCC) or `sims` (`Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`,
+    /// `MAE`, `Corr` after clipping to [-1, 1]). By default the segments' dataset decides:
+    /// `sims` and `simsv2` get `sims`, any other `mosi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricFamily>,
 }
 
 impl Default for EvaluateParams {
@@ -49,6 +55,7 @@ impl Default for EvaluateParams {
             collapse_ratio: 0.1,
             min_samples: 100,
             max_gap: 0.1,
+            metrics: None,
         }
     }
 }
@@ -132,6 +139,9 @@ impl StageKind for Evaluate {
             best_epoch: restored_best_epoch,
             ..
         } = Restored::load(ctx, &device)?;
+        let family = p
+            .metrics
+            .unwrap_or_else(|| family_of_datasets(ctx.stage_id, &data.datasets));
         let model_ref = ctx.input("model")?.reference.to_string();
         let segments = ctx.input("segments")?.clone();
         let arch = &model.arch;
@@ -196,14 +206,14 @@ impl StageKind for Evaluate {
                     .map(|&r| labels[r].unwrap_or(0.0) as f64)
                     .collect();
                 let pred: Vec<f64> = rows_of.iter().map(|&r| predictions[h][r] as f64).collect();
-                let notes = split_flags(p, split, head, &pred, &y, &mut flags);
+                let measured = head.predicts.metrics(family);
+                let notes = split_flags(p, split, head, measured, &pred, &y, &mut flags);
                 let seed = ctx.seed;
                 for (suffix, values) in
                     std::iter::once(("", pred.clone())).chain(calibration.map(|(a, b)| {
                         (CALIBRATED_SUFFIX, pred.iter().map(|v| a * v + b).collect())
                     }))
                 {
-                    let measured = head.predicts.metrics();
                     let cis = bootstrap(
                         &values,
                         &y,
@@ -280,6 +290,27 @@ impl StageKind for Evaluate {
         );
         ctx.report("segments_without_every_modality", data.dropped);
         Ok(())
+    }
+}
+
+/// The metric family MMSA would use for the segments' datasets: theirs when they agree, else
+/// (a mix) the MOSI family, with a warning.
+fn family_of_datasets(stage: &str, datasets: &BTreeSet<String>) -> MetricFamily {
+    let families: BTreeSet<MetricFamily> = datasets
+        .iter()
+        .map(|d| MetricFamily::of_dataset(d))
+        .collect();
+    match families.into_iter().collect::<Vec<_>>()[..] {
+        [one] => one,
+        [] => MetricFamily::default(),
+        _ => {
+            tracing::warn!(
+                "{stage}: the segments mix datasets of both metric families ({}): MMSA's MOSI \
+                 metrics; set `metrics` to choose",
+                datasets.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+            MetricFamily::Mosi
+        }
     }
 }
 
@@ -436,6 +467,7 @@ fn split_flags(
     p: &EvaluateParams,
     split: Split,
     head: &Head,
+    measured: &[Metric],
     pred: &[f64],
     y: &[f64],
     flags: &mut Vec<Diagnostic>,
@@ -443,6 +475,11 @@ fn split_flags(
     let mut notes = BTreeMap::new();
     let subject = head.label.clone();
     let method = split.as_str();
+    let corr = measured
+        .iter()
+        .copied()
+        .find(|m| matches!(m, Metric::Corr | Metric::SimsCorr))
+        .unwrap_or(Metric::Corr);
     let ratio = std(pred) / std(y).max(f64::MIN_POSITIVE);
     let collapsed = ratio < p.collapse_ratio;
     let mut d = Diagnostic::new(method, &subject, "prediction_std_ratio", ratio).with_n(y.len());
@@ -451,7 +488,7 @@ fn split_flags(
             "FLAG collapsed predictions: their std is {ratio:.3} of the labels' (< {})",
             p.collapse_ratio
         );
-        notes.insert(Metric::Corr, note.clone());
+        notes.insert(corr, note.clone());
         d = d.with_note(note);
     }
     flags.push(d);
@@ -462,7 +499,7 @@ fn split_flags(
                 "FLAG sign inversion: negated predictions correlate better (r = {r:.3} → {:.3})",
                 -r
             );
-            notes.entry(Metric::Corr).or_insert_with(|| note.clone());
+            notes.entry(corr).or_insert_with(|| note.clone());
             d = d.with_note(note);
         }
         flags.push(d);
@@ -474,7 +511,7 @@ fn split_flags(
             y.len(),
             p.min_samples
         );
-        for &metric in head.predicts.metrics() {
+        for &metric in measured {
             notes.entry(metric).or_insert_with(|| note.clone());
         }
         d = d.with_note(note);
@@ -483,7 +520,7 @@ fn split_flags(
     notes
 }
 
-/// Train − validation gaps of Corr and CCC.
+/// Train − validation gaps of Corr (either family's) and CCC.
 fn gap_flags(
     p: &EvaluateParams,
     head: &str,
@@ -495,7 +532,7 @@ fn gap_flags(
     else {
         return;
     };
-    for metric in [Metric::Corr, Metric::Ccc] {
+    for metric in [Metric::Corr, Metric::SimsCorr, Metric::Ccc] {
         let name = metric.name();
         let (Some(t), Some(v)) = (train.get(&metric), valid.get(&metric)) else {
             continue;

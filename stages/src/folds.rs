@@ -9,7 +9,7 @@ use mmflow_schemas::Split;
 use serde::Deserialize;
 
 /// The video ids of each split of one dataset.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Folds {
     /// Training videos.
     pub train: Vec<String>,

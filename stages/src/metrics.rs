@@ -1,16 +1,33 @@
 //! The field's metrics, computed exactly as the tools report them.
 //!
-//! For sentiment in [-3, 3], MMSA's regression metrics (`utils/metricsTop.py`,
-//! `__eval_mosi_regression`): `Has0_acc_2`/`Has0_F1_score` compare `>= 0`; `Non0_acc_2`/
-//! `Non0_F1_score` drop zero labels and compare `> 0`; F1 is scikit-learn's support-weighted
-//! F1; `Mult_acc_5`/`Mult_acc_7` clip to [-2, 2]/[-3, 3] and compare values rounded half to
-//! even (numpy's `round`); `MAE`; `Corr` is Pearson's r. Plus `MSE`, `RMSE` and `CCC`
-//! (Lin's concordance). MMSA rounds to 4 decimals; these are not rounded.
+//! A sentiment head gets one of MMSA's two families of regression metrics
+//! (`src/MMSA/utils/metricsTop.py`), chosen like MMSA chooses them, by dataset
+//! ([`MetricFamily`]):
+//!
+//! - [`MetricFamily::Mosi`], for sentiment in [-3, 3] (MOSI, MOSEI; `__eval_mosi_regression`):
+//!   `Has0_acc_2`/`Has0_F1_score` compare `>= 0`; `Non0_acc_2`/`Non0_F1_score` drop zero labels
+//!   and compare `> 0`; F1 is scikit-learn's support-weighted F1; `Mult_acc_5`/`Mult_acc_7`
+//!   clip to [-2, 2]/[-3, 3] and compare values rounded half to even (numpy's `round`); `MAE`;
+//!   `Corr` is Pearson's r. Plus `MSE`, `RMSE` and `CCC` (Lin's concordance).
+//! - [`MetricFamily::Sims`], for sentiment in [-1, 1] (CH-SIMS, CH-SIMS v2;
+//!   `__eval_sims_regression`): predictions and labels clipped to [-1, 1], then binned by
+//!   `lower < v <= upper` between the boundaries `[-1.01, 0, 1.01]` (`Mult_acc_2`: zero is
+//!   negative), `[-1.01, -0.1, 0.1, 1.01]` (`Mult_acc_3`) and
+//!   `[-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]` (`Mult_acc_5`); `F1_score` is the weighted F1 of the
+//!   two classes; `MAE` and `Corr` of the clipped values. MMSA gets float32 tensors, and numpy
+//!   compares a float32 array with a Python float in float32, so the bins compare `v as f32`
+//!   with the boundary as `f32` (a prediction of `0.1f32` is neutral, as in MMSA, although it
+//!   is above 0.1 as a double); its `MAE` is numpy's float32 mean (pairwise float32 sum) and is
+//!   reproduced as such. These six share MMSA's names with the MOSI family's `MAE`, `Corr` and
+//!   `Mult_acc_5` in metrics tables but are distinct [`Metric`]s (`SimsMae`, …): which one a
+//!   table holds is told by the family's other names (`Mult_acc_2`).
+//!
+//! MMSA rounds the MOSI family to 4 decimals; these are not rounded.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::datasets::EMOTIONS;
+use crate::datasets::{KnownDataset, EMOTIONS, SENTIMENT, SIMS_MODALITY_SENTIMENTS};
 
 /// Which way a metric improves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +73,25 @@ pub enum Metric {
     Corr,
     /// Lin's concordance correlation coefficient.
     Ccc,
+    /// CH-SIMS 2-class accuracy (MMSA's `Mult_acc_2`): clipped to [-1, 1], negative
+    /// `[-1, 0]` against positive `(0, 1]`.
+    SimsAcc2,
+    /// CH-SIMS 3-class accuracy (`Mult_acc_3`): `[-1, -0.1]`, `(-0.1, 0.1]`, `(0.1, 1]`.
+    SimsAcc3,
+    /// CH-SIMS 5-class accuracy (`Mult_acc_5`): `[-1, -0.7]`, `(-0.7, -0.1]`, `(-0.1, 0.1]`,
+    /// `(0.1, 0.7]`, `(0.7, 1]`.
+    SimsAcc5,
+    /// Support-weighted F1 of the CH-SIMS 2 classes (`F1_score`).
+    SimsF1,
+    /// Mean absolute error after clipping to [-1, 1], in float32 as numpy computes it (`MAE`).
+    SimsMae,
+    /// Pearson's correlation after clipping to [-1, 1] (`Corr`).
+    SimsCorr,
 }
 
 impl Metric {
-    /// Every metric, in report order.
-    pub const ALL: [Metric; 11] = [
+    /// Every metric: the MOSI family's, then the SIMS family's.
+    pub const ALL: [Metric; 17] = [
         Metric::Has0Acc2,
         Metric::Has0F1,
         Metric::Non0Acc2,
@@ -72,9 +103,16 @@ impl Metric {
         Metric::Mse,
         Metric::Rmse,
         Metric::Ccc,
+        Metric::SimsAcc2,
+        Metric::SimsAcc3,
+        Metric::SimsAcc5,
+        Metric::SimsF1,
+        Metric::SimsMae,
+        Metric::SimsCorr,
     ];
 
-    /// Its name in metrics tables (MMSA's spelling for MMSA's metrics).
+    /// Its name in metrics tables (MMSA's spelling for MMSA's metrics: the SIMS family's `MAE`,
+    /// `Corr` and `Mult_acc_5` are named like the MOSI family's).
     pub fn name(self) -> &'static str {
         match self {
             Metric::Has0Acc2 => "Has0_acc_2",
@@ -88,10 +126,18 @@ impl Metric {
             Metric::Rmse => "RMSE",
             Metric::Corr => "Corr",
             Metric::Ccc => "CCC",
+            Metric::SimsAcc2 => "Mult_acc_2",
+            Metric::SimsAcc3 => "Mult_acc_3",
+            Metric::SimsAcc5 => "Mult_acc_5",
+            Metric::SimsF1 => "F1_score",
+            Metric::SimsMae => "MAE",
+            Metric::SimsCorr => "Corr",
         }
     }
 
-    /// The metric a metrics table names `name`.
+    /// A metric a metrics table names `name`: for a name both families use (`MAE`, `Corr`,
+    /// `Mult_acc_5`), the MOSI family's, which improves the same way
+    /// ([`MetricFamily::metric_named`] tells them apart).
     pub fn from_name(name: &str) -> Option<Metric> {
         Metric::ALL.into_iter().find(|m| m.name() == name)
     }
@@ -110,6 +156,12 @@ impl Metric {
             Metric::Rmse => "rmse",
             Metric::Corr => "corr",
             Metric::Ccc => "ccc",
+            Metric::SimsAcc2 => "sims_acc2",
+            Metric::SimsAcc3 => "sims_acc3",
+            Metric::SimsAcc5 => "sims_acc5",
+            Metric::SimsF1 => "sims_f1",
+            Metric::SimsMae => "sims_mae",
+            Metric::SimsCorr => "sims_corr",
         }
     }
 
@@ -121,7 +173,7 @@ impl Metric {
     /// Which way it improves.
     pub fn direction(self) -> Direction {
         match self {
-            Metric::Mae | Metric::Mse | Metric::Rmse => Direction::LowerIsBetter,
+            Metric::Mae | Metric::Mse | Metric::Rmse | Metric::SimsMae => Direction::LowerIsBetter,
             _ => Direction::HigherIsBetter,
         }
     }
@@ -152,7 +204,101 @@ impl Metric {
             Metric::Rmse => mean(p.iter().zip(y).map(|(a, b)| (a - b) * (a - b))).sqrt(),
             Metric::Corr => crate::stats::pearson(p, y).unwrap_or(f64::NAN),
             Metric::Ccc => ccc(p, y),
+            Metric::SimsAcc2 => sims_class_accuracy(p, y, &SIMS_BOUNDS_2),
+            Metric::SimsAcc3 => sims_class_accuracy(p, y, &SIMS_BOUNDS_3),
+            Metric::SimsAcc5 => sims_class_accuracy(p, y, &SIMS_BOUNDS_5),
+            Metric::SimsF1 => sims_f1(p, y),
+            Metric::SimsMae => sims_mae(p, y),
+            Metric::SimsCorr => {
+                let (pc, yc): (Vec<f64>, Vec<f64>) = p
+                    .iter()
+                    .zip(y)
+                    .map(|(&a, &b)| (f64::from(sims_clip(a)), f64::from(sims_clip(b))))
+                    .unzip();
+                crate::stats::pearson(&pc, &yc).unwrap_or(f64::NAN)
+            }
         }
+    }
+}
+
+/// Which of MMSA's families of regression metrics a sentiment head gets; MMSA picks it by
+/// dataset (`MetricsTop.getMetics`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricFamily {
+    /// `__eval_mosi_regression` (MOSI, MOSEI: sentiment in [-3, 3]), plus MSE, RMSE and CCC.
+    #[default]
+    Mosi,
+    /// `__eval_sims_regression` (CH-SIMS, CH-SIMS v2: sentiment in [-1, 1]).
+    Sims,
+}
+
+impl MetricFamily {
+    /// The family MMSA uses for a dataset named `name`: `sims` for CH-SIMS and CH-SIMS v2,
+    /// `mosi` for any other.
+    pub fn of_dataset(name: &str) -> MetricFamily {
+        match KnownDataset::named(name) {
+            Some(KnownDataset::Sims | KnownDataset::SimsV2) => MetricFamily::Sims,
+            Some(KnownDataset::Mosi | KnownDataset::Mosei) | None => MetricFamily::Mosi,
+        }
+    }
+
+    /// The family of a metrics table's sentiment head, told by the metrics it holds: only the
+    /// SIMS family has `Mult_acc_2`.
+    pub fn of_metrics<'a>(mut names: impl Iterator<Item = &'a str>) -> MetricFamily {
+        if names.any(|n| n == Metric::SimsAcc2.name()) {
+            MetricFamily::Sims
+        } else {
+            MetricFamily::Mosi
+        }
+    }
+
+    /// The metrics evaluation computes for a sentiment head, in report order.
+    pub fn sentiment_metrics(self) -> &'static [Metric] {
+        match self {
+            MetricFamily::Mosi => &[
+                Metric::Has0Acc2,
+                Metric::Has0F1,
+                Metric::Non0Acc2,
+                Metric::Non0F1,
+                Metric::MultAcc5,
+                Metric::MultAcc7,
+                Metric::Mae,
+                Metric::Corr,
+                Metric::Mse,
+                Metric::Rmse,
+                Metric::Ccc,
+            ],
+            MetricFamily::Sims => &[
+                Metric::SimsAcc2,
+                Metric::SimsAcc3,
+                Metric::SimsAcc5,
+                Metric::SimsF1,
+                Metric::SimsMae,
+                Metric::SimsCorr,
+            ],
+        }
+    }
+
+    /// The metric of this family a metrics table names `name`.
+    pub fn metric_named(self, name: &str) -> Option<Metric> {
+        self.sentiment_metrics()
+            .iter()
+            .copied()
+            .find(|m| m.name() == name)
     }
 }
 
@@ -160,7 +306,8 @@ impl Metric {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Predicts {
-    /// Sentiment polarity in [-3, 3] (MOSI, MOSEI): MMSA's regression metrics.
+    /// Sentiment polarity (MOSI and MOSEI in [-3, 3], CH-SIMS in [-1, 1]): MMSA's regression
+    /// metrics of the dataset's [`MetricFamily`].
     Sentiment,
     /// An emotion's intensity in [0, 3] (MOSEI's six emotions).
     Emotion,
@@ -169,10 +316,11 @@ pub enum Predicts {
 }
 
 impl Predicts {
-    /// What a label column predicts when the config does not say: `sentiment` is sentiment,
-    /// MOSEI's six emotions are emotions, anything else (`valence`, `arousal`, …) a dimension.
+    /// What a label column predicts when the config does not say: `sentiment` and CH-SIMS's
+    /// per-modality `sentiment_T`/`sentiment_A`/`sentiment_V` are sentiment, MOSEI's six
+    /// emotions are emotions, anything else (`valence`, `arousal`, …) a dimension.
     pub fn of_label(label: &str) -> Predicts {
-        if label == "sentiment" {
+        if label == SENTIMENT || SIMS_MODALITY_SENTIMENTS.contains(&label) {
             Predicts::Sentiment
         } else if EMOTIONS.contains(&label) {
             Predicts::Emotion
@@ -181,10 +329,10 @@ impl Predicts {
         }
     }
 
-    /// The metrics evaluation computes, in report order.
-    pub fn metrics(self) -> &'static [Metric] {
+    /// The metrics evaluation computes, in report order (a sentiment head's are its family's).
+    pub fn metrics(self, family: MetricFamily) -> &'static [Metric] {
         match self {
-            Predicts::Sentiment => &Metric::ALL,
+            Predicts::Sentiment => family.sentiment_metrics(),
             Predicts::Emotion | Predicts::Dimension => {
                 &[Metric::Ccc, Metric::Corr, Metric::Rmse, Metric::Mae]
             }
@@ -209,9 +357,10 @@ impl Predicts {
     }
 
     /// The metrics a comparison shows when none are asked for.
-    pub fn headline_metrics(self) -> &'static [Metric] {
-        match self {
-            Predicts::Sentiment => &[
+    pub fn headline_metrics(self, family: MetricFamily) -> &'static [Metric] {
+        match (self, family) {
+            (Predicts::Sentiment, MetricFamily::Sims) => family.sentiment_metrics(),
+            (Predicts::Sentiment, MetricFamily::Mosi) => &[
                 Metric::Has0Acc2,
                 Metric::Non0Acc2,
                 Metric::MultAcc7,
@@ -219,7 +368,7 @@ impl Predicts {
                 Metric::Corr,
                 Metric::Ccc,
             ],
-            Predicts::Emotion | Predicts::Dimension => &[Metric::Ccc, Metric::Rmse],
+            (Predicts::Emotion | Predicts::Dimension, _) => &[Metric::Ccc, Metric::Rmse],
         }
     }
 
@@ -230,9 +379,10 @@ impl Predicts {
     }
 
     /// What a metrics table's head `label` predicts, read from the metrics it holds: only a
-    /// sentiment head has MMSA's accuracies; without them, as its name says.
+    /// sentiment head has MMSA's accuracies (`Has0_acc_2` or `Mult_acc_2`); without them, as
+    /// its name says.
     pub fn of_metrics<'a>(label: &str, mut names: impl Iterator<Item = &'a str>) -> Predicts {
-        if names.any(|n| n == Metric::Has0Acc2.name()) {
+        if names.any(|n| n == Metric::Has0Acc2.name() || n == Metric::SimsAcc2.name()) {
             Predicts::Sentiment
         } else {
             match Predicts::of_label(label) {
@@ -269,6 +419,87 @@ fn class_accuracy(p: &[f64], y: &[f64], bound: f64) -> f64 {
         let rb = b.clamp(-bound, bound).round_ties_even();
         f64::from(u8::from(ra == rb))
     }))
+}
+
+/// MMSA's CH-SIMS class boundaries (`ms_2`, `ms_3`, `ms_5`): class `i` is
+/// `bounds[i] < v <= bounds[i + 1]`, compared in float32.
+const SIMS_BOUNDS_2: [f32; 3] = [-1.01, 0.0, 1.01];
+const SIMS_BOUNDS_3: [f32; 4] = [-1.01, -0.1, 0.1, 1.01];
+const SIMS_BOUNDS_5: [f32; 6] = [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01];
+
+/// `np.clip(v, -1., 1.)` of a float32 value (NaN stays NaN).
+fn sims_clip(v: f64) -> f32 {
+    (v as f32).clamp(-1.0, 1.0)
+}
+
+/// The class MMSA's loop assigns to a clipped value; None for NaN, which no bin holds (MMSA
+/// leaves it NaN, equal to nothing).
+fn sims_class(v: f32, bounds: &[f32]) -> Option<usize> {
+    bounds.windows(2).position(|b| v > b[0] && v <= b[1])
+}
+
+/// `__multiclass_acc` of the binned clipped values: the share of equal classes.
+fn sims_class_accuracy(p: &[f64], y: &[f64], bounds: &[f32]) -> f64 {
+    mean(p.iter().zip(y).map(|(&a, &b)| {
+        let (ca, cb) = (
+            sims_class(sims_clip(a), bounds),
+            sims_class(sims_clip(b), bounds),
+        );
+        f64::from(u8::from(ca.is_some() && ca == cb))
+    }))
+}
+
+/// `f1_score(truth_a2, preds_a2, average="weighted")`; NaN where a value is NaN (scikit-learn
+/// refuses NaN input).
+fn sims_f1(p: &[f64], y: &[f64]) -> f64 {
+    let positive = |v: f64| sims_class(sims_clip(v), &SIMS_BOUNDS_2).map(|c| c == 1);
+    let preds: Option<Vec<bool>> = p.iter().map(|&v| positive(v)).collect();
+    let truth: Option<Vec<bool>> = y.iter().map(|&v| positive(v)).collect();
+    match (truth, preds) {
+        (Some(truth), Some(preds)) => weighted_f1(&truth, &preds),
+        _ => f64::NAN,
+    }
+}
+
+/// `np.mean(np.absolute(p - y))` of the clipped float32 arrays: float32 differences, numpy's
+/// pairwise float32 sum, then the sum divided by the count in float64 and rounded to float32.
+fn sims_mae(p: &[f64], y: &[f64]) -> f64 {
+    let diffs: Vec<f32> = p
+        .iter()
+        .zip(y)
+        .map(|(&a, &b)| (sims_clip(a) - sims_clip(b)).abs())
+        .collect();
+    if diffs.is_empty() {
+        return f64::NAN;
+    }
+    let sum = 0.0f32 + numpy_pairwise_sum(&diffs);
+    f64::from((f64::from(sum) / diffs.len() as f64) as f32)
+}
+
+/// numpy's `pairwise_sum` of float32 values (`loops_utils.h`): below 8 values a plain loop;
+/// up to 128, eight running sums combined as `((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 +
+/// r7))` and the rest added in order; above, the two halves (the first a multiple of 8)
+/// summed separately.
+fn numpy_pairwise_sum(a: &[f32]) -> f32 {
+    let n = a.len();
+    if n < 8 {
+        a.iter().fold(0.0f32, |s, &v| s + v)
+    } else if n <= 128 {
+        let mut r = [0.0f32; 8];
+        r.copy_from_slice(&a[..8]);
+        let whole = n - n % 8;
+        for block in a[8..whole].chunks_exact(8) {
+            for (acc, &v) in r.iter_mut().zip(block) {
+                *acc += v;
+            }
+        }
+        let head = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        a[whole..].iter().fold(head, |s, &v| s + v)
+    } else {
+        let half = n / 2;
+        let half = half - half % 8;
+        numpy_pairwise_sum(&a[..half]) + numpy_pairwise_sum(&a[half..])
+    }
 }
 
 /// scikit-learn's `f1_score(truth, preds, average="weighted")` for boolean labels.
@@ -335,6 +566,8 @@ pub fn ccc(p: &[f64], y: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     /// Reference: MMSA's `__eval_mosi_regression` body, run with numpy 2.x and scikit-learn:
@@ -373,6 +606,86 @@ mod tests {
             let got = Metric::from_name(name).unwrap().compute(&p, &y);
             assert!((got - value).abs() < 1e-9, "{name}: {got} vs {value}");
         }
-        assert_eq!(Metric::ALL.len(), want.len());
+        assert_eq!(MetricFamily::Mosi.sentiment_metrics().len(), want.len());
+    }
+
+    /// One case of `tests/data/metrics/sims_golden.json`: MMSA's `__eval_sims_regression` run
+    /// by `sims_golden.py` on float32 predictions and labels (NaN written as null).
+    #[derive(Deserialize)]
+    struct GoldenCase {
+        name: String,
+        pred: Vec<f64>,
+        truth: Vec<f64>,
+        metrics: BTreeMap<String, Option<f64>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Golden {
+        cases: Vec<GoldenCase>,
+    }
+
+    /// Every SIMS metric equals MMSA's to 1e-9 (neither side rounded; `MAE` exactly),
+    /// boundaries and ties included; NaN where MMSA's is NaN.
+    #[test]
+    fn sims_metrics_equal_mmsa_on_the_golden_cases() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/metrics/sims_golden.json");
+        let golden: Golden = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(golden.cases.len() >= 8, "{} cases", golden.cases.len());
+        for case in &golden.cases {
+            let family = MetricFamily::Sims;
+            assert_eq!(case.metrics.len(), family.sentiment_metrics().len());
+            for (name, want) in &case.metrics {
+                let metric = family.metric_named(name).unwrap();
+                let got = metric.compute(&case.pred, &case.truth);
+                match want {
+                    // numpy's float32 mean is reproduced, not approximated.
+                    Some(want) if metric == Metric::SimsMae => {
+                        assert_eq!(got, *want, "{}: {name}", case.name)
+                    }
+                    Some(want) => assert!(
+                        (got - want).abs() < 1e-9,
+                        "{}: {name}: mmflow {got} vs MMSA {want}",
+                        case.name
+                    ),
+                    None => assert!(got.is_nan(), "{}: {name}: {got}, MMSA NaN", case.name),
+                }
+            }
+        }
+    }
+
+    /// The float32 comparisons matter: `0.1f32` is above 0.1 as a double, but neutral for MMSA.
+    #[test]
+    fn sims_bins_compare_in_float32() {
+        let tenth = f64::from(0.1f32);
+        assert!(tenth > 0.1);
+        assert_eq!(sims_class(sims_clip(tenth), &SIMS_BOUNDS_3), Some(1));
+        assert_eq!(sims_class(sims_clip(0.0), &SIMS_BOUNDS_2), Some(0));
+        assert_eq!(sims_class(sims_clip(f64::NAN), &SIMS_BOUNDS_5), None);
+        assert_eq!(sims_class(sims_clip(-7.0), &SIMS_BOUNDS_5), Some(0));
+        assert_eq!(
+            Metric::SimsAcc3.compute(&[tenth, f64::NAN], &[0.0, f64::NAN]),
+            0.5
+        );
+    }
+
+    #[test]
+    fn names_are_mmsas_and_keys_are_unique() {
+        for family in [MetricFamily::Mosi, MetricFamily::Sims] {
+            for &m in family.sentiment_metrics() {
+                assert_eq!(family.metric_named(m.name()), Some(m));
+            }
+        }
+        assert_eq!(Metric::from_name("MAE"), Some(Metric::Mae));
+        assert_eq!(
+            MetricFamily::Sims.metric_named("MAE"),
+            Some(Metric::SimsMae)
+        );
+        let keys: std::collections::BTreeSet<&str> = Metric::ALL.iter().map(|m| m.key()).collect();
+        assert_eq!(keys.len(), Metric::ALL.len());
+        assert_eq!(MetricFamily::of_dataset("simsv2"), MetricFamily::Sims);
+        assert_eq!(MetricFamily::of_dataset("mosei"), MetricFamily::Mosi);
+        assert_eq!(MetricFamily::of_dataset("my_corpus"), MetricFamily::Mosi);
+        assert_eq!(Predicts::of_label("sentiment_V"), Predicts::Sentiment);
     }
 }

@@ -61,6 +61,22 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
+        what: "an evaluation forced to a metric family MMSA does not have",
+        setup: |d| {
+            pipeline(
+                d,
+                &format!(
+                    "{}\n[stages.eval]\nkind = \"evaluate\"\ninputs = {{ model = \"model.model\", segments = \"mosi.segments\", features = [\"mosi.text\"] }}\nparams = {{ metrics = \"chsims\" }}\n",
+                    TRAIN.replace("PARAMS", "")
+                ),
+            )
+        },
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["`stages.eval.params.metrics`", "`chsims`", "`mosi`", "`sims`"],
+        may_write: &[],
+    },
+    Case {
         what: "a monitor with an unknown measure",
         setup: |d| pipeline(d, &TRAIN.replace("PARAMS", "optim = { monitor = \"sentiment:acc\" }")),
         args: &["validate", "p.toml"],

@@ -6,7 +6,7 @@
 //! vectors) or per sequence (frames, padded to the longest in the batch with a mask and true
 //! lengths) — never element by element.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use candle_core::{Device, Tensor};
 use mmflow_pipeline::{ResolvedInput, StageError};
@@ -61,6 +61,8 @@ pub struct Dataset {
     pub modalities: Vec<Modality>,
     /// Segments of the segments table left out because a modality lacks them.
     pub dropped: usize,
+    /// The datasets the rows come from (the segments table's `dataset` column).
+    pub datasets: BTreeSet<String>,
 }
 
 impl Dataset {
@@ -109,6 +111,7 @@ impl Dataset {
                 })
                 .collect(),
             dropped: 0,
+            datasets: BTreeSet::new(),
         };
         for row in &table.rows {
             let found: Option<Vec<usize>> = loaded
@@ -119,6 +122,9 @@ impl Dataset {
                 data.dropped += 1;
                 continue;
             };
+            if !data.datasets.contains(&row.dataset) {
+                data.datasets.insert(row.dataset.clone());
+            }
             data.ids.push(row.segment_id.clone());
             data.splits.push(row.split);
             data.users.push(row.speaker_id.clone());

@@ -44,10 +44,10 @@ pub struct TrainModelParams {
     /// e.g. `arousal = { ccc = 0.7, mse = 0.3 }`.
     pub heads: BTreeMap<String, LossWeights>,
     /// What a head predicts, where its label column's name does not say: `sentiment`
-    /// (polarity in [-3, 3]: MMSA's metrics), `emotion` (an intensity in [0, 3]) or
-    /// `dimension` (a continuous affect dimension such as valence or arousal). By default a
-    /// column named `sentiment` is sentiment, MOSEI's six emotions are emotions, any other a
-    /// dimension.
+    /// (polarity in [-3, 3], or [-1, 1] for CH-SIMS: MMSA's metrics), `emotion` (an intensity
+    /// in [0, 3]) or `dimension` (a continuous affect dimension such as valence or arousal). By
+    /// default a column named `sentiment` (or CH-SIMS's `sentiment_T`, `sentiment_A`,
+    /// `sentiment_V`) is sentiment, MOSEI's six emotions are emotions, any other a dimension.
     pub predicts: BTreeMap<String, Predicts>,
     /// Dropout on the fused representation.
     pub dropout: f32,

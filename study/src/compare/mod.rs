@@ -672,6 +672,24 @@ mod tests {
             keys,
             ["sentiment/Has0_acc_2", "sentiment/MAE", "sentiment/CCC"]
         );
+        // A head evaluated with MMSA's CH-SIMS metrics (`Mult_acc_2` among them): that
+        // family's, in its order.
+        let mut runs = three_runs();
+        for run in &mut runs {
+            run.metrics.push(metric("sentiment", "F1_score", 0.7, None));
+            run.metrics
+                .push(metric("sentiment", "Mult_acc_2", 0.7, None));
+        }
+        let c = Comparison::build(&runs, "test", &[]).unwrap();
+        let keys: Vec<String> = c.columns.iter().map(Column::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "sentiment/Mult_acc_2",
+                "sentiment/F1_score",
+                "sentiment/MAE"
+            ]
+        );
         // Without the accuracies the head was evaluated as a continuous one: CCC and RMSE.
         let c = Comparison::build(&three_runs(), "test", &[]).unwrap();
         let keys: Vec<String> = c.columns.iter().map(Column::key).collect();
