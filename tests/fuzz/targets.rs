@@ -15,7 +15,7 @@ use mmflow_stages::ingest::align::{self, Collapse, Sequence, Timeline, Values};
 use mmflow_stages::ingest::csd_file::CsdFile;
 use mmflow_stages::ingest::csv_dir::CsvSource;
 use mmflow_stages::ingest::npz_file::NpzSource;
-use mmflow_stages::ingest::pickle::{self, ArrayData, PyValue};
+use mmflow_stages::ingest::pickle::{self, ArrayData, FileSource, NdArray, PyValue};
 use mmflow_stages::ingest::readers::TimingOptions;
 
 use super::mutate::{self, chunk, edit_lines, havoc, number_positions, rounds, MAX_INPUT};
@@ -510,17 +510,19 @@ fn mutate_pickle(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
     data
 }
 
-fn check_value(v: &PyValue, depth: usize) {
+/// Checks every array of `v` holds as many elements as its shape says; arrays left in the
+/// file are loaded, and float ones read row by row too, which must give the same values.
+fn check_value(v: &PyValue, source: &FileSource, depth: usize) {
     if depth > 64 {
         return;
     }
     match v {
-        PyValue::List(items) | PyValue::Tuple(items) => {
-            items.iter().for_each(|i| check_value(i, depth + 1))
-        }
+        PyValue::List(items) | PyValue::Tuple(items) => items
+            .iter()
+            .for_each(|i| check_value(i, source, depth + 1)),
         PyValue::Dict(items) => items.iter().for_each(|(k, v)| {
-            check_value(k, depth + 1);
-            check_value(v, depth + 1);
+            check_value(k, source, depth + 1);
+            check_value(v, source, depth + 1);
         }),
         PyValue::Array(a) => {
             let len = match &a.data {
@@ -530,8 +532,17 @@ fn check_value(v: &PyValue, depth: usize) {
                 ArrayData::Bool(x) => x.len(),
                 ArrayData::Str(x) => x.len(),
                 ArrayData::Object(x) => {
-                    x.iter().for_each(|i| check_value(i, depth + 1));
+                    x.iter().for_each(|i| check_value(i, source, depth + 1));
                     x.len()
+                }
+                ArrayData::Stored(_) => {
+                    let loaded = a.load(source).expect("an array checked against its file loads");
+                    assert!(!matches!(loaded.data, ArrayData::Stored(_)));
+                    check_value(&PyValue::Array(loaded.clone().into()), source, depth + 1);
+                    if a.data.is_float() {
+                        check_rows(a, &loaded, source);
+                    }
+                    a.len()
                 }
             };
             let product = a
@@ -550,10 +561,37 @@ fn check_value(v: &PyValue, depth: usize) {
     }
 }
 
+/// A stored float array read in two runs of rows equals the array loaded whole.
+fn check_rows(stored: &NdArray, loaded: &NdArray, source: &FileSource) {
+    let count = stored.shape.first().copied().unwrap_or(1);
+    let mut rows = Vec::new();
+    for part in [0..count / 2, count / 2..count] {
+        stored
+            .read_rows_f32(source, part, &mut rows)
+            .expect("rows of an array checked against its file read");
+    }
+    let mut whole = Vec::new();
+    loaded
+        .read_rows_f32(source, 0..count, &mut whole)
+        .expect("a loaded float array reads");
+    assert_eq!(
+        rows.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        whole.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        "rows of an array of shape {:?}",
+        stored.shape
+    );
+}
+
+/// Reads the file as the stage does (positioned reads, arrays left in the file), and from
+/// memory: both accept or both refuse it.
 fn run_pickle(path: &Path) {
     let bytes = std::fs::read(path).expect("the input was just written");
-    if let Ok(value) = pickle::read(&bytes) {
-        check_value(&value, 0);
+    let file = std::fs::File::open(path).expect("the input was just written");
+    let source = FileSource::new(file, bytes.len() as u64).expect("a small file");
+    let from_file = pickle::read_from(&source);
+    assert_eq!(from_file.is_ok(), pickle::read(&bytes).is_ok());
+    if let Ok(value) = from_file {
+        check_value(&value, &source, 0);
         let _ = value.get("train").map(|t| t.get("id"));
     }
 }
