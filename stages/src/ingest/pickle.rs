@@ -1963,6 +1963,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "index arithmetic on a 96-element test array"
+    )]
     fn large_arrays_stay_in_the_source_and_read_by_rows() {
         // [[[0, 1, …]]] of shape (3, 4, 8), as stored in C and in Fortran order.
         let (n, l, d) = (3usize, 4usize, 8usize);
