@@ -882,7 +882,11 @@ fn a_pickle_sharing_one_array_between_keys_reads() {
 }
 
 /// `{'train': {'id': [ids], 'audio': <audio>, 'audio_lengths': [lengths], 'regression_labels': [0.5 …]}}`.
-fn mmsa_pickle_of(ids: &[String], audio: impl FnOnce(Pickle) -> Pickle, lengths: &[i64]) -> Vec<u8> {
+fn mmsa_pickle_of(
+    ids: &[String],
+    audio: impl FnOnce(Pickle) -> Pickle,
+    lengths: &[i64],
+) -> Vec<u8> {
     let mut p = Pickle::new()
         .op(b"}")
         .str("train")
@@ -986,7 +990,9 @@ fn pickle_float_dtypes_and_layouts_convert_alike() {
 #[test]
 fn a_pickle_array_larger_than_a_chunk_is_written_in_row_groups() {
     let (n, steps, dim) = (9usize, 512usize, 1024usize);
-    let values: Vec<f32> = (0..n * steps * dim).map(|x| (x % 1000) as f32 - 500.0).collect();
+    let values: Vec<f32> = (0..n * steps * dim)
+        .map(|x| (x % 1000) as f32 - 500.0)
+        .collect();
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let ids: Vec<String> = (0..n).map(|i| format!("v$_${i}")).collect();
     let full = vec![steps as i64; n];

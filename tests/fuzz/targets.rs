@@ -515,12 +515,7 @@ fn mutate_pickle(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
 /// Checks every array of `v` holds as many elements as its shape says; arrays left in the
 /// file are loaded, and float ones read row by row too, which must give the same values.
 /// An array referenced many times (one `Arc`) is checked once: `seen` holds those checked.
-fn check_value(
-    v: &PyValue,
-    source: &FileSource,
-    seen: &mut HashSet<*const NdArray>,
-    depth: usize,
-) {
+fn check_value(v: &PyValue, source: &FileSource, seen: &mut HashSet<*const NdArray>, depth: usize) {
     if depth > 64 {
         return;
     }
@@ -541,11 +536,14 @@ fn check_value(
                 ArrayData::Bool(x) => x.len(),
                 ArrayData::Str(x) => x.len(),
                 ArrayData::Object(x) => {
-                    x.iter().for_each(|i| check_value(i, source, seen, depth + 1));
+                    x.iter()
+                        .for_each(|i| check_value(i, source, seen, depth + 1));
                     x.len()
                 }
                 ArrayData::Stored(_) => {
-                    let loaded = a.load(source).expect("an array checked against its file loads");
+                    let loaded = a
+                        .load(source)
+                        .expect("an array checked against its file loads");
                     let loaded_len = match &loaded.data {
                         ArrayData::F32(x) => x.len(),
                         ArrayData::F64(x) => x.len(),

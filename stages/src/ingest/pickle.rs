@@ -467,7 +467,9 @@ impl StoredArray {
             column.clear();
             self.read_run(source, at, n, &mut buf, &mut column)?;
             for (i, &x) in column.iter().enumerate() {
-                out[start.saturating_add(i.saturating_mul(width)).saturating_add(j)] = x;
+                out[start
+                    .saturating_add(i.saturating_mul(width))
+                    .saturating_add(j)] = x;
             }
         }
         Ok(())
@@ -537,7 +539,9 @@ impl Iterator for FortranIndices {
         let flat = index
             .iter()
             .zip(&self.strides)
-            .fold(0usize, |acc, (&i, &s)| acc.saturating_add(i.saturating_mul(s)));
+            .fold(0usize, |acc, (&i, &s)| {
+                acc.saturating_add(i.saturating_mul(s))
+            });
         // Advance in C order: the last axis fastest.
         let mut done = true;
         for (i, &extent) in index.iter_mut().zip(&self.shape).rev() {
@@ -822,8 +826,7 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
     /// from the source first when the window does not hold them.
     fn peek(&mut self, n: usize) -> Result<&[u8], PickleError> {
         let offset = self.pos.saturating_sub(self.window_start);
-        let held = self.pos >= self.window_start
-            && offset.saturating_add(n) <= self.window.len();
+        let held = self.pos >= self.window_start && offset.saturating_add(n) <= self.window.len();
         if !held {
             let len = WINDOW.min(self.remaining());
             self.window.resize(len, 0);
