@@ -61,6 +61,11 @@ impl Pickle {
 
     /// A numpy array as protocol 5 stores it: `_frombuffer(bytes, dtype(descr), shape, "C")`.
     fn array(self, descr: &str, shape: &[i64], data: &[u8]) -> Pickle {
+        self.array_in(descr, shape, data, "C")
+    }
+
+    /// An array whose `data` is in `order` (`"C"` or `"F"`).
+    fn array_in(self, descr: &str, shape: &[i64], data: &[u8], order: &str) -> Pickle {
         let mut p = self
             .global("numpy._core.numeric", "_frombuffer")
             .mark()
@@ -74,7 +79,7 @@ impl Pickle {
         for &d in shape {
             p = p.int(d);
         }
-        p.op(b"t").str("C").op(b"tR")
+        p.op(b"t").str(order).op(b"tR")
     }
 
     fn stop(self) -> Vec<u8> {
@@ -874,4 +879,128 @@ fn a_pickle_sharing_one_array_between_keys_reads() {
         ),
     );
     dir.mmflow(RUN).ok();
+}
+
+/// `{'train': {'id': [ids], 'audio': <audio>, 'audio_lengths': [lengths], 'regression_labels': [0.5 …]}}`.
+fn mmsa_pickle_of(
+    ids: &[String],
+    audio: impl FnOnce(Pickle) -> Pickle,
+    lengths: &[i64],
+) -> Vec<u8> {
+    let mut p = Pickle::new()
+        .op(b"}")
+        .str("train")
+        .op(b"}")
+        .mark()
+        .str("id")
+        .mark();
+    for id in ids {
+        p = p.str(id);
+    }
+    p = audio(p.op(b"l").str("audio")).str("audio_lengths").mark();
+    for &l in lengths {
+        p = p.int(l);
+    }
+    let labels: Vec<u8> = ids.iter().flat_map(|_| 0.5f32.to_le_bytes()).collect();
+    p.op(b"l")
+        .str("regression_labels")
+        .array("<f4", &[ids.len() as i64], &labels)
+        .op(b"us")
+        .stop()
+}
+
+/// Runs the `audio`-only stage on `bytes`; returns its audio table and its row groups.
+fn converted_audio(dir: &Dir, bytes: &[u8]) -> (mmflow_schemas::features::FeatureBatch, usize) {
+    write_bytes(dir, "x.pkl", bytes);
+    pickle_pipeline(dir, &dir.join("x.pkl"));
+    dir.mmflow(&["run", "p.toml", "--force", "m"]).ok();
+    let path = dir.join("data/runs/p/m/audio.parquet");
+    let file = std::fs::File::open(&path).unwrap();
+    let groups = parquet::file::reader::SerializedFileReader::new(file)
+        .map(|r| parquet::file::reader::FileReader::metadata(&r).num_row_groups())
+        .unwrap();
+    let batch = mmflow_schemas::features::FeatureReader::open(&path)
+        .unwrap()
+        .read_all()
+        .unwrap();
+    (batch, groups)
+}
+
+/// Float arrays of any float dtype, byte order and layout (C or Fortran), held in memory or
+/// left in the file (payloads of 256 bytes or more), convert to the same table.
+#[test]
+fn pickle_float_dtypes_and_layouts_convert_alike() {
+    let (n, steps, dim) = (2usize, 4usize, 12usize);
+    let value = |i: usize, j: usize, k: usize| ((i * steps + j) * dim + k) as f64 * 0.25;
+    let c_order: Vec<f64> = (0..n * steps * dim)
+        .map(|x| value(x / (steps * dim), x / dim % steps, x % dim))
+        .collect();
+    let f_order: Vec<f64> = (0..n * steps * dim)
+        .map(|x| value(x % n, x / n % steps, x / (n * steps)))
+        .collect();
+    let encode = |values: &[f64], descr: &str| -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|&v| match descr {
+                "<f4" => (v as f32).to_le_bytes().to_vec(),
+                ">f4" => (v as f32).to_be_bytes().to_vec(),
+                "<f8" => v.to_le_bytes().to_vec(),
+                ">f8" => v.to_be_bytes().to_vec(),
+                // Multiples of 0.25 below 2048: exact in float16 (sign 0, exponent, 10 bits).
+                "<f2" => {
+                    let bits = if v == 0.0 {
+                        0u16
+                    } else {
+                        let e = v.log2().floor() as i32;
+                        let frac = ((v / 2f64.powi(e) - 1.0) * 1024.0).round() as u16;
+                        (((e + 15) as u16) << 10) | frac
+                    };
+                    bits.to_le_bytes().to_vec()
+                }
+                other => panic!("{other}"),
+            })
+            .collect()
+    };
+    let ids = ["v$_$0".to_string(), "v$_$1".to_string()];
+    let lengths = [3i64, 4];
+    let dir = Dir::new();
+    let mut expected = Vec::new();
+    for (i, &len) in lengths.iter().enumerate() {
+        for j in 0..len as usize {
+            expected.extend((0..dim).map(|k| value(i, j, k) as f32));
+        }
+    }
+    for descr in ["<f4", ">f4", "<f8", ">f8", "<f2"] {
+        for (order, values) in [("C", &c_order), ("F", &f_order)] {
+            let data = encode(values, descr);
+            let shape = [n as i64, steps as i64, dim as i64];
+            let bytes = mmsa_pickle_of(&ids, |p| p.array_in(descr, &shape, &data, order), &lengths);
+            let (audio, groups) = converted_audio(&dir, &bytes);
+            let what = format!("{descr} {order} ({} payload bytes)", data.len());
+            assert_eq!(audio.segment_ids, ["v[0]", "v[1]"], "{what}");
+            assert_eq!(audio.offsets, [0, 3, 7], "{what}: cut to audio_lengths");
+            assert_eq!(audio.frames, expected, "{what}");
+            assert_eq!(groups, 1, "{what}");
+        }
+    }
+}
+
+/// An array larger than the stage's chunk (16 MiB of rows) is read and written a chunk of
+/// rows at a time, one row group each, with every value in place.
+#[test]
+fn a_pickle_array_larger_than_a_chunk_is_written_in_row_groups() {
+    let (n, steps, dim) = (9usize, 512usize, 1024usize);
+    let values: Vec<f32> = (0..n * steps * dim)
+        .map(|x| (x % 1000) as f32 - 500.0)
+        .collect();
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("v$_${i}")).collect();
+    let full = vec![steps as i64; n];
+    let shape = [n as i64, steps as i64, dim as i64];
+    let bytes = mmsa_pickle_of(&ids, |p| p.array("<f4", &shape, &data), &full);
+    let dir = Dir::new();
+    let (audio, groups) = converted_audio(&dir, &bytes);
+    assert_eq!(groups, 2, "8 rows of 2 MiB a chunk, then 1");
+    assert_eq!(audio.len(), n);
+    assert!(audio.frames == values, "every value in place");
 }

@@ -5,7 +5,9 @@
 //! the product of its shape). Errors are fine; a panic, abort, hang or allocation bomb is a
 //! finding.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -15,7 +17,7 @@ use mmflow_stages::ingest::align::{self, Collapse, Sequence, Timeline, Values};
 use mmflow_stages::ingest::csd_file::CsdFile;
 use mmflow_stages::ingest::csv_dir::CsvSource;
 use mmflow_stages::ingest::npz_file::NpzSource;
-use mmflow_stages::ingest::pickle::{self, ArrayData, PyValue};
+use mmflow_stages::ingest::pickle::{self, ArrayData, FileSource, NdArray, PyValue};
 use mmflow_stages::ingest::readers::TimingOptions;
 
 use super::mutate::{self, chunk, edit_lines, havoc, number_positions, rounds, MAX_INPUT};
@@ -510,18 +512,22 @@ fn mutate_pickle(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
     data
 }
 
-fn check_value(v: &PyValue, depth: usize) {
+/// Checks every array of `v` holds as many elements as its shape says; arrays left in the
+/// file are loaded, and float ones read row by row too, which must give the same values.
+/// An array referenced many times (one `Arc`) is checked once: `seen` holds those checked.
+fn check_value(v: &PyValue, source: &FileSource, seen: &mut HashSet<*const NdArray>, depth: usize) {
     if depth > 64 {
         return;
     }
     match v {
-        PyValue::List(items) | PyValue::Tuple(items) => {
-            items.iter().for_each(|i| check_value(i, depth + 1))
-        }
+        PyValue::List(items) | PyValue::Tuple(items) => items
+            .iter()
+            .for_each(|i| check_value(i, source, seen, depth + 1)),
         PyValue::Dict(items) => items.iter().for_each(|(k, v)| {
-            check_value(k, depth + 1);
-            check_value(v, depth + 1);
+            check_value(k, source, seen, depth + 1);
+            check_value(v, source, seen, depth + 1);
         }),
+        PyValue::Array(a) if !seen.insert(Arc::as_ptr(a)) => {}
         PyValue::Array(a) => {
             let len = match &a.data {
                 ArrayData::F32(x) => x.len(),
@@ -530,8 +536,26 @@ fn check_value(v: &PyValue, depth: usize) {
                 ArrayData::Bool(x) => x.len(),
                 ArrayData::Str(x) => x.len(),
                 ArrayData::Object(x) => {
-                    x.iter().for_each(|i| check_value(i, depth + 1));
+                    x.iter()
+                        .for_each(|i| check_value(i, source, seen, depth + 1));
                     x.len()
+                }
+                ArrayData::Stored(_) => {
+                    let loaded = a
+                        .load(source)
+                        .expect("an array checked against its file loads");
+                    let loaded_len = match &loaded.data {
+                        ArrayData::F32(x) => x.len(),
+                        ArrayData::F64(x) => x.len(),
+                        ArrayData::I64(x) => x.len(),
+                        ArrayData::Bool(x) => x.len(),
+                        other => panic!("a stored array loads as numbers, not {}", other.kind()),
+                    };
+                    assert_eq!(loaded_len, a.len());
+                    if a.data.is_float() {
+                        check_rows(a, &loaded, source);
+                    }
+                    a.len()
                 }
             };
             let product = a
@@ -550,10 +574,37 @@ fn check_value(v: &PyValue, depth: usize) {
     }
 }
 
+/// A stored float array read in two runs of rows equals the array loaded whole.
+fn check_rows(stored: &NdArray, loaded: &NdArray, source: &FileSource) {
+    let count = stored.shape.first().copied().unwrap_or(1);
+    let mut rows = Vec::new();
+    for part in [0..count / 2, count / 2..count] {
+        stored
+            .read_rows_f32(source, part, &mut rows)
+            .expect("rows of an array checked against its file read");
+    }
+    let mut whole = Vec::new();
+    loaded
+        .read_rows_f32(source, 0..count, &mut whole)
+        .expect("a loaded float array reads");
+    assert_eq!(
+        rows.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        whole.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        "rows of an array of shape {:?}",
+        stored.shape
+    );
+}
+
+/// Reads the file as the stage does (positioned reads, arrays left in the file), and from
+/// memory: both accept or both refuse it.
 fn run_pickle(path: &Path) {
     let bytes = std::fs::read(path).expect("the input was just written");
-    if let Ok(value) = pickle::read(&bytes) {
-        check_value(&value, 0);
+    let file = std::fs::File::open(path).expect("the input was just written");
+    let source = FileSource::new(file, bytes.len() as u64).expect("a small file");
+    let from_file = pickle::read_from(&source);
+    assert_eq!(from_file.is_ok(), pickle::read(&bytes).is_ok());
+    if let Ok(value) = from_file {
+        check_value(&value, &source, &mut HashSet::new(), 0);
         let _ = value.get("train").map(|t| t.get("id"));
     }
 }

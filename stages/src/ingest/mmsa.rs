@@ -5,13 +5,20 @@
 //!
 //! Ids `video$_$clip` become segment ids `video[clip]`. Sequences `[N, L, D]` are cut to
 //! `<key>_lengths` when the file has them (MMSA pads at the end), else kept whole.
+//!
+//! Memory stays bounded whatever the file's size: the file is parsed with positioned reads
+//! ([`pickle::read_from`] over a [`FileSource`]), which leaves the arrays' numbers in the
+//! file, and each feature array is then read [`CHUNK_BYTES`] of rows at a time, each chunk
+//! written as one row group. A run reads the file twice: once whole when the executor
+//! hashes it for the fingerprint (skipped when its size and modification time are those it
+//! last hashed), and once here, the structure while parsing and each array's bytes as they
+//! are written (arrays no parameter names are skipped).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mmflow_pipeline::files::read_regular;
+use mmflow_pipeline::files::open_regular;
 use mmflow_pipeline::{
     BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
 };
@@ -21,7 +28,7 @@ use mmflow_schemas::Split;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::pickle::{self, ArrayData, NdArray, PyValue};
+use super::pickle::{self, ArrayData, FileSource, NdArray, PyValue};
 use super::source::NonFinitePolicy;
 use crate::tables::{FEATURES, SEGMENTS};
 
@@ -129,13 +136,14 @@ impl StageKind for MmsaPickle {
     }
 
     fn run(&self, p: &MmsaParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let bytes = read_regular(&p.path).map_err(|source| StageError::Io {
+        let io = |source| StageError::Io {
             path: p.path.clone(),
             source,
-        })?;
-        let root = pickle::read(&bytes)
+        };
+        let (file, size) = open_regular(&p.path).map_err(io)?;
+        let source = FileSource::new(file, size).map_err(io)?;
+        let root = pickle::read_from(&source)
             .map_err(|e| StageError::input(format!("{}: {e}", p.path.display())))?;
-        drop(bytes);
         let PyValue::Dict(splits) = root else {
             return Err(StageError::input(format!(
                 "{}: the pickle holds a {}, expected a dict of splits (train, valid, test)",
@@ -202,14 +210,8 @@ impl StageKind for MmsaPickle {
             }
             let mut labels: Vec<Vec<Option<f32>>> = vec![Vec::new(); n];
             for key in p.labels.values() {
-                let values = take_floats(&mut items, key).map_err(|m| fail(&name, key, m))?;
-                if values.len() != n {
-                    return Err(fail(
-                        &name,
-                        key,
-                        format!("{} values for {n} ids", values.len()),
-                    ));
-                }
+                let values =
+                    take_floats(&mut items, key, n, &source).map_err(|m| fail(&name, key, m))?;
                 for (row, v) in labels.iter_mut().zip(values) {
                     row.push(Some(v));
                 }
@@ -226,18 +228,14 @@ impl StageKind for MmsaPickle {
                     }
                     None => return Err(fail(&name, key, "is missing".into())),
                 };
-                let Sequences {
-                    count,
-                    steps,
-                    dim,
-                    values,
-                } = sequences(&array).map_err(|m| fail(&name, key, m))?;
+                let Sequences { count, steps, dim } =
+                    sequences(&array).map_err(|m| fail(&name, key, m))?;
                 if count != n {
                     return Err(fail(&name, key, format!("{count} sequences for {n} ids")));
                 }
                 let lengths = if p.use_lengths {
                     match items.remove(&format!("{key}_lengths")) {
-                        Some(v) => lengths_of(v, n)
+                        Some(v) => lengths_of(v, n, &source)
                             .map_err(|m| fail(&name, &format!("{key}_lengths"), m))?,
                         None => None,
                     }
@@ -246,31 +244,6 @@ impl StageKind for MmsaPickle {
                 };
                 report_lengths.insert(modality.clone(), lengths.is_some());
                 let policy = p.nonfinite.get(modality).copied().unwrap_or_default();
-                let mut batch = FeatureBatch::new(dim);
-                // `count × steps × dim` = `values.len()` (checked in `sequences`), so these
-                // products cannot overflow and every slice is in range.
-                let row = steps.saturating_mul(dim);
-                for (i, id) in segment_ids.iter().enumerate() {
-                    let len = lengths
-                        .as_ref()
-                        .and_then(|l| l.get(i))
-                        .map_or(steps, |&l| l.min(steps));
-                    let start = i.saturating_mul(row);
-                    let mut frames =
-                        values[start..start.saturating_add(len.saturating_mul(dim))].to_vec();
-                    let bad = frames.iter().filter(|x| !x.is_finite()).count();
-                    if bad > 0 {
-                        *report_nonfinite.entry(modality.clone()).or_default() += bad;
-                        match policy {
-                            NonFinitePolicy::Keep => {}
-                            NonFinitePolicy::Zero => frames.iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = 0.0),
-                            NonFinitePolicy::Error => {
-                                return Err(fail(&name, key, format!("segment `{id}`: {bad} non-finite values (nonfinite = \"error\")")))
-                            }
-                        }
-                    }
-                    batch.push(id.clone(), &frames);
-                }
                 let (writer, width) = match writers.get_mut(modality) {
                     Some(w) => w,
                     None => {
@@ -291,7 +264,42 @@ impl StageKind for MmsaPickle {
                         format!("{dim} features wide, but {width} in the first split"),
                     ));
                 }
-                writer.write(&batch)?;
+                // `count × steps × dim` elements are in the file (checked when it was read),
+                // so these products cannot overflow and every slice is in range.
+                let row = steps.saturating_mul(dim);
+                let chunk_rows = (CHUNK_BYTES / row.saturating_mul(4).max(1)).max(1);
+                let mut values = Vec::new();
+                for first in (0..n).step_by(chunk_rows) {
+                    let rows = first..first.saturating_add(chunk_rows).min(n);
+                    values.clear();
+                    array
+                        .read_rows_f32(&source, rows.clone(), &mut values)
+                        .map_err(|e| fail(&name, key, e.to_string()))?;
+                    let mut batch = FeatureBatch::new(dim);
+                    for (k, i) in rows.enumerate() {
+                        let id = &segment_ids[i];
+                        let len = lengths
+                            .as_ref()
+                            .and_then(|l| l.get(i))
+                            .map_or(steps, |&l| l.min(steps));
+                        let start = k.saturating_mul(row);
+                        let frames =
+                            &mut values[start..start.saturating_add(len.saturating_mul(dim))];
+                        let bad = frames.iter().filter(|x| !x.is_finite()).count();
+                        if bad > 0 {
+                            *report_nonfinite.entry(modality.clone()).or_default() += bad;
+                            match policy {
+                                NonFinitePolicy::Keep => {}
+                                NonFinitePolicy::Zero => frames.iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = 0.0),
+                                NonFinitePolicy::Error => {
+                                    return Err(fail(&name, key, format!("segment `{id}`: {bad} non-finite values (nonfinite = \"error\")")))
+                                }
+                            }
+                        }
+                        batch.push(id.clone(), frames);
+                    }
+                    writer.write(&batch)?;
+                }
             }
             for (i, id) in segment_ids.into_iter().enumerate() {
                 let (video, _) = split_id(&ids[i]);
@@ -375,9 +383,17 @@ fn segment_ids(ids: &[String], seen: &mut BTreeMap<String, usize>) -> Vec<String
 }
 
 /// The array, moved out when nothing else references it, else copied (small arrays only:
-/// ids, labels and lengths; feature arrays are read in place by [`sequences`]).
+/// ids, labels and lengths; feature arrays are read a chunk of rows at a time).
 fn owned(array: Arc<NdArray>) -> NdArray {
     Arc::try_unwrap(array).unwrap_or_else(|shared| (*shared).clone())
+}
+
+/// A small array with its elements in memory: read from the file when they lie there.
+fn loaded(array: Arc<NdArray>, source: &FileSource) -> Result<NdArray, String> {
+    match array.data {
+        ArrayData::Stored(_) => array.load(source).map_err(|e| e.to_string()),
+        _ => Ok(owned(array)),
+    }
 }
 
 fn take_strings(items: &mut BTreeMap<String, PyValue>, key: &str) -> Result<Vec<String>, String> {
@@ -406,35 +422,52 @@ fn take_strings(items: &mut BTreeMap<String, PyValue>, key: &str) -> Result<Vec<
         .collect()
 }
 
-fn take_floats(items: &mut BTreeMap<String, PyValue>, key: &str) -> Result<Vec<f32>, String> {
-    match items.remove(key).ok_or("is missing")? {
-        PyValue::Array(a) => match owned(a).data {
-            ArrayData::F32(v) => Ok(v),
-            ArrayData::F64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
-            ArrayData::I64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
-            other => Err(format!("is a {} array, expected numbers", other.kind())),
-        },
-        other => Err(format!(
-            "is a {}, expected a float array",
-            other.type_name()
-        )),
+/// The `n` numbers of array `key`, as f32.
+fn take_floats(
+    items: &mut BTreeMap<String, PyValue>,
+    key: &str,
+    n: usize,
+    source: &FileSource,
+) -> Result<Vec<f32>, String> {
+    let a = match items.remove(key).ok_or("is missing")? {
+        PyValue::Array(a) => a,
+        other => {
+            return Err(format!(
+                "is a {}, expected a float array",
+                other.type_name()
+            ))
+        }
+    };
+    if !a.data.is_number() {
+        return Err(format!("is a {} array, expected numbers", a.kind()));
+    }
+    if a.len() != n {
+        return Err(format!("{} values for {n} ids", a.len()));
+    }
+    match loaded(a, source)?.data {
+        ArrayData::F32(v) => Ok(v),
+        ArrayData::F64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
+        ArrayData::I64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
+        other => Err(format!("is a {} array, expected numbers", other.kind())),
     }
 }
 
-/// `N` sequences of `L` steps of `D` features, row-major.
-struct Sequences<'a> {
+/// The shape of `N` sequences of `L` steps of `D` features, row-major.
+struct Sequences {
     count: usize,
     steps: usize,
     dim: usize,
-    /// float32 data in place (a shared array is not copied); float64 converted.
-    values: Cow<'a, [f32]>,
 }
 
 /// The widest feature vector a features table can hold (Arrow list sizes are i32).
 const MAX_WIDTH: usize = i32::MAX as usize;
 
+/// Feature arrays are read and written this many bytes of rows at a time (at least one
+/// row), each chunk one row group: what bounds the stage's memory.
+const CHUNK_BYTES: usize = 16 << 20;
+
 /// `[N, L, D]` (or `[N, D]`, taken as L = 1) float data, with `D` a usable width.
-fn sequences(array: &NdArray) -> Result<Sequences<'_>, String> {
+fn sequences(array: &NdArray) -> Result<Sequences, String> {
     let (count, steps, dim) = match array.shape.as_slice() {
         [n, l, d] => (*n, *l, *d),
         [n, d] => (*n, 1, *d),
@@ -452,35 +485,31 @@ fn sequences(array: &NdArray) -> Result<Sequences<'_>, String> {
             array.shape
         ));
     }
-    let values = match &array.data {
-        ArrayData::F32(v) => Cow::Borrowed(v.as_slice()),
-        ArrayData::F64(v) => Cow::Owned(v.iter().map(|&x| x as f32).collect()),
-        _ => return Err(format!("is a {} array, expected floats", array.kind())),
-    };
-    let total = count.checked_mul(steps).and_then(|x| x.checked_mul(dim));
-    if total != Some(values.len()) {
-        return Err(format!(
-            "has shape {:?} but holds {} values",
-            array.shape,
-            values.len()
-        ));
+    if !array.data.is_float() {
+        return Err(format!("is a {} array, expected floats", array.kind()));
     }
-    Ok(Sequences {
-        count,
-        steps,
-        dim,
-        values,
-    })
+    Ok(Sequences { count, steps, dim })
 }
 
-fn lengths_of(value: PyValue, n: usize) -> Result<Option<Vec<usize>>, String> {
+fn lengths_of(value: PyValue, n: usize, source: &FileSource) -> Result<Option<Vec<usize>>, String> {
     let values: Vec<i64> = match value {
-        PyValue::Array(a) => match owned(a).data {
-            ArrayData::I64(v) => v,
-            ArrayData::F32(v) => v.into_iter().map(|x| x as i64).collect(),
-            ArrayData::F64(v) => v.into_iter().map(|x| x as i64).collect(),
-            other => return Err(format!("is a {} array, expected lengths", other.kind())),
-        },
+        PyValue::Array(a) => {
+            if !a.data.is_number() {
+                return Err(format!("is a {} array, expected lengths", a.kind()));
+            }
+            if a.is_empty() {
+                return Ok(None);
+            }
+            if a.len() != n {
+                return Err(format!("{} lengths for {n} ids", a.len()));
+            }
+            match loaded(a, source)?.data {
+                ArrayData::I64(v) => v,
+                ArrayData::F32(v) => v.into_iter().map(|x| x as i64).collect(),
+                ArrayData::F64(v) => v.into_iter().map(|x| x as i64).collect(),
+                other => return Err(format!("is a {} array, expected lengths", other.kind())),
+            }
+        }
         PyValue::List(items) => items
             .into_iter()
             .map(|v| match v {

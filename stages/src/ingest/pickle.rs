@@ -27,10 +27,23 @@
 //! become owned values, so what they may expand to is bounded by a `Budget` proportional
 //! to the file's size: a small file that references one container over and over (a "memo
 //! bomb") is refused instead of exhausting memory, and cyclic data is refused.
+//!
+//! The file is read through a [`Source`]: bytes in memory, or a [`FileSource`] read with
+//! positioned reads through a small window, never the whole file at once. Byte strings of
+//! [`STORED_FROM`] bytes or more (a numpy array's payload) are not copied while parsing: the
+//! reader notes where they lie and skips them. A numeric array whose payload lies in the file
+//! stays there as [`ArrayData::Stored`] (dtype, byte offset, layout), its size checked
+//! against its shape like any other; its rows are decoded later, a bounded run at a time,
+//! with [`NdArray::read_rows_f32`] (float arrays, C or Fortran order) or all at once with
+//! [`NdArray::load`] (small arrays: labels, lengths). So parsing takes memory for the
+//! file's structure (dicts, ids, strings) only, and one pass over the arrays' bytes writes
+//! them out. Strings (`U`, `S`) and 8-byte unsigned arrays, whose decoding can fail, are
+//! decoded while parsing, as are the arrays of protocol 2, whose bytes are latin-1 text.
 #![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -83,12 +96,41 @@ pub enum ArrayData {
     Str(Vec<String>),
     /// Object arrays: Python values.
     Object(Vec<PyValue>),
+    /// Numbers still in the file the array was read from (see [`NdArray::read_rows_f32`] and
+    /// [`NdArray::load`]).
+    Stored(StoredArray),
+}
+
+/// Where a numeric array's elements lie in its file: their dtype, first byte and layout.
+/// The byte count (elements × item size) was checked against the file when it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredArray {
+    dtype: Dtype,
+    offset: usize,
+    fortran: bool,
+}
+
+impl StoredArray {
+    /// The name of the element type it decodes to, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self.dtype.kind {
+            'f' if self.dtype.size == 8 => "float64",
+            'f' => "float32",
+            'b' => "bool",
+            _ => "int",
+        }
+    }
+
+    /// True when its elements decode to floats.
+    fn is_float(&self) -> bool {
+        self.dtype.kind == 'f'
+    }
 }
 
 impl NdArray {
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        product(&self.shape)
     }
 
     /// True if the array holds no element.
@@ -99,6 +141,75 @@ impl NdArray {
     /// The name of the element type, for messages.
     pub fn kind(&self) -> &'static str {
         self.data.kind()
+    }
+
+    /// Elements per row: the product of the shape after the first axis (1 for a vector).
+    pub fn row_len(&self) -> usize {
+        product(self.shape.get(1..).unwrap_or_default())
+    }
+
+    /// The array with its elements in memory: a [`ArrayData::Stored`] array is read from
+    /// `source` (the one it was read from) and decoded whole; any other is cloned. Meant for
+    /// small arrays (labels, lengths): the caller checks the element count first.
+    pub fn load<S: Source + ?Sized>(&self, source: &S) -> Result<NdArray, PickleError> {
+        let ArrayData::Stored(stored) = &self.data else {
+            return Ok(self.clone());
+        };
+        let n = self.len();
+        let len = n.saturating_mul(stored.dtype.size);
+        let bytes = read_extent(source, stored.offset, len)?;
+        let data = decode(&stored.dtype, &bytes, n).map_err(|message| PickleError {
+            offset: stored.offset,
+            message,
+        })?;
+        let data = if stored.fortran {
+            reorder_fortran(data, &self.shape)
+        } else {
+            data
+        };
+        Ok(NdArray {
+            shape: self.shape.clone(),
+            data,
+        })
+    }
+
+    /// Appends rows `rows` (along the first axis) of a float array to `out` as f32, in C
+    /// order, [`NdArray::row_len`] values a row; a [`ArrayData::Stored`] array is read from
+    /// `source` (the one it was read from) in bounded runs, whatever its layout. Rows past
+    /// the first axis, and arrays that do not hold floats, are errors.
+    pub fn read_rows_f32<S: Source + ?Sized>(
+        &self,
+        source: &S,
+        rows: Range<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), PickleError> {
+        let count = self.shape.first().copied().unwrap_or(1);
+        let width = self.row_len();
+        let range = if rows.start <= rows.end && rows.end <= count {
+            rows.start.saturating_mul(width)..rows.end.saturating_mul(width)
+        } else {
+            return Err(PickleError {
+                offset: 0,
+                message: format!(
+                    "rows {rows:?} of an array of shape {:?}: out of range",
+                    self.shape
+                ),
+            });
+        };
+        match &self.data {
+            ArrayData::F32(v) => out.extend_from_slice(&v[range]),
+            ArrayData::F64(v) => out.extend(v[range].iter().map(|&x| narrow(x))),
+            ArrayData::Stored(stored) if stored.is_float() => {
+                stored.read_rows(source, &self.shape, rows, out)?
+            }
+            other => {
+                return Err(PickleError {
+                    offset: 0,
+                    message: format!("a {} array, expected floats", other.kind()),
+                })
+            }
+        }
+        Ok(())
     }
 }
 
@@ -112,6 +223,25 @@ impl ArrayData {
             ArrayData::Bool(_) => "bool",
             ArrayData::Str(_) => "str",
             ArrayData::Object(_) => "object",
+            ArrayData::Stored(stored) => stored.kind(),
+        }
+    }
+
+    /// True for floats (in memory or in the file).
+    pub fn is_float(&self) -> bool {
+        match self {
+            ArrayData::F32(_) | ArrayData::F64(_) => true,
+            ArrayData::Stored(stored) => stored.is_float(),
+            _ => false,
+        }
+    }
+
+    /// True for floats and ints (in memory or in the file), not bools.
+    pub fn is_number(&self) -> bool {
+        match self {
+            ArrayData::F32(_) | ArrayData::F64(_) | ArrayData::I64(_) => true,
+            ArrayData::Stored(stored) => stored.dtype.kind != 'b',
+            _ => false,
         }
     }
 }
@@ -155,14 +285,318 @@ pub struct PickleError {
     pub message: String,
 }
 
-/// Reads a pickle (protocols 2–5) holding only data and numpy arrays.
-///
-/// Bytes are borrowed from `bytes` until arrays are decoded, and each decoded array is moved
-/// (not copied) into the result, so peak memory stays close to the arrays' own size.
+/// Where a pickle's bytes are read from: memory, or a file read with positioned reads.
+pub trait Source {
+    /// The number of bytes.
+    fn size(&self) -> usize;
+    /// Fills `buf` with the bytes from `offset` on; an error when they are not all there
+    /// (a file cut short since it was opened).
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl Source for [u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        let bytes = offset
+            .checked_add(buf.len())
+            .and_then(|end| self.get(offset..end))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// An open pickle file, read with positioned reads (`pread`): nothing of it is held in memory
+/// but what a read asks for.
+#[derive(Debug)]
+pub struct FileSource {
+    file: File,
+    size: usize,
+}
+
+impl FileSource {
+    /// The file, `size` bytes long (its size when opened).
+    pub fn new(file: File, size: u64) -> std::io::Result<Self> {
+        let size = usize::try_from(size).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is larger than this machine can address",
+            )
+        })?;
+        Ok(FileSource { file, size })
+    }
+}
+
+impl Source for FileSource {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let offset = u64::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+/// Byte strings this long or longer are noted where they lie in the source, not copied,
+/// while parsing (see the module docs).
+pub const STORED_FROM: usize = 256;
+
+/// Reads a pickle (protocols 2–5) holding only data and numpy arrays from memory, with
+/// every array decoded ([`read_from`] then [`NdArray::load`] for each stored array; an
+/// array referenced from several places stays one [`Arc`]).
 pub fn read(bytes: &[u8]) -> Result<PyValue, PickleError> {
-    let mut vm = Vm::new(bytes);
+    let value = read_from(bytes)?;
+    let mut loaded = HashMap::new();
+    load_all(value, bytes, &mut loaded)
+}
+
+/// Reads a pickle (protocols 2–5) holding only data and numpy arrays from `source`, leaving
+/// the numbers of large numeric arrays in it ([`ArrayData::Stored`]): the result takes
+/// memory for the file's structure, not for its arrays.
+pub fn read_from<S: Source + ?Sized>(source: &S) -> Result<PyValue, PickleError> {
+    let mut vm = Vm::new(source);
     let top = vm.run()?;
     vm.finish(top)
+}
+
+/// `value` with every stored array loaded; `loaded` maps the arrays seen so far to their
+/// loaded form, so a shared array stays shared.
+fn load_all(
+    value: PyValue,
+    bytes: &[u8],
+    loaded: &mut HashMap<*const NdArray, Arc<NdArray>>,
+) -> Result<PyValue, PickleError> {
+    let all = |items: Vec<PyValue>, loaded: &mut HashMap<_, _>| {
+        items
+            .into_iter()
+            .map(|v| load_all(v, bytes, loaded))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(match value {
+        PyValue::List(items) => PyValue::List(all(items, loaded)?),
+        PyValue::Tuple(items) => PyValue::Tuple(all(items, loaded)?),
+        PyValue::Dict(pairs) => PyValue::Dict(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Ok((load_all(k, bytes, loaded)?, load_all(v, bytes, loaded)?)))
+                .collect::<Result<Vec<_>, PickleError>>()?,
+        ),
+        PyValue::Array(array) => {
+            let key = Arc::as_ptr(&array);
+            if let Some(done) = loaded.get(&key) {
+                return Ok(PyValue::Array(Arc::clone(done)));
+            }
+            let done = match &array.data {
+                ArrayData::Stored(_) => Arc::new(array.load(bytes)?),
+                ArrayData::Object(items) => Arc::new(NdArray {
+                    shape: array.shape.clone(),
+                    data: ArrayData::Object(all(items.clone(), loaded)?),
+                }),
+                _ => Arc::clone(&array),
+            };
+            loaded.insert(key, Arc::clone(&done));
+            PyValue::Array(done)
+        }
+        other => other,
+    })
+}
+
+/// Reads `len` bytes at `offset` of `source` into a new buffer (`len` lies within the source:
+/// it was checked against its size).
+fn read_extent<S: Source + ?Sized>(
+    source: &S,
+    offset: usize,
+    len: usize,
+) -> Result<Vec<u8>, PickleError> {
+    let fail = |e: std::io::Error| PickleError {
+        offset,
+        message: format!("reading {len} bytes: {e} (was the file changed while it was read?)"),
+    };
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|e| fail(std::io::Error::other(e)))?;
+    bytes.resize(len, 0);
+    source.read_at(offset, &mut bytes).map_err(fail)?;
+    Ok(bytes)
+}
+
+/// The most bytes [`StoredArray::read_rows`] reads at once.
+const RUN_BYTES: usize = 1 << 20;
+
+impl StoredArray {
+    /// Appends rows `rows` of an array of `shape` to `out`, as f32 in C order, reading at
+    /// most [`RUN_BYTES`] at a time. In Fortran order each element of a row lies in its own
+    /// column, so the rows are read column by column: one run of `rows` per element of a row.
+    fn read_rows<S: Source + ?Sized>(
+        &self,
+        source: &S,
+        shape: &[usize],
+        rows: Range<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), PickleError> {
+        let size = self.dtype.size;
+        let count = shape.first().copied().unwrap_or(1);
+        let trailing = shape.get(1..).unwrap_or_default();
+        let width = product(trailing);
+        // Every offset below lies within the array, whose byte count fits in the file.
+        let mut buf = Vec::new();
+        if !self.fortran || width <= 1 || count <= 1 {
+            let at = self
+                .offset
+                .saturating_add(rows.start.saturating_mul(width).saturating_mul(size));
+            return self.read_run(source, at, rows.len().saturating_mul(width), &mut buf, out);
+        }
+        // Element (i, j), j the C-order index within a row, lies at i + count × f(j), f(j)
+        // the Fortran-order index of j over the row's axes.
+        let start = out.len();
+        let n = rows.len();
+        out.resize(start.saturating_add(n.saturating_mul(width)), 0.0);
+        let mut column = Vec::new();
+        for (j, f) in FortranIndices::new(trailing).enumerate() {
+            let at = self.offset.saturating_add(
+                f.saturating_mul(count)
+                    .saturating_add(rows.start)
+                    .saturating_mul(size),
+            );
+            column.clear();
+            self.read_run(source, at, n, &mut buf, &mut column)?;
+            for (i, &x) in column.iter().enumerate() {
+                out[start
+                    .saturating_add(i.saturating_mul(width))
+                    .saturating_add(j)] = x;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the `n` elements from byte `at` on to `out` as f32, reading them through
+    /// `buf` at most [`RUN_BYTES`] at a time.
+    fn read_run<S: Source + ?Sized>(
+        &self,
+        source: &S,
+        mut at: usize,
+        mut n: usize,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), PickleError> {
+        let size = self.dtype.size.max(1);
+        let per_run = RUN_BYTES.checked_div(size).unwrap_or(RUN_BYTES).max(1);
+        while n > 0 {
+            let take = n.min(per_run);
+            let bytes = take.saturating_mul(size);
+            buf.resize(bytes, 0);
+            source.read_at(at, buf).map_err(|e| PickleError {
+                offset: at,
+                message: format!(
+                    "reading {bytes} bytes of an array: {e} (was the file changed while it was read?)"
+                ),
+            })?;
+            decode_f32(&self.dtype, buf, out);
+            at = at.saturating_add(bytes);
+            n = n.saturating_sub(take);
+        }
+        Ok(())
+    }
+}
+
+/// The Fortran-order flat index of each element of `shape`, taken in C order.
+struct FortranIndices {
+    shape: Vec<usize>,
+    /// Fortran strides of the axes.
+    strides: Vec<usize>,
+    /// The next element's index, `None` once past the last.
+    index: Option<Vec<usize>>,
+}
+
+impl FortranIndices {
+    fn new(shape: &[usize]) -> Self {
+        let mut strides = Vec::with_capacity(shape.len());
+        let mut stride = 1usize;
+        for &extent in shape {
+            strides.push(stride);
+            stride = stride.saturating_mul(extent);
+        }
+        let empty = shape.contains(&0);
+        FortranIndices {
+            shape: shape.to_vec(),
+            strides,
+            index: (!empty).then(|| vec![0; shape.len()]),
+        }
+    }
+}
+
+impl Iterator for FortranIndices {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let index = self.index.as_mut()?;
+        let flat = index
+            .iter()
+            .zip(&self.strides)
+            .fold(0usize, |acc, (&i, &s)| {
+                acc.saturating_add(i.saturating_mul(s))
+            });
+        // Advance in C order: the last axis fastest.
+        let mut done = true;
+        for (i, &extent) in index.iter_mut().zip(&self.shape).rev() {
+            *i = i.saturating_add(1);
+            if *i < extent {
+                done = false;
+                break;
+            }
+            *i = 0;
+        }
+        if done {
+            self.index = None;
+        }
+        Some(flat)
+    }
+}
+
+/// Decodes float elements (`f2`, `f4`, `f8`, either byte order) to f32, appended to `out`.
+fn decode_f32(dtype: &Dtype, bytes: &[u8], out: &mut Vec<f32>) {
+    match (dtype.size, dtype.little_endian) {
+        (4, true) => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        (4, false) => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        (8, le) => out.extend(bytes.chunks_exact(8).map(|c| {
+            let b = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
+            narrow(if le {
+                f64::from_le_bytes(b)
+            } else {
+                f64::from_be_bytes(b)
+            })
+        })),
+        (_, le) => out.extend(bytes.chunks_exact(2).map(|c| {
+            half_to_f32(if le {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            })
+        })),
+    }
+}
+
+/// f64 → f32, rounding to nearest (what numpy's `astype(float32)` does).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "narrowing a float is the point: values round to the nearest f32"
+)]
+fn narrow(x: f64) -> f32 {
+    x as f32
 }
 
 /// What the values read from a file may add up to, in proportion to the file's size.
@@ -239,6 +673,15 @@ struct Dtype {
 }
 
 impl Dtype {
+    /// True for the numeric dtypes whose every bit pattern decodes (floats, ints but 8-byte
+    /// unsigned ones, bools): their arrays may stay in the file, as [`ArrayData::Stored`].
+    fn can_stay_stored(&self) -> bool {
+        matches!(
+            (self.kind, self.size),
+            ('f', 2 | 4 | 8) | ('i', 1 | 2 | 4 | 8) | ('u', 1 | 2 | 4) | ('b', 1)
+        )
+    }
+
     /// The largest element a dtype may declare (numpy's strings go far lower in practice).
     const MAX_ITEM_SIZE: usize = 1 << 24;
 
@@ -288,9 +731,26 @@ enum Val {
     Ref(usize),
 }
 
+/// A bytes object: copied into memory, or (from [`STORED_FROM`] bytes on) where it lies in
+/// the source.
 #[derive(Debug)]
-enum Obj<'a> {
-    Bytes(Cow<'a, [u8]>),
+enum Bytes {
+    Held(Vec<u8>),
+    InSource { offset: usize, len: usize },
+}
+
+impl Bytes {
+    fn len(&self) -> usize {
+        match self {
+            Bytes::Held(b) => b.len(),
+            Bytes::InSource { len, .. } => *len,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Obj {
+    Bytes(Bytes),
     List(Vec<Val>),
     Tuple(Vec<Val>),
     Dict(Vec<(Val, Val)>),
@@ -300,14 +760,24 @@ enum Obj<'a> {
     Array(Option<NdArray>),
 }
 
-struct Vm<'a> {
-    bytes: &'a [u8],
+/// How many bytes of the source the parser reads at once (opcodes and small arguments).
+const WINDOW: usize = 1 << 16;
+/// The longest text argument (a GLOBAL's module or name) the parser takes.
+const MAX_LINE: usize = 4096;
+
+struct Vm<'s, S: Source + ?Sized> {
+    source: &'s S,
+    /// The source's size.
+    size: usize,
+    /// The bytes of the source from `window_start` on, read ahead of `pos`.
+    window: Vec<u8>,
+    window_start: usize,
     pos: usize,
     op_start: usize,
     stack: Vec<Val>,
     marks: Vec<usize>,
     memo: HashMap<usize, Val>,
-    arena: Vec<Obj<'a>>,
+    arena: Vec<Obj>,
     /// Arrays already moved into the result, by arena index: later references share them.
     converted: HashMap<usize, Arc<NdArray>>,
     /// Containers being converted (the path from the root): met again means a cycle.
@@ -316,10 +786,14 @@ struct Vm<'a> {
     left: Budget,
 }
 
-impl<'a> Vm<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+impl<'s, S: Source + ?Sized> Vm<'s, S> {
+    fn new(source: &'s S) -> Self {
+        let size = source.size();
         Vm {
-            bytes,
+            source,
+            size,
+            window: Vec::new(),
+            window_start: 0,
             pos: 0,
             op_start: 0,
             stack: Vec::new(),
@@ -328,13 +802,13 @@ impl<'a> Vm<'a> {
             arena: Vec::new(),
             converted: HashMap::new(),
             open: HashSet::new(),
-            left: Budget::for_file(bytes.len()),
+            left: Budget::for_file(size),
         }
     }
 
     /// Bytes of the file after the current position.
     fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.pos)
+        self.size.saturating_sub(self.pos)
     }
 
     fn error<T>(&self, message: impl Into<String>) -> Result<T, PickleError> {
@@ -344,15 +818,67 @@ impl<'a> Vm<'a> {
         })
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
-        match self.pos.checked_add(n) {
-            Some(end) if end <= self.bytes.len() => {
-                let s = &self.bytes[self.pos..end];
-                self.pos = end;
-                Ok(s)
+    fn truncated<T>(&self) -> Result<T, PickleError> {
+        self.error("the file ends in the middle of an opcode (truncated pickle)")
+    }
+
+    /// The next `n` bytes (at most [`WINDOW`], all within the file) from the window, read
+    /// from the source first when the window does not hold them.
+    fn peek(&mut self, n: usize) -> Result<&[u8], PickleError> {
+        let offset = self.pos.saturating_sub(self.window_start);
+        let held = self.pos >= self.window_start && offset.saturating_add(n) <= self.window.len();
+        if !held {
+            let len = WINDOW.min(self.remaining());
+            self.window.resize(len, 0);
+            if let Err(e) = self.source.read_at(self.pos, &mut self.window) {
+                self.window.clear();
+                return self.error(format!("reading the file: {e}"));
             }
-            _ => self.error("the file ends in the middle of an opcode (truncated pickle)"),
+            self.window_start = self.pos;
         }
+        let offset = self.pos.saturating_sub(self.window_start);
+        match self.window.get(offset..offset.saturating_add(n)) {
+            Some(b) => Ok(b),
+            None => self.truncated(),
+        }
+    }
+
+    /// The next `n` bytes, copied.
+    fn take(&mut self, n: usize) -> Result<Vec<u8>, PickleError> {
+        if n > self.remaining() {
+            return self.truncated();
+        }
+        let bytes = if n <= WINDOW {
+            self.peek(n)?.to_vec()
+        } else {
+            read_extent(self.source, self.pos, n).map_err(|e| PickleError {
+                offset: self.op_start,
+                ..e
+            })?
+        };
+        self.pos = self.pos.saturating_add(n);
+        Ok(bytes)
+    }
+
+    /// Steps over the next `n` bytes (within the file), returning where they start.
+    fn skip(&mut self, n: usize) -> Result<usize, PickleError> {
+        let at = self.pos;
+        match self.pos.checked_add(n) {
+            Some(end) if end <= self.size => {
+                self.pos = end;
+                Ok(at)
+            }
+            _ => self.truncated(),
+        }
+    }
+
+    /// A bytes object of the next `n` bytes: copied when short, else noted where it lies.
+    fn bytes(&mut self, n: usize) -> Result<Bytes, PickleError> {
+        if n < STORED_FROM {
+            return Ok(Bytes::Held(self.take(n)?));
+        }
+        let offset = self.skip(n)?;
+        Ok(Bytes::InSource { offset, len: n })
     }
 
     fn u8(&mut self) -> Result<u8, PickleError> {
@@ -361,9 +887,12 @@ impl<'a> Vm<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
-        let b = self.take(N)?;
+        if N > self.remaining() {
+            return self.truncated();
+        }
         let mut out = [0u8; N];
-        out.copy_from_slice(b);
+        out.copy_from_slice(self.peek(N)?);
+        self.pos = self.pos.saturating_add(N);
         Ok(out)
     }
 
@@ -396,27 +925,32 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn line(&mut self) -> Result<&'a str, PickleError> {
-        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+    /// A text argument ended by a newline (at most [`MAX_LINE`] bytes).
+    fn line(&mut self) -> Result<String, PickleError> {
+        let ahead = MAX_LINE.saturating_add(1).min(self.remaining());
+        let rest = self.peek(ahead)?;
         let Some(n) = rest.iter().position(|&b| b == b'\n') else {
-            return self.error("unterminated text argument");
+            if ahead < MAX_LINE.saturating_add(1) {
+                return self.error("unterminated text argument");
+            }
+            return self.error(format!("a text argument longer than {MAX_LINE} bytes"));
         };
-        let text = &rest[..n];
+        let text = match std::str::from_utf8(&rest[..n]) {
+            Ok(s) => s.to_string(),
+            Err(_) => return self.error("text argument is not UTF-8"),
+        };
         self.pos = self.pos.saturating_add(n).saturating_add(1);
-        match std::str::from_utf8(text) {
-            Ok(s) => Ok(s),
-            Err(_) => self.error("text argument is not UTF-8"),
-        }
+        Ok(text)
     }
 
-    fn utf8(&self, b: &[u8]) -> Result<String, PickleError> {
-        match std::str::from_utf8(b) {
-            Ok(s) => Ok(s.to_string()),
+    fn utf8(&self, b: Vec<u8>) -> Result<String, PickleError> {
+        match String::from_utf8(b) {
+            Ok(s) => Ok(s),
             Err(_) => self.error("string is not valid UTF-8"),
         }
     }
 
-    fn alloc(&mut self, obj: Obj<'a>) -> Val {
+    fn alloc(&mut self, obj: Obj) -> Val {
         let index = self.arena.len();
         self.arena.push(obj);
         Val::Ref(index)
@@ -449,7 +983,7 @@ impl<'a> Vm<'a> {
         Ok(self.stack.split_off(mark))
     }
 
-    fn obj_mut(&mut self, v: &Val) -> Result<&mut Obj<'a>, PickleError> {
+    fn obj_mut(&mut self, v: &Val) -> Result<&mut Obj, PickleError> {
         match v {
             Val::Ref(i) if *i < self.arena.len() => Ok(&mut self.arena[*i]),
             _ => self.error("expected a container on the stack"),
@@ -503,7 +1037,7 @@ impl<'a> Vm<'a> {
                     if n > 8 {
                         return self.error("integer wider than 64 bits");
                     }
-                    let v = signed_le(self.take(n)?);
+                    let v = signed_le(&self.take(n)?);
                     self.stack.push(Val::Int(v));
                 }
                 b'G' => {
@@ -533,8 +1067,8 @@ impl<'a> Vm<'a> {
                         b'C' => self.length::<1>()?,
                         _ => self.length::<8>()?,
                     };
-                    let b = self.take(n)?;
-                    let v = self.alloc(Obj::Bytes(Cow::Borrowed(b)));
+                    let b = self.bytes(n)?;
+                    let v = self.alloc(Obj::Bytes(b));
                     self.stack.push(v);
                 }
                 b'}' => {
@@ -627,8 +1161,8 @@ impl<'a> Vm<'a> {
                     }
                 }
                 b'c' => {
-                    let module = self.line()?.to_string();
-                    let name = self.line()?.to_string();
+                    let module = self.line()?;
+                    let name = self.line()?;
                     self.push_global(&module, &name)?;
                 }
                 0x93 => {
@@ -715,13 +1249,61 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn bytes_of(&self, v: &Val) -> Result<&[u8], PickleError> {
+    fn bytes_of(&self, v: &Val) -> Result<&Bytes, PickleError> {
         match v {
             Val::Ref(i) => match self.arena.get(*i) {
                 Some(Obj::Bytes(b)) => Ok(b),
                 _ => self.error("expected bytes"),
             },
             _ => self.error("expected bytes"),
+        }
+    }
+
+    /// The bytes of a bytes object, read from the source when they lie there.
+    fn held_bytes(&self, v: &Val) -> Result<Vec<u8>, PickleError> {
+        match self.bytes_of(v)? {
+            Bytes::Held(b) => Ok(b.clone()),
+            &Bytes::InSource { offset, len } => self.read_source(offset, len),
+        }
+    }
+
+    /// `len` bytes of the source from `offset` (a bytes object's, so within the file).
+    fn read_source(&self, offset: usize, len: usize) -> Result<Vec<u8>, PickleError> {
+        read_extent(self.source, offset, len).map_err(|e| PickleError {
+            offset: self.op_start,
+            ..e
+        })
+    }
+
+    /// The array of `shape` and `dtype` whose elements are the bytes object `data`, once its
+    /// byte count matches. Numbers in the source stay there ([`ArrayData::Stored`]); bytes in
+    /// memory, and strings, are decoded.
+    fn array_of(
+        &self,
+        dtype: &Dtype,
+        shape: Vec<usize>,
+        data: &Val,
+        fortran: bool,
+    ) -> Result<NdArray, PickleError> {
+        match self.bytes_of(data)? {
+            Bytes::Held(bytes) => self.decode_array(dtype, shape, bytes, fortran),
+            &Bytes::InSource { offset, len } => {
+                self.check_byte_count(dtype, &shape, len)?;
+                if dtype.can_stay_stored() {
+                    let fortran = fortran && shape.len() > 1;
+                    let stored = StoredArray {
+                        dtype: dtype.clone(),
+                        offset,
+                        fortran,
+                    };
+                    return Ok(NdArray {
+                        shape,
+                        data: ArrayData::Stored(stored),
+                    });
+                }
+                let bytes = self.read_source(offset, len)?;
+                self.decode_array(dtype, shape, &bytes, fortran)
+            }
         }
     }
 
@@ -781,7 +1363,7 @@ impl<'a> Vm<'a> {
                 let shape = self.shape_of(shape)?;
                 let len = self.bytes_of(buffer)?.len();
                 self.charge_array(len)?;
-                let array = self.decode_array(&dtype, shape, self.bytes_of(buffer)?, fortran)?;
+                let array = self.array_of(&dtype, shape, buffer, fortran)?;
                 Ok(self.alloc(Obj::Array(Some(array))))
             }
             Global::Scalar => {
@@ -791,15 +1373,15 @@ impl<'a> Vm<'a> {
                 let dtype = self.dtype_of(dtype)?;
                 let len = self.bytes_of(data)?.len();
                 self.charge_array(len)?;
-                let bytes = self.bytes_of(data)?;
-                let array = self.decode_array(&dtype, vec![1], bytes, false)?;
+                let bytes = self.held_bytes(data)?;
+                let array = self.decode_array(&dtype, vec![1], &bytes, false)?;
                 let scalar = match array.data {
                     ArrayData::F32(v) => v.first().map(|&x| Val::Float(f64::from(x))),
                     ArrayData::F64(v) => v.first().map(|&x| Val::Float(x)),
                     ArrayData::I64(v) => v.first().map(|&x| Val::Int(x)),
                     ArrayData::Bool(v) => v.first().map(|&x| Val::Bool(x)),
                     ArrayData::Str(v) => v.into_iter().next().map(|x| Val::Str(x.into())),
-                    ArrayData::Object(_) => None,
+                    ArrayData::Object(_) | ArrayData::Stored(_) => None,
                 };
                 match scalar {
                     Some(v) => Ok(v),
@@ -818,12 +1400,12 @@ impl<'a> Vm<'a> {
                             }
                         }
                     }
-                    Ok(self.alloc(Obj::Bytes(Cow::Owned(bytes))))
+                    Ok(self.alloc(Obj::Bytes(Bytes::Held(bytes))))
                 }
                 _ => self.error("_codecs.encode is only allowed as (str, \"latin1\")"),
             },
             Global::EmptyBytes if args.is_empty() => {
-                Ok(self.alloc(Obj::Bytes(Cow::Owned(Vec::new()))))
+                Ok(self.alloc(Obj::Bytes(Bytes::Held(Vec::new()))))
             }
             Global::EmptyBytes => self.error("bytes is only allowed as bytes() (empty)"),
             Global::OrderedDict => Ok(self.alloc(Obj::Dict(Vec::new()))),
@@ -871,7 +1453,7 @@ impl<'a> Vm<'a> {
                 } else {
                     let len = self.bytes_of(data)?.len();
                     self.charge_array(len)?;
-                    self.decode_array(&dtype, shape, self.bytes_of(data)?, fortran)?
+                    self.array_of(&dtype, shape, data, fortran)?
                 };
                 self.arena[index] = Obj::Array(Some(array));
                 Ok(())
@@ -901,125 +1483,44 @@ impl<'a> Vm<'a> {
         bytes: &[u8],
         fortran: bool,
     ) -> Result<NdArray, PickleError> {
-        let Some(n) = element_count(&shape) else {
+        let n = self.check_byte_count(dtype, &shape, bytes.len())?;
+        let data = match decode(dtype, bytes, n) {
+            Ok(data) => data,
+            Err(message) => return self.error(message),
+        };
+        let data = if fortran {
+            reorder_fortran(data, &shape)
+        } else {
+            data
+        };
+        Ok(NdArray { shape, data })
+    }
+
+    /// The element count of `shape`, once its byte count in `dtype` (checked arithmetic)
+    /// equals `len`, the bytes the file holds for it.
+    fn check_byte_count(
+        &self,
+        dtype: &Dtype,
+        shape: &[usize],
+        len: usize,
+    ) -> Result<usize, PickleError> {
+        let Some(n) = element_count(shape) else {
             return self.error(format!(
                 "array of shape {shape:?}: the number of elements overflows"
             ));
         };
         let expected = n.checked_mul(dtype.size.max(1));
-        if expected != Some(bytes.len()) {
+        if expected != Some(len) {
             return self.error(format!(
-                "array of shape {shape:?} and dtype {}{} needs {} bytes, the file holds {}",
+                "array of shape {shape:?} and dtype {}{} needs {} bytes, the file holds {len}",
                 dtype.kind,
                 dtype.size,
                 expected
                     .map(|e| e.to_string())
                     .unwrap_or_else(|| "more than 2^64".into()),
-                bytes.len()
             ));
         }
-        let size = dtype.size;
-        let le = dtype.little_endian;
-        // Chunks are at most 8 bytes here except for `U`, whose 4-byte code units go
-        // through `word` one at a time.
-        let word = |chunk: &[u8]| -> u64 {
-            let mut b = [0u8; 8];
-            for (i, &x) in chunk.iter().take(8).enumerate() {
-                b[if le {
-                    i
-                } else {
-                    chunk.len().saturating_sub(1).saturating_sub(i)
-                }] = x;
-            }
-            u64::from_le_bytes(b)
-        };
-        let data = match (dtype.kind, size) {
-            ('f', 4) => ArrayData::F32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_bits(low_u32(word(c))))
-                    .collect(),
-            ),
-            ('f', 8) => ArrayData::F64(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| f64::from_bits(word(c)))
-                    .collect(),
-            ),
-            ('f', 2) => ArrayData::F32(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| half_to_f32(u16::try_from(word(c)).unwrap_or(u16::MAX)))
-                    .collect(),
-            ),
-            ('i', 1 | 2 | 4 | 8) => {
-                // Sign-extend from the element's top bit.
-                let shift = match size {
-                    1 => 56,
-                    2 => 48,
-                    4 => 32,
-                    _ => 0,
-                };
-                ArrayData::I64(
-                    bytes
-                        .chunks_exact(size)
-                        .map(|c| i64::from_ne_bytes((word(c) << shift).to_ne_bytes()) >> shift)
-                        .collect(),
-                )
-            }
-            ('u', 1 | 2 | 4 | 8) => {
-                let mut out = Vec::with_capacity(n);
-                for c in bytes.chunks_exact(size) {
-                    match i64::try_from(word(c)) {
-                        Ok(v) => out.push(v),
-                        Err(_) => return self.error("unsigned value too large"),
-                    }
-                }
-                ArrayData::I64(out)
-            }
-            ('b', 1) => ArrayData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-            ('U', s) if s > 0 => {
-                let mut out = Vec::with_capacity(n);
-                for c in bytes.chunks_exact(s) {
-                    let mut text = String::new();
-                    for u in c.chunks_exact(4) {
-                        let code = low_u32(word(u));
-                        if code == 0 {
-                            break;
-                        }
-                        match char::from_u32(code) {
-                            Some(ch) => text.push(ch),
-                            None => return self.error("invalid character in a unicode array"),
-                        }
-                    }
-                    out.push(text);
-                }
-                ArrayData::Str(out)
-            }
-            ('S', s) if s > 0 => ArrayData::Str(
-                bytes
-                    .chunks_exact(s)
-                    .map(|c| {
-                        let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-                        String::from_utf8_lossy(&c[..end]).into_owned()
-                    })
-                    .collect(),
-            ),
-            (k, s) => return self.error(format!("unsupported numpy dtype {k}{s}")),
-        };
-        let data = if fortran && shape.len() > 1 {
-            match data {
-                ArrayData::F32(v) => ArrayData::F32(fortran_to_c(v, &shape)),
-                ArrayData::F64(v) => ArrayData::F64(fortran_to_c(v, &shape)),
-                ArrayData::I64(v) => ArrayData::I64(fortran_to_c(v, &shape)),
-                ArrayData::Bool(v) => ArrayData::Bool(fortran_to_c(v, &shape)),
-                ArrayData::Str(v) => ArrayData::Str(fortran_to_c(v, &shape)),
-                ArrayData::Object(v) => ArrayData::Object(fortran_to_c(v, &shape)),
-            }
-        } else {
-            data
-        };
-        Ok(NdArray { shape, data })
+        Ok(n)
     }
 
     /// Takes `n` from one part of the budget, or refuses the file, saying what it would
@@ -1035,11 +1536,11 @@ impl<'a> Vm<'a> {
             *left = rest;
             return Ok(());
         }
-        let limit = *part(&mut Budget::for_file(self.bytes.len()));
+        let limit = *part(&mut Budget::for_file(self.size));
         self.error(format!(
             "the data expands past {limit} {what} for a {}-byte file (memo references repeat \
              the same objects over and over: a memo bomb); refusing it",
-            self.bytes.len()
+            self.size
         ))
     }
 
@@ -1081,9 +1582,9 @@ impl<'a> Vm<'a> {
         let (kind, items): (Container, Vec<Val>) = match self.arena.get_mut(index) {
             None => return self.error("reference to an object that does not exist"),
             Some(Obj::Bytes(b)) => {
-                let b = b.clone();
-                self.charge_text(b.len())?;
-                return Ok(PyValue::Bytes(b.into_owned()));
+                let len = b.len();
+                self.charge_text(len)?;
+                return Ok(PyValue::Bytes(self.held_bytes(v)?));
             }
             Some(Obj::Array(slot)) => {
                 let Some(array) = slot.take() else {
@@ -1135,11 +1636,130 @@ impl<'a> Vm<'a> {
     }
 }
 
+/// Decodes the `n` elements of `bytes` (whose length was checked) as `dtype`, in the order
+/// they are stored.
+fn decode(dtype: &Dtype, bytes: &[u8], n: usize) -> Result<ArrayData, String> {
+    let size = dtype.size;
+    let le = dtype.little_endian;
+    // Chunks are at most 8 bytes here except for `U`, whose 4-byte code units go
+    // through `word` one at a time.
+    let word = |chunk: &[u8]| -> u64 {
+        let mut b = [0u8; 8];
+        for (i, &x) in chunk.iter().take(8).enumerate() {
+            b[if le {
+                i
+            } else {
+                chunk.len().saturating_sub(1).saturating_sub(i)
+            }] = x;
+        }
+        u64::from_le_bytes(b)
+    };
+    Ok(match (dtype.kind, size) {
+        ('f', 4) => ArrayData::F32(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_bits(low_u32(word(c))))
+                .collect(),
+        ),
+        ('f', 8) => ArrayData::F64(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_bits(word(c)))
+                .collect(),
+        ),
+        ('f', 2) => ArrayData::F32(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half_to_f32(u16::try_from(word(c)).unwrap_or(u16::MAX)))
+                .collect(),
+        ),
+        ('i', 1 | 2 | 4 | 8) => {
+            // Sign-extend from the element's top bit.
+            let shift = match size {
+                1 => 56,
+                2 => 48,
+                4 => 32,
+                _ => 0,
+            };
+            ArrayData::I64(
+                bytes
+                    .chunks_exact(size)
+                    .map(|c| i64::from_ne_bytes((word(c) << shift).to_ne_bytes()) >> shift)
+                    .collect(),
+            )
+        }
+        ('u', 1 | 2 | 4 | 8) => {
+            let mut out = Vec::with_capacity(n);
+            for c in bytes.chunks_exact(size) {
+                match i64::try_from(word(c)) {
+                    Ok(v) => out.push(v),
+                    Err(_) => return Err("unsigned value too large".into()),
+                }
+            }
+            ArrayData::I64(out)
+        }
+        ('b', 1) => ArrayData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+        ('U', s) if s > 0 => {
+            let mut out = Vec::with_capacity(n);
+            for c in bytes.chunks_exact(s) {
+                let mut text = String::new();
+                for u in c.chunks_exact(4) {
+                    let code = low_u32(word(u));
+                    if code == 0 {
+                        break;
+                    }
+                    match char::from_u32(code) {
+                        Some(ch) => text.push(ch),
+                        None => return Err("invalid character in a unicode array".into()),
+                    }
+                }
+                out.push(text);
+            }
+            ArrayData::Str(out)
+        }
+        ('S', s) if s > 0 => ArrayData::Str(
+            bytes
+                .chunks_exact(s)
+                .map(|c| {
+                    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+                    String::from_utf8_lossy(&c[..end]).into_owned()
+                })
+                .collect(),
+        ),
+        (k, s) => return Err(format!("unsupported numpy dtype {k}{s}")),
+    })
+}
+
+/// The elements of a Fortran-order array in C order.
+fn reorder_fortran(data: ArrayData, shape: &[usize]) -> ArrayData {
+    if shape.len() < 2 {
+        return data;
+    }
+    match data {
+        ArrayData::F32(v) => ArrayData::F32(fortran_to_c(v, shape)),
+        ArrayData::F64(v) => ArrayData::F64(fortran_to_c(v, shape)),
+        ArrayData::I64(v) => ArrayData::I64(fortran_to_c(v, shape)),
+        ArrayData::Bool(v) => ArrayData::Bool(fortran_to_c(v, shape)),
+        ArrayData::Str(v) => ArrayData::Str(fortran_to_c(v, shape)),
+        ArrayData::Object(v) => ArrayData::Object(fortran_to_c(v, shape)),
+        stored @ ArrayData::Stored(_) => stored,
+    }
+}
+
 /// The kinds of containers [`Vm::convert`] rebuilds.
 enum Container {
     List,
     Tuple,
     Dict,
+}
+
+/// The product of `dims`: 0 when one is 0 (however large the others), else saturating (an
+/// array's shape was checked against its bytes, so only an empty one can overflow).
+fn product(dims: &[usize]) -> usize {
+    if dims.contains(&0) {
+        return 0;
+    }
+    dims.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
 }
 
 /// The product of `shape`, or `None` when it overflows.
@@ -1326,6 +1946,76 @@ mod tests {
         };
         assert!(Arc::ptr_eq(a, b));
         assert_eq!(a.data, ArrayData::F32(vec![1.0]));
+    }
+
+    /// `_frombuffer(data, dtype("<f4"), shape, order)` as the whole pickle.
+    fn frombuffer(data: &[u8], shape: &[u8], order: &str) -> Vec<u8> {
+        let mut p = b"\x80\x04cnumpy._core.numeric\n_frombuffer\n(B".to_vec();
+        p.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+        p.extend_from_slice(data);
+        p.extend_from_slice(b"cnumpy\ndtype\n(");
+        p.extend(short_str("<f4"));
+        p.extend_from_slice(b"tR(");
+        for &d in shape {
+            p.extend_from_slice(&[b'K', d]);
+        }
+        p.push(b't');
+        p.extend(short_str(order));
+        p.extend_from_slice(b"tR.");
+        p
+    }
+
+    #[test]
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "index arithmetic on a 96-element test array"
+    )]
+    fn large_arrays_stay_in_the_source_and_read_by_rows() {
+        // [[[0, 1, …]]] of shape (3, 4, 8), as stored in C and in Fortran order.
+        let (n, l, d) = (3usize, 4usize, 8usize);
+        let c: Vec<f32> = (0..n * l * d).map(|x| x as f32).collect();
+        let f: Vec<f32> = (0..n * l * d)
+            .map(|x| ((x % n * l + x / n % l) * d + x / (n * l)) as f32)
+            .collect();
+        for (order, values) in [("C", &c), ("F", &f)] {
+            let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert!(data.len() >= STORED_FROM);
+            let p = frombuffer(&data, &[3, 4, 8], order);
+            let PyValue::Array(a) = read_from(p.as_slice()).unwrap() else {
+                panic!("not an array");
+            };
+            assert!(matches!(a.data, ArrayData::Stored(_)), "{order}");
+            assert_eq!((a.kind(), a.row_len()), ("float32", l * d));
+            let mut rows = Vec::new();
+            a.read_rows_f32(p.as_slice(), 1..3, &mut rows).unwrap();
+            assert_eq!(rows, c[l * d..], "{order}");
+            let loaded = a.load(p.as_slice()).unwrap();
+            assert_eq!(loaded.data, ArrayData::F32(c.clone()), "{order}");
+            assert_eq!(read(&p).unwrap(), PyValue::Array(Arc::new(loaded)));
+            // Rows past the array, and a source cut short since it was parsed, are errors.
+            let err = a.read_rows_f32(p.as_slice(), 2..4, &mut rows).unwrap_err();
+            assert!(err.message.contains("out of range"), "{err}");
+            let cut = &p[..p.len() - 40];
+            let err = a.read_rows_f32(cut, 0..3, &mut rows).unwrap_err();
+            assert!(err.message.contains("was the file changed"), "{err}");
+        }
+        // Short payloads are decoded while parsing.
+        let p = frombuffer(&[0, 0, 0x80, 0x3f], &[1], "C");
+        let PyValue::Array(a) = read_from(p.as_slice()).unwrap() else {
+            panic!("not an array");
+        };
+        assert_eq!(a.data, ArrayData::F32(vec![1.0]));
+    }
+
+    #[test]
+    fn fortran_indices_run_in_c_order() {
+        // Shape (2, 3): C order (0,0) (0,1) (0,2) (1,0) … at Fortran positions 0 2 4 1 3 5.
+        assert_eq!(
+            FortranIndices::new(&[2, 3]).collect::<Vec<_>>(),
+            [0, 2, 4, 1, 3, 5]
+        );
+        assert_eq!(FortranIndices::new(&[]).collect::<Vec<_>>(), [0]);
+        assert_eq!(FortranIndices::new(&[3, 0]).count(), 0);
     }
 
     #[test]
