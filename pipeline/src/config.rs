@@ -15,7 +15,8 @@ use crate::collect::deserialize_collecting;
 use crate::names::{suggest, valid_id};
 use crate::problem::{KeyPath, Location, Problem, Problems, SourceMap};
 use crate::stage::{
-    Arity, BoundInputs, DeviceChoice, DynStage, InputRef, OutputPort, ParsedParams, Registry,
+    Arity, BoundInputs, DeviceChoice, DeviceResolver, DynStage, InputRef, OutputPort, ParsedParams,
+    Registry,
 };
 use crate::template::{self, Locator, MatrixOrders, INSTANCE_MARK};
 
@@ -110,6 +111,8 @@ pub struct Pipeline {
     pub seed: u64,
     /// Requested device.
     pub device: DeviceChoice,
+    /// How the requested device is opened (the registry's).
+    pub device_resolver: DeviceResolver,
     /// Most stages run at once (resolved: never 0).
     pub jobs: usize,
     /// Run directory.
@@ -694,6 +697,7 @@ fn validate(
         file: path.to_path_buf(),
         seed: file.pipeline.seed,
         device: file.pipeline.device,
+        device_resolver: registry.device_resolver(),
         jobs,
         run_dir,
         stages,

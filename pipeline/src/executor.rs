@@ -28,7 +28,7 @@ use crate::plan::{self, Decision, Fingerprint};
 use crate::progress::Progress;
 use crate::record;
 use crate::runlock::RunLock;
-use crate::stage::{OutputPort, ResolvedInput, RunContext, StageError};
+use crate::stage::{OutputPort, ResolvedDevice, ResolvedInput, RunContext, StageError};
 use crate::EngineError;
 
 /// Options of one run.
@@ -158,6 +158,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
     let mut outcomes: Vec<Option<StageOutcome>> = vec![None; n];
     let mut stop = false;
     let (tx, rx) = mpsc::channel::<Finished>();
+    let mut device = plan::DeviceSlot::new(pipeline);
 
     std::thread::scope(|scope| -> Result<(), EngineError> {
         let mut running = 0usize;
@@ -188,7 +189,16 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                 if !upstream_states.iter().all(|s| **s == State::Done) {
                     continue;
                 }
-                let fp = match plan::fingerprint(pipeline, stage, &manifest) {
+                // A device that cannot be used stops the stage before it starts.
+                let resolved = match device.for_stage(stage) {
+                    Ok(resolved) => resolved,
+                    Err(why) => {
+                        fail(&mut states, &mut outcomes, i, stage, why);
+                        stop |= !options.keep_going;
+                        continue;
+                    }
+                };
+                let fp = match plan::fingerprint(stage, resolved, &manifest) {
                     Ok(Some(fp)) => fp,
                     Ok(None) => {
                         fail(
@@ -216,7 +226,14 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                 running += 1;
                 scope.spawn(move || {
                     let result = catch_unwind(AssertUnwindSafe(|| {
-                        execute(pipeline, stage, fp, previous, inputs, forced, &progress)
+                        let run = Run {
+                            fp,
+                            device: resolved,
+                            previous,
+                            inputs,
+                            forced,
+                        };
+                        execute(pipeline, stage, run, &progress)
                     }))
                     .unwrap_or_else(|panic| {
                         let what = panic
@@ -441,16 +458,29 @@ fn stage_folder(run_dir: &Path, id: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// What the executor hands one stage.
+struct Run {
+    fp: Fingerprint,
+    device: ResolvedDevice,
+    previous: Option<StageEntry>,
+    inputs: BTreeMap<String, Vec<ResolvedInput>>,
+    forced: bool,
+}
+
 /// Decides, and if needed runs, one stage; returns its new lock entry.
 fn execute(
     pipeline: &Pipeline,
     stage: &PlannedStage,
-    fp: Fingerprint,
-    previous: Option<StageEntry>,
-    inputs: BTreeMap<String, Vec<ResolvedInput>>,
-    forced: bool,
+    run: Run,
     progress: &Progress,
 ) -> Result<Completed, String> {
+    let Run {
+        fp,
+        device,
+        previous,
+        inputs,
+        forced,
+    } = run;
     let run_dir = &pipeline.run_dir;
     let reason = match plan::decide(stage, &fp, previous.as_ref(), run_dir, forced) {
         Decision::Skip { refreshed } => {
@@ -466,7 +496,7 @@ fn execute(
     let tmp = temp_dir_name(&stage_dir);
     // `create_dir`, not `create_dir_all`: the temporary folder is always a new one of ours.
     fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let result = run_in(pipeline, stage, &fp, inputs, progress, &tmp, &stage_dir);
+    let result = run_in(stage, (&fp, device), inputs, progress, &tmp, &stage_dir);
     let _ = fs::remove_dir_all(&tmp);
     let (outputs, report, duration_s) = result?;
     Ok(Completed::Ran {
@@ -499,9 +529,8 @@ type RunResult = (
 );
 
 fn run_in(
-    pipeline: &Pipeline,
     stage: &PlannedStage,
-    fp: &Fingerprint,
+    (fp, device): (&Fingerprint, ResolvedDevice),
     inputs: BTreeMap<String, Vec<ResolvedInput>>,
     progress: &Progress,
     tmp: &Path,
@@ -515,7 +544,7 @@ fn run_in(
     let mut ctx = RunContext {
         stage_id: &stage.id,
         seed: stage.seed,
-        device: pipeline.device,
+        device,
         progress,
         inputs: &inputs,
         outputs: outputs.clone(),
