@@ -7,9 +7,11 @@
 #   integration    the integration-test binary (its GPU tests are marked #[ignore])
 #   train-bench    the training benchmark (benches/train.rs)
 #
-# Debug information is stripped (the binaries are built with line tables); the bundle is
-# about 40 MiB. Copy it, with scripts/gpu-check.sh and benches/train_torch.py, to the GPU
-# machine; the CUDA libraries are not in it (see gpu-check.sh).
+# Debug information is stripped (the binaries are built with line tables). Each binary holds
+# candle's PTX and kernels: a stripped CUDA mmflow is about 80 MB, 12 MB compressed, so the
+# copy to make is target/gpu-bundle.tar.xz (about 35 MB expected; the size is printed), with
+# scripts/gpu-check.sh and benches/train_torch.py. The CUDA libraries are not in it (see
+# gpu-check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -34,8 +36,13 @@ while read -r name path; do
         *) continue ;;
     esac
     strip --strip-debug -o "$bundle/$out" "$path"
-done < <(executables build --bin mmflow; executables test --test integration --no-run; executables bench --bench train --no-run)
+done < <(
+    executables build --bin mmflow
+    executables test --test integration --no-run
+    executables test --bench train --no-run
+)
 for out in mmflow integration train-bench; do
     [ -x "$bundle/$out" ] || { echo "gpu-bundle.sh: $out was not built" >&2; exit 1; }
 done
-du -sh "$bundle"
+tar -C "$target" -cJf "$target/gpu-bundle.tar.xz" gpu-bundle
+du -sh "$bundle" "$target/gpu-bundle.tar.xz"

@@ -8,7 +8,7 @@
 #   2. the training benchmark on the GPU, and PyTorch's on the same shapes when `torch` is
 #      importable (benches/train_torch.py --device cuda).
 #
-#   scripts/gpu-check.sh [BUNDLE_DIR]     # default: target/gpu-bundle
+#   scripts/gpu-check.sh [BUNDLE]     # the folder or its .tar.xz; default: target/gpu-bundle
 #
 # The binaries load the driver (libcuda.so.1) and CUDA 13 runtime libraries: libcudart.so.13,
 # libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13 (about 0.9 GB, so not
@@ -17,7 +17,13 @@
 # MMFLOW_CUDA_LIBS names a folder explicitly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bundle="$(cd "${1:-${CARGO_TARGET_DIR:-target}/gpu-bundle}" && pwd)"
+bundle="${1:-${CARGO_TARGET_DIR:-target}/gpu-bundle}"
+# A compressed bundle (gpu-bundle.tar.xz) is unpacked beside itself.
+if [ -f "$bundle" ]; then
+    tar -C "$(dirname "$bundle")" -xJf "$bundle"
+    bundle="$(dirname "$bundle")/gpu-bundle"
+fi
+bundle="$(cd "$bundle" && pwd)"
 NEEDED=(libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13)
 
 fail() {
@@ -73,7 +79,7 @@ find_cuda_libs
 echo "== GPU tests (CPU vs GPU from the same seed)"
 # The GPU tests use synthetic data and configs compiled into the binary; they run the
 # bundled mmflow (MMFLOW_BIN), one at a time.
-MMFLOW_BIN="$bundle/mmflow" "$bundle/integration" --ignored gpu_ --test-threads=1
+MMFLOW_BIN="$bundle/mmflow" "$bundle/integration" --ignored training::gpu_ --test-threads=1
 
 echo "== training benchmark on the GPU"
 export CARGO_TARGET_DIR="$bundle"

@@ -102,7 +102,12 @@ fn probe_cuda() -> Result<ResolvedDevice, CudaUnavailable> {
             .error_string()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        classify(e.0 as u32, format!("{name}: {text}"))
+        let what = if text.is_empty() {
+            name
+        } else {
+            format!("{name}: {text}")
+        };
+        classify(e.0 as u32, what)
     };
     result::init().map_err(describe)?;
     let count = result::device::get_count().map_err(describe)?;
