@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Each measurement is 20 optimiser steps on random data; results go to
-//! `<target dir>/bench-train.json` for the comparison script.
+//! `<target dir>/bench-train.json` for the comparison script. On a GPU (a build with
+//! `--features cuda`): `MMFLOW_BENCH_DEVICE=cuda cargo bench --features cuda --bench train`,
+//! then `python benches/train_torch.py --device cuda`.
 
 use std::time::Instant;
 
@@ -29,14 +31,37 @@ const STEPS: usize = 20;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `MMFLOW_BENCH_DEVICE`: `cpu` (default) or `cuda`.
+fn device_name() -> String {
+    std::env::var("MMFLOW_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into())
+}
+
+/// One device for the whole bench (every tensor must be on the same one).
+fn device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| match device_name().as_str() {
+            "cpu" => Device::Cpu,
+            "cuda" => Device::new_cuda(0).expect("MMFLOW_BENCH_DEVICE=cuda: a CUDA device"),
+            other => panic!("MMFLOW_BENCH_DEVICE={other}: expected cpu or cuda"),
+        })
+        .clone()
+}
+
 fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() - 0.5).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(v, shape, &device()).unwrap()
+}
+
+/// Samples/s of `steps` steps of `batch` rows started at `start`, once the device is done.
+fn throughput(steps: usize, batch: usize, start: Instant) -> f64 {
+    device().synchronize().unwrap();
+    (steps * batch) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn adapter_steps() -> f64 {
-    let mut store = ParamStore::new(0, &Device::Cpu);
+    let mut store = ParamStore::new(0, &device());
     let config = MlpConfig {
         hidden: vec![256, 512, 1024],
         dropout: 0.0,
@@ -61,11 +86,11 @@ fn adapter_steps() -> f64 {
         let grads = loss.backward().unwrap();
         opt.step(grads, None).unwrap();
     }
-    (STEPS * 64) as f64 / start.elapsed().as_secs_f64()
+    throughput(STEPS, 64, start)
 }
 
 fn lstm_steps() -> f64 {
-    let mut store = ParamStore::new(0, &Device::Cpu);
+    let mut store = ParamStore::new(0, &device());
     let dims = [300, 74, 713];
     let lstms: Vec<Lstm> = dims
         .iter()
@@ -93,7 +118,7 @@ fn lstm_steps() -> f64 {
         let grads = loss.backward().unwrap();
         opt.step(grads, None).unwrap();
     }
-    (STEPS * 32) as f64 / start.elapsed().as_secs_f64()
+    throughput(STEPS, 32, start)
 }
 
 fn bench(c: &mut Criterion) {
@@ -104,8 +129,11 @@ fn bench(c: &mut Criterion) {
     group.finish();
     // Samples/s, best of three, for the comparison script.
     let best = |f: fn() -> f64| (0..3).map(|_| f()).fold(0.0, f64::max);
-    let json =
-        serde_json::json!({"adapter_mlp": best(adapter_steps), "lstm_fusion": best(lstm_steps)});
+    let json = serde_json::json!({
+        "device": device_name(),
+        "adapter_mlp": best(adapter_steps),
+        "lstm_fusion": best(lstm_steps)
+    });
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(format!("{dir}/bench-train.json"), json.to_string());
     println!("samples/s: {json}");

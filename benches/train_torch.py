@@ -82,6 +82,9 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = json.loads((TARGET / "bench-train.json").read_text()) if (TARGET / "bench-train.json").exists() else {}
+    if ours.get("device", "cpu") != args.device:
+        print(f"(mmflow's last run was on {ours.get('device', 'cpu')}, not {args.device}: no ratios)")
+        ours = {}
     print(f"{'model':<14} {'PyTorch':>12} {'mmflow':>12} {'ratio':>7}   (samples/s, {args.threads} threads, {args.device})")
     for name, make in (("adapter_mlp", adapter), ("lstm_fusion", lstm_fusion)):
         theirs = samples_per_second(make, args.device)

@@ -559,3 +559,142 @@ fn a_sims_dataset_gets_mmsas_sims_metrics_for_every_sentiment_head() {
         assert!(!forced.iter().any(|m| m.metric == "Mult_acc_2"));
     }
 }
+
+/// The same pipeline trained and evaluated on the CPU (`cpu/`) and on the GPU (`gpu/`) from
+/// the same seed. The lock records the resolved device of every stage that uses one.
+fn on_cpu_and_gpu(
+    dir: &Dir,
+    config: &str,
+    sets: &[String],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    dir.write("p.toml", config);
+    for (device, out) in [("cpu", "cpu"), ("cuda", "gpu")] {
+        let mut args: Vec<String> = ["run", "p.toml", "--out", out, "--set"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(format!("pipeline.device=\"{device}\""));
+        args.extend(sets.iter().cloned());
+        dir.mmflow(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .ok();
+    }
+    let lock = std::fs::read_to_string(dir.join("gpu/mmflow.lock")).unwrap();
+    assert!(lock.contains("cuda:0"), "the GPU run records its device");
+    (dir.join("cpu"), dir.join("gpu"))
+}
+
+/// Every history, prediction and metrics table of the CPU run against the GPU run's.
+/// Tolerances (the two differ only by floating-point summation order, which compounds over
+/// epochs): first-epoch losses within 1e-3 relative; every history value within 5e-2
+/// relative (or 1e-3 absolute); predictions within 5e-2 on average and 0.3 at worst;
+/// metrics within 0.05 (CIs aside).
+fn assert_close_runs(cpu: &std::path::Path, gpu: &std::path::Path) {
+    let tables = crate::util::parquet_files(cpu);
+    let close = |a: f64, b: f64, rel: f64| {
+        (a - b).abs() <= rel * a.abs().max(b.abs()) || (a - b).abs() <= 1e-3
+    };
+    let mut compared = 0;
+    for table in &tables {
+        let name = table.to_string_lossy();
+        if name.ends_with("history.parquet") {
+            let (a, b) = (
+                history::read(&cpu.join(table)).unwrap(),
+                history::read(&gpu.join(table)).unwrap(),
+            );
+            assert_eq!(a.len(), b.len(), "{name}: epochs (early stopping differs)");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(
+                    (&x.phase, x.epoch, &x.subject, &x.metric),
+                    (&y.phase, y.epoch, &y.subject, &y.metric)
+                );
+                for (u, v) in [(x.train, y.train), (x.valid, y.valid)] {
+                    let (Some(u), Some(v)) = (u, v) else { continue };
+                    let rel = if x.epoch <= 1 && x.metric == "loss" {
+                        1e-3
+                    } else {
+                        5e-2
+                    };
+                    assert!(
+                        close(u, v, rel),
+                        "{name}: {} epoch {} {} {}: CPU {u} vs GPU {v}",
+                        x.phase,
+                        x.epoch,
+                        x.subject,
+                        x.metric
+                    );
+                }
+            }
+            compared += 1;
+        } else if name.ends_with("predictions.parquet") {
+            let (a, b) = (
+                read_predictions(&cpu.join(table)).unwrap(),
+                read_predictions(&gpu.join(table)).unwrap(),
+            );
+            assert_eq!(a.len(), b.len(), "{name}");
+            let diffs: Vec<f64> = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| {
+                    assert_eq!((&x.segment_id, &x.head), (&y.segment_id, &y.head));
+                    (x.prediction as f64 - y.prediction as f64).abs()
+                })
+                .collect();
+            let mean = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
+            let worst = diffs.iter().cloned().fold(0.0, f64::max);
+            assert!(
+                mean < 5e-2 && worst < 0.3,
+                "{name}: predictions differ by {mean} on average, {worst} at worst"
+            );
+            compared += 1;
+        } else if name.ends_with("metrics.parquet") {
+            let (a, b) = (
+                read_metrics(&cpu.join(table)).unwrap(),
+                read_metrics(&gpu.join(table)).unwrap(),
+            );
+            assert_eq!(a.len(), b.len(), "{name}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x.value - y.value).abs() < 0.05 || close(x.value, y.value, 5e-2),
+                    "{name}: {} {} {}: CPU {} vs GPU {}",
+                    x.split,
+                    x.head,
+                    x.metric,
+                    x.value,
+                    y.value
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 3, "tables compared: {tables:?}");
+}
+
+/// `train_model` (MLP encoders) and `evaluate` on the GPU match the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU and a build with --features cuda"]
+fn gpu_the_sentiment_model_trains_as_on_the_cpu() {
+    let dir = Dir::new();
+    let (cpu, gpu) = on_cpu_and_gpu(&dir, MOSEI, &[]);
+    assert_close_runs(&cpu, &gpu);
+}
+
+/// LSTM encoders (the element-wise recurrence on the GPU against the fused CPU op),
+/// attention fusion and user embeddings on the GPU match the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU and a build with --features cuda"]
+fn gpu_lstm_attention_and_embeddings_train_as_on_the_cpu() {
+    let dir = Dir::new();
+    let (cpu, gpu) = on_cpu_and_gpu(&dir, VALENCE_AROUSAL, &[]);
+    assert_close_runs(&cpu, &gpu);
+}
+
+/// `train_adapters`, `apply_adapters`, `finetune` and `evaluate` of the transfer study on the
+/// GPU match the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU and a build with --features cuda"]
+fn gpu_the_transfer_study_trains_as_on_the_cpu() {
+    let dir = Dir::new();
+    let sets = reduced_transfer();
+    let (cpu, gpu) = on_cpu_and_gpu(&dir, include_str!("../configs/transfer.toml"), &sets);
+    assert_close_runs(&cpu, &gpu);
+}

@@ -68,7 +68,11 @@ impl Dir {
 
     /// A `mmflow` command running in this directory.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmflow"));
+        // `MMFLOW_BIN`: the binary, where the tests run on a machine other than the one that
+        // built them (scripts/gpu-check.sh).
+        let bin =
+            std::env::var_os("MMFLOW_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mmflow").into());
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .current_dir(self.path())
             .env("RUST_LOG", "info");

@@ -16,7 +16,8 @@ use crate::names::{suggest, valid_id};
 use crate::problem::{KeyPath, Location, Problem, Problems, SourceMap};
 use crate::run_cache::RunCacheSetting;
 use crate::stage::{
-    Arity, BoundInputs, DeviceChoice, DynStage, InputRef, OutputPort, ParsedParams, Registry,
+    Arity, BoundInputs, DeviceChoice, DeviceResolver, DynStage, InputRef, OutputPort, ParsedParams,
+    Registry,
 };
 use crate::template::{self, Locator, MatrixOrders, INSTANCE_MARK};
 
@@ -116,6 +117,8 @@ pub struct Pipeline {
     pub seed: u64,
     /// Requested device.
     pub device: DeviceChoice,
+    /// How the requested device is opened (the registry's).
+    pub device_resolver: DeviceResolver,
     /// Most stages run at once (resolved: never 0).
     pub jobs: usize,
     /// Run directory.
@@ -711,6 +714,7 @@ fn validate(
         file: path.to_path_buf(),
         seed: file.pipeline.seed,
         device: file.pipeline.device,
+        device_resolver: registry.device_resolver(),
         jobs,
         run_dir,
         run_cache: file.pipeline.run_cache.clone(),

@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::record;
 use crate::run_cache::{self, CachedEntry, CachedOutput, Lookup, RunCache};
 use crate::runlock::RunLock;
-use crate::stage::{OutputPort, ResolvedInput, RunContext, StageError};
+use crate::stage::{OutputPort, ResolvedDevice, ResolvedInput, RunContext, StageError};
 use crate::EngineError;
 
 /// Options of one run.
@@ -173,6 +173,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
     let mut outcomes: Vec<Option<StageOutcome>> = vec![None; n];
     let mut stop = false;
     let (tx, rx) = mpsc::channel::<Finished>();
+    let mut device = plan::DeviceSlot::new(pipeline);
 
     std::thread::scope(|scope| -> Result<(), EngineError> {
         let mut running = 0usize;
@@ -203,7 +204,16 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                 if !upstream_states.iter().all(|s| **s == State::Done) {
                     continue;
                 }
-                let fp = match plan::fingerprint(pipeline, stage, &manifest) {
+                // A device that cannot be used stops the stage before it starts.
+                let resolved = match device.for_stage(stage) {
+                    Ok(resolved) => resolved,
+                    Err(why) => {
+                        fail(&mut states, &mut outcomes, i, stage, why);
+                        stop |= !options.keep_going;
+                        continue;
+                    }
+                };
+                let fp = match plan::fingerprint(stage, resolved, &manifest, cache.as_ref()) {
                     Ok(Some(fp)) => fp,
                     Ok(None) => {
                         fail(
@@ -235,6 +245,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                         let work = Work {
                             pipeline,
                             stage,
+                            device: resolved,
                             cache,
                             progress: &progress,
                         };
@@ -485,6 +496,8 @@ fn stage_folder(run_dir: &Path, id: &str) -> Result<PathBuf, String> {
 struct Work<'a> {
     pipeline: &'a Pipeline,
     stage: &'a PlannedStage,
+    /// The device it computes on, as resolved for the run.
+    device: ResolvedDevice,
     cache: Option<&'a RunCache>,
     progress: &'a Progress,
 }
@@ -704,7 +717,7 @@ impl Work<'_> {
         let mut ctx = RunContext {
             stage_id: &stage.id,
             seed: stage.seed,
-            device: self.pipeline.device,
+            device: self.device,
             progress: self.progress,
             inputs: &inputs,
             outputs: outputs.clone(),

@@ -39,8 +39,8 @@ pub use executor::{run, RunOptions, RunSummary, StageOutcome};
 pub use problem::{KeyPath, ParamProblem, Problem, Problems};
 pub use progress::Progress;
 pub use stage::{
-    Arity, BoundInputs, DeviceChoice, InputRef, InputSlot, Moved, OutputPort, Registry,
-    ResolvedInput, RunContext, StageError, StageKind, TableKind,
+    Arity, BoundInputs, DeviceChoice, DeviceResolver, InputRef, InputSlot, Moved, OutputPort,
+    Registry, ResolvedDevice, ResolvedInput, RunContext, StageError, StageKind, TableKind,
 };
 
 /// What can go wrong in the engine itself (as opposed to inside a stage).

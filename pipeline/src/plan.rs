@@ -1,7 +1,7 @@
 //! Fingerprints, and the decision to run or skip a stage.
 //!
-//! fingerprint = blake3(kind, kind version, canonical params, seed, device (for stages that
-//! use one), content hash of every input table, content hash of every external source file).
+//! fingerprint = blake3(kind, kind version, canonical params, seed, device as resolved on
+//! this machine (`cpu`, `cuda:0`; for stages that use one), content hash of every input table, content hash of every external source file).
 //! A stage is skipped when its fingerprint equals the lock file's and every output recorded
 //! there is on disk unchanged; otherwise it runs, and the reason is reported.
 
@@ -11,6 +11,7 @@ use std::path::Path;
 use crate::config::{Pipeline, PlannedStage};
 use crate::manifest::{self, FileRecord, InputRecord, Manifest, OutputRecord, StageEntry};
 use crate::run_cache::RunCache;
+use crate::stage::ResolvedDevice;
 use crate::EngineError;
 
 /// A stage's fingerprint and what went into it.
@@ -22,17 +23,21 @@ pub struct Fingerprint {
     pub inputs: BTreeMap<String, Vec<InputRecord>>,
     /// External source files and their hashes.
     pub external_files: Vec<FileRecord>,
-    /// The device, if the stage uses one.
+    /// The resolved device (`cpu`, `cuda:0`), if the stage uses one.
     pub device: Option<String>,
 }
 
 /// Computes a stage's fingerprint; upstream outputs' hashes come from `manifest`, which
-/// must already hold the upstream stages' current entries. `None` if an upstream output is
-/// not recorded yet.
+/// must already hold the upstream stages' current entries. `device` is the pipeline's
+/// device as resolved on this machine; it counts only for a stage that uses one, so a model
+/// trained on the CPU is never taken for one trained on a GPU, and the reverse. `None` if an
+/// upstream output is not recorded yet. Source files' hashes known to `cache` are not read
+/// again.
 pub fn fingerprint(
-    pipeline: &Pipeline,
     stage: &PlannedStage,
+    device: ResolvedDevice,
     manifest: &Manifest,
+    cache: Option<&RunCache>,
 ) -> Result<Option<Fingerprint>, EngineError> {
     let mut inputs = BTreeMap::new();
     for (slot, refs) in &stage.inputs {
@@ -59,25 +64,18 @@ pub fn fingerprint(
         .unwrap_or(&[]);
     // A source file's hash is read again only when neither this run directory's lock nor the
     // run-cache (any run sharing it) knows the file at its size and modification time.
-    let cache = pipeline
-        .run_cache
-        .folder(&pipeline.run_dir)
-        .map(RunCache::at);
     let known = |file: &Path, size: u64, mtime_ns: u128| {
         previous
             .iter()
             .find(|r| r.path == file && r.size == size && r.mtime_ns == mtime_ns)
             .map(|r| r.hash.clone())
-            .or_else(|| cache.as_ref()?.known_hash(file, size, mtime_ns))
+            .or_else(|| cache?.known_hash(file, size, mtime_ns))
     };
     let mut external_files = Vec::new();
     for path in &stage.external_files {
         external_files.extend(manifest::record_files(path, known)?);
     }
-
-    let device = stage
-        .uses_device
-        .then(|| pipeline.device.as_str().to_string());
+    let device = stage.uses_device.then(|| device.to_string());
     let canonical = serde_json::json!({
         "kind": stage.stage.kind(),
         "version": stage.stage.version(),
@@ -94,6 +92,34 @@ pub fn fingerprint(
         external_files,
         device,
     }))
+}
+
+/// The pipeline's device, resolved when the first stage that uses one asks (opening a GPU
+/// takes a moment, and every stage of a run must see the same answer).
+pub(crate) struct DeviceSlot<'a> {
+    pipeline: &'a Pipeline,
+    resolved: Option<Result<ResolvedDevice, String>>,
+}
+
+impl<'a> DeviceSlot<'a> {
+    pub(crate) fn new(pipeline: &'a Pipeline) -> Self {
+        DeviceSlot {
+            pipeline,
+            resolved: None,
+        }
+    }
+
+    /// The device `stage` computes on: the resolved device if it uses one, else the CPU.
+    /// The error says why the requested device cannot be used.
+    pub(crate) fn for_stage(&mut self, stage: &PlannedStage) -> Result<ResolvedDevice, String> {
+        if !stage.uses_device {
+            return Ok(ResolvedDevice::Cpu);
+        }
+        let pipeline = self.pipeline;
+        self.resolved
+            .get_or_insert_with(|| (pipeline.device_resolver)(pipeline.device))
+            .clone()
+    }
 }
 
 /// What to do with a stage.
@@ -254,6 +280,8 @@ pub enum PlanStatus {
     WillRun(String),
     /// Will run if these upstream stages (which will run) change their outputs.
     AfterUpstream(Vec<String>),
+    /// Will fail before it starts, because… (its device cannot be used).
+    CannotRun(String),
 }
 
 /// Every stage's status, in topological order, without running anything.
@@ -263,6 +291,11 @@ pub fn plan(
     forced: &BTreeSet<String>,
 ) -> Result<Vec<(String, PlanStatus)>, EngineError> {
     let mut statuses: Vec<(String, PlanStatus)> = Vec::new();
+    let mut device = DeviceSlot::new(pipeline);
+    let cache = pipeline
+        .run_cache
+        .folder(&pipeline.run_dir)
+        .map(RunCache::at);
     for stage in &pipeline.stages {
         let running_upstream: Vec<String> = stage
             .upstream
@@ -279,17 +312,20 @@ pub fn plan(
         } else if !running_upstream.is_empty() {
             PlanStatus::AfterUpstream(running_upstream)
         } else {
-            match fingerprint(pipeline, stage, manifest)? {
-                None => PlanStatus::WillRun("never ran".into()),
-                Some(fp) => match decide(
-                    stage,
-                    &fp,
-                    manifest.stages.get(&stage.id),
-                    &pipeline.run_dir,
-                    false,
-                ) {
-                    Decision::Skip { .. } => PlanStatus::UpToDate,
-                    Decision::Run(why) => PlanStatus::WillRun(why),
+            match device.for_stage(stage) {
+                Err(why) => PlanStatus::CannotRun(why),
+                Ok(resolved) => match fingerprint(stage, resolved, manifest, cache.as_ref())? {
+                    None => PlanStatus::WillRun("never ran".into()),
+                    Some(fp) => match decide(
+                        stage,
+                        &fp,
+                        manifest.stages.get(&stage.id),
+                        &pipeline.run_dir,
+                        false,
+                    ) {
+                        Decision::Skip { .. } => PlanStatus::UpToDate,
+                        Decision::Run(why) => PlanStatus::WillRun(why),
+                    },
                 },
             }
         };

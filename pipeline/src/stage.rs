@@ -341,16 +341,36 @@ fn typed<S: StageKind>(params: &ParsedParams) -> &S::Params {
         .expect("params are always parsed by the stage kind that uses them")
 }
 
-/// The stage kinds a pipeline can use, by name.
-#[derive(Default)]
+/// The stage kinds a pipeline can use, by name, and how the pipeline's `device` is opened.
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn DynStage>>,
+    device_resolver: DeviceResolver,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            kinds: BTreeMap::new(),
+            device_resolver: cpu_only,
+        }
+    }
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry whose only device is the CPU.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets how a [`DeviceChoice`] becomes the device stages compute on.
+    pub fn set_device_resolver(&mut self, resolver: DeviceResolver) -> &mut Self {
+        self.device_resolver = resolver;
+        self
+    }
+
+    /// How a [`DeviceChoice`] becomes the device stages compute on.
+    pub fn device_resolver(&self) -> DeviceResolver {
+        self.device_resolver
     }
 
     /// Adds a stage kind.
@@ -403,14 +423,47 @@ impl DeviceChoice {
     }
 }
 
+/// The device a stage computes on: what a [`DeviceChoice`] resolved to on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedDevice {
+    /// The CPU.
+    Cpu,
+    /// The CUDA GPU with this ordinal.
+    Cuda(usize),
+}
+
+impl std::fmt::Display for ResolvedDevice {
+    /// `cpu` or `cuda:<ordinal>`, as recorded in the lock file and fingerprints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolvedDevice::Cpu => f.write_str("cpu"),
+            ResolvedDevice::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+/// Opens the device a [`DeviceChoice`] asks for on this machine, or says why it cannot.
+pub type DeviceResolver = fn(DeviceChoice) -> Result<ResolvedDevice, String>;
+
+/// The resolver of a registry with no GPU support: `auto` is the CPU, `cuda` an error.
+fn cpu_only(choice: DeviceChoice) -> Result<ResolvedDevice, String> {
+    match choice {
+        DeviceChoice::Cpu | DeviceChoice::Auto => Ok(ResolvedDevice::Cpu),
+        DeviceChoice::Cuda => {
+            Err("device = \"cuda\" but these stage kinds run on the CPU only".into())
+        }
+    }
+}
+
 /// Everything a running stage gets from the engine.
 pub struct RunContext<'a> {
     /// The stage's id in the pipeline.
     pub stage_id: &'a str,
     /// The stage's seed: pinned in its config, or derived from the pipeline seed and its id.
     pub seed: u64,
-    /// The device the pipeline asked for.
-    pub device: DeviceChoice,
+    /// The device to compute on: the pipeline's `device` as resolved on this machine for a
+    /// stage that uses one ([`StageKind::uses_device`]), the CPU for any other stage.
+    pub device: ResolvedDevice,
     /// Progress reporting for long loops.
     pub progress: &'a Progress,
     pub(crate) inputs: &'a BTreeMap<String, Vec<ResolvedInput>>,

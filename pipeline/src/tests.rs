@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::executor::{run, RunOptions, StageOutcome};
 use crate::manifest::Manifest;
 use crate::{
-    load, Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, Registry, RunContext,
-    StageError, StageKind, TableKind,
+    load, Arity, BoundInputs, DeviceChoice, InputSlot, OutputPort, ParamProblem, Registry,
+    ResolvedDevice, RunContext, StageError, StageKind, TableKind,
 };
 
 const TEXT: TableKind = TableKind {
@@ -119,9 +119,40 @@ impl StageKind for Concat {
     }
 }
 
+/// `compute`: writes the device it was given (a stand-in for a training stage).
+struct Compute;
+
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+struct ComputeParams {}
+
+impl StageKind for Compute {
+    type Params = ComputeParams;
+    const KIND: &'static str = "compute";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "writes its device";
+    fn inputs(&self, _: &ComputeParams) -> Vec<InputSlot> {
+        Vec::new()
+    }
+    fn outputs(
+        &self,
+        _: &ComputeParams,
+        _: &BoundInputs,
+    ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
+        Ok(vec![OutputPort::new("out", TEXT)])
+    }
+    fn uses_device(&self, _: &ComputeParams) -> bool {
+        true
+    }
+    fn run(&self, _: &ComputeParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
+        fs::write(ctx.output("out")?, ctx.device.to_string()).unwrap();
+        Ok(())
+    }
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
-    r.register(Emit).register(Concat);
+    r.register(Emit).register(Concat).register(Compute);
     r
 }
 
@@ -238,16 +269,18 @@ fn a_param_change_reruns_the_stage_and_its_dependents_only() {
 
 #[test]
 fn deleted_or_modified_outputs_rerun_their_stage() {
+    // Without the run-cache, which would restore them (see the run-cache tests below).
+    let no_cache = ["pipeline.run_cache=false"];
     let s = Setup::new(PIPELINE);
-    s.run(&[]);
+    s.run(&no_cache);
     fs::remove_file(s.run_dir().join("a/out.txt")).unwrap();
     assert_eq!(
-        ran(&s.run(&[])),
+        ran(&s.run(&no_cache)),
         set(&["a"]),
         "same content again: dependents stay cached"
     );
     fs::write(s.run_dir().join("ab/out.txt"), "tampered").unwrap();
-    assert_eq!(ran(&s.run(&[])), set(&["ab"]));
+    assert_eq!(ran(&s.run(&no_cache)), set(&["ab"]));
     assert_eq!(s.read("ab/out.txt"), "AB!");
 }
 
@@ -550,10 +583,10 @@ fn a_template_expands_to_the_stages_written_by_hand_and_shares_their_cache() {
         "{statuses:?}"
     );
     for (a, b) in templated.stages.iter().zip(&by_hand.stages) {
-        let fa = crate::plan::fingerprint(&templated, a, &manifest)
+        let fa = crate::plan::fingerprint(a, crate::ResolvedDevice::Cpu, &manifest, None)
             .unwrap()
             .unwrap();
-        let fb = crate::plan::fingerprint(&by_hand, b, &manifest)
+        let fb = crate::plan::fingerprint(b, crate::ResolvedDevice::Cpu, &manifest, None)
             .unwrap()
             .unwrap();
         assert_eq!((&a.id, fa.hash), (&b.id, fb.hash));
@@ -1075,4 +1108,115 @@ fn two_runs_filling_the_same_entry_at_once_leave_one_sound_entry() {
         .iter()
         .all(|(_, o)| matches!(o, StageOutcome::Restored { .. })));
     assert_eq!(fs::read(third.run_dir.join("ab/out.txt")).unwrap(), b"AB!");
+}
+
+const COMPUTING: &str = r#"
+[pipeline]
+name = "computing"
+
+[stages.a]
+kind = "emit"
+params = { value = "A" }
+
+[stages.fit]
+kind = "compute"
+"#;
+
+/// A machine with a GPU: `auto` and `cuda` open it.
+fn with_gpu(choice: DeviceChoice) -> Result<ResolvedDevice, String> {
+    Ok(match choice {
+        DeviceChoice::Cpu => ResolvedDevice::Cpu,
+        DeviceChoice::Cuda | DeviceChoice::Auto => ResolvedDevice::Cuda(0),
+    })
+}
+
+/// A machine whose GPU cannot be opened.
+fn without_gpu(choice: DeviceChoice) -> Result<ResolvedDevice, String> {
+    match choice {
+        DeviceChoice::Cuda => Err("device = \"cuda\" but no CUDA device: none found".into()),
+        _ => Ok(ResolvedDevice::Cpu),
+    }
+}
+
+fn outcome<'a>(outcomes: &'a [(String, StageOutcome)], id: &str) -> &'a StageOutcome {
+    &outcomes.iter().find(|(s, _)| s == id).unwrap().1
+}
+
+/// The resolved device (not the requested one) is what the lock records and what decides
+/// whether a device-using stage is up to date: a result computed on the CPU is not reused
+/// for a GPU run, nor the reverse; stages that use no device are unaffected.
+#[test]
+fn the_resolved_device_is_recorded_and_decides_reuse() {
+    let s = Setup::new(COMPUTING);
+    // Without the run-cache: what is decided here is the lock's reuse.
+    let run_with = |device: &str, resolver: crate::DeviceResolver| {
+        let mut p = s.pipeline(&[
+            &format!("pipeline.device={device}"),
+            "pipeline.run_cache=false",
+        ]);
+        p.device_resolver = resolver;
+        run(&p, &RunOptions::default()).unwrap().stages
+    };
+    let lock_device = || {
+        Manifest::load(&s.run_dir()).unwrap().stages["fit"]
+            .device
+            .clone()
+    };
+
+    assert_eq!(ran(&run_with("\"cpu\"", with_gpu)), set(&["a", "fit"]));
+    assert_eq!(
+        (s.read("fit/out.txt"), lock_device()),
+        ("cpu".into(), Some("cpu".into()))
+    );
+    assert_eq!(
+        Manifest::load(&s.run_dir()).unwrap().stages["a"].device,
+        None
+    );
+
+    // `auto` on a machine with a GPU trains there: the CPU result is not reused.
+    let on_gpu = run_with("\"auto\"", with_gpu);
+    assert_eq!(ran(&on_gpu), set(&["fit"]));
+    assert!(
+        matches!(outcome(&on_gpu, "fit"), StageOutcome::Ran { reason, .. } if reason == "device changed"),
+        "{on_gpu:?}"
+    );
+    assert_eq!(
+        (s.read("fit/out.txt"), lock_device()),
+        ("cuda:0".into(), Some("cuda:0".into()))
+    );
+    // `cuda` resolves to the same device: up to date.
+    assert!(ran(&run_with("\"cuda\"", with_gpu)).is_empty());
+
+    // `auto` where no GPU can be opened falls back to the CPU, and that is a change again.
+    assert_eq!(ran(&run_with("\"auto\"", without_gpu)), set(&["fit"]));
+    assert_eq!(s.read("fit/out.txt"), "cpu");
+}
+
+/// `device = "cuda"` where no GPU can be opened fails the stage that would use it before it
+/// runs, with the resolver's reason; the others are unaffected and the plan says so too.
+#[test]
+fn an_unusable_device_fails_the_stage_that_uses_it_before_it_runs() {
+    let s = Setup::new(COMPUTING);
+    let mut p = s.pipeline(&["pipeline.device=\"cuda\""]);
+    p.device_resolver = without_gpu;
+    let manifest = Manifest::load(&s.run_dir()).unwrap();
+    let statuses = crate::plan::plan(&p, &manifest, &BTreeSet::new()).unwrap();
+    assert!(
+        matches!(&statuses[1], (id, crate::plan::PlanStatus::CannotRun(why)) if id == "fit" && why.contains("no CUDA device")),
+        "{statuses:?}"
+    );
+    let outcomes = run(&p, &RunOptions::default()).unwrap().stages;
+    assert!(matches!(outcome(&outcomes, "a"), StageOutcome::Ran { .. }));
+    assert!(
+        matches!(outcome(&outcomes, "fit"), StageOutcome::Failed { error } if error.contains("no CUDA device: none found")),
+        "{outcomes:?}"
+    );
+    assert!(!s.run_dir().join("fit").exists());
+    // The default registry knows only the CPU.
+    let p = s.pipeline(&["pipeline.device=\"cuda\""]);
+    let outcomes = run(&p, &RunOptions::default()).unwrap().stages;
+    assert!(
+        matches!(outcome(&outcomes, "fit"), StageOutcome::Failed { error } if error.contains("CPU only")),
+        "{outcomes:?}"
+    );
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{self, Metric, MetricFamily, CALIBRATED_SUFFIX, MEAN_SUBJECT};
 use crate::stats::{pearson, quantile, std};
 use crate::tables::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
-use crate::train::device::resolve;
+use crate::train::device::open;
 use crate::train::model::Head;
 use crate::train::restore::Restored;
 use crate::train::task::Task;
@@ -130,7 +130,7 @@ impl StageKind for Evaluate {
     }
 
     fn run(&self, p: &EvaluateParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let device = resolve(ctx.device)?;
+        let device = open(ctx.device)?;
         let Restored {
             model,
             adapters,

@@ -42,6 +42,7 @@ pub fn registry() -> Registry {
         .register(train::train_model::TrainModel)
         .register(train::finetune::Finetune)
         .register(train::apply_adapters::ApplyAdapters)
-        .register(evaluate::Evaluate);
+        .register(evaluate::Evaluate)
+        .set_device_resolver(train::device::resolve);
     registry
 }

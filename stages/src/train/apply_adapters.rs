@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::AdaptersCheckpoint;
-use super::device::{err, resolve};
+use super::device::{err, open};
 use super::nn::{Mlp, Pass};
 use crate::tables::{ADAPTERS, FEATURES};
 
@@ -101,7 +101,7 @@ impl StageKind for ApplyAdapters {
     }
 
     fn run(&self, p: &ApplyAdaptersParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let device = resolve(ctx.device)?;
+        let device = open(ctx.device)?;
         let adapters_input = ctx.input("adapters")?.clone();
         let loaded = AdaptersCheckpoint::load(&adapters_input.path, &device)?;
         let mut counts = Vec::new();

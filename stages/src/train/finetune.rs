@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{ModelCheckpoint, ADAPTER_PREFIX};
-use super::device::resolve;
+use super::device::open;
 use super::fit::fit;
 use super::loss::LossWeights;
 use super::model::Head;
@@ -231,7 +231,7 @@ impl StageKind for Finetune {
     }
 
     fn run(&self, p: &FinetuneParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let device = resolve(ctx.device)?;
+        let device = open(ctx.device)?;
         let Restored {
             mut store,
             model,

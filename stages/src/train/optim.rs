@@ -123,10 +123,15 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Optimises `vars` (all on one device).
+    /// Optimises `vars` (all on one device): fused and in place on the CPU, with candle-nn's
+    /// AdamW (tensor ops on the device) elsewhere.
     pub fn new(vars: Vec<Var>, config: AdamWConfig) -> Result<AdamW, StageError> {
-        let cpu = vars.iter().all(|v| v.device().is_cpu());
-        let engine = if cpu {
+        let fused = vars.iter().all(|v| v.device().is_cpu());
+        Self::with_engine(vars, config, fused)
+    }
+
+    fn with_engine(vars: Vec<Var>, config: AdamWConfig, fused: bool) -> Result<AdamW, StageError> {
+        let engine = if fused {
             Engine::Fused(
                 vars.into_iter()
                     .map(|var| {
@@ -179,16 +184,22 @@ impl AdamW {
             Engine::Fused(slots) => slots.iter().map(|s| &s.var).collect(),
             Engine::Candle(_, vars) => vars.iter().collect(),
         };
-        let mut sum_sq = 0f64;
-        for var in &vars {
-            if let Some(g) = grads.get(var) {
-                sum_sq += g
-                    .sqr()
-                    .and_then(|s| s.sum_all())
-                    .and_then(|s| s.to_scalar::<f32>())
-                    .map_err(err("gradient norm"))? as f64;
-            }
-        }
+        // The squared norms stay on the device; one value per step comes back.
+        let squares = vars
+            .iter()
+            .filter_map(|var| grads.get(var))
+            .map(|g| g.sqr().and_then(|s| s.sum_all()))
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map_err(err("gradient norm"))?;
+        let sum_sq = if squares.is_empty() {
+            0.0
+        } else {
+            Tensor::stack(&squares, 0)
+                .and_then(|s| s.to_dtype(candle_core::DType::F64))
+                .and_then(|s| s.sum_all())
+                .and_then(|s| s.to_scalar::<f64>())
+                .map_err(err("gradient norm"))?
+        };
         let norm = sum_sq.sqrt();
         if !norm.is_finite() {
             return Err(StageError::Internal("non-finite gradient".into()));
@@ -332,6 +343,39 @@ mod tests {
         for (g, want) in got.iter().zip([0.8990f32, -1.8980, 2.8970]) {
             assert!((g - want).abs() < 1e-4, "{got:?}");
         }
+    }
+
+    /// The optimizer used on GPUs (candle-nn's AdamW, with clipping by scaled gradients)
+    /// follows the fused CPU one step for step; run here on the CPU.
+    #[test]
+    fn the_device_optimizer_matches_the_fused_one() {
+        let start = [0.5f32, -1.5, 2.0, 0.25, -0.75, 3.0];
+        let run = |fused: bool| {
+            let w = Var::new(&start, &Device::Cpu).unwrap();
+            let config = AdamWConfig::new(0.05, 0.01);
+            let mut opt = AdamW::with_engine(vec![w.clone()], config, fused).unwrap();
+            let mut norms = Vec::new();
+            for step in 0..5 {
+                let cube = w.as_tensor().sqr().unwrap().mul(w.as_tensor()).unwrap();
+                let loss = cube.sum_all().unwrap();
+                let clip = (step % 2 == 0).then_some(1.0);
+                norms.push(opt.step(loss.backward().unwrap(), clip).unwrap());
+                opt.set_lr(opt.lr() * 0.9);
+            }
+            (w.as_tensor().to_vec1::<f32>().unwrap(), norms)
+        };
+        let ((fused, fused_norms), (device, device_norms)) = (run(true), run(false));
+        assert_eq!(fused_norms[0], device_norms[0]);
+        for (a, b) in fused_norms.iter().zip(&device_norms) {
+            assert!(
+                (a - b).abs() < 1e-5 * a,
+                "{fused_norms:?} vs {device_norms:?}"
+            );
+        }
+        for (a, b) in fused.iter().zip(&device) {
+            assert!((a - b).abs() < 1e-5, "{fused:?} vs {device:?}");
+        }
+        assert_ne!(fused, start.to_vec());
     }
 
     #[test]

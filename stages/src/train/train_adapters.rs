@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{adapter_prefix, AdapterSpec, AdaptersCheckpoint};
-use super::device::{err, resolve};
+use super::device::{err, open};
 use super::fit::{fit, Measures, Trainable};
 use super::nn::{Activation, Mlp, MlpConfig, Pass};
 use super::optim::scalar;
@@ -145,7 +145,7 @@ impl StageKind for TrainAdapters {
     }
 
     fn run(&self, p: &TrainAdaptersParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let device = resolve(ctx.device)?;
+        let device = open(ctx.device)?;
         let mut store = ParamStore::new(ctx.seed, &device);
         let mut specs = BTreeMap::new();
         let mut rows = Vec::new();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{AdaptersCheckpoint, ModelCheckpoint};
 use super::data::Dataset;
-use super::device::resolve;
+use super::device::open;
 use super::fit::fit;
 use super::loss::LossWeights;
 use super::model::{Architecture, EncoderConfig, EncoderKind, Fusion, Head, Model};
@@ -195,7 +195,7 @@ impl StageKind for TrainModel {
     }
 
     fn run(&self, p: &TrainModelParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let device = resolve(ctx.device)?;
+        let device = open(ctx.device)?;
         let adapters = match ctx.optional_input("adapters") {
             Some(input) => Some(AdaptersCheckpoint::load(&input.path, &device)?.adapters),
             None => None,
