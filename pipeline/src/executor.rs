@@ -600,11 +600,16 @@ impl Work<'_> {
         let cached = match cache.lookup(key, &stage.outputs) {
             Lookup::Hit(cached) => cached,
             Lookup::Miss => return Ok(None),
-            Lookup::Discarded(why) => {
+            Lookup::Unusable { why, removed } => {
                 tracing::warn!(
-                    "{}: the run-cache entry {key} in {} was not used ({why}); it was removed and the stage runs",
+                    "{}: the run-cache entry {key} in {} was not used ({why}); {}, and the stage runs",
                     stage.id,
-                    cache.root().display()
+                    cache.root().display(),
+                    if removed {
+                        "it was removed"
+                    } else {
+                        "it is not an entry mmflow wrote (no record) and was left in place"
+                    }
                 );
                 return Ok(None);
             }

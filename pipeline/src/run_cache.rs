@@ -20,9 +20,10 @@
 //! `<cache>/tmp/` and published by renaming its folder into place, which succeeds for exactly
 //! one writer: two runs filling the same entry at once both compute, one publishes, the other
 //! discards its copy. A published entry is never changed; an entry that does not match its
-//! record (a file edited through a link from a run directory, a truncated copy, a foreign
-//! folder) is renamed into `tmp/` before it is removed, so no reader meets half of one. Only
-//! folders and files mmflow made are removed, and nothing is followed through a link.
+//! record (a file edited through a link from a run directory, a truncated copy, a record that
+//! is not one) is renamed into `tmp/` before it is removed, so no reader meets half of one.
+//! Only folders mmflow made are removed — an entry's folder is mmflow's when it holds a
+//! record; a folder without one is left in place — and nothing is followed through a link.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -129,8 +130,14 @@ pub enum Lookup {
     Miss,
     /// An entry whose files match their record.
     Hit(CachedEntry),
-    /// An entry that does not match (why); it has been set aside.
-    Discarded(String),
+    /// An entry that cannot be used, and why.
+    Unusable {
+        /// What is wrong with it.
+        why: String,
+        /// True if it was an entry mmflow wrote (it has a record) and has been removed; a
+        /// folder without a record is not taken for one of mmflow's and is left in place.
+        removed: bool,
+    },
 }
 
 /// A run-cache at a folder.
@@ -178,8 +185,11 @@ impl RunCache {
         match verify_entry(&dir, key, ports) {
             Ok(entry) => Lookup::Hit(entry),
             Err(why) => {
-                self.discard(&dir);
-                Lookup::Discarded(why)
+                let ours = fs::symlink_metadata(dir.join(ENTRY_FILE)).is_ok_and(|m| m.is_file());
+                if ours {
+                    self.discard(&dir);
+                }
+                Lookup::Unusable { why, removed: ours }
             }
         }
     }

@@ -1047,6 +1047,15 @@ fn a_run_cache_entry_that_does_not_match_its_record_is_recomputed_never_trusted(
     let entry = cache_dir(&s).join(&key[..2]).join(&key);
     fs::remove_dir_all(&entry).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+    // A folder without a record in an entry's place is not mmflow's either: left alone.
+    let key_b = crate::run_cache::RunCache::key(
+        &Manifest::load(&s.run_dir()).unwrap().stages["b"].fingerprint,
+        "b",
+    );
+    let foreign = cache_dir(&s).join(&key_b[..2]).join(&key_b);
+    fs::remove_dir_all(&foreign).unwrap();
+    fs::create_dir_all(&foreign).unwrap();
+    fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let mut fourth = s.pipeline(&[]);
     fourth.run_dir = s.dir.path().join("fourth");
     let outcomes = run(&fourth, &RunOptions::default()).unwrap().stages;
@@ -1058,6 +1067,7 @@ fn a_run_cache_entry_that_does_not_match_its_record_is_recomputed_never_trusted(
         .file_type()
         .is_symlink());
     assert!(elsewhere.is_dir());
+    assert_eq!(fs::read(foreign.join("notes.txt")).unwrap(), b"mine");
     assert_eq!(fs::read(fourth.run_dir.join("ab/out.txt")).unwrap(), b"AB!");
 }
 
