@@ -111,6 +111,23 @@ fn no_cluster() -> Option<String> {
     }
 }
 
+/// `mmflow sweep p.toml --executor slurm [--wait] --out slurm`.
+fn slurm_sweep(d: &Dir, wait: bool) -> crate::util::Run {
+    let mut args = vec![
+        "-q",
+        "sweep",
+        "p.toml",
+        "--executor",
+        "slurm",
+        "--out",
+        "slurm",
+    ];
+    if wait {
+        args.push("--wait");
+    }
+    d.mmflow(&args)
+}
+
 fn squeue_is_empty(job: &str) -> bool {
     Command::new("squeue")
         .args(["-h", "-o", "%i", "-j", job])
@@ -153,18 +170,7 @@ fn a_sweep_on_slurm_equals_the_local_one_and_resubmits_only_unfinished_runs() {
 
     d.write("p.toml", SWEEP);
     let local = d.mmflow(&["-q", "sweep", "p.toml", "--out", "local"]).ok();
-    let slurm = d
-        .mmflow(&[
-            "-q",
-            "sweep",
-            "p.toml",
-            "--executor",
-            "slurm",
-            "--wait",
-            "--out",
-            "slurm",
-        ])
-        .ok();
+    let slurm = slurm_sweep(&d, true).ok();
     assert!(
         slurm
             .stdout
@@ -184,17 +190,7 @@ fn a_sweep_on_slurm_equals_the_local_one_and_resubmits_only_unfinished_runs() {
     // comparison names it with its job and log, and the next submission is that run alone.
     std::fs::remove_dir_all(d.join("slurm/mmflow.sweep/base-seed2")).unwrap();
     std::fs::remove_dir_all(d.join("slurm/mmflow.sweep/base-seed1")).unwrap();
-    let submitted = d
-        .mmflow(&[
-            "-q",
-            "sweep",
-            "p.toml",
-            "--executor",
-            "slurm",
-            "--out",
-            "slurm",
-        ])
-        .ok();
+    let submitted = slurm_sweep(&d, false).ok();
     let array = submitted
         .stdout
         .split("submitted job array ")
@@ -234,18 +230,7 @@ fn a_sweep_on_slurm_equals_the_local_one_and_resubmits_only_unfinished_runs() {
         collected.stderr
     );
     assert!(!d.join("slurm/mmflow.sweep/comparison.parquet").exists());
-    let again = d
-        .mmflow(&[
-            "-q",
-            "sweep",
-            "p.toml",
-            "--executor",
-            "slurm",
-            "--wait",
-            "--out",
-            "slurm",
-        ])
-        .ok();
+    let again = slurm_sweep(&d, true).ok();
     assert!(
         again.stdout.contains("1 of 4 runs (tasks 1)"),
         "{}",

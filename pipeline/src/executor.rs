@@ -118,14 +118,11 @@ struct Finished {
 }
 
 enum Completed {
+    /// Computed, or (with the seconds the restore took) restored from the run-cache.
     Ran {
         entry: Box<StageEntry>,
         reason: String,
-    },
-    Restored {
-        entry: Box<StageEntry>,
-        reason: String,
-        seconds: f64,
+        restored_in: Option<f64>,
     },
     Skipped {
         fingerprint: String,
@@ -269,38 +266,39 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
             running -= 1;
             let stage = &pipeline.stages[index];
             match result {
-                Ok(Completed::Ran { entry, reason }) => {
-                    let seconds = entry.duration_s;
-                    tracing::info!(
-                        "{} ({}) ran in {:.2} s [{reason}]{}",
-                        stage.id,
-                        stage.stage.kind(),
-                        seconds,
-                        summarize_report(&entry)
-                    );
-                    record_completed(&mut manifest, &stage.id, &entry.fingerprint);
-                    manifest.stages.insert(stage.id.clone(), *entry);
-                    manifest.save(run_dir)?;
-                    states[index] = State::Done;
-                    outcomes[index] = Some(StageOutcome::Ran { reason, seconds });
-                }
-                Ok(Completed::Restored {
+                Ok(Completed::Ran {
                     entry,
                     reason,
-                    seconds,
+                    restored_in,
                 }) => {
+                    let (how, outcome) = match restored_in {
+                        None => (
+                            "ran",
+                            StageOutcome::Ran {
+                                reason: reason.clone(),
+                                seconds: entry.duration_s,
+                            },
+                        ),
+                        Some(seconds) => (
+                            "restored from the run-cache",
+                            StageOutcome::Restored {
+                                reason: reason.clone(),
+                                seconds,
+                            },
+                        ),
+                    };
                     tracing::info!(
-                        "{} ({}) restored from the run-cache in {:.2} s [{reason}]{}",
+                        "{} ({}) {how} in {:.2} s [{reason}]{}",
                         stage.id,
                         stage.stage.kind(),
-                        seconds,
+                        restored_in.unwrap_or(entry.duration_s),
                         summarize_report(&entry)
                     );
                     record_completed(&mut manifest, &stage.id, &entry.fingerprint);
                     manifest.stages.insert(stage.id.clone(), *entry);
                     manifest.save(run_dir)?;
                     states[index] = State::Done;
-                    outcomes[index] = Some(StageOutcome::Restored { reason, seconds });
+                    outcomes[index] = Some(outcome);
                 }
                 Ok(Completed::Skipped {
                     fingerprint,
@@ -538,10 +536,10 @@ impl Work<'_> {
             if let Some((outputs, cached)) = self.restore(&key, &stage_dir)? {
                 let entry = self.entry(fp, outputs, cached.report, cached.duration_s);
                 self.remember_sources(&entry);
-                return Ok(Completed::Restored {
+                return Ok(Completed::Ran {
                     entry: Box::new(entry),
                     reason,
-                    seconds: started.elapsed().as_secs_f64(),
+                    restored_in: Some(started.elapsed().as_secs_f64()),
                 });
             }
         }
@@ -558,6 +556,7 @@ impl Work<'_> {
         Ok(Completed::Ran {
             entry: Box::new(entry),
             reason,
+            restored_in: None,
         })
     }
 

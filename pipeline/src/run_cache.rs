@@ -206,8 +206,7 @@ impl RunCache {
         entry: &CachedEntry,
         files: &BTreeMap<String, PathBuf>,
     ) -> io::Result<bool> {
-        let work = self.root.join(WORK_FOLDER);
-        fs::create_dir_all(&work)?;
+        let work = self.work_folder()?;
         let tmp = work.join(unique_name(&entry.key));
         fs::create_dir(&tmp)?;
         let filled = fill_entry(&tmp, entry, files);
@@ -226,6 +225,26 @@ impl RunCache {
             let _ = fs::remove_dir_all(&tmp);
         }
         published
+    }
+
+    /// `<cache>/tmp`, created if absent; a link (or anything but a folder) in its place is not
+    /// mmflow's, and nothing is filled or removed through it.
+    fn work_folder(&self) -> io::Result<PathBuf> {
+        let work = self.root.join(WORK_FOLDER);
+        fs::create_dir_all(&self.root)?;
+        match fs::create_dir(&work) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if fs::symlink_metadata(&work)?.is_dir() {
+            Ok(work)
+        } else {
+            Err(io::Error::other(format!(
+                "{} is not a folder mmflow made (a link or a file is in its place)",
+                work.display()
+            )))
+        }
     }
 
     /// The content hash a run sharing this cache recorded for the source file `path` when it
@@ -275,10 +294,9 @@ impl RunCache {
 
     /// Moves an entry folder aside (one rename, so no reader sees part of it), then removes it.
     fn discard(&self, dir: &Path) {
-        let work = self.root.join(WORK_FOLDER);
-        if fs::create_dir_all(&work).is_err() {
+        let Ok(work) = self.work_folder() else {
             return;
-        }
+        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -379,6 +397,48 @@ fn verify_file(path: &Path, output: &CachedOutput) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_is_filled_or_removed_through_a_link_in_place_of_the_work_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("keep.txt"), "mine").unwrap();
+        let cache = RunCache::at(dir.path().join("cache"));
+        fs::create_dir(cache.root()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, cache.root().join(WORK_FOLDER)).unwrap();
+        let output = dir.path().join("out.txt");
+        fs::write(&output, "x").unwrap();
+        let entry = CachedEntry {
+            format: ENTRY_FORMAT,
+            key: RunCache::key("f", "s"),
+            stage: "s".into(),
+            fingerprint: "f".into(),
+            outputs: [(
+                "out".to_string(),
+                CachedOutput {
+                    file: "out.txt".into(),
+                    size: 1,
+                    hash: manifest::hash_file(&output).unwrap(),
+                    rows: None,
+                    table: None,
+                },
+            )]
+            .into(),
+            report: BTreeMap::new(),
+            duration_s: 0.0,
+            mmflow_version: String::new(),
+        };
+        let files = [("out".to_string(), output)].into();
+        let err = cache.store(&entry, &files).unwrap_err().to_string();
+        assert!(err.contains("not a folder mmflow made"), "{err}");
+        let left: Vec<_> = fs::read_dir(&elsewhere)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["keep.txt"]);
+    }
 
     #[test]
     fn a_source_hash_is_known_only_at_the_size_and_time_it_was_recorded() {
