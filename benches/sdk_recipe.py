@@ -161,8 +161,8 @@ def timed(cmd, **kw):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=160)
-    ap.add_argument("--dir", type=pathlib.Path, default=ROOT / "target" / "bench-sdk")
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    ap.add_argument("--dir", type=pathlib.Path, default=target / "bench-sdk")
     ap.add_argument("--mmflow", default=str(target / "release" / "mmflow"))
     ap.add_argument("--skip-sdk", action="store_true", help="only time h5py and mmflow (e.g. at full MOSEI scale)")
     args = ap.parse_args()

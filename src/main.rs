@@ -368,6 +368,7 @@ fn print_plan(p: &Pipeline, force: &[String]) -> anyhow::Result<u8> {
         let status = match status {
             PlanStatus::UpToDate => "up to date".to_string(),
             PlanStatus::WillRun(why) => format!("will run: {why}"),
+            PlanStatus::Restore(why) => format!("will be restored from the run-cache: {why}"),
             PlanStatus::CannotRun(why) => format!("cannot run: {why}"),
             PlanStatus::AfterUpstream(up) => {
                 format!(

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::config::{Pipeline, PlannedStage};
 use crate::manifest::{self, FileRecord, InputRecord, Manifest, OutputRecord, StageEntry};
-use crate::run_cache::RunCache;
+use crate::run_cache::{CachedEntry, RunCache};
 use crate::stage::ResolvedDevice;
 use crate::EngineError;
 
@@ -278,6 +278,9 @@ pub enum PlanStatus {
     UpToDate,
     /// Will run, because…
     WillRun(String),
+    /// Must be brought up to date, because…, and the run-cache holds its outputs: will be
+    /// restored (unless the entry's files turn out not to match their record).
+    Restore(String),
     /// Will run if these upstream stages (which will run) change their outputs.
     AfterUpstream(Vec<String>),
     /// Will fail before it starts, because… (its device cannot be used).
@@ -296,14 +299,17 @@ pub fn plan(
         .run_cache
         .folder(&pipeline.run_dir)
         .map(RunCache::at);
+    // The lock as it will be once restored stages are in place: their outputs' hashes are
+    // known from the run-cache, so the stages after them are planned exactly too.
+    let mut known = manifest.clone();
     for stage in &pipeline.stages {
         let running_upstream: Vec<String> = stage
             .upstream
             .iter()
             .filter(|u| {
-                statuses
-                    .iter()
-                    .any(|(id, s)| id == *u && *s != PlanStatus::UpToDate)
+                statuses.iter().any(|(id, s)| {
+                    id == *u && !matches!(s, PlanStatus::UpToDate | PlanStatus::Restore(_))
+                })
             })
             .cloned()
             .collect();
@@ -314,7 +320,7 @@ pub fn plan(
         } else {
             match device.for_stage(stage) {
                 Err(why) => PlanStatus::CannotRun(why),
-                Ok(resolved) => match fingerprint(stage, resolved, manifest, cache.as_ref())? {
+                Ok(resolved) => match fingerprint(stage, resolved, &known, cache.as_ref())? {
                     None => PlanStatus::WillRun("never ran".into()),
                     Some(fp) => match decide(
                         stage,
@@ -324,7 +330,17 @@ pub fn plan(
                         false,
                     ) {
                         Decision::Skip { .. } => PlanStatus::UpToDate,
-                        Decision::Run(why) => PlanStatus::WillRun(why),
+                        Decision::Run(why) => {
+                            let key = RunCache::key(&fp.hash, &stage.id);
+                            match cache.as_ref().and_then(|c| c.peek(&key, &stage.outputs)) {
+                                Some(cached) => {
+                                    let entry = restorable_entry(stage, fp, cached);
+                                    known.stages.insert(stage.id.clone(), entry);
+                                    PlanStatus::Restore(why)
+                                }
+                                None => PlanStatus::WillRun(why),
+                            }
+                        }
                     },
                 },
             }
@@ -332,4 +348,39 @@ pub fn plan(
         statuses.push((stage.id.clone(), status));
     }
     Ok(statuses)
+}
+
+/// The lock entry a stage restored from the run-cache will have, as far as planning the
+/// stages after it needs (their inputs' hashes).
+fn restorable_entry(stage: &PlannedStage, fp: Fingerprint, cached: CachedEntry) -> StageEntry {
+    let outputs = cached
+        .outputs
+        .into_iter()
+        .map(|(name, output)| {
+            let record = OutputRecord {
+                path: Path::new(&stage.id).join(&output.file),
+                size: output.size,
+                mtime_ns: 0,
+                hash: output.hash,
+                rows: output.rows,
+                table: output.table,
+            };
+            (name, record)
+        })
+        .collect();
+    StageEntry {
+        kind: stage.stage.kind().to_string(),
+        version: stage.stage.version(),
+        fingerprint: fp.hash,
+        params: stage.params.canonical.clone(),
+        seed: stage.seed,
+        device: fp.device,
+        inputs: fp.inputs,
+        external_files: fp.external_files,
+        outputs,
+        report: cached.report,
+        duration_s: cached.duration_s,
+        finished_unix: 0,
+        mmflow_version: cached.mmflow_version,
+    }
 }

@@ -194,6 +194,22 @@ impl RunCache {
         }
     }
 
+    /// What a lookup of `key` would most likely find, without reading the files' contents
+    /// or removing anything (for `mmflow plan`): the record, when it names every declared
+    /// output and each file is a regular file of the recorded size.
+    pub fn peek(&self, key: &str, ports: &[OutputPort]) -> Option<CachedEntry> {
+        let dir = self.entry_dir(key);
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        let entry = read_record(&dir, key, ports).ok()?;
+        let sound = entry.outputs.values().all(|output| {
+            fs::symlink_metadata(dir.join(&output.file))
+                .is_ok_and(|m| m.is_file() && m.len() == output.size)
+        });
+        sound.then_some(entry)
+    }
+
     /// Path of an entry's output file (after a [`Lookup::Hit`]).
     pub fn file(&self, key: &str, output: &CachedOutput) -> PathBuf {
         self.entry_dir(key).join(&output.file)
@@ -353,6 +369,17 @@ pub fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Reads and checks an entry; the reason it cannot be used otherwise.
 fn verify_entry(dir: &Path, key: &str, ports: &[OutputPort]) -> Result<CachedEntry, String> {
+    let entry = read_record(dir, key, ports)?;
+    for port in ports {
+        let output = &entry.outputs[&port.name];
+        verify_file(&dir.join(&output.file), output)
+            .map_err(|why| format!("{}: {why}", output.file))?;
+    }
+    Ok(entry)
+}
+
+/// An entry's record, when it is this entry's and names every declared output by its file.
+fn read_record(dir: &Path, key: &str, ports: &[OutputPort]) -> Result<CachedEntry, String> {
     let record = dir.join(ENTRY_FILE);
     if !fs::symlink_metadata(&record).is_ok_and(|m| m.is_file()) {
         return Err(format!("{ENTRY_FILE} is missing"));
@@ -373,8 +400,6 @@ fn verify_entry(dir: &Path, key: &str, ports: &[OutputPort]) -> Result<CachedEnt
                 port.name, output.file
             ));
         }
-        verify_file(&dir.join(&output.file), output)
-            .map_err(|why| format!("{}: {why}", output.file))?;
     }
     Ok(entry)
 }

@@ -953,6 +953,15 @@ fn another_run_directory_restores_stages_from_the_run_cache_as_links() {
 
     let mut other = s.pipeline(&[]);
     other.run_dir = s.dir.path().join("other");
+    // The plan knows: every stage, the ones after restored ones included, will be restored.
+    fs::create_dir_all(&other.run_dir).unwrap();
+    let planned = crate::plan::plan(&other, &Manifest::default(), &Default::default()).unwrap();
+    for (id, status) in &planned {
+        assert!(
+            matches!(status, crate::plan::PlanStatus::Restore(why) if why == "never ran"),
+            "{id}: {status:?}"
+        );
+    }
     let second = run(&other, &RunOptions::default()).unwrap().stages;
     for (id, outcome) in &second {
         assert!(
