@@ -896,7 +896,7 @@ audio = { path = "audio", fps = 4.0 }
     dir.mmflow(&["run", "p.toml"]).ok();
     let table = SegmentTable::read(&dir.join("data/runs/p/src/segments.parquet")).unwrap();
     assert_eq!(table.label_names, ["sentiment", "sentiment_T"]);
-    let got: Vec<(&str, Option<&str>, Vec<Option<f32>>)> = table
+    let got: Vec<_> = table
         .rows
         .iter()
         .map(|r| (r.segment_id.as_str(), r.text.as_deref(), r.labels.clone()))
