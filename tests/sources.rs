@@ -654,10 +654,9 @@ fn mmsa_pickles_become_segments_and_features() {
 /// read back from each.
 fn layout_fixtures() -> (PathBuf, serde_json::Value) {
     let folder = data().join("mmsa");
-    let expected = serde_json::from_str(
-        &std::fs::read_to_string(folder.join("EXPECTED.json")).unwrap(),
-    )
-    .unwrap();
+    let expected =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("EXPECTED.json")).unwrap())
+            .unwrap();
     (folder, expected)
 }
 
@@ -719,7 +718,11 @@ fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
         let layout = want["layout"].as_str().unwrap();
         let report = &lock["stages"][stage]["report"];
         assert_eq!(report["layout"], layout, "{stage}: {report}");
-        assert_eq!(report["repeated_ids"], serde_json::json!([]), "{stage}: {report}");
+        assert_eq!(
+            report["repeated_ids"],
+            serde_json::json!([]),
+            "{stage}: {report}"
+        );
         let out = dir.join(&format!("data/runs/p/{stage}"));
         let table = SegmentTable::read(&out.join("segments.parquet")).unwrap();
         let label_keys: BTreeMap<&str, &str> = match layout {
@@ -733,7 +736,10 @@ fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
             "mult" => [("sentiment", "labels")].into(),
             _ => [("sentiment", "regression_labels")].into(),
         };
-        assert_eq!(table.label_names, label_keys.keys().copied().collect::<Vec<_>>());
+        assert_eq!(
+            table.label_names,
+            label_keys.keys().copied().collect::<Vec<_>>()
+        );
         let mut rows = table.rows.iter();
         let mut mult_rows = Vec::new();
         for split in ["train", "valid", "test"] {
@@ -741,11 +747,12 @@ fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
             let ids = strings(&want["id"]);
             let n = want["id"]["shape"][0].as_u64().unwrap() as usize;
             let texts = want.get("raw_text").map(strings);
-            let labels: Vec<Vec<f64>> =
-                label_keys.values().map(|k| numbers(&want[*k])).collect();
+            let labels: Vec<Vec<f64>> = label_keys.values().map(|k| numbers(&want[*k])).collect();
             let id_width = ids.len() / n;
             for i in 0..n {
-                let row = rows.next().unwrap_or_else(|| panic!("{stage}: too few rows"));
+                let row = rows
+                    .next()
+                    .unwrap_or_else(|| panic!("{stage}: too few rows"));
                 assert_eq!(row.split.as_str(), split);
                 assert_eq!(row.dataset, if layout == "sims" { "sims" } else { "mosi" });
                 assert_eq!(row.text, texts.as_ref().map(|t| t[i].clone()), "{stage}");
@@ -785,8 +792,10 @@ fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        let mut outputs: BTreeSet<String> =
-            modalities.iter().map(|(m, _)| format!("{m}.parquet")).collect();
+        let mut outputs: BTreeSet<String> = modalities
+            .iter()
+            .map(|(m, _)| format!("{m}.parquet"))
+            .collect();
         outputs.insert("segments.parquet".into());
         assert_eq!(written, outputs, "{stage}");
         let mut nonfinite = 0;
@@ -812,7 +821,10 @@ fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
                         .filter(|x| x.is_finite())
                         .map(|&x| x as f64)
                         .sum();
-                    assert!((finite - sum.as_f64().unwrap()).abs() < 1e-4, "{stage} {modality}");
+                    assert!(
+                        (finite - sum.as_f64().unwrap()).abs() < 1e-4,
+                        "{stage} {modality}"
+                    );
                     k += 1;
                 }
                 if *modality == "audio" {
@@ -825,7 +837,10 @@ fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
             assert!(nonfinite > 0, "the fixture has -inf inside a segment");
             assert_eq!(report["nonfinite_values"]["audio"], nonfinite, "{report}");
             let unused = report["keys_not_used"].to_string();
-            assert!(unused.contains("text_bert") && !unused.contains("raw_text"), "{unused}");
+            assert!(
+                unused.contains("text_bert") && !unused.contains("raw_text"),
+                "{unused}"
+            );
         }
     }
 }
@@ -856,7 +871,10 @@ fn a_forced_layout_and_explicit_maps_win_over_what_the_keys_say() {
     assert_eq!(explicit.label_names, ["audio_only"]);
     assert_eq!(explicit.rows[0].dataset, "simsv2");
     let annotation = explicit.rows[0].text.as_deref().unwrap();
-    assert!(annotation == "Positive" || annotation == "Negative", "{annotation}");
+    assert!(
+        annotation == "Positive" || annotation == "Negative",
+        "{annotation}"
+    );
     assert!(out.join("acoustic.parquet").exists() && !out.join("audio.parquet").exists());
 }
 
@@ -881,7 +899,10 @@ labels = { path = "labels.csv", fps = 0.5, csv = { video_column = "video_id" } }
 audio = { path = "audio", fps = 4.0 }
 "#,
     );
-    dir.write("folds.json", r#"{"train": ["v1"], "valid": [], "test": ["v2"]}"#);
+    dir.write(
+        "folds.json",
+        r#"{"train": ["v1"], "valid": [], "test": ["v2"]}"#,
+    );
     dir.write(
         "labels.csv",
         "video_id,timestamp,text,sentiment,sentiment_T\n\
@@ -890,8 +911,13 @@ audio = { path = "audio", fps = 4.0 }
          v2,0,,0.2,0\n",
     );
     for video in ["v1", "v2"] {
-        let rows: String = (0..16).map(|i| format!("{},{}\n", i as f64 / 4.0, i)).collect();
-        dir.write(&format!("audio/{video}.csv"), &format!("timestamp,a0\n{rows}"));
+        let rows: String = (0..16)
+            .map(|i| format!("{},{}\n", i as f64 / 4.0, i))
+            .collect();
+        dir.write(
+            &format!("audio/{video}.csv"),
+            &format!("timestamp,a0\n{rows}"),
+        );
     }
     dir.mmflow(&["run", "p.toml"]).ok();
     let table = SegmentTable::read(&dir.join("data/runs/p/src/segments.parquet")).unwrap();

@@ -338,10 +338,11 @@ mod tests {
             table.write(&path, &meta).unwrap();
             assert_eq!(SegmentTable::read(&path).unwrap(), table);
             let file = std::fs::File::open(&path).unwrap();
-            let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .unwrap()
-                .schema()
-                .clone();
+            let schema =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .schema()
+                    .clone();
             let field = schema.field_with_name(TEXT).ok();
             assert_eq!(field.is_some(), column, "{table:?}");
             if let Some(field) = field {

@@ -613,9 +613,13 @@ const CASES: &[Case] = &[
         what: "pickle splits in two layouts",
         setup: |d| {
             let p = Pickle::new().op(b"}").mark().str("train").op(b"}").mark();
-            let p = two_ids(p).str("regression_labels").array("<f4", &[2], &f32_bytes(2));
+            let p = two_ids(p)
+                .str("regression_labels")
+                .array("<f4", &[2], &f32_bytes(2));
             let p = p.op(b"u").str("valid").op(b"}").mark();
-            let p = two_ids(p).str("labels").array("<f4", &[2, 1, 1], &f32_bytes(2));
+            let p = two_ids(p)
+                .str("labels")
+                .array("<f4", &[2, 1, 1], &f32_bytes(2));
             layout_case(d, &p.op(b"u").op(b"u").stop(), "modalities = {}")
         },
         args: RUN,
@@ -680,7 +684,8 @@ const CASES: &[Case] = &[
     Case {
         what: "pickle without raw_text read with modalities = {}",
         setup: |d| {
-            let bytes = split_pickle(|p| good_labels(good_audio(p.str("audio")).str("regression_labels")));
+            let bytes =
+                split_pickle(|p| good_labels(good_audio(p.str("audio")).str("regression_labels")));
             layout_case(d, &bytes, "modalities = {}")
         },
         args: RUN,
@@ -966,7 +971,12 @@ fn the_bad_file_builders_start_from_good_files() {
     let dir = Dir::new();
     pickle_case(&dir, &mmsa_pickle(good_audio, good_labels));
     dir.mmflow(RUN).ok();
-    let text_only = split_pickle(|p| texts(good_labels(p.str("regression_labels")).str("raw_text"), &["a", "b"]));
+    let text_only = split_pickle(|p| {
+        texts(
+            good_labels(p.str("regression_labels")).str("raw_text"),
+            &["a", "b"],
+        )
+    });
     layout_case(&dir, &text_only, "modalities = {}");
     dir.mmflow(RUN).ok();
     let mult = split_pickle(|p| {

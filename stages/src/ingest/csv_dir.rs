@@ -624,7 +624,11 @@ mod tests {
         let file = "timestamp,sentiment,text,label_T\n0,0.5,\"我很开心, really\",1\n1,-1,,0\n";
         let (_dir, source) = open_dir(&[("v.csv", file)], &timing());
         let source = source.unwrap();
-        assert_eq!(source.read("v").unwrap().dim, 2, "sentiment and label_T only");
+        assert_eq!(
+            source.read("v").unwrap().dim,
+            2,
+            "sentiment and label_T only"
+        );
         assert_eq!(values(&source, "v"), [0.5, 1.0, -1.0, 0.0]);
         assert_eq!(source.texts("v").unwrap(), ["我很开心, really", ""]);
 
@@ -637,7 +641,11 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("labels.csv");
-        std::fs::write(&path, "video,timestamp,utterance,y\nb,0,second,1\na,0,first,2\nb,1,third,3\n").unwrap();
+        std::fs::write(
+            &path,
+            "video,timestamp,utterance,y\nb,0,second,1\na,0,first,2\nb,1,third,3\n",
+        )
+        .unwrap();
         let source = CsvSource::open(&path, &timing_named).unwrap();
         assert_eq!(source.texts("a").unwrap(), ["first"]);
         assert_eq!(source.texts("b").unwrap(), ["second", "third"]);
@@ -660,7 +668,10 @@ mod tests {
             ..timing()
         };
         let e = error(&[("v.csv", "timestamp,x\n0,1\n1,2\n")], &missing);
-        assert!(e.contains("v.csv") && e.contains("no text column `transcript`"), "{e}");
+        assert!(
+            e.contains("v.csv") && e.contains("no text column `transcript`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -107,11 +107,11 @@ impl Layout {
         let pairs: Vec<(&str, &str)> = match self {
             Layout::Mmsa => vec![(SENTIMENT, "regression_labels")],
             Layout::Sims => std::iter::once((SENTIMENT, "regression_labels"))
-                .chain(
-                    SIMS_MODALITY_SENTIMENTS
-                        .into_iter()
-                        .zip(["regression_labels_T", "regression_labels_A", "regression_labels_V"]),
-                )
+                .chain(SIMS_MODALITY_SENTIMENTS.into_iter().zip([
+                    "regression_labels_T",
+                    "regression_labels_A",
+                    "regression_labels_V",
+                ]))
                 .collect(),
             Layout::Mult => vec![(SENTIMENT, "labels")],
         };
@@ -136,9 +136,7 @@ impl Layout {
 
     /// The layout of a split's keys, if one fits.
     fn of_keys(keys: &BTreeMap<String, PyValue>) -> Option<Layout> {
-        Layout::DETECTED_IN_ORDER
-            .into_iter()
-            .find(|l| l.fits(keys))
+        Layout::DETECTED_IN_ORDER.into_iter().find(|l| l.fits(keys))
     }
 }
 
@@ -309,13 +307,29 @@ impl StageKind for MmsaPickle {
         let ids = file.take_ids(&mut splits)?;
         let numbered = number_segments(&ids);
 
+        // Labels and texts of every split first: they are small, and a bad one should not
+        // wait for the features of the splits before it to be written.
+        let mut labelled = Vec::with_capacity(splits.len());
+        for (split, ids) in splits.iter_mut().zip(&ids) {
+            let n = ids.len();
+            let mut label_rows: Vec<Vec<Option<f32>>> = vec![Vec::new(); n];
+            for key in labels.values() {
+                let values = take_floats(&mut split.items, key, n, &source)
+                    .map_err(|m| file.fail(&split.name, key, m))?;
+                for (row, v) in label_rows.iter_mut().zip(values) {
+                    row.push(Some(v));
+                }
+            }
+            let texts = file.take_text(split, p, n)?;
+            labelled.push((label_rows, texts));
+        }
+
         let mut writers: BTreeMap<String, (FeatureWriter, usize)> = BTreeMap::new();
         let mut rows = Vec::new();
         let mut report = Report::default();
         let mut first_split: BTreeMap<&str, Split> = BTreeMap::new();
-        for ((split, ids), segment_ids) in splits.iter_mut().zip(&ids).zip(numbered) {
-            let name = split.name.as_str();
-            let n = ids.len();
+        let each_split = splits.iter_mut().zip(&ids).zip(numbered).zip(labelled);
+        for (((split, ids), segment_ids), (label_rows, texts)) in each_split {
             for (id, seg) in ids.iter().zip(&segment_ids) {
                 match first_split.get(id.raw.as_str()) {
                     Some(first) => report.repeated.push(format!(
@@ -327,15 +341,6 @@ impl StageKind for MmsaPickle {
                     }
                 }
             }
-            let mut label_rows: Vec<Vec<Option<f32>>> = vec![Vec::new(); n];
-            for key in labels.values() {
-                let values = take_floats(&mut split.items, key, n, &source)
-                    .map_err(|m| file.fail(name, key, m))?;
-                for (row, v) in label_rows.iter_mut().zip(values) {
-                    row.push(Some(v));
-                }
-            }
-            let texts = file.take_text(split, p, n)?;
             for (modality, key) in &p.modalities {
                 let features = ModalityRead {
                     modality,
@@ -346,7 +351,13 @@ impl StageKind for MmsaPickle {
                 };
                 file.write_modality(split, &features, &dataset, &mut writers, &mut report, ctx)?;
             }
-            for (i, (id, segment_id)) in ids.iter().zip(segment_ids).enumerate() {
+            let texts = texts.map_or_else(
+                || vec![None; ids.len()],
+                |t| t.into_iter().map(Some).collect(),
+            );
+            for (((id, segment_id), labels), text) in
+                ids.iter().zip(segment_ids).zip(label_rows).zip(texts)
+            {
                 rows.push(Segment {
                     dataset: dataset.clone(),
                     video_id: id.video.clone(),
@@ -355,8 +366,8 @@ impl StageKind for MmsaPickle {
                     speaker_id: None,
                     start: id.start,
                     end: id.end,
-                    labels: std::mem::take(&mut label_rows[i]),
-                    text: texts.as_ref().map(|t| t[i].clone()),
+                    labels,
+                    text,
                 });
             }
             report.unused.extend(split.items.keys().cloned());
@@ -586,8 +597,9 @@ impl PickleFile<'_> {
         let lengths = if m.use_lengths {
             let lengths_key = format!("{key}_lengths");
             match split.items.remove(&lengths_key) {
-                Some(v) => lengths_of(v, n, self.source)
-                    .map_err(|e| self.fail(name, &lengths_key, e))?,
+                Some(v) => {
+                    lengths_of(v, n, self.source).map_err(|e| self.fail(name, &lengths_key, e))?
+                }
                 None => None,
             }
         } else {
@@ -1040,7 +1052,14 @@ mod tests {
 
     #[test]
     fn layouts_are_told_by_their_keys() {
-        let mmsa = ["id", "raw_text", "text", "audio", "vision", "regression_labels"];
+        let mmsa = [
+            "id",
+            "raw_text",
+            "text",
+            "audio",
+            "vision",
+            "regression_labels",
+        ];
         assert_eq!(Layout::of_keys(&keys(&mmsa)), Some(Layout::Mmsa));
         let sims = [
             "id",
@@ -1051,10 +1070,7 @@ mod tests {
         ];
         assert_eq!(Layout::of_keys(&keys(&sims)), Some(Layout::Sims));
         // Two of the three per-modality labels: still MOSI/MOSEI's keys.
-        assert_eq!(
-            Layout::of_keys(&keys(&sims[..4])),
-            Some(Layout::Mmsa)
-        );
+        assert_eq!(Layout::of_keys(&keys(&sims[..4])), Some(Layout::Mmsa));
         let mult = ["id", "text", "audio", "vision", "labels"];
         assert_eq!(Layout::of_keys(&keys(&mult)), Some(Layout::Mult));
         assert_eq!(Layout::of_keys(&keys(&["id", "audio", "score"])), None);
@@ -1117,12 +1133,20 @@ mod tests {
         );
         items.insert(
             ID.to_string(),
-            array(vec![2], ArrayData::Object(vec![PyValue::Str("a".into()), PyValue::Int(3)])),
+            array(
+                vec![2],
+                ArrayData::Object(vec![PyValue::Str("a".into()), PyValue::Int(3)]),
+            ),
         );
         let e = take_id_rows(&mut items).unwrap_err();
         assert!(e.contains("id 1 holds a int"), "{e}");
-        items.insert(ID.to_string(), array(vec![2], ArrayData::F32(vec![1.0, 2.0])));
-        assert!(take_id_rows(&mut items).unwrap_err().contains("float32 array"));
+        items.insert(
+            ID.to_string(),
+            array(vec![2], ArrayData::F32(vec![1.0, 2.0])),
+        );
+        assert!(take_id_rows(&mut items)
+            .unwrap_err()
+            .contains("float32 array"));
         assert_eq!(take_id_rows(&mut items).unwrap_err(), "is missing");
     }
 
@@ -1169,8 +1193,11 @@ mod tests {
             ["你好", ""]
         );
         assert_eq!(
-            texts_of(array(vec![1], ArrayData::Object(vec![PyValue::Bytes("é".as_bytes().to_vec())])))
-                .unwrap(),
+            texts_of(array(
+                vec![1],
+                ArrayData::Object(vec![PyValue::Bytes("é".as_bytes().to_vec())])
+            ))
+            .unwrap(),
             ["é"]
         );
         for (value, says) in [
