@@ -593,6 +593,18 @@ fn mmsa_pickles_become_segments_and_features() {
         .sum();
     assert!(neginf > 0);
     assert_eq!(report["nonfinite_values"]["audio"], neginf, "{report}");
+    // The raw text of each segment, in split order (train, valid, test).
+    let texts: Vec<&str> = ["train", "valid", "test"]
+        .iter()
+        .flat_map(|s| splits[*s]["raw_text"]["first"].as_array().unwrap())
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let written: Vec<&str> = segments
+        .rows
+        .iter()
+        .map(|r| r.text.as_deref().unwrap())
+        .collect();
+    assert_eq!(written, texts);
     let mut ids = Vec::new();
     for split in splits.values() {
         let listed = split["id"]["first"].as_array().unwrap();
@@ -636,4 +648,291 @@ fn mmsa_pickles_become_segments_and_features() {
         );
         assert!(!dir.join("data/runs/q/m/segments.parquet").exists());
     }
+}
+
+/// `tests/data/mmsa`: one small pickle per layout (see its make_layouts.py) and what numpy
+/// read back from each.
+fn layout_fixtures() -> (PathBuf, serde_json::Value) {
+    let folder = data().join("mmsa");
+    let expected =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("EXPECTED.json")).unwrap())
+            .unwrap();
+    (folder, expected)
+}
+
+/// An array's values as numpy read them.
+fn numbers(array: &serde_json::Value) -> Vec<f64> {
+    array["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+fn strings(array: &serde_json::Value) -> Vec<String> {
+    array["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// MulT's id rows `[video, start, end]` → `video[k]`, `k` the rank of the segment's start
+/// (then end) among the video's segments in the whole file.
+fn mult_segment_ids(rows: &[(String, f64, f64)]) -> Vec<String> {
+    rows.iter()
+        .map(|(video, start, end)| {
+            let before = rows
+                .iter()
+                .filter(|(v, s, e)| v == video && (s, e) < (start, end))
+                .count();
+            format!("{video}[{before}]")
+        })
+        .collect()
+}
+
+#[test]
+fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
+    let dir = Dir::new();
+    let (folder, expected) = layout_fixtures();
+    let files = [
+        ("mmsa", "mmsa_unaligned.pkl", ""),
+        ("sims", "sims_unaligned.pkl", ""),
+        ("mult", "mult_data.pkl", ""),
+        ("text_only", "text_only.pkl", ", modalities = {}"),
+    ];
+    let mut config = String::new();
+    for (stage, file, extra) in files {
+        config += &format!(
+            "[stages.{stage}]\nkind = \"mmsa_pickle\"\nparams = {{ path = {:?}{extra} }}\n",
+            folder.join(file)
+        );
+    }
+    dir.write("p.toml", &config);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let lock = lock(&dir);
+    for (stage, file, _) in files {
+        let want = &expected[file];
+        let layout = want["layout"].as_str().unwrap();
+        let report = &lock["stages"][stage]["report"];
+        assert_eq!(report["layout"], layout, "{stage}: {report}");
+        assert_eq!(
+            report["repeated_ids"],
+            serde_json::json!([]),
+            "{stage}: {report}"
+        );
+        let out = dir.join(&format!("data/runs/p/{stage}"));
+        let table = SegmentTable::read(&out.join("segments.parquet")).unwrap();
+        let label_keys: BTreeMap<&str, &str> = match layout {
+            "sims" => [
+                ("sentiment", "regression_labels"),
+                ("sentiment_A", "regression_labels_A"),
+                ("sentiment_T", "regression_labels_T"),
+                ("sentiment_V", "regression_labels_V"),
+            ]
+            .into(),
+            "mult" => [("sentiment", "labels")].into(),
+            _ => [("sentiment", "regression_labels")].into(),
+        };
+        assert_eq!(
+            table.label_names,
+            label_keys.keys().copied().collect::<Vec<_>>()
+        );
+        let mut rows = table.rows.iter();
+        let mut mult_rows = Vec::new();
+        for split in ["train", "valid", "test"] {
+            let want = &want["splits"][split];
+            let ids = strings(&want["id"]);
+            let n = want["id"]["shape"][0].as_u64().unwrap() as usize;
+            let texts = want.get("raw_text").map(strings);
+            let labels: Vec<Vec<f64>> = label_keys.values().map(|k| numbers(&want[*k])).collect();
+            let id_width = ids.len() / n;
+            for i in 0..n {
+                let row = rows
+                    .next()
+                    .unwrap_or_else(|| panic!("{stage}: too few rows"));
+                assert_eq!(row.split.as_str(), split);
+                assert_eq!(row.dataset, if layout == "sims" { "sims" } else { "mosi" });
+                assert_eq!(row.text, texts.as_ref().map(|t| t[i].clone()), "{stage}");
+                for (got, values) in row.labels.iter().zip(&labels) {
+                    assert_eq!(*got, Some(values[i] as f32), "{stage} {split} {i}");
+                }
+                if id_width == 1 {
+                    let (video, clip) = ids[i].split_once("$_$").unwrap();
+                    assert_eq!(row.video_id, video);
+                    assert_eq!(row.segment_id, format!("{video}[{clip}]"));
+                    assert_eq!((row.start, row.end), (None, None));
+                } else {
+                    let id = &ids[i * id_width..(i + 1) * id_width];
+                    let (start, end) = (id[1].parse().unwrap(), id[2].parse().unwrap());
+                    assert_eq!(row.video_id, id[0]);
+                    assert_eq!((row.start, row.end), (Some(start), Some(end)));
+                    mult_rows.push((id[0].clone(), start, end));
+                }
+            }
+        }
+        assert!(rows.next().is_none(), "{stage}: more rows than ids");
+        if layout == "mult" {
+            let got: Vec<&str> = table.rows.iter().map(|r| r.segment_id.as_str()).collect();
+            assert_eq!(got, mult_segment_ids(&mult_rows));
+            assert!(
+                got.windows(2).any(|w| w[0] > w[1]),
+                "numbering by start differs from file order in the fixture: {got:?}"
+            );
+        }
+        // Features: every modality with the frames each segment keeps (cut to its lengths).
+        let modalities: &[(&str, &str)] = if stage == "text_only" {
+            &[]
+        } else {
+            &[("text", "text"), ("audio", "audio"), ("visual", "vision")]
+        };
+        let written: BTreeSet<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut outputs: BTreeSet<String> = modalities
+            .iter()
+            .map(|(m, _)| format!("{m}.parquet"))
+            .collect();
+        outputs.insert("segments.parquet".into());
+        assert_eq!(written, outputs, "{stage}");
+        let mut nonfinite = 0;
+        for (modality, key) in modalities {
+            let features = FeatureReader::open(&out.join(format!("{modality}.parquet")))
+                .unwrap()
+                .read_all()
+                .unwrap();
+            let mut k = 0;
+            for split in ["train", "valid", "test"] {
+                let want = &want["splits"][split][*key];
+                assert_eq!(features.dim as u64, want["shape"][2].as_u64().unwrap());
+                for (steps, sum) in want["kept_steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(want["finite_sum"].as_array().unwrap())
+                {
+                    assert_eq!(features.length(k) as u64, steps.as_u64().unwrap());
+                    let frames = features.frames_of(k);
+                    let finite: f64 = frames
+                        .iter()
+                        .filter(|x| x.is_finite())
+                        .map(|&x| x as f64)
+                        .sum();
+                    assert!(
+                        (finite - sum.as_f64().unwrap()).abs() < 1e-4,
+                        "{stage} {modality}"
+                    );
+                    k += 1;
+                }
+                if *modality == "audio" {
+                    nonfinite += want["nonfinite_kept"].as_u64().unwrap();
+                }
+            }
+            assert_eq!(k, table.rows.len());
+        }
+        if stage != "text_only" && stage != "mult" {
+            assert!(nonfinite > 0, "the fixture has -inf inside a segment");
+            assert_eq!(report["nonfinite_values"]["audio"], nonfinite, "{report}");
+            let unused = report["keys_not_used"].to_string();
+            assert!(
+                unused.contains("text_bert") && !unused.contains("raw_text"),
+                "{unused}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_forced_layout_and_explicit_maps_win_over_what_the_keys_say() {
+    let dir = Dir::new();
+    let (folder, _) = layout_fixtures();
+    let sims = folder.join("sims_unaligned.pkl");
+    dir.write(
+        "p.toml",
+        &format!(
+            "[stages.forced]\nkind = \"mmsa_pickle\"\nparams = {{ path = {sims:?}, layout = \"mmsa\" }}\n\
+             [stages.explicit]\nkind = \"mmsa_pickle\"\nparams = {{ path = {sims:?}, dataset = \"simsv2\", labels = {{ audio_only = \"regression_labels_A\" }}, modalities = {{ acoustic = \"audio\" }}, text = \"annotations\" }}\n"
+        ),
+    );
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let lock = lock(&dir);
+    assert_eq!(lock["stages"]["forced"]["report"]["layout"], "mmsa");
+    let forced = SegmentTable::read(&dir.join("data/runs/p/forced/segments.parquet")).unwrap();
+    assert_eq!(forced.label_names, ["sentiment"]);
+    assert_eq!(forced.rows[0].dataset, "mosi");
+    assert!(forced.rows[0].text.is_some());
+
+    assert_eq!(lock["stages"]["explicit"]["report"]["layout"], "sims");
+    let out = dir.join("data/runs/p/explicit");
+    let explicit = SegmentTable::read(&out.join("segments.parquet")).unwrap();
+    assert_eq!(explicit.label_names, ["audio_only"]);
+    assert_eq!(explicit.rows[0].dataset, "simsv2");
+    let annotation = explicit.rows[0].text.as_deref().unwrap();
+    assert!(
+        annotation == "Positive" || annotation == "Negative",
+        "{annotation}"
+    );
+    assert!(out.join("acoustic.parquet").exists() && !out.join("audio.parquet").exists());
+}
+
+/// A label file with a `text` column (as CH-SIMS's `label.csv`): each label row's text is its
+/// segment's `text`; the column is not a label.
+#[test]
+fn a_csv_label_files_text_column_becomes_the_segments_text() {
+    let dir = Dir::new();
+    dir.write(
+        "p.toml",
+        r#"
+[stages.src]
+kind = "csv"
+[stages.src.params]
+dataset = "toy"
+label_columns = ["sentiment", "sentiment_T"]
+folds = "folds.json"
+align = "none"
+reference = "audio"
+labels = { path = "labels.csv", fps = 0.5, csv = { video_column = "video_id" } }
+[stages.src.params.modalities]
+audio = { path = "audio", fps = 4.0 }
+"#,
+    );
+    dir.write(
+        "folds.json",
+        r#"{"train": ["v1"], "valid": [], "test": ["v2"]}"#,
+    );
+    dir.write(
+        "labels.csv",
+        "video_id,timestamp,text,sentiment,sentiment_T\n\
+         v1,0,\"我很开心, 真的\",0.8,1\n\
+         v1,2,then it broke,-0.4,-1\n\
+         v2,0,,0.2,0\n",
+    );
+    for video in ["v1", "v2"] {
+        let rows: String = (0..16)
+            .map(|i| format!("{},{}\n", i as f64 / 4.0, i))
+            .collect();
+        dir.write(
+            &format!("audio/{video}.csv"),
+            &format!("timestamp,a0\n{rows}"),
+        );
+    }
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let table = SegmentTable::read(&dir.join("data/runs/p/src/segments.parquet")).unwrap();
+    assert_eq!(table.label_names, ["sentiment", "sentiment_T"]);
+    let got: Vec<_> = table
+        .rows
+        .iter()
+        .map(|r| (r.segment_id.as_str(), r.text.as_deref(), r.labels.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("v1[0]", Some("我很开心, 真的"), vec![Some(0.8), Some(1.0)]),
+            ("v1[1]", Some("then it broke"), vec![Some(-0.4), Some(-1.0)]),
+            ("v2[0]", Some(""), vec![Some(0.2), Some(0.0)]),
+        ]
+    );
 }

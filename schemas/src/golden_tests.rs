@@ -43,6 +43,7 @@ fn segments(path: &Path) {
         start: Some(0.5),
         end: None,
         labels,
+        text: None,
     };
     SegmentTable {
         label_names: vec!["sentiment".into(), "valence".into()],
@@ -50,6 +51,27 @@ fn segments(path: &Path) {
             row("v1[0]", Split::Train, Some("s1"), vec![Some(1.5), None]),
             row("v1[1]", Split::Test, None, vec![Some(-2.0), Some(0.25)]),
         ],
+    }
+    .write(path, &meta())
+    .unwrap();
+}
+
+/// Segments with transcripts: the `text` column after the labels, null where a segment has none.
+fn segments_with_text(path: &Path) {
+    let row = |id: &str, text: Option<&str>| Segment {
+        dataset: "sims".into(),
+        video_id: "v1".into(),
+        segment_id: id.into(),
+        split: Split::Valid,
+        speaker_id: None,
+        start: None,
+        end: None,
+        labels: vec![Some(0.5)],
+        text: text.map(str::to_string),
+    };
+    SegmentTable {
+        label_names: vec!["sentiment".into()],
+        rows: vec![row("v1[0]", Some("我很开心 — fine")), row("v1[1]", None)],
     }
     .write(path, &meta())
     .unwrap();
@@ -207,8 +229,9 @@ fn comparison(path: &Path) {
 type Writer = fn(&Path);
 
 /// Every writer, by the name of its golden file.
-const WRITERS: [(&str, Writer); 9] = [
+const WRITERS: [(&str, Writer); 10] = [
     ("segments.parquet", segments),
+    ("segments_text.parquet", segments_with_text),
     ("features.parquet", features),
     ("norm_stats.parquet", norm_stats),
     ("targets.parquet", targets),

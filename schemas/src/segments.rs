@@ -9,9 +9,14 @@
 //! | `speaker_id` | utf8, nullable | speaker or user |
 //! | `start`, `end` | float64, nullable | segment interval in seconds |
 //! | one column per label | float32, nullable | e.g. `sentiment` in [-3, 3], emotions in [0, 3] |
+//! | `text` | utf8, nullable, optional | the segment's transcript, when the source has one |
 //!
 //! The label columns are listed, in order, comma-separated, under the metadata key
 //! `mmflow.labels`; label names therefore hold no comma (see [`label_name_problems`]).
+//!
+//! The `text` column is written only when some segment has text (MMSA's `raw_text`, a CSV
+//! label file's text column), after the label columns; a table without it reads back with no text
+//! for any segment, so tables written before the column existed read as they did.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -29,8 +34,10 @@ pub const TABLE: &str = "segments";
 pub const VERSION: u32 = 1;
 /// Metadata key listing the label columns.
 pub const KEY_LABELS: &str = "mmflow.labels";
+/// The optional column holding each segment's transcript.
+pub const TEXT: &str = "text";
 
-const FIXED: [&str; 7] = [
+const FIXED: [&str; 8] = [
     "dataset",
     "video_id",
     "segment_id",
@@ -38,6 +45,7 @@ const FIXED: [&str; 7] = [
     "speaker_id",
     "start",
     "end",
+    TEXT,
 ];
 
 /// What is wrong with each unusable label name, by index: empty, with a comma (the names are
@@ -89,6 +97,8 @@ pub struct Segment {
     pub end: Option<f64>,
     /// One value per label column of the table (same order as [`SegmentTable::label_names`]).
     pub labels: Vec<Option<f32>>,
+    /// What is said in the segment (its transcript), when the source has it.
+    pub text: Option<String>,
 }
 
 /// The whole segments table in memory (it is small: one row per segment).
@@ -101,8 +111,8 @@ pub struct SegmentTable {
 }
 
 impl SegmentTable {
-    /// The Arrow schema for a given set of label columns.
-    pub fn schema(label_names: &[String]) -> SchemaRef {
+    /// The Arrow schema for a given set of label columns, with or without the `text` column.
+    pub fn schema(label_names: &[String], with_text: bool) -> SchemaRef {
         let mut fields = vec![
             Field::new("dataset", DataType::Utf8, false),
             Field::new("video_id", DataType::Utf8, false),
@@ -117,7 +127,15 @@ impl SegmentTable {
                 .iter()
                 .map(|n| Field::new(n, DataType::Float32, true)),
         );
+        if with_text {
+            fields.push(Field::new(TEXT, DataType::Utf8, true));
+        }
         Arc::new(Schema::new(fields))
+    }
+
+    /// Whether any segment has text: the table is then written with the `text` column.
+    pub fn has_text(&self) -> bool {
+        self.rows.iter().any(|r| r.text.is_some())
     }
 
     /// Index of a label column by name.
@@ -164,7 +182,8 @@ impl SegmentTable {
     /// Writes the table to `path` (zstd Parquet with mmflow metadata); returns the row count.
     pub fn write(&self, path: &Path, meta: &TableMeta) -> Result<u64> {
         self.check(path)?;
-        let schema = Self::schema(&self.label_names);
+        let with_text = self.has_text();
+        let schema = Self::schema(&self.label_names, with_text);
         let text = |f: fn(&Segment) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(self.rows.iter().map(f)))
         };
@@ -182,6 +201,11 @@ impl SegmentTable {
         for i in 0..self.label_names.len() {
             columns.push(Arc::new(Float32Array::from_iter(
                 self.rows.iter().map(|r| r.labels[i]),
+            )));
+        }
+        if with_text {
+            columns.push(Arc::new(StringArray::from_iter(
+                self.rows.iter().map(|r| r.text.as_deref()),
             )));
         }
         write_table(
@@ -213,6 +237,10 @@ impl SegmentTable {
                 text("speaker_id")?,
             );
             let (start, end) = (float64("start")?, float64("end")?);
+            let transcript = match batch.column_by_name(TEXT) {
+                Some(_) => Some(text(TEXT)?),
+                None => None,
+            };
             let labels = label_names
                 .iter()
                 .map(|n| column::<Float32Array>(path, &batch, n))
@@ -235,6 +263,9 @@ impl SegmentTable {
                         .iter()
                         .map(|a| a.is_valid(i).then(|| a.value(i)))
                         .collect(),
+                    text: transcript
+                        .filter(|t| t.is_valid(i))
+                        .map(|t| t.value(i).to_string()),
                 });
             }
         }
@@ -274,6 +305,56 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn row(id: &str, text: Option<&str>) -> Segment {
+        Segment {
+            dataset: "sims".into(),
+            video_id: "v".into(),
+            segment_id: id.into(),
+            split: Split::Train,
+            speaker_id: None,
+            start: None,
+            end: None,
+            labels: vec![Some(1.0)],
+            text: text.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn text_is_a_column_only_when_some_segment_has_text_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = TableMeta::default();
+        for (rows, column) in [
+            (vec![row("v[0]", Some("ça va")), row("v[1]", None)], true),
+            (vec![row("v[0]", Some("")), row("v[1]", Some("hi"))], true),
+            (vec![row("v[0]", None)], false),
+        ] {
+            let table = SegmentTable {
+                label_names: names(&["sentiment"]),
+                rows,
+            };
+            let path = dir.path().join("s.parquet");
+            table.write(&path, &meta).unwrap();
+            assert_eq!(SegmentTable::read(&path).unwrap(), table);
+            let file = std::fs::File::open(&path).unwrap();
+            let schema =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .schema()
+                    .clone();
+            let field = schema.field_with_name(TEXT).ok();
+            assert_eq!(field.is_some(), column, "{table:?}");
+            if let Some(field) = field {
+                assert_eq!(field.data_type(), &DataType::Utf8);
+                assert_eq!(schema.index_of(TEXT).unwrap(), schema.fields().len() - 1);
+            }
+        }
+    }
+
+    #[test]
+    fn text_cannot_be_a_label_name() {
+        assert_eq!(label_name_problems(&names(&["text"])).len(), 1);
     }
 
     #[test]

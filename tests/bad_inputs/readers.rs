@@ -118,6 +118,35 @@ fn good_labels(p: Pickle) -> Pickle {
     p.array("<f4", &[2], &f32_bytes(2))
 }
 
+/// `{'train': {'id': ['v$_$0', 'v$_$1'], …}}`, the split's other keys added by `rest`.
+fn split_pickle(rest: fn(Pickle) -> Pickle) -> Vec<u8> {
+    let p = Pickle::new().op(b"}").str("train").op(b"}").mark();
+    rest(two_ids(p)).op(b"us").stop()
+}
+
+/// The key `id` with two MMSA ids.
+fn two_ids(p: Pickle) -> Pickle {
+    texts(p.str("id"), &["v$_$0", "v$_$1"])
+}
+
+/// A list of strings.
+fn texts(p: Pickle, items: &[&str]) -> Pickle {
+    items.iter().fold(p.mark(), |p, s| p.str(s)).op(b"l")
+}
+
+/// Writes `bytes` as `x.pkl` and a pipeline reading it with the layout's defaults and
+/// `params` (TOML key/values).
+fn layout_case(d: &Dir, bytes: &[u8], params: &str) {
+    write_bytes(d, "x.pkl", bytes);
+    pipeline(
+        d,
+        &format!(
+            "[stages.m]\nkind = \"mmsa_pickle\"\nparams = {{ path = {:?}, {params} }}\n",
+            d.join("x.pkl")
+        ),
+    );
+}
+
 /// Writes `bytes` as `x.pkl` and a pipeline reading it.
 fn pickle_case(d: &Dir, bytes: &[u8]) {
     write_bytes(d, "x.pkl", bytes);
@@ -551,7 +580,121 @@ const CASES: &[Case] = &[
         },
         args: RUN,
         code: 1,
-        says: &["x.pkl", "key `regression_labels`", "3 values for 2 ids"],
+        says: &[
+            "x.pkl",
+            "split `train`, key `regression_labels`",
+            "3 values for 2 ids",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle in none of the known layouts",
+        setup: |d| {
+            let bytes = split_pickle(|p| {
+                good_audio(p.str("audio"))
+                    .str("score")
+                    .array("<f4", &[2], &f32_bytes(2))
+            });
+            layout_case(d, &bytes, "modalities = { audio = \"audio\" }")
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train` fits none of the known layouts",
+            "its keys are `audio`, `id`, `score`",
+            "`mmsa` needs `id`, `regression_labels`",
+            "`sims` needs `id`, `regression_labels`, `regression_labels_T`",
+            "`mult` needs `id`, `labels`",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle splits in two layouts",
+        setup: |d| {
+            let p = Pickle::new().op(b"}").mark().str("train").op(b"}").mark();
+            let p = two_ids(p)
+                .str("regression_labels")
+                .array("<f4", &[2], &f32_bytes(2));
+            let p = p.op(b"u").str("valid").op(b"}").mark();
+            let p = two_ids(p)
+                .str("labels")
+                .array("<f4", &[2, 1, 1], &f32_bytes(2));
+            layout_case(d, &p.op(b"u").op(b"u").stop(), "modalities = {}")
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train` is in the `mmsa` layout but split `valid` in the `mult` layout",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "MulT labels of the wrong length",
+        setup: |d| {
+            let bytes = split_pickle(|p| {
+                good_audio(p.str("audio"))
+                    .str("labels")
+                    .array("<f4", &[3, 1, 1], &f32_bytes(3))
+            });
+            layout_case(d, &bytes, "modalities = { audio = \"audio\" }")
+        },
+        args: RUN,
+        code: 1,
+        says: &["x.pkl", "split `train`, key `labels`: 3 values for 2 ids"],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle raw_text of the wrong length",
+        setup: |d| {
+            let bytes = split_pickle(|p| {
+                let p = good_labels(good_audio(p.str("audio")).str("regression_labels"));
+                texts(p.str("raw_text"), &["one", "two", "three"])
+            });
+            layout_case(d, &bytes, "modalities = { audio = \"audio\" }")
+        },
+        args: RUN,
+        code: 1,
+        says: &["x.pkl", "split `train`, key `raw_text`: 3 texts for 2 ids"],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle raw_text holding a number",
+        setup: |d| {
+            let bytes = split_pickle(|p| {
+                let p = good_labels(p.str("regression_labels"));
+                p.str("raw_text")
+                    .mark()
+                    .str("fine")
+                    .op(b"G")
+                    .op(&1.5f64.to_be_bytes())
+                    .op(b"l")
+            });
+            layout_case(d, &bytes, "modalities = {}")
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `raw_text`: item 1 is a float, expected a str",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle without raw_text read with modalities = {}",
+        setup: |d| {
+            let bytes =
+                split_pickle(|p| good_labels(good_audio(p.str("audio")).str("regression_labels")));
+            layout_case(d, &bytes, "modalities = {}")
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `raw_text`: is missing",
+            "`modalities = {}` reads only labels and text",
+        ],
         may_write: RUN_LOCK,
     },
     Case {
@@ -827,6 +970,20 @@ fn bad_readers_inputs_fail_cleanly() {
 fn the_bad_file_builders_start_from_good_files() {
     let dir = Dir::new();
     pickle_case(&dir, &mmsa_pickle(good_audio, good_labels));
+    dir.mmflow(RUN).ok();
+    let text_only = split_pickle(|p| {
+        texts(
+            good_labels(p.str("regression_labels")).str("raw_text"),
+            &["a", "b"],
+        )
+    });
+    layout_case(&dir, &text_only, "modalities = {}");
+    dir.mmflow(RUN).ok();
+    let mult = split_pickle(|p| {
+        let p = p.str("labels").array("<f4", &[2, 1, 1], &f32_bytes(2));
+        texts(p.str("raw_text"), &["a", "b"])
+    });
+    layout_case(&dir, &mult, "modalities = {}");
     dir.mmflow(RUN).ok();
 
     let npz = npz_with_features(npy("<f4", "(3, 4)", &f32_bytes(12)));

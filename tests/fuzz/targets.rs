@@ -1070,6 +1070,7 @@ fn run_csv(path: &Path) {
         columns: columns.map(|c| c.iter().map(|s| s.to_string()).collect()),
         exclude: vec!["frame".into()],
         video_column: video.map(str::to_string),
+        text_column: None,
     };
     let runs: [(&Path, TimingOptions); 3] = [
         (directory, timing(None, None, None)),

@@ -10,6 +10,10 @@
 //! timestamp, nor the video column, nor in `exclude`; every later file must hold exactly
 //! those (a missing or an extra column is an error naming both files and the column).
 //!
+//! A text column (`text_column`, or by default a column named `text` that `columns` does not
+//! list) is not a feature: its cells are kept as each row's text, and a label file's text
+//! becomes its segments' `text`.
+//!
 //! Every feature cell is a number: `nan`, `inf` and `-inf` are numbers; an empty cell or text
 //! is an error naming the file, the row (1-based, as a spreadsheet shows it: the header is
 //! row 1) and the column, so a failed extraction is never read as missing data by accident
@@ -28,20 +32,33 @@ pub struct CsvSource {
     path: PathBuf,
     videos: Vec<String>,
     data: BTreeMap<String, Sequence>,
+    texts: BTreeMap<String, Vec<String>>,
 }
+
+/// A video's frames, and each frame's text when the file has a text column.
+type VideoRows = (Sequence, Option<Vec<String>>);
 
 impl CsvSource {
     /// Reads the directory (or file).
     pub fn open(path: &Path, timing: &TimingOptions) -> Result<CsvSource, SourceError> {
-        let data = if path.is_dir() {
+        let rows = if path.is_dir() {
             read_directory(path, timing)?
         } else {
             read_single_file(path, timing)?
         };
+        let mut data = BTreeMap::new();
+        let mut texts = BTreeMap::new();
+        for (video, (sequence, text)) in rows {
+            if let Some(text) = text {
+                texts.insert(video.clone(), text);
+            }
+            data.insert(video, sequence);
+        }
         Ok(CsvSource {
             path: path.to_path_buf(),
             videos: data.keys().cloned().collect(),
             data,
+            texts,
         })
     }
 
@@ -62,6 +79,12 @@ impl CsvSource {
             message: format!("video `{video}` has no CSV"),
         })
     }
+
+    /// Each of a video's frames' text, in the order of [`CsvSource::read`]'s frames, when its
+    /// file has a text column.
+    pub fn texts(&self, video: &str) -> Option<&[String]> {
+        self.texts.get(video).map(Vec::as_slice)
+    }
 }
 
 fn fail(path: &Path) -> impl Fn(String) -> SourceError + '_ {
@@ -75,7 +98,7 @@ fn fail(path: &Path) -> impl Fn(String) -> SourceError + '_ {
 fn read_directory(
     dir: &Path,
     timing: &TimingOptions,
-) -> Result<BTreeMap<String, Sequence>, SourceError> {
+) -> Result<BTreeMap<String, VideoRows>, SourceError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| fail(dir)(format!("cannot list ({e})")))?
         .flatten()
@@ -109,7 +132,7 @@ fn read_directory(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        data.insert(video, frames.into_sequence(timing.fps).map_err(fail(file))?);
+        data.insert(video, frames.into_rows(timing.fps).map_err(fail(file))?);
         features.get_or_insert(names);
     }
     Ok(data)
@@ -119,7 +142,7 @@ fn read_directory(
 fn read_single_file(
     path: &Path,
     timing: &TimingOptions,
-) -> Result<BTreeMap<String, Sequence>, SourceError> {
+) -> Result<BTreeMap<String, VideoRows>, SourceError> {
     let Some(video_column) = &timing.video_column else {
         return Err(fail(path)(
             "a single CSV file needs `csv.video_column` (or give a directory of <video>.csv files)"
@@ -139,7 +162,7 @@ fn read_single_file(
         .into_iter()
         .map(|(video, frames)| {
             let sequence = frames
-                .into_sequence(timing.fps)
+                .into_rows(timing.fps)
                 .map_err(|m| fail(path)(format!("video `{video}`: {m}")))?;
             Ok((video, sequence))
         })
@@ -220,9 +243,28 @@ fn read_header(reader: &mut Reader<'_>) -> Result<Vec<String>, String> {
     Ok(header)
 }
 
+/// The column read as each row's text: `text_column` when configured, else a column named
+/// [`TEXT_COLUMN`] when the header has one and `columns` does not list it as a feature.
+fn text_name<'a>(header: &[String], timing: &'a TimingOptions) -> Option<&'a str> {
+    match &timing.text_column {
+        Some(name) => Some(name),
+        None => {
+            let listed = timing
+                .columns
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|n| n == TEXT_COLUMN));
+            (!listed && header.iter().any(|n| n == TEXT_COLUMN)).then_some(TEXT_COLUMN)
+        }
+    }
+}
+
+/// The name of the column read as text when `text_column` names none.
+pub const TEXT_COLUMN: &str = "text";
+
 /// The feature columns a header offers: `columns` if configured, else every column that is
-/// not the timestamp, the video column or excluded.
+/// not the timestamp, the video column, the text column or excluded.
 fn feature_names(header: &[String], timing: &TimingOptions) -> Result<Vec<String>, String> {
+    let text = text_name(header, timing);
     let names: Vec<String> = match &timing.columns {
         Some(columns) => columns.clone(),
         None => header
@@ -230,6 +272,7 @@ fn feature_names(header: &[String], timing: &TimingOptions) -> Result<Vec<String
             .filter(|n| {
                 **n != timing.timestamp_column
                     && timing.video_column.as_ref() != Some(*n)
+                    && text != Some(n.as_str())
                     && !timing.exclude.contains(n)
             })
             .cloned()
@@ -279,6 +322,7 @@ struct Layout {
     header: Vec<String>,
     timestamp: usize,
     video: Option<usize>,
+    text: Option<usize>,
     features: Vec<usize>,
 }
 
@@ -297,6 +341,15 @@ impl Layout {
         };
         let timestamp = find(&timing.timestamp_column, "timestamp column")?;
         let video = video_column.map(|v| find(v, "video column")).transpose()?;
+        let text = text_name(&header, timing)
+            .map(|t| find(t, "text column"))
+            .transpose()?;
+        if let Some(t) = text.filter(|t| Some(*t) == video || *t == timestamp) {
+            return Err(format!(
+                "column `{}` cannot be both the text and the timestamp or video column",
+                header[t]
+            ));
+        }
         let features = features
             .iter()
             .map(|n| find(n, "feature column"))
@@ -305,6 +358,7 @@ impl Layout {
             header,
             timestamp,
             video,
+            text,
             features,
         })
     }
@@ -316,9 +370,16 @@ struct Frames {
     stamps: Vec<f64>,
     values: Vec<f32>,
     dim: usize,
+    /// Each row's text, when the file has a text column.
+    texts: Option<Vec<String>>,
 }
 
 impl Frames {
+    fn into_rows(mut self, fps: Option<f64>) -> Result<VideoRows, String> {
+        let texts = self.texts.take();
+        Ok((self.into_sequence(fps)?, texts))
+    }
+
     fn into_sequence(self, fps: Option<f64>) -> Result<Sequence, String> {
         let step = match fps {
             Some(fps) if fps.is_finite() && fps > 0.0 => 1.0 / fps,
@@ -377,8 +438,12 @@ fn read_rows(reader: &mut Reader<'_>, layout: &Layout) -> Result<BTreeMap<String
         };
         let frames = videos.entry(video.to_string()).or_insert_with(|| Frames {
             dim: layout.features.len(),
+            texts: layout.text.map(|_| Vec::new()),
             ..Frames::default()
         });
+        if let (Some(c), Some(texts)) = (layout.text, frames.texts.as_mut()) {
+            texts.push(fields[c].to_string());
+        }
         frames.stamps.push(stamp);
         frames.values.extend_from_slice(&row_values);
     }
@@ -526,6 +591,7 @@ mod tests {
             columns: None,
             exclude: vec!["frame".into()],
             video_column: None,
+            text_column: None,
         }
     }
 
@@ -551,6 +617,61 @@ mod tests {
 
     fn values(source: &CsvSource, video: &str) -> Vec<f32> {
         source.read(video).unwrap().values.to_f32()
+    }
+
+    #[test]
+    fn a_text_column_is_kept_per_row_and_is_not_a_feature() {
+        let file = "timestamp,sentiment,text,label_T\n0,0.5,\"我很开心, really\",1\n1,-1,,0\n";
+        let (_dir, source) = open_dir(&[("v.csv", file)], &timing());
+        let source = source.unwrap();
+        assert_eq!(
+            source.read("v").unwrap().dim,
+            2,
+            "sentiment and label_T only"
+        );
+        assert_eq!(values(&source, "v"), [0.5, 1.0, -1.0, 0.0]);
+        assert_eq!(source.texts("v").unwrap(), ["我很开心, really", ""]);
+
+        // A column of another name, chosen; one file holding every video.
+        let timing_named = TimingOptions {
+            text_column: Some("utterance".into()),
+            video_column: Some("video".into()),
+            fps: Some(1.0),
+            ..timing()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.csv");
+        std::fs::write(
+            &path,
+            "video,timestamp,utterance,y\nb,0,second,1\na,0,first,2\nb,1,third,3\n",
+        )
+        .unwrap();
+        let source = CsvSource::open(&path, &timing_named).unwrap();
+        assert_eq!(source.texts("a").unwrap(), ["first"]);
+        assert_eq!(source.texts("b").unwrap(), ["second", "third"]);
+        assert_eq!(values(&source, "b"), [1.0, 3.0]);
+
+        // Without a text column: no texts; `columns` listing `text` makes it a feature.
+        let (_dir, plain) = open_dir(&[("v.csv", "timestamp,x\n0,1\n1,2\n")], &timing());
+        assert!(plain.unwrap().texts("v").is_none());
+        let as_feature = TimingOptions {
+            columns: Some(vec!["text".into()]),
+            ..timing()
+        };
+        let (_dir, numeric) = open_dir(&[("v.csv", "timestamp,text\n0,1\n1,2\n")], &as_feature);
+        let numeric = numeric.unwrap();
+        assert!(numeric.texts("v").is_none());
+        assert_eq!(values(&numeric, "v"), [1.0, 2.0]);
+
+        let missing = TimingOptions {
+            text_column: Some("transcript".into()),
+            ..timing()
+        };
+        let e = error(&[("v.csv", "timestamp,x\n0,1\n1,2\n")], &missing);
+        assert!(
+            e.contains("v.csv") && e.contains("no text column `transcript`"),
+            "{e}"
+        );
     }
 
     #[test]

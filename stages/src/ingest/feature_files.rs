@@ -102,6 +102,10 @@ pub struct CsvColumns {
     pub exclude: Vec<String>,
     /// The video id column, when one file holds every video.
     pub video_column: Option<String>,
+    /// A column of text, never a feature: in the label file, each row's text becomes its
+    /// segment's `text` (e.g. CH-SIMS's `label.csv`); default: the column `text`, when the
+    /// header has one and `columns` does not list it.
+    pub text_column: Option<String>,
 }
 
 impl Default for CsvColumns {
@@ -114,6 +118,7 @@ impl Default for CsvColumns {
                 .map(|s| s.to_string())
                 .collect(),
             video_column: None,
+            text_column: None,
         }
     }
 }
@@ -141,6 +146,7 @@ impl ModalitySource {
             columns: csv.columns,
             exclude: csv.exclude,
             video_column: csv.video_column,
+            text_column: csv.text_column,
         }
     }
 }
@@ -299,6 +305,19 @@ fn check_csv(at: &KeyPath, m: &CsvColumns, problems: &mut Vec<ParamProblem>) {
             "name the timestamp column",
         ));
     }
+    if let Some(text) = &m.text_column {
+        if text.trim().is_empty() {
+            problems.push(ParamProblem::at(
+                at.key("text_column"),
+                "name the text column (or leave `text_column` out for a column named `text`)",
+            ));
+        } else if m.columns.as_ref().is_some_and(|c| c.contains(text)) {
+            problems.push(ParamProblem::at(
+                at.key("text_column"),
+                format!("`{text}` is also listed in `columns`: a column is text or a feature"),
+            ));
+        }
+    }
     if let Some(columns) = &m.columns {
         if columns.is_empty() {
             problems.push(ParamProblem::at(
@@ -383,7 +402,7 @@ fn label_columns(p: &AlignedParams) -> Option<Vec<String>> {
 impl<F: DefaultFormat> StageKind for Aligned<F> {
     type Params = AlignedParams;
     const KIND: &'static str = F::KIND;
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = F::ABOUT;
     const MOVED: &'static [Moved] = &MOVED_UNDER_CSV;
 
@@ -885,6 +904,7 @@ fn process_video(
         )));
     }
     let label_values = label_seq.values.to_f32();
+    let label_texts = labels.texts(video);
     let mut out = empty(Tally::default());
     for (i, &interval) in label_seq.intervals.iter().enumerate() {
         if (interval[0] - interval[1]).abs() < p.epsilon {
@@ -954,6 +974,7 @@ fn process_video(
                 .iter()
                 .map(|&x| Some(x))
                 .collect(),
+            text: label_texts.and_then(|t| t.get(i)).cloned(),
         });
     }
     out.tally = tally;

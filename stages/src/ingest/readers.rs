@@ -17,6 +17,8 @@ pub struct TimingOptions {
     pub exclude: Vec<String>,
     /// CSV: a column holding the video id, when one file holds many videos.
     pub video_column: Option<String>,
+    /// CSV: a column holding each row's text (default: a column named `text`, if any).
+    pub text_column: Option<String>,
 }
 
 /// Why a source cannot be read: names the file (and the video when one is at fault).

@@ -127,6 +127,15 @@ impl Source {
         }
     }
 
+    /// Each of a video's frames' text, in the order of [`Source::read`]'s frames: CSV files
+    /// with a text column only.
+    pub fn texts(&self, video: &str) -> Option<&[String]> {
+        match self {
+            Source::Csv(s) => s.texts(video),
+            Source::Csd(_) | Source::Npz(_) => None,
+        }
+    }
+
     /// A video's frames.
     pub fn read(&self, video: &str) -> Result<Sequence, SourceError> {
         match self {

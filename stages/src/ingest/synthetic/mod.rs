@@ -376,6 +376,7 @@ fn generate_video(
             start: (!va).then_some(start),
             end: (!va).then_some(end),
             labels,
+            text: None,
         });
     }
     (segments, batches)
