@@ -501,13 +501,9 @@ mod tests {
                 let got = top_k(&queries, &keys, bias, k);
                 let mut portable = TopK::new(70, k.min(41));
                 blocked(&q, 70, d, &keys, bias, &mut portable);
-                for i in 0..70 {
-                    assert_eq!(got.row(i), &want[i][..], "query {i}, k = {k}");
-                    assert_eq!(
-                        portable.row(i),
-                        &want[i][..],
-                        "portable: query {i}, k = {k}"
-                    );
+                for (i, want) in want.iter().enumerate() {
+                    assert_eq!(got.row(i), &want[..], "query {i}, k = {k}");
+                    assert_eq!(portable.row(i), &want[..], "portable: query {i}, k = {k}");
                 }
             }
         }
@@ -524,8 +520,8 @@ mod tests {
             .collect();
         let got = top_k(&Queries::new(&q, d), &keys, &[], 4);
         let want = brute_force(&q, &keys, &[], d, 4);
-        for i in 0..n {
-            for (g, w) in got.row(i).iter().zip(&want[i]) {
+        for (i, want) in want.iter().enumerate() {
+            for (g, w) in got.row(i).iter().zip(want) {
                 assert!(
                     (g.1 - w.1).abs() <= 1e-3 * w.1.abs().max(1.0),
                     "{g:?} vs {w:?}"
