@@ -9,7 +9,8 @@
 //! `<target dir>/bench-targets.json` for the comparison script.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mmflow_stages::linalg::{normalize_rows, top_k_dot};
+use mmflow_stages::dot_search::{top_k, Queries};
+use mmflow_stages::linalg::normalize_rows;
 use mmflow_stages::targets::kmeans;
 
 const DIM: usize = 300;
@@ -58,7 +59,7 @@ fn bench(c: &mut Criterion) {
             let (mut q, mut t) = (sources.clone(), targets.clone());
             normalize_rows(&mut q, DIM);
             normalize_rows(&mut t, DIM);
-            top_k_dot(&q, &t, 2199, 22856, DIM, 1)
+            top_k(&Queries::new(&q, DIM), &t, &[], 1)
         })
     });
     group.finish();

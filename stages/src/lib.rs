@@ -2,11 +2,12 @@
 //! kind: a params type (serde, `deny_unknown_fields`, a doc comment and a default per field,
 //! its JSON Schema derived for `mmflow kinds --params KIND`) and its `run`. What stages share
 //! lives in modules no stage owns: [`tables`], [`datasets`], [`metrics`], [`folds`],
-//! [`stats`], [`moments`], [`linalg`], the readers under [`ingest`] and the training pieces
-//! under [`train`]. `mmflow kinds` lists the kinds with what each does.
+//! [`stats`], [`moments`], [`linalg`], [`dot_search`], the readers under [`ingest`] and the
+//! training pieces under [`train`]. `mmflow kinds` lists the kinds with what each does.
 #![warn(missing_docs)]
 
 pub mod datasets;
+pub mod dot_search;
 pub mod evaluate;
 pub mod folds;
 pub mod ingest;

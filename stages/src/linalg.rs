@@ -1,6 +1,6 @@
 //! Dense f32 kernels the stages share: matrix products through the `gemm` crate (the kernels
-//! candle itself uses), row normalisation, and a fused "similarity + top-k" search that never
-//! materialises the full similarity matrix.
+//! candle itself uses), row normalisation and squared distances. The fused "similarity + top-k"
+//! search is [`crate::dot_search`].
 
 use rayon::prelude::*;
 
@@ -99,54 +99,6 @@ pub fn normalize_rows(x: &mut [f32], d: usize) {
     });
 }
 
-/// For each row of `queries` (n × d), the `k` rows of `keys` (m × d) with the largest dot
-/// product, best first: `(index, score)`. Computed block by block (keys in blocks that keep the
-/// partial products in cache), so memory stays O(n · block) instead of O(n · m). Ties go to
-/// the lower index, as `numpy.argmax` does.
-pub fn top_k_dot(
-    queries: &[f32],
-    keys: &[f32],
-    n: usize,
-    m: usize,
-    d: usize,
-    k: usize,
-) -> Vec<Vec<(usize, f32)>> {
-    let k = k.min(m);
-    let mut best: Vec<Vec<(usize, f32)>> = vec![Vec::with_capacity(k + 1); n];
-    if n == 0 || k == 0 {
-        return best;
-    }
-    const BLOCK: usize = 2048;
-    let mut scores = vec![0f32; n * BLOCK.min(m)];
-    let mut start = 0;
-    while start < m {
-        let cols = BLOCK.min(m - start);
-        let block = &mut scores[..n * cols];
-        matmul_nt(
-            queries,
-            &keys[start * d..(start + cols) * d],
-            n,
-            cols,
-            d,
-            block,
-        );
-        best.par_iter_mut()
-            .zip(block.par_chunks(cols))
-            .for_each(|(top, row)| {
-                for (j, &s) in row.iter().enumerate() {
-                    if top.len() < k || s > top[top.len() - 1].1 {
-                        // Insert after every equal score: earlier indices win ties.
-                        let at = top.partition_point(|&(_, t)| t >= s);
-                        top.insert(at, (start + j, s));
-                        top.truncate(k);
-                    }
-                }
-            });
-        start += cols;
-    }
-    best
-}
-
 /// Squared Euclidean distance, written so the compiler vectorises it (8 independent lanes).
 #[inline]
 pub fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
@@ -172,7 +124,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matmul_and_top_k_agree_with_brute_force() {
+    fn matmul_agrees_with_brute_force() {
         let (n, m, d) = (7, 5000, 13);
         let a: Vec<f32> = (0..n * d)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
@@ -187,15 +139,6 @@ mod tests {
                 let want: f32 = (0..d).map(|t| a[i * d + t] * b[j * d + t]).sum();
                 assert!((c[i * m + j] - want).abs() < 1e-4);
             }
-        }
-        let top = top_k_dot(&a, &b, n, m, d, 3);
-        for i in 0..n {
-            let mut brute: Vec<(usize, f32)> = (0..m).map(|j| (j, c[i * m + j])).collect();
-            brute.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-            assert_eq!(
-                top[i].iter().map(|t| t.0).collect::<Vec<_>>(),
-                brute[..3].iter().map(|t| t.0).collect::<Vec<_>>()
-            );
         }
     }
 

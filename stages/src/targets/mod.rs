@@ -28,7 +28,8 @@ use rand_chacha::ChaCha8Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::linalg::{normalize_rows, top_k_dot};
+use crate::dot_search::{self, Queries};
+use crate::linalg::normalize_rows;
 use crate::stats::{fisher_ci, pearson, quantile};
 use crate::tables::{DIAGNOSTICS, FEATURES, SEGMENTS, TARGETS};
 
@@ -231,7 +232,7 @@ fn modality_names<'a>(inputs: &'a BoundInputs, slot: &str) -> Vec<&'a str> {
 impl StageKind for SelectTargets {
     type Params = SelectTargetsParams;
     const KIND: &'static str = "select_targets";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "adapter training targets by k-means (linfa), cosine similarity or at random";
 
@@ -409,6 +410,16 @@ impl StageKind for SelectTargets {
                         settings.k,
                         ctx.input("target_segments")?.reference,
                         target.ids.len()
+                    )));
+                }
+                if let Some(i) =
+                    (0..target.ids.len()).find(|&i| target.row(i).iter().any(|v| !v.is_finite()))
+                {
+                    return Err(StageError::input(format!(
+                        "{}: segment `{}` has a non-finite value in its matching modalities ({}): k-means needs finite values",
+                        ctx.input("target_segments")?.reference,
+                        target.ids[i],
+                        p.match_on.join(", ")
                     )));
                 }
                 let bar = ctx.progress.bar("k-means", 1);
@@ -674,15 +685,9 @@ fn cosine(source: &Side, target: &Side, p: &CosineSettings) -> Vec<Match> {
     let (mut q, mut k) = (source.matching.clone(), target.matching.clone());
     normalize_rows(&mut q, source.dim);
     normalize_rows(&mut k, target.dim);
-    let top = top_k_dot(
-        &q,
-        &k,
-        source.ids.len(),
-        target.ids.len(),
-        source.dim,
-        p.top_k,
-    );
-    top.into_iter()
+    let top = dot_search::top_k(&Queries::new(&q, source.dim), &k, &[], p.top_k);
+    top.into_rows()
+        .into_iter()
         .map(|best| {
             let similarity = best.iter().map(|t| t.1).sum::<f32>() / best.len() as f32;
             let weights: Vec<(usize, f32)> = match p.weighting {
