@@ -134,9 +134,26 @@ fn rerunning_an_unchanged_pipeline_runs_nothing_and_a_change_reruns_only_depende
     for stage in ["mosei", "mosi", "mosei_norm"] {
         assert!(third.says(stage, "up to date"), "{}", third.stdout);
     }
-    // An output deleted on disk re-runs its stage.
+    // An output deleted on disk brings its stage back: from the run-cache, which holds it,
+    // or by running it where the cache is off; the plan says which.
     std::fs::remove_file(run_dir.join("mosi/visual.parquet")).unwrap();
     let dry = dir.mmflow(&["run", "p.toml", "--dry-run"]).ok();
+    assert!(
+        dry.stdout.contains(
+            "mosi (synthetic)  will be restored from the run-cache: output `visual` is missing"
+        ),
+        "{}",
+        dry.stdout
+    );
+    let dry = dir
+        .mmflow(&[
+            "run",
+            "p.toml",
+            "--dry-run",
+            "--set",
+            "pipeline.run_cache=false",
+        ])
+        .ok();
     assert!(
         dry.stdout
             .contains("mosi (synthetic)  will run: output `visual` is missing"),
