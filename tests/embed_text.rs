@@ -39,8 +39,7 @@ const INTERMEDIATE: usize = 16;
 const POSITIONS: usize = 16;
 /// The tiny model's vocabulary, in id order.
 const VOCAB: [&str; 12] = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "movie", "is", "good", "bad", "very", "not",
-    "##s",
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "movie", "is", "good", "bad", "very", "not", "##s",
 ];
 
 /// Writes a segments table with a `text` column (one segment per text, in order, ids
@@ -73,9 +72,10 @@ pub fn segments_with_text(path: &Path, texts: &[Option<&str>]) {
         .filter(|kv| kv.key != "ARROW:schema")
         .collect();
     let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
-    let base = batches.first().cloned().unwrap_or_else(|| {
-        RecordBatch::new_empty(SegmentTable::schema(&[]))
-    });
+    let base = batches
+        .first()
+        .cloned()
+        .unwrap_or_else(|| RecordBatch::new_empty(SegmentTable::schema(&[])));
     let mut fields: Vec<Field> = base
         .schema()
         .fields()
@@ -134,7 +134,8 @@ fn tiny_tokenizer() -> String {
         })
         .collect();
     let special = |t: &str| serde_json::json!({"SpecialToken": {"id": t, "type_id": 0}});
-    let sequence = |id: &str, type_id: u32| serde_json::json!({"Sequence": {"id": id, "type_id": type_id}});
+    let sequence =
+        |id: &str, type_id: u32| serde_json::json!({"Sequence": {"id": id, "type_id": type_id}});
     serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -172,22 +173,54 @@ fn tiny_weights(vocab: usize, hidden: usize) -> HashMap<String, Tensor> {
         add(format!("{at}.LayerNorm.weight"), &[hidden], 1.0);
         add(format!("{at}.LayerNorm.bias"), &[hidden], 0.0);
     };
-    add("embeddings.word_embeddings.weight".into(), &[vocab, hidden], 0.0);
-    add("embeddings.position_embeddings.weight".into(), &[POSITIONS, hidden], 0.0);
-    add("embeddings.token_type_embeddings.weight".into(), &[2, hidden], 0.0);
+    add(
+        "embeddings.word_embeddings.weight".into(),
+        &[vocab, hidden],
+        0.0,
+    );
+    add(
+        "embeddings.position_embeddings.weight".into(),
+        &[POSITIONS, hidden],
+        0.0,
+    );
+    add(
+        "embeddings.token_type_embeddings.weight".into(),
+        &[2, hidden],
+        0.0,
+    );
     layer_norm(&mut add, "embeddings");
     for l in 0..LAYERS {
         let at = format!("encoder.layer.{l}");
         for m in ["query", "key", "value"] {
-            add(format!("{at}.attention.self.{m}.weight"), &[hidden, hidden], 0.0);
+            add(
+                format!("{at}.attention.self.{m}.weight"),
+                &[hidden, hidden],
+                0.0,
+            );
             add(format!("{at}.attention.self.{m}.bias"), &[hidden], 0.0);
         }
-        add(format!("{at}.attention.output.dense.weight"), &[hidden, hidden], 0.0);
+        add(
+            format!("{at}.attention.output.dense.weight"),
+            &[hidden, hidden],
+            0.0,
+        );
         add(format!("{at}.attention.output.dense.bias"), &[hidden], 0.0);
         layer_norm(&mut add, &format!("{at}.attention.output"));
-        add(format!("{at}.intermediate.dense.weight"), &[INTERMEDIATE, hidden], 0.0);
-        add(format!("{at}.intermediate.dense.bias"), &[INTERMEDIATE], 0.0);
-        add(format!("{at}.output.dense.weight"), &[hidden, INTERMEDIATE], 0.0);
+        add(
+            format!("{at}.intermediate.dense.weight"),
+            &[INTERMEDIATE, hidden],
+            0.0,
+        );
+        add(
+            format!("{at}.intermediate.dense.bias"),
+            &[INTERMEDIATE],
+            0.0,
+        );
+        add(
+            format!("{at}.output.dense.weight"),
+            &[hidden, INTERMEDIATE],
+            0.0,
+        );
         add(format!("{at}.output.dense.bias"), &[hidden], 0.0);
         layer_norm(&mut add, &format!("{at}.output"));
     }
@@ -211,7 +244,10 @@ const TEXTS: [(&str, usize); 5] = [
     ("the movie is good", 6),
     ("", 2),
     ("The movies are NOT bad", 8), // "are" is unknown: [UNK]
-    ("very very very very very very very very very very very very very very good", 17),
+    (
+        "very very very very very very very very very very very very very very good",
+        17,
+    ),
     ("bad", 3),
 ];
 
@@ -271,7 +307,10 @@ fn tiny_model_embeds_tokens_and_sentences_in_table_order() {
     let lengths: Vec<usize> = (0..texts.len()).map(|i| tokens.table.length(i)).collect();
     assert_eq!(lengths, vec![6, 2, 8, POSITIONS, 3]);
     let r = &tokens.report;
-    assert_eq!((r.segments, r.truncated, r.empty, r.max_length), (5, 1, 1, POSITIONS));
+    assert_eq!(
+        (r.segments, r.truncated, r.empty, r.max_length),
+        (5, 1, 1, POSITIONS)
+    );
     assert_eq!(r.truncated_examples, vec!["v[3]".to_string()]);
     assert_eq!(r.tokens, 6 + 2 + 8 + 16 + 3);
     assert!(!r.normalized, "no modules.json: vectors are not normalised");
@@ -281,9 +320,15 @@ fn tiny_model_embeds_tokens_and_sentences_in_table_order() {
     let cls = embed(&dir, &texts, params(&model, Pooling::Cls, 2)).unwrap();
     for i in 0..texts.len() {
         let frames = tokens.table.frames_of(i);
-        assert!(close(mean.table.pooled_of(i), tokens.table.pooled_of(i)), "mean of {i}");
+        assert!(
+            close(mean.table.pooled_of(i), tokens.table.pooled_of(i)),
+            "mean of {i}"
+        );
         assert_eq!(mean.table.frames_of(i), mean.table.pooled_of(i));
-        assert!(close(cls.table.pooled_of(i), &frames[..HIDDEN]), "cls of {i}");
+        assert!(
+            close(cls.table.pooled_of(i), &frames[..HIDDEN]),
+            "cls of {i}"
+        );
         assert!(frames.iter().all(|x| x.is_finite()));
     }
     // Different texts give different vectors.
@@ -299,7 +344,10 @@ fn padding_and_batching_do_not_change_the_vectors_and_reruns_are_identical() {
     let one = embed(&dir, &texts, params(&model, Pooling::Tokens, 1)).unwrap();
     let all = embed(&dir, &texts, params(&model, Pooling::Tokens, 5)).unwrap();
     for i in 0..texts.len() {
-        assert!(close(one.table.frames_of(i), all.table.frames_of(i)), "segment {i}");
+        assert!(
+            close(one.table.frames_of(i), all.table.frames_of(i)),
+            "segment {i}"
+        );
     }
     let again = embed(&dir, &texts, params(&model, Pooling::Tokens, 5)).unwrap();
     assert_eq!(all.bytes, again.bytes, "byte-identical reruns");
@@ -319,7 +367,10 @@ fn max_length_cuts_and_counts_and_is_checked_against_the_positions() {
     assert_eq!(cut.report.truncated, 3);
     p.max_length = Some(POSITIONS + 1);
     let e = embed(&dir, &texts, p).err().unwrap();
-    assert!(e.contains("`max_length` = 17") && e.contains("16 positions"), "{e}");
+    assert!(
+        e.contains("`max_length` = 17") && e.contains("16 positions"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -327,7 +378,11 @@ fn sentence_transformers_settings_are_followed() {
     let dir = Dir::new();
     let model = dir.join("model");
     tiny_model(&model);
-    std::fs::write(model.join("sentence_bert_config.json"), r#"{"max_seq_length": 5}"#).unwrap();
+    std::fs::write(
+        model.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 5}"#,
+    )
+    .unwrap();
     std::fs::write(
         model.join("modules.json"),
         r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -339,7 +394,13 @@ fn sentence_transformers_settings_are_followed() {
     assert!(mean.report.normalized);
     assert_eq!((mean.report.max_length, mean.report.truncated), (5, 3));
     for i in 0..texts.len() {
-        let norm: f32 = mean.table.pooled_of(i).iter().map(|x| x * x).sum::<f32>().sqrt();
+        let norm: f32 = mean
+            .table
+            .pooled_of(i)
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "segment {i}: norm {norm}");
     }
 }
@@ -434,7 +495,12 @@ fn bad_model_folders_and_texts_are_named() {
     fails(
         &|_| {},
         &[Some("good"), None, Some("bad"), None],
-        &["segments.parquet", "column `text`", "2 segment(s) have no text", "`v[1]`, `v[3]`"],
+        &[
+            "segments.parquet",
+            "column `text`",
+            "2 segment(s) have no text",
+            "`v[1]`, `v[3]`",
+        ],
     );
 }
 
@@ -501,7 +567,10 @@ fn minilm_sentence_vectors_equal_sentence_transformers() {
     let texts: Vec<Option<&str>> = sentences.iter().map(|s| Some(*s)).collect();
     let got = embed(&dir, &texts, params(&model, Pooling::Mean, 4)).unwrap();
     assert_eq!(got.report.dim, 384);
-    assert_eq!(got.report.max_length, max_length, "sentence_bert_config.json's max_seq_length");
+    assert_eq!(
+        got.report.max_length, max_length,
+        "sentence_bert_config.json's max_seq_length"
+    );
     assert_eq!(got.report.truncated, over_long);
     assert_eq!(got.report.empty, 2, "the empty and the blank sentence");
     assert!(got.report.normalized, "modules.json lists Normalize");
@@ -511,5 +580,8 @@ fn minilm_sentence_vectors_equal_sentence_transformers() {
         assert!(c >= 0.9999, "sentence {i} {sentence:?}: cosine {c}");
         worst = worst.min(c);
     }
-    eprintln!("embed_text golden: {} sentences, lowest cosine {worst:.7}", sentences.len());
+    eprintln!(
+        "embed_text golden: {} sentences, lowest cosine {worst:.7}",
+        sentences.len()
+    );
 }

@@ -45,7 +45,7 @@ const MAX_BATCH_SIZE: usize = 4096;
 pub struct EmbedTextParams {
     /// The model folder: `config.json`, `tokenizer.json` and `model.safetensors` (a BERT-family model), optionally sentence-transformers' `sentence_bert_config.json` and `modules.json`. Read locally, never downloaded; its files' contents are part of the fingerprint.
     pub model: PathBuf,
-    /// `mean` (attention-mask-weighted mean of the tokens, as sentence-transformers), `cls` (the `[CLS]` token) or `tokens` (every token's vector, `[CLS]` … `[SEP]`, as MMSA's BERT features). Sentence vectors are L2-normalised when the folder's `modules.json` lists a `Normalize` module.
+    /// What each segment's text becomes; sentence vectors (`mean`, `cls`) are L2-normalised when the folder's `modules.json` lists a `Normalize` module.
     pub pooling: Pooling,
     /// Tokens per segment at most, `[CLS]` and `[SEP]` included; longer texts are cut, counted and reported. Default: `max_seq_length` of the folder's `sentence_bert_config.json`, else the model's positions.
     pub max_length: Option<usize>,
@@ -242,9 +242,9 @@ fn embed_window(
     let tokens = window
         .par_iter()
         .map(|s| {
-            encoder.tokenize(s.text.as_deref().unwrap_or("")).map_err(|e| {
-                StageError::input(format!("segment `{}`: {e}", s.segment_id))
-            })
+            encoder
+                .tokenize(s.text.as_deref().unwrap_or(""))
+                .map_err(|e| StageError::input(format!("segment `{}`: {e}", s.segment_id)))
         })
         .collect::<Result<Vec<Tokens>, StageError>>()?;
     count_policies(window, &tokens, report);
@@ -293,9 +293,7 @@ fn count_policies(window: &[SegmentText], tokens: &[Tokens], report: &mut EmbedR
         if t.truncated {
             report.truncated += 1;
             if report.truncated_examples.len() < NAMED {
-                report
-                    .truncated_examples
-                    .push(segment.segment_id.clone());
+                report.truncated_examples.push(segment.segment_id.clone());
             }
         }
         if segment.text.as_deref().is_none_or(|s| s.trim().is_empty()) {
@@ -329,11 +327,7 @@ mod tests {
             batch_size: 0,
             ..EmbedTextParams::default()
         };
-        let problems: Vec<String> = EmbedText
-            .check(&p)
-            .into_iter()
-            .map(|p| p.message)
-            .collect();
+        let problems: Vec<String> = EmbedText.check(&p).into_iter().map(|p| p.message).collect();
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("model folder"));
         assert!(problems[1].contains("at least 2"));
@@ -355,6 +349,9 @@ mod tests {
         let e = refuse_null_texts(Path::new("s.parquet"), &rows)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("s.parquet") && e.contains("`a[1]`") && e.contains("1 segment"), "{e}");
+        assert!(
+            e.contains("s.parquet") && e.contains("`a[1]`") && e.contains("1 segment"),
+            "{e}"
+        );
     }
 }

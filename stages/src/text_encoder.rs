@@ -215,7 +215,7 @@ fn bert_config(path: &Path, c: FolderConfig) -> Result<Config, StageError> {
             "key `max_position_embeddings`: must be at least 2 ([CLS] and [SEP])",
         ));
     }
-    if c.hidden_size % c.num_attention_heads != 0 {
+    if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         return Err(bad_file(
             path,
             format!(
@@ -225,7 +225,10 @@ fn bert_config(path: &Path, c: FolderConfig) -> Result<Config, StageError> {
         ));
     }
     if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0) {
-        return Err(bad_file(path, "key `layer_norm_eps`: must be a positive number"));
+        return Err(bad_file(
+            path,
+            "key `layer_norm_eps`: must be a positive number",
+        ));
     }
     Ok(Config {
         vocab_size: c.vocab_size,
@@ -384,7 +387,11 @@ impl TextEncoder {
     /// pipeline has a `Normalize` module (as `torch.nn.functional.normalize`, eps 1e-12).
     fn finish_sentence(&self, mut v: Vec<f32>) -> Vec<f32> {
         if self.normalize {
-            let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+            let norm = v
+                .iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum::<f64>()
+                .sqrt();
             let scale = 1.0 / norm.max(1e-12);
             v.iter_mut().for_each(|x| *x = (*x as f64 * scale) as f32);
         }
@@ -445,8 +452,13 @@ mod tests {
         assert_eq!(resolve_max_length(None, None, 512).unwrap(), 512);
         assert_eq!(resolve_max_length(None, Some(1024), 512).unwrap(), 512);
         assert_eq!(resolve_max_length(Some(64), Some(256), 512).unwrap(), 64);
-        let e = resolve_max_length(Some(600), None, 512).unwrap_err().to_string();
-        assert!(e.contains("`max_length` = 600") && e.contains("512 positions"), "{e}");
+        let e = resolve_max_length(Some(600), None, 512)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`max_length` = 600") && e.contains("512 positions"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -63,7 +63,11 @@ fn embed_text_bad_inputs() {
             },
             args: &["run", "p.toml"],
             code: 1,
-            says: &["embed", "config.json", "`model_type`: `t5` is not supported"],
+            says: &[
+                "embed",
+                "config.json",
+                "`model_type`: `t5` is not supported",
+            ],
             may_write: SOURCE_OUTPUTS,
         },
         Case {
@@ -79,7 +83,11 @@ fn embed_text_bad_inputs() {
             setup: |d| embed_pipeline(d, ", batch_size = 0, max_length = 1, pooling = \"max\""),
             args: &["validate", "p.toml"],
             code: 2,
-            says: &["stages.embed.params.batch_size", "stages.embed.params.max_length", "max"],
+            says: &[
+                "stages.embed.params.batch_size",
+                "stages.embed.params.max_length",
+                "max",
+            ],
             may_write: &[],
         },
     ]);
