@@ -3,7 +3,7 @@
 # one table at the end: workload, mmflow, anchor, ratio (> 1: mmflow ahead), memory.
 #
 #   benches/run_all.sh                 # everything (the SDK data is ~1.4 GB, generated once)
-#   BENCH_VIDEOS=40 BENCH_PICKLE_SCALE=0.03 benches/run_all.sh      # smaller data
+#   BENCH_VIDEOS=40 BENCH_PICKLE_SCALE=0.03 BENCH_SENTENCES=2000 benches/run_all.sh   # smaller data
 #
 # Installs the Python anchors (benches/requirements-bench.txt) into a virtual environment of
 # its own (MMFLOW_BENCH_VENV, default <target dir>/bench-venv). Both sides run on the same
@@ -31,6 +31,7 @@ cargo bench --quiet --bench targets
 cargo bench --quiet --bench train
 "$py" benches/train_torch.py --threads "$threads"
 "$py" benches/sdk_recipe.py --videos "${BENCH_VIDEOS:-160}"
+"$py" benches/embed_text.py --sentences "${BENCH_SENTENCES:-20000}" --threads "$threads"
 if [ -f benches/mmsa_pickle.py ]; then
     "$py" benches/mmsa_pickle.py --scale "${BENCH_PICKLE_SCALE:-0.125}"
 fi

@@ -6,6 +6,7 @@ mod util;
 mod bad_inputs;
 mod cli;
 mod compare;
+mod embed_text;
 mod fuzz;
 mod interop;
 mod modules;

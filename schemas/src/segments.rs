@@ -273,6 +273,50 @@ impl SegmentTable {
     }
 }
 
+/// One segment's raw text, as the segments table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentText {
+    /// `<video>[<i>]`.
+    pub segment_id: String,
+    /// The text; `None` where the cell is null.
+    pub text: Option<String>,
+}
+
+/// The raw texts of a segments table, in table order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentTexts {
+    /// Dataset name (of the first segment; empty for a table without rows).
+    pub dataset: String,
+    /// Every segment with its text.
+    pub rows: Vec<SegmentText>,
+}
+
+/// Reads the [`TEXT`] of a segments table (with the segment ids), or an error naming
+/// the file and the column when the table has no text.
+pub fn read_texts(path: &Path) -> Result<SegmentTexts> {
+    let (builder, _) = open_table(path, TABLE, VERSION)?;
+    let mut out = SegmentTexts::default();
+    for batch in read_batches(path, builder)? {
+        let dataset: &StringArray = column(path, &batch, "dataset")?;
+        let segment: &StringArray = column(path, &batch, "segment_id")?;
+        let text: &StringArray = column(path, &batch, TEXT).map_err(|_| {
+            SchemaError::column(
+                path,
+                TEXT,
+                "missing or not utf8: this segments table has no raw text (its source kept none)",
+            )
+        })?;
+        if out.rows.is_empty() && batch.num_rows() > 0 {
+            out.dataset = dataset.value(0).to_string();
+        }
+        out.rows.extend((0..batch.num_rows()).map(|i| SegmentText {
+            segment_id: segment.value(i).to_string(),
+            text: text.is_valid(i).then(|| text.value(i).to_string()),
+        }));
+    }
+    Ok(out)
+}
+
 /// A typed column of a batch, or an error naming the file and column.
 pub(crate) fn column<'a, T: 'static>(
     path: &Path,

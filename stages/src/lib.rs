@@ -2,12 +2,14 @@
 //! kind: a params type (serde, `deny_unknown_fields`, a doc comment and a default per field,
 //! its JSON Schema derived for `mmflow kinds --params KIND`) and its `run`. What stages share
 //! lives in modules no stage owns: [`tables`], [`datasets`], [`metrics`], [`folds`],
-//! [`stats`], [`moments`], [`linalg`], [`dot_search`], the readers under [`ingest`] and the
-//! training pieces under [`train`]. `mmflow kinds` lists the kinds with what each does.
+//! [`stats`], [`moments`], [`linalg`], [`dot_search`], the text encoder ([`text_encoder`]),
+//! the readers under [`ingest`] and the training pieces under [`train`]. `mmflow kinds` lists
+//! the kinds with what each does.
 #![warn(missing_docs)]
 
 pub mod datasets;
 pub mod dot_search;
+pub mod embed_text;
 pub mod evaluate;
 pub mod folds;
 pub mod ingest;
@@ -18,6 +20,7 @@ pub mod normalize;
 pub mod stats;
 pub mod tables;
 pub mod targets;
+pub mod text_encoder;
 pub mod train;
 
 use mmflow_pipeline::Registry;
@@ -44,6 +47,7 @@ pub fn registry() -> Registry {
         .register(train::finetune::Finetune)
         .register(train::apply_adapters::ApplyAdapters)
         .register(evaluate::Evaluate)
+        .register(embed_text::EmbedText)
         .set_device_resolver(train::device::resolve);
     registry
 }

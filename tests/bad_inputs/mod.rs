@@ -241,6 +241,7 @@ pub fn good_run(dir: &Dir, args: &[&str]) {
 
 mod config;
 mod csv;
+mod embed;
 mod readers;
 mod reports;
 mod runs;
