@@ -141,7 +141,7 @@ def main():
         print(f"(mmflow's last run was on {ours.get('device', 'cpu')}, not {args.device}: no ratios)")
         ours = {}
     print(f"{'model':<16} {'PyTorch':>12} {'mmflow':>12} {'ratio':>7}   (samples/s, {args.threads} threads, {args.device})")
-    if ours.get("threads", args.threads) != args.threads:
+    if args.device == "cpu" and ours.get("threads", args.threads) != args.threads:
         print(f"(mmflow's last run used {ours['threads']} threads, not {args.threads}: no ratios)")
         ours = {}
     for name, make in (("adapter_mlp", adapter), ("lstm_fusion", lstm_fusion), ("valence_arousal", valence_arousal)):
