@@ -89,18 +89,15 @@ impl candle_core::InplaceOp2 for FusedStep<'_> {
         if theta.len() != g.len() || m.len() != g.len() || v.len() != g.len() {
             candle_core::bail!("adamw: parameter, gradient and moments differ in size")
         }
-        let update = |(((t, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
-            self.update(t, g, m, v)
-        };
         if g.len() > CHUNK {
             theta
                 .par_chunks_mut(CHUNK)
                 .zip(g.par_chunks(CHUNK))
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK))
-                .for_each(update);
+                .for_each(|(((t, g), m), v)| self.update(t, g, m, v));
         } else {
-            update((((theta, g), &mut m[..]), &mut v[..]));
+            self.update(theta, g, &mut m, &mut v);
         }
         Ok(())
     }
