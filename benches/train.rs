@@ -1,14 +1,22 @@
-//! Training throughput (samples/s) of the two architectures the transfer and valence/arousal
+//! Training throughput (samples/s) of the architectures the transfer and valence/arousal
 //! studies train, against PyTorch on the same shapes and thread count:
 //!
 //! - the visual adapter MLP 65 → 256 → 512 → 1024 → 713, batch 64, AdamW, MSE;
 //! - the LSTM fusion model: three LSTMs (300-, 74- and 713-d inputs, 50 steps, hidden 128),
-//!   concatenation, a linear head, batch 32, AdamW, MSE.
+//!   concatenation, a linear head, batch 32, AdamW, MSE;
+//! - the valence/arousal model as `configs/valence_arousal.toml` trains it: an LSTM (hidden
+//!   192) over 300-d word vectors of sequences padded to 50 words (true lengths as the
+//!   synthetic `valence_arousal` profile draws them: median 40), a 32-d embedding of 137
+//!   users, dropout 0.3, a 64-unit ReLU layer, valence and arousal heads with their CCC/MSE
+//!   loss mixes, batch 32, AdamW, gradient norm clipped to 1.
 //!
 //! ```sh
-//! cargo bench --bench train
-//! python benches/train_torch.py        # PyTorch, and the ratios
+//! RAYON_NUM_THREADS=2 cargo bench --bench train
+//! python benches/train_torch.py --threads 2    # PyTorch, and the ratios
 //! ```
+//!
+//! Both sides use the same number of threads: candle and mmflow's kernels run on rayon's pool
+//! (`RAYON_NUM_THREADS`, default: every core), PyTorch on `torch.set_num_threads`.
 //!
 //! Each measurement is 20 optimiser steps on random data; results go to
 //! `<target dir>/bench-train.json` for the comparison script. On a GPU (a build with
@@ -19,6 +27,11 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
+use mmflow_stages::metrics::Predicts;
+use mmflow_stages::train::loss::{head_loss, LossWeights};
+use mmflow_stages::train::model::{
+    Architecture, EncoderConfig, EncoderKind, Fusion, Head, Input, Model,
+};
 use mmflow_stages::train::nn::{Linear, Lstm, Mlp, MlpConfig, Pass};
 use mmflow_stages::train::optim::{AdamW, AdamWConfig};
 use mmflow_stages::train::weights::ParamStore;
@@ -111,7 +124,7 @@ fn lstm_steps() -> f64 {
         let encoded: Vec<Tensor> = lstms
             .iter()
             .zip(&xs)
-            .map(|(l, x)| l.forward(x, &lengths).unwrap())
+            .map(|(l, x)| l.forward(x, &lengths, true).unwrap())
             .collect();
         let p = head.forward(&Tensor::cat(&encoded, 1).unwrap()).unwrap();
         let loss = (p - &y).unwrap().sqr().unwrap().mean_all().unwrap();
@@ -121,18 +134,100 @@ fn lstm_steps() -> f64 {
     throughput(STEPS, 32, start)
 }
 
+/// True lengths of the 32 texts of a batch, drawn once (numpy, seed 0) from the synthetic
+/// `valence_arousal` profile's distribution: log-normal around 40 words, spread 0.4, at most
+/// 50. The same list is in `train_torch.py`.
+const VA_LENGTHS: [usize; 32] = [
+    42, 38, 50, 42, 32, 46, 50, 50, 30, 24, 31, 41, 16, 37, 24, 30, 32, 35, 47, 50, 38, 50, 31, 46,
+    50, 42, 30, 28, 33, 44, 27, 37,
+];
+
+fn valence_arousal_steps() -> f64 {
+    let mut store = ParamStore::new(0, &device());
+    let dimension = |label: &str| Head {
+        label: label.into(),
+        predicts: Predicts::Dimension,
+    };
+    let arch = Architecture {
+        modalities: vec![("text".into(), 300)],
+        encoders: [(
+            "text".to_string(),
+            EncoderConfig {
+                kind: EncoderKind::Lstm,
+                hidden: 192,
+                bidirectional: false,
+                mlp: MlpConfig {
+                    hidden: vec![],
+                    ..MlpConfig::default()
+                },
+            },
+        )]
+        .into(),
+        fusion: Fusion::Concat,
+        fusion_dim: 0,
+        fusion_mlp: MlpConfig {
+            hidden: vec![64],
+            ..MlpConfig::default()
+        },
+        user_embedding: 32,
+        users: (0..137).map(|u| format!("user{u}")).collect(),
+        heads: vec![dimension("valence"), dimension("arousal")],
+        dropout: 0.3,
+    };
+    let model = Model::build(&mut store, &arch).unwrap();
+    let weights = [(0.5, 0.5), (0.75, 0.25)].map(|(ccc, mse)| LossWeights {
+        ccc,
+        mse,
+        ..LossWeights::default()
+    });
+    let mut opt = AdamW::new(store.vars(), AdamWConfig::new(1e-3, 1e-4)).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let batch = VA_LENGTHS.len();
+    let mut x = random(&[batch, 50, 300], &mut rng);
+    // Padding is zeros, as in a real batch.
+    let mask: Vec<f32> = VA_LENGTHS
+        .iter()
+        .flat_map(|&l| (0..50).map(move |s| if s < l { 1.0 } else { 0.0 }))
+        .collect();
+    x = x
+        .broadcast_mul(&Tensor::from_vec(mask, (batch, 50, 1), &device()).unwrap())
+        .unwrap();
+    let users: Vec<u32> = (0..batch as u32).map(|i| (i * 7) % 138).collect();
+    let users = Tensor::from_vec(users, batch, &device()).unwrap();
+    let labels = [random(&[batch], &mut rng), random(&[batch], &mut rng)];
+    let start = Instant::now();
+    for _ in 0..STEPS {
+        let inputs = [Input::Sequence(x.clone(), VA_LENGTHS.to_vec())];
+        let mut pass = Pass {
+            train: true,
+            rng: &mut rng,
+        };
+        let outputs = model.forward(&inputs, Some(&users), &mut pass).unwrap();
+        let mut loss = head_loss(&outputs[0], &labels[0], &weights[0]).unwrap();
+        loss = (loss + head_loss(&outputs[1], &labels[1], &weights[1]).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        opt.step(grads, Some(1.0)).unwrap();
+    }
+    throughput(STEPS, batch, start)
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("train");
     group.sample_size(10);
     group.bench_function("adapter_mlp_20_steps", |b| b.iter(adapter_steps));
     group.bench_function("lstm_fusion_20_steps", |b| b.iter(lstm_steps));
+    group.bench_function("valence_arousal_20_steps", |b| {
+        b.iter(valence_arousal_steps)
+    });
     group.finish();
     // Samples/s, best of three, for the comparison script.
     let best = |f: fn() -> f64| (0..3).map(|_| f()).fold(0.0, f64::max);
     let json = serde_json::json!({
         "device": device_name(),
+        "threads": candle_core::utils::get_num_threads(),
         "adapter_mlp": best(adapter_steps),
-        "lstm_fusion": best(lstm_steps)
+        "lstm_fusion": best(lstm_steps),
+        "valence_arousal": best(valence_arousal_steps)
     });
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(format!("{dir}/bench-train.json"), json.to_string());

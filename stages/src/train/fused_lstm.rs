@@ -5,40 +5,61 @@
 //! not arithmetic, dominates. This op takes the input projections of all steps
 //! (`B × T × 4H`, computed beforehand as one matrix product) and the recurrent weights
 //! (`4H × H`), runs the recurrence in plain loops with one small matrix product per step, and
-//! returns the state after each sequence's last true step (`B × H`). Its backward recomputes
-//! the forward pass with the gate activations kept, then runs back-propagation through time:
-//! gradients for the projections (from which candle's autograd reaches the input weights,
-//! bias and inputs) and for the recurrent weights (one matrix product over all steps).
+//! returns the state after each sequence's last true step (`B × H`). Its backward runs
+//! back-propagation through time from the gate activations the forward pass kept (a training
+//! pass keeps them; otherwise the backward recomputes them): gradients for the projections
+//! (from which candle's autograd reaches the input weights, bias and inputs) and for the
+//! recurrent weights (one matrix product over all steps).
+//!
+//! Sequences never interact, so the batch is cut into blocks of [`BLOCK_ROWS`] rows that run
+//! the whole recurrence on their own, in parallel, forward and backward. The block size is
+//! fixed, so results do not depend on the number of threads.
 //!
 //! Gate order i, f, g, o (PyTorch's). Steps at or past a sequence's length leave its state
 //! unchanged, so padding never leaks into the result; in reverse, a sequence starts at its
 //! last true step.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use std::sync::Mutex;
 
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::fused_linear::{slice_of, with_values};
 use crate::linalg::matmul;
 
+/// Rows of the batch per independently computed block.
+pub const BLOCK_ROWS: usize = 16;
+
 /// The recurrence over right-padded sequences with true `lengths`.
-#[derive(Debug, Clone)]
 pub struct FusedLstm {
     /// True length of each sequence.
-    pub lengths: Vec<usize>,
+    lengths: Vec<usize>,
     /// Hidden size H.
-    pub hidden: usize,
+    hidden: usize,
     /// Run from the last step to the first.
-    pub reverse: bool,
+    reverse: bool,
+    /// Keep the forward pass's trace for the backward pass.
+    keep: bool,
+    /// The forward pass's traces, one per block, until the backward pass takes them.
+    kept: Mutex<Option<Vec<Trace>>>,
 }
 
-/// Gate activations and states kept by a forward pass for the backward pass, in processing
-/// order (index k = k-th step processed).
+/// Gate activations and states of one block kept by a forward pass for the backward pass, in
+/// processing order (index k = k-th step processed), for the block's `b` rows.
 struct Trace {
-    /// i, f, g, o after their non-linearities, `T × B × 4H`.
+    /// i, f, g, o after their non-linearities, `T × b × 4H`.
     gates: Vec<f32>,
-    /// Cell state before and after each step, `T × B × H`.
+    /// Cell state before and after each step, `T × b × H`.
     c_prev: Vec<f32>,
     c_new: Vec<f32>,
-    /// Hidden state before each step, `T × B × H`.
+    /// Hidden state before each step, `T × b × H`.
     h_prev: Vec<f32>,
+}
+
+/// One block's share of the inputs: its rows of the projections (`b × T × 4H`) and lengths.
+struct Block<'a> {
+    projected: &'a [f32],
+    lengths: &'a [usize],
 }
 
 /// `e^x` to within a few ulp for |x| ≤ 87, written without calls or branches so that loops
@@ -87,6 +108,18 @@ fn tanh(x: f32) -> f32 {
 }
 
 impl FusedLstm {
+    /// The op for sequences of true `lengths`, hidden size `hidden`; `keep`: a backward pass
+    /// will follow, so the forward pass keeps its gate activations.
+    pub fn new(lengths: Vec<usize>, hidden: usize, reverse: bool, keep: bool) -> FusedLstm {
+        FusedLstm {
+            lengths,
+            hidden,
+            reverse,
+            keep,
+            kept: Mutex::new(None),
+        }
+    }
+
     fn time_of(&self, k: usize, t: usize) -> usize {
         if self.reverse {
             t - 1 - k
@@ -95,16 +128,56 @@ impl FusedLstm {
         }
     }
 
-    /// Runs the recurrence; returns the final hidden states (`B × H`) and, if asked, the trace.
+    /// The batch's blocks of [`BLOCK_ROWS`] rows.
+    fn blocks<'a>(&'a self, projected: &'a [f32], t: usize) -> Vec<Block<'a>> {
+        projected
+            .chunks(BLOCK_ROWS * t * 4 * self.hidden)
+            .zip(self.lengths.chunks(BLOCK_ROWS))
+            .map(|(projected, lengths)| Block { projected, lengths })
+            .collect()
+    }
+
+    /// Runs the recurrence of every block (in parallel); returns the final hidden states
+    /// (`B × H`) and, if asked, each block's trace.
     fn run(
         &self,
         projected: &[f32],
         w_hh: &[f32],
-        (b, t): (usize, usize),
+        t: usize,
+        keep: bool,
+    ) -> (Vec<f32>, Option<Vec<Trace>>) {
+        if t == 0 || self.hidden == 0 {
+            return (
+                vec![0.0; self.lengths.len() * self.hidden],
+                keep.then(Vec::new),
+            );
+        }
+        let runs: Vec<(Vec<f32>, Option<Trace>)> = self
+            .blocks(projected, t)
+            .par_iter()
+            .map(|block| self.run_block(block, w_hh, t, keep))
+            .collect();
+        let mut h = Vec::with_capacity(self.lengths.len() * self.hidden);
+        let mut traces = Vec::with_capacity(runs.len());
+        for (block_h, trace) in runs {
+            h.extend_from_slice(&block_h);
+            traces.extend(trace);
+        }
+        (h, keep.then_some(traces))
+    }
+
+    /// The recurrence of one block: its final hidden states (`b × H`) and, if asked, its trace.
+    fn run_block(
+        &self,
+        block: &Block<'_>,
+        w_hh: &[f32],
+        t: usize,
         keep: bool,
     ) -> (Vec<f32>, Option<Trace>) {
         let h4 = 4 * self.hidden;
         let hid = self.hidden;
+        let b = block.lengths.len();
+        let projected = block.projected;
         let mut h = vec![0f32; b * hid];
         let mut c = vec![0f32; b * hid];
         let mut gates = vec![0f32; b * h4];
@@ -127,7 +200,7 @@ impl FusedLstm {
                 tr.c_prev[k * b * hid..(k + 1) * b * hid].copy_from_slice(&c);
             }
             for r in 0..b {
-                if s >= self.lengths[r] {
+                if s >= block.lengths[r] {
                     continue;
                 }
                 let (i, f, g, o) = quarters(&mut gates[r * h4..(r + 1) * h4]);
@@ -155,28 +228,85 @@ impl FusedLstm {
     }
 
     /// Back-propagation through time: gradients of the projections (`B × T × 4H`) and of the
-    /// recurrent weights (`4H × H`) given the gradient of the final states.
+    /// recurrent weights (`4H × H`) given the gradient of the final states, from the traces
+    /// the forward pass kept (or recomputed).
     fn backward(
         &self,
         projected: &[f32],
         w_hh: &[f32],
-        (b, t): (usize, usize),
+        t: usize,
         grad_h: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
         let h4 = 4 * self.hidden;
         let hid = self.hidden;
-        let (_, trace) = self.run(projected, w_hh, (b, t), true);
-        let tr = trace.expect("asked for a trace");
+        let b = self.lengths.len();
+        if t == 0 || hid == 0 {
+            return (vec![0.0; b * t * h4], vec![0.0; h4 * hid]);
+        }
+        let kept = self.kept.lock().ok().and_then(|mut k| k.take());
+        let traces = match kept {
+            Some(traces) => traces,
+            None => self.run(projected, w_hh, t, true).1.unwrap_or_default(),
+        };
+        // Pre-activation gate gradients of every step, block by block in processing order
+        // (blocks × T × b × 4H), and the projections' gradients (B × T × 4H).
+        let mut dgates = vec![0f32; t * b * h4];
+        let mut dprojected = vec![0f32; b * t * h4];
+        dgates
+            .par_chunks_mut(t * BLOCK_ROWS * h4)
+            .zip(dprojected.par_chunks_mut(BLOCK_ROWS * t * h4))
+            .zip(grad_h.par_chunks(BLOCK_ROWS * hid))
+            .zip(self.lengths.par_chunks(BLOCK_ROWS))
+            .zip(&traces)
+            .for_each(|((((dgates, dprojected), grad_h), lengths), trace)| {
+                self.backward_block(trace, lengths, w_hh, t, grad_h, dgates);
+                // Back to the projections' layout.
+                let b = lengths.len();
+                for k in 0..t {
+                    let s = self.time_of(k, t);
+                    for r in 0..b {
+                        dprojected[(r * t + s) * h4..(r * t + s + 1) * h4]
+                            .copy_from_slice(&dgates[(k * b + r) * h4..(k * b + r + 1) * h4]);
+                    }
+                }
+            });
+        // dW_hh = Σ dgatesᵀ · h_prev over every step of every block, one product.
+        let h_prev: Vec<f32> = traces
+            .iter()
+            .flat_map(|tr| tr.h_prev.iter().copied())
+            .collect();
+        let mut dw = vec![0f32; h4 * hid];
+        matmul(
+            &mut dw,
+            (&dgates, true),
+            (&h_prev, false),
+            (h4, hid, t * b),
+            false,
+        );
+        (dprojected, dw)
+    }
+
+    /// One block's BPTT: its pre-activation gate gradients (`T × b × 4H`, processing order).
+    fn backward_block(
+        &self,
+        tr: &Trace,
+        lengths: &[usize],
+        w_hh: &[f32],
+        t: usize,
+        grad_h: &[f32],
+        dgates: &mut [f32],
+    ) {
+        let h4 = 4 * self.hidden;
+        let hid = self.hidden;
+        let b = lengths.len();
         let mut dh = grad_h.to_vec();
         let mut dc = vec![0f32; b * hid];
-        // Pre-activation gate gradients of every step, in processing order (T × B × 4H).
-        let mut dgates = vec![0f32; t * b * h4];
         let mut dh_prev = vec![0f32; b * hid];
         for k in (0..t).rev() {
             let s = self.time_of(k, t);
             let step = &mut dgates[k * b * h4..(k + 1) * b * h4];
             for r in 0..b {
-                if s >= self.lengths[r] {
+                if s >= lengths[r] {
                     continue; // state passed through unchanged: dh, dc flow on as they are
                 }
                 let at = k * b * hid + r * hid;
@@ -211,29 +341,11 @@ impl FusedLstm {
                 false,
             );
             for r in 0..b {
-                if s < self.lengths[r] {
+                if s < lengths[r] {
                     dh[r * hid..(r + 1) * hid].copy_from_slice(&dh_prev[r * hid..(r + 1) * hid]);
                 }
             }
         }
-        // dW_hh = Σ_k dgates_kᵀ · h_prev_k, one product over all steps.
-        let mut dw = vec![0f32; h4 * hid];
-        matmul(
-            &mut dw,
-            (&dgates, true),
-            (&tr.h_prev, false),
-            (h4, hid, t * b),
-            false,
-        );
-        let mut dprojected = vec![0f32; b * t * h4];
-        for k in 0..t {
-            let s = self.time_of(k, t);
-            for r in 0..b {
-                dprojected[(r * t + s) * h4..(r * t + s + 1) * h4]
-                    .copy_from_slice(&dgates[(k * b + r) * h4..(k * b + r + 1) * h4]);
-            }
-        }
-        (dprojected, dw)
     }
 
     fn dims(&self, projected: &Layout, w_hh: &Layout) -> candle_core::Result<(usize, usize)> {
@@ -256,24 +368,6 @@ impl FusedLstm {
     }
 }
 
-fn contiguous<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(values) = storage else {
-        candle_core::bail!("fused lstm: {what} must be float32")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("fused lstm: {what} must be contiguous")
-    };
-    Ok(&values[start..end])
-}
-
-fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
-
 impl CustomOp2 for FusedLstm {
     fn name(&self) -> &'static str {
         "fused-lstm"
@@ -287,9 +381,12 @@ impl CustomOp2 for FusedLstm {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, t) = self.dims(l1, l2)?;
-        let projected = contiguous(s1, l1, "projections")?;
-        let w_hh = contiguous(s2, l2, "recurrent weights")?;
-        let (h, _) = self.run(projected, w_hh, (b, t), false);
+        let projected = slice_of(s1, l1, "fused lstm: projections")?;
+        let w_hh = slice_of(s2, l2, "fused lstm: recurrent weights")?;
+        let (h, traces) = self.run(projected, w_hh, t, self.keep);
+        if let Ok(mut kept) = self.kept.lock() {
+            *kept = traces;
+        }
         Ok((CpuStorage::F32(h), Shape::from((b, self.hidden))))
     }
 
@@ -301,7 +398,19 @@ impl CustomOp2 for FusedLstm {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, t) = self.dims(projected.layout(), w_hh.layout())?;
-        let (dp, dw) = self.backward(&values(projected)?, &values(w_hh)?, (b, t), &values(grad)?);
+        if grad.dims() != [b, self.hidden] {
+            candle_core::bail!(
+                "fused lstm: gradient {:?} for {b} states of size {}",
+                grad.shape(),
+                self.hidden
+            );
+        }
+        let grad = grad.contiguous()?;
+        let (dp, dw) = with_values(projected, "fused lstm: projections", |p| {
+            with_values(w_hh, "fused lstm: recurrent weights", |w| {
+                with_values(&grad, "fused lstm: gradient", |g| self.backward(p, w, t, g))
+            })
+        })???;
         Ok((
             Some(Tensor::from_vec(dp, projected.shape(), projected.device())?),
             Some(Tensor::from_vec(dw, w_hh.shape(), w_hh.device())?),

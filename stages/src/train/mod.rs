@@ -1,6 +1,7 @@
 //! Training with candle. Shared pieces: data in memory and batches ([`data`]), named
 //! network weights with seeded initialisation and safetensors files ([`weights`]), layers
-//! ([`nn`], with the LSTM recurrence fused into one op: [`fused_lstm`]), losses ([`loss`]),
+//! ([`nn`], with the LSTM recurrence fused into one op: [`fused_lstm`], and linear layers
+//! with their ReLU: [`fused_linear`]), losses ([`loss`]),
 //! a fused AdamW and schedules ([`optim`]), the `optim` settings table ([`settings`]), the
 //! loop ([`fit`]), the sentiment model ([`model`]) and how the loop sees it ([`task`]),
 //! the checkpoint formats ([`checkpoint`]) and a checkpoint put back to work ([`restore`]).
@@ -15,6 +16,7 @@ pub mod data;
 pub mod device;
 pub mod finetune;
 pub mod fit;
+pub mod fused_linear;
 pub mod fused_lstm;
 pub mod loss;
 pub mod model;

@@ -263,7 +263,7 @@ impl Model {
                     mlp.forward(&masked_mean(x, lengths)?, pass)?
                 }
                 (Encoder::Lstm(lstm, mlp), Input::Sequence(x, lengths)) => {
-                    mlp.forward(&lstm.forward(x, lengths)?, pass)?
+                    mlp.forward(&lstm.forward(x, lengths, pass.train)?, pass)?
                 }
                 (Encoder::Lstm(..), Input::Pooled(_)) => {
                     return Err(StageError::Internal(

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::device::err;
+use super::fused_linear;
 use super::fused_lstm::FusedLstm;
 use super::weights::ParamStore;
 
@@ -41,7 +42,27 @@ impl Linear {
 
     /// `x · Wᵀ + b` over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.0.forward(x).map_err(err("linear"))
+        self.apply(x, false).map_err(err("linear"))
+    }
+
+    /// `max(0, x · Wᵀ + b)`: on the CPU as one op (forward and backward).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true).map_err(err("linear"))
+    }
+
+    /// The fused op on the CPU, candle's ops elsewhere.
+    fn apply(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        match self.0.bias() {
+            Some(b) if x.device().is_cpu() => fused_linear::linear(x, self.0.weight(), b, relu),
+            _ => {
+                let y = self.0.forward(x)?;
+                if relu {
+                    y.relu()
+                } else {
+                    Ok(y)
+                }
+            }
+        }
     }
 }
 
@@ -191,11 +212,11 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor, pass: &mut Pass<'_>) -> Result<Tensor> {
         let mut h = x.clone();
         for (linear, norm) in &self.layers {
-            let mut y = linear.forward(&h)?;
-            if let Some(n) = norm {
-                y = n.forward(&y)?;
-            }
-            y = self.config.activation.apply(&y)?;
+            let mut y = match (norm, self.config.activation) {
+                (None, Activation::Relu) => linear.forward_relu(&h)?,
+                (None, activation) => activation.apply(&linear.forward(&h)?)?,
+                (Some(n), activation) => activation.apply(&n.forward(&linear.forward(&h)?)?)?,
+            };
             y = dropout(&y, self.config.dropout, pass)?;
             if self.config.residual && y.dims() == h.dims() {
                 y = (y + &h).map_err(err("residual"))?;
@@ -240,26 +261,33 @@ impl LstmDirection {
         })
     }
 
-    /// The input projections of every step at once: `x · W_ihᵀ + b`, B × T × 4H.
+    /// The input projections of every step at once: `x · W_ihᵀ + b`, B × T × 4H (on the
+    /// CPU one fused op, which skips the input's gradient when the input is data).
     fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        x.reshape((b * t, d))?
-            .matmul(&self.w_ih.t()?)?
-            .broadcast_add(&self.bias)?
-            .reshape((b, t, 4 * self.hidden))
+        let rows = x.reshape((b * t, d))?;
+        let projected = if x.device().is_cpu() {
+            fused_linear::linear(&rows, &self.w_ih, &self.bias, false)?
+        } else {
+            rows.matmul(&self.w_ih.t()?)?.broadcast_add(&self.bias)?
+        };
+        projected.reshape((b, t, 4 * self.hidden))
     }
 
     /// Runs over `x` (B × T × D) in the given direction with true `lengths`: on the CPU as
-    /// one fused op, elsewhere with candle's element-wise ops.
-    fn run(&self, x: &Tensor, lengths: &[usize], reverse: bool) -> candle_core::Result<Tensor> {
+    /// one fused op (which keeps its gate activations for the backward pass when `train`),
+    /// elsewhere with candle's element-wise ops.
+    fn run(
+        &self,
+        x: &Tensor,
+        lengths: &[usize],
+        reverse: bool,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
         if !x.device().is_cpu() {
             return self.run_unfused(x, &step_mask(lengths, x)?, reverse);
         }
-        let op = FusedLstm {
-            lengths: lengths.to_vec(),
-            hidden: self.hidden,
-            reverse,
-        };
+        let op = FusedLstm::new(lengths.to_vec(), self.hidden, reverse, train);
         self.project(x)?
             .contiguous()?
             .apply_op2(&self.w_hh.contiguous()?, op)
@@ -330,15 +358,16 @@ impl Lstm {
         })
     }
 
-    /// Encodes `x` (B × T × D) with true `lengths` into B × output_dim.
-    pub fn forward(&self, x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+    /// Encodes `x` (B × T × D) with true `lengths` into B × output_dim; `train`: a backward
+    /// pass will follow (the CPU op then keeps what it needs for it instead of recomputing).
+    pub fn forward(&self, x: &Tensor, lengths: &[usize], train: bool) -> Result<Tensor> {
         let fw = self
             .forward_dir
-            .run(x, lengths, false)
+            .run(x, lengths, false, train)
             .map_err(err("lstm"))?;
         match &self.backward_dir {
             Some(bw) => {
-                let bw = bw.run(x, lengths, true).map_err(err("lstm"))?;
+                let bw = bw.run(x, lengths, true, train).map_err(err("lstm"))?;
                 Tensor::cat(&[fw, bw], 1).map_err(err("lstm"))
             }
             None => Ok(fw),
@@ -461,10 +490,11 @@ mod tests {
     use rand::SeedableRng;
 
     /// The fused CPU recurrence gives the same states and gradients as the recurrence built
-    /// from candle's element-wise ops, in both directions, with padded sequences.
+    /// from candle's element-wise ops, in both directions, with padded sequences, over more
+    /// than one block of rows, with the forward trace kept or recomputed.
     #[test]
     fn fused_lstm_matches_the_elementwise_recurrence() {
-        let (b, t, d, h) = (4, 7, 5, 6);
+        let (b, t, d, h) = (super::super::fused_lstm::BLOCK_ROWS + 4, 7, 5, 6);
         let mut store = ParamStore::new(3, &Device::Cpu);
         let dir = LstmDirection::new(&mut store, "l", d, h).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -472,7 +502,7 @@ mod tests {
             .map(|_| rng.random::<f32>() * 2.0 - 1.0)
             .collect();
         let x = Var::from_tensor(&Tensor::from_vec(x, (b, t, d), &Device::Cpu).unwrap()).unwrap();
-        let lengths = [7, 3, 1, 5];
+        let lengths: Vec<usize> = (0..b).map(|r| [7, 3, 1, 5, 6][r % 5]).collect();
         let mask = step_mask(&lengths, x.as_tensor()).unwrap();
         let weights = Tensor::from_vec(
             (0..b * h).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(),
@@ -480,8 +510,8 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        for reverse in [false, true] {
-            let fused = dir.run(x.as_tensor(), &lengths, reverse).unwrap();
+        for (reverse, train) in [(false, true), (true, true), (false, false), (true, false)] {
+            let fused = dir.run(x.as_tensor(), &lengths, reverse, train).unwrap();
             let plain = dir.run_unfused(x.as_tensor(), &mask, reverse).unwrap();
             let (gf, gp) = [&fused, &plain]
                 .map(|o| {
@@ -521,6 +551,99 @@ mod tests {
             ] {
                 close(gf.get(p).unwrap(), gp.get(p).unwrap(), name);
             }
+        }
+    }
+
+    /// The fused LSTM and linear layers give bit-identical results and gradients whatever the
+    /// number of threads.
+    #[test]
+    fn fused_layers_do_not_depend_on_the_thread_count() {
+        // Sizes that split the batch into three blocks and take the large products (the head
+        // and the recurrent weights' gradient) to several threads.
+        let (b, t, d, h) = (37, 9, 11, 64);
+        let mut store = ParamStore::new(5, &Device::Cpu);
+        let lstm = Lstm::new(&mut store, "l", d, h, true).unwrap();
+        let head = Linear::new(&mut store, "head", 2 * h, 1024).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let x: Vec<f32> = (0..b * t * d)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
+        let x = Tensor::from_vec(x, (b, t, d), &Device::Cpu).unwrap();
+        let lengths: Vec<usize> = (0..b).map(|r| 1 + r % t).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let y = head
+                    .forward_relu(&lstm.forward(&x, &lengths, true).unwrap())
+                    .unwrap();
+                let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                let mut out = vec![y.flatten_all().unwrap().to_vec1::<f32>().unwrap()];
+                for var in store.vars() {
+                    let g = grads.get(var.as_tensor()).unwrap();
+                    out.push(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+                out
+            })
+        };
+        let one = run(1);
+        assert_eq!(one.len(), 1 + 8);
+        assert_eq!(one, run(3));
+    }
+
+    /// A linear layer (with and without its ReLU) as the fused CPU op gives candle's results
+    /// and gradients, and no gradient for an input that is data.
+    #[test]
+    fn fused_linear_matches_candle() {
+        let mut store = ParamStore::new(9, &Device::Cpu);
+        let layer = Linear::new(&mut store, "l", 7, 5).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let values: Vec<f32> = (0..2 * 3 * 7)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
+        let data = Tensor::from_vec(values, (2, 3, 7), &Device::Cpu).unwrap();
+        let x = Var::from_tensor(&data).unwrap();
+        let weights = Tensor::from_vec(
+            (0..2 * 3 * 5)
+                .map(|i| (i % 7) as f32 - 3.0)
+                .collect::<Vec<_>>(),
+            (2, 3, 5),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (w, b) = (layer.0.weight(), layer.0.bias().unwrap());
+        for relu in [false, true] {
+            let fused = layer.apply(x.as_tensor(), relu).unwrap();
+            let mut plain = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+            plain = plain.broadcast_add(b).unwrap();
+            if relu {
+                plain = plain.relu().unwrap();
+            }
+            let gradients = |y: &Tensor| y.mul(&weights).unwrap().sum_all().unwrap().backward();
+            let (gf, gp) = (gradients(&fused).unwrap(), gradients(&plain).unwrap());
+            let close = |a: &Tensor, b: &Tensor| {
+                let (a, b) = (
+                    a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                assert_eq!(a.len(), b.len());
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-5, "relu {relu}: differs by {worst}");
+            };
+            close(&fused, &plain);
+            for t in [x.as_tensor(), w, b] {
+                close(gf.get(t).unwrap(), gp.get(t).unwrap());
+            }
+            let on_data = layer.apply(&data, relu).unwrap();
+            let grads = on_data.sum_all().unwrap().backward().unwrap();
+            assert!(grads.get(&data).is_none());
+            assert!(grads.get(w).is_some());
         }
     }
 }

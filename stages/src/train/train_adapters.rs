@@ -72,7 +72,7 @@ pub struct TrainAdapters;
 impl StageKind for TrainAdapters {
     type Params = TrainAdaptersParams;
     const KIND: &'static str = "train_adapters";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "one MLP per modality mapping source features into the target dataset's space";
     const MOVED: &'static [Moved] = &MOVED_INTO_OPTIM;

@@ -97,7 +97,7 @@ pub struct TrainModel;
 impl StageKind for TrainModel {
     type Params = TrainModelParams;
     const KIND: &'static str = "train_model";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "the sentiment model (encoders, fusion, user embedding, heads) trained with candle";
     const MOVED: &'static [Moved] = &MOVED_INTO_OPTIM;
