@@ -338,7 +338,13 @@ fn kinds_and_help_describe_themselves() {
 }
 
 /// The configs that read files: they point at data shipped in `tests/data`.
-const SOURCE_CONFIGS: [&str; 4] = ["sdk_mosi", "sdk_mosei", "mmsa_pickle", "self_extracted"];
+const SOURCE_CONFIGS: [&str; 5] = [
+    "sdk_mosi",
+    "sdk_mosei",
+    "mmsa_pickle",
+    "self_extracted",
+    "raw_text",
+];
 
 #[test]
 fn every_shipped_config_validates_and_the_source_configs_run() {
@@ -391,11 +397,30 @@ fn every_shipped_config_validates_and_the_source_configs_run() {
         let lock: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("mmflow.lock")).unwrap())
                 .unwrap();
-        assert_eq!(
-            lock["stages"].as_object().unwrap().len(),
-            2,
-            "{config}: source and normalize ran"
-        );
+        if config == "raw_text" {
+            // The text modality computed from the pickle's raw text, then trained and
+            // evaluated: every segment embedded, one vector per token, nothing cut.
+            let stages = lock["stages"].as_object().unwrap();
+            assert_eq!(stages.len(), 5, "{config}: {:?}", stages.keys());
+            let report = &lock["stages"]["text"]["report"];
+            assert_eq!(report["segments"], 7, "{report}");
+            assert_eq!(report["truncated"], 0, "{report}");
+            let text =
+                mmflow_schemas::features::FeatureReader::open(&out.join("text/text.parquet"))
+                    .unwrap()
+                    .read_all()
+                    .unwrap();
+            assert_eq!(text.segment_ids.len(), 7);
+            assert_eq!(Some(text.offsets[7] as u64), report["tokens"].as_u64());
+            let rows = mmflow_schemas::row_count(&out.join("eval/metrics.parquet")).unwrap();
+            assert!(rows > 0, "{config}: the evaluation wrote no metrics");
+        } else {
+            assert_eq!(
+                lock["stages"].as_object().unwrap().len(),
+                2,
+                "{config}: source and normalize ran"
+            );
+        }
     }
 }
 

@@ -57,6 +57,7 @@ pub fn segments_with_text(path: &Path, texts: &[Option<&str>]) {
                 start: None,
                 end: None,
                 labels: Vec::new(),
+                text: None,
             })
             .collect(),
     };
@@ -75,7 +76,7 @@ pub fn segments_with_text(path: &Path, texts: &[Option<&str>]) {
     let base = batches
         .first()
         .cloned()
-        .unwrap_or_else(|| RecordBatch::new_empty(SegmentTable::schema(&[])));
+        .unwrap_or_else(|| RecordBatch::new_empty(SegmentTable::schema(&[], false)));
     let mut fields: Vec<Field> = base
         .schema()
         .fields()
