@@ -29,6 +29,8 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() {
+    // As the `mmflow` binary runs them.
+    mmflow_stages::run_elementwise_ops_inline();
     // `cargo bench` adds `--bench`; only the positional arguments matter.
     let args: Vec<String> = std::env::args()
         .skip(1)

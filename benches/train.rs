@@ -212,6 +212,8 @@ fn valence_arousal_steps() -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
+    // As the `mmflow` binary runs them.
+    mmflow_stages::run_elementwise_ops_inline();
     let mut group = c.benchmark_group("train");
     group.sample_size(10);
     group.bench_function("adapter_mlp_20_steps", |b| b.iter(adapter_steps));

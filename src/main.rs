@@ -156,6 +156,7 @@ const MAX_SHOWN_PROBLEMS: usize = 200;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    mmflow_stages::run_elementwise_ops_inline();
     let cli = Cli::parse();
     let progress = if cli.quiet {
         Progress::hidden()
