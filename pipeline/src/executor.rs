@@ -568,25 +568,7 @@ impl Work<'_> {
         report: BTreeMap<String, serde_json::Value>,
         duration_s: f64,
     ) -> StageEntry {
-        let stage = self.stage;
-        StageEntry {
-            kind: stage.stage.kind().to_string(),
-            version: stage.stage.version(),
-            fingerprint: fp.hash,
-            params: stage.params.canonical.clone(),
-            seed: stage.seed,
-            device: fp.device,
-            inputs: fp.inputs,
-            external_files: fp.external_files,
-            outputs,
-            report,
-            duration_s,
-            finished_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            mmflow_version: mmflow_schemas::MMFLOW_VERSION.to_string(),
-        }
+        plan::stage_entry(self.stage, fp, outputs, report, duration_s)
     }
 
     /// Puts the outputs of the run-cache's entry `key` in place, if it has a sound one:

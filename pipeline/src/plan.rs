@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Pipeline, PlannedStage};
 use crate::manifest::{self, FileRecord, InputRecord, Manifest, OutputRecord, StageEntry};
@@ -368,6 +369,17 @@ fn restorable_entry(stage: &PlannedStage, fp: Fingerprint, cached: CachedEntry) 
             (name, record)
         })
         .collect();
+    stage_entry(stage, fp, outputs, cached.report, cached.duration_s)
+}
+
+/// A stage's lock entry: what it is, the fingerprint it was computed under, its outputs.
+pub(crate) fn stage_entry(
+    stage: &PlannedStage,
+    fp: Fingerprint,
+    outputs: BTreeMap<String, OutputRecord>,
+    report: BTreeMap<String, serde_json::Value>,
+    duration_s: f64,
+) -> StageEntry {
     StageEntry {
         kind: stage.stage.kind().to_string(),
         version: stage.stage.version(),
@@ -378,9 +390,12 @@ fn restorable_entry(stage: &PlannedStage, fp: Fingerprint, cached: CachedEntry) 
         inputs: fp.inputs,
         external_files: fp.external_files,
         outputs,
-        report: cached.report,
-        duration_s: cached.duration_s,
-        finished_unix: 0,
-        mmflow_version: cached.mmflow_version,
+        report,
+        duration_s,
+        finished_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        mmflow_version: mmflow_schemas::MMFLOW_VERSION.to_string(),
     }
 }
