@@ -512,7 +512,21 @@ fn bad_source_files_fail_with_the_file_and_video_named_and_write_nothing() {
         (
             String::new(),
             format!("labels = {{ path = {mosei_labels:?} }}"),
-            "no video is present in every modality and the labels",
+            "no video is present in every modality, the text and the labels",
+        ),
+        (
+            format!("COVAREP = {{ path = {:?} }}", folder.join(WORDS_CSD)),
+            String::new(),
+            "CMU_MOSI_TimestampedWords.csd: video `2iD-tVS8NPw`: `features` holds strings (words): name this file as the `text`",
+        ),
+        (
+            String::new(),
+            format!(
+                "labels = {{ path = {:?} }}\ntext = {{ path = {:?} }}",
+                folder.join("CMU_MOSI_Opinion_Labels.csd"),
+                folder.join("CMU_MOSI_COVAREP.csd")
+            ),
+            "text: ",
         ),
     ];
     for (modality, labels, message) in cases {
@@ -935,4 +949,81 @@ audio = { path = "audio", fps = 4.0 }
             ("v2[0]", Some(""), vec![Some(0.2), Some(0.0)]),
         ]
     );
+}
+
+/// The SDK's words file (written by `tests/data/sdk/make_words.py`).
+const WORDS_CSD: &str = "CMU_MOSI_TimestampedWords.csd";
+
+/// `text` names the SDK's words sequence: each segment's text is its words as the SDK's
+/// alignment to the labels puts them (`words_aligned_reference.json`, the SDK's own output),
+/// `sp` left out; with `modalities = {}` the segments table comes alone.
+#[test]
+fn sdk_words_joined_per_segment_become_the_segments_text() {
+    let folder = fixtures().join("sdk_basic/mosi");
+    let reference: BTreeMap<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(folder.join("words_aligned_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let expected = |skip_sp: bool| -> BTreeMap<String, String> {
+        reference
+            .iter()
+            .map(|(id, entry)| {
+                let text = if skip_sp {
+                    entry["text"].as_str().unwrap().to_string()
+                } else {
+                    let words = entry["words"].as_array().unwrap();
+                    let words: Vec<&str> = words.iter().map(|w| w.as_str().unwrap()).collect();
+                    words.join(" ")
+                };
+                (id.clone(), text)
+            })
+            .collect()
+    };
+    assert!(expected(true).values().any(|t| t.contains("café")));
+    let labels = folder.join("CMU_MOSI_Opinion_Labels.csd");
+    let words = folder.join(WORDS_CSD);
+    let with_modalities = format!(
+        "words = {{ path = {:?} }}\nFACET = {{ path = {:?} }}",
+        folder.join("CMU_MOSI_TimestampedWordVectors.csd"),
+        folder.join("CMU_MOSI_Visual_Facet_41.csd")
+    );
+    for (modalities, skip, skip_sp) in [
+        (with_modalities.as_str(), "", true),
+        ("", "", true),
+        ("", ", skip = []", false),
+    ] {
+        let dir = Dir::new();
+        dir.write(
+            "p.toml",
+            &format!(
+                "[stages.src]\nkind = \"csd\"\n[stages.src.params]\ndataset = \"mosi\"\nlabels = {{ path = {labels:?} }}\ntext = {{ path = {words:?}{skip} }}\n[stages.src.params.modalities]\n{modalities}\n"
+            ),
+        );
+        dir.mmflow(&["run", "p.toml"]).ok();
+        let table = SegmentTable::read(&dir.join("data/runs/p/src/segments.parquet")).unwrap();
+        let got: BTreeMap<String, String> = table
+            .rows
+            .iter()
+            .map(|r| (r.segment_id.clone(), r.text.clone().unwrap()))
+            .collect();
+        let want = expected(skip_sp);
+        // Every segment the stage keeps has the SDK's words; without modalities it keeps
+        // every labelled segment the SDK aligns.
+        assert!(!got.is_empty());
+        for (id, text) in &got {
+            assert_eq!(Some(text), want.get(id), "{id} ({modalities:?}{skip})");
+        }
+        if modalities.is_empty() {
+            assert_eq!(got.len(), want.len());
+            let outputs: Vec<_> = std::fs::read_dir(dir.join("data/runs/p/src"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(".parquet"))
+                .collect();
+            assert_eq!(outputs, ["segments.parquet"]);
+        }
+        let report = &lock(&dir)["stages"]["src"]["report"];
+        assert_eq!(report["segments_without_words"], 0, "{report}");
+        assert_eq!(report["videos_missing_per_file"]["text"], 0, "{report}");
+    }
 }

@@ -158,6 +158,9 @@ fn run_csd(path: &Path) {
                 );
             }
         }
+        if let Ok(words) = csd.read_words(video) {
+            assert_eq!(words.words.len(), words.intervals.len(), "{video}");
+        }
     }
 }
 

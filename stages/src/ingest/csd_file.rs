@@ -45,6 +45,15 @@ pub struct CsdError {
     pub message: String,
 }
 
+/// A video's words and their intervals, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Words {
+    /// `[start, end]` of each word, seconds.
+    pub intervals: Vec<[f64; 2]>,
+    /// The words.
+    pub words: Vec<String>,
+}
+
 /// Shape and dtype of one video's features, read from the dataset header only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryShape {
@@ -221,32 +230,9 @@ impl CsdFile {
 
     /// Reads a video's intervals and features.
     pub fn read(&self, video: &str) -> Result<Sequence, CsdError> {
-        let base = format!("/{}/data/{video}", self.root);
-        let features = self
-            .file
-            .dataset(&format!("{base}/features"))
-            .map_err(|e| self.fail(video, format!("no `features` dataset ({e})")))?;
-        let intervals = self
-            .file
-            .dataset(&format!("{base}/intervals"))
-            .map_err(|e| self.fail(video, format!("no `intervals` dataset ({e})")))?;
+        let features = self.dataset(video, "features")?;
         let shape = self.features_shape(video, &features)?;
-        let interval_shape = intervals.shape();
-        let [interval_rows, 2] = *interval_shape else {
-            return Err(self.fail(
-                video,
-                format!("`intervals` has shape {interval_shape:?}, expected [frames, 2]"),
-            ));
-        };
-        if usize::try_from(interval_rows).ok() != Some(shape.frames) {
-            return Err(self.fail(
-                video,
-                format!(
-                    "{} feature rows but {interval_rows} intervals",
-                    shape.frames
-                ),
-            ));
-        }
+        let intervals = self.read_intervals(video, shape.frames)?;
         let n = self.checked_len(video, "features", &features)?;
         let values = match features.dtype() {
             Datatype::FloatingPoint { size: 4, .. } => {
@@ -263,6 +249,12 @@ impl CsdFile {
                     .map_err(|e| self.fail(video, format!("reading `features`: {e}")))?;
                 Values::F64(v)
             }
+            Datatype::String { .. } | Datatype::VarLen { .. } => {
+                return Err(self.fail(
+                    video,
+                    "`features` holds strings (words): name this file as the `text` of the source, not as a modality",
+                ))
+            }
             other => {
                 return Err(self.fail(
                     video,
@@ -270,6 +262,81 @@ impl CsdFile {
                 ))
             }
         };
+        Ok(Sequence {
+            intervals,
+            values,
+            dim: shape.dim,
+        })
+    }
+
+    /// Reads a video's words and their intervals, from a words sequence (the SDK's
+    /// `TimestampedWords`: `features` [words, 1] of UTF-8 byte strings, fixed-length or
+    /// variable-length).
+    pub fn read_words(&self, video: &str) -> Result<Words, CsdError> {
+        let features = self.dataset(video, "features")?;
+        let frames = match *features.shape() {
+            [t, 1] | [t] => t,
+            ref other => {
+                return Err(self.fail(
+                    video,
+                    format!("`features` has shape {other:?}, expected [words, 1]"),
+                ))
+            }
+        };
+        if !matches!(
+            features.dtype(),
+            Datatype::String { .. } | Datatype::VarLen { .. }
+        ) {
+            return Err(self.fail(
+                video,
+                format!(
+                    "`features` has type {:?}, expected strings (one word per interval)",
+                    features.dtype()
+                ),
+            ));
+        }
+        self.checked_len(video, "features", &features)?;
+        let frames = usize::try_from(frames)
+            .map_err(|_| self.fail(video, format!("`features` declares {frames} words")))?;
+        let intervals = self.read_intervals(video, frames)?;
+        let words = features
+            .read_strings()
+            .map_err(|e| self.fail(video, format!("reading the words of `features`: {e}")))?;
+        if words.len() != frames {
+            return Err(self.fail(
+                video,
+                format!(
+                    "`features` holds {} words, its shape says {frames}",
+                    words.len()
+                ),
+            ));
+        }
+        Ok(Words { intervals, words })
+    }
+
+    /// One of a video's datasets.
+    fn dataset(&self, video: &str, name: &str) -> Result<Dataset, CsdError> {
+        self.file
+            .dataset(&format!("/{}/data/{video}/{name}", self.root))
+            .map_err(|e| self.fail(video, format!("no `{name}` dataset ({e})")))
+    }
+
+    /// A video's intervals, which must be `frames` rows of `[start, end]`.
+    fn read_intervals(&self, video: &str, frames: usize) -> Result<Vec<[f64; 2]>, CsdError> {
+        let intervals = self.dataset(video, "intervals")?;
+        let interval_shape = intervals.shape();
+        let [interval_rows, 2] = *interval_shape else {
+            return Err(self.fail(
+                video,
+                format!("`intervals` has shape {interval_shape:?}, expected [frames, 2]"),
+            ));
+        };
+        if usize::try_from(interval_rows).ok() != Some(frames) {
+            return Err(self.fail(
+                video,
+                format!("{frames} feature rows but {interval_rows} intervals"),
+            ));
+        }
         let m = self.checked_len(video, "intervals", &intervals)?;
         let mut flat = vec![0f64; m];
         match intervals.dtype() {
@@ -288,10 +355,6 @@ impl CsdFile {
             }
         }
         .map_err(|e| self.fail(video, format!("reading `intervals`: {e}")))?;
-        Ok(Sequence {
-            intervals: flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
-            values,
-            dim: shape.dim,
-        })
+        Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
     }
 }

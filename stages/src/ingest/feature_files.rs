@@ -22,6 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::align::{self, Collapse, Sequence, Timeline, Values};
+use super::csd_file::{CsdFile, Words};
 use super::readers::{SourceError, TimingOptions};
 use super::source::{Format, NonFinitePolicy, Source};
 use crate::datasets::KnownDataset;
@@ -151,6 +152,27 @@ impl ModalitySource {
     }
 }
 
+/// The file of timed words the segments' `text` is made of (`text = { … }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextSource {
+    /// A words computational sequence (`.csd`), as the SDK's `CMU_MOSI_TimestampedWords.csd`:
+    /// one word per interval, as strings. A segment's text is the words whose intervals the
+    /// SDK's alignment puts in its label interval, in time order, joined by single spaces.
+    pub path: PathBuf,
+    /// Words left out of the text (default: `sp`, the SDK's silence marker).
+    pub skip: Vec<String>,
+}
+
+impl Default for TextSource {
+    fn default() -> Self {
+        TextSource {
+            path: PathBuf::new(),
+            skip: vec!["sp".into()],
+        }
+    }
+}
+
 /// Parameters of the `csd`, `npz` and `csv` sources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -159,7 +181,12 @@ pub struct AlignedParams {
     /// (shipped in `data/`) and label column names.
     pub dataset: String,
     /// Modalities: output name → its file. One of them is the `reference` (the words).
+    /// May be empty (`{}`) when `text` is given: the segments table alone, with its text.
     pub modalities: BTreeMap<String, ModalitySource>,
+    /// The words each segment's `text` is made of (for `embed_text`); none by default. A
+    /// video the file lacks is dropped, as a modality's is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSource>,
     /// The label file: one interval per opinion segment, one column per label.
     pub labels: ModalitySource,
     /// Names of the label file's columns; default `sentiment` (mosi) or `sentiment` + the six
@@ -197,6 +224,7 @@ impl Default for AlignedParams {
         AlignedParams {
             dataset: "mosi".into(),
             modalities: BTreeMap::new(),
+            text: None,
             labels: ModalitySource::default(),
             label_columns: None,
             reference: "words".into(),
@@ -408,13 +436,21 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
 
     fn check(&self, p: &AlignedParams) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
-        if p.modalities.is_empty() {
+        if p.modalities.is_empty() && p.text.is_none() {
             problems.push(ParamProblem::new(
                 "modalities",
-                "name at least one modality file",
+                "name at least one modality file (or a `text` file for the segments table alone)",
             ));
         }
-        if p.align == AlignMode::Words && !p.modalities.contains_key(&p.reference) {
+        if let Some(text) = &p.text {
+            if text.path.as_os_str().is_empty() {
+                problems.push(ParamProblem::new("text.path", "is required"));
+            }
+        }
+        if p.align == AlignMode::Words
+            && !p.modalities.is_empty()
+            && !p.modalities.contains_key(&p.reference)
+        {
             problems.push(ParamProblem::new(
                 "reference",
                 format!(
@@ -526,12 +562,51 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
     fn external_files(&self, p: &AlignedParams) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = p.modalities.values().map(|m| m.path.clone()).collect();
         files.push(p.labels.path.clone());
+        files.extend(p.text.as_ref().map(|t| t.path.clone()));
         files.extend(p.folds.clone());
         files
     }
 
     fn run(&self, p: &AlignedParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         run_aligned(p, F::FORMAT, ctx)
+    }
+}
+
+/// The words file opened for reading, with the words its text leaves out.
+struct OpenedText<'a> {
+    file: CsdFile,
+    skip: &'a [String],
+}
+
+impl OpenedText<'_> {
+    /// A video's words, indexed by time: each frame's value is its word's place in `words`.
+    fn timeline(&self, video: &str) -> Result<(Words, Timeline), StageError> {
+        let words = self
+            .file
+            .read_words(video)
+            .map_err(|e| StageError::input(format!("text: {e}")))?;
+        let places = Sequence {
+            intervals: words.intervals.clone(),
+            values: Values::F64((0..words.words.len()).map(|i| i as f64).collect()),
+            dim: 1,
+        };
+        Ok((words, Timeline::new(places)))
+    }
+
+    /// The text of the words the timeline puts in `interval`, as the SDK's alignment to
+    /// the labels does: in time order, without the skipped words, joined by spaces.
+    fn text_in(&self, words: &(Words, Timeline), interval: [f64; 2], epsilon: f64) -> String {
+        let (words, timeline) = words;
+        let piece = timeline.intersect(interval, epsilon);
+        let Values::F64(places) = piece.values else {
+            unreachable!("word places are written as f64")
+        };
+        places
+            .iter()
+            .map(|&place| words.words[place as usize].as_str())
+            .filter(|w| !self.skip.iter().any(|s| s == w))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -591,11 +666,13 @@ struct Tally {
     nonfinite_zeroed: BTreeMap<String, usize>,
     width_mismatch: BTreeMap<String, Vec<String>>,
     truncated: BTreeMap<String, usize>,
+    segments_without_words: usize,
 }
 
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.zero_length_labels += other.zero_length_labels;
+        self.segments_without_words += other.segments_without_words;
         self.segments_dropped_incomplete += other.segments_dropped_incomplete;
         for (k, v) in other.segments_missing {
             *self.segments_missing.entry(k).or_default() += v;
@@ -655,20 +732,32 @@ fn run_aligned(
         .collect();
     let modalities: Vec<Opened> = opened.into_iter().collect::<Result<_, _>>()?;
     let labels = open("labels", &p.labels, default)?;
+    let text = match &p.text {
+        Some(t) => Some(OpenedText {
+            file: CsdFile::open(&t.path).map_err(|e| StageError::input(format!("text: {e}")))?,
+            skip: &t.skip,
+        }),
+        None => None,
+    };
 
-    // Unify: the videos every modality and the labels have (the SDK drops the rest).
+    // Unify: the videos every modality, the text and the labels have (the SDK drops the rest).
     let mut shared: BTreeSet<&str> = labels.videos().iter().map(String::as_str).collect();
     let mut dropped_by_unify: BTreeMap<String, usize> = BTreeMap::new();
-    let all_videos: BTreeSet<&str> = modalities
+    let files: Vec<(&str, &[String])> = modalities
         .iter()
-        .flat_map(|m| m.source.videos().iter().map(String::as_str))
+        .map(|m| (m.name.as_str(), m.source.videos()))
+        .chain(text.as_ref().map(|t| ("text", t.file.videos())))
+        .collect();
+    let all_videos: BTreeSet<&str> = files
+        .iter()
+        .flat_map(|(_, videos)| videos.iter().map(String::as_str))
         .chain(labels.videos().iter().map(String::as_str))
         .collect();
-    for m in &modalities {
-        let have: BTreeSet<&str> = m.source.videos().iter().map(String::as_str).collect();
+    for (name, videos) in &files {
+        let have: BTreeSet<&str> = videos.iter().map(String::as_str).collect();
         shared.retain(|v| have.contains(v));
         dropped_by_unify.insert(
-            m.name.clone(),
+            name.to_string(),
             all_videos.iter().filter(|v| !have.contains(*v)).count(),
         );
     }
@@ -682,10 +771,11 @@ fn run_aligned(
     );
     if shared.is_empty() {
         return Err(StageError::input(format!(
-            "no video is present in every modality and the labels ({}); videos missing per file: {}",
+            "no video is present in every modality, the text and the labels ({}); videos missing per file: {}",
             modalities
                 .iter()
                 .map(|m| format!("{} {}", m.name, m.source.path().display()))
+                .chain(text.as_ref().map(|t| format!("text {}", t.file.path().display())))
                 .chain(std::iter::once(format!("labels {}", labels.path().display())))
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -731,7 +821,15 @@ fn run_aligned(
         let outs: Vec<Result<VideoOut, StageError>> = chunk
             .par_iter()
             .map(|(split, video)| {
-                process_video(p, &modalities, &labels, &label_names, *split, video)
+                process_video(
+                    p,
+                    &modalities,
+                    text.as_ref(),
+                    &labels,
+                    &label_names,
+                    *split,
+                    video,
+                )
             })
             .collect();
         let mut batches: Vec<FeatureBatch> = modalities
@@ -795,6 +893,9 @@ fn run_aligned(
     ctx.report("nonfinite_zeroed", tally.nonfinite_zeroed);
     ctx.report("width_mismatch_videos", tally.width_mismatch);
     ctx.report("segments_truncated", tally.truncated);
+    if text.is_some() {
+        ctx.report("segments_without_words", tally.segments_without_words);
+    }
     Ok(())
 }
 
@@ -802,6 +903,7 @@ fn run_aligned(
 fn process_video(
     p: &AlignedParams,
     modalities: &[Opened],
+    text: Option<&OpenedText<'_>>,
     labels: &Source,
     label_names: &[String],
     split: Split,
@@ -853,6 +955,7 @@ fn process_video(
 
     // Step 1: word-level sequences (or the raw frames, unaligned), sorted and indexed.
     let level: Vec<Timeline> = match p.align {
+        _ if raw.is_empty() => Vec::new(),
         AlignMode::None => raw.into_iter().map(Timeline::new).collect(),
         AlignMode::Words => {
             let r = modalities
@@ -905,6 +1008,17 @@ fn process_video(
     }
     let label_values = label_seq.values.to_f32();
     let label_texts = labels.texts(video);
+    let words = match text {
+        Some(t) if label_texts.is_some() => {
+            return Err(StageError::input(format!(
+                "{}: video `{video}`: the label file has a text column and `text` names a words file ({}): keep one",
+                labels.path().display(),
+                t.file.path().display()
+            )))
+        }
+        Some(t) => Some(t.timeline(video)?),
+        None => None,
+    };
     let mut out = empty(Tally::default());
     for (i, &interval) in label_seq.intervals.iter().enumerate() {
         if (interval[0] - interval[1]).abs() < p.epsilon {
@@ -925,6 +1039,16 @@ fn process_video(
             continue;
         }
         let id = segment_id(video, i);
+        let segment_text = match (text, &words) {
+            (Some(t), Some(w)) => {
+                let joined = t.text_in(w, interval, p.epsilon);
+                if joined.is_empty() {
+                    tally.segments_without_words += 1;
+                }
+                Some(joined)
+            }
+            _ => label_texts.and_then(|t| t.get(i)).cloned(),
+        };
         for ((m, piece), batch) in modalities.iter().zip(pieces).zip(out.features.iter_mut()) {
             if piece.is_empty() {
                 continue;
@@ -974,7 +1098,7 @@ fn process_video(
                 .iter()
                 .map(|&x| Some(x))
                 .collect(),
-            text: label_texts.and_then(|t| t.get(i)).cloned(),
+            text: segment_text,
         });
     }
     out.tally = tally;
