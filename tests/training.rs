@@ -2,6 +2,8 @@
 //! runs are reproducible, adapters and LSTM/attention/user-embedding models train, and bad
 //! input is refused.
 
+use std::collections::BTreeSet;
+
 use mmflow_schemas::evaluation::{read_metrics, read_predictions};
 use mmflow_schemas::history;
 use mmflow_schemas::Split;
@@ -558,6 +560,61 @@ fn a_sims_dataset_gets_mmsas_sims_metrics_for_every_sentiment_head() {
         metric(&forced, Split::Test, head, "CCC");
         assert!(!forced.iter().any(|m| m.metric == "Mult_acc_2"));
     }
+}
+
+/// On CH-SIMS data a sentiment head is measured after every epoch with CH-SIMS's clipped
+/// MAE, correlation and 2-class accuracy (`sims_mae`, `sims_corr`, `sims_acc2`, in place of
+/// the MOSI family's), `monitor` can pick them, and on MOSI-family data the same monitor is
+/// refused before training.
+#[test]
+fn sims_histories_measure_sims_metrics_and_monitor_them() {
+    let dir = Dir::new();
+    write_sims_like(&dir);
+    let config = SIMS_LIKE.replace(
+        "optim = { epochs = 12, batch_size = 16, learning_rate = 0.005 }",
+        "optim = { epochs = 4, batch_size = 16, learning_rate = 0.005, monitor = \"sentiment:sims_acc2\" }",
+    );
+    dir.write("p.toml", &config);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let hist = history::read(&dir.join("data/runs/p/model/history.parquet")).unwrap();
+    let measured: BTreeSet<&str> = hist
+        .iter()
+        .filter(|r| r.subject == "sentiment_T")
+        .map(|r| r.metric.as_str())
+        .collect();
+    assert_eq!(
+        measured,
+        BTreeSet::from(["loss", "sims_mae", "rmse", "sims_corr", "ccc", "sims_acc2"])
+    );
+    for r in hist.iter().filter(|r| r.metric == "sims_acc2") {
+        let v = r.valid.unwrap();
+        assert!((0.0..=1.0).contains(&v), "{r:?}");
+    }
+    // One best epoch, picked by the monitored measure.
+    let best: Vec<_> = hist
+        .iter()
+        .filter(|r| r.is_best && r.subject == "sentiment" && r.metric == "sims_acc2")
+        .collect();
+    assert_eq!(best.len(), 1);
+    let top = hist
+        .iter()
+        .filter(|r| r.subject == "sentiment" && r.metric == "sims_acc2")
+        .map(|r| r.valid.unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(best[0].valid.unwrap(), top);
+
+    // The same monitor on data of the MOSI family: refused, naming the measure and why.
+    let mosi = config.replace("dataset = \"sims\"", "dataset = \"mosi_like\"");
+    dir.write("q.toml", &mosi);
+    let run = dir.mmflow(&["run", "q.toml"]).expect(1);
+    assert!(
+        run.stderr.contains(
+            "optim.monitor: `sims_acc2` is not measured for `sentiment` on MOSI-family data"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("data/runs/q/model/history.parquet").exists());
 }
 
 /// The same pipeline trained and evaluated on the CPU (`cpu/`) and on the GPU (`gpu/`) from

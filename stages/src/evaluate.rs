@@ -167,6 +167,7 @@ impl StageKind for Evaluate {
             adapters: adapters.as_ref().map(|a| &a.adapters),
             weights: &weights,
             device: &device,
+            family,
         };
         let all: Vec<usize> = (0..data.len()).collect();
         let predictions = task.predict(&all)?;
@@ -296,14 +297,9 @@ impl StageKind for Evaluate {
 /// The metric family MMSA would use for the segments' datasets: theirs when they agree, else
 /// (a mix) the MOSI family, with a warning.
 fn family_of_datasets(stage: &str, datasets: &BTreeSet<String>) -> MetricFamily {
-    let families: BTreeSet<MetricFamily> = datasets
-        .iter()
-        .map(|d| MetricFamily::of_dataset(d))
-        .collect();
-    match families.into_iter().collect::<Vec<_>>()[..] {
-        [one] => one,
-        [] => MetricFamily::default(),
-        _ => {
+    match MetricFamily::of_datasets(datasets) {
+        (family, false) => family,
+        (_, true) => {
             tracing::warn!(
                 "{stage}: the segments mix datasets of both metric families ({}): MMSA's MOSI \
                  metrics; set `metrics` to choose",

@@ -293,6 +293,20 @@ impl MetricFamily {
         }
     }
 
+    /// The family MMSA would use for rows of `datasets`: theirs when they agree, else (a mix,
+    /// or none) the MOSI family; the flag says whether the datasets mixed both families.
+    pub fn of_datasets<'a>(datasets: impl IntoIterator<Item = &'a String>) -> (MetricFamily, bool) {
+        let families: std::collections::BTreeSet<MetricFamily> = datasets
+            .into_iter()
+            .map(|d| MetricFamily::of_dataset(d))
+            .collect();
+        match families.into_iter().collect::<Vec<_>>()[..] {
+            [one] => (one, false),
+            [] => (MetricFamily::default(), false),
+            _ => (MetricFamily::Mosi, true),
+        }
+    }
+
     /// The metric of this family a metrics table names `name`.
     pub fn metric_named(self, name: &str) -> Option<Metric> {
         self.sentiment_metrics()
@@ -340,17 +354,25 @@ impl Predicts {
     }
 
     /// The metrics measured on train and validation data after every epoch (history rows,
-    /// what `monitor` can pick).
-    pub fn training_metrics(self) -> &'static [Metric] {
-        match self {
-            Predicts::Sentiment => &[
+    /// what `monitor` can pick): a sentiment head's MAE, correlation and 2-class accuracy are
+    /// its family's (CH-SIMS's clipped ones on CH-SIMS data).
+    pub fn training_metrics(self, family: MetricFamily) -> &'static [Metric] {
+        match (self, family) {
+            (Predicts::Sentiment, MetricFamily::Mosi) => &[
                 Metric::Mae,
                 Metric::Rmse,
                 Metric::Corr,
                 Metric::Ccc,
                 Metric::Has0Acc2,
             ],
-            Predicts::Emotion | Predicts::Dimension => {
+            (Predicts::Sentiment, MetricFamily::Sims) => &[
+                Metric::SimsMae,
+                Metric::Rmse,
+                Metric::SimsCorr,
+                Metric::Ccc,
+                Metric::SimsAcc2,
+            ],
+            (Predicts::Emotion | Predicts::Dimension, _) => {
                 &[Metric::Mae, Metric::Rmse, Metric::Corr, Metric::Ccc]
             }
         }

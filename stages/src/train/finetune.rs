@@ -21,7 +21,7 @@ use super::loss::LossWeights;
 use super::model::Head;
 use super::restore::Restored;
 use super::settings::{Optim, PhaseDefaults, FINETUNE_MOVED_INTO_OPTIM};
-use super::task::{check_data, check_monitor, Task};
+use super::task::{check_data, check_monitor, training_family, Task};
 use crate::metrics::Predicts;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 
@@ -130,7 +130,7 @@ pub struct Finetune;
 impl StageKind for Finetune {
     type Params = FinetuneParams;
     const KIND: &'static str = "finetune";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const ABOUT: &'static str = "continues a trained model and its adapters on new data, in phases";
     const MOVED: &'static [Moved] = &FINETUNE_MOVED_INTO_OPTIM;
 
@@ -150,7 +150,7 @@ impl StageKind for Finetune {
                 own.extend(
                     phase
                         .optim
-                        .check_monitor(&optim, |m| check_monitor(m, &heads)),
+                        .check_monitor(&optim, |m| check_monitor(m, &heads, None)),
                 );
             }
             if !names.insert(phase.name.as_str()) {
@@ -241,6 +241,7 @@ impl StageKind for Finetune {
             ..
         } = Restored::load(ctx, &device)?;
         let segments = ctx.input("segments")?.reference.to_string();
+        let family = training_family(ctx.stage_id, &data);
         let heads: BTreeMap<String, LossWeights> = if p.heads.is_empty() {
             model
                 .arch
@@ -264,7 +265,7 @@ impl StageKind for Finetune {
                     )));
                 }
             }
-            check_monitor(&phase.optim.monitor, &model.arch.heads).map_err(|e| {
+            check_monitor(&phase.optim.monitor, &model.arch.heads, Some(family)).map_err(|e| {
                 StageError::config(format!("phases[{i}] ({}): monitor: {e}", phase.name))
             })?;
         }
@@ -320,6 +321,7 @@ impl StageKind for Finetune {
                 adapters: adapter_mlps.as_ref(),
                 weights: &weights,
                 device: &device,
+                family,
             };
             let config = phase.optim.fit_config(
                 &phase.name,

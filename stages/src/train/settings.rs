@@ -276,8 +276,9 @@ pub struct Optim<D: OptimDefaults + JsonSchema> {
     pub patience: usize,
     /// The validation measure that picks the best epoch: `loss` (the total validation loss)
     /// or `<subject>:<measure>` — a head and `mae`, `rmse`, `corr`, `ccc` (and `acc2` for a
-    /// sentiment head), `mean:ccc` (the average CCC of two or more continuous heads, e.g.
-    /// valence and arousal), or `<modality>:cosine` for an adapter.
+    /// sentiment head; on CH-SIMS data a sentiment head's are `sims_mae`, `rmse`,
+    /// `sims_corr`, `ccc`, `sims_acc2`), `mean:ccc` (the average CCC of two or more continuous
+    /// heads, e.g. valence and arousal), or `<modality>:cosine` for an adapter.
     #[serde(default = "D::monitor")]
     pub monitor: Monitor,
     /// Learning-rate schedule: `constant`, `plateau` (PyTorch's ReduceLROnPlateau on the

@@ -17,7 +17,7 @@ use super::model::{inputs, labels, Adapters, Head, Model};
 use super::nn::Pass;
 use super::optim::scalar;
 use super::settings::{Measure, Monitor, TOTAL};
-use crate::metrics::{Metric, MEAN_SUBJECT};
+use crate::metrics::{Metric, MetricFamily, MEAN_SUBJECT};
 
 /// Checks the data can train the heads: train rows, a validation split, labels present.
 pub fn check_data<'a>(
@@ -55,9 +55,28 @@ pub fn check_data<'a>(
     Ok(())
 }
 
-/// Whether a model with `heads` measures `monitor` after every epoch (the message says why
-/// not, and what is measured).
-pub fn check_monitor(monitor: &Monitor, heads: &[Head]) -> Result<(), String> {
+/// The metric family of the rows a model trains on (MMSA's for their datasets; a mix of
+/// both families is measured as MOSI, with a warning).
+pub fn training_family(stage: &str, data: &Dataset) -> MetricFamily {
+    let (family, mixed) = MetricFamily::of_datasets(&data.datasets);
+    if mixed {
+        tracing::warn!(
+            "{stage}: the segments mix datasets of both metric families ({}): sentiment heads \
+             are measured with MMSA's MOSI metrics after every epoch",
+            data.datasets.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    family
+}
+
+/// Whether a model with `heads` measures `monitor` after every epoch on data of `family`
+/// (the message says why not, and what is measured); with no family (the data not yet
+/// read), what either family measures.
+pub fn check_monitor(
+    monitor: &Monitor,
+    heads: &[Head],
+    family: Option<MetricFamily>,
+) -> Result<(), String> {
     if monitor.is_total_loss() {
         return Ok(());
     }
@@ -71,14 +90,19 @@ pub fn check_monitor(monitor: &Monitor, heads: &[Head]) -> Result<(), String> {
         }
         vec![Measure::Metric(Metric::Ccc)]
     } else if let Some(head) = heads.iter().find(|h| h.label == monitor.subject) {
-        std::iter::once(Measure::Loss)
-            .chain(
-                head.predicts
-                    .training_metrics()
-                    .iter()
-                    .map(|&m| Measure::Metric(m)),
-            )
-            .collect()
+        let families = match family {
+            Some(family) => vec![family],
+            None => vec![MetricFamily::Mosi, MetricFamily::Sims],
+        };
+        let mut measured = vec![Measure::Loss];
+        for family in families {
+            for &m in head.predicts.training_metrics(family) {
+                if !measured.contains(&Measure::Metric(m)) {
+                    measured.push(Measure::Metric(m));
+                }
+            }
+        }
+        measured
     } else {
         return Err(format!(
             "`{}` is not a head of the model (heads: {}), `{MEAN_SUBJECT}` or `loss`",
@@ -89,8 +113,13 @@ pub fn check_monitor(monitor: &Monitor, heads: &[Head]) -> Result<(), String> {
     if measured.contains(&monitor.measure) {
         Ok(())
     } else {
+        let on = match family {
+            Some(MetricFamily::Sims) => " on CH-SIMS data",
+            Some(MetricFamily::Mosi) => " on MOSI-family data",
+            None => "",
+        };
         Err(format!(
-            "`{}` is not measured for `{}` (measured: {})",
+            "`{}` is not measured for `{}`{on} (measured: {})",
             monitor.measure.key(),
             monitor.subject,
             measured
@@ -116,6 +145,8 @@ pub struct Task<'a> {
     pub weights: &'a BTreeMap<String, LossWeights>,
     /// Device.
     pub device: &'a Device,
+    /// Whose metrics a sentiment head is measured with after every epoch.
+    pub family: MetricFamily,
 }
 
 impl Task<'_> {
@@ -212,7 +243,7 @@ impl Trainable for Task<'_> {
             )?)?;
             total += loss;
             out.insert((head.label.clone(), Measure::Loss.key().into()), loss);
-            for metric in head.predicts.training_metrics() {
+            for metric in head.predicts.training_metrics(self.family) {
                 out.insert(
                     (head.label.clone(), metric.key().into()),
                     metric.compute(&p, &y),

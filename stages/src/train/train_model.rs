@@ -20,7 +20,7 @@ use super::loss::LossWeights;
 use super::model::{Architecture, EncoderConfig, EncoderKind, Fusion, Head, Model};
 use super::nn::MlpConfig;
 use super::settings::{ModelDefaults, Optim, MOVED_INTO_OPTIM};
-use super::task::{check_data, check_monitor, Task};
+use super::task::{check_data, check_monitor, training_family, Task};
 use super::weights::ParamStore;
 use crate::metrics::Predicts;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
@@ -97,7 +97,7 @@ pub struct TrainModel;
 impl StageKind for TrainModel {
     type Params = TrainModelParams;
     const KIND: &'static str = "train_model";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const ABOUT: &'static str =
         "the sentiment model (encoders, fusion, user embedding, heads) trained with candle";
     const MOVED: &'static [Moved] = &MOVED_INTO_OPTIM;
@@ -107,7 +107,7 @@ impl StageKind for TrainModel {
         let mut problems = p.optim.check(&optim);
         problems.extend(
             p.optim
-                .check_monitor(&optim, |m| check_monitor(m, &p.typed_heads())),
+                .check_monitor(&optim, |m| check_monitor(m, &p.typed_heads(), None)),
         );
         for label in p.predicts.keys().filter(|l| !p.heads.contains_key(*l)) {
             problems.push(ParamProblem::at(
@@ -254,6 +254,9 @@ impl StageKind for TrainModel {
         };
         let mut store = ParamStore::new(ctx.seed, &device);
         let model = Model::build(&mut store, &arch)?;
+        let family = training_family(ctx.stage_id, &data);
+        check_monitor(&p.optim.monitor, &arch.heads, Some(family))
+            .map_err(|e| StageError::config(format!("optim.monitor: {e}")))?;
         let task = Task {
             model: &model,
             data: &data,
@@ -261,6 +264,7 @@ impl StageKind for TrainModel {
             adapters: adapters.as_ref(),
             weights: &p.heads,
             device: &device,
+            family,
         };
         let config = p.optim.fit_config("train", ctx.seed, false);
         let fitted = fit(
