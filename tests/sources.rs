@@ -993,10 +993,13 @@ fn sdk_words_joined_per_segment_become_the_segments_text() {
         ("", ", skip = []", false),
     ] {
         let dir = Dir::new();
+        // The text goes on to `embed_text` (a tiny random BERT: it runs, it means nothing).
+        let model = data().join("models/tiny-bert");
         dir.write(
             "p.toml",
             &format!(
-                "[stages.src]\nkind = \"csd\"\n[stages.src.params]\ndataset = \"mosi\"\nlabels = {{ path = {labels:?} }}\ntext = {{ path = {words:?}{skip} }}\n[stages.src.params.modalities]\n{modalities}\n"
+                "[stages.src]\nkind = \"csd\"\n[stages.src.params]\ndataset = \"mosi\"\nlabels = {{ path = {labels:?} }}\ntext = {{ path = {words:?}{skip} }}\n[stages.src.params.modalities]\n{modalities}\n\
+                 [stages.emb]\nkind = \"embed_text\"\ninputs = {{ segments = \"src.segments\" }}\nparams = {{ model = {model:?} }}\n"
             ),
         );
         dir.mmflow(&["run", "p.toml"]).ok();
@@ -1022,6 +1025,14 @@ fn sdk_words_joined_per_segment_become_the_segments_text() {
                 .collect();
             assert_eq!(outputs, ["segments.parquet"]);
         }
+        let embedded = FeatureReader::open(&dir.join("data/runs/p/emb/text.parquet"))
+            .unwrap()
+            .read_all()
+            .unwrap();
+        assert_eq!(
+            embedded.segment_ids,
+            got.keys().cloned().collect::<Vec<_>>()
+        );
         let report = &lock(&dir)["stages"]["src"]["report"];
         assert_eq!(report["segments_without_words"], 0, "{report}");
         assert_eq!(report["videos_missing_per_file"]["text"], 0, "{report}");
