@@ -112,6 +112,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Manage the run-cache a pipeline's runs share.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
     /// Compare the evaluate stages of finished runs: settings that differ, metrics side by
     /// side (runs differing only by seed grouped: mean ± std), change from the first, noise.
     Compare {
@@ -130,6 +135,22 @@ enum Command {
         /// Also write the comparison as a Parquet table.
         #[arg(long, value_name = "FILE")]
         parquet: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove the entries of the pipeline's run-cache that no run has stored or restored for
+    /// `--older-than` days (files still linked from a run directory stay there).
+    Prune {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Age in days (e.g. `30`, `0.5`; `0` removes every entry).
+        #[arg(long, value_name = "DAYS")]
+        older_than: f64,
+        /// Count what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -263,6 +284,19 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Cache {
+            action:
+                CacheCommand::Prune {
+                    pipeline,
+                    older_than,
+                    dry_run,
+                },
+        } => {
+            let Some(p) = load(&pipeline) else {
+                return Ok(EXIT_USAGE);
+            };
+            prune_cache(&p, older_than, dry_run)
+        }
         Command::Plan { pipeline, force } => match load(&pipeline) {
             Some(p) => print_plan(&p, &force),
             None => Ok(EXIT_USAGE),
@@ -310,6 +344,45 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
 }
 
 /// Loads and validates; prints every problem and returns None if there are any.
+/// `mmflow cache prune`: the pipeline's run-cache pruned of entries unused for `days` days.
+fn prune_cache(p: &Pipeline, days: f64, dry_run: bool) -> anyhow::Result<u8> {
+    let Some(age) = (days.is_finite() && days >= 0.0)
+        .then(|| std::time::Duration::try_from_secs_f64(days * 86_400.0).ok())
+        .flatten()
+    else {
+        eprintln!("error: --older-than takes a number of days ≥ 0, not {days}");
+        return Ok(EXIT_USAGE);
+    };
+    let Some(folder) = p.run_cache.folder(&p.run_dir) else {
+        eprintln!(
+            "error: no run-cache: `run_cache` is off in this pipeline, or its run directory {} \
+             (the cache lies beside it) does not exist",
+            p.run_dir.display()
+        );
+        return Ok(EXIT_USAGE);
+    };
+    let cutoff = std::time::SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let cache = mmflow_pipeline::run_cache::RunCache::at(&folder);
+    let pruned = cache
+        .prune(cutoff, dry_run)
+        .map_err(|e| anyhow::anyhow!("pruning the run-cache {}: {e}", folder.display()))?;
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    println!(
+        "{} {} entries ({:.1} MB) unused for {days} days; kept {} ({:.1} MB); {} {} abandoned work folders · {}",
+        if dry_run { "would remove" } else { "removed" },
+        pruned.removed,
+        mb(pruned.removed_bytes),
+        pruned.kept,
+        mb(pruned.kept_bytes),
+        if dry_run { "would remove" } else { "removed" },
+        pruned.abandoned,
+        folder.display()
+    );
+    Ok(0)
+}
+
 fn load(args: &PipelineArgs) -> Option<Pipeline> {
     let registry = mmflow_stages::registry();
     match mmflow_pipeline::load(&args.file, &args.set, &registry) {

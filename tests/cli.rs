@@ -196,6 +196,54 @@ fn rerunning_an_unchanged_pipeline_runs_nothing_and_a_change_reruns_only_depende
     dir.mmflow(&["run", "p.toml", "--force", "nope"]).expect(2);
     dir.mmflow(&["run", "p.toml", "--out", "elsewhere"]).ok();
     assert!(dir.join("elsewhere/mosi_norm/text.parquet").is_file());
+
+    // `cache prune`: counted in a dry run; everything used today survives a week's cutoff;
+    // `--older-than 0` empties the cache and the run directory keeps its files.
+    let cache = dir.join("data/runs/.mmflow-cache");
+    let dry = dir
+        .mmflow(&["cache", "prune", "p.toml", "--older-than", "0", "--dry-run"])
+        .ok();
+    assert!(dry.stdout.starts_with("would remove "), "{}", dry.stdout);
+    let week = dir
+        .mmflow(&["cache", "prune", "p.toml", "--older-than", "7"])
+        .ok();
+    assert!(
+        week.stdout.starts_with("removed 0 entries"),
+        "{}",
+        week.stdout
+    );
+    let all = dir
+        .mmflow(&["cache", "prune", "p.toml", "--older-than", "0"])
+        .ok();
+    assert!(all.stdout.contains("; kept 0 (0.0 MB)"), "{}", all.stdout);
+    assert!(cache.is_dir());
+    assert!(run_dir.join("mosi/visual.parquet").is_file());
+    let up_to_date = dir.mmflow(&["run", "p.toml"]).ok();
+    assert!(
+        up_to_date.says("mosi", "up to date"),
+        "{}",
+        up_to_date.stdout
+    );
+    let bad = dir
+        .mmflow(&["cache", "prune", "p.toml", "--older-than=-1"])
+        .expect(2);
+    assert!(
+        bad.stderr.contains("--older-than takes a number of days"),
+        "{}",
+        bad.stderr
+    );
+    let off = dir
+        .mmflow(&[
+            "cache",
+            "prune",
+            "p.toml",
+            "--older-than",
+            "1",
+            "--set",
+            "pipeline.run_cache=false",
+        ])
+        .expect(2);
+    assert!(off.stderr.contains("no run-cache"), "{}", off.stderr);
 }
 
 #[test]

@@ -595,34 +595,45 @@ impl Work<'_> {
                 return Ok(None);
             }
         };
+        cache.mark_used(key);
         let tmp = temp_dir_name(stage_dir);
         fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        let result = stage
+        let linked = stage
             .outputs
             .iter()
             .map(|port| {
                 let output = &cached.outputs[&port.name];
                 let staged = tmp.join(&output.file);
-                run_cache::link_or_copy(&cache.file(key, output), &staged)
-                    .map_err(|e| format!("{}: {e}", staged.display()))?;
+                run_cache::link_or_copy(&cache.file(key, output), &staged)?;
                 Ok((port.name.clone(), staged))
             })
-            .collect::<Result<Vec<_>, String>>()
-            .and_then(|staged| {
-                let mut records = BTreeMap::new();
-                for (name, from) in staged {
-                    let output = &cached.outputs[&name];
-                    let record = self.put_in_place(
-                        &from,
-                        stage_dir,
-                        &output.file,
-                        output.hash.clone(),
-                        output.rows,
-                    )?;
-                    records.insert(name, record);
-                }
-                Ok(records)
-            });
+            .collect::<std::io::Result<Vec<_>>>();
+        let staged = match linked {
+            Ok(staged) => staged,
+            // The entry went away since the lookup (pruned by another process): run the stage.
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                tracing::warn!(
+                    "{}: the run-cache entry {key} could not be restored ({e}); the stage runs",
+                    stage.id
+                );
+                return Ok(None);
+            }
+        };
+        let result = staged
+            .into_iter()
+            .map(|(name, from)| {
+                let output = &cached.outputs[&name];
+                let record = self.put_in_place(
+                    &from,
+                    stage_dir,
+                    &output.file,
+                    output.hash.clone(),
+                    output.rows,
+                )?;
+                Ok((name, record))
+            })
+            .collect::<Result<BTreeMap<_, _>, String>>();
         let _ = fs::remove_dir_all(&tmp);
         Ok(Some((result?, cached)))
     }

@@ -140,6 +140,21 @@ pub enum Lookup {
     },
 }
 
+/// What [`RunCache::prune`] removed (or, in a dry run, would remove) and kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Entries not used since the cutoff.
+    pub removed: usize,
+    /// Their size in bytes (a file still linked from a run directory keeps its bytes there).
+    pub removed_bytes: u64,
+    /// Entries used since.
+    pub kept: usize,
+    /// Their size in bytes.
+    pub kept_bytes: u64,
+    /// Abandoned work folders (in `tmp/`, older than the cutoff) of runs that were killed.
+    pub abandoned: usize,
+}
+
 /// A run-cache at a folder.
 #[derive(Debug, Clone)]
 pub struct RunCache {
@@ -308,6 +323,67 @@ impl RunCache {
         )
     }
 
+    /// Marks an entry used now (its record's modification time), so that pruning by age keeps
+    /// what runs still restore (best effort).
+    pub fn mark_used(&self, key: &str) {
+        let record = self.entry_dir(key).join(ENTRY_FILE);
+        if fs::symlink_metadata(&record).is_ok_and(|m| m.is_file()) {
+            let _ = fs::File::options()
+                .append(true)
+                .open(&record)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+        }
+    }
+
+    /// Removes every entry not published or restored since `cutoff` (with `dry_run`, only
+    /// counts them), and work folders in `tmp/` older than the cutoff. Only what mmflow made is
+    /// removed: an entry folder whose record names it; anything else (a link, a file, a folder
+    /// without a record) is left in place and nothing is followed through a link. Each entry
+    /// is moved aside in one rename before it is removed, so a run restoring from it at the
+    /// same time finds the whole entry or none (and then runs the stage).
+    pub fn prune(&self, cutoff: SystemTime, dry_run: bool) -> io::Result<Pruned> {
+        let mut pruned = Pruned::default();
+        for prefix in real_folders(&self.root)? {
+            let is_prefix = prefix.file_name().is_some_and(|n| {
+                n.len() == 2 && n.to_string_lossy().bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            if !is_prefix {
+                continue;
+            }
+            for dir in real_folders(&prefix)? {
+                let Some(used) = entry_last_used(&dir) else {
+                    continue;
+                };
+                let bytes = folder_bytes(&dir);
+                if used < cutoff {
+                    pruned.removed += 1;
+                    pruned.removed_bytes += bytes;
+                    if !dry_run {
+                        self.discard(&dir);
+                    }
+                } else {
+                    pruned.kept += 1;
+                    pruned.kept_bytes += bytes;
+                }
+            }
+        }
+        let work = self.root.join(WORK_FOLDER);
+        if fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir()) {
+            for dir in real_folders(&work)? {
+                let abandoned = fs::symlink_metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < cutoff);
+                if abandoned {
+                    pruned.abandoned += 1;
+                    if !dry_run {
+                        let _ = fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Moves an entry folder aside (one rename, so no reader sees part of it), then removes it.
     fn discard(&self, dir: &Path) {
         let Ok(work) = self.work_folder() else {
@@ -322,6 +398,47 @@ impl RunCache {
             let _ = fs::remove_dir_all(&aside);
         }
     }
+}
+
+/// The folders in `dir` (not links to folders), sorted; none when `dir` does not exist.
+fn real_folders(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut folders = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            folders.push(entry.path());
+        }
+    }
+    folders.sort();
+    Ok(folders)
+}
+
+/// When an entry was last published or restored (its record's modification time), if `dir`
+/// is an entry mmflow made: its record is a regular file naming the folder's key.
+fn entry_last_used(dir: &Path) -> Option<SystemTime> {
+    let record = dir.join(ENTRY_FILE);
+    let meta = fs::symlink_metadata(&record).ok().filter(|m| m.is_file())?;
+    let entry: CachedEntry = serde_json::from_slice(&fs::read(&record).ok()?).ok()?;
+    let named = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy() == entry.key);
+    named.then(|| meta.modified().ok()).flatten()
+}
+
+/// The bytes of the regular files directly in `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok().filter(|m| m.is_file()))
+        .map(|m| m.len())
+        .sum()
 }
 
 /// `<stem>-<pid>-<nanos>`: unique among concurrent writers on this host, and with the host's

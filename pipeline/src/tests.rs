@@ -921,7 +921,8 @@ fn entry_files(cache: &Path) -> Vec<std::path::PathBuf> {
     while let Some(dir) = stack.pop() {
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = e.path();
-            if path.is_dir() {
+            // Not through links: a cache holds none of its own.
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                 stack.push(path);
             } else {
                 found.push(path);
@@ -1237,5 +1238,100 @@ fn an_unusable_device_fails_the_stage_that_uses_it_before_it_runs() {
     assert!(
         matches!(outcome(&outcomes, "fit"), StageOutcome::Failed { error } if error.contains("CPU only")),
         "{outcomes:?}"
+    );
+}
+
+/// The entry folders of a run-cache (`<cache>/<prefix>/<key>`), sorted.
+fn entry_dirs(cache: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = entry_files(cache)
+        .into_iter()
+        .filter(|f| f.ends_with("entry.json"))
+        .map(|f| f.parent().unwrap().to_path_buf())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn set_age(path: &Path, days: u64) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    let file = if path.is_dir() {
+        fs::File::open(path)
+    } else {
+        fs::File::options().append(true).open(path)
+    };
+    file.unwrap().set_modified(then).unwrap();
+}
+
+#[test]
+fn pruning_removes_entries_unused_for_a_while_and_only_mmflows() {
+    use crate::run_cache::RunCache;
+    let s = Setup::new(PIPELINE);
+    s.run(&[]);
+    let cache_root = cache_dir(&s);
+    let cache = RunCache::at(&cache_root);
+    let entries = entry_dirs(&cache_root);
+    assert_eq!(entries.len(), 4);
+    // Two entries last used 40 days ago; the others today.
+    for dir in &entries[..2] {
+        set_age(&dir.join("entry.json"), 40);
+    }
+    // Not mmflow's: a folder without a record, a link to a folder elsewhere holding what
+    // looks like an entry; and a work folder a killed run left.
+    let foreign = cache_root.join("ab/not-an-entry");
+    fs::create_dir_all(&foreign).unwrap();
+    fs::write(foreign.join("data"), b"keep").unwrap();
+    let elsewhere = s.dir.path().join("elsewhere");
+    let lookalike = elsewhere.join(entries[0].file_name().unwrap());
+    fs::create_dir_all(&lookalike).unwrap();
+    fs::copy(entries[0].join("entry.json"), lookalike.join("entry.json")).unwrap();
+    set_age(&lookalike.join("entry.json"), 40);
+    std::os::unix::fs::symlink(&elsewhere, cache_root.join("ff")).unwrap();
+    let killed = cache_root.join("tmp/a-killed-run");
+    fs::create_dir_all(&killed).unwrap();
+    set_age(&killed, 40);
+
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    let counted = cache.prune(month_ago, true).unwrap();
+    assert_eq!(
+        (counted.removed, counted.kept, counted.abandoned),
+        (2, 2, 1)
+    );
+    assert_eq!(
+        entry_dirs(&cache_root),
+        entries,
+        "a dry run removes nothing"
+    );
+    assert!(killed.exists());
+
+    let pruned = cache.prune(month_ago, false).unwrap();
+    assert_eq!(pruned, counted);
+    assert!(pruned.removed_bytes > 0 && pruned.kept_bytes > 0);
+    assert_eq!(entry_dirs(&cache_root), entries[2..].to_vec());
+    assert!(!killed.exists());
+    assert_eq!(fs::read(foreign.join("data")).unwrap(), b"keep");
+    assert!(lookalike.join("entry.json").exists());
+    // The run directory keeps its files (links to the removed entries' files).
+    assert_eq!(s.read("ab/out.txt"), "AB!");
+
+    // Another run directory: the kept entries are restored (and marked used), the removed
+    // ones' stages run again and are stored anew.
+    for dir in &entries[2..] {
+        set_age(&dir.join("entry.json"), 10);
+    }
+    let mut other = s.pipeline(&[]);
+    other.run_dir = s.dir.path().join("other");
+    let outcomes = run(&other, &RunOptions::default()).unwrap().stages;
+    let restored = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, StageOutcome::Restored { .. }))
+        .count();
+    assert_eq!(restored, 2, "{outcomes:?}");
+    assert_eq!(entry_dirs(&cache_root), entries);
+    let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7 * 86_400);
+    let last = cache.prune(week_ago, false).unwrap();
+    assert_eq!(
+        (last.removed, last.kept, last.abandoned),
+        (0, 4, 0),
+        "restoring marked the kept entries used: {last:?}"
     );
 }
