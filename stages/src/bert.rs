@@ -250,7 +250,11 @@ impl Bert {
         let c = &self.config;
         for t in texts {
             if t.ids.len() != t.type_ids.len() {
-                candle_core::bail!("{} token ids but {} type ids", t.ids.len(), t.type_ids.len());
+                candle_core::bail!(
+                    "{} token ids but {} type ids",
+                    t.ids.len(),
+                    t.type_ids.len()
+                );
             }
             if t.ids.len() > c.max_position_embeddings {
                 candle_core::bail!(
@@ -262,7 +266,11 @@ impl Bert {
             if let Some(id) = t.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
                 candle_core::bail!("token id {id} is not below vocab_size {}", c.vocab_size);
             }
-            if let Some(id) = t.type_ids.iter().find(|&&i| i as usize >= c.type_vocab_size) {
+            if let Some(id) = t
+                .type_ids
+                .iter()
+                .find(|&&i| i as usize >= c.type_vocab_size)
+            {
                 candle_core::bail!(
                     "token type id {id} is not below type_vocab_size {}",
                     c.type_vocab_size
@@ -289,7 +297,12 @@ impl Bert {
             dense_cpu(&x, &l.qkv, &mut qkv, None);
             attention_cpu(&qkv, &lengths, c.num_attention_heads, h, &mut context);
             residual_dense_cpu(&context, &l.attention_out, &x, &mut next);
-            layer_norm_rows(&mut next, Some(&l.attention_out.bias), &l.attention_norm, eps);
+            layer_norm_rows(
+                &mut next,
+                Some(&l.attention_out.bias),
+                &l.attention_norm,
+                eps,
+            );
             std::mem::swap(&mut x, &mut next);
             dense_cpu(&x, &l.intermediate, &mut inner, Some(c.hidden_act));
             residual_dense_cpu(&inner, &l.output, &x, &mut next);
@@ -415,7 +428,13 @@ fn embed_cpu(w: &Weights<Vec<f32>>, texts: &[Text<'_>], h: usize) -> Vec<f32> {
 fn dense_cpu(x: &[f32], d: &Dense<Vec<f32>>, out: &mut [f32], act: Option<Activation>) {
     let input = d.weight.len() / d.out;
     let rows = x.len() / input;
-    matmul(out, (x, false), (&d.weight, true), (rows, d.out, input), false);
+    matmul(
+        out,
+        (x, false),
+        (&d.weight, true),
+        (rows, d.out, input),
+        false,
+    );
     for row in out.chunks_exact_mut(d.out) {
         for (v, b) in row.iter_mut().zip(&d.bias) {
             *v += b;
@@ -434,7 +453,13 @@ fn residual_dense_cpu(x: &[f32], d: &Dense<Vec<f32>>, residual: &[f32], out: &mu
     let input = d.weight.len() / d.out;
     let rows = x.len() / input;
     out.copy_from_slice(residual);
-    matmul(out, (x, false), (&d.weight, true), (rows, d.out, input), true);
+    matmul(
+        out,
+        (x, false),
+        (&d.weight, true),
+        (rows, d.out, input),
+        true,
+    );
 }
 
 /// LayerNorm of every row of `x` in place, after adding `bias` to each row when given.
@@ -599,7 +624,9 @@ mod tests {
             let n: usize = shape.iter().product();
             let values: Vec<f32> = (0..n)
                 .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
                 })
                 .collect();
@@ -607,9 +634,18 @@ mod tests {
             tensors.insert(format!("{prefix}{name}"), t);
         };
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        add("embeddings.word_embeddings.weight".into(), &[c.vocab_size, h]);
-        add("embeddings.position_embeddings.weight".into(), &[c.max_position_embeddings, h]);
-        add("embeddings.token_type_embeddings.weight".into(), &[c.type_vocab_size, h]);
+        add(
+            "embeddings.word_embeddings.weight".into(),
+            &[c.vocab_size, h],
+        );
+        add(
+            "embeddings.position_embeddings.weight".into(),
+            &[c.max_position_embeddings, h],
+        );
+        add(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[c.type_vocab_size, h],
+        );
         let mut dense = |at: String, out: usize, input: usize| {
             add(format!("{at}.weight"), &[out, input]);
             add(format!("{at}.bias"), &[out]);
@@ -655,7 +691,9 @@ mod tests {
 
     /// The candle path (used on GPUs, padded and masked) run on the CPU.
     fn on_device_path(bert: Bert) -> Bert {
-        let Params::Cpu(w) = bert.params else { unreachable!() };
+        let Params::Cpu(w) = bert.params else {
+            unreachable!()
+        };
         let tensor = |v: Vec<f32>| {
             let n = v.len();
             Tensor::from_vec(v, n, &Device::Cpu)
@@ -667,7 +705,12 @@ mod tests {
         w.positions = w.positions.reshape((c.max_position_embeddings, h)).unwrap();
         w.token_types = w.token_types.reshape((c.type_vocab_size, h)).unwrap();
         for l in &mut w.layers {
-            for d in [&mut l.qkv, &mut l.attention_out, &mut l.intermediate, &mut l.output] {
+            for d in [
+                &mut l.qkv,
+                &mut l.attention_out,
+                &mut l.intermediate,
+                &mut l.output,
+            ] {
                 let input = d.weight.elem_count() / d.out;
                 d.weight = d.weight.reshape((d.out, input)).unwrap();
             }
@@ -710,8 +753,14 @@ mod tests {
 
     #[test]
     fn a_bert_prefix_is_accepted_and_bad_weights_and_ids_are_refused() {
-        let plain = run(&load(&CONFIG, random_weights(&CONFIG, "")).unwrap(), &texts());
-        let prefixed = run(&load(&CONFIG, random_weights(&CONFIG, "bert.")).unwrap(), &texts());
+        let plain = run(
+            &load(&CONFIG, random_weights(&CONFIG, "")).unwrap(),
+            &texts(),
+        );
+        let prefixed = run(
+            &load(&CONFIG, random_weights(&CONFIG, "bert.")).unwrap(),
+            &texts(),
+        );
         assert_eq!(plain, prefixed);
 
         let mut missing = random_weights(&CONFIG, "");
@@ -722,7 +771,10 @@ mod tests {
             intermediate_size: 13,
             ..CONFIG
         };
-        let e = load(&wider, random_weights(&CONFIG, "")).err().unwrap().to_string();
+        let e = load(&wider, random_weights(&CONFIG, ""))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("intermediate.dense.weight"), "{e}");
 
         let bert = load(&CONFIG, random_weights(&CONFIG, "")).unwrap();

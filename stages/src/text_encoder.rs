@@ -340,8 +340,10 @@ impl TextEncoder {
                 start += t.ids.len();
                 match pooling {
                     Pooling::Tokens => tokens.to_vec(),
-                    _ if tokens.is_empty() => Vec::new(),
-                    Pooling::Cls => self.finish_sentence(tokens[..dim].to_vec()),
+                    // A text of no tokens (a tokenizer that adds no [CLS]) becomes zeros.
+                    Pooling::Cls => self.finish_sentence(
+                        tokens.get(..dim).map_or_else(|| vec![0.0; dim], <[f32]>::to_vec),
+                    ),
                     Pooling::Mean => self.finish_sentence(mean_of_rows(tokens, dim)),
                 }
             })
