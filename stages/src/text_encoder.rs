@@ -367,8 +367,8 @@ impl TextEncoder {
     }
 }
 
-/// The tokenizer of `tokenizer.json` with its own padding switched off (batches are padded
-/// here) and truncation to `max_length`; its vocabulary must fit the model's embeddings.
+/// The tokenizer of `tokenizer.json` with its own padding switched off (the encoder lays
+/// out a batch itself) and truncation to `max_length`; its vocabulary must fit the model's embeddings.
 fn load_tokenizer(
     path: &Path,
     bytes: &[u8],
