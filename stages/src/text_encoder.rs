@@ -342,7 +342,9 @@ impl TextEncoder {
                     Pooling::Tokens => tokens.to_vec(),
                     // A text of no tokens (a tokenizer that adds no [CLS]) becomes zeros.
                     Pooling::Cls => self.finish_sentence(
-                        tokens.get(..dim).map_or_else(|| vec![0.0; dim], <[f32]>::to_vec),
+                        tokens
+                            .get(..dim)
+                            .map_or_else(|| vec![0.0; dim], <[f32]>::to_vec),
                     ),
                     Pooling::Mean => self.finish_sentence(mean_of_rows(tokens, dim)),
                 }
