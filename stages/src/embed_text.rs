@@ -3,10 +3,11 @@
 //! ([`crate::text_encoder`]; nothing is downloaded).
 //!
 //! Segments are taken a window at a time (64 batches), tokenized in parallel, sorted by token
-//! count (ties in table order) so that a batch pads little, and cut into batches of
-//! `batch_size`; on the CPU the batches of a window run in parallel (rayon), on a GPU one after
-//! another. Each window is written as one row group, its segments in table order, so memory is
-//! bounded by a window and the output does not depend on thread scheduling.
+//! count (ties in table order) so that a batch pads little on a GPU (on the CPU a batch's texts
+//! are packed without padding, [`crate::bert`]), and cut into batches of `batch_size`; on the
+//! CPU the batches of a window run in parallel (rayon), on a GPU one after another. Each window
+//! is written as one row group, its segments in table order, so memory is bounded by a window
+//! and the output does not depend on thread scheduling.
 //!
 //! Policies, each counted in the stage's report: a text longer than `max_length` tokens is cut
 //! to its first `max_length` (as sentence-transformers does); an empty (or blank) text is

@@ -2,11 +2,12 @@
 //! kind: a params type (serde, `deny_unknown_fields`, a doc comment and a default per field,
 //! its JSON Schema derived for `mmflow kinds --params KIND`) and its `run`. What stages share
 //! lives in modules no stage owns: [`tables`], [`datasets`], [`metrics`], [`folds`],
-//! [`stats`], [`moments`], [`linalg`], [`dot_search`], the text encoder ([`text_encoder`]),
+//! [`stats`], [`moments`], [`linalg`], [`dot_search`], the text encoder ([`text_encoder`] on [`bert`]),
 //! the readers under [`ingest`] and the training pieces under [`train`]. `mmflow kinds` lists
 //! the kinds with what each does.
 #![warn(missing_docs)]
 
+pub mod bert;
 pub mod datasets;
 pub mod dot_search;
 pub mod embed_text;

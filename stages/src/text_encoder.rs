@@ -2,21 +2,21 @@
 //! sentence-transformers save: `config.json` (the architecture), `tokenizer.json` (read with
 //! the tokenizers crate), `model.safetensors` (the weights), and optionally
 //! `sentence_bert_config.json` (`max_seq_length`) and `modules.json` (whether the sentence
-//! vectors are L2-normalised). Nothing is ever downloaded. The network is candle-transformers'
-//! `BertModel`; pooling follows sentence-transformers (attention-mask-weighted mean, or the
-//! `[CLS]` token).
+//! vectors are L2-normalised). Nothing is ever downloaded. The network is [`crate::bert`];
+//! pooling follows sentence-transformers (the mean of a text's token vectors, or the `[CLS]`
+//! token).
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
 use mmflow_pipeline::files::read_regular;
 use mmflow_pipeline::StageError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::bert::{Activation, Bert, Config, Text};
 use crate::train::device;
 
 /// The architecture, in the model folder.
@@ -74,8 +74,6 @@ struct FolderConfig {
     #[serde(default = "default_layer_norm_eps")]
     layer_norm_eps: f64,
     #[serde(default)]
-    pad_token_id: Option<usize>,
-    #[serde(default)]
     position_embedding_type: Option<String>,
 }
 
@@ -111,16 +109,14 @@ pub struct Tokens {
 
 /// A model folder loaded onto a device, ready to embed texts.
 pub struct TextEncoder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
-    device: Device,
     /// Width of the vectors (`hidden_size`).
     pub dim: usize,
     /// Tokens per text at most, special tokens included.
     pub max_length: usize,
     /// Whether the folder's sentence-transformers pipeline L2-normalises sentence vectors.
     pub normalize: bool,
-    pad_id: u32,
 }
 
 /// An input-data error about a file of the model folder.
@@ -165,7 +161,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Resu
     })
 }
 
-/// The candle-transformers config of a folder's `config.json`, or why the encoder cannot run it.
+/// The network config of a folder's `config.json`, or why the encoder cannot run it.
 fn bert_config(path: &Path, c: FolderConfig) -> Result<Config, StageError> {
     let model_type = c.model_type.as_deref().unwrap_or("");
     if !SUPPORTED_MODEL_TYPES.contains(&model_type) {
@@ -178,9 +174,9 @@ fn bert_config(path: &Path, c: FolderConfig) -> Result<Config, StageError> {
         ));
     }
     let hidden_act = match c.hidden_act.as_str() {
-        "gelu" => HiddenAct::Gelu,
-        "gelu_new" | "gelu_pytorch_tanh" => HiddenAct::GeluApproximate,
-        "relu" => HiddenAct::Relu,
+        "gelu" => Activation::Gelu,
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
         other => {
             return Err(bad_file(
                 path,
@@ -237,16 +233,9 @@ fn bert_config(path: &Path, c: FolderConfig) -> Result<Config, StageError> {
         num_attention_heads: c.num_attention_heads,
         intermediate_size: c.intermediate_size,
         hidden_act,
-        hidden_dropout_prob: 0.0,
         max_position_embeddings: c.max_position_embeddings,
         type_vocab_size: c.type_vocab_size,
-        initializer_range: 0.02,
         layer_norm_eps: c.layer_norm_eps,
-        pad_token_id: c.pad_token_id.unwrap_or(0),
-        position_embedding_type: PositionEmbeddingType::Absolute,
-        use_cache: false,
-        classifier_dropout: None,
-        model_type: Some(model_type.to_string()),
     })
 }
 
@@ -299,7 +288,8 @@ impl TextEncoder {
         let tokenizer = load_tokenizer(&tokenizer_path, &tokenizer_bytes, max_length, &config)?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device)
             .map_err(|e| bad_file(&weights_path, e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
+        let dim = config.hidden_size;
+        let model = Bert::load(vb, config).map_err(|e| {
             bad_file(
                 &weights_path,
                 format!("does not hold the network config.json describes: {e}"),
@@ -308,11 +298,9 @@ impl TextEncoder {
         Ok(TextEncoder {
             model,
             tokenizer,
-            device: device.clone(),
-            dim: config.hidden_size,
+            dim,
             max_length,
             normalize,
-            pad_id: config.pad_token_id as u32,
         })
     }
 
@@ -329,58 +317,40 @@ impl TextEncoder {
         })
     }
 
-    /// Runs the network over a batch of texts (padded to the longest) and returns, per text,
-    /// its pooled vector (`dim` values) or, for [`Pooling::Tokens`], its token vectors
-    /// (`len × dim`, row-major).
+    /// Runs the network over a batch of texts and returns, per text, its pooled vector
+    /// (`dim` values) or, for [`Pooling::Tokens`], its token vectors (`len × dim`, row-major).
     pub fn embed(&self, batch: &[&Tokens], pooling: Pooling) -> Result<Vec<Vec<f32>>, StageError> {
-        let rows = batch.len();
-        let width = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0);
-        if rows == 0 || width == 0 {
-            return Ok(vec![Vec::new(); rows]);
-        }
-        let mut ids = vec![self.pad_id; rows * width];
-        let mut type_ids = vec![0u32; rows * width];
-        let mut mask = vec![0u8; rows * width];
-        for (r, t) in batch.iter().enumerate() {
-            let at = r * width;
-            ids[at..at + t.ids.len()].copy_from_slice(&t.ids);
-            type_ids[at..at + t.type_ids.len()].copy_from_slice(&t.type_ids);
-            mask[at..at + t.ids.len()].fill(1);
-        }
-        let hidden = self.forward(ids, type_ids, mask, (rows, width))?;
+        let texts: Vec<Text<'_>> = batch
+            .iter()
+            .map(|t| Text {
+                ids: &t.ids,
+                type_ids: &t.type_ids,
+            })
+            .collect();
+        let hidden = self
+            .model
+            .forward(&texts)
+            .map_err(device::err("embed_text: running the text encoder"))?;
         let dim = self.dim;
+        let mut start = 0;
         let out = batch
             .iter()
-            .enumerate()
-            .map(|(r, t)| {
-                let tokens = &hidden[r * width * dim..(r * width + t.ids.len()) * dim];
+            .map(|t| {
+                let tokens = &hidden[start * dim..(start + t.ids.len()) * dim];
+                start += t.ids.len();
                 match pooling {
                     Pooling::Tokens => tokens.to_vec(),
-                    Pooling::Cls => self.finish_sentence(tokens[..dim].to_vec()),
+                    // A text of no tokens (a tokenizer that adds no [CLS]) becomes zeros.
+                    Pooling::Cls => self.finish_sentence(
+                        tokens
+                            .get(..dim)
+                            .map_or_else(|| vec![0.0; dim], <[f32]>::to_vec),
+                    ),
                     Pooling::Mean => self.finish_sentence(mean_of_rows(tokens, dim)),
                 }
             })
             .collect();
         Ok(out)
-    }
-
-    /// The last hidden states, `rows × width × dim` row-major, on the CPU.
-    fn forward(
-        &self,
-        ids: Vec<u32>,
-        type_ids: Vec<u32>,
-        mask: Vec<u8>,
-        shape: (usize, usize),
-    ) -> Result<Vec<f32>, StageError> {
-        let on_device = device::err("embed_text: running the text encoder");
-        let ids = Tensor::from_vec(ids, shape, &self.device).map_err(&on_device)?;
-        let type_ids = Tensor::from_vec(type_ids, shape, &self.device).map_err(&on_device)?;
-        let mask = Tensor::from_vec(mask, shape, &self.device).map_err(&on_device)?;
-        self.model
-            .forward(&ids, &type_ids, Some(&mask))
-            .and_then(|h| h.flatten_all())
-            .and_then(|h| h.to_vec1::<f32>())
-            .map_err(&on_device)
     }
 
     /// A sentence vector as sentence-transformers returns it: L2-normalised when the folder's
@@ -399,8 +369,8 @@ impl TextEncoder {
     }
 }
 
-/// The tokenizer of `tokenizer.json` with its own padding switched off (batches are padded
-/// here) and truncation to `max_length`; its vocabulary must fit the model's embeddings.
+/// The tokenizer of `tokenizer.json` with its own padding switched off (the encoder lays
+/// out a batch itself) and truncation to `max_length`; its vocabulary must fit the model's embeddings.
 fn load_tokenizer(
     path: &Path,
     bytes: &[u8],
