@@ -725,7 +725,7 @@ mod tests {
         };
         for bias in [&[][..], &half, &some_infinite, &all_infinite] {
             for k in [1, 2, 3, 12, 41] {
-                let whole = search(bias, k, &[0..m]);
+                let whole = search(bias, k, std::slice::from_ref(&(0..m)));
                 assert_eq!(whole, bits(&top_k(&queries, &keys, bias, k), n));
                 for ranges in [&[0..12, 12..36, 36..41][..], &[0..24, 24..41]] {
                     assert_eq!(search(bias, k, ranges), whole, "k = {k}, {ranges:?}");
