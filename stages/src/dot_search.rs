@@ -6,12 +6,15 @@
 //! keys and `bias = ‖c‖² / 2` (the largest `x·c − ‖c‖²/2` is the smallest `‖x − c‖²`).
 //!
 //! On x86-64 with AVX-512 a register-blocked kernel computes 32 queries × 12 keys at a time
-//! (the queries packed feature-major once, the keys read in place) and compares each tile of
-//! scores with a per-query threshold in registers: only a score that can enter a query's top-k
-//! is looked at one by one. Elsewhere the same search runs block by block through `gemm`
-//! ([`crate::linalg::matmul_nt`]). Both give the same selection rule; they may round scores
-//! differently (a different summation order), so a near-tie can go either way between machines,
-//! never between runs on one machine.
+//! (the queries packed feature-major once per [`Queries`], the keys once per search in tiles of
+//! 12) and compares each tile of scores with a per-query threshold in registers: only a score
+//! that can enter a query's top-k is looked at one by one. Many keys are split into one
+//! contiguous range per thread, so that the threads share the work evenly whatever the number
+//! of queries, and the ranges' lists are merged in key order: the result is the same for any
+//! split (a query that meets a NaN score is searched again over every key in order).
+//! Elsewhere the same search runs block by block through `gemm` ([`crate::linalg::matmul_nt`]).
+//! Both give the same selection rule; they may round scores differently (a different summation
+//! order), so a near-tie can go either way between machines, never between runs on one machine.
 
 use rayon::prelude::*;
 
@@ -143,6 +146,7 @@ fn blocked(q: &[f32], n: usize, d: usize, keys: &[f32], bias: &[f32], out: &mut 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     use rayon::prelude::*;
 
@@ -203,23 +207,185 @@ mod avx512 {
         tiles
     }
 
-    /// [`super::top_k`] on packed queries, in parallel over blocks of panels.
+    /// Fewest tiles of keys in one key range: below this, splitting the keys costs more (one
+    /// more pass over the queries, one more list per query) than the balance it buys.
+    const MIN_RANGE_TILES: usize = 64;
+    /// Largest `k` for which the keys are split into ranges (each range keeps `k` entries per
+    /// query until they are merged).
+    const MAX_SPLIT_K: usize = 16;
+
+    /// [`super::top_k`] on packed queries: the keys in one contiguous range per thread (when
+    /// there are enough of them, so that every thread has the same work however the queries
+    /// divide into blocks), each range searched in parallel over blocks of panels, the ranges'
+    /// lists merged in key order. A query that met a NaN score is searched again one key at a
+    /// time over every key, so that it gets exactly what [`offer`] gives in key order.
     pub fn search(packed: &[Line], n: usize, d: usize, keys: &[f32], bias: &[f32], out: &mut TopK) {
+        let ranges = key_ranges(keys.len() / d, out.k, rayon::current_num_threads());
+        search_in_ranges(packed, n, d, keys, bias, &ranges, out);
+    }
+
+    /// [`search`] with the keys split at the given tile-aligned ranges (covering every key in
+    /// order).
+    pub(super) fn search_in_ranges(
+        packed: &[Line],
+        n: usize,
+        d: usize,
+        keys: &[f32],
+        bias: &[f32],
+        ranges: &[Range<usize>],
+        out: &mut TopK,
+    ) {
+        let tiles = pack_keys(keys, d);
+        let job = Job {
+            packed,
+            n,
+            d,
+            tiles: &tiles,
+            keys,
+            bias,
+        };
+        let mut rescan = vec![false; n];
+        if let [all] = ranges {
+            search_range(&job, all.clone(), out, &mut rescan);
+        } else {
+            let parts: Vec<(TopK, Vec<bool>)> = ranges
+                .par_iter()
+                .map(|range| {
+                    let mut part = TopK::new(n, out.k);
+                    let mut flags = vec![false; n];
+                    search_range(&job, range.clone(), &mut part, &mut flags);
+                    (part, flags)
+                })
+                .collect();
+            merge(&parts, out, &mut rescan);
+        }
+        rescan_flagged(packed, d, keys, bias, &rescan, out);
+    }
+
+    /// The key ranges: one per thread (`threads`), each of whole tiles and at least
+    /// [`MIN_RANGE_TILES`] of them, or all keys in one when `k` is above [`MAX_SPLIT_K`].
+    pub(super) fn key_ranges(m: usize, k: usize, threads: usize) -> Vec<Range<usize>> {
+        let n_tiles = m.div_ceil(KEYS);
+        let parts = if k > MAX_SPLIT_K {
+            1
+        } else {
+            threads.min(n_tiles / MIN_RANGE_TILES).max(1)
+        };
+        (0..parts)
+            .map(|i| (i * n_tiles / parts * KEYS).min(m)..((i + 1) * n_tiles / parts * KEYS).min(m))
+            .collect()
+    }
+
+    /// One search's inputs: the packed queries (`n` of width `d`), the keys packed in tiles and
+    /// as given, and their biases (empty: none).
+    struct Job<'a> {
+        packed: &'a [Line],
+        n: usize,
+        d: usize,
+        tiles: &'a [f32],
+        keys: &'a [f32],
+        bias: &'a [f32],
+    }
+
+    /// Keys `range` (tile-aligned) against every query, in parallel over blocks of panels:
+    /// each query's top list in `out`, `rescan` set for each query that met a NaN score.
+    fn search_range(job: &Job, range: Range<usize>, out: &mut TopK, rescan: &mut [bool]) {
+        let Job {
+            packed,
+            n,
+            d,
+            tiles,
+            keys,
+            bias,
+        } = *job;
         let k = out.k;
         let rows_per_block = LANES * PANELS;
-        let tiles = pack_keys(keys, d);
+        let span = range.start * d..range.end * d;
+        let (tiles, keys) = (&tiles[span.clone()], &keys[span]);
+        let bias = bias.get(range.clone()).unwrap_or(&[]);
         packed
             .par_chunks(d * 2 * PANELS)
             .zip(out.entries.par_chunks_mut(rows_per_block * k))
             .zip(out.lens.par_chunks_mut(rows_per_block))
+            .zip(rescan.par_chunks_mut(rows_per_block))
             .enumerate()
-            .for_each(|(b, ((panels, entries), lens))| {
+            .for_each(|(b, (((panels, entries), lens), rescan))| {
                 let rows = lens.len();
                 debug_assert_eq!(rows, rows_per_block.min(n - b * rows_per_block));
+                let found = Found {
+                    entries,
+                    lens,
+                    rescan,
+                    k,
+                    base: range.start,
+                };
                 // SAFETY: the feature was detected when the queries were packed; every pointer
                 // the kernel forms stays inside `panels` (whole panels of d × 2 lines) and
-                // `tiles` (m × d values, tiles never pass m).
-                unsafe { search_block(panels, rows, d, (&tiles, keys), bias, entries, lens, k) }
+                // `tiles` (the range's keys × d values; a tile ends at the range's end, since
+                // ranges are whole tiles or end at the last key).
+                unsafe { search_block(panels, rows, d, (tiles, keys), bias, found) }
+            });
+    }
+
+    /// Where [`search_block`] writes one block's results: the top lists of its queries
+    /// (`entries`, `k` per query, and `lens`), their NaN flags, and the index of the first key
+    /// it searches.
+    struct Found<'a> {
+        entries: &'a mut [(usize, f32)],
+        lens: &'a mut [usize],
+        rescan: &'a mut [bool],
+        k: usize,
+        base: usize,
+    }
+
+    /// Merges the ranges' lists (in key order) into `out`: each query's list from the first
+    /// range, every later range's entries offered in order — among equal scores the earlier
+    /// range (the lower index) stays ahead, as when every key is offered in order.
+    fn merge(parts: &[(TopK, Vec<bool>)], out: &mut TopK, rescan: &mut [bool]) {
+        let k = out.k;
+        out.entries
+            .par_chunks_mut(k)
+            .zip(out.lens.par_iter_mut())
+            .zip(rescan.par_iter_mut())
+            .enumerate()
+            .for_each(|(q, ((top, len), rescan))| {
+                for (part, flags) in parts {
+                    for &(j, s) in part.row(q) {
+                        offer(top, len, j, s);
+                    }
+                    *rescan |= flags[q];
+                }
+            });
+    }
+
+    /// Searches the flagged queries again over every key, one score at a time in key order,
+    /// with the kernel's arithmetic (a fused multiply-add per feature, from zero, then minus the
+    /// bias): the list [`offer`] gives when every score is offered in order, NaNs included.
+    fn rescan_flagged(
+        packed: &[Line],
+        d: usize,
+        keys: &[f32],
+        bias: &[f32],
+        rescan: &[bool],
+        out: &mut TopK,
+    ) {
+        let k = out.k;
+        out.entries
+            .par_chunks_mut(k)
+            .zip(out.lens.par_iter_mut())
+            .zip(rescan.par_iter())
+            .enumerate()
+            .filter(|(_, (_, &flagged))| flagged)
+            .for_each(|(q, ((top, len), _))| {
+                let (p, lane) = (q / LANES, q % LANES);
+                let panel = &packed[p * d * 2..(p + 1) * d * 2];
+                *len = 0;
+                for (j, key) in keys.chunks(d).enumerate() {
+                    let dot = (0..d).fold(0f32, |acc, t| {
+                        panel[t * 2 + lane / 16].0[lane % 16].mul_add(key[t], acc)
+                    });
+                    offer(top, len, j, dot - bias.get(j).copied().unwrap_or(0.0));
+                }
             });
     }
 
@@ -243,9 +409,8 @@ mod avx512 {
         };
     }
 
-    /// One block of panels against every key (`tiles` packed, `keys` as given), tile by tile
-    /// in key order.
-    #[allow(clippy::too_many_arguments)]
+    /// One block of panels against the keys of one range (`tiles` packed, `keys` as given),
+    /// tile by tile in key order.
     #[target_feature(enable = "avx512f")]
     unsafe fn search_block(
         panels: &[Line],
@@ -253,14 +418,19 @@ mod avx512 {
         d: usize,
         (tiles, keys): (&[f32], &[f32]),
         bias: &[f32],
-        entries: &mut [(usize, f32)],
-        lens: &mut [usize],
-        k: usize,
+        found: Found,
     ) {
-        if k == 1 && keys.len() / d < u32::MAX as usize {
-            return search_block_top1(panels, rows, d, (tiles, keys), bias, entries, lens);
-        }
         let m = keys.len() / d;
+        if found.k == 1 && found.base + m < u32::MAX as usize {
+            return search_block_top1(panels, rows, d, (tiles, keys), bias, found);
+        }
+        let Found {
+            entries,
+            lens,
+            rescan,
+            k,
+            base,
+        } = found;
         let n_panels = panels.len() / (d * 2);
         // Per query: the score a key must beat to enter its list (NaN while the list is not
         // full: every key enters; +∞ past the last query: nothing does).
@@ -279,8 +449,8 @@ mod avx512 {
                 if hits == 0 {
                     continue;
                 }
-                // Some score may enter a list: offer the tile's scores, query by query, in key
-                // order.
+                // Some score may enter a list (every NaN score is a hit): offer the tile's
+                // scores, query by query, in key order.
                 for lane in 0..LANES.min(rows.saturating_sub(p * LANES)) {
                     if hits >> lane & 1 == 0 {
                         continue;
@@ -288,7 +458,8 @@ mod avx512 {
                     let q = p * LANES + lane;
                     let top = &mut entries[q * k..(q + 1) * k];
                     for (j, row) in scores.iter().enumerate().take(nk) {
-                        offer(top, &mut lens[q], key0 + j, row[lane]);
+                        rescan[q] |= row[lane].is_nan();
+                        offer(top, &mut lens[q], base + key0 + j, row[lane]);
                     }
                     threshold[q] = if lens[q] < k { f32::NAN } else { top[k - 1].1 };
                 }
@@ -297,9 +468,9 @@ mod avx512 {
         }
     }
 
-    /// [`search_block`] for the single best key, kept in registers tile by tile. A query with a
-    /// NaN score (or none above −∞) is searched again one score at a time, so that it gets
-    /// exactly what [`offer`] gives.
+    /// [`search_block`] for the single best key, kept in registers tile by tile. A query that
+    /// met a NaN score is flagged for the search one key at a time; one whose every score is
+    /// −∞ gets the range's first key, as [`offer`] gives.
     #[target_feature(enable = "avx512f")]
     unsafe fn search_block_top1(
         panels: &[Line],
@@ -307,9 +478,15 @@ mod avx512 {
         d: usize,
         (tiles, keys): (&[f32], &[f32]),
         bias: &[f32],
-        entries: &mut [(usize, f32)],
-        lens: &mut [usize],
+        found: Found,
     ) {
+        let Found {
+            entries,
+            lens,
+            rescan,
+            base,
+            ..
+        } = found;
         let m = keys.len() / d;
         let n_panels = panels.len() / (d * 2);
         let mut best = vec![f32::NEG_INFINITY; n_panels * LANES];
@@ -320,32 +497,24 @@ mod avx512 {
             let nk = KEYS.min(m - key0);
             let bias_tile = bias_tile(bias, key0, nk);
             let kp = tiles[key0 * d..].as_ptr();
+            let first = (base + key0) as u32;
             for p in 0..n_panels {
                 let panel = panels[p * d * 2..].as_ptr() as *const f32;
                 let (b, i) = (
                     best[p * LANES..].as_mut_ptr(),
                     index[p * LANES..].as_mut_ptr(),
                 );
-                unordered[p] |=
-                    by_width!(nk, tile_top1(panel, kp, d, &bias_tile, key0 as u32, b, i));
+                unordered[p] |= by_width!(nk, tile_top1(panel, kp, d, &bias_tile, first, b, i));
             }
             key0 += nk;
         }
         for q in 0..rows {
-            let (p, lane) = (q / LANES, q % LANES);
-            if unordered[p] >> lane & 1 == 0 && index[q] != u32::MAX {
-                entries[q] = (index[q] as usize, best[q]);
-                lens[q] = 1;
-                continue;
-            }
-            let panel = &panels[p * d * 2..(p + 1) * d * 2];
-            for (j, key) in keys.chunks(d).enumerate() {
-                let dot: f32 = (0..d)
-                    .map(|t| panel[t * 2 + lane / 16].0[lane % 16] * key[t])
-                    .sum();
-                let b = bias.get(j).copied().unwrap_or(0.0);
-                offer(&mut entries[q..q + 1], &mut lens[q], j, dot - b);
-            }
+            rescan[q] = unordered[q / LANES] >> (q % LANES) & 1 == 1;
+            entries[q] = match index[q] {
+                u32::MAX => (base, f32::NEG_INFINITY),
+                i => (i as usize, best[q]),
+            };
+            lens[q] = 1;
         }
     }
 
@@ -505,6 +674,85 @@ mod tests {
                     assert_eq!(got.row(i), &want[..], "query {i}, k = {k}");
                     assert_eq!(portable.row(i), &want[..], "portable: query {i}, k = {k}");
                 }
+            }
+        }
+    }
+
+    /// Scores as bits, so that NaNs compare equal.
+    fn bits(top: &TopK, n: usize) -> Vec<Vec<(usize, u32)>> {
+        (0..n)
+            .map(|i| top.row(i).iter().map(|&(j, s)| (j, s.to_bits())).collect())
+            .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn splitting_the_keys_into_ranges_changes_nothing() {
+        let (n, m, d) = (70, 41, 9);
+        if !avx512::available(d) {
+            return;
+        }
+        // Ties (keys 20..40 repeat keys 0..20), a query with NaN scores only, one with ±∞ scores
+        // and a NaN where its infinite feature meets a zero, −∞ scores (infinite biases), and
+        // every score −∞.
+        let mut q = integers(n * d, 1);
+        q[5 * d..6 * d].fill(f32::NAN);
+        q[9 * d + 2] = f32::INFINITY;
+        let mut keys = integers(20 * d, 2);
+        keys.extend_from_within(..20 * d);
+        keys.extend_from_within(3 * d..4 * d);
+        keys[7 * d + 2] = 0.0;
+        let half: Vec<f32> = (0..m).map(|j| (j % 5) as f32 * 0.5).collect();
+        let some_infinite: Vec<f32> = (0..m)
+            .map(|j| {
+                if j < 14 || j % 3 == 0 {
+                    f32::INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let all_infinite = vec![f32::INFINITY; m];
+        let queries = Queries::new(&q, d);
+        let packed = queries
+            .packed
+            .as_ref()
+            .expect("packed where AVX-512 is available");
+        let search = |bias: &[f32], k: usize, ranges: &[std::ops::Range<usize>]| {
+            let mut out = TopK::new(n, k);
+            avx512::search_in_ranges(packed, n, d, &keys, bias, ranges, &mut out);
+            bits(&out, n)
+        };
+        for bias in [&[][..], &half, &some_infinite, &all_infinite] {
+            for k in [1, 2, 3, 12, 41] {
+                let whole = search(bias, k, std::slice::from_ref(&(0..m)));
+                assert_eq!(whole, bits(&top_k(&queries, &keys, bias, k), n));
+                for ranges in [&[0..12, 12..36, 36..41][..], &[0..24, 24..41]] {
+                    assert_eq!(search(bias, k, ranges), whole, "k = {k}, {ranges:?}");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn key_ranges_cover_the_keys_in_whole_tiles() {
+        for (m, k, threads, parts) in [
+            (22856, 1, 2, 2),
+            (22856, 1, 3, 3),
+            (22856, 17, 2, 1),
+            (64, 1, 2, 1),
+            (12 * 128, 4, 8, 2),
+            (12 * 128 - 12, 4, 8, 1),
+        ] {
+            let ranges = avx512::key_ranges(m, k, threads);
+            assert_eq!(ranges.len(), parts, "{m} keys, k = {k}, {threads} threads");
+            assert_eq!(ranges[0].start, 0);
+            assert_eq!(ranges.last().map(|r| r.end), Some(m));
+            for pair in ranges.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start);
+                assert_eq!(pair[0].end % 12, 0);
+                assert!(pair[0].end - pair[0].start >= 12 * 64);
             }
         }
     }
