@@ -26,7 +26,9 @@
 //! referenced from several keys is one [`Arc`], as in Python. Lists, dicts and strings
 //! become owned values, so what they may expand to is bounded by a `Budget` proportional
 //! to the file's size: a small file that references one container over and over (a "memo
-//! bomb") is refused instead of exhausting memory, and cyclic data is refused.
+//! bomb") is refused instead of exhausting memory, and cyclic data is refused. What a value
+//! would expand to is measured on the object graph (each container once) before anything is
+//! built, so refusing a bomb takes time in proportion to the file, not to the expansion.
 //!
 //! The file is read through a [`Source`]: bytes in memory, or a [`FileSource`] read with
 //! positioned reads through a small window, never the whole file at once. Byte strings of
@@ -41,7 +43,7 @@
 //! decoded while parsing, as are the arrays of protocol 2, whose bytes are latin-1 text.
 #![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
 use std::rc::Rc;
@@ -616,7 +618,7 @@ struct Budget {
 
 impl Budget {
     /// Values beyond one per byte of the file (shared small strings, dict keys).
-    const SPARE_VALUES: usize = 4 << 20;
+    const SPARE_VALUES: usize = 1 << 18;
     /// Text bytes beyond twice the file's size.
     const SPARE_TEXT: usize = 64 << 20;
     /// Array bytes beyond the file's size (none are needed: each array's bytes are in it).
@@ -780,8 +782,6 @@ struct Vm<'s, S: Source + ?Sized> {
     arena: Vec<Obj>,
     /// Arrays already moved into the result, by arena index: later references share them.
     converted: HashMap<usize, Arc<NdArray>>,
-    /// Containers being converted (the path from the root): met again means a cycle.
-    open: HashSet<usize>,
     /// What the result may still take.
     left: Budget,
 }
@@ -801,7 +801,6 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
             memo: HashMap::new(),
             arena: Vec::new(),
             converted: HashMap::new(),
-            open: HashSet::new(),
             left: Budget::for_file(size),
         }
     }
@@ -1441,10 +1440,7 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
                             items.len()
                         ));
                     }
-                    let values = items
-                        .iter()
-                        .map(|v| self.convert(v, 0))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let values = self.values_of(&items)?;
                     // numpy pickles an object array's items in C order whatever its layout.
                     NdArray {
                         shape,
@@ -1537,9 +1533,11 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
             return Ok(());
         }
         let limit = *part(&mut Budget::for_file(self.size));
+        let used = limit.saturating_sub(*left);
         self.error(format!(
-            "the data expands past {limit} {what} for a {}-byte file (memo references repeat \
-             the same objects over and over: a memo bomb); refusing it",
+            "the data would expand to {} {what}, past the {limit} a {}-byte file may hold \
+             (memo references repeat the same objects over and over: a memo bomb); refusing it",
+            used.saturating_add(n),
             self.size
         ))
     }
@@ -1556,41 +1554,93 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
         self.charge(|b| &mut b.array_bytes, n, "bytes decoded into arrays")
     }
 
-    /// Converts a stack value into the public tree. Arrays are shared, never copied; every
-    /// other value is charged to the budget, and a container met again inside itself is a
-    /// cycle.
-    fn convert(&mut self, v: &Val, depth: usize) -> Result<PyValue, PickleError> {
+    /// What converting `v` at `depth` would build, measured on the graph before anything is
+    /// built: each container once (`seen` keeps what it expands to), so a memo bomb is
+    /// refused in time proportional to the file, not to what it would expand to. A container
+    /// met again inside itself is a cycle.
+    fn expansion(
+        &self,
+        v: &Val,
+        depth: usize,
+        seen: &mut HashMap<usize, Measured>,
+    ) -> Result<Expansion, PickleError> {
         if depth > MAX_DEPTH {
             return self.error(format!("data nested more than {MAX_DEPTH} levels deep"));
         }
-        self.charge_values(1)?;
+        let index = match v {
+            Val::Str(s) => return Ok(Expansion::leaf(s.len())),
+            Val::Ref(i) => *i,
+            Val::None | Val::Bool(_) | Val::Int(_) | Val::Float(_) => {
+                return Ok(Expansion::leaf(0))
+            }
+        };
+        match seen.get(&index) {
+            Some(Measured::Open) => {
+                return self.error("the data contains itself (a cyclic reference): not plain data")
+            }
+            Some(Measured::Done(e)) if depth.saturating_add(e.height) > MAX_DEPTH => {
+                return self.error(format!("data nested more than {MAX_DEPTH} levels deep"))
+            }
+            Some(Measured::Done(e)) => return Ok(*e),
+            None => {}
+        }
+        let items: Vec<&Val> = match self.arena.get(index) {
+            None => return self.error("reference to an object that does not exist"),
+            Some(Obj::Bytes(b)) => return Ok(Expansion::leaf(b.len())),
+            Some(Obj::Array(_)) => return Ok(Expansion::leaf(0)),
+            Some(Obj::Global(_) | Obj::Dtype(_)) => {
+                return self.error("a bare numpy type is not data")
+            }
+            Some(Obj::List(items) | Obj::Tuple(items)) => items.iter().collect(),
+            Some(Obj::Dict(pairs)) => pairs.iter().flat_map(|(k, v)| [k, v]).collect(),
+        };
+        seen.insert(index, Measured::Open);
+        let mut total = Expansion::leaf(0);
+        for item in items {
+            total = total.holding(self.expansion(item, depth.saturating_add(1), seen)?);
+        }
+        seen.insert(index, Measured::Done(total));
+        Ok(total)
+    }
+
+    /// The public values of `vals`: measured together, charged to the budget, and only then
+    /// built. `seen` lives for one call: a container may still change after it.
+    fn values_of(&mut self, vals: &[Val]) -> Result<Vec<PyValue>, PickleError> {
+        let mut seen = HashMap::new();
+        let mut total = Expansion::leaf(0);
+        for v in vals {
+            total = total.holding(self.expansion(v, 0, &mut seen)?);
+        }
+        drop(seen);
+        // `total` counts one value for the list of `vals` itself, which is not built.
+        self.charge_values(total.values.saturating_sub(1))?;
+        self.charge_text(total.text_bytes)?;
+        vals.iter().map(|v| self.convert(v)).collect()
+    }
+
+    /// Converts a stack value (measured by [`Vm::expansion`]) into the public tree. Arrays
+    /// are shared, never copied.
+    fn convert(&mut self, v: &Val) -> Result<PyValue, PickleError> {
         let index = match v {
             Val::None => return Ok(PyValue::None),
             Val::Bool(b) => return Ok(PyValue::Bool(*b)),
             Val::Int(i) => return Ok(PyValue::Int(*i)),
             Val::Float(f) => return Ok(PyValue::Float(*f)),
-            Val::Str(s) => {
-                self.charge_text(s.len())?;
-                return Ok(PyValue::Str(s.to_string()));
-            }
+            Val::Str(s) => return Ok(PyValue::Str(s.to_string())),
             Val::Ref(i) => *i,
         };
-        if let Some(shared) = self.converted.get(&index) {
-            return Ok(PyValue::Array(Arc::clone(shared)));
-        }
-        // Containers are cloned shallowly (their items are Vals); arrays are moved.
+        // Containers are cloned shallowly (their items are Vals); arrays are moved, once.
         let (kind, items): (Container, Vec<Val>) = match self.arena.get_mut(index) {
             None => return self.error("reference to an object that does not exist"),
-            Some(Obj::Bytes(b)) => {
-                let len = b.len();
-                self.charge_text(len)?;
-                return Ok(PyValue::Bytes(self.held_bytes(v)?));
-            }
+            Some(Obj::Bytes(_)) => return Ok(PyValue::Bytes(self.held_bytes(v)?)),
             Some(Obj::Array(slot)) => {
-                let Some(array) = slot.take() else {
-                    return self.error("an array was never filled (BUILD missing)");
+                let shared = match slot.take() {
+                    Some(array) => Arc::new(array),
+                    None => match self.converted.get(&index) {
+                        Some(shared) => return Ok(PyValue::Array(Arc::clone(shared))),
+                        None => return self.error("an array was never filled (BUILD missing)"),
+                    },
                 };
-                let shared = Arc::new(array);
                 self.converted.insert(index, Arc::clone(&shared));
                 return Ok(PyValue::Array(shared));
             }
@@ -1607,15 +1657,10 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
                     .collect(),
             ),
         };
-        if !self.open.insert(index) {
-            return self.error("the data contains itself (a cyclic reference): not plain data");
-        }
-        let inner = depth.saturating_add(1);
         let values = items
             .iter()
-            .map(|x| self.convert(x, inner))
+            .map(|x| self.convert(x))
             .collect::<Result<Vec<_>, _>>()?;
-        self.open.remove(&index);
         Ok(match kind {
             Container::List => PyValue::List(values),
             Container::Tuple => PyValue::Tuple(values),
@@ -1632,8 +1677,47 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
 
     fn finish(&mut self, top: Val) -> Result<PyValue, PickleError> {
         self.op_start = self.pos;
-        self.convert(&top, 0)
+        let mut values = self.values_of(std::slice::from_ref(&top))?;
+        Ok(values.pop().expect("one value for one"))
     }
+}
+
+/// What converting one value builds: values (each list item, dict key and value, scalar,
+/// array reference), bytes of strings copied, and how many levels of containers it nests.
+#[derive(Debug, Clone, Copy)]
+struct Expansion {
+    values: usize,
+    text_bytes: usize,
+    height: usize,
+}
+
+impl Expansion {
+    /// One value holding `text_bytes` of text (0 for a number or an array).
+    fn leaf(text_bytes: usize) -> Expansion {
+        Expansion {
+            values: 1,
+            text_bytes,
+            height: 0,
+        }
+    }
+
+    /// This container with `item` added to it (saturating: a bomb's count only needs to
+    /// exceed the budget).
+    fn holding(self, item: Expansion) -> Expansion {
+        Expansion {
+            values: self.values.saturating_add(item.values),
+            text_bytes: self.text_bytes.saturating_add(item.text_bytes),
+            height: self.height.max(item.height.saturating_add(1)),
+        }
+    }
+}
+
+/// Where [`Vm::expansion`] stands with one arena object it has met.
+#[derive(Debug, Clone, Copy)]
+enum Measured {
+    /// On the path from the root: met again means a cycle.
+    Open,
+    Done(Expansion),
 }
 
 /// Decodes the `n` elements of `bytes` (whose length was checked) as `dtype`, in the order
@@ -1917,6 +2001,12 @@ mod tests {
         p.push(b'.');
         let err = read(&p).unwrap_err();
         assert!(err.message.contains("memo bomb"), "{err}");
+        // Measured on the graph, not built: the whole count is known.
+        let values = (1u64 << 41) - 1;
+        assert!(
+            err.message.contains(&format!("expand to {values} values")),
+            "{err}"
+        );
     }
 
     #[test]
