@@ -317,7 +317,20 @@ impl FeatureWriter {
     }
 
     /// Writes one batch as one row group.
-    pub fn write(&mut self, batch: &FeatureBatch) -> Result<()> {
+    pub fn write(&mut self, batch: FeatureBatch) -> Result<()> {
+        self.append(batch)?;
+        self.end_row_group()
+    }
+
+    /// Closes the row group [`FeatureWriter::append`] has been adding to.
+    pub fn end_row_group(&mut self) -> Result<()> {
+        self.inner.end_row_group()
+    }
+
+    /// Adds one batch to the row group being written, without copying its values: a
+    /// stage that produces a row group's rows piece by piece holds the encoded pages, not
+    /// the pieces. The row group ends at [`FeatureWriter::end_row_group`].
+    pub fn append(&mut self, batch: FeatureBatch) -> Result<()> {
         if batch.dim != self.dim {
             return Err(SchemaError::Invalid {
                 path: self.path.clone(),
@@ -347,12 +360,12 @@ impl FeatureWriter {
         let frames = ListArray::new(
             Arc::new(Field::new("item", vector_type(self.dim), false)),
             OffsetBuffer::new(ScalarBuffer::from(offsets.clone())),
-            Arc::new(vectors_array(batch.frames.clone(), self.dim)),
+            Arc::new(vectors_array(batch.frames, self.dim)),
             None,
         );
-        let intervals = match &batch.intervals {
+        let intervals = match batch.intervals {
             Some(v) => {
-                let values = Float64Array::new(ScalarBuffer::from(v.clone()), None);
+                let values = Float64Array::new(ScalarBuffer::from(v), None);
                 let pairs = FixedSizeListArray::new(
                     Arc::new(Field::new("item", DataType::Float64, false)),
                     2,
@@ -372,10 +385,10 @@ impl FeatureWriter {
             Arc::new(StringArray::from_iter_values(&batch.segment_ids)),
             Arc::new(Int32Array::from(lengths)),
             Arc::new(frames),
-            Arc::new(vectors_array(batch.pooled.clone(), self.dim)),
+            Arc::new(vectors_array(batch.pooled, self.dim)),
             Arc::new(intervals),
         ];
-        self.inner.write_columns(columns)
+        self.inner.append_columns(columns)
     }
 
     /// Finishes the file; returns the number of rows written.

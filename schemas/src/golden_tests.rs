@@ -86,11 +86,11 @@ fn features(path: &Path) {
     let mut writer = FeatureWriter::create(path, &info, &meta()).unwrap();
     let mut first = FeatureBatch::new(2);
     first.push_timed("v1[0]".into(), &[1.0, 2.0, 3.0, 4.0], &[0.0, 0.5, 0.5, 1.0]);
-    writer.write(&first).unwrap();
+    writer.write(first).unwrap();
     let mut second = FeatureBatch::new(2);
     second.push("v1[1]".into(), &[-1.0, 0.5]);
     second.push("v1[2]".into(), &[]);
-    writer.write(&second).unwrap();
+    writer.write(second).unwrap();
     writer.finish().unwrap();
 }
 

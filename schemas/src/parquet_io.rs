@@ -189,23 +189,36 @@ impl TableWriter {
         })
     }
 
-    /// Writes `columns` (in the schema's order) as one row group.
-    pub(crate) fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
+    /// Adds `columns` (in the schema's order) to the row group being written: they are
+    /// encoded now, and their arrays can go.
+    pub(crate) fn append_columns(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
         let batch = record_batch(&self.path, self.schema.clone(), columns)?;
-        self.write(&batch)
+        self.append(&batch)
     }
 
     /// Writes one batch as its own row group (nothing for an empty one).
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.append(batch)?;
+        self.end_row_group()
+    }
+
+    /// Adds one batch to the row group being written (nothing for an empty one).
+    fn append(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.inner
             .write(batch)
-            .and_then(|_| self.inner.flush())
             .map_err(|e| SchemaError::format(&self.path, e))?;
         self.rows += batch.num_rows() as u64;
         Ok(())
+    }
+
+    /// Closes the row group being written (nothing when it is empty).
+    pub(crate) fn end_row_group(&mut self) -> Result<()> {
+        self.inner
+            .flush()
+            .map_err(|e| SchemaError::format(&self.path, e))
     }
 
     /// Writes the footer and syncs the file to disk; returns the number of rows written.

@@ -207,7 +207,7 @@ pub fn embed_segments(
     let parallel = matches!(device, Device::Cpu);
     for window in texts.rows.chunks(p.batch_size.max(1) * BATCHES_PER_WINDOW) {
         let batch = embed_window(&encoder, window, p, parallel, &mut report)?;
-        writer.write(&batch)?;
+        writer.write(batch)?;
         done(window.len());
     }
     writer.finish()?;

@@ -416,7 +416,7 @@ fn apply(
         counts.replaced += replaced;
         counts.clipped += clipped;
         batch.repool();
-        writer.write(&batch)?;
+        writer.write(batch)?;
     }
     writer.finish()?;
     Ok(counts)

@@ -2,8 +2,11 @@
 //!
 //! Layout: `/<root>/data/<video>/{features [T, D], intervals [T, 2]}` and
 //! `/<root>/metadata/<key>` (one variable-length string each). Features may be float32 or
-//! float64, contiguous or gzip-chunked; groups old-style or dense. The file is memory-mapped
-//! by `hdf5-reader` (pure Rust), and `CsdFile` can be shared between threads.
+//! float64, contiguous or gzip-chunked; groups old-style or dense. `hdf5-reader` (pure Rust)
+//! reads the file's structure with positioned reads, and every dataset that is not one
+//! contiguous block of native floats; such a block (what h5py and the SDK write) is read in
+//! place, one positioned read straight into its buffer. `CsdFile` can be shared between
+//! threads.
 //!
 //! Shapes come from the file: before a buffer is allocated for a dataset, its declared size
 //! (checked arithmetic) must fit in the file — as stored, or as gzip could at most have
@@ -11,10 +14,15 @@
 #![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions};
-use mmflow_pipeline::files::regular_file_size;
+use hdf5_reader::messages::layout::DataLayout;
+use hdf5_reader::messages::HdfMessage;
+use hdf5_reader::object_header::ObjectHeader;
+use hdf5_reader::{ByteOrder, Dataset, Datatype, H5Type, Hdf5File, OpenOptions};
+use mmflow_pipeline::files::open_regular;
 
 use super::align::{Sequence, Values};
 
@@ -29,6 +37,8 @@ pub struct CsdFile {
     path: PathBuf,
     /// The file's size in bytes, which bounds what its datasets can hold.
     size: u64,
+    /// The file, for reading contiguous datasets in place (see [`CsdFile::read_in_place`]).
+    data: File,
     file: Hdf5File,
     root: String,
     videos: Vec<String>,
@@ -70,7 +80,7 @@ impl CsdFile {
             path: path.to_path_buf(),
             message,
         };
-        let size = regular_file_size(path).map_err(|e| fail(e.to_string()))?;
+        let (opened, size) = open_regular(path).map_err(|e| fail(e.to_string()))?;
         // Strings (metadata) are read by the crate into buffers it sizes: bound them too.
         let options = OpenOptions::default().with_max_read_bytes(
             usize::try_from(size.saturating_mul(MAX_INFLATE)).unwrap_or(usize::MAX),
@@ -118,6 +128,7 @@ impl CsdFile {
         Ok(CsdFile {
             path: path.to_path_buf(),
             size,
+            data: opened,
             file,
             root,
             videos,
@@ -236,18 +247,10 @@ impl CsdFile {
         let n = self.checked_len(video, "features", &features)?;
         let values = match features.dtype() {
             Datatype::FloatingPoint { size: 4, .. } => {
-                let mut v = vec![0f32; n];
-                features
-                    .read_into(&mut v)
-                    .map_err(|e| self.fail(video, format!("reading `features`: {e}")))?;
-                Values::F32(v)
+                Values::F32(self.read_values(video, "features", &features, n)?)
             }
             Datatype::FloatingPoint { size: 8, .. } => {
-                let mut v = vec![0f64; n];
-                features
-                    .read_into(&mut v)
-                    .map_err(|e| self.fail(video, format!("reading `features`: {e}")))?;
-                Values::F64(v)
+                Values::F64(self.read_values(video, "features", &features, n)?)
             }
             Datatype::String { .. } | Datatype::VarLen { .. } => {
                 return Err(self.fail(
@@ -338,23 +341,169 @@ impl CsdFile {
             ));
         }
         let m = self.checked_len(video, "intervals", &intervals)?;
-        let mut flat = vec![0f64; m];
-        match intervals.dtype() {
-            Datatype::FloatingPoint { size: 8, .. } => intervals.read_into(&mut flat),
-            Datatype::FloatingPoint { size: 4, .. } => {
-                let mut v = vec![0f32; m];
-                let r = intervals.read_into(&mut v);
-                flat.iter_mut().zip(v).for_each(|(a, b)| *a = f64::from(b));
-                r
+        let flat: Vec<f64> = match intervals.dtype() {
+            Datatype::FloatingPoint { size: 8, .. } => {
+                self.read_values(video, "intervals", &intervals, m)?
             }
+            Datatype::FloatingPoint { size: 4, .. } => self
+                .read_values::<f32>(video, "intervals", &intervals, m)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
             other => {
                 return Err(self.fail(
                     video,
                     format!("`intervals` has type {other:?}, expected float"),
                 ));
             }
-        }
-        .map_err(|e| self.fail(video, format!("reading `intervals`: {e}")))?;
+        };
         Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+    }
+
+    /// The `n` values (checked against the file by [`CsdFile::checked_len`]) of a float
+    /// dataset whose elements are `T`s: read in place where the file holds them as they are,
+    /// else decoded by the crate.
+    fn read_values<T: bytemuck::Pod + H5Type>(
+        &self,
+        video: &str,
+        name: &str,
+        ds: &Dataset,
+        n: usize,
+    ) -> Result<Vec<T>, CsdError> {
+        let fail = |e: String| self.fail(video, format!("reading `{name}`: {e}"));
+        if let Some(read) = self.read_in_place::<T>(ds, n) {
+            return read.map_err(|e| fail(e.to_string()));
+        }
+        let mut values = vec![T::zeroed(); n];
+        ds.read_into(&mut values).map_err(|e| fail(e.to_string()))?;
+        Ok(values)
+    }
+
+    /// A dataset's `n` values read with one positioned read straight into their buffer, when
+    /// the file holds exactly them as they are: one contiguous block (not chunked, filtered,
+    /// external or unallocated) of `n` native-endian `T`s inside the file. `None` where
+    /// anything else is the case: then the crate reads them.
+    ///
+    /// The crate would read the block into a buffer of its own and copy it out: for a
+    /// MOSEI-sized OpenFace file, one more pass over 1 GB and a few-megabyte block per video
+    /// for the allocator to hold.
+    fn read_in_place<T: bytemuck::Pod>(
+        &self,
+        ds: &Dataset,
+        n: usize,
+    ) -> Option<std::io::Result<Vec<T>>> {
+        let native = if cfg!(target_endian = "little") {
+            ByteOrder::LittleEndian
+        } else {
+            ByteOrder::BigEndian
+        };
+        let width = std::mem::size_of::<T>();
+        match ds.dtype() {
+            Datatype::FloatingPoint { size, byte_order }
+                if usize::from(*size) == width && *byte_order == native => {}
+            _ => return None,
+        }
+        if ds.chunks().is_some() {
+            return None;
+        }
+        let (start, size) = self.contiguous_extent(ds)?;
+        let bytes = u64::try_from(n.checked_mul(width)?).ok()?;
+        if size != bytes || start.checked_add(size)? > self.size {
+            return None;
+        }
+        let mut values = vec![T::zeroed(); n];
+        let read = self
+            .data
+            .read_exact_at(bytemuck::cast_slice_mut(&mut values), start);
+        Some(read.map(|()| values))
+    }
+
+    /// Where in the file a contiguous dataset's bytes lie (offset from the file's start,
+    /// length), from its object header; `None` for any other layout, for data in an
+    /// external file, a filter pipeline or a shared message (left to the crate).
+    fn contiguous_extent(&self, ds: &Dataset) -> Option<(u64, u64)> {
+        let superblock = self.file.superblock();
+        let header = ObjectHeader::parse_at_storage_with_limit(
+            self.file.storage(),
+            ds.address(),
+            superblock.offset_size,
+            superblock.length_size,
+            MAX_HEADER_BYTES,
+        )
+        .ok()?;
+        let mut extent = None;
+        for message in &header.messages {
+            match message {
+                HdfMessage::DataLayout(layout) => match layout.layout {
+                    DataLayout::Contiguous { address, size } => extent = Some((address, size)),
+                    _ => return None,
+                },
+                HdfMessage::ExternalFiles(_)
+                | HdfMessage::FilterPipeline(_)
+                | HdfMessage::Shared(_) => return None,
+                _ => {}
+            }
+        }
+        let (address, size) = extent?;
+        if hdf5_reader::io::Cursor::is_undefined_offset(address, superblock.offset_size) {
+            return None;
+        }
+        Some((superblock.base_address.checked_add(address)?, size))
+    }
+}
+
+/// The largest object header [`CsdFile::contiguous_extent`] reads (a dataset's is a few
+/// hundred bytes).
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/sdk")
+            .join(name)
+    }
+
+    /// Every dataset's values, read in place where the file allows it and by the crate.
+    fn both_ways(csd: &CsdFile, video: &str, name: &str) -> (Option<Vec<f32>>, Vec<f32>) {
+        let ds = csd.dataset(video, name).unwrap();
+        let n = csd.checked_len(video, name, &ds).unwrap();
+        let in_place = csd.read_in_place::<f32>(&ds, n).map(Result::unwrap);
+        let mut by_crate = vec![0f32; n];
+        ds.read_into(&mut by_crate).unwrap();
+        (in_place, by_crate)
+    }
+
+    #[test]
+    fn contiguous_datasets_are_read_in_place_and_equal_the_crates_read() {
+        let csd = CsdFile::open(&fixture("sdk_basic/mosei/CMU_MOSEI_VisualOpenFace2.csd")).unwrap();
+        for video in csd.videos() {
+            let (in_place, by_crate) = both_ways(&csd, video, "features");
+            let in_place = in_place.expect("a contiguous float32 dataset is read in place");
+            assert_eq!(in_place.len(), by_crate.len());
+            assert!(in_place
+                .iter()
+                .zip(&by_crate)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            // A float64 dataset is not read as float32s.
+            let intervals = csd.dataset(video, "intervals").unwrap();
+            let n = csd.checked_len(video, "intervals", &intervals).unwrap();
+            assert!(csd.read_in_place::<f32>(&intervals, n).is_none());
+            assert!(csd.read_in_place::<f64>(&intervals, n).is_some());
+        }
+    }
+
+    #[test]
+    fn compressed_datasets_are_left_to_the_crate() {
+        let csd = CsdFile::open(&fixture("sdk_edge/mosei/CMU_MOSEI_COVAREP.csd")).unwrap();
+        let video = &csd.videos()[0];
+        let (in_place, by_crate) = both_ways(&csd, video, "features");
+        assert!(
+            in_place.is_none(),
+            "a gzip-chunked dataset is decoded by the crate"
+        );
+        assert!(!by_crate.is_empty());
     }
 }

@@ -832,20 +832,18 @@ fn run_aligned(
                 )
             })
             .collect();
-        let mut batches: Vec<FeatureBatch> = modalities
-            .iter()
-            .map(|m| FeatureBatch::new(m.dim))
-            .collect();
+        // Each video's rows are encoded as soon as they are taken: the chunk's row group is
+        // held encoded, not as its videos' features.
         for out in outs {
             let out = out?;
             segments.extend(out.segments);
             tally.merge(out.tally);
-            for (all, one) in batches.iter_mut().zip(out.features) {
-                all.append(one);
+            for (w, features) in writers.iter_mut().zip(out.features) {
+                w.append(features)?;
             }
         }
-        for (w, b) in writers.iter_mut().zip(&batches) {
-            w.write(b)?;
+        for w in &mut writers {
+            w.end_row_group()?;
         }
         bar.inc(chunk.len() as u64);
     }

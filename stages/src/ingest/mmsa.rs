@@ -663,7 +663,7 @@ impl PickleFile<'_> {
                 }
                 batch.push(id.clone(), frames);
             }
-            writer.write(&batch)?;
+            writer.write(batch)?;
         }
         Ok(())
     }

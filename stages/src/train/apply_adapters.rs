@@ -164,7 +164,7 @@ impl StageKind for ApplyAdapters {
                     }
                 }
                 rows += out.len() as u64;
-                writer.write(&out)?;
+                writer.write(out)?;
             }
             writer.finish()?;
             counts.push(serde_json::json!({"modality": modality, "segments": rows, "from": info.dim, "to": output_dim}));

@@ -155,7 +155,7 @@ impl StageKind for Synthetic {
                     all.append(one);
                 }
             }
-            for (w, b) in writers.iter_mut().zip(&batches) {
+            for (w, b) in writers.iter_mut().zip(batches) {
                 w.write(b)?;
             }
             bar.inc(chunk.len() as u64);
