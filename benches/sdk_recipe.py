@@ -196,10 +196,16 @@ def main():
         + "".join(f"{k} = {{ path = \"{v}\" }}\n" for k, v in paths.items() if k != "labels")
     )
     out_dir = data / "mmflow-run"
-    subprocess.run(["rm", "-rf", str(out_dir)], check=True)
-    mm_wall, mm_rss, _ = timed([args.mmflow, "run", str(config), "--out", str(out_dir), "-q"])
+
+    def first_run():
+        # A first run in a new run directory (no run-cache): the sources' hashes are unknown.
+        subprocess.run(["rm", "-rf", str(out_dir)], check=True)
+        return timed([args.mmflow, "run", str(config), "--out", str(out_dir), "-q"])
+
+    # Twice each, keeping the faster, as for h5py.
+    mm_wall, mm_rss, _ = min(first_run() for _ in range(2))
     print(f"mmflow run (csd)       {mm_wall:7.2f} s  {mm_rss:7.0f} MB peak  {raw / mm_wall / 1e9:.2f} GB/s = {h5_wall / mm_wall:.0%} of h5py's rate (first run: hashes the sources too)")
-    warm_wall, warm_rss, _ = timed([args.mmflow, "run", str(config), "--out", str(out_dir), "-q", "--force", "mosei"])
+    warm_wall, warm_rss, _ = min(timed([args.mmflow, "run", str(config), "--out", str(out_dir), "-q", "--force", "mosei"]) for _ in range(2))
     print(f"mmflow run --force     {warm_wall:7.2f} s  {warm_rss:7.0f} MB peak  {raw / warm_wall / 1e9:.2f} GB/s = {h5_wall / warm_wall:.0%} of h5py's rate (source hashes known)")
 
     record(f"csd first run, {args.videos} MOSEI-shaped videos (h5py plain read)", mm_wall, h5_wall, h5_wall / mm_wall, f"{mm_rss:.0f} MB vs {h5_rss:.0f} MB", unit="s")

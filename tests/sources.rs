@@ -1038,3 +1038,70 @@ fn sdk_words_joined_per_segment_become_the_segments_text() {
         assert_eq!(report["videos_missing_per_file"]["text"], 0, "{report}");
     }
 }
+
+/// A first run over source files mmflow has not seen runs its stage while it hashes them: the
+/// lock records their hashes, every table records the fingerprint the lock records, and the
+/// tables are byte for byte those of a run that knew the hashes before it started.
+#[test]
+fn new_source_files_are_hashed_while_the_stage_runs_with_the_same_result() {
+    let dir = Dir::new();
+    let originals = fixtures().join("sdk_basic/mosi");
+    // Copies: new files to mmflow (no lock or run-cache has seen them at these paths).
+    let folder = dir.join("sources");
+    std::fs::create_dir(&folder).unwrap();
+    for file in MOSI.files.iter().map(|(_, f)| *f).chain([MOSI.labels]) {
+        std::fs::copy(originals.join(file), folder.join(file)).unwrap();
+    }
+    dir.write("p.toml", &csd_config(&MOSI, &folder, ""));
+    let first = dir.mmflow(&["run", "p.toml", "--out", "run"]).ok();
+    assert!(
+        first.stderr.contains("hashed meanwhile"),
+        "the first run did not hash while running: {}",
+        first.stderr
+    );
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/mmflow.lock")).unwrap())
+            .unwrap();
+    let entry = &lock["stages"]["src"];
+    let fingerprint = entry["fingerprint"].as_str().unwrap();
+    let recorded = entry["external_files"].as_array().unwrap();
+    assert_eq!(recorded.len(), 4);
+    for file in recorded {
+        let bytes = std::fs::read(file["path"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            file["hash"].as_str().unwrap(),
+            blake3::hash(&bytes).to_hex().as_str()
+        );
+    }
+    let tables = crate::util::parquet_files(&dir.join("run/src"));
+    assert_eq!(tables.len(), 4, "{tables:?}");
+    let written: Vec<Vec<u8>> = tables
+        .iter()
+        .map(|t| {
+            let path = dir.join("run/src").join(t);
+            let meta = mmflow_schemas::read_file_meta(&path).unwrap();
+            assert_eq!(meta.written_by.fingerprint.to_string(), fingerprint);
+            std::fs::read(path).unwrap()
+        })
+        .collect();
+    // Run again with the hashes known (from the lock): the same fingerprint, the same bytes.
+    let again = dir
+        .mmflow(&["run", "p.toml", "--out", "run", "--force", "src"])
+        .ok();
+    assert!(
+        !again.stderr.contains("hashed meanwhile"),
+        "{}",
+        again.stderr
+    );
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/mmflow.lock")).unwrap())
+            .unwrap();
+    assert_eq!(
+        lock["stages"]["src"]["fingerprint"].as_str(),
+        Some(fingerprint)
+    );
+    for (table, before) in tables.iter().zip(&written) {
+        let after = std::fs::read(dir.join("run/src").join(table)).unwrap();
+        assert!(&after == before, "{} differs", table.display());
+    }
+}

@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mmflow_schemas::TableMeta;
+use mmflow_schemas::{StageFingerprint, TableMeta};
 
 use crate::config::{Pipeline, PlannedStage};
 use crate::manifest::{self, Manifest, OutputRecord, RunProgress, StageEntry};
-use crate::plan::{self, Decision, Fingerprint};
+use crate::plan::{self, Decision, Fingerprint, Prepared};
 use crate::progress::Progress;
 use crate::record;
 use crate::run_cache::{self, CachedEntry, CachedOutput, Lookup, RunCache};
@@ -210,8 +210,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                         continue;
                     }
                 };
-                let fp = match plan::fingerprint(stage, resolved, &manifest, cache.as_ref()) {
-                    Ok(Some(fp)) => fp,
+                // Source files are hashed by the stage's worker, not here (see `execute`).
+                let prepared = match plan::prepare(stage, resolved, &manifest, cache.as_ref()) {
+                    Ok(Some(prepared)) => prepared,
                     Ok(None) => {
                         fail(
                             &mut states,
@@ -246,7 +247,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
                             cache,
                             progress: &progress,
                         };
-                        work.execute(fp, previous, inputs, forced)
+                        work.execute(prepared, previous, inputs, forced)
                     }))
                     .unwrap_or_else(|panic| {
                         let what = panic
@@ -513,11 +514,15 @@ impl Work<'_> {
     /// Decides, and if needed restores or runs, the stage; returns its new lock entry.
     fn execute(
         &self,
-        fp: Fingerprint,
+        prepared: Prepared,
         previous: Option<StageEntry>,
         inputs: BTreeMap<String, Vec<ResolvedInput>>,
         forced: bool,
     ) -> Result<Completed, String> {
+        if previous.is_none() && prepared.has_unhashed_sources() {
+            return self.run_while_hashing(prepared, inputs);
+        }
+        let fp = prepared.hash_sources().map_err(|e| e.to_string())?;
         let (pipeline, stage) = (self.pipeline, self.stage);
         let run_dir = &pipeline.run_dir;
         let reason = match plan::decide(stage, &fp, previous.as_ref(), run_dir, forced) {
@@ -547,9 +552,58 @@ impl Work<'_> {
         let tmp = temp_dir_name(&stage_dir);
         // `create_dir`, not `create_dir_all`: the temporary folder is always a new one of ours.
         fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        let result = self.run_in(&fp, inputs, &tmp, &stage_dir);
+        let fingerprint = StageFingerprint::known(fp.hash.clone());
+        let result = self.run_in(&fingerprint, inputs, &tmp, &stage_dir);
         let _ = fs::remove_dir_all(&tmp);
-        let (outputs, report, duration_s) = result?;
+        self.ran(fp, result?, reason)
+    }
+
+    /// A stage that never ran in this run directory, reading source files neither the lock
+    /// nor the run-cache knows: it runs while they are hashed, on another thread (both read
+    /// the same files: the second read comes from the page cache), instead of after. Its
+    /// tables take the fingerprint when they finish (see [`StageFingerprint`]). No run-cache
+    /// entry is looked up: that needs the fingerprint, and files the cache has not seen at
+    /// this path have none but by coincidence. The result is the same as hashing first.
+    fn run_while_hashing(
+        &self,
+        prepared: Prepared,
+        inputs: BTreeMap<String, Vec<ResolvedInput>>,
+    ) -> Result<Completed, String> {
+        let stage = self.stage;
+        let stage_dir = stage_folder(&self.pipeline.run_dir, &stage.id)?;
+        tracing::info!(
+            "{} ({}) running: never ran (its new source files are hashed meanwhile)",
+            stage.id,
+            stage.stage.kind()
+        );
+        let tmp = temp_dir_name(&stage_dir);
+        fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let fingerprint = StageFingerprint::pending();
+        let (hashed, result) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| {
+                // Settled whatever happens, so a writer waiting for it never waits forever.
+                let settle_on_exit = SettleOnExit(&fingerprint);
+                let fp = prepared.hash_sources().map_err(|e| e.to_string());
+                fingerprint.settle(fp.as_ref().map(|f| f.hash.clone()).map_err(Clone::clone));
+                drop(settle_on_exit);
+                fp
+            });
+            let result = self.run_in(&fingerprint, inputs, &tmp, &stage_dir);
+            let hashed = hashing.join().unwrap_or_else(|_| {
+                Err("internal error (panic) while hashing the source files".into())
+            });
+            (hashed, result)
+        });
+        let _ = fs::remove_dir_all(&tmp);
+        // The source files' error first: a stage's own error then is only its consequence.
+        let fp = hashed?;
+        self.ran(fp, result?, "never ran".into())
+    }
+
+    /// The lock entry of a stage that ran, its outputs added to the run-cache.
+    fn ran(&self, fp: Fingerprint, result: RunResult, reason: String) -> Result<Completed, String> {
+        let key = RunCache::key(&fp.hash, &self.stage.id);
+        let (outputs, report, duration_s) = result;
         let entry = self.entry(fp, outputs, report, duration_s);
         self.store(&key, &entry);
         self.remember_sources(&entry);
@@ -700,7 +754,7 @@ impl Work<'_> {
 
     fn run_in(
         &self,
-        fp: &Fingerprint,
+        fingerprint: &StageFingerprint,
         inputs: BTreeMap<String, Vec<ResolvedInput>>,
         tmp: &Path,
         stage_dir: &Path,
@@ -720,7 +774,7 @@ impl Work<'_> {
             outputs: outputs.clone(),
             meta: TableMeta {
                 stage: stage.id.clone(),
-                fingerprint: fp.hash.clone(),
+                fingerprint: fingerprint.clone(),
             },
             report: BTreeMap::new(),
         };
@@ -777,6 +831,17 @@ impl Work<'_> {
             rows,
             table,
         })
+    }
+}
+
+/// Settles a pending fingerprint as missing when dropped before it was given one (the
+/// hashing thread panicked): a writer waiting for it fails instead of waiting forever.
+struct SettleOnExit<'a>(&'a StageFingerprint);
+
+impl Drop for SettleOnExit<'_> {
+    fn drop(&mut self) {
+        self.0
+            .settle(Err("hashing the source files stopped unexpectedly".into()));
     }
 }
 

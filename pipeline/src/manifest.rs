@@ -323,13 +323,43 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
-/// Lists the regular files at `path` (itself, or everything below it, sorted), with their
-/// hashes: `known(file, size, mtime)` gives a hash recorded before for a file of that size and
-/// mtime (else the file is read).
-pub fn record_files(
+/// A source file as listed, before it is hashed: its hash is there when it was recorded
+/// before for a file of its size and modification time.
+#[derive(Debug, Clone)]
+pub struct ListedFile {
+    /// Path as configured (directories are listed file by file).
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (ns since the epoch).
+    pub mtime_ns: u128,
+    /// The hash recorded before, if any.
+    pub known_hash: Option<String>,
+}
+
+impl ListedFile {
+    /// Its record: the known hash, or the file read and hashed.
+    pub fn hashed(self) -> Result<FileRecord, EngineError> {
+        let hash = match self.known_hash {
+            Some(hash) => hash,
+            None => hash_file(&self.path).map_err(|e| EngineError::io(&self.path, e))?,
+        };
+        Ok(FileRecord {
+            path: self.path,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            hash,
+        })
+    }
+}
+
+/// Lists the regular files at `path` (itself, or everything below it, sorted) with their size
+/// and modification time: `known(file, size, mtime)` gives a hash recorded before for a file
+/// of that size and mtime. Nothing is read.
+pub fn list_files(
     path: &Path,
     known: impl Fn(&Path, u64, u128) -> Option<String>,
-) -> Result<Vec<FileRecord>, EngineError> {
+) -> Result<Vec<ListedFile>, EngineError> {
     let mut files = Vec::new();
     collect_files(path, &mut files).map_err(|e| EngineError::io(path, e))?;
     files.sort();
@@ -337,15 +367,11 @@ pub fn record_files(
         .into_iter()
         .map(|file| {
             let (size, mtime_ns) = stat(&file).map_err(|e| EngineError::io(&file, e))?;
-            let hash = match known(&file, size, mtime_ns) {
-                Some(hash) => hash,
-                None => hash_file(&file).map_err(|e| EngineError::io(&file, e))?,
-            };
-            Ok(FileRecord {
+            Ok(ListedFile {
+                known_hash: known(&file, size, mtime_ns),
                 path: file,
                 size,
                 mtime_ns,
-                hash,
             })
         })
         .collect()

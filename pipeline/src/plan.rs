@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Pipeline, PlannedStage};
-use crate::manifest::{self, FileRecord, InputRecord, Manifest, OutputRecord, StageEntry};
+use crate::manifest::{
+    self, FileRecord, InputRecord, ListedFile, Manifest, OutputRecord, StageEntry,
+};
 use crate::run_cache::{CachedEntry, RunCache};
 use crate::stage::ResolvedDevice;
 use crate::EngineError;
@@ -40,6 +42,64 @@ pub fn fingerprint(
     manifest: &Manifest,
     cache: Option<&RunCache>,
 ) -> Result<Option<Fingerprint>, EngineError> {
+    prepare(stage, device, manifest, cache)?
+        .map(Prepared::hash_sources)
+        .transpose()
+}
+
+/// Everything of a stage's fingerprint but the hashes of the source files neither its lock
+/// entry nor the run-cache knows (at their size and modification time): those take reading
+/// the files, which [`Prepared::hash_sources`] does.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    kind: &'static str,
+    version: u32,
+    params: serde_json::Value,
+    seed: u64,
+    device: Option<String>,
+    inputs: BTreeMap<String, Vec<InputRecord>>,
+    sources: Vec<ListedFile>,
+}
+
+impl Prepared {
+    /// Whether finishing the fingerprint reads a source file.
+    pub fn has_unhashed_sources(&self) -> bool {
+        self.sources.iter().any(|f| f.known_hash.is_none())
+    }
+
+    /// The fingerprint, reading and hashing the source files whose hash is not known.
+    pub fn hash_sources(self) -> Result<Fingerprint, EngineError> {
+        let external_files = self
+            .sources
+            .into_iter()
+            .map(ListedFile::hashed)
+            .collect::<Result<Vec<_>, _>>()?;
+        let canonical = serde_json::json!({
+            "kind": self.kind,
+            "version": self.version,
+            "params": self.params,
+            "seed": self.seed,
+            "device": self.device,
+            "inputs": self.inputs,
+            "external_files": external_files.iter().map(|f| (f.path.to_string_lossy(), &f.hash)).collect::<Vec<_>>(),
+        });
+        let hash = blake3::hash(canonical.to_string().as_bytes()).to_hex()[..32].to_string();
+        Ok(Fingerprint {
+            hash,
+            inputs: self.inputs,
+            external_files,
+            device: self.device,
+        })
+    }
+}
+
+/// What [`fingerprint`] computes before it reads source files (see [`Prepared`]).
+pub fn prepare(
+    stage: &PlannedStage,
+    device: ResolvedDevice,
+    manifest: &Manifest,
+    cache: Option<&RunCache>,
+) -> Result<Option<Prepared>, EngineError> {
     let mut inputs = BTreeMap::new();
     for (slot, refs) in &stage.inputs {
         let mut records = Vec::new();
@@ -72,26 +132,18 @@ pub fn fingerprint(
             .map(|r| r.hash.clone())
             .or_else(|| cache?.known_hash(file, size, mtime_ns))
     };
-    let mut external_files = Vec::new();
+    let mut sources = Vec::new();
     for path in &stage.external_files {
-        external_files.extend(manifest::record_files(path, known)?);
+        sources.extend(manifest::list_files(path, known)?);
     }
-    let device = stage.uses_device.then(|| device.to_string());
-    let canonical = serde_json::json!({
-        "kind": stage.stage.kind(),
-        "version": stage.stage.version(),
-        "params": stage.params.canonical,
-        "seed": stage.seed,
-        "device": device,
-        "inputs": inputs,
-        "external_files": external_files.iter().map(|f| (f.path.to_string_lossy(), &f.hash)).collect::<Vec<_>>(),
-    });
-    let hash = blake3::hash(canonical.to_string().as_bytes()).to_hex()[..32].to_string();
-    Ok(Some(Fingerprint {
-        hash,
+    Ok(Some(Prepared {
+        kind: stage.stage.kind(),
+        version: stage.stage.version(),
+        params: stage.params.canonical.clone(),
+        seed: stage.seed,
+        device: stage.uses_device.then(|| device.to_string()),
         inputs,
-        external_files,
-        device,
+        sources,
     }))
 }
 

@@ -17,7 +17,7 @@ use crate::history::{self, HistoryRow};
 use crate::norm_stats::{FeatureStats, ModalityStats, NormStatsTable};
 use crate::segments::{Segment, SegmentTable};
 use crate::targets::{TargetInfo, TargetRow, TargetTable};
-use crate::{Split, TableMeta};
+use crate::{Split, StageFingerprint, TableMeta};
 
 /// Set to rewrite the golden files instead of comparing with them.
 const WRITE_GOLDEN: &str = "MMFLOW_WRITE_GOLDEN";
@@ -29,7 +29,7 @@ fn golden_dir() -> PathBuf {
 fn meta() -> TableMeta {
     TableMeta {
         stage: "golden".into(),
-        fingerprint: "0123456789abcdef0123456789abcdef".into(),
+        fingerprint: StageFingerprint::known("0123456789abcdef0123456789abcdef"),
     }
 }
 

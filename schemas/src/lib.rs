@@ -22,7 +22,7 @@ pub mod segments;
 pub mod targets;
 
 pub use error::SchemaError;
-pub use parquet_io::{read_file_meta, row_count, FileMeta, TableMeta};
+pub use parquet_io::{read_file_meta, row_count, FileMeta, StageFingerprint, TableMeta};
 
 /// The version of the mmflow tool, recorded in every file it writes.
 pub const MMFLOW_VERSION: &str = env!("CARGO_PKG_VERSION");

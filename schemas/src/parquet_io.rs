@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -34,7 +35,67 @@ pub struct TableMeta {
     /// Id of the stage in its pipeline.
     pub stage: String,
     /// Fingerprint of the stage run (hash of kind, version, params, seed, inputs).
-    pub fingerprint: String,
+    pub fingerprint: StageFingerprint,
+}
+
+/// The fingerprint of the stage run that writes a table.
+///
+/// Usually known when the stage starts. A stage that never ran in its run directory and
+/// reads source files mmflow has not hashed yet runs while they are hashed: its fingerprint
+/// is known only when that ends. A writer needs it only for the footer, so it asks when it
+/// finishes its file ([`StageFingerprint::wait`]), and waits if the hashing has not ended.
+#[derive(Debug, Clone)]
+pub struct StageFingerprint(Arc<OnceLock<std::result::Result<String, String>>>);
+
+impl StageFingerprint {
+    /// A fingerprint known now.
+    pub fn known(hash: impl Into<String>) -> Self {
+        StageFingerprint(Arc::new(OnceLock::from(Ok(hash.into()))))
+    }
+
+    /// A fingerprint to be given by [`StageFingerprint::settle`], which whoever creates it
+    /// must call, whatever happens (a writer that finishes waits for it).
+    pub fn pending() -> Self {
+        StageFingerprint(Arc::new(OnceLock::new()))
+    }
+
+    /// Gives a pending fingerprint its hash, or why there is none (a source file could not
+    /// be hashed). The first call counts; later ones do nothing.
+    pub fn settle(&self, hash: std::result::Result<String, String>) {
+        let _ = self.0.set(hash);
+    }
+
+    /// The hash, once it is known.
+    pub fn wait(&self) -> std::result::Result<&str, &str> {
+        match self.0.wait() {
+            Ok(hash) => Ok(hash),
+            Err(why) => Err(why),
+        }
+    }
+}
+
+impl Default for StageFingerprint {
+    fn default() -> Self {
+        StageFingerprint::known("")
+    }
+}
+
+impl PartialEq for StageFingerprint {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for StageFingerprint {}
+
+impl std::fmt::Display for StageFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(Ok(hash)) => f.write_str(hash),
+            Some(Err(_)) => f.write_str("(none: its source files could not be hashed)"),
+            None => f.write_str("(pending: its source files are being hashed)"),
+        }
+    }
 }
 
 /// The mmflow metadata found in a file.
@@ -135,6 +196,8 @@ pub(crate) struct TableWriter {
     path: PathBuf,
     schema: SchemaRef,
     inner: ArrowWriter<BufWriter<File>>,
+    /// Written into the footer when the file is finished (it may not be known before).
+    fingerprint: StageFingerprint,
     rows: u64,
 }
 
@@ -157,7 +220,6 @@ impl TableWriter {
             KeyValue::new(KEY_SCHEMA_VERSION.to_string(), spec.version.to_string()),
             KeyValue::new(KEY_MMFLOW_VERSION.to_string(), MMFLOW_VERSION.to_string()),
             KeyValue::new(KEY_STAGE.to_string(), meta.stage.clone()),
-            KeyValue::new(KEY_FINGERPRINT.to_string(), meta.fingerprint.clone()),
         ];
         kv.extend(
             extra
@@ -185,6 +247,7 @@ impl TableWriter {
             path: path.to_path_buf(),
             schema,
             inner,
+            fingerprint: meta.fingerprint.clone(),
             rows: 0,
         })
     }
@@ -221,9 +284,18 @@ impl TableWriter {
             .map_err(|e| SchemaError::format(&self.path, e))
     }
 
-    /// Writes the footer and syncs the file to disk; returns the number of rows written.
-    pub(crate) fn finish(self) -> Result<u64> {
+    /// Writes the footer, the stage's fingerprint last (waiting for it if it is pending),
+    /// and syncs the file to disk; returns the number of rows written.
+    pub(crate) fn finish(mut self) -> Result<u64> {
         let path = self.path;
+        let fingerprint = self.fingerprint.wait().map_err(|why| SchemaError::Format {
+            path: path.clone(),
+            message: format!("the stage has no fingerprint to record: {why}"),
+        })?;
+        self.inner.append_key_value_metadata(KeyValue::new(
+            KEY_FINGERPRINT.to_string(),
+            fingerprint.to_string(),
+        ));
         let buffered = self
             .inner
             .into_inner()
@@ -284,7 +356,10 @@ fn meta_from_kv(path: &Path, kv: Option<&Vec<KeyValue>>) -> Result<FileMeta> {
         table,
         schema_version,
         mmflow_version,
-        written_by: TableMeta { stage, fingerprint },
+        written_by: TableMeta {
+            stage,
+            fingerprint: StageFingerprint::known(fingerprint),
+        },
         extra: map,
     })
 }

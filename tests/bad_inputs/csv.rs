@@ -3,7 +3,7 @@
 //! Every row starts from a small good dataset written from scratch (two videos `v1`, `v2`:
 //! words, labels and OpenFace-style `visual` frames, all CSV) and spoils one file.
 
-use super::{check, pipeline, write_bytes, Case};
+use super::{check, mkfifo, pipeline, write_bytes, Case};
 use mmflow_schemas::features::FeatureReader;
 
 use crate::util::Dir;
@@ -63,6 +63,19 @@ const RUN: &[&str] = &["run", "p.toml"];
 pub const RUN_BOOKKEEPING: &[&str] = &["data/runs/p/.mmflow-run.lock", "data/runs/p/pipeline.toml"];
 
 const CASES: &[Case] = &[
+    Case {
+        // Hashed for the fingerprint while the stage runs, never read by the stage itself: the
+        // stage's tables wait for the fingerprint, which cannot be had.
+        what: "a FIFO beside the CSV files of a source folder",
+        setup: |d| {
+            toy(d, &[]);
+            mkfifo(d, "visual/notes");
+        },
+        args: RUN,
+        code: 1,
+        says: &["visual/notes", "a FIFO"],
+        may_write: RUN_BOOKKEEPING,
+    },
     Case {
         what: "text in a feature cell",
         setup: |d| {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use mmflow_schemas::comparison::{self, ComparisonRow};
-use mmflow_schemas::{read_file_meta, TableMeta};
+use mmflow_schemas::{read_file_meta, StageFingerprint, TableMeta};
 
 use crate::staging::{parent_of, Parents, Staging};
 
@@ -53,7 +53,9 @@ pub fn write_parquet(path: &Path, rows: &[ComparisonRow], runs: &[PathBuf]) -> R
     check_parquet_destination(path)?;
     let meta = TableMeta {
         stage: WRITTEN_BY.into(),
-        fingerprint: blake3::hash(format!("{runs:?}").as_bytes()).to_hex()[..32].to_string(),
+        fingerprint: StageFingerprint::known(
+            &blake3::hash(format!("{runs:?}").as_bytes()).to_hex()[..32],
+        ),
     };
     let parents = Parents::create(parent_of(path))
         .with_context(|| format!("creating the folder of {}", path.display()))?;
