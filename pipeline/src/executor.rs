@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use mmflow_schemas::{StageFingerprint, TableMeta};
 
 use crate::config::{Pipeline, PlannedStage};
-use crate::manifest::{self, Manifest, OutputRecord, RunProgress, StageEntry};
+use crate::manifest::{self, Hashing, Manifest, OutputRecord, RunProgress, StageEntry};
 use crate::plan::{self, Decision, Fingerprint, Prepared};
 use crate::progress::Progress;
 use crate::record;
@@ -522,7 +522,9 @@ impl Work<'_> {
         if previous.is_none() && prepared.has_unhashed_sources() {
             return self.run_while_hashing(prepared, inputs);
         }
-        let fp = prepared.hash_sources().map_err(|e| e.to_string())?;
+        let fp = prepared
+            .hash_sources(Hashing::EveryCore)
+            .map_err(|e| e.to_string())?;
         let (pipeline, stage) = (self.pipeline, self.stage);
         let run_dir = &pipeline.run_dir;
         let reason = match plan::decide(stage, &fp, previous.as_ref(), run_dir, forced) {
@@ -583,7 +585,9 @@ impl Work<'_> {
             let hashing = scope.spawn(|| {
                 // Settled whatever happens, so a writer waiting for it never waits forever.
                 let settle_on_exit = SettleOnExit(&fingerprint);
-                let fp = prepared.hash_sources().map_err(|e| e.to_string());
+                let fp = prepared
+                    .hash_sources(Hashing::ThisThread)
+                    .map_err(|e| e.to_string());
                 fingerprint.settle(fp.as_ref().map(|f| f.hash.clone()).map_err(Clone::clone));
                 drop(settle_on_exit);
                 fp

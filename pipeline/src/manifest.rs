@@ -300,6 +300,21 @@ pub fn stat(path: &Path) -> std::io::Result<(u64, u128)> {
 /// FIFO, device, socket or directory is refused by [`crate::files::open_regular`] before it
 /// is opened (hashing `/dev/zero` or a FIFO would never end).
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    hash_file_with(path, Hashing::EveryCore)
+}
+
+/// Which threads hash a file's blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashing {
+    /// Every core (rayon's pool), for hashing while nothing else runs.
+    EveryCore,
+    /// The calling thread alone, for hashing beside a stage that keeps the cores busy: on the
+    /// pool, each block would wait behind the stage's tasks.
+    ThisThread,
+}
+
+/// [`hash_file`] on the threads `hashing` says.
+pub fn hash_file_with(path: &Path, hashing: Hashing) -> std::io::Result<String> {
     use std::io::Read;
     let mut hasher = blake3::Hasher::new();
     let (mut file, _) = crate::files::open_regular(path)?;
@@ -315,7 +330,10 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
         if filled == 0 {
             break;
         }
-        hasher.update_rayon(&buf[..filled]);
+        match hashing {
+            Hashing::EveryCore => hasher.update_rayon(&buf[..filled]),
+            Hashing::ThisThread => hasher.update(&buf[..filled]),
+        };
         if filled < buf.len() {
             break;
         }
@@ -338,11 +356,13 @@ pub struct ListedFile {
 }
 
 impl ListedFile {
-    /// Its record: the known hash, or the file read and hashed.
-    pub fn hashed(self) -> Result<FileRecord, EngineError> {
+    /// Its record: the known hash, or the file read and hashed on the threads `hashing` says.
+    pub fn hashed(self, hashing: Hashing) -> Result<FileRecord, EngineError> {
         let hash = match self.known_hash {
             Some(hash) => hash,
-            None => hash_file(&self.path).map_err(|e| EngineError::io(&self.path, e))?,
+            None => {
+                hash_file_with(&self.path, hashing).map_err(|e| EngineError::io(&self.path, e))?
+            }
         };
         Ok(FileRecord {
             path: self.path,

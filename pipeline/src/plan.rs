@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Pipeline, PlannedStage};
 use crate::manifest::{
-    self, FileRecord, InputRecord, ListedFile, Manifest, OutputRecord, StageEntry,
+    self, FileRecord, Hashing, InputRecord, ListedFile, Manifest, OutputRecord, StageEntry,
 };
 use crate::run_cache::{CachedEntry, RunCache};
 use crate::stage::ResolvedDevice;
@@ -43,7 +43,7 @@ pub fn fingerprint(
     cache: Option<&RunCache>,
 ) -> Result<Option<Fingerprint>, EngineError> {
     prepare(stage, device, manifest, cache)?
-        .map(Prepared::hash_sources)
+        .map(|p| p.hash_sources(Hashing::EveryCore))
         .transpose()
 }
 
@@ -67,12 +67,13 @@ impl Prepared {
         self.sources.iter().any(|f| f.known_hash.is_none())
     }
 
-    /// The fingerprint, reading and hashing the source files whose hash is not known.
-    pub fn hash_sources(self) -> Result<Fingerprint, EngineError> {
+    /// The fingerprint, reading and hashing (on the threads `hashing` says) the source files
+    /// whose hash is not known.
+    pub fn hash_sources(self, hashing: Hashing) -> Result<Fingerprint, EngineError> {
         let external_files = self
             .sources
             .into_iter()
-            .map(ListedFile::hashed)
+            .map(|f| f.hashed(hashing))
             .collect::<Result<Vec<_>, _>>()?;
         let canonical = serde_json::json!({
             "kind": self.kind,
