@@ -27,7 +27,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
+use mmflow_pipeline::DeviceChoice;
 use mmflow_stages::metrics::Predicts;
+use mmflow_stages::train::device::{open as open_device, resolve as resolve_device};
 use mmflow_stages::train::loss::{head_loss, LossWeights};
 use mmflow_stages::train::model::{
     Architecture, EncoderConfig, EncoderKind, Fusion, Head, Input, Model,
@@ -55,7 +57,10 @@ fn device() -> Device {
     DEVICE
         .get_or_init(|| match device_name().as_str() {
             "cpu" => Device::Cpu,
-            "cuda" => Device::new_cuda(0).expect("MMFLOW_BENCH_DEVICE=cuda: a CUDA device"),
+            // Through mmflow's resolver, which finds and loads the CUDA libraries first.
+            "cuda" => resolve_device(DeviceChoice::Cuda)
+                .and_then(|gpu| open_device(gpu).map_err(|e| e.to_string()))
+                .unwrap_or_else(|why| panic!("MMFLOW_BENCH_DEVICE=cuda: {why}")),
             other => panic!("MMFLOW_BENCH_DEVICE={other}: expected cpu or cuda"),
         })
         .clone()

@@ -3,32 +3,26 @@
 # Linux x86-64 machine with no CUDA toolkit and no NVIDIA driver (a build or CI machine):
 #
 #   nvcc, its front end and NVVM (candle-kernels compiles its .cu files with it), the CUDA
-#   headers and CCCL (thrust, cuda/std), and the libraries the binary links against:
-#   cudart, cublas + cublasLt, curand, nvrtc. Pinned to CUDA 13.0.x: the PTX it emits (ISA
-#   9.0) is accepted by every CUDA 13 driver (580 and newer).
+#   headers and CCCL (thrust, cuda/std), and the CUDA runtime's static library
+#   (libcudart_static.a, which mmflow-stages' build script links in place of the shared
+#   runtime candle-kernels asks for). Pinned to CUDA 13.0.x: the PTX it emits (ISA 9.0) is
+#   accepted by every CUDA 13 driver (580 and newer).
+#
+# Nothing else is linked: the binary loads the driver (libcuda.so.1), cuBLAS and cuRAND when
+# a stage asks for a GPU, so they are not installed here (a GPU machine has the driver; the
+# libraries come with a CUDA 13 toolkit, a CUDA 13 PyTorch, or `pip install nvidia-cublas
+# nvidia-curand`; see the README's "Building with CUDA").
 #
 # Layout, under $MMFLOW_CUDA_PREFIX (default /opt/cuda-13.0-wheels):
 #   wheels/nvidia/cu13/   the wheels' tree (bin/, include/, lib/, nvvm/), made to look like a
-#                         toolkit: lib64 -> lib, unversioned lib*.so links for the linker,
-#                         lib/stubs/libcuda.so (see below)
-#   /usr/local/cuda       -> wheels/nvidia/cu13 (where cudarc and candle look for a toolkit)
+#                         toolkit: lib64 -> lib
+#   /usr/local/cuda       -> wheels/nvidia/cu13 (where candle's build and mmflow-stages' build
+#                         script look for a toolkit)
 #   /usr/local/bin/nvcc   a two-line wrapper that runs /usr/local/cuda/bin/nvcc (nvcc finds
 #                         its front end relative to the path it was started as, so a plain
 #                         symbolic link in /usr/local/bin would not work)
 # An existing /usr/local/cuda or /usr/local/bin/nvcc that this script did not make is left
 # alone and the script stops with an error.
-#
-# The driver library. candle-core turns on cudarc's `dynamic-linking` feature, so the linker
-# needs libcuda.so, which only the NVIDIA driver ships (no wheel has it). cudarc's
-# `dynamic-loading` (dlopen at run time) cannot be chosen instead: cudarc's build script
-# refuses `dynamic-loading` together with `dynamic-linking`, and candle-core's dependency
-# declaration always enables the latter, so it would mean patching candle. Instead this
-# script generates a link-time stub: every driver entry point declared in the wheels'
-# cuda.h (plain and versioned names, e.g. cuMemAlloc and cuMemAlloc_v2) as a function that
-# returns CUDA_ERROR_STUB_LIBRARY, built with cc as lib/stubs/libcuda.so with soname
-# libcuda.so.1. The stubs folder is only a linker search path (cudarc passes
-# /usr/local/cuda/lib/stubs to the linker); it is not in the dynamic loader's path and the
-# binary gets no rpath, so at run time the machine's real driver libcuda.so.1 is loaded.
 #
 # Idempotent: a second run checks a marker and returns at once. Run as a user who can write
 # /usr/local (root in CI). MMFLOW_CUDA_PREFIX chooses the install folder.
@@ -39,23 +33,18 @@ CUDA_LINK=/usr/local/cuda
 NVCC_WRAPPER=/usr/local/bin/nvcc
 WRAPPER_TAG="# nvcc wrapper written by mmflow scripts/cuda-toolchain.sh"
 
-# CUDA 13.0 update 2 (cublas 13.1.0 and curand 10.4.0 are the versions that release ships).
+# CUDA 13.0 update 2.
 WHEELS=(
     nvidia-cuda-nvcc==13.0.88
     nvidia-cuda-crt==13.0.88
     nvidia-nvvm==13.0.88
     nvidia-cuda-cccl==13.0.85
     nvidia-cuda-runtime==13.0.96
-    nvidia-cuda-nvrtc==13.0.88
-    nvidia-cublas==13.1.0.3
-    nvidia-curand==10.4.0.35
 )
-# Shared libraries the binary links (-l<name>): <name> -> the wheel's versioned file.
-LINKED_LIBS=(cudart.so.13 cublas.so.13 cublasLt.so.13 curand.so.10 nvrtc.so.13)
 
 ROOT="$PREFIX/wheels/nvidia/cu13"
 MARKER="$PREFIX/.installed"
-SPEC="${WHEELS[*]} stub-v1"
+SPEC="${WHEELS[*]}"
 
 fail() {
     echo "cuda-toolchain.sh: $*" >&2
@@ -71,7 +60,6 @@ already_installed() {
 check_platform() {
     [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] || fail "the wheels are for Linux x86-64 only"
     command -v python3 >/dev/null || fail "python3 is needed to install the wheels"
-    command -v cc >/dev/null || fail "a C compiler (cc) is needed to build the libcuda link stub"
 }
 
 check_targets_free() {
@@ -97,40 +85,8 @@ install_wheels() {
 }
 
 link_toolkit_layout() {
+    [ -f "$ROOT/lib/libcudart_static.a" ] || fail "missing $ROOT/lib/libcudart_static.a"
     ln -sfn lib "$ROOT/lib64"
-    local lib
-    for lib in "${LINKED_LIBS[@]}"; do
-        [ -f "$ROOT/lib/lib$lib" ] || fail "missing $ROOT/lib/lib$lib"
-        ln -sfn "lib$lib" "$ROOT/lib/lib${lib%%.so.*}.so"
-    done
-}
-
-# Every cu* function name in cuda.h: the declared names and the versioned names the
-# `#define cuX cuX_v2` lines map them to (the real driver exports both).
-driver_symbols() {
-    local header="$ROOT/include/cuda.h"
-    {
-        grep -oE 'CUDAAPI[[:space:]]+cu[A-Za-z0-9_]+[[:space:]]*\(' "$header" |
-            sed -E 's/CUDAAPI[[:space:]]+//; s/[[:space:]]*\($//'
-        grep -oE '^[[:space:]]*#[[:space:]]*define[[:space:]]+cu[A-Za-z0-9_]+[[:space:]]+cu[A-Za-z0-9_]+[[:space:]]*$' "$header" |
-            awk '{ print $(NF-1); print $NF }'
-        grep -oE '__CUDA_API_PTDS\(cu[A-Za-z0-9_]+\)|__CUDA_API_PTSZ\(cu[A-Za-z0-9_]+\)' "$header" |
-            sed -E 's/__CUDA_API_PTDS\((.*)\)/\1_ptds/; s/__CUDA_API_PTSZ\((.*)\)/\1_ptsz/'
-    } | sort -u
-}
-
-build_libcuda_stub() {
-    local stubs="$ROOT/lib/stubs" src
-    mkdir -p "$stubs"
-    src="$(mktemp --suffix=.c)"
-    {
-        echo "/* Link-time stand-in for the NVIDIA driver library; never loaded at run time. */"
-        echo "#define CUDA_ERROR_STUB_LIBRARY 34"
-        driver_symbols | sed 's/.*/int &(void) { return CUDA_ERROR_STUB_LIBRARY; }/'
-    } >"$src"
-    [ "$(grep -c 'return' "$src")" -gt 400 ] || fail "too few driver functions found in cuda.h"
-    cc -shared -fPIC -O0 -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so" "$src"
-    rm -f "$src"
 }
 
 install_system_links() {
@@ -148,7 +104,6 @@ main() {
     check_targets_free
     install_wheels
     link_toolkit_layout
-    build_libcuda_stub
     install_system_links
     "$NVCC_WRAPPER" --version | grep -q 'release 13\.0' || fail "nvcc does not report CUDA 13.0"
     echo "$SPEC" >"$MARKER"

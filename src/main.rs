@@ -103,14 +103,19 @@ enum Command {
         #[arg(long, hide = true)]
         expect: Option<String>,
     },
-    /// Write a report of a finished run: learning curves, predictions against labels, metric
-    /// tables with CIs and flags (`report.md` + SVG plots, default in `<RUN>/report`).
+    /// Write the report of finished runs: results (seeds grouped, CIs), learning curves,
+    /// predictions against labels, every metric, flags, pipeline and settings; several runs or
+    /// a sweep side by side (default folder: `<RUN>/mmflow.report`).
     Report {
-        /// The run directory.
-        run: PathBuf,
-        /// Where to write the report (a directory).
+        /// Run directories, or a sweep's folder (`<run dir>/mmflow.sweep`).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write the report (a folder; required for several runs).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// `markdown` (report.md + SVG files) or `html` (one self-contained report.html).
+        #[arg(long, value_name = "FORMAT", default_value = "markdown")]
+        format: report::Format,
     },
     /// Manage the run-cache a pipeline's runs share.
     Cache {
@@ -145,9 +150,9 @@ enum CacheCommand {
     Prune {
         #[command(flatten)]
         pipeline: PipelineArgs,
-        /// Age in days (e.g. `30`, `0.5`; `0` removes every entry).
-        #[arg(long, value_name = "DAYS")]
-        older_than: f64,
+        /// Age in days (e.g. `30`, `0.5`; `0` removes every entry; a huge number none).
+        #[arg(long, value_name = "DAYS", allow_negative_numbers = true)]
+        older_than: Days,
         /// Count what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
@@ -172,8 +177,6 @@ struct PipelineArgs {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXIT_FAILED: u8 = 1;
-/// Problems of a pipeline file printed at most (the count says how many there are).
-const MAX_SHOWN_PROBLEMS: usize = 200;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
@@ -196,8 +199,12 @@ fn main() -> ExitCode {
 
 fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
     match command {
-        Command::Report { run, out } => {
-            let path = report::report(&run, out.as_deref())?;
+        Command::Report { runs, out, format } => {
+            if runs.len() > 1 && out.is_none() {
+                eprintln!("error: a report of several runs needs --out DIR (a new folder)");
+                return Ok(EXIT_USAGE);
+            }
+            let path = report::report(&report::Options { runs, out, format })?;
             println!("report written to {}", path.display());
             Ok(0)
         }
@@ -343,16 +350,45 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
     }
 }
 
-/// Loads and validates; prints every problem and returns None if there are any.
+/// An age in days: any number ≥ 0 (`inf` and numbers too large for a date mean that
+/// nothing is that old).
+#[derive(Debug, Clone, Copy)]
+struct Days(f64);
+
+impl std::str::FromStr for Days {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().parse::<f64>() {
+            Ok(days) if days >= 0.0 => Ok(Days(days)),
+            _ => Err(format!(
+                "--older-than takes a number of days ≥ 0, not `{text}`"
+            )),
+        }
+    }
+}
+
+impl Days {
+    /// The moment `self` days ago; the Unix epoch when that is before it (nothing is older).
+    fn ago(self) -> std::time::SystemTime {
+        std::time::Duration::try_from_secs_f64(self.0 * 86_400.0)
+            .ok()
+            .and_then(|age| std::time::SystemTime::now().checked_sub(age))
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+}
+
+impl std::fmt::Display for Days {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How many of the things prune left in place are listed by name.
+const MAX_SKIPPED_SHOWN: usize = 20;
+
 /// `mmflow cache prune`: the pipeline's run-cache pruned of entries unused for `days` days.
-fn prune_cache(p: &Pipeline, days: f64, dry_run: bool) -> anyhow::Result<u8> {
-    let Some(age) = (days.is_finite() && days >= 0.0)
-        .then(|| std::time::Duration::try_from_secs_f64(days * 86_400.0).ok())
-        .flatten()
-    else {
-        eprintln!("error: --older-than takes a number of days ≥ 0, not {days}");
-        return Ok(EXIT_USAGE);
-    };
+fn prune_cache(p: &Pipeline, days: Days, dry_run: bool) -> anyhow::Result<u8> {
     let Some(folder) = p.run_cache.folder(&p.run_dir) else {
         eprintln!(
             "error: no run-cache: `run_cache` is off in this pipeline, or its run directory {} \
@@ -361,28 +397,44 @@ fn prune_cache(p: &Pipeline, days: f64, dry_run: bool) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_USAGE);
     };
-    let cutoff = std::time::SystemTime::now()
-        .checked_sub(age)
-        .unwrap_or(std::time::UNIX_EPOCH);
     let cache = mmflow_pipeline::run_cache::RunCache::at(&folder);
     let pruned = cache
-        .prune(cutoff, dry_run)
+        .prune(days.ago(), dry_run)
         .map_err(|e| anyhow::anyhow!("pruning the run-cache {}: {e}", folder.display()))?;
     let mb = |bytes: u64| bytes as f64 / 1e6;
+    let verb = if dry_run { "would remove" } else { "removed" };
     println!(
-        "{} {} entries ({:.1} MB) unused for {days} days; kept {} ({:.1} MB); {} {} abandoned work folders · {}",
-        if dry_run { "would remove" } else { "removed" },
+        "{verb} {} entries ({:.1} MB) unused for {days} days; kept {} ({:.1} MB); {verb} {} abandoned work folders · {}",
         pruned.removed,
         mb(pruned.removed_bytes),
         pruned.kept,
         mb(pruned.kept_bytes),
-        if dry_run { "would remove" } else { "removed" },
         pruned.abandoned,
         folder.display()
     );
+    print_skipped(&pruned.skipped);
     Ok(0)
 }
 
+/// Lists what prune left because mmflow did not make it.
+fn print_skipped(skipped: &[PathBuf]) {
+    if skipped.is_empty() {
+        return;
+    }
+    println!(
+        "skipped {} thing{} mmflow did not make (left as they are):",
+        skipped.len(),
+        if skipped.len() == 1 { "" } else { "s" }
+    );
+    for path in skipped.iter().take(MAX_SKIPPED_SHOWN) {
+        println!("  {}", path.display());
+    }
+    if skipped.len() > MAX_SKIPPED_SHOWN {
+        println!("  … and {} more", skipped.len() - MAX_SKIPPED_SHOWN);
+    }
+}
+
+/// Loads and validates; prints every problem and returns None if there are any.
 fn load(args: &PipelineArgs) -> Option<Pipeline> {
     let registry = mmflow_stages::registry();
     match mmflow_pipeline::load(&args.file, &args.set, &registry) {
@@ -393,19 +445,11 @@ fn load(args: &PipelineArgs) -> Option<Pipeline> {
             Some(p)
         }
         Err(problems) => {
-            for p in problems.0.iter().take(MAX_SHOWN_PROBLEMS) {
-                eprintln!("{p}");
-            }
-            if problems.0.len() > MAX_SHOWN_PROBLEMS {
-                eprintln!(
-                    "… and {} more problems not shown",
-                    problems.0.len() - MAX_SHOWN_PROBLEMS
-                );
-            }
+            eprintln!("{problems}");
             eprintln!(
                 "error: {} problem{} in {}; nothing was run",
-                problems.0.len(),
-                if problems.0.len() == 1 { "" } else { "s" },
+                problems.count(),
+                if problems.count() == 1 { "" } else { "s" },
                 args.file.display()
             );
             None

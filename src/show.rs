@@ -1,14 +1,15 @@
-//! `mmflow show`: schema, mmflow metadata and first rows of any Parquet table, read with the
-//! parquet crate's Arrow reader and printed with arrow's value formatter.
+//! `mmflow show`: schema, mmflow metadata and first rows of any Parquet table, opened as every
+//! table is (`mmflow_schemas::open_parquet`: its footer and page headers checked before the
+//! parquet crate reads them), read with the crate's Arrow reader and printed with arrow's
+//! value formatter.
 
-use std::fs::File;
 use std::path::Path;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use mmflow_schemas::FileMeta;
 
 /// Widest cell printed, in characters (longer values end in `…`).
 const CELL_WIDTH: usize = 40;
@@ -17,12 +18,12 @@ const MAX_COLUMNS: usize = 32;
 
 /// Prints the table at `path`.
 pub fn show(path: &Path, rows: usize) -> anyhow::Result<()> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let builder = mmflow_schemas::open_parquet(path)?;
     let unreadable = |e: parquet::errors::ParquetError| {
         anyhow!("{}: not a readable Parquet file: {e}", path.display())
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(unreadable)?;
     let total = builder.metadata().file_metadata().num_rows();
+    let meta = FileMeta::of(path, builder.metadata());
     let schema = builder.schema().clone();
     let batches: Vec<RecordBatch> = builder
         .with_limit(rows)
@@ -32,7 +33,7 @@ pub fn show(path: &Path, rows: usize) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow!("{}: cannot read rows: {e}", path.display()))?;
     println!("{}", path.display());
-    match mmflow_schemas::read_file_meta(path) {
+    match meta {
         Ok(meta) => {
             println!(
                 "table {} (schema v{}) · written by stage `{}` · fingerprint {} · mmflow {}",

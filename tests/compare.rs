@@ -1,10 +1,11 @@
-//! `mmflow compare`: runs that differ only by seed are grouped (mean ± std), the settings
-//! that differ are shown, changes within noise are marked, and runs of different tasks or
-//! unfinished runs are refused.
+//! `mmflow compare` and `mmflow sweep`: runs that differ only by seed are grouped (mean ±
+//! std), the settings that differ are shown, changes within noise are marked, and runs of
+//! different tasks or unfinished runs are refused.
 
 use crate::util::Dir;
 
-const TINY: &str = r#"
+/// Synthetic data, a three-epoch model, its evaluation.
+pub const TINY: &str = r#"
 [pipeline]
 name = "tiny"
 
@@ -184,54 +185,6 @@ fn a_sweep_runs_each_point_over_seeds_and_compares_them() {
         run.stderr
     );
     assert!(!dir.join("data/runs/bad").exists(), "nothing may run");
-}
-
-#[test]
-fn a_report_has_curves_scatter_metrics_and_flags_and_refuses_unfinished_runs() {
-    let dir = Dir::new();
-    dir.write("p.toml", TINY);
-    dir.mmflow(&["run", "p.toml"]).ok();
-    let run = dir.mmflow(&["report", "data/runs/tiny"]).ok();
-    assert!(run.stdout.contains("report written to"), "{}", run.stdout);
-    let report = dir.join("data/runs/tiny/mmflow.report");
-    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-    for expected in [
-        "## Learning curves",
-        "![learning curves of model](model_curves.svg)",
-        "phase `train`: best epoch",
-        "![sentiment predictions against labels](eval_sentiment_scatter.svg)",
-        "| test | sentiment | Corr |",
-        "## Flags",
-        "FLAG small split",
-    ] {
-        assert!(md.contains(expected), "missing `{expected}` in:\n{md}");
-    }
-    for svg in ["model_curves.svg", "eval_sentiment_scatter.svg"] {
-        let text = std::fs::read_to_string(report.join(svg)).unwrap();
-        assert!(
-            text.starts_with("<svg")
-                && text.contains("<polyline")
-                && text.contains("identity") == svg.contains("scatter"),
-            "{svg}"
-        );
-    }
-    // An unfinished run: an error, and no report.
-    dir.mmflow(&[
-        "run",
-        "p.toml",
-        "--out",
-        "broken",
-        "--set",
-        "stages.model.params.heads={ valence = {} }",
-    ])
-    .expect(1);
-    let failed = dir.mmflow(&["report", "broken"]).expect(1);
-    assert!(
-        failed.stderr.contains("unfinished run"),
-        "{}",
-        failed.stderr
-    );
-    assert!(!dir.join("broken/mmflow.report").exists());
 }
 
 /// [`TINY`] without `dropout`: the model's dropout and weight decay are left at their

@@ -387,13 +387,37 @@ fn sentence_transformers_settings_are_followed() {
     std::fs::write(
         model.join("modules.json"),
         r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+    )
+    .unwrap();
+    // transformers' files beside them, agreeing with tokenizer.json.
+    std::fs::write(
+        model.join("tokenizer_config.json"),
+        r#"{"do_lower_case": true, "model_max_length": 7, "cls_token": "[CLS]",
+            "tokenizer_class": "BertTokenizer"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        model.join("special_tokens_map.json"),
+        r#"{"cls_token": "[CLS]", "sep_token": {"content": "[SEP]"}}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
+    std::fs::write(
+        model.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": true}"#,
     )
     .unwrap();
     let texts: Vec<Option<&str>> = TEXTS.iter().map(|(t, _)| Some(*t)).collect();
     let mean = embed(&dir, &texts, params(&model, Pooling::Mean, 8)).unwrap();
     assert!(mean.report.normalized);
     assert_eq!((mean.report.max_length, mean.report.truncated), (5, 3));
+    // Without max_seq_length, sentence-transformers takes the smaller of model_max_length and
+    // the positions.
+    std::fs::remove_file(model.join("sentence_bert_config.json")).unwrap();
+    let cut = embed(&dir, &texts, params(&model, Pooling::Mean, 8)).unwrap();
+    assert_eq!((cut.report.max_length, cut.report.truncated), (7, 2));
     for i in 0..texts.len() {
         let norm: f32 = mean
             .table
@@ -475,7 +499,11 @@ fn bad_model_folders_and_texts_are_named() {
             .unwrap()
         },
         &texts,
-        &["model.safetensors", "does not hold the network"],
+        &[
+            "model.safetensors",
+            "tensor `embeddings.word_embeddings.weight`",
+            "shape [12, 16], but config.json describes [12, 8]",
+        ],
     );
     fails(
         &|f| std::fs::write(f.join("model.safetensors"), b"not safetensors").unwrap(),
@@ -491,7 +519,11 @@ fn bad_model_folders_and_texts_are_named() {
     fails(
         &config(|c| c["vocab_size"] = 6.into()),
         &texts,
-        &["tokenizer.json", "vocab_size is 6"],
+        &[
+            "tokenizer.json",
+            "key `model.vocab`",
+            "not below config.json's vocab_size (6)",
+        ],
     );
     fails(
         &|_| {},

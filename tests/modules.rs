@@ -1,5 +1,6 @@
-//! The workspace's module structure: no import circles between modules, and stage modules are
-//! leaves (only the registry names them). Read from the sources: every `use` and every inline
+//! The workspace's module structure: no import circles between modules, stage modules are
+//! leaves (only the registry names them), and files are opened one way only (the regular-file
+//! helper). Read from the sources: every `use` and every inline
 //! `crate::…`/`super::…`/`self::…` path is an edge to the longest module it names.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,14 +59,16 @@ fn collect(src: &Path, dir: &Path, modules: &mut BTreeMap<String, String>) {
     }
 }
 
-/// The text without comments and without the `#[cfg(test)] mod tests` block (tests may
-/// reach anywhere).
+/// The text without comments and from its first test module on (`#[cfg(test)]` or
+/// `#[cfg(all(test, …))]` before a `mod`: tests may reach anywhere, and sit at the end).
 fn code_of(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
-        Some(at) => &text[..at],
-        None => text,
-    };
-    text.lines()
+    let lines: Vec<&str> = text.lines().collect();
+    let first_test_module = lines.windows(2).position(|w| {
+        (w[0].starts_with("#[cfg(test)]") || w[0].starts_with("#[cfg(all(test"))
+            && w[1].starts_with("mod ")
+    });
+    lines[..first_test_module.unwrap_or(lines.len())]
+        .iter()
         .map(|l| match l.find("//") {
             Some(at) => &l[..at],
             None => l,
@@ -333,5 +336,73 @@ fn the_reader_sees_a_circle_and_a_stage_import() {
     assert_eq!(
         circles(&edges(&c)),
         vec![vec!["a".to_string(), "b".to_string()]]
+    );
+}
+
+/// Ways to open a file for reading other than `mmflow_schemas::files`: a FIFO, a device or a
+/// folder in a file's place would block, never end or fail obscurely there.
+const UNCHECKED_OPENS: [&str; 7] = [
+    "File::open(",
+    "fs::read(",
+    "fs::read_to_string(",
+    "File::options().read(",
+    "OpenOptions::new().read(",
+    "Hdf5File::open",
+    "Tokenizer::from_file(",
+];
+
+/// Where a module's code opens a file without the regular-file helper.
+fn unchecked_opens(module: &str, code: &str) -> Vec<String> {
+    // `CsdFile::open(` is not `File::open(`: a match must start a path segment.
+    let opens = |line: &str| {
+        UNCHECKED_OPENS.iter().any(|open| {
+            line.match_indices(open).any(|(at, _)| {
+                !line[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        })
+    };
+    code.lines()
+        .enumerate()
+        .filter(|(_, line)| opens(line))
+        .map(|(n, line)| format!("{module}:{}: {}", n + 1, line.trim()))
+        .collect()
+}
+
+#[test]
+fn every_file_is_opened_through_the_regular_file_helper() {
+    let mut found = Vec::new();
+    let mut modules = 0;
+    for c in crates() {
+        for (module, code) in &c.modules {
+            let last = module.rsplit("::").next().unwrap_or_default();
+            // The helper itself, and test modules in files of their own.
+            let exempt = (c.name == "schemas" && module == "files")
+                || last == "tests"
+                || last.ends_with("_tests");
+            if !exempt {
+                modules += 1;
+                found.extend(unchecked_opens(&format!("{}::{module}", c.name), code));
+            }
+        }
+    }
+    assert!(modules >= 50, "modules read: {modules}");
+    assert!(
+        found.is_empty(),
+        "open these through mmflow_schemas::files (open_regular, read_regular, \
+         read_regular_at_most):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_reader_sees_an_unchecked_open() {
+    let code =
+        "let t = std::fs::read_to_string(&p)?;\nlet f = open_regular(&p)?;\nCsdFile::open(&p)";
+    assert_eq!(
+        unchecked_opens("m", code),
+        ["m:1: let t = std::fs::read_to_string(&p)?;"]
     );
 }

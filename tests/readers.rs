@@ -159,6 +159,10 @@ fn strings(v: &PyValue) -> Vec<String> {
     match v {
         PyValue::Array(a) => match &a.data {
             ArrayData::Str(s) => s.clone(),
+            ArrayData::Bytes(b) => b
+                .iter()
+                .map(|x| String::from_utf8(x.clone()).unwrap())
+                .collect(),
             ArrayData::Object(items) => items
                 .iter()
                 .map(|x| match x {

@@ -238,3 +238,41 @@ fn a_sweep_on_slurm_equals_the_local_one_and_resubmits_only_unfinished_runs() {
     );
     assert_eq!(table(&local.stdout), table(&again.stdout));
 }
+
+/// `--wait` asks `squeue` before anything is submitted: with a controller that does not
+/// answer, nothing reaches `sbatch` (client commands stand in for Slurm's here, so the test
+/// needs no cluster).
+#[test]
+fn wait_without_an_answering_squeue_submits_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new();
+    d.write("p.toml", SWEEP);
+    let bin = d.join("bin");
+    for (name, script) in [
+        ("sbatch", "#!/bin/sh\ntouch \"$(dirname \"$0\")/../sbatch-was-called\"\necho 12\n"),
+        (
+            "squeue",
+            "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n",
+        ),
+    ] {
+        let path = d.write(&format!("bin/{name}"), script);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let out = d
+        .command(&["sweep", "p.toml", "--executor", "slurm", "--wait"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not answer"), "{stderr}");
+    assert!(
+        stderr.contains("Unable to contact slurm controller"),
+        "{stderr}"
+    );
+    assert!(!d.join("sbatch-was-called").exists(), "sbatch ran");
+}

@@ -859,6 +859,131 @@ fn every_pickle_layout_becomes_segments_with_labels_text_and_features() {
     }
 }
 
+/// `numpy_edges.pkl` and `mult_edges.pkl` (see make_layouts.py): ids with NULs inside and at
+/// the end, lengths as whole floats and ints, labels `[N, 1]` and `[N, 1, 1]`, texts with NULs.
+/// What the stage writes is what numpy read: each id whole (two ids that differ only after a
+/// NUL are two videos), each label, each segment cut to its length, each text.
+#[test]
+fn ids_lengths_labels_and_texts_are_what_numpy_reads() {
+    let dir = Dir::new();
+    let (folder, expected) = layout_fixtures();
+    let files = [
+        ("edges", "numpy_edges.pkl"),
+        ("mult_edges", "mult_edges.pkl"),
+    ];
+    let config: String = files
+        .iter()
+        .map(|(stage, file)| {
+            format!(
+                "[stages.{stage}]\nkind = \"mmsa_pickle\"\nparams = {{ path = {:?} }}\n",
+                folder.join(file)
+            )
+        })
+        .collect();
+    dir.write("p.toml", &config);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let lock = lock(&dir);
+    for (stage, file) in files {
+        let want = &expected[file];
+        let layout = want["layout"].as_str().unwrap();
+        let report = &lock["stages"][stage]["report"];
+        assert_eq!(report["layout"], layout, "{stage}: {report}");
+        assert_eq!(report["repeated_ids"], serde_json::json!([]), "{report}");
+        let out = dir.join(&format!("data/runs/p/{stage}"));
+        let table = SegmentTable::read(&out.join("segments.parquet")).unwrap();
+        let mut rows = table.rows.iter();
+        let mut segment_ids = Vec::new();
+        let mut mult_rows = Vec::new();
+        for split in ["train", "valid", "test"] {
+            let want = &want["numpy"][split];
+            let texts = want.get("raw_text").map(|t| {
+                t.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            });
+            for (i, (id, labels)) in want["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(want["labels"].as_array().unwrap())
+                .enumerate()
+            {
+                let id: Vec<&str> = id
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap())
+                    .collect();
+                let row = rows
+                    .next()
+                    .unwrap_or_else(|| panic!("{stage}: too few rows"));
+                assert_eq!(row.split.as_str(), split);
+                let what = format!("{stage} {split} {id:?}");
+                if let [one] = id.as_slice() {
+                    let (video, clip) = one.split_once("$_$").unwrap();
+                    assert_eq!(row.video_id, video, "{what}");
+                    segment_ids.push(format!("{video}[{clip}]"));
+                } else {
+                    let (start, end) = (id[1].parse().unwrap(), id[2].parse().unwrap());
+                    assert_eq!(row.video_id, id[0], "{what}");
+                    assert_eq!((row.start, row.end), (Some(start), Some(end)), "{what}");
+                    mult_rows.push((id[0].to_string(), start, end));
+                }
+                let labels: Vec<Option<f32>> = labels
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| Some(x.as_f64().unwrap() as f32))
+                    .collect();
+                assert_eq!(row.labels, labels, "{what}");
+                assert_eq!(row.text, texts.as_ref().map(|t| t[i].clone()), "{what}");
+            }
+        }
+        assert!(rows.next().is_none(), "{stage}: more rows than ids");
+        if layout == "mult" {
+            segment_ids = mult_segment_ids(&mult_rows);
+        }
+        let written: Vec<&str> = table.rows.iter().map(|r| r.segment_id.as_str()).collect();
+        assert_eq!(written, segment_ids, "{stage}");
+        let videos: BTreeSet<&str> = table.rows.iter().map(|r| r.video_id.as_str()).collect();
+        let apart = if layout == "mult" {
+            ["m\0a", "m\0b", "m"]
+        } else {
+            ["v\0a", "v\0b", "w"]
+        };
+        assert!(apart.iter().all(|v| videos.contains(v)), "{videos:?}");
+        for (modality, key) in [("text", "text"), ("audio", "audio"), ("visual", "vision")] {
+            let features = FeatureReader::open(&out.join(format!("{modality}.parquet")))
+                .unwrap()
+                .read_all()
+                .unwrap();
+            let mut k = 0;
+            for split in ["train", "valid", "test"] {
+                let want = &want["numpy"][split][key];
+                for (steps, sum) in want["kept_steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(want["finite_sum"].as_array().unwrap())
+                {
+                    let what = format!("{stage} {modality} segment {k}");
+                    assert_eq!(features.length(k) as u64, steps.as_u64().unwrap(), "{what}");
+                    let got: f64 = features.frames_of(k).iter().map(|&x| x as f64).sum();
+                    assert!((got - sum.as_f64().unwrap()).abs() < 1e-4, "{what}");
+                    k += 1;
+                }
+            }
+            assert_eq!(k, table.rows.len());
+        }
+        let cut = layout != "mult";
+        assert_eq!(report["cut_to_lengths"]["audio"], cut, "{report}");
+        assert_eq!(report["cut_to_lengths"]["visual"], cut, "{report}");
+        assert_eq!(report["cut_to_lengths"]["text"], false, "{report}");
+    }
+}
+
 #[test]
 fn a_forced_layout_and_explicit_maps_win_over_what_the_keys_say() {
     let dir = Dir::new();

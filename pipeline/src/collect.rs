@@ -1,18 +1,27 @@
 //! Deserialising a TOML value while collecting every problem with its key path: what
 //! reading a pipeline file and a stage's params share.
 
+use std::ops::ControlFlow;
+
 use serde::de::DeserializeOwned;
 
 use crate::problem::{KeyPath, Seg};
 
-/// Deserialises `value` into `T`, reporting *every* problem rather than the first: after each
-/// error the offending key is removed (so its default applies) and deserialisation retried.
+/// Most attempts at deserialising one value: each after a problem is a fresh pass over the
+/// whole value, so the attempts bound what a value with a problem in every entry costs.
+const MAX_ATTEMPTS: usize = 16;
+
+/// Deserialises `value` into `T`, reporting every problem rather than the first: after each
+/// error the offending key is removed (so its default applies) and deserialisation retried,
+/// up to [`MAX_ATTEMPTS`] times (then a last problem says checking stopped there), or until
+/// `report` breaks (it has seen enough). `None` when the value cannot be read at all, or
+/// checking stopped.
 pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
     mut value: toml::Value,
     base: &KeyPath,
-    report: &mut dyn FnMut(KeyPath, String, bool),
+    report: &mut dyn FnMut(KeyPath, String, bool) -> ControlFlow<()>,
 ) -> Option<T> {
-    for _ in 0..256 {
+    for _ in 0..MAX_ATTEMPTS {
         let result: Result<T, serde_path_to_error::Error<toml::de::Error>> =
             serde_path_to_error::deserialize(value.clone());
         let error = match result {
@@ -56,11 +65,17 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
         } else {
             message
         };
-        report(base.join(&path), message, unknown_key);
-        if !remove_at(&mut value, &path.0) {
+        if report(base.join(&path), message, unknown_key).is_break()
+            || !remove_at(&mut value, &path.0)
+        {
             return None;
         }
     }
+    let _ = report(
+        base.clone(),
+        format!("checking stopped here after {MAX_ATTEMPTS} problems; there may be more"),
+        false,
+    );
     None
 }
 

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::collect::deserialize_collecting;
-use crate::names::{suggest, valid_id};
-use crate::problem::{KeyPath, Location, Problem, Problems, SourceMap};
+use crate::graph::{shown_cycle, Graph};
+use crate::names::{suggest, valid_id, MAX_STAGE_ID};
+use crate::nesting::{self, MAX_NESTING};
+use crate::problem::{listed, Found, KeyPath, Location, Problem, Problems, SourceMap};
 use crate::run_cache::RunCacheSetting;
 use crate::stage::{
     Arity, BoundInputs, DeviceChoice, DeviceResolver, DynStage, InputRef, OutputPort, ParsedParams,
-    Registry,
+    Registry, TableKind,
 };
 use crate::template::{self, Locator, MatrixOrders, INSTANCE_MARK};
 
@@ -173,7 +175,7 @@ pub const MAX_PIPELINE_FILE: u64 = 1 << 20;
 pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pipeline, Problems> {
     // Regular files only: a FIFO would hang the read, `/dev/zero` would never end. A
     // pipeline file is written by hand: one over MAX_PIPELINE_FILE is not one.
-    let text = crate::files::regular_file_size(path)
+    let text = mmflow_schemas::files::regular_file_size(path)
         .and_then(|size| {
             if size > MAX_PIPELINE_FILE {
                 return Err(std::io::Error::new(
@@ -181,28 +183,35 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
                     format!("{size} bytes; a pipeline file is at most {MAX_PIPELINE_FILE} bytes (is this the right file?)"),
                 ));
             }
-            crate::files::read_regular(path)
+            mmflow_schemas::files::read_regular(path)
         })
         .and_then(|bytes| {
             String::from_utf8(bytes)
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
         })
         .map_err(|e| {
-            Problems(vec![Problem {
+            Problems::one(Problem {
                 location: crate::problem::Location::WholeFile(path.to_path_buf()),
                 key: KeyPath::default(),
                 message: format!("cannot read the pipeline file: {e}"),
-            }])
+            })
         })?;
+    if let Some(at) = nesting::too_deep(&text) {
+        let map = SourceMap::new(path, text, None);
+        return Err(Problems::one(map.problem_at_span(
+            at..at,
+            format!("invalid TOML: more than {MAX_NESTING} arrays and inline tables open at once"),
+        )));
+    }
     let doc = match toml_edit::Document::parse(text.clone()) {
         Ok(doc) => doc,
         Err(e) => {
             let map = SourceMap::new(path, text, None);
             let span = e.span().unwrap_or(0..0);
             let message = e.message().to_string();
-            return Err(Problems(vec![
-                map.problem_at_span(span, format!("invalid TOML: {message}"))
-            ]));
+            return Err(Problems::one(
+                map.problem_at_span(span, format!("invalid TOML: {message}")),
+            ));
         }
     };
     let mut table: toml::Table = match toml::from_str(&text) {
@@ -210,14 +219,14 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
         Err(e) => {
             let map = SourceMap::new(path, text, None);
             let span = e.span().unwrap_or(0..0);
-            return Err(Problems(vec![
-                map.problem_at_span(span, format!("invalid TOML: {}", e.message()))
-            ]));
+            return Err(Problems::one(
+                map.problem_at_span(span, format!("invalid TOML: {}", e.message())),
+            ));
         }
     };
     let mut orders = MatrixOrders::of_document(&doc);
     let mut map = SourceMap::new(path, text, Some(doc));
-    let mut problems = Vec::new();
+    let mut found = Found::default();
     let mut of_instances = Vec::new();
     for arg in overrides {
         match parse_override(arg) {
@@ -227,51 +236,67 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
                     orders.note_override(&o.keys, &o.raw);
                     map.add_override(KeyPath::keys(o.keys.iter().cloned()), o.arg);
                 }
-                Err(message) => problems.push(override_problem(arg, message)),
+                Err(message) => found.add(|| override_problem(arg, message)),
             },
-            Err(message) => problems.push(override_problem(arg, message)),
+            Err(message) => found.add(|| override_problem(arg, message)),
         }
     }
-    let before = problems.len();
-    let expansion = template::expand(&mut table, &orders, &map, &mut problems);
-    let expanded = problems.len() == before;
+    let before = found.reports();
+    let expansion = template::expand(&mut table, &orders, &map, &mut found);
+    let expanded = found.reports() == before;
     let mut map = Locator::new(map, expansion);
     // Instances exist only when the templates expanded (their problems are reported).
     for o in of_instances.into_iter().filter(|_| expanded) {
-        match set_instance_override(&mut table, &o) {
+        if !has_instance(&table, &o) {
+            found.add(|| override_problem(&o.arg, no_instance(&table, &o)));
+            continue;
+        }
+        match set_override(&mut table, &o) {
             Ok(()) => map.add_instance_override(KeyPath::keys(o.keys.iter().cloned()), o.arg),
-            Err(message) => problems.push(override_problem(&o.arg, message)),
+            Err(message) => found.add(|| override_problem(&o.arg, message)),
         }
     }
     let resolved = table.clone();
-    let file: Option<PipelineFile> = deserialize_collecting(
-        toml::Value::Table(table),
-        &KeyPath::default(),
-        &mut |key, message, unknown_key| {
-            problems.push(if unknown_key {
-                map.problem(key, message)
-            } else {
-                map.value_problem(key, message)
-            })
-        },
-    );
-    let pipeline =
-        file.and_then(|file| validate(path, file, resolved, registry, &map, &mut problems));
+    let pipeline = read_file(table, &map, &mut found)
+        .and_then(|file| validate(path, file, resolved, registry, &map, &mut found));
     match pipeline {
-        Some(p) if problems.is_empty() => Ok(p),
-        _ => {
-            problems.sort();
-            problems.dedup();
-            Err(Problems(problems))
-        }
+        Some(p) if found.is_empty() => Ok(p),
+        _ => Err(found.into_problems()),
     }
 }
 
-/// Most keys a `--set` key path may hold (the deepest key a pipeline has holds under 10); the
-/// tables it creates are walked recursively later, so their depth must stay small.
-const MAX_OVERRIDE_DEPTH: usize = 32;
-/// Longest `--set` key path, in bytes.
-const MAX_OVERRIDE_KEY_LEN: usize = 1024;
+/// Deserialises the document, each stage on its own (a stage's problems are retried
+/// within the stage, not the whole document), collecting every problem.
+fn read_file(mut table: toml::Table, map: &Locator, found: &mut Found) -> Option<PipelineFile> {
+    let mut report = |key: KeyPath, message: String, unknown_key: bool| {
+        found.add(|| {
+            if unknown_key {
+                map.problem(key, message)
+            } else {
+                map.value_problem(key, message)
+            }
+        });
+        found.keep_checking()
+    };
+    let stages = match table.remove("stages") {
+        Some(toml::Value::Table(stages)) => stages,
+        Some(other) => {
+            // Not a table: deserialising it with the rest says so.
+            table.insert("stages".into(), other);
+            toml::Table::new()
+        }
+        None => toml::Table::new(),
+    };
+    let mut file: PipelineFile =
+        deserialize_collecting(toml::Value::Table(table), &KeyPath::default(), &mut report)?;
+    for (id, decl) in stages {
+        let at = KeyPath::keys(["stages", id.as_str()]);
+        if let Some(decl) = deserialize_collecting(decl, &at, &mut report) {
+            file.stages.insert(id, decl);
+        }
+    }
+    Some(file)
+}
 
 /// One `--set a.b.c=value`.
 struct Override {
@@ -311,29 +336,14 @@ fn parse_override(arg: &str) -> Result<Override, String> {
     let (key, raw) = arg
         .split_once('=')
         .ok_or_else(|| "expected `path.to.key=value`".to_string())?;
-    let key = key.trim();
-    if key.len() > MAX_OVERRIDE_KEY_LEN {
-        return Err(format!(
-            "the key path is {} bytes long; at most {MAX_OVERRIDE_KEY_LEN}",
-            key.len()
-        ));
+    let keys = crate::problem::dotted_keys(key.trim())?;
+    let value = match nesting::too_deep(raw) {
+        Some(_) => None,
+        None => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v")),
     }
-    let depth = key.split('.').count();
-    if depth > MAX_OVERRIDE_DEPTH {
-        return Err(format!(
-            "the key path holds {depth} keys; at most {MAX_OVERRIDE_DEPTH}"
-        ));
-    }
-    let keys: Vec<String> = key.split('.').map(str::to_string).collect();
-    if keys.iter().any(|k| k.is_empty()) {
-        return Err(format!("`{key}` is not a dotted key path"));
-    }
-    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
-        Err(_) => toml::Value::String(raw.to_string()),
-    };
+    .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     Ok(Override {
         arg: arg.to_string(),
         keys,
@@ -366,14 +376,20 @@ fn set_override(table: &mut toml::Table, o: &Override) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies an override of an expanded stage (after expansion): the stage must exist, an
-/// override changes a stage but does not add one.
-fn set_instance_override(table: &mut toml::Table, o: &Override) -> Result<(), String> {
+/// Whether the expanded stage an override changes exists (applied after expansion, an
+/// override changes a stage but does not add one).
+fn has_instance(table: &toml::Table, o: &Override) -> bool {
+    let id = o.instance().unwrap_or_default();
+    table
+        .get("stages")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|s| s.contains_key(id))
+}
+
+/// Why an override of an expanded stage that does not exist is refused.
+fn no_instance(table: &toml::Table, o: &Override) -> String {
     let id = o.instance().unwrap_or_default();
     let stages = table.get("stages").and_then(toml::Value::as_table);
-    if stages.is_some_and(|s| s.contains_key(id)) {
-        return set_override(table, o);
-    }
     let ids = stages
         .into_iter()
         .flat_map(|s| s.keys().map(String::as_str));
@@ -383,14 +399,8 @@ fn set_instance_override(table: &mut toml::Table, o: &Override) -> Result<(), St
     } else {
         suggest(id, ids)
     };
-    Err(format!(
-        "no stage `{id}`{hint}: `--set` changes an expanded stage, it does not add one"
-    ))
+    format!("no stage `{id}`{hint}: `--set` changes an expanded stage, it does not add one")
 }
-
-/// Longest stage id, in bytes: an id names the stage's folder in the run directory, and a file
-/// name holds at most 255 bytes.
-pub const MAX_STAGE_ID: usize = 200;
 
 /// A stage id: a name, or a template instance's `<name>@<item>`, at most [`MAX_STAGE_ID`]
 /// bytes.
@@ -422,6 +432,26 @@ fn ref_path(file: &PipelineFile, stage: &str, slot: &str, i: usize) -> KeyPath {
 /// with every stage id, and a template can put one dangling reference in thousands of stages.
 const MAX_SUGGESTIONS: usize = 100;
 
+/// A checked stage's outputs: as it declares them, and the kind of each name (the first
+/// output of a name), so that a reference is checked without a search.
+struct StageOutputs {
+    ports: Vec<OutputPort>,
+    kinds: BTreeMap<String, TableKind>,
+}
+
+impl StageOutputs {
+    fn new(ports: &[OutputPort]) -> Self {
+        let mut kinds = BTreeMap::new();
+        for port in ports {
+            kinds.entry(port.name.clone()).or_insert(port.kind);
+        }
+        StageOutputs {
+            ports: ports.to_vec(),
+            kinds,
+        }
+    }
+}
+
 struct Draft {
     id: String,
     stage: Arc<dyn DynStage>,
@@ -437,7 +467,7 @@ fn validate(
     resolved: toml::Table,
     registry: &Registry,
     map: &Locator,
-    problems: &mut Vec<Problem>,
+    found: &mut Found,
 ) -> Option<Pipeline> {
     let name = file.pipeline.name.clone().unwrap_or_else(|| {
         path.file_stem()
@@ -445,13 +475,15 @@ fn validate(
             .unwrap_or_else(|| "pipeline".into())
     });
     if !valid_id(&name) {
-        problems.push(map.problem(
-            KeyPath::keys(["pipeline", "name"]),
-            format!("`{name}` is not a valid name (letters, digits, `_`, `-`)"),
-        ));
+        found.add(|| {
+            map.problem(
+                KeyPath::keys(["pipeline", "name"]),
+                format!("`{name}` is not a valid name (letters, digits, `_`, `-`)"),
+            )
+        });
     }
     if file.stages.is_empty() {
-        problems.push(map.problem(KeyPath::keys(["stages"]), "the pipeline has no stages"));
+        found.add(|| map.problem(KeyPath::keys(["stages"]), "the pipeline has no stages"));
     }
 
     // 1. Each stage on its own: id, kind, params, input references' syntax.
@@ -459,7 +491,7 @@ fn validate(
     for (id, decl) in &file.stages {
         let at = KeyPath::keys(["stages", id.as_str()]);
         if !valid_stage_id(id) {
-            problems.push(map.problem(
+            found.add(|| map.problem(
                 at.clone(),
                 format!("stage ids may only hold letters, digits, `_` and `-` (a template's stages are `<name>{INSTANCE_MARK}<item>`), at most {MAX_STAGE_ID} bytes"),
             ));
@@ -467,20 +499,22 @@ fn validate(
         }
         let Some(stage) = registry.get(&decl.kind) else {
             let known: Vec<&str> = registry.kinds().map(|k| k.kind()).collect();
-            problems.push(map.value_problem(
-                at.key("kind"),
-                format!(
-                    "unknown stage kind `{}`{}; known kinds: {}",
-                    decl.kind,
-                    suggest(&decl.kind, known.iter().copied()),
-                    known.join(", ")
-                ),
-            ));
+            found.add(|| {
+                map.value_problem(
+                    at.key("kind"),
+                    format!(
+                        "unknown stage kind `{}`{}; known kinds: {}",
+                        decl.kind,
+                        suggest(&decl.kind, known.iter().copied()),
+                        known.join(", ")
+                    ),
+                )
+            });
             continue;
         };
         let (params, list) = stage.parse_params(toml::Value::Table(decl.params.clone()));
         for p in list {
-            problems.push(map.param_problem(p, &at.key("params")));
+            found.add(|| map.param_problem(p, &at.key("params")));
         }
         let Some(params) = params else { continue };
         let slots = stage.inputs(&params);
@@ -489,19 +523,21 @@ fn validate(
             let slot_at = at.key("inputs").key(slot_name.as_str());
             let Some(slot) = slots.iter().find(|s| s.name == slot_name) else {
                 let names: Vec<&str> = slots.iter().map(|s| s.name).collect();
-                problems.push(map.problem(
-                    slot_at,
-                    format!(
-                        "stage kind `{}` has no input `{slot_name}`{}; its inputs: {}",
-                        decl.kind,
-                        suggest(slot_name, names.iter().copied()),
-                        if names.is_empty() {
-                            "none".into()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                ));
+                found.add(|| {
+                    map.problem(
+                        slot_at,
+                        format!(
+                            "stage kind `{}` has no input `{slot_name}`{}; its inputs: {}",
+                            decl.kind,
+                            suggest(slot_name, names.iter().copied()),
+                            if names.is_empty() {
+                                "none".into()
+                            } else {
+                                names.join(", ")
+                            }
+                        ),
+                    )
+                });
                 continue;
             };
             let refs: Vec<(KeyPath, &toml::Value)> = match value {
@@ -513,12 +549,13 @@ fn validate(
                 other => vec![(slot_at.clone(), other)],
             };
             if slot.arity != Arity::Many && refs.len() > 1 {
-                problems
-                    .push(map.value_problem(slot_at.clone(), "takes a single table, not a list"));
+                found
+                    .add(|| map.value_problem(slot_at.clone(), "takes a single table, not a list"));
                 continue;
             }
             if refs.is_empty() {
-                problems.push(map.value_problem(
+                found.add(|| {
+                    map.value_problem(
                     slot_at.clone(),
                     match slot.arity {
                         Arity::Many => "takes at least one table",
@@ -527,7 +564,8 @@ fn validate(
                             "takes one table; `[]` names none (leave the input out to give none)"
                         }
                     },
-                ));
+                )
+                });
                 continue;
             }
             let mut parsed = Vec::new();
@@ -539,10 +577,12 @@ fn validate(
                             output: output.to_string(),
                         })
                     }
-                    _ => problems.push(map.value_problem(
-                        ref_at,
-                        format!("expected a reference \"<stage>.<output>\", found {v}"),
-                    )),
+                    _ => found.add(|| {
+                        map.value_problem(
+                            ref_at,
+                            format!("expected a reference \"<stage>.<output>\", found {v}"),
+                        )
+                    }),
                 }
             }
             inputs.insert(slot_name.clone(), parsed);
@@ -551,20 +591,22 @@ fn validate(
             if matches!(slot.arity, Arity::One | Arity::Many)
                 && !decl.inputs.contains_key(slot.name)
             {
-                problems.push(map.problem(
-                    at.key("inputs"),
-                    format!(
-                        "input `{}` is required ({} `{}` table{})",
-                        slot.name,
-                        if slot.arity == Arity::Many {
-                            "one or more"
-                        } else {
-                            "a"
-                        },
-                        slot.kind.name,
-                        if slot.arity == Arity::Many { "s" } else { "" }
-                    ),
-                ));
+                found.add(|| {
+                    map.problem(
+                        at.key("inputs"),
+                        format!(
+                            "input `{}` is required ({} `{}` table{})",
+                            slot.name,
+                            if slot.arity == Arity::Many {
+                                "one or more"
+                            } else {
+                                "a"
+                            },
+                            slot.kind.name,
+                            if slot.arity == Arity::Many { "s" } else { "" }
+                        ),
+                    )
+                });
             }
         }
         let seed = decl
@@ -591,26 +633,28 @@ fn validate(
                 if file.stages.contains_key(&r.stage) {
                     draft.upstream.insert(r.stage.clone());
                 } else {
-                    suggestions += 1;
-                    let hint = if suggestions <= MAX_SUGGESTIONS {
-                        suggest(&r.stage, file.stages.keys().map(String::as_str))
-                    } else {
-                        String::new()
-                    };
-                    problems.push(map.value_problem(
-                        ref_path(&file, &draft.id, slot, i),
-                        format!("no stage `{}`{hint}", r.stage),
-                    ));
+                    found.add(|| {
+                        suggestions += 1;
+                        let hint = if suggestions <= MAX_SUGGESTIONS {
+                            suggest(&r.stage, file.stages.keys().map(String::as_str))
+                        } else {
+                            String::new()
+                        };
+                        map.value_problem(
+                            ref_path(&file, &draft.id, slot, i),
+                            format!("no stage `{}`{hint}", r.stage),
+                        )
+                    });
                 }
             }
         }
     }
 
     // 3. Topological order; stages on a cycle are reported.
-    let order = topological_order(&drafts, map, problems);
+    let order = topological_order(&drafts, map, found);
 
     // 4. In that order, each stage's outputs, and each reference checked against them.
-    let mut outputs: BTreeMap<String, Vec<OutputPort>> = BTreeMap::new();
+    let mut outputs: BTreeMap<String, StageOutputs> = BTreeMap::new();
     let mut stages = Vec::new();
     for id in order {
         let draft = &drafts[&id];
@@ -623,34 +667,38 @@ fn validate(
                 .find(|s| s.name == slot_name)
                 .expect("checked in step 1");
             for (i, r) in refs.iter().enumerate() {
-                let Some(ports) = outputs.get(&r.stage) else {
+                let Some(upstream) = outputs.get(&r.stage) else {
                     refs_ok = false; // upstream invalid: already reported
                     continue;
                 };
-                match ports.iter().find(|p| p.name == r.output) {
+                match upstream.kinds.get(&r.output) {
                     None => {
                         refs_ok = false;
-                        let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
-                        problems.push(map.value_problem(
-                            ref_path(&file, &id, slot_name, i),
-                            format!(
-                                "stage `{}` has no output `{}`{}; its outputs: {}",
-                                r.stage,
-                                r.output,
-                                suggest(&r.output, names.iter().copied()),
-                                names.join(", ")
-                            ),
-                        ));
+                        found.add(|| {
+                            let names = upstream.ports.iter().map(|p| p.name.as_str());
+                            map.value_problem(
+                                ref_path(&file, &id, slot_name, i),
+                                format!(
+                                    "stage `{}` has no output `{}`{}; its outputs: {}",
+                                    r.stage,
+                                    r.output,
+                                    suggest(&r.output, names.clone()),
+                                    listed(names, upstream.ports.len())
+                                ),
+                            )
+                        });
                     }
-                    Some(port) if port.kind != slot.kind => {
+                    Some(kind) if *kind != slot.kind => {
                         refs_ok = false;
-                        problems.push(map.value_problem(
-                            ref_path(&file, &id, slot_name, i),
-                            format!(
-                                "input `{slot_name}` takes `{}` tables, but `{r}` is a `{}` table",
-                                slot.kind.name, port.kind.name
-                            ),
-                        ));
+                        found.add(|| {
+                            map.value_problem(
+                                ref_path(&file, &id, slot_name, i),
+                                format!(
+                                    "input `{slot_name}` takes `{}` tables, but `{r}` is a `{}` table",
+                                    slot.kind.name, kind.name
+                                ),
+                            )
+                        });
                     }
                     Some(_) => {}
                 }
@@ -664,13 +712,15 @@ fn validate(
                 let mut seen = BTreeSet::new();
                 for p in &ports {
                     if !seen.insert(p.name.as_str()) || !valid_id(&p.name) {
-                        problems.push(map.problem(
-                            at.clone(),
-                            format!("output name `{}` is duplicated or invalid", p.name),
-                        ));
+                        found.add(|| {
+                            map.problem(
+                                at.clone(),
+                                format!("output name `{}` is duplicated or invalid", p.name),
+                            )
+                        });
                     }
                 }
-                outputs.insert(id.clone(), ports.clone());
+                outputs.insert(id.clone(), StageOutputs::new(&ports));
                 stages.push(PlannedStage {
                     id: id.clone(),
                     stage: draft.stage.clone(),
@@ -692,7 +742,7 @@ fn validate(
             }
             Err(list) => {
                 for p in list {
-                    problems.push(map.param_problem(p, &at.key("params")));
+                    found.add(|| map.param_problem(p, &at.key("params")));
                 }
             }
         }
@@ -709,6 +759,9 @@ fn validate(
         .run_dir
         .clone()
         .unwrap_or_else(|| Path::new("data").join("runs").join(&name));
+    if let Some(why) = file.pipeline.run_cache.problem(&run_dir) {
+        found.add(|| map.value_problem(KeyPath::keys(["pipeline", "run_cache"]), why));
+    }
     Some(Pipeline {
         name,
         file: path.to_path_buf(),
@@ -724,96 +777,38 @@ fn validate(
     })
 }
 
-/// Kahn's algorithm with ties broken by id; reports each cycle once.
+/// The stages in a topological order, ties broken by id; one cycle of each group of stages
+/// that read from one another in a circle is reported, located at its first stage's inputs.
 fn topological_order(
     drafts: &BTreeMap<String, Draft>,
     map: &Locator,
-    problems: &mut Vec<Problem>,
+    found: &mut Found,
 ) -> Vec<String> {
-    let mut indegree: BTreeMap<&str, usize> = drafts
+    let ids: Vec<&str> = drafts.keys().map(String::as_str).collect();
+    let upstream = drafts
         .values()
         .map(|d| {
-            (
-                d.id.as_str(),
-                d.upstream
-                    .iter()
-                    .filter(|u| drafts.contains_key(*u))
-                    .count(),
-            )
+            d.upstream
+                .iter()
+                .filter_map(|u| ids.binary_search(&u.as_str()).ok())
+                .collect()
         })
         .collect();
-    let mut ready: BTreeSet<&str> = indegree
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(id, _)| *id)
-        .collect();
-    let mut downstream: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for d in drafts.values() {
-        for u in d.upstream.iter().filter(|u| drafts.contains_key(*u)) {
-            downstream
-                .entry(u.as_str())
-                .or_default()
-                .push(d.id.as_str());
-        }
+    let graph = Graph::new(upstream);
+    for cycle in graph.cycles() {
+        let names: Vec<&str> = cycle.iter().map(|&v| ids[v]).collect();
+        found.add(|| {
+            map.problem(
+                KeyPath::keys(["stages", names[0], "inputs"]),
+                format!("inputs form a cycle: {}", shown_cycle(&names)),
+            )
+        });
     }
-    let mut order = Vec::new();
-    let mut placed: BTreeSet<&str> = BTreeSet::new();
-    while let Some(id) = ready.pop_first() {
-        order.push(id.to_string());
-        placed.insert(id);
-        for d in downstream.get(id).into_iter().flatten() {
-            let n = indegree.get_mut(d).expect("every draft has an entry");
-            *n -= 1;
-            if *n == 0 {
-                ready.insert(*d);
-            }
-        }
-    }
-    // What is left sits on or behind a cycle: walk upstream from each leftover to find one.
-    let mut reported: BTreeSet<String> = BTreeSet::new();
-    let left: BTreeSet<&str> = indegree
-        .keys()
-        .copied()
-        .filter(|id| !placed.contains(id))
-        .collect();
-    for start in &left {
-        let mut path = vec![*start];
-        let mut current = *start;
-        loop {
-            let next = drafts[current]
-                .upstream
-                .iter()
-                .map(String::as_str)
-                .find(|u| left.contains(u));
-            let Some(next) = next else { break };
-            if let Some(pos) = path.iter().position(|p| *p == next) {
-                let mut cycle: Vec<&str> = path[pos..].to_vec();
-                // Report from the smallest id so that each cycle is reported once.
-                let min = cycle
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, id)| **id)
-                    .map(|(i, _)| i)
-                    .unwrap_or(0);
-                cycle.rotate_left(min);
-                let key = cycle.join(",");
-                if reported.insert(key) {
-                    let mut shown: Vec<&str> = cycle.iter().rev().copied().collect();
-                    shown.rotate_right(1);
-                    let first = shown[0];
-                    shown.push(first);
-                    problems.push(map.problem(
-                        KeyPath::keys(["stages", cycle[0], "inputs"]),
-                        format!("inputs form a cycle: {}", shown.join(" → ")),
-                    ));
-                }
-                break;
-            }
-            path.push(next);
-            current = next;
-        }
-    }
-    order
+    graph
+        .order()
+        .into_iter()
+        .map(|v| ids[v].to_string())
+        .collect()
 }
 
 /// A stage's seed derived from the pipeline seed and its id.

@@ -180,7 +180,6 @@ fn object_rows(
 }
 
 /// The variants of an internally tagged enum: (tag key, tag value) and the variant's schema.
-#[allow(clippy::type_complexity)]
 fn tagged_variants(
     schema: &Map<String, Value>,
     defs: &Map<String, Value>,

@@ -141,8 +141,16 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
         }
     }
     let run_dir = &pipeline.run_dir;
+    if let Some(why) = pipeline.run_cache.problem(run_dir) {
+        return Err(EngineError::Usage(format!("pipeline.run_cache: {why}")));
+    }
     create_run_dir(run_dir)?;
     let cache = pipeline.run_cache.folder(run_dir).map(RunCache::at);
+    if let Some(cache) = &cache {
+        cache
+            .check_folder()
+            .map_err(|e| EngineError::io(cache.root(), e))?;
+    }
     // A lock file that cannot be trusted is refused before anything in the directory is
     // touched; it is read again under the run lock (another run may have replaced it).
     Manifest::load(run_dir)?;
@@ -478,17 +486,9 @@ fn remove_stale_temporaries(pipeline: &Pipeline) {
 /// file) is not mmflow's: outputs are never written through it.
 fn stage_folder(run_dir: &Path, id: &str) -> Result<PathBuf, String> {
     let dir = run_dir.join(id);
-    match fs::symlink_metadata(&dir) {
-        Ok(meta) if meta.is_dir() => Ok(dir),
-        Ok(_) => Err(format!(
-            "{}: not a folder mmflow made (a link or a file is in its place); move it away and run again",
-            dir.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(&dir)
-            .map(|()| dir.clone())
-            .map_err(|e| format!("{}: {e}", dir.display())),
-        Err(e) => Err(format!("{}: {e}", dir.display())),
-    }
+    mmflow_schemas::files::own_folder(&dir)
+        .map(|()| dir.clone())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// One stage to bring up to date, with what it needs from the run.

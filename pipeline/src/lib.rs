@@ -13,15 +13,15 @@
 //! - [`files`]: opening user-named files (regular files only).
 //! - [`record`]: a run directory read back as a record of results (settings + lock entries of
 //!   the last run that completed), refused while its last run is unfinished.
-#![warn(missing_docs)]
 
 pub mod collect;
 pub mod config;
 pub mod docs;
 pub mod executor;
-pub mod files;
+mod graph;
 pub mod manifest;
 mod names;
+mod nesting;
 pub mod plan;
 pub mod problem;
 pub mod progress;

@@ -169,7 +169,9 @@ impl Manifest {
     pub fn load(run_dir: &Path) -> Result<Manifest, EngineError> {
         let path = run_dir.join(MANIFEST_FILE);
         // A link or a special file in place of the lock is not mmflow's: never read through it.
-        let bytes = match refuse_link(&path).and_then(|()| crate::files::read_regular(&path)) {
+        let bytes = match refuse_link(&path)
+            .and_then(|()| mmflow_schemas::files::read_regular(&path))
+        {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
             Err(e) => return Err(EngineError::io(&path, e)),
@@ -242,7 +244,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
         fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {
             // Persist the rename itself (best effort: not every platform can sync a directory).
-            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+            let _ = mmflow_schemas::files::sync_to_disk(dir);
         }
         Ok(())
     };
@@ -297,7 +299,7 @@ pub fn stat(path: &Path) -> std::io::Result<(u64, u128)> {
 
 /// blake3 of a file's content, as hex. Read in 8 MiB blocks, each hashed on every core: fast
 /// on large source files without mapping them into memory. Only regular files are hashed: a
-/// FIFO, device, socket or directory is refused by [`crate::files::open_regular`] before it
+/// FIFO, device, socket or directory is refused by [`mmflow_schemas::files::open_regular`] before it
 /// is opened (hashing `/dev/zero` or a FIFO would never end).
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
     hash_file_with(path, Hashing::EveryCore)
@@ -317,7 +319,7 @@ pub enum Hashing {
 pub fn hash_file_with(path: &Path, hashing: Hashing) -> std::io::Result<String> {
     use std::io::Read;
     let mut hasher = blake3::Hasher::new();
-    let (mut file, _) = crate::files::open_regular(path)?;
+    let (mut file, _) = mmflow_schemas::files::open_regular(path)?;
     let mut buf = vec![0u8; 8 << 20];
     loop {
         let mut filled = 0;

@@ -20,6 +20,10 @@ use crate::manifest::RESOLVED_CONFIG_FILE;
 use crate::manifest::{self, Manifest, RunProgress, StageEntry, MANIFEST_FILE};
 use crate::EngineError;
 
+/// Largest saved settings file read: twice what a pipeline may expand to
+/// ([`crate::template::MAX_EXPANDED_BYTES`]), so a run's own settings always fit.
+const MAX_SETTINGS_BYTES: u64 = 2 * crate::template::MAX_EXPANDED_BYTES as u64;
+
 /// Why a directory is not a finished run, or an output of it cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -122,8 +126,9 @@ impl RunRecord {
         }
         let config_path = dir.join(RESOLVED_CONFIG_FILE);
         // Never through a link, never a FIFO or device (a hang) in place of the settings.
-        let read = manifest::refuse_link(&config_path)
-            .and_then(|()| crate::files::read_regular(&config_path));
+        let read = manifest::refuse_link(&config_path).and_then(|()| {
+            mmflow_schemas::files::read_regular_at_most(&config_path, MAX_SETTINGS_BYTES)
+        });
         let text = match read {
             Ok(bytes) => String::from_utf8(bytes).map_err(|_| RecordError::Settings {
                 path: config_path.clone(),
@@ -137,6 +142,15 @@ impl RunRecord {
             }
             Err(e) => return Err(EngineError::io(&config_path, e).into()),
         };
+        if let Some(at) = crate::nesting::too_deep(&text) {
+            return Err(RecordError::Settings {
+                path: config_path,
+                message: format!(
+                    "byte {at}: more than {} arrays and inline tables open at once",
+                    crate::nesting::MAX_NESTING
+                ),
+            });
+        }
         let config: toml::Value = toml::from_str(&text).map_err(|e| RecordError::Settings {
             path: config_path.clone(),
             message: e.to_string().trim().to_string(),

@@ -23,7 +23,10 @@
 //! record (a file edited through a link from a run directory, a truncated copy, a record that
 //! is not one) is renamed into `tmp/` before it is removed, so no reader meets half of one.
 //! Only folders mmflow made are removed — an entry's folder is mmflow's when it holds a
-//! record; a folder without one is left in place — and nothing is followed through a link.
+//! record naming it; a work folder in `tmp/` when its name is one mmflow gives and it holds
+//! the work mark mmflow writes into it first (or, set aside, its entry's record); anything
+//! else is left in place — and nothing is written or followed through a link: the cache
+//! folder, `tmp/`, `hashes/` and the prefix folders must be real folders.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -31,6 +34,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mmflow_schemas::files::{own_folder, read_regular_at_most, read_text_at_most};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{self, FileRecord};
@@ -53,6 +57,19 @@ const WORK_FOLDER: &str = "tmp";
 /// Folder (inside the cache) of the content hashes of source files, by path.
 const HASHES_FOLDER: &str = "hashes";
 
+/// The file mmflow writes first into every work folder it makes in `tmp/`: a folder there
+/// without it (or, for an entry set aside, without its record) is not mmflow's to remove.
+const WORK_MARK: &str = ".mmflow-work";
+
+/// Prefix of the work folder name of an entry set aside to be removed.
+const DISCARDED: &str = "discarded-";
+
+/// Largest `entry.json` read (a record names a few files and a stage's report).
+const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+/// Largest source-hash memo read (a path, a size, a time and a hash).
+const MAX_MEMO_BYTES: u64 = 64 << 10;
+
 /// The `[pipeline] run_cache` setting: `true` (default: `.mmflow-cache` beside the run
 /// directory), `false` (no run-cache), or the cache's folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +88,36 @@ impl Default for RunCacheSetting {
 }
 
 impl RunCacheSetting {
+    /// Why a run in `run_dir` cannot use this setting's folder, if it cannot: an empty path
+    /// (the current folder), or the run directory or a folder holding it — pruning and
+    /// filling the cache there would meet the run's and the user's own files.
+    pub fn problem(&self, run_dir: &Path) -> Option<String> {
+        let RunCacheSetting::At(folder) = self else {
+            return None;
+        };
+        if folder.as_os_str().is_empty() {
+            return Some(
+                "must name a folder: an empty path would put the cache in the current folder \
+                 (use `true` for `.mmflow-cache` beside the run directory, or `false`)"
+                    .into(),
+            );
+        }
+        let holds = |cache: &Path, run: &Path| run.starts_with(cache);
+        let lexically = holds(&absolute(folder), &absolute(run_dir));
+        let really = match (fs::canonicalize(folder), fs::canonicalize(run_dir)) {
+            (Ok(cache), Ok(run)) => holds(&cache, &run),
+            _ => false,
+        };
+        (lexically || really).then(|| {
+            format!(
+                "`{}` is the run directory {} or a folder holding it; the run-cache needs a \
+                 folder of its own (use `true` for `.mmflow-cache` beside the run directory)",
+                folder.display(),
+                run_dir.display()
+            )
+        })
+    }
+
     /// The cache folder for a run in `run_dir` (which exists), or `None` when off.
     pub fn folder(&self, run_dir: &Path) -> Option<PathBuf> {
         match self {
@@ -82,6 +129,24 @@ impl RunCacheSetting {
             }
         }
     }
+}
+
+/// `path` made absolute against the current folder, `.` and `..` resolved by name (the path
+/// need not exist).
+fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let joined = std::env::current_dir().unwrap_or_default().join(path);
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// One output file as an entry records it.
@@ -134,8 +199,8 @@ pub enum Lookup {
     Unusable {
         /// What is wrong with it.
         why: String,
-        /// True if it was an entry mmflow wrote (it has a record) and has been removed; a
-        /// folder without a record is not taken for one of mmflow's and is left in place.
+        /// True if it was an entry mmflow wrote (it has a record naming its key) and has been
+        /// removed; a folder without one is not taken for one of mmflow's and is left in place.
         removed: bool,
     },
 }
@@ -153,6 +218,8 @@ pub struct Pruned {
     pub kept_bytes: u64,
     /// Abandoned work folders (in `tmp/`, older than the cutoff) of runs that were killed.
     pub abandoned: usize,
+    /// What is in the cache folder but was not made by mmflow, left where it is.
+    pub skipped: Vec<PathBuf>,
 }
 
 /// A run-cache at a folder.
@@ -170,6 +237,13 @@ impl RunCache {
     /// Its folder.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `Ok` when the cache folder is a real folder or absent (it is made when the first entry
+    /// is stored); a link or a file in its place is refused, saying so: mmflow would otherwise
+    /// fill, set aside and remove folders inside someone else's folder.
+    pub fn check_folder(&self) -> io::Result<()> {
+        mmflow_schemas::files::check_own_folder(&self.root)
     }
 
     /// The key of stage `stage_id` with fingerprint `fingerprint`.
@@ -200,7 +274,7 @@ impl RunCache {
         match verify_entry(&dir, key, ports) {
             Ok(entry) => Lookup::Hit(entry),
             Err(why) => {
-                let ours = fs::symlink_metadata(dir.join(ENTRY_FILE)).is_ok_and(|m| m.is_file());
+                let ours = record_key(&dir).as_deref() == Some(key);
                 if ours {
                     self.discard(&dir);
                 }
@@ -237,13 +311,11 @@ impl RunCache {
         entry: &CachedEntry,
         files: &BTreeMap<String, PathBuf>,
     ) -> io::Result<bool> {
-        let work = self.work_folder()?;
-        let tmp = work.join(unique_name(&entry.key));
-        fs::create_dir(&tmp)?;
+        let tmp = self.new_work_folder(&entry.key)?;
         let filled = fill_entry(&tmp, entry, files);
         let published = filled.and_then(|()| {
             let dir = self.entry_dir(&entry.key);
-            fs::create_dir_all(dir.parent().expect("an entry lies in a prefix folder"))?;
+            own_folder(dir.parent().expect("an entry lies in a prefix folder"))?;
             match fs::rename(&tmp, &dir) {
                 Ok(()) => Ok(true),
                 // Another writer's entry is in place (a folder rename never replaces a
@@ -258,31 +330,33 @@ impl RunCache {
         published
     }
 
-    /// `<cache>/tmp`, created if absent; a link (or anything but a folder) in its place is not
-    /// mmflow's, and nothing is filled or removed through it.
+    /// `<cache>/tmp`, created if absent; a link (or anything but a folder) in place of it or
+    /// of the cache folder is not mmflow's, and nothing is filled or removed through it.
     fn work_folder(&self) -> io::Result<PathBuf> {
+        own_folder(&self.root)?;
         let work = self.root.join(WORK_FOLDER);
-        fs::create_dir_all(&self.root)?;
-        match fs::create_dir(&work) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        if fs::symlink_metadata(&work)?.is_dir() {
-            Ok(work)
-        } else {
-            Err(io::Error::other(format!(
-                "{} is not a folder mmflow made (a link or a file is in its place)",
-                work.display()
-            )))
-        }
+        own_folder(&work)?;
+        Ok(work)
+    }
+
+    /// A new work folder in `tmp/` named after `stem` ([`unique_name`]), the work mark
+    /// written into it first: what prune may later recognise as mmflow's.
+    pub(crate) fn new_work_folder(&self, stem: &str) -> io::Result<PathBuf> {
+        let tmp = self.work_folder()?.join(unique_name(stem));
+        fs::create_dir(&tmp)?;
+        fs::write(
+            tmp.join(WORK_MARK),
+            b"a work folder of mmflow's run-cache\n",
+        )?;
+        Ok(tmp)
     }
 
     /// The content hash a run sharing this cache recorded for the source file `path` when it
     /// had this size and modification time.
     pub fn known_hash(&self, path: &Path, size: u64, mtime_ns: u128) -> Option<String> {
         let memo = self.hash_memo(path)?;
-        let record: FileRecord = serde_json::from_slice(&fs::read(memo).ok()?).ok()?;
+        let record: FileRecord =
+            serde_json::from_slice(&read_regular_at_most(&memo, MAX_MEMO_BYTES).ok()?).ok()?;
         (record.path == fs::canonicalize(path).ok()?
             && record.size == size
             && record.mtime_ns == mtime_ns)
@@ -300,11 +374,18 @@ impl RunCache {
             path,
             ..record.clone()
         };
-        let unchanged = fs::read(&memo)
+        // Something else in the memo's place (a FIFO, a folder, a link) is not mmflow's to
+        // replace: the file is hashed again next time.
+        if fs::symlink_metadata(&memo).is_ok_and(|m| !m.is_file()) {
+            return;
+        }
+        let unchanged = read_regular_at_most(&memo, MAX_MEMO_BYTES)
             .ok()
             .and_then(|b| serde_json::from_slice::<FileRecord>(&b).ok())
             .is_some_and(|known| known == memo_record);
-        if unchanged || fs::create_dir_all(self.root.join(HASHES_FOLDER)).is_err() {
+        let folders =
+            || own_folder(&self.root).and_then(|()| own_folder(&self.root.join(HASHES_FOLDER)));
+        if unchanged || folders().is_err() {
             return;
         }
         if let Ok(json) = serde_json::to_vec(&memo_record) {
@@ -337,51 +418,90 @@ impl RunCache {
 
     /// Removes every entry not published or restored since `cutoff` (with `dry_run`, only
     /// counts them), and work folders in `tmp/` older than the cutoff. Only what mmflow made is
-    /// removed: an entry folder whose record names it; anything else (a link, a file, a folder
-    /// without a record) is left in place and nothing is followed through a link. Each entry
-    /// is moved aside in one rename before it is removed, so a run restoring from it at the
-    /// same time finds the whole entry or none (and then runs the stage).
+    /// removed: an entry folder whose record names it, a work folder named as mmflow names them
+    /// holding its work mark (or, set aside, its entry's record). Anything else (a link, a
+    /// file, a folder without a record or mark, a name mmflow never gives) is left in place,
+    /// listed in [`Pruned::skipped`], and nothing is followed through a link; a cache folder
+    /// that is itself a link is refused. Each entry is moved aside in one rename before it is
+    /// removed, so a run restoring from it at the same time finds the whole entry or none (and
+    /// then runs the stage).
     pub fn prune(&self, cutoff: SystemTime, dry_run: bool) -> io::Result<Pruned> {
         let mut pruned = Pruned::default();
-        for prefix in real_folders(&self.root)? {
-            let is_prefix = prefix.file_name().is_some_and(|n| {
-                n.len() == 2 && n.to_string_lossy().bytes().all(|b| b.is_ascii_hexdigit())
-            });
-            if !is_prefix {
-                continue;
-            }
-            for dir in real_folders(&prefix)? {
-                let Some(used) = entry_last_used(&dir) else {
-                    continue;
-                };
-                let bytes = folder_bytes(&dir);
-                if used < cutoff {
-                    pruned.removed += 1;
-                    pruned.removed_bytes += bytes;
-                    if !dry_run {
-                        self.discard(&dir);
-                    }
-                } else {
-                    pruned.kept += 1;
-                    pruned.kept_bytes += bytes;
-                }
-            }
+        self.check_folder()?;
+        if !fs::symlink_metadata(&self.root).is_ok_and(|m| m.is_dir()) {
+            return Ok(pruned);
         }
-        let work = self.root.join(WORK_FOLDER);
-        if fs::symlink_metadata(&work).is_ok_and(|m| m.is_dir()) {
-            for dir in real_folders(&work)? {
-                let abandoned = fs::symlink_metadata(&dir)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t < cutoff);
-                if abandoned {
-                    pruned.abandoned += 1;
-                    if !dry_run {
-                        let _ = fs::remove_dir_all(&dir);
-                    }
+        for (path, file_type) in folder_entries(&self.root)? {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            match name.as_ref() {
+                WORK_FOLDER if file_type.is_dir() => {
+                    self.prune_work_folders(&path, cutoff, dry_run, &mut pruned)?
                 }
+                HASHES_FOLDER if file_type.is_dir() => {}
+                _ if is_prefix(&name) && file_type.is_dir() => {
+                    self.prune_prefix(&path, cutoff, dry_run, &mut pruned)?
+                }
+                _ => pruned.skipped.push(path),
             }
         }
         Ok(pruned)
+    }
+
+    /// Prunes the entries of one prefix folder (`<cache>/ab/`).
+    fn prune_prefix(
+        &self,
+        prefix: &Path,
+        cutoff: SystemTime,
+        dry_run: bool,
+        pruned: &mut Pruned,
+    ) -> io::Result<()> {
+        for (dir, file_type) in folder_entries(prefix)? {
+            let used = file_type.is_dir().then(|| entry_last_used(&dir)).flatten();
+            let Some(used) = used else {
+                pruned.skipped.push(dir);
+                continue;
+            };
+            let bytes = folder_bytes(&dir);
+            if used < cutoff {
+                pruned.removed += 1;
+                pruned.removed_bytes += bytes;
+                if !dry_run {
+                    self.discard(&dir);
+                }
+            } else {
+                pruned.kept += 1;
+                pruned.kept_bytes += bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the work folders in `tmp/` that mmflow made and nobody touched since `cutoff`
+    /// (left by killed runs).
+    fn prune_work_folders(
+        &self,
+        work: &Path,
+        cutoff: SystemTime,
+        dry_run: bool,
+        pruned: &mut Pruned,
+    ) -> io::Result<()> {
+        for (dir, file_type) in folder_entries(work)? {
+            if !(file_type.is_dir() && is_own_work_folder(&dir)) {
+                pruned.skipped.push(dir);
+                continue;
+            }
+            let abandoned = fs::symlink_metadata(&dir)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if abandoned {
+                pruned.abandoned += 1;
+                if !dry_run {
+                    // `remove_dir_all` never follows a link inside the folder.
+                    let _ = fs::remove_dir_all(&dir);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Moves an entry folder aside (one rename, so no reader sees part of it), then removes it.
@@ -393,29 +513,70 @@ impl RunCache {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let aside = work.join(unique_name(&format!("discarded-{name}")));
+        let aside = work.join(unique_name(&format!("{DISCARDED}{name}")));
         if fs::rename(dir, &aside).is_ok() {
             let _ = fs::remove_dir_all(&aside);
         }
     }
 }
 
-/// The folders in `dir` (not links to folders), sorted; none when `dir` does not exist.
-fn real_folders(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut folders = Vec::new();
-    for entry in entries {
+/// What is in `dir`, with each thing's own type (a link is a link, not what it points to),
+/// sorted by name.
+fn folder_entries(dir: &Path) -> io::Result<Vec<(PathBuf, fs::FileType)>> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            folders.push(entry.path());
-        }
+        entries.push((entry.path(), entry.file_type()?));
     }
-    folders.sort();
-    Ok(folders)
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// A prefix folder's name: the first two hex digits of the keys it holds.
+fn is_prefix(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A key as [`RunCache::key`] makes them: 32 lowercase hex digits.
+fn is_key(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `dir` (a real folder in `tmp/`) is a work folder mmflow made: named as
+/// [`unique_name`] names them — a key, or `discarded-` and a key, then `-<host>-<pid>-<nanos>`
+/// — and holding the work mark, or, for an entry set aside, the record of that key.
+fn is_own_work_folder(dir: &Path) -> bool {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let Some(stem) = work_folder_stem(name) else {
+        return false;
+    };
+    let has_mark = fs::symlink_metadata(dir.join(WORK_MARK)).is_ok_and(|m| m.is_file());
+    let set_aside_entry = stem
+        .strip_prefix(DISCARDED)
+        .is_some_and(|key| record_key(dir).as_deref() == Some(key));
+    has_mark || set_aside_entry
+}
+
+/// The stem of a name [`unique_name`] made (`<stem>-<host>-<pid>-<nanos>`), when the stem is
+/// a key or a discarded key.
+fn work_folder_stem(name: &str) -> Option<&str> {
+    let mut parts = name.rsplitn(4, '-');
+    let nanos = parts.next()?;
+    let pid = parts.next()?;
+    let host = parts.next()?;
+    let stem = parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let host_ok = host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let stem_ok = is_key(stem.strip_prefix(DISCARDED).unwrap_or(stem));
+    (digits(nanos) && digits(pid) && host_ok && stem_ok).then_some(stem)
+}
+
+/// The key the record in `dir` names, if it holds one.
+fn record_key(dir: &Path) -> Option<String> {
+    let bytes = read_regular_at_most(&dir.join(ENTRY_FILE), MAX_RECORD_BYTES).ok()?;
+    Some(serde_json::from_slice::<CachedEntry>(&bytes).ok()?.key)
 }
 
 /// When an entry was last published or restored (its record's modification time), if `dir`
@@ -423,10 +584,9 @@ fn real_folders(dir: &Path) -> io::Result<Vec<PathBuf>> {
 fn entry_last_used(dir: &Path) -> Option<SystemTime> {
     let record = dir.join(ENTRY_FILE);
     let meta = fs::symlink_metadata(&record).ok().filter(|m| m.is_file())?;
-    let entry: CachedEntry = serde_json::from_slice(&fs::read(&record).ok()?).ok()?;
     let named = dir
         .file_name()
-        .is_some_and(|n| n.to_string_lossy() == entry.key);
+        .is_some_and(|n| Some(n.to_string_lossy().as_ref()) == record_key(dir).as_deref());
     named.then(|| meta.modified().ok()).flatten()
 }
 
@@ -448,7 +608,7 @@ fn unique_name(stem: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+    let host = read_text_at_most(Path::new("/proc/sys/kernel/hostname"), 4096)
         .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
         .unwrap_or_default();
     format!("{stem}-{host}-{}-{nanos}", std::process::id())
@@ -467,9 +627,9 @@ fn fill_entry(
         link_or_copy(from, &tmp.join(&output.file))?;
     }
     let json = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
-    let record = tmp.join(ENTRY_FILE);
-    fs::write(&record, json)?;
-    fs::File::open(&record)?.sync_all()
+    let mut record = fs::File::create_new(tmp.join(ENTRY_FILE))?;
+    io::Write::write_all(&mut record, &json)?;
+    record.sync_all()
 }
 
 /// A hard link to `from` at `to`, or a copy where the filesystem cannot link (another device,
@@ -479,7 +639,7 @@ pub fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
         Ok(()) => Ok(()),
         Err(_) => {
             fs::copy(from, to)?;
-            fs::File::open(to)?.sync_all()
+            mmflow_schemas::files::sync_to_disk(to)
         }
     }
 }
@@ -501,7 +661,8 @@ fn read_record(dir: &Path, key: &str, ports: &[OutputPort]) -> Result<CachedEntr
     if !fs::symlink_metadata(&record).is_ok_and(|m| m.is_file()) {
         return Err(format!("{ENTRY_FILE} is missing"));
     }
-    let text = fs::read(&record).map_err(|e| format!("{ENTRY_FILE}: {e}"))?;
+    let text =
+        read_regular_at_most(&record, MAX_RECORD_BYTES).map_err(|e| format!("{ENTRY_FILE} {e}"))?;
     let entry: CachedEntry =
         serde_json::from_slice(&text).map_err(|e| format!("{ENTRY_FILE}: {e}"))?;
     if entry.format != ENTRY_FORMAT || entry.key != key {

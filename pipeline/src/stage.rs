@@ -283,7 +283,8 @@ impl<S: StageKind> DynStage for S {
                     path: p,
                     message: m,
                     at_key: key,
-                })
+                });
+                std::ops::ControlFlow::Continue(())
             },
         );
         let Some(typed) = typed else {

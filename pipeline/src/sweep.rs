@@ -212,6 +212,15 @@ pub fn check(section: &SweepSection) -> Vec<String> {
         problems.push("`sweep.vary` names no key to vary".to_string());
     }
     for (key, values) in &section.vary {
+        if let Err(why) = crate::problem::dotted_keys(key) {
+            problems.push(format!(
+                "`sweep.vary` key {why}: vary takes the key paths `--set` takes (`stages.<id>.params.<key>`)"
+            ));
+        } else if key.trim() != key {
+            problems.push(format!(
+                "`sweep.vary` key `{key}` has spaces around it: write the key path alone"
+            ));
+        }
         if values.is_empty() {
             problems.push(format!("`sweep.vary.{key}` has no values"));
         }

@@ -45,8 +45,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use crate::collect::deserialize_collecting;
-use crate::names::{suggest, valid_id};
-use crate::problem::{KeyPath, Location, ParamProblem, Problem, Seg, SourceMap};
+use crate::names::{suggest, valid_id, MAX_STAGE_ID};
+use crate::problem::{listed, Found, KeyPath, Location, ParamProblem, Problem, Seg, SourceMap};
 
 /// Separates a template stage's name from its item's label in an expanded stage's id.
 pub const INSTANCE_MARK: char = '@';
@@ -289,47 +289,55 @@ fn name_of(inner: &str) -> Name {
 }
 
 impl Names {
-    /// The names, as a user writes them.
-    fn shown(&self) -> Vec<String> {
-        let mut out = vec![Name::Key.to_string()];
-        match self {
-            Names::Plain => out.push(Name::Item.to_string()),
-            Names::Named(fields) => {
-                out.extend(fields.iter().map(|f| Name::Field(f.clone()).to_string()))
-            }
-        }
-        out
+    /// The names, as a user writes them (made one by one: there may be thousands).
+    fn shown(&self) -> impl Iterator<Item = String> + '_ {
+        let (item, fields) = match self {
+            Names::Plain => (Some(Name::Item), None),
+            Names::Named(fields) => (None, Some(fields)),
+        };
+        std::iter::once(Name::Key)
+            .chain(item)
+            .chain(fields.into_iter().flatten().map(|f| Name::Field(f.clone())))
+            .map(|name| name.to_string())
     }
 
-    /// Whether a template with these items can fill in `name`; if not, why.
-    fn check(&self, name: &Name) -> Result<(), String> {
-        let known = || {
-            let shown = self.shown();
-            let with_fields = suggest(&name.to_string(), shown.iter().map(String::as_str));
-            format!(
-                "unknown name `{name}`{with_fields}; this template's items give {}",
-                shown
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+    /// How many names there are.
+    fn count(&self) -> usize {
+        match self {
+            Names::Plain => 2,
+            Names::Named(fields) => 1 + fields.len(),
+        }
+    }
+
+    /// Whether a template with these items can fill in `name`.
+    fn gives(&self, name: &Name) -> bool {
         match (name, self) {
-            (Name::Key, _) | (Name::Item, Names::Plain) => Ok(()),
-            (Name::Field(f), Names::Named(fields)) if fields.contains(f) => Ok(()),
-            (Name::Item, Names::Named(fields)) => Err(format!(
+            (Name::Key, _) | (Name::Item, Names::Plain) => true,
+            (Name::Field(f), Names::Named(fields)) => fields.contains(f),
+            _ => false,
+        }
+    }
+
+    /// Why a template with these items cannot fill in `name`.
+    fn why_not(&self, name: &Name) -> String {
+        match (name, self) {
+            (Name::Item, Names::Named(fields)) => format!(
                 "`${{item}}` holds named values here: write one of {}",
-                fields
-                    .iter()
-                    .map(|f| format!("`{}`", Name::Field(f.clone())))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            (Name::Field(f), Names::Plain) => Err(format!(
+                listed(
+                    fields
+                        .iter()
+                        .map(|f| format!("`{}`", Name::Field(f.clone()))),
+                    fields.len()
+                )
+            ),
+            (Name::Field(f), Names::Plain) => format!(
                 "the items are plain values, which have no named value `{f}`: write `${{item}}`"
-            )),
-            _ => Err(known()),
+            ),
+            _ => format!(
+                "unknown name `{name}`{}; this template's items give {}",
+                suggest(&name.to_string(), self.shown()),
+                listed(self.shown().map(|n| format!("`{n}`")), self.count())
+            ),
         }
     }
 }
@@ -375,8 +383,10 @@ impl MatrixOrders {
     /// Takes into account a `--set keys=raw` override (already applied to the document).
     pub(crate) fn note_override(&mut self, keys: &[String], raw: &str) {
         let value = || {
-            toml_edit::Document::parse(format!("v = {raw}"))
-                .ok()
+            crate::nesting::too_deep(raw)
+                .is_none()
+                .then(|| toml_edit::Document::parse(format!("v = {raw}")).ok())
+                .flatten()
                 .and_then(|doc| doc.as_item().get("v").cloned())
         };
         match keys {
@@ -399,10 +409,12 @@ impl MatrixOrders {
                 };
             }
             [top, name, matrix, variable, ..] if top == TEMPLATES && matrix == "matrix" => {
-                let order = self.0.entry(name.clone()).or_default();
-                if !order.contains(variable) {
-                    order.push(variable.clone());
-                }
+                // Noted again if already there: `ordered` keeps the first (no search per
+                // override, however many there are).
+                self.0
+                    .entry(name.clone())
+                    .or_default()
+                    .push(variable.clone());
             }
             _ => {}
         }
@@ -415,37 +427,98 @@ impl MatrixOrders {
         matrix: &'a toml::Table,
     ) -> Vec<(&'a str, &'a toml::Value)> {
         let written = self.0.get(template).map(Vec::as_slice).unwrap_or(&[]);
-        let mut out: Vec<(&str, &toml::Value)> = written
+        let mut placed: BTreeSet<&str> = BTreeSet::new();
+        let mut out: Vec<(&str, &toml::Value)> = Vec::new();
+        let in_order = written
             .iter()
             .filter_map(|name| matrix.get_key_value(name.as_str()))
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
-        let placed: BTreeSet<&str> = out.iter().map(|(k, _)| *k).collect();
-        out.extend(
-            matrix
-                .iter()
-                .filter(|(k, _)| !placed.contains(k.as_str()))
-                .map(|(k, v)| (k.as_str(), v)),
-        );
+            .chain(matrix.iter());
+        for (k, v) in in_order {
+            if placed.insert(k.as_str()) {
+                out.push((k.as_str(), v));
+            }
+        }
         out
     }
 }
 
-/// Collects the problems of one template, located through the source map.
+/// Reports the problems of the templates, located through the source map.
 struct Report<'a> {
     map: &'a SourceMap,
-    problems: Vec<Problem>,
+    found: &'a mut Found,
 }
 
 impl Report<'_> {
     /// A problem with a key itself.
     fn key(&mut self, at: KeyPath, message: impl Into<String>) {
-        self.problems.push(self.map.problem(at, message));
+        let map = self.map;
+        self.found.add(|| map.problem(at, message));
     }
 
     /// A problem with a value.
     fn value(&mut self, at: KeyPath, message: impl Into<String>) {
-        self.problems.push(self.map.value_problem(at, message));
+        let map = self.map;
+        self.found.add(|| map.value_problem(at, message));
+    }
+
+    /// A problem with the value at `place`, worded by `message` (both made only for a
+    /// problem that is shown).
+    fn value_at(&mut self, place: Place<'_>, message: impl FnOnce() -> String) {
+        let map = self.map;
+        self.found
+            .add(|| map.value_problem(place.path(), message()));
+    }
+
+    /// How many problems were reported so far: a step compares it before and after.
+    fn reports(&self) -> usize {
+        self.found.reports()
+    }
+
+    /// A problem of deserialisation (`unknown` when the key itself is at fault); whether
+    /// to go on checking.
+    fn deserialization(
+        &mut self,
+        at: KeyPath,
+        message: String,
+        unknown: bool,
+    ) -> std::ops::ControlFlow<()> {
+        if unknown {
+            self.key(at, message)
+        } else {
+            self.value(at, message)
+        }
+        self.found.keep_checking()
+    }
+}
+
+/// Where a value lies below a template stage, as steps from a known path: the [`KeyPath`]
+/// is made only for a problem that is shown, so walking a stage copies no path per value.
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    /// At this path.
+    At(&'a KeyPath),
+    /// Key `.1` of the table at `.0`.
+    Key(&'a Place<'a>, &'a str),
+    /// Element `.1` of the array at `.0`.
+    Index(&'a Place<'a>, usize),
+}
+
+impl Place<'_> {
+    /// The key path of this place.
+    fn path(&self) -> KeyPath {
+        match self {
+            Place::At(path) => (*path).clone(),
+            Place::Key(parent, key) => {
+                let mut path = parent.path();
+                path.0.push(Seg::Key(key.to_string()));
+                path
+            }
+            Place::Index(parent, i) => {
+                let mut path = parent.path();
+                path.0.push(Seg::Index(*i));
+                path
+            }
+        }
     }
 }
 
@@ -589,10 +662,7 @@ fn labelled<'a>(
 
 /// Items of a `foreach` list: each labelled by itself.
 fn foreach_list(values: &[toml::Value], at: &KeyPath, report: &mut Report<'_>) -> Option<Fanout> {
-    if !check_length(values, at, report) {
-        return None;
-    }
-    let before = report.problems.len();
+    let before = report.reports();
     let items = labelled(values, at, report)
         .into_iter()
         .map(|(label, value)| Item {
@@ -600,7 +670,7 @@ fn foreach_list(values: &[toml::Value], at: &KeyPath, report: &mut Report<'_>) -
             value: ItemValue::Plain(value.clone()),
         })
         .collect();
-    (report.problems.len() == before).then_some(Fanout {
+    (report.reports() == before).then_some(Fanout {
         items,
         names: Names::Plain,
     })
@@ -609,7 +679,7 @@ fn foreach_list(values: &[toml::Value], at: &KeyPath, report: &mut Report<'_>) -
 /// Items of a `foreach` table: each labelled by its name, each a plain value or a table of
 /// named plain values (all of one sort).
 fn foreach_table(table: &toml::Table, at: &KeyPath, report: &mut Report<'_>) -> Option<Fanout> {
-    let before = report.problems.len();
+    let before = report.reports();
     let mut items = Vec::new();
     for (label, value) in table {
         let item_at = at.key(label.as_str());
@@ -673,11 +743,12 @@ fn foreach_table(table: &toml::Table, at: &KeyPath, report: &mut Report<'_>) -> 
                 .collect(),
         )
     };
-    (report.problems.len() == before).then_some(Fanout { items, names })
+    (report.reports() == before).then_some(Fanout { items, names })
 }
 
 /// Items of a `matrix`: every combination of its variables' values, labelled by the values'
-/// labels joined by `-` in the variables' order.
+/// labels joined by `-` in the variables' order (their number and size checked already, see
+/// [`matrix_count`] and [`matrix_fits`]).
 fn matrix_items(
     variables: &[(&str, &toml::Value)],
     at: &KeyPath,
@@ -690,7 +761,7 @@ fn matrix_items(
         );
         return None;
     }
-    let before = report.problems.len();
+    let before = report.reports();
     let mut columns: Vec<(&str, Vec<(String, &toml::Value)>)> = Vec::new();
     for (variable, values) in variables {
         let var_at = at.key(*variable);
@@ -704,12 +775,7 @@ fn matrix_items(
             );
         }
         let values = match values {
-            toml::Value::Array(values) if !values.is_empty() => {
-                if !check_length(values, &var_at, report) {
-                    continue;
-                }
-                values
-            }
+            toml::Value::Array(values) if !values.is_empty() => values,
             toml::Value::Array(_) => {
                 report.value(
                     var_at,
@@ -731,24 +797,8 @@ fn matrix_items(
         let column = labelled(values, &var_at, report);
         columns.push((*variable, column));
     }
-    if report.problems.len() != before {
+    if report.reports() != before {
         return None;
-    }
-    let count = columns
-        .iter()
-        .try_fold(1u64, |n, (_, column)| n.checked_mul(column.len() as u64));
-    match count {
-        Some(n) if n <= MAX_EXPANDED_STAGES => {}
-        n => {
-            report.value(
-                at.clone(),
-                format!(
-                    "the matrix has {} combinations; a file's templates expand to at most {MAX_EXPANDED_STAGES} stages",
-                    n.map_or("more than 2^64".to_string(), |n| n.to_string())
-                ),
-            );
-            return None;
-        }
     }
     let items = combinations(&columns);
     let mut labels = BTreeSet::new();
@@ -770,30 +820,22 @@ fn matrix_items(
     })
 }
 
-/// Every combination of the columns' values, the last column varying fastest.
+/// Every combination of the columns' values, the last column varying fastest: combination
+/// `k` picks from each column the digit of `k` written in the columns' sizes.
 fn combinations(columns: &[(&str, Vec<(String, &toml::Value)>)]) -> Vec<Item> {
-    let mut rows: Vec<Vec<usize>> = vec![Vec::new()];
-    for (_, column) in columns {
-        rows = rows
-            .into_iter()
-            .flat_map(|row| {
-                (0..column.len()).map(move |i| {
-                    let mut row = row.clone();
-                    row.push(i);
-                    row
-                })
-            })
-            .collect();
-    }
-    rows.into_iter()
-        .map(|row| {
-            let picked = columns.iter().zip(&row).map(|((variable, column), &i)| {
-                let (label, value) = &column[i];
-                (variable, label, value)
-            });
-            let mut labels = Vec::new();
+    let count: usize = columns.iter().map(|(_, column)| column.len()).product();
+    (0..count)
+        .map(|k| {
+            let mut picked = vec![0; columns.len()];
+            let mut rest = k;
+            for (i, (_, column)) in columns.iter().enumerate().rev() {
+                picked[i] = rest % column.len();
+                rest /= column.len();
+            }
+            let mut labels = Vec::with_capacity(columns.len());
             let mut values = BTreeMap::new();
-            for (variable, label, value) in picked {
+            for ((variable, column), &i) in columns.iter().zip(&picked) {
+                let (label, value) = &column[i];
                 labels.push(label.as_str());
                 values.insert(variable.to_string(), (*value).clone());
             }
@@ -806,21 +848,21 @@ fn combinations(columns: &[(&str, Vec<(String, &toml::Value)>)]) -> Vec<Item> {
 }
 
 /// A template stage's value split at its names; problems with names are reported at `at`.
-fn shape(value: &toml::Value, names: &Names, at: &KeyPath, report: &mut Report<'_>) -> Shape {
+fn shape(value: &toml::Value, names: &Names, at: Place<'_>, report: &mut Report<'_>) -> Shape {
     match value {
         toml::Value::String(s) if s.contains("${") => match pieces(s) {
             Ok(pieces) => {
                 for piece in &pieces {
                     if let Piece::Name(name) = piece {
-                        if let Err(message) = names.check(name) {
-                            report.value(at.clone(), message);
+                        if !names.gives(name) {
+                            report.value_at(at, || names.why_not(name));
                         }
                     }
                 }
                 Shape::Text(pieces)
             }
             Err(message) => {
-                report.value(at.clone(), message);
+                report.value_at(at, || message);
                 Shape::Plain(value.clone(), cost(value))
             }
         },
@@ -828,13 +870,13 @@ fn shape(value: &toml::Value, names: &Names, at: &KeyPath, report: &mut Report<'
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| shape(v, names, &at.index(i), report))
+                .map(|(i, v)| shape(v, names, Place::Index(&at, i), report))
                 .collect(),
         ),
         toml::Value::Table(table) => Shape::Table(
             table
                 .iter()
-                .map(|(k, v)| (k.clone(), shape(v, names, &at.key(k.as_str()), report)))
+                .map(|(k, v)| (k.clone(), shape(v, names, Place::Key(&at, k), report)))
                 .collect(),
         ),
         plain => Shape::Plain(plain.clone(), cost(plain)),
@@ -873,30 +915,34 @@ fn fill<'a>(name: &Name, item: &'a Item) -> Option<Filled<'a>> {
 /// One instance of a template stage: its values filled in for `item`.
 struct Instance<'a> {
     item: &'a Item,
-    /// The template stage's key path (for problems).
-    at: KeyPath,
-    /// Problems with this item (a name it has no value for).
-    problems: Vec<(KeyPath, String)>,
+    /// Its id.
+    id: &'a str,
+    /// The template stage's key path.
+    origin: &'a KeyPath,
 }
 
 impl Instance<'_> {
+    /// The value of `shape` (at `at` in the template stage) for this item. A name the item
+    /// has no value for is a problem, whose words are charged to `budget` like a value, so
+    /// a name missing from every item of a large template runs out of it as its values would.
     fn build(
-        &mut self,
+        &self,
         shape: &Shape,
-        at: &KeyPath,
+        at: Place<'_>,
         budget: &mut Budget,
+        report: &mut Report<'_>,
     ) -> Result<toml::Value, Exhausted> {
         Ok(match shape {
             Shape::Plain(value, cost) => {
                 budget.charge(*cost)?;
                 value.clone()
             }
-            Shape::Text(pieces) => self.text(pieces, at, budget)?,
+            Shape::Text(pieces) => self.text(pieces, at, budget, report)?,
             Shape::Array(items) => {
                 budget.charge(VALUE_COST)?;
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
-                    out.push(self.build(item, &at.index(i), budget)?);
+                    out.push(self.build(item, Place::Index(&at, i), budget, report)?);
                 }
                 toml::Value::Array(out)
             }
@@ -905,10 +951,8 @@ impl Instance<'_> {
                 let mut out = toml::Table::new();
                 for (key, value) in entries {
                     budget.charge(key.len())?;
-                    out.insert(
-                        key.clone(),
-                        self.build(value, &at.key(key.as_str()), budget)?,
-                    );
+                    let value = self.build(value, Place::Key(&at, key), budget, report)?;
+                    out.insert(key.clone(), value);
                 }
                 toml::Value::Table(out)
             }
@@ -917,10 +961,11 @@ impl Instance<'_> {
 
     /// A string with names: the value itself when it is one name alone, else the text.
     fn text(
-        &mut self,
+        &self,
         pieces: &[Piece],
-        at: &KeyPath,
+        at: Place<'_>,
         budget: &mut Budget,
+        report: &mut Report<'_>,
     ) -> Result<toml::Value, Exhausted> {
         let mut filled = Vec::with_capacity(pieces.len());
         for piece in pieces {
@@ -929,10 +974,12 @@ impl Instance<'_> {
                 Piece::Name(name) => match fill(name, self.item) {
                     Some(value) => filled.push(value),
                     None => {
-                        self.problems.push((
-                            at.clone(),
-                            format!("item `{}` has no value for `{name}`", self.item.label),
-                        ));
+                        let message = format!(
+                            "item `{}` has no value for `{name}` (expanding `{}` from `{}`)",
+                            self.item.label, self.id, self.origin
+                        );
+                        budget.charge(VALUE_COST + message.len())?;
+                        report.value_at(at, || message);
                         return Ok(toml::Value::String(String::new()));
                     }
                 },
@@ -1008,43 +1055,30 @@ pub(crate) fn expand(
     table: &mut toml::Table,
     orders: &MatrixOrders,
     map: &SourceMap,
-    problems: &mut Vec<Problem>,
+    found: &mut Found,
 ) -> Expansion {
     let Some(raw) = table.remove(TEMPLATES) else {
         return Expansion::default();
     };
-    let mut report = Report {
-        map,
-        problems: Vec::new(),
-    };
-    let decls: Option<BTreeMap<String, TemplateDecl>> = deserialize_collecting(
-        raw,
-        &KeyPath::keys([TEMPLATES]),
-        &mut |key, message, unknown| {
-            if unknown {
-                report.key(key, message)
-            } else {
-                report.value(key, message)
-            }
-        },
-    );
+    let mut report = Report { map, found };
+    let before = report.reports();
+    let decls = read_templates(raw, &mut report);
+    if !declared_size_fits(&decls, orders, &mut report) {
+        return Expansion::default();
+    }
     let ordinary: BTreeSet<String> = table
         .get(STAGES)
         .and_then(toml::Value::as_table)
         .map(|s| s.keys().cloned().collect())
         .unwrap_or_default();
     let prepared: Vec<Prepared> = decls
-        .unwrap_or_default()
         .iter()
         .filter_map(|(name, decl)| prepare(name, decl, orders, &ordinary, &mut report))
         .collect();
-    let expanded = if report.problems.is_empty() {
-        instances(&prepared, &ordinary, &mut report)
-    } else {
-        None
-    };
-    problems.append(&mut report.problems);
-    let Some((stages, origins)) = expanded else {
+    if report.reports() != before {
+        return Expansion::default();
+    }
+    let Some((stages, origins)) = instances(&prepared, &ordinary, &mut report) else {
         return Expansion::default();
     };
     let target = table
@@ -1056,6 +1090,145 @@ pub(crate) fn expand(
     Expansion { origins }
 }
 
+/// The `[templates]` table as declarations, each template read on its own (a problem in one
+/// is retried within it, not the whole table).
+fn read_templates(raw: toml::Value, report: &mut Report<'_>) -> BTreeMap<String, TemplateDecl> {
+    let at = KeyPath::keys([TEMPLATES]);
+    let mut problem = |key, message, unknown| report.deserialization(key, message, unknown);
+    let entries: BTreeMap<String, toml::Value> =
+        deserialize_collecting(raw, &at, &mut problem).unwrap_or_default();
+    entries
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let decl = deserialize_collecting(value, &at.key(name.as_str()), &mut problem)?;
+            Some((name, decl))
+        })
+        .collect()
+}
+
+/// Whether what the templates declare fits before any item is built: each list and matrix,
+/// and all of them together, within [`MAX_EXPANDED_STAGES`] stages, then the matrices'
+/// combinations within [`MAX_EXPANDED_BYTES`] of values and labels (reported when not).
+fn declared_size_fits(
+    decls: &BTreeMap<String, TemplateDecl>,
+    orders: &MatrixOrders,
+    report: &mut Report<'_>,
+) -> bool {
+    let before = report.reports();
+    let mut stages = Some(0u64);
+    let mut matrices = Vec::new();
+    for (name, decl) in decls {
+        let at = KeyPath::keys([TEMPLATES, name.as_str()]);
+        let items = match (&decl.foreach, &decl.matrix) {
+            (Some(toml::Value::Array(values)), None) => {
+                if !check_length(values, &at.key("foreach"), report) {
+                    continue;
+                }
+                values.len() as u64
+            }
+            (Some(toml::Value::Table(items)), None) => items.len() as u64,
+            (None, Some(matrix)) => {
+                let variables = orders.ordered(name, matrix);
+                let Some(count) = matrix_count(&variables, &at.key("matrix"), report) else {
+                    continue;
+                };
+                matrices.push((at.key("matrix"), variables, count));
+                count
+            }
+            // No items, or both kinds: `prepare` says what is wrong.
+            _ => 0,
+        };
+        // A template without stages still builds its items: count them as one stage each.
+        let per_item = decl.stages.len().max(1) as u64;
+        stages = stages.and_then(|n| n.checked_add(items.checked_mul(per_item)?));
+    }
+    if report.reports() != before {
+        return false;
+    }
+    if stages.is_none_or(|n| n > MAX_EXPANDED_STAGES) {
+        report.key(
+            KeyPath::keys([TEMPLATES]),
+            format!(
+                "the templates expand to {} stages; at most {MAX_EXPANDED_STAGES}",
+                stages.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ),
+        );
+        return false;
+    }
+    let mut budget = Budget(MAX_EXPANDED_BYTES);
+    matrices
+        .iter()
+        .all(|(at, variables, count)| matrix_fits(variables, *count, at, &mut budget, report))
+}
+
+/// The lists of a matrix's variables (a variable that is no list counts for nothing here:
+/// `prepare` says what is wrong with it).
+fn matrix_columns<'a>(variables: &[(&str, &'a toml::Value)]) -> Vec<&'a [toml::Value]> {
+    variables
+        .iter()
+        .filter_map(|(_, values)| values.as_array().map(Vec::as_slice))
+        .collect()
+}
+
+/// The number of a matrix's combinations, before they are built: `None`, the problem
+/// reported, when a variable has more values than [`MAX_EXPANDED_STAGES`] or the
+/// combinations are more.
+fn matrix_count(
+    variables: &[(&str, &toml::Value)],
+    at: &KeyPath,
+    report: &mut Report<'_>,
+) -> Option<u64> {
+    for (variable, values) in variables {
+        if let toml::Value::Array(values) = values {
+            if !check_length(values, &at.key(*variable), report) {
+                return None;
+            }
+        }
+    }
+    let count = matrix_columns(variables)
+        .iter()
+        .try_fold(1u64, |n, column| n.checked_mul(column.len() as u64));
+    match count {
+        Some(n) if n <= MAX_EXPANDED_STAGES => Some(n),
+        n => {
+            report.value(
+                at.clone(),
+                format!(
+                    "the matrix has {} combinations; a file's templates expand to at most {MAX_EXPANDED_STAGES} stages",
+                    n.map_or("more than 2^64".to_string(), |n| n.to_string())
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Whether the values and labels of a matrix's `count` combinations fit in `budget` (each
+/// value of a variable of `n` values is in `count / n` of them); reported when not.
+fn matrix_fits(
+    variables: &[(&str, &toml::Value)],
+    count: u64,
+    at: &KeyPath,
+    budget: &mut Budget,
+    report: &mut Report<'_>,
+) -> bool {
+    for column in matrix_columns(variables).iter().filter(|c| !c.is_empty()) {
+        let each = count / column.len() as u64;
+        let bytes: usize = column.iter().map(|v| cost(v) + label_of(v).len() + 1).sum();
+        let total = usize::try_from(each).map_or(usize::MAX, |each| each.saturating_mul(bytes));
+        if budget.charge(total).is_err() {
+            report.value(
+                at.clone(),
+                format!(
+                    "the matrix's {count} combinations hold more than {MAX_EXPANDED_BYTES} bytes of values and labels; expand fewer or smaller values"
+                ),
+            );
+            return false;
+        }
+    }
+    true
+}
+
 /// Checks one template (its name, items, stage names and `${…}` names).
 fn prepare(
     name: &str,
@@ -1064,7 +1237,7 @@ fn prepare(
     ordinary: &BTreeSet<String>,
     report: &mut Report<'_>,
 ) -> Option<Prepared> {
-    let before = report.problems.len();
+    let before = report.reports();
     let at = KeyPath::keys([TEMPLATES, name]);
     if !valid_id(name) {
         report.key(
@@ -1106,47 +1279,53 @@ fn prepare(
             let shape = shape(
                 &toml::Value::Table(value.clone()),
                 &fanout.names,
-                &stage_at,
+                Place::At(&stage_at),
                 report,
             );
             (stage.clone(), shape)
         })
         .collect();
-    (report.problems.len() == before).then_some(Prepared { at, fanout, stages })
+    (report.reports() == before).then_some(Prepared { at, fanout, stages })
 }
 
-/// Every instance of every template, keyed by id, with its origin; `None` (and the problem
-/// reported) when they would be too many or too large, when an id is taken twice or when an
-/// item lacks a value a stage names.
-fn instances(
+/// The id of `stage`'s instance for `item`, when it is within [`MAX_STAGE_ID`] bytes (the
+/// problem reported at `stage_at` when not).
+fn instance_id(
+    stage: &str,
+    item: &Item,
+    stage_at: &KeyPath,
+    report: &mut Report<'_>,
+) -> Option<String> {
+    let length = stage.len() + INSTANCE_MARK.len_utf8() + item.label.len();
+    if length > MAX_STAGE_ID {
+        report.key(
+            stage_at.clone(),
+            format!(
+                "expands to a stage id of {length} bytes (`{stage}{INSTANCE_MARK}{}`); a stage id holds at most {MAX_STAGE_ID} bytes",
+                quoted(&item.label)
+            ),
+        );
+        return None;
+    }
+    Some(format!("{stage}{INSTANCE_MARK}{}", item.label))
+}
+
+/// The instances' ids with their origins; `None` (the problems reported) when an id is too
+/// long or taken twice.
+fn instance_ids(
     prepared: &[Prepared],
     ordinary: &BTreeSet<String>,
     report: &mut Report<'_>,
-) -> Option<(toml::Table, BTreeMap<String, KeyPath>)> {
-    let count = prepared.iter().try_fold(0u64, |n, t| {
-        (t.fanout.items.len() as u64)
-            .checked_mul(t.stages.len() as u64)
-            .and_then(|m| n.checked_add(m))
-    });
-    match count {
-        Some(n) if n <= MAX_EXPANDED_STAGES => {}
-        n => {
-            report.key(
-                KeyPath::keys([TEMPLATES]),
-                format!(
-                    "the templates expand to {} stages; at most {MAX_EXPANDED_STAGES}",
-                    n.map_or("more than 2^64".to_string(), |n| n.to_string())
-                ),
-            );
-            return None;
-        }
-    }
+) -> Option<BTreeMap<String, KeyPath>> {
+    let before = report.reports();
     let mut origins: BTreeMap<String, KeyPath> = BTreeMap::new();
     for t in prepared {
         for stage in t.stages.keys() {
             let stage_at = t.at.key(STAGES).key(stage.as_str());
             for item in &t.fanout.items {
-                let id = format!("{stage}{INSTANCE_MARK}{}", item.label);
+                let Some(id) = instance_id(stage, item, &stage_at, report) else {
+                    continue;
+                };
                 if ordinary.contains(&id) {
                     report.key(
                         stage_at.clone(),
@@ -1163,9 +1342,19 @@ fn instances(
             }
         }
     }
-    if !report.problems.is_empty() {
-        return None;
-    }
+    (report.reports() == before).then_some(origins)
+}
+
+/// Every instance of every template, keyed by id, with its origin; `None` (and the problem
+/// reported) when they would be too large, when an id is too long or taken twice or when an
+/// item lacks a value a stage names.
+fn instances(
+    prepared: &[Prepared],
+    ordinary: &BTreeSet<String>,
+    report: &mut Report<'_>,
+) -> Option<(toml::Table, BTreeMap<String, KeyPath>)> {
+    let origins = instance_ids(prepared, ordinary, report)?;
+    let before = report.reports();
     let mut budget = Budget(MAX_EXPANDED_BYTES);
     let mut stages = toml::Table::new();
     for t in prepared {
@@ -1174,13 +1363,13 @@ fn instances(
             for (stage, shape) in &t.stages {
                 let id = format!("{stage}{INSTANCE_MARK}{}", item.label);
                 let stage_at = t.at.key(STAGES).key(stage.as_str());
-                let mut instance = Instance {
+                let instance = Instance {
                     item,
-                    at: stage_at.clone(),
-                    problems: Vec::new(),
+                    id: &id,
+                    origin: &stage_at,
                 };
                 let built = instance
-                    .build(shape, &stage_at, &mut budget)
+                    .build(shape, Place::At(&stage_at), &mut budget, report)
                     .and_then(|mut value| {
                         if let Some(inputs) = value.get_mut("inputs") {
                             resolve_siblings(inputs, &siblings, &item.label, &mut budget)?;
@@ -1188,25 +1377,29 @@ fn instances(
                         Ok(value)
                     });
                 let Ok(value) = built else {
-                    report.key(
-                        KeyPath::keys([TEMPLATES]),
-                        format!(
-                            "the templates expand to more than {MAX_EXPANDED_BYTES} bytes of settings (stopped at `{id}`); expand fewer items or smaller stages"
-                        ),
-                    );
+                    out_of_budget(&id, report);
                     return None;
                 };
-                for (at, message) in instance.problems.drain(..) {
-                    report.value(
-                        at,
-                        format!("{message} (expanding `{id}` from `{}`)", instance.at),
-                    );
-                }
                 stages.insert(id, value);
             }
         }
     }
-    report.problems.is_empty().then_some((stages, origins))
+    (report.reports() == before).then_some((stages, origins))
+}
+
+/// Reports that expansion ran out of [`MAX_EXPANDED_BYTES`] at `id`: the settings are too
+/// large, unless the problems found on the way used it up (then checking stops there).
+fn out_of_budget(id: &str, report: &mut Report<'_>) {
+    if report.found.is_full() {
+        report.found.stop();
+        return;
+    }
+    report.key(
+        KeyPath::keys([TEMPLATES]),
+        format!(
+            "the templates expand to more than {MAX_EXPANDED_BYTES} bytes of settings (stopped at `{id}`); expand fewer items or smaller stages"
+        ),
+    );
 }
 
 /// Locates the problems of the expanded document: a key below an expanded stage is located
@@ -1323,20 +1516,27 @@ mod tests {
 
     #[test]
     fn names_are_checked_against_the_items() {
-        assert!(Names::Plain.check(&Name::Item).is_ok());
-        assert!(Names::Plain.check(&Name::Key).is_ok());
-        let e = Names::Plain.check(&Name::Other("itme".into())).unwrap_err();
+        assert!(Names::Plain.gives(&Name::Item));
+        assert!(Names::Plain.gives(&Name::Key));
+        let itme = Name::Other("itme".into());
+        assert!(!Names::Plain.gives(&itme));
+        let e = Names::Plain.why_not(&itme);
         assert!(
             e.contains("unknown name `${itme}` (did you mean `${item}`?)"),
             "{e}"
         );
         let named = Names::Named(["k".to_string(), "method".to_string()].into());
-        assert!(named.check(&Name::Field("k".into())).is_ok());
-        let e = named.check(&Name::Item).unwrap_err();
+        assert!(named.gives(&Name::Field("k".into())));
+        assert!(!named.gives(&Name::Item));
+        let e = named.why_not(&Name::Item);
         assert!(e.contains("`${item.k}`, `${item.method}`"), "{e}");
-        let e = named.check(&Name::Field("methd".into())).unwrap_err();
+        let e = named.why_not(&Name::Field("methd".into()));
         assert!(e.contains("did you mean `${item.method}`"), "{e}");
-        assert!(Names::Plain.check(&Name::Field("k".into())).is_err());
+        assert!(!Names::Plain.gives(&Name::Field("k".into())));
+        // Thousands of names: the message lists the first few and counts the rest.
+        let many = Names::Named((0..5000).map(|i| format!("f{i}")).collect());
+        let e = many.why_not(&Name::Field("g".into()));
+        assert!(e.ends_with("`${item.f1013}`, … (4981 more)"), "{e}");
     }
 
     #[test]
@@ -1356,29 +1556,31 @@ mod tests {
         }
     }
 
-    fn filled(template: &str, item: &Item) -> (toml::Value, Vec<(KeyPath, String)>) {
+    fn filled(template: &str, item: &Item) -> (toml::Value, Vec<Problem>) {
         let value: toml::Value = template.into();
         let names = match &item.value {
             ItemValue::Plain(_) => Names::Plain,
             ItemValue::Named(v) => Names::Named(v.keys().cloned().collect()),
         };
         let map = SourceMap::new(std::path::Path::new("p.toml"), String::new(), None);
+        let mut found = Found::default();
         let mut report = Report {
             map: &map,
-            problems: Vec::new(),
+            found: &mut found,
         };
-        let shape = shape(&value, &names, &KeyPath::default(), &mut report);
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
-        let mut instance = Instance {
+        let root = KeyPath::default();
+        let shape = shape(&value, &names, Place::At(&root), &mut report);
+        assert_eq!(report.reports(), 0);
+        let instance = Instance {
             item,
-            at: KeyPath::default(),
-            problems: Vec::new(),
+            id: "s@i",
+            origin: &root,
         };
         let mut budget = Budget(MAX_EXPANDED_BYTES);
         let built = instance
-            .build(&shape, &KeyPath::default(), &mut budget)
+            .build(&shape, Place::At(&root), &mut budget, &mut report)
             .unwrap();
-        (built, instance.problems)
+        (built, found.into_problems().shown)
     }
 
     #[test]
@@ -1411,27 +1613,43 @@ mod tests {
     }
 
     #[test]
-    fn an_item_without_a_named_value_is_a_problem_of_that_item() {
+    fn an_item_without_a_named_value_is_a_problem_charged_like_a_value() {
         let sparse = item(
             "random",
             ItemValue::Named([("k".to_string(), toml::Value::Integer(1))].into()),
         );
         let (_, problems) = filled("${item.k}", &sparse);
         assert!(problems.is_empty());
-        let mut instance = Instance {
+        let map = SourceMap::new(std::path::Path::new("p.toml"), String::new(), None);
+        let mut found = Found::default();
+        let mut report = Report {
+            map: &map,
+            found: &mut found,
+        };
+        let origin = KeyPath::keys(["templates", "t", "stages", "s"]);
+        let instance = Instance {
             item: &sparse,
-            at: KeyPath::default(),
-            problems: Vec::new(),
+            id: "s@random",
+            origin: &origin,
         };
         let shape = Shape::Text(vec![Piece::Name(Name::Field("top_k".into()))]);
+        let at = KeyPath::keys(["params", "top_k"]);
         let mut budget = Budget(MAX_EXPANDED_BYTES);
         instance
-            .build(&shape, &KeyPath::keys(["params", "top_k"]), &mut budget)
+            .build(&shape, Place::At(&at), &mut budget, &mut report)
             .unwrap();
-        assert_eq!(instance.problems.len(), 1);
-        assert!(instance.problems[0]
-            .1
-            .contains("item `random` has no value for `${item.top_k}`"));
+        assert!(budget.0 < MAX_EXPANDED_BYTES - VALUE_COST);
+        // Its words are charged: a budget too small for them runs out.
+        let mut small = Budget(VALUE_COST);
+        assert!(instance
+            .build(&shape, Place::At(&at), &mut small, &mut report)
+            .is_err());
+        let problems = found.into_problems().shown;
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, at);
+        assert!(problems[0].message.contains(
+            "item `random` has no value for `${item.top_k}` (expanding `s@random` from `templates.t.stages.s`)"
+        ));
     }
 
     #[test]
@@ -1464,9 +1682,10 @@ one = "targets.visual""#,
         let orders = MatrixOrders::of_document(&doc);
         let variables = orders.ordered("t", &matrix);
         let map = SourceMap::new(std::path::Path::new("p.toml"), String::new(), None);
+        let mut found = Found::default();
         let mut report = Report {
             map: &map,
-            problems: Vec::new(),
+            found: &mut found,
         };
         let fanout = matrix_items(&variables, &KeyPath::default(), &mut report).unwrap();
         let labels: Vec<&str> = fanout.items.iter().map(|i| i.label.as_str()).collect();

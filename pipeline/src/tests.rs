@@ -376,7 +376,7 @@ fn problems(text: &str, set: &[&str]) -> Vec<String> {
     let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
     match load(&s.file(), &set, &registry()) {
         Ok(_) => Vec::new(),
-        Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+        Err(p) => p.shown.iter().map(|p| p.to_string()).collect(),
     }
 }
 
@@ -1286,9 +1286,23 @@ fn pruning_removes_entries_unused_for_a_while_and_only_mmflows() {
     fs::copy(entries[0].join("entry.json"), lookalike.join("entry.json")).unwrap();
     set_age(&lookalike.join("entry.json"), 40);
     std::os::unix::fs::symlink(&elsewhere, cache_root.join("ff")).unwrap();
-    let killed = cache_root.join("tmp/a-killed-run");
-    fs::create_dir_all(&killed).unwrap();
+    let killed = cache.new_work_folder(&RunCache::key("f", "s")).unwrap();
     set_age(&killed, 40);
+    // In `tmp/` too, not mmflow's: a user's folder, one named as mmflow names work folders
+    // but without the mark mmflow writes first, a link to a folder elsewhere, a file.
+    let users = cache_root.join("tmp/a-users-folder");
+    let unmarked = cache_root.join(format!(
+        "tmp/{}1",
+        killed.file_name().unwrap().to_string_lossy()
+    ));
+    for dir in [&users, &unmarked] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("notes.txt"), b"keep").unwrap();
+        set_age(dir, 40);
+    }
+    std::os::unix::fs::symlink(&elsewhere, cache_root.join("tmp/link")).unwrap();
+    fs::write(cache_root.join("tmp/file"), b"keep").unwrap();
+    fs::write(cache_root.join("README"), b"keep").unwrap();
 
     let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
     let counted = cache.prune(month_ago, true).unwrap();
@@ -1296,6 +1310,22 @@ fn pruning_removes_entries_unused_for_a_while_and_only_mmflows() {
         (counted.removed, counted.kept, counted.abandoned),
         (2, 2, 1)
     );
+    let skipped: BTreeSet<String> = counted
+        .skipped
+        .iter()
+        .map(|p| p.strip_prefix(&cache_root).unwrap().display().to_string())
+        .collect();
+    let unmarked_name = format!("tmp/{}", unmarked.file_name().unwrap().to_string_lossy());
+    let expected = [
+        "README",
+        "ab/not-an-entry",
+        "ff",
+        "tmp/a-users-folder",
+        unmarked_name.as_str(),
+        "tmp/file",
+        "tmp/link",
+    ];
+    assert_eq!(skipped, expected.map(String::from).into());
     assert_eq!(
         entry_dirs(&cache_root),
         entries,
@@ -1308,6 +1338,10 @@ fn pruning_removes_entries_unused_for_a_while_and_only_mmflows() {
     assert!(pruned.removed_bytes > 0 && pruned.kept_bytes > 0);
     assert_eq!(entry_dirs(&cache_root), entries[2..].to_vec());
     assert!(!killed.exists());
+    for dir in [&users, &unmarked] {
+        assert_eq!(fs::read(dir.join("notes.txt")).unwrap(), b"keep");
+    }
+    assert_eq!(fs::read(cache_root.join("tmp/file")).unwrap(), b"keep");
     assert_eq!(fs::read(foreign.join("data")).unwrap(), b"keep");
     assert!(lookalike.join("entry.json").exists());
     // The run directory keeps its files (links to the removed entries' files).

@@ -6,15 +6,16 @@
 //! fingerprint, so any file can be traced back to the run that produced it.
 //!
 //! This crate depends on nothing else of mmflow's.
-#![warn(missing_docs)]
 
 pub mod comparison;
 pub mod diagnostics;
 mod error;
 pub mod evaluation;
 pub mod features;
+pub mod files;
 #[cfg(test)]
 mod golden_tests;
+mod guard;
 pub mod history;
 pub mod norm_stats;
 mod parquet_io;
@@ -22,7 +23,10 @@ pub mod segments;
 pub mod targets;
 
 pub use error::SchemaError;
-pub use parquet_io::{read_file_meta, row_count, FileMeta, StageFingerprint, TableMeta};
+pub use guard::CheckedFile;
+pub use parquet_io::{
+    open_parquet, read_file_meta, row_count, FileMeta, StageFingerprint, TableMeta,
+};
 
 /// The version of the mmflow tool, recorded in every file it writes.
 pub const MMFLOW_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,13 +9,15 @@ use std::sync::{Arc, OnceLock};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::reader::{FileReader, SerializedFileReader};
 
+use crate::guard::CheckedFile;
 use crate::{Result, SchemaError, MMFLOW_VERSION};
 
 /// Key of the table name in a file's key/value metadata.
@@ -314,23 +316,40 @@ impl TableWriter {
 
 /// Reads mmflow's metadata from a Parquet file's footer.
 pub fn read_file_meta(path: &Path) -> Result<FileMeta> {
-    let file = open(path)?;
-    let reader = SerializedFileReader::new(file).map_err(|e| SchemaError::format(path, e))?;
-    meta_from_kv(path, reader.metadata().file_metadata().key_value_metadata())
+    let (_, metadata) = read_metadata(path)?;
+    FileMeta::of(path, &metadata)
 }
 
 /// Number of rows in a Parquet file, from its footer.
 pub fn row_count(path: &Path) -> Result<u64> {
-    let file = open(path)?;
-    let reader = SerializedFileReader::new(file).map_err(|e| SchemaError::format(path, e))?;
-    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+    Ok(crate::guard::open(path)?.rows)
 }
 
-fn open(path: &Path) -> Result<File> {
-    File::open(path).map_err(|source| SchemaError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+/// Opens any Parquet file (mmflow's or not) for reading with Arrow. Its footer is read and
+/// checked first, and the reader is built from those very bytes over the same open file,
+/// whose page headers are checked as the reader asks for them (see [`crate::guard`]).
+pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<CheckedFile>> {
+    let (file, metadata) = read_metadata(path)?;
+    let arrow = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+        .map_err(|e| SchemaError::format(path, e))?;
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+        file, arrow,
+    ))
+}
+
+/// The open file and its footer, checked, then decoded by the parquet crate.
+fn read_metadata(path: &Path) -> Result<(CheckedFile, ParquetMetaData)> {
+    let opened = crate::guard::open(path)?;
+    let metadata = ParquetMetaDataReader::decode_metadata(&opened.metadata)
+        .map_err(|e| SchemaError::format(path, format!("not a readable Parquet file: {e}")))?;
+    Ok((opened.file, metadata))
+}
+
+impl FileMeta {
+    /// mmflow's metadata in a Parquet file's decoded footer (`path` names the file in errors).
+    pub fn of(path: &Path, metadata: &ParquetMetaData) -> Result<FileMeta> {
+        meta_from_kv(path, metadata.file_metadata().key_value_metadata())
+    }
 }
 
 fn meta_from_kv(path: &Path, kv: Option<&Vec<KeyValue>>) -> Result<FileMeta> {
@@ -369,13 +388,9 @@ pub(crate) fn open_table(
     path: &Path,
     table: &str,
     schema_version: u32,
-) -> Result<(ParquetRecordBatchReaderBuilder<File>, FileMeta)> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
-        .map_err(|e| SchemaError::format(path, e))?;
-    let meta = meta_from_kv(
-        path,
-        builder.metadata().file_metadata().key_value_metadata(),
-    )?;
+) -> Result<(ParquetRecordBatchReaderBuilder<CheckedFile>, FileMeta)> {
+    let builder = open_parquet(path)?;
+    let meta = FileMeta::of(path, builder.metadata())?;
     if meta.table != table {
         return Err(SchemaError::WrongTable {
             path: path.to_path_buf(),
@@ -396,7 +411,7 @@ pub(crate) fn open_table(
 /// Reads every batch of a reader, naming the file on failure.
 pub(crate) fn read_batches(
     path: &Path,
-    builder: ParquetRecordBatchReaderBuilder<File>,
+    builder: ParquetRecordBatchReaderBuilder<CheckedFile>,
 ) -> Result<Vec<RecordBatch>> {
     let reader = builder.build().map_err(|e| SchemaError::format(path, e))?;
     reader

@@ -115,6 +115,8 @@ pub fn sweep(request: Request<'_>) -> Result<Outcome> {
             );
         }
     }
+    mmflow_schemas::files::check_own_folder(&sweep.root)
+        .with_context(|| format!("{}: the sweep's folder", sweep.root.display()))?;
     let options = RunOptions {
         progress: request.progress.clone(),
         ..RunOptions::default()
@@ -154,7 +156,10 @@ fn load(request: &Request<'_>) -> Result<Option<Sweep>> {
     let base = match mmflow_pipeline::load(file, set, &registry) {
         Ok(p) => p,
         Err(problems) => {
-            report(file, problems.0.iter().map(|p| p.to_string()).collect());
+            report(
+                file,
+                problems.to_string().lines().map(str::to_string).collect(),
+            );
             return Ok(None);
         }
     };
@@ -206,7 +211,8 @@ fn load(request: &Request<'_>) -> Result<Option<Sweep>> {
                     });
                 }
                 Err(e) => problems.extend(
-                    e.0.iter()
+                    e.to_string()
+                        .lines()
                         .map(|p| format!("sweep point `{}`: {p}", point.name)),
                 ),
             }
@@ -231,12 +237,13 @@ fn load(request: &Request<'_>) -> Result<Option<Sweep>> {
 /// Runs one point × seed (a job array's task).
 fn run_task(sweep: &Sweep, index: usize, options: &RunOptions) -> Result<Outcome> {
     let Some(run) = sweep.runs.get(index) else {
-        anyhow::bail!(
-            "{}: --task {index}: the sweep has {} runs (0…{})",
+        eprintln!(
+            "error: {}: --task {index}: the sweep has {} runs (0…{}); nothing was run",
             sweep.file.display(),
             sweep.runs.len(),
             sweep.runs.len().saturating_sub(1)
         );
+        return Ok(Outcome::Invalid);
     };
     Ok(match run_one(run, options) {
         Some(summary) if !summary.failed() => Outcome::Done,
@@ -363,7 +370,7 @@ fn collect(sweep: &Sweep) -> Result<Outcome> {
     // Only finished runs are compared (the same decision as `compare` and `report`).
     let mut finished = Vec::new();
     let mut unfinished = Vec::new();
-    let submitted = slurm::Submission::load(root);
+    let submitted = slurm::Submission::load(root)?;
     for (index, run) in sweep.runs.iter().enumerate() {
         match RunRecord::load(&run.pipeline.run_dir) {
             Ok(_) => finished.push(run.pipeline.run_dir.clone()),

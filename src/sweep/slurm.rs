@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use mmflow_pipeline::manifest::write_atomically;
 use mmflow_pipeline::record::RunRecord;
+use mmflow_schemas::files::{open_regular, own_folder, read_regular_at_most};
 use serde::{Deserialize, Serialize};
 
 use super::{shared_pipeline, Sweep};
@@ -45,11 +46,27 @@ pub struct Submission {
     pub submitted_unix: u64,
 }
 
+/// Largest submission record read (a job id and a few thousand task numbers).
+const MAX_SUBMISSION_BYTES: u64 = 16 << 20;
+
+/// How much of the end of a task's log is read for its last line.
+const LOG_TAIL_BYTES: u64 = 64 << 10;
+
 impl Submission {
-    /// The last submission of the sweep in `root`, if any (an unreadable record is none).
-    pub fn load(root: &Path) -> Option<Submission> {
+    /// The last submission of the sweep in `root`: `Ok(None)` when there is none, an error
+    /// naming the record when it is not one mmflow wrote (a FIFO, a folder, not JSON…).
+    pub fn load(root: &Path) -> Result<Option<Submission>> {
         let path = root.join(SLURM_FOLDER).join(SUBMISSION_FILE);
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let read = || -> Result<Submission> {
+            let bytes = read_regular_at_most(&path, MAX_SUBMISSION_BYTES)?;
+            Ok(serde_json::from_slice(&bytes)?)
+        };
+        read()
+            .map(Some)
+            .with_context(|| format!("{}: not a submission record mmflow wrote", path.display()))
     }
 
     /// `Slurm job 12_3, log …/12_3.log: <its last line>` for a run that was a task of it.
@@ -59,21 +76,35 @@ impl Submission {
         }
         let job = format!("{}_{index}", self.array_job);
         let log = root.join(SLURM_FOLDER).join(format!("{job}.log"));
-        let last = std::fs::read_to_string(&log)
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .map(|l| l.trim().chars().take(200).collect::<String>())
-            })
-            .map(|l| format!(": {l}"))
-            .unwrap_or_else(|| " (empty or not written: the task may not have started)".into());
+        let last = match last_line(&log) {
+            Ok(Some(line)) => format!(": {line}"),
+            Ok(None) => " (empty or not written: the task may not have started)".into(),
+            Err(e) => format!(" (cannot be read: {e})"),
+        };
         Some(format!(
             "Slurm job {job} (`sacct -j {job}`), log {}{last}",
             log.display()
         ))
     }
+}
+
+/// The last non-empty line of a task's log (its first 200 characters), read from the log's
+/// last [`LOG_TAIL_BYTES`]; `None` when the log is absent or blank. A log that is not a
+/// regular file (a FIFO would block the reader) is an error saying what it is.
+fn last_line(log: &Path) -> std::io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (mut file, len) = match open_regular(log) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        opened => opened?,
+    };
+    file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
+    let mut tail = Vec::new();
+    file.take(LOG_TAIL_BYTES).read_to_end(&mut tail)?;
+    Ok(String::from_utf8_lossy(&tail)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().chars().take(200).collect()))
 }
 
 /// A hash of what the sweep's runs are (directories and resolved settings), passed to every
@@ -107,11 +138,18 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
         println!("every run of the sweep is finished: nothing to submit");
         return Ok(false);
     }
+    let folder = sweep.root.join(SLURM_FOLDER);
+    own_folder(&sweep.root)
+        .and_then(|()| own_folder(&folder))
+        .with_context(|| format!("{}: the sweep's Slurm folder", folder.display()))?;
     let sbatch = find_on_path("sbatch").context(
         "--executor slurm: `sbatch` is not on PATH (the machine that submits needs Slurm's client commands)",
     )?;
-    let folder = sweep.root.join(SLURM_FOLDER);
-    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    let squeue = if wait {
+        Some(answering_squeue()?)
+    } else {
+        None
+    };
     let script = folder.join(SCRIPT_FILE);
     write_script(&script, sweep, set, out)?;
 
@@ -184,16 +222,16 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
             .unwrap_or_default(),
         folder.display()
     );
-    if !wait {
+    let Some(squeue) = squeue else {
         println!(
             "when it has finished: mmflow sweep {} --collect (or run the sweep again: only unfinished runs are submitted)",
             sweep.file.display()
         );
         return Ok(true);
-    }
+    };
     let mut jobs = vec![array_job];
     jobs.extend(shared_job);
-    wait_for(&jobs)?;
+    wait_for(&squeue, &jobs)?;
     Ok(true)
 }
 
@@ -238,12 +276,31 @@ fn check_resources(sbatch: &Path, args: &[String], script: &Path) -> Result<()> 
     Ok(())
 }
 
+/// `squeue`, when it is on PATH and the controller answers it: `--wait` polls it, so it is
+/// asked before anything is submitted (jobs nobody could wait for are not started).
+fn answering_squeue() -> Result<PathBuf> {
+    let squeue = find_on_path("squeue")
+        .context("--wait: `squeue` is not on PATH (nothing was submitted)")?;
+    let output = Command::new(&squeue)
+        .args(["--noheader", "--format=%i", "--me"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", squeue.display()))?;
+    if !output.status.success() {
+        bail!(
+            "--wait: `{}` does not answer, so the jobs could not be waited for (nothing was submitted): {}",
+            squeue.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(squeue)
+}
+
 /// Waits until `squeue` lists none of `jobs`.
-fn wait_for(jobs: &[String]) -> Result<()> {
-    let squeue = find_on_path("squeue").context("--wait: `squeue` is not on PATH")?;
+fn wait_for(squeue: &Path, jobs: &[String]) -> Result<()> {
     let mut failures = 0;
     loop {
-        let output = Command::new(&squeue)
+        let output = Command::new(squeue)
             .args(["-h", "-o", "%i", "-j", &jobs.join(",")])
             .output()
             .with_context(|| format!("running {}", squeue.display()))?;

@@ -1,6 +1,6 @@
 //! A BERT encoder (Hugging Face's `BertModel` without the pooler), inference only, on weights
-//! saved under Hugging Face's names (`embeddings.word_embeddings.weight`,
-//! `encoder.layer.N.attention.self.query.weight`, …; a `bert.` prefix is accepted).
+//! by Hugging Face's names (`embeddings.word_embeddings.weight`,
+//! `encoder.layer.N.attention.self.query.weight`, …) from a [`Parameters`] source.
 //!
 //! A batch's texts are packed one after another into one `tokens × hidden` matrix: everything
 //! but attention works on rows, so no padded position is ever computed, and attention runs per
@@ -12,7 +12,6 @@
 //! bias.
 
 use candle_core::{Device, Tensor, D};
-use candle_nn::VarBuilder;
 
 use crate::linalg::matmul;
 
@@ -107,56 +106,85 @@ pub struct Text<'a> {
     pub type_ids: &'a [u32],
 }
 
-fn dense(vb: &VarBuilder, input: usize, out: usize) -> candle_core::Result<Dense<Tensor>> {
-    Ok(Dense {
-        weight: vb.get((out, input), "weight")?,
-        bias: vb.get(out, "bias")?,
-        out,
-    })
+/// Where the network's parameters come from: each by its Hugging Face name (no prefix), as a
+/// float32 tensor of the shape the config gives it, on the device. The source checks what it
+/// gives (presence, shape, values) and says what is wrong in its own error.
+pub trait Parameters {
+    /// Why a parameter cannot be given (candle's errors on the way become one).
+    type Error: From<candle_core::Error>;
+    /// The parameter `name` of shape `shape` on `device`.
+    fn get(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor, Self::Error>;
 }
 
-fn norm(vb: &VarBuilder, size: usize) -> candle_core::Result<Norm<Tensor>> {
-    Ok(Norm {
-        gamma: vb.get(size, "weight")?,
-        beta: vb.get(size, "bias")?,
-    })
+/// A [`Parameters`] source with the device every parameter goes to.
+struct Source<'a, P> {
+    params: &'a P,
+    device: &'a Device,
 }
 
-fn layer(vb: &VarBuilder, c: &Config) -> candle_core::Result<Layer<Tensor>> {
-    let h = c.hidden_size;
-    let attention = vb.pp("attention");
-    let own = attention.pp("self");
-    let (q, k, v) = (
-        dense(&own.pp("query"), h, h)?,
-        dense(&own.pp("key"), h, h)?,
-        dense(&own.pp("value"), h, h)?,
-    );
-    Ok(Layer {
-        qkv: Dense {
-            weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
-            bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
-            out: 3 * h,
-        },
-        attention_out: dense(&attention.pp("output").pp("dense"), h, h)?,
-        attention_norm: norm(&attention.pp("output").pp("LayerNorm"), h)?,
-        intermediate: dense(&vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
-        output: dense(&vb.pp("output").pp("dense"), c.intermediate_size, h)?,
-        output_norm: norm(&vb.pp("output").pp("LayerNorm"), h)?,
-    })
-}
+impl<P: Parameters> Source<'_, P> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, P::Error> {
+        self.params.get(name, shape, self.device)
+    }
 
-fn weights(vb: &VarBuilder, c: &Config) -> candle_core::Result<Weights<Tensor>> {
-    let h = c.hidden_size;
-    let e = vb.pp("embeddings");
-    Ok(Weights {
-        words: e.get((c.vocab_size, h), "word_embeddings.weight")?,
-        positions: e.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
-        token_types: e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?,
-        embeddings_norm: norm(&e.pp("LayerNorm"), h)?,
-        layers: (0..c.num_hidden_layers)
-            .map(|i| layer(&vb.pp(format!("encoder.layer.{i}")), c))
-            .collect::<candle_core::Result<_>>()?,
-    })
+    fn dense(&self, at: &str, input: usize, out: usize) -> Result<Dense<Tensor>, P::Error> {
+        Ok(Dense {
+            weight: self.get(&format!("{at}.weight"), &[out, input])?,
+            bias: self.get(&format!("{at}.bias"), &[out])?,
+            out,
+        })
+    }
+
+    fn norm(&self, at: &str, size: usize) -> Result<Norm<Tensor>, P::Error> {
+        Ok(Norm {
+            gamma: self.get(&format!("{at}.weight"), &[size])?,
+            beta: self.get(&format!("{at}.bias"), &[size])?,
+        })
+    }
+
+    fn layer(&self, at: &str, c: &Config) -> Result<Layer<Tensor>, P::Error> {
+        let h = c.hidden_size;
+        let (q, k, v) = (
+            self.dense(&format!("{at}.attention.self.query"), h, h)?,
+            self.dense(&format!("{at}.attention.self.key"), h, h)?,
+            self.dense(&format!("{at}.attention.self.value"), h, h)?,
+        );
+        Ok(Layer {
+            qkv: Dense {
+                weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
+                bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
+                out: 3 * h,
+            },
+            attention_out: self.dense(&format!("{at}.attention.output.dense"), h, h)?,
+            attention_norm: self.norm(&format!("{at}.attention.output.LayerNorm"), h)?,
+            intermediate: self.dense(
+                &format!("{at}.intermediate.dense"),
+                h,
+                c.intermediate_size,
+            )?,
+            output: self.dense(&format!("{at}.output.dense"), c.intermediate_size, h)?,
+            output_norm: self.norm(&format!("{at}.output.LayerNorm"), h)?,
+        })
+    }
+
+    fn weights(&self, c: &Config) -> Result<Weights<Tensor>, P::Error> {
+        let h = c.hidden_size;
+        Ok(Weights {
+            words: self.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            positions: self.get(
+                "embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+            )?,
+            token_types: self.get(
+                "embeddings.token_type_embeddings.weight",
+                &[c.type_vocab_size, h],
+            )?,
+            embeddings_norm: self.norm("embeddings.LayerNorm", h)?,
+            layers: (0..c.num_hidden_layers)
+                .map(|i| self.layer(&format!("encoder.layer.{i}"), c))
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 fn values(t: Tensor) -> candle_core::Result<Vec<f32>> {
@@ -209,19 +237,14 @@ impl<P> Weights<P> {
 }
 
 impl Bert {
-    /// Loads the weights of `vb` (float32, on its device) for the network `config` describes;
-    /// the names may carry a `bert.` prefix. Errors name the first weight that is missing or
-    /// has another shape.
-    pub fn load(vb: VarBuilder, config: Config) -> candle_core::Result<Bert> {
-        let vb = if !vb.contains_tensor("embeddings.word_embeddings.weight")
-            && vb.contains_tensor("bert.embeddings.word_embeddings.weight")
-        {
-            vb.pp("bert")
-        } else {
-            vb
-        };
-        let device = vb.device().clone();
-        let loaded = weights(&vb, &config)?;
+    /// Loads the network `config` describes from `params` onto `device` (float32). Errors are
+    /// the source's: the first parameter it cannot give.
+    pub fn load<P: Parameters>(
+        params: &P,
+        config: Config,
+        device: &Device,
+    ) -> Result<Bert, P::Error> {
+        let loaded = Source { params, device }.weights(&config)?;
         let params = if device.is_cpu() {
             Params::Cpu(loaded.map(&values)?)
         } else {
@@ -230,7 +253,7 @@ impl Bert {
         Ok(Bert {
             config,
             params,
-            device,
+            device: device.clone(),
         })
     }
 
@@ -492,7 +515,7 @@ fn attention_cpu(qkv: &[f32], lengths: &[usize], heads: usize, h: usize, out: &m
     let mut scores = vec![0f32; longest * longest];
     let mut context = vec![0f32; longest * d];
     let mut start = 0;
-    for &len in lengths {
+    for &len in lengths.iter().filter(|&&len| len > 0) {
         let tokens = &qkv[start * 3 * h..(start + len) * 3 * h];
         for head in 0..heads {
             let (q, k, v) = (&mut q[..len * d], &mut k[..len * d], &mut v[..len * d]);
@@ -565,7 +588,6 @@ fn erf(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
     use std::collections::HashMap;
 
     #[test]
@@ -616,8 +638,8 @@ mod tests {
         layer_norm_eps: 1e-12,
     };
 
-    /// Random weights under Hugging Face's names, with `prefix`.
-    fn random_weights(c: &Config, prefix: &str) -> HashMap<String, Tensor> {
+    /// Random weights under Hugging Face's names.
+    fn random_weights(c: &Config) -> HashMap<String, Tensor> {
         let mut seed = 1u64;
         let mut tensors = HashMap::new();
         let mut add = |name: String, shape: &[usize]| {
@@ -631,7 +653,7 @@ mod tests {
                 })
                 .collect();
             let t = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
-            tensors.insert(format!("{prefix}{name}"), t);
+            tensors.insert(name, t);
         };
         let (h, i) = (c.hidden_size, c.intermediate_size);
         add(
@@ -667,8 +689,8 @@ mod tests {
         for n in norms {
             let ones = Tensor::from_vec(vec![1.1f32; h], h, &Device::Cpu).unwrap();
             let zeros = Tensor::from_vec(vec![0.1f32; h], h, &Device::Cpu).unwrap();
-            tensors.insert(format!("{prefix}{n}.weight"), ones);
-            tensors.insert(format!("{prefix}{n}.bias"), zeros);
+            tensors.insert(format!("{n}.weight"), ones);
+            tensors.insert(format!("{n}.bias"), zeros);
         }
         tensors
     }
@@ -721,11 +743,23 @@ mod tests {
         }
     }
 
+    /// Parameters by name, refused when missing or of another shape.
+    impl Parameters for HashMap<String, Tensor> {
+        type Error = candle_core::Error;
+
+        fn get(&self, name: &str, shape: &[usize], _: &Device) -> candle_core::Result<Tensor> {
+            match HashMap::get(self, name) {
+                None => candle_core::bail!("{name} is missing"),
+                Some(t) if t.dims() != shape => {
+                    candle_core::bail!("{name} has shape {:?}", t.dims())
+                }
+                Some(t) => Ok(t.clone()),
+            }
+        }
+    }
+
     fn load(c: &Config, tensors: HashMap<String, Tensor>) -> candle_core::Result<Bert> {
-        Bert::load(
-            VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
-            c.clone(),
-        )
+        Bert::load(&tensors, c.clone(), &Device::Cpu)
     }
 
     #[test]
@@ -735,7 +769,7 @@ mod tests {
                 hidden_act: act,
                 ..CONFIG
             };
-            let fast = load(&c, random_weights(&c, "")).unwrap();
+            let fast = load(&c, random_weights(&c)).unwrap();
             let texts = texts();
             let packed = run(&fast, &texts);
             assert_eq!(packed.len(), 14 * c.hidden_size);
@@ -752,18 +786,16 @@ mod tests {
     }
 
     #[test]
-    fn a_bert_prefix_is_accepted_and_bad_weights_and_ids_are_refused() {
-        let plain = run(
-            &load(&CONFIG, random_weights(&CONFIG, "")).unwrap(),
-            &texts(),
-        );
-        let prefixed = run(
-            &load(&CONFIG, random_weights(&CONFIG, "bert.")).unwrap(),
-            &texts(),
-        );
-        assert_eq!(plain, prefixed);
+    fn a_text_of_no_tokens_takes_no_rows() {
+        let bert = load(&CONFIG, random_weights(&CONFIG)).unwrap();
+        let text = (vec![2, 9, 3], vec![0, 0, 0]);
+        let with_empty = run(&bert, &[(vec![], vec![]), text.clone(), (vec![], vec![])]);
+        assert_eq!(with_empty, run(&bert, &[text]));
+    }
 
-        let mut missing = random_weights(&CONFIG, "");
+    #[test]
+    fn bad_weights_and_ids_are_refused() {
+        let mut missing = random_weights(&CONFIG);
         missing.remove("encoder.layer.1.output.dense.bias");
         let e = load(&CONFIG, missing).err().unwrap().to_string();
         assert!(e.contains("encoder.layer.1.output.dense.bias"), "{e}");
@@ -771,13 +803,13 @@ mod tests {
             intermediate_size: 13,
             ..CONFIG
         };
-        let e = load(&wider, random_weights(&CONFIG, ""))
+        let e = load(&wider, random_weights(&CONFIG))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("intermediate.dense.weight"), "{e}");
 
-        let bert = load(&CONFIG, random_weights(&CONFIG, "")).unwrap();
+        let bert = load(&CONFIG, random_weights(&CONFIG)).unwrap();
         let e = |ids: &[u32], type_ids: &[u32]| {
             bert.forward(&[Text { ids, type_ids }])
                 .unwrap_err()

@@ -44,11 +44,11 @@ const MAX_BATCH_SIZE: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbedTextParams {
-    /// The model folder: `config.json`, `tokenizer.json` and `model.safetensors` (a BERT-family model), optionally sentence-transformers' `sentence_bert_config.json` and `modules.json`. Read locally, never downloaded; its files' contents are part of the fingerprint.
+    /// The model folder: `config.json`, `tokenizer.json` and `model.safetensors` (a BERT-family model), optionally transformers' `tokenizer_config.json` and `special_tokens_map.json` and sentence-transformers' `sentence_bert_config.json`, `modules.json` (with its Pooling module's `config.json`) and `config_sentence_transformers.json`. Read locally, never downloaded; its files' contents are part of the fingerprint.
     pub model: PathBuf,
     /// What each segment's text becomes; sentence vectors (`mean`, `cls`) are L2-normalised when the folder's `modules.json` lists a `Normalize` module.
     pub pooling: Pooling,
-    /// Tokens per segment at most, `[CLS]` and `[SEP]` included; longer texts are cut, counted and reported. Default: `max_seq_length` of the folder's `sentence_bert_config.json`, else the model's positions.
+    /// Tokens per segment at most, `[CLS]` and `[SEP]` included; longer texts are cut, counted and reported. Default: `max_seq_length` of the folder's `sentence_bert_config.json`, else the smaller of `tokenizer_config.json`'s `model_max_length` and the model's positions (as sentence-transformers chooses).
     pub max_length: Option<usize>,
     /// Segments per forward pass (1 to 4096).
     pub batch_size: usize,
@@ -92,7 +92,7 @@ pub struct EmbedText;
 impl StageKind for EmbedText {
     type Params = EmbedTextParams;
     const KIND: &'static str = "embed_text";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "segments' raw text → features with a local BERT-family model (sentence vectors or tokens)";
 
@@ -245,7 +245,12 @@ fn embed_window(
         .map(|s| {
             encoder
                 .tokenize(s.text.as_deref().unwrap_or(""))
-                .map_err(|e| StageError::input(format!("segment `{}`: {e}", s.segment_id)))
+                .map_err(|e| match e {
+                    StageError::Input(m) => {
+                        StageError::input(format!("segment `{}`: {m}", s.segment_id))
+                    }
+                    other => other,
+                })
         })
         .collect::<Result<Vec<Tokens>, StageError>>()?;
     count_policies(window, &tokens, report);

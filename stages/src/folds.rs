@@ -21,7 +21,7 @@ pub struct Folds {
 
 /// A folds file as text: a regular file (never a FIFO or a device), UTF-8.
 fn read_text(path: &Path) -> std::io::Result<String> {
-    let bytes = mmflow_pipeline::files::read_regular(path)?;
+    let bytes = mmflow_schemas::files::read_regular(path)?;
     String::from_utf8(bytes)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }

@@ -5,7 +5,6 @@
 //! [`stats`], [`moments`], [`linalg`], [`dot_search`], the text encoder ([`text_encoder`] on [`bert`]),
 //! the readers under [`ingest`] and the training pieces under [`train`]. `mmflow kinds` lists
 //! the kinds with what each does.
-#![warn(missing_docs)]
 
 pub mod bert;
 pub mod datasets;

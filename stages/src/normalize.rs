@@ -9,7 +9,7 @@
 //! "normalise adapted features to MOSEI statistics"). Non-finite values follow `nonfinite`.
 //! Pooled vectors are recomputed as the mean of the normalised frames.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use mmflow_pipeline::{
@@ -122,9 +122,10 @@ impl StageKind for Normalize {
         inputs: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
         let mut ports = Vec::new();
+        let mut named = BTreeSet::new();
         let mut problems = Vec::new();
         for r in inputs.get("features").into_iter().flatten() {
-            if r.output == STATS || ports.iter().any(|p: &OutputPort| p.name == r.output) {
+            if r.output == STATS || !named.insert(r.output.as_str()) {
                 problems.push(ParamProblem::new(
                     "",
                     format!(

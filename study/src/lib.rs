@@ -13,7 +13,6 @@
 //!   Markdown and as the `comparison` table.
 //! - [`report`]: a self-contained report folder of one run (Markdown and SVG plots).
 //! - [`staging`]: how both write beside a user's files without ever losing one.
-#![warn(missing_docs)]
 
 pub mod compare;
 pub mod report;

@@ -1,6 +1,7 @@
 //! Bad inputs: pipeline files and `--set` overrides.
 
 use super::{check, mkfifo, pipeline, Case};
+use crate::hostile::shapes;
 use crate::util::{Dir, SMALL};
 
 /// `ALIGNED` reading its folds from `folds.json` (written by the row), with data files that
@@ -503,6 +504,110 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
+        what: "a ring of 10,000 template instances",
+        setup: |d| pipeline(d, &shapes::ring(10_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:1: `stages.n@i0.inputs`: inputs form a cycle: n@i0 → n@i9999 → n@i9998 → ",
+            " → … (9980 more stages) … → ",
+            "error: 1 problem in p.toml",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "50,000 references to a value all items but one lack",
+        setup: |d| pipeline(d, &shapes::missing_names(10_000, 50_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:17: `templates.t.stages.n.params.p[0]`: item `a1` has no value for `${item.x}` (expanding `n@a1` from `templates.t.stages.n`)",
+            "more problems not shown; checking stopped after",
+            "problems in p.toml",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "50,000 references to a name no item gives",
+        setup: |d| pipeline(d, &shapes::unknown_names(2_000, 50_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:17: `templates.t.stages.n.params.p[0]`: unknown name `${item.g}`",
+            "`${item.f1013}`, … (1981 more)",
+            "… and 49800 more problems not shown",
+            "error: 50000 problems in p.toml",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "a matrix whose combinations hold more than 8 MiB",
+        setup: |d| pipeline(d, &shapes::wide_matrix(10_000, 50_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:5:10: `templates.t.matrix`: the matrix's 10000 combinations hold more than 8388608 bytes of values and labels"],
+        may_write: &[],
+    },
+    Case {
+        what: "1,100 templates of 10,000 stages each",
+        setup: |d| pipeline(d, &shapes::many_templates(1_100, 100)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:4:2: `templates`: the templates expand to 11000000 stages; at most 10000"],
+        may_write: &[],
+    },
+    Case {
+        what: "a template item of 880,000 bytes",
+        setup: |d| pipeline(d, &shapes::long_label(880_000, 3_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:6:21: `templates.t.stages.n`: expands to a stage id of 880002 bytes",
+            "… and 2800 more problems not shown",
+            "error: 3000 problems in p.toml",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "an unknown key in 10,000 template instances",
+        setup: |d| pipeline(d, &shapes::unknown_key_in_every_instance(10_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:8:1: `stages.n@i0.colour`: unknown key `colour`",
+            "more problems not shown; checking stopped after",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "50,000 unknown params of one stage",
+        setup: |d| pipeline(d, &shapes::unknown_params(50_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &[
+            "p.toml:7:1: `stages.n.params`: checking stopped here after 16 problems; there may be more",
+            "p.toml:8:1: `stages.n.params.k0`: unknown key `k0`",
+            "error: 17 problems in p.toml",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "100,000 inline tables left open around `[…]`",
+        setup: |d| pipeline(d, &shapes::unclosed_tables(100_000)),
+        args: &["validate", "p.toml"],
+        code: 2,
+        says: &["p.toml:103:7: invalid TOML: more than 100 arrays and inline tables open at once"],
+        may_write: &[],
+    },
+    Case {
+        what: "an override nesting 10,000 inline tables",
+        setup: |d| pipeline(d, SMALL),
+        args: &["validate", "p.toml", "--set", UNCLOSED_TABLES],
+        code: 2,
+        says: &["--set stages.mosi.params.scale=p = { [s]", "invalid type: string"],
+        may_write: &[],
+    },
+    Case {
         what: "a pipeline file that is a directory",
         setup: |d| std::fs::create_dir(d.join("p.toml")).unwrap(),
         args: &["validate", "p.toml"],
@@ -584,7 +689,10 @@ const DEEP_KEY: &str = {
     const KEYS: usize = 60_000;
     const LEN: usize = 2 * KEYS + 1;
     // Built once at compile time; only its `&str` view is used.
-    #[allow(clippy::large_const_arrays)]
+    #[expect(
+        clippy::large_const_arrays,
+        reason = "built once at compile time; only its `&str` view is used"
+    )]
     const BYTES: [u8; LEN] = {
         let mut bytes = [b'a'; LEN];
         let mut i = 1;
@@ -598,6 +706,35 @@ const DEEP_KEY: &str = {
     };
     match std::str::from_utf8(&BYTES) {
         Ok(key) => key,
+        Err(_) => panic!("ASCII"),
+    }
+};
+
+/// `--set stages.mosi.params.scale=p = { [s]…` with 10,000 inline tables left open, each
+/// around a `[…]` where a key belongs (100,025 bytes: under Linux's 128 KiB per argument).
+const UNCLOSED_TABLES: &str = {
+    const PREFIX: &[u8] = b"stages.mosi.params.scale=";
+    const PART: &[u8] = b"p = { [s]\n";
+    const LEN: usize = PREFIX.len() + PART.len() * 10_000;
+    #[expect(
+        clippy::large_const_arrays,
+        reason = "built once at compile time; only its `&str` view is used"
+    )]
+    const BYTES: [u8; LEN] = {
+        let mut bytes = [0; LEN];
+        let mut i = 0;
+        while i < LEN {
+            bytes[i] = if i < PREFIX.len() {
+                PREFIX[i]
+            } else {
+                PART[(i - PREFIX.len()) % PART.len()]
+            };
+            i += 1;
+        }
+        bytes
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(arg) => arg,
         Err(_) => panic!("ASCII"),
     }
 };

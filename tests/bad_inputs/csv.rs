@@ -35,7 +35,7 @@ const VISUAL: &str = "frame, timestamp, confidence, success, f0, f1
 ";
 
 /// Writes the good dataset, then `files` over it.
-fn toy(d: &Dir, files: &[(&str, &str)]) {
+pub(super) fn toy(d: &Dir, files: &[(&str, &str)]) {
     pipeline(d, TOY);
     d.write(
         "folds.json",

@@ -239,9 +239,11 @@ pub fn good_run(dir: &Dir, args: &[&str]) {
     dir.mmflow(args).ok();
 }
 
+mod cache;
 mod config;
 mod csv;
 mod embed;
+mod parquet;
 mod readers;
 mod reports;
 mod runs;

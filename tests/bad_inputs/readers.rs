@@ -87,6 +87,10 @@ impl Pickle {
     }
 }
 
+fn f32_bytes_of(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 fn f32_bytes(n: usize) -> Vec<u8> {
     (0..n)
         .flat_map(|i| (i as f32 * 0.25).to_le_bytes())
@@ -119,7 +123,7 @@ fn good_labels(p: Pickle) -> Pickle {
 }
 
 /// `{'train': {'id': ['v$_$0', 'v$_$1'], …}}`, the split's other keys added by `rest`.
-fn split_pickle(rest: fn(Pickle) -> Pickle) -> Vec<u8> {
+fn split_pickle(rest: impl FnOnce(Pickle) -> Pickle) -> Vec<u8> {
     let p = Pickle::new().op(b"}").str("train").op(b"}").mark();
     rest(two_ids(p)).op(b"us").stop()
 }
@@ -132,6 +136,55 @@ fn two_ids(p: Pickle) -> Pickle {
 /// A list of strings.
 fn texts(p: Pickle, items: &[&str]) -> Pickle {
     items.iter().fold(p.mark(), |p, s| p.str(s)).op(b"l")
+}
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn i64_bytes(values: &[i64]) -> Vec<u8> {
+    values.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Fixed-width `S` items of `width` bytes (NUL-padded, as numpy stores them).
+fn s_items(items: &[&[u8]], width: usize) -> Vec<u8> {
+    items
+        .iter()
+        .flat_map(|item| {
+            let mut padded = item.to_vec();
+            padded.resize(width, 0);
+            padded
+        })
+        .collect()
+}
+
+/// A split `train` with good audio `[2, 3, 4]` and labels, ids written by `ids` (after the
+/// key `id`) and more keys by `rest`, read with `audio` as the one modality.
+fn audio_case(d: &Dir, ids: impl FnOnce(Pickle) -> Pickle, rest: impl FnOnce(Pickle) -> Pickle) {
+    let p = Pickle::new().op(b"}").str("train").op(b"}").mark();
+    let p = ids(p.str("id"));
+    let p = good_labels(good_audio(p.str("audio")).str("regression_labels"));
+    layout_case(
+        d,
+        &rest(p).op(b"us").stop(),
+        "modalities = { audio = \"audio\" }",
+    )
+}
+
+/// The two ids `v$_$0`, `v$_$1` (segments `v[0]`, `v[1]`) as a list.
+fn good_ids(p: Pickle) -> Pickle {
+    texts(p, &["v$_$0", "v$_$1"])
+}
+
+/// [`audio_case`] with good ids and `audio_lengths` written by `lengths`.
+fn lengths_case(d: &Dir, lengths: impl FnOnce(Pickle) -> Pickle) {
+    audio_case(d, good_ids, |p| lengths(p.str("audio_lengths")))
+}
+
+/// An MMSA split whose `regression_labels` are written by `labels`.
+fn labels_case(d: &Dir, labels: impl FnOnce(Pickle) -> Pickle) {
+    let bytes = split_pickle(|p| labels(good_audio(p.str("audio")).str("regression_labels")));
+    layout_case(d, &bytes, "modalities = { audio = \"audio\" }")
 }
 
 /// Writes `bytes` as `x.pkl` and a pipeline reading it with the layout's defaults and
@@ -714,6 +767,279 @@ const CASES: &[Case] = &[
         args: RUN,
         code: 1,
         says: &["x.pkl", "not valid UTF-8"],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths as floats holding NaN",
+        setup: |d| lengths_case(d, |p| p.array("<f8", &[2], &f64_bytes(&[1.0, f64::NAN]))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `audio_lengths`",
+            "segment `v[1]` (row 1): length NaN is NaN",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths as floats holding +inf",
+        setup: |d| lengths_case(d, |p| p.array("<f4", &[2], &f32_bytes_of(&[f32::INFINITY, 1.0]))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `audio_lengths`",
+            "segment `v[0]` (row 0): length inf is infinite",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths as floats with a fraction",
+        setup: |d| lengths_case(d, |p| p.array("<f8", &[2], &f64_bytes(&[2.7, 1.0]))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `audio_lengths`",
+            "segment `v[0]` (row 0): length 2.7 is not a whole number",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths negative",
+        setup: |d| lengths_case(d, |p| p.array("<i8", &[2], &i64_bytes(&[1, -1]))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `audio_lengths`",
+            "segment `v[1]` (row 1): length -1 is negative",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths as floats, negative",
+        setup: |d| lengths_case(d, |p| p.array("<f8", &[2], &f64_bytes(&[-2.0, 1.0]))),
+        args: RUN,
+        code: 1,
+        says: &["x.pkl", "key `audio_lengths`", "segment `v[0]` (row 0): length -2.0 is negative"],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle length beyond the sequence",
+        setup: |d| lengths_case(d, |p| p.array("<i8", &[2], &i64_bytes(&[3, 4]))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `audio_lengths`",
+            "segment `v[1]` (row 1): length 4 is past the 3 steps of the sequences",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths as a list holding a fractional float",
+        setup: |d| {
+            lengths_case(d, |p| {
+                p.mark()
+                    .int(2)
+                    .op(b"G")
+                    .op(&0.5f64.to_be_bytes())
+                    .op(b"l")
+            })
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "key `audio_lengths`",
+            "segment `v[1]` (row 1): length 0.5 is not a whole number",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths of shape [N/2, 2]",
+        setup: |d| lengths_case(d, |p| p.array("<i8", &[1, 2], &i64_bytes(&[1, 2]))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `audio_lengths`",
+            "has shape [1, 2], expected one length per id: shape [2]",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle lengths empty for two ids",
+        setup: |d| lengths_case(d, |p| p.array("<i8", &[0], b"")),
+        args: RUN,
+        code: 1,
+        says: &["x.pkl", "key `audio_lengths`", "0 lengths for 2 ids"],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle split without the lengths another split has",
+        setup: |d| {
+            let split = |p: Pickle, lengths: bool| {
+                let p = good_labels(good_audio(good_ids(p.str("id")).str("audio")).str("regression_labels"));
+                if lengths {
+                    p.str("audio_lengths").array("<i8", &[2], &i64_bytes(&[1, 2]))
+                } else {
+                    p
+                }
+            };
+            let p = Pickle::new().op(b"}").mark().str("train").op(b"}").mark();
+            let p = split(p, true).op(b"u").str("test").op(b"}").mark();
+            let p = split(p, false).op(b"u").op(b"u");
+            layout_case(d, &p.stop(), "modalities = { audio = \"audio\" }")
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `test`, key `audio_lengths`: is missing, but split `train` has it",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle labels of shape [N/2, 2]",
+        setup: |d| labels_case(d, |p| p.array("<f4", &[1, 2], &f32_bytes(2))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `regression_labels`",
+            "has shape [1, 2]; the `mmsa` layout takes one label per id: shape [2] or [2, 1]",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle labels of shape [N, 2]",
+        setup: |d| labels_case(d, |p| p.array("<f4", &[2, 2], &f32_bytes(4))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `regression_labels`",
+            "has shape [2, 2]; the `mmsa` layout takes one label per id",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "MulT labels of shape [N, 1, 2]",
+        setup: |d| {
+            let bytes = split_pickle(|p| {
+                good_audio(p.str("audio"))
+                    .str("labels")
+                    .array("<f4", &[2, 1, 2], &f32_bytes(4))
+            });
+            layout_case(d, &bytes, "modalities = { audio = \"audio\" }")
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `labels`",
+            "has shape [2, 1, 2]; the `mult` layout takes one label per id: shape [2] or [2, 1] or [2, 1, 1]",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle label NaN",
+        setup: |d| labels_case(d, |p| p.array("<f4", &[2], &f32_bytes_of(&[0.5, f32::NAN]))),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `regression_labels`",
+            "segment `v[1]` (row 1): label NaN is not a finite float32",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle ids differing only after an inner NUL, not UTF-8",
+        setup: |d| {
+            audio_case(
+                d,
+                |p| p.array("|S8", &[2], &s_items(&[b"v\0\xff$_$0", b"v\0\xfe$_$0"], 8)),
+                |p| p,
+            )
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `id`",
+            "id 0 is bytes that are not UTF-8 text (b'v\\x00\\xff$_$0')",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle ids mixing str and bytes",
+        setup: |d| {
+            audio_case(
+                d,
+                |p| p.mark().str("v$_$0").bytes(b"v$_$1").op(b"l"),
+                |p| p,
+            )
+        },
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `id`",
+            "id 1 is bytes but id 0 is a str",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle id holding the clip separator twice",
+        setup: |d| audio_case(d, |p| texts(p, &["v$_$0", "v$_$1$_$2"]), |p| p),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `id`",
+            "id 1 `v$_$1$_$2` holds `$_$` more than once",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle ids that would become one segment id",
+        setup: |d| audio_case(d, |p| texts(p, &["v", "v$_$0"]), |p| p),
+        args: RUN,
+        code: 1,
+        says: &[
+            "x.pkl",
+            "split `train`, key `id`",
+            "id 1 `v$_$0` and id `v` of split `train` would both become segment `v[0]`",
+        ],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle with both a valid and a dev split",
+        setup: |d| {
+            let split = |p: Pickle| {
+                good_labels(good_audio(good_ids(p.str("id")).str("audio")).str("regression_labels"))
+            };
+            let p = Pickle::new().op(b"}").mark().str("valid").op(b"}").mark();
+            let p = split(p).op(b"u").str("dev").op(b"}").mark();
+            let p = split(p).op(b"u").op(b"u");
+            layout_case(d, &p.stop(), "modalities = { audio = \"audio\" }")
+        },
+        args: RUN,
+        code: 1,
+        says: &["x.pkl", "splits `dev` and `valid` are both the valid split"],
+        may_write: RUN_LOCK,
+    },
+    Case {
+        what: "pickle split with a bytes key",
+        setup: |d| {
+            lengths_case(d, |p| p.array("<i8", &[2], &i64_bytes(&[1, 2])).bytes(b"audio_lengths").array("<i8", &[2], &i64_bytes(&[9, 9])))
+        },
+        args: RUN,
+        code: 1,
+        says: &["x.pkl", "split `train` has a key that is a bytes, expected str keys"],
         may_write: RUN_LOCK,
     },
     // .csd (HDF5).

@@ -15,18 +15,24 @@ use super::{check, good_run, pipeline, write_bytes, Case};
 use crate::util::Dir;
 
 /// A finished run whose stages are `(id, kind, output, table kind, file)`:
-/// `run/pipeline.toml` names them, `run/mmflow.lock` records each one output.
-fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str, &str)]) {
+/// `run/pipeline.toml` names them, `run/mmflow.lock` records each output (a stage named twice
+/// has both).
+pub fn finished_run(d: &Dir, stages: &[(&str, &str, &str, &str, &str)]) {
     let mut toml = String::from("[pipeline]\nname = \"hand-made\"\n");
     let mut entries = serde_json::Map::new();
     for (id, kind, output, table, file) in stages {
+        let record = recorded(d, &format!("{id}/{file}"), table);
+        if let Some(entry) = entries.get_mut(*id) {
+            entry["outputs"][*output] = record;
+            continue;
+        }
         toml.push_str(&format!("\n[stages.{id}]\nkind = \"{kind}\"\n"));
         entries.insert(
             id.to_string(),
             json!({
                 "kind": kind, "version": 1, "fingerprint": "0", "params": {}, "seed": 1,
                 "inputs": {},
-                "outputs": { *output: recorded(d, &format!("{id}/{file}"), table) },
+                "outputs": { *output: record },
                 "duration_s": 0.0, "finished_unix": 0, "mmflow_version": "0.1.0"
             }),
         );
@@ -350,6 +356,75 @@ const CASES: &[Case] = &[
         may_write: &["run/mmflow.report/"],
     },
     Case {
+        what: "report of several runs without --out",
+        setup: run_and_user_files,
+        args: &["report", "run", "run"],
+        code: 2,
+        says: &["a report of several runs needs --out DIR"],
+        may_write: &[],
+    },
+    Case {
+        what: "report --format of an unknown format",
+        setup: run_and_user_files,
+        args: &["report", "run", "--format", "pdf"],
+        code: 2,
+        says: &["`pdf`: the formats are `markdown` and `html`"],
+        may_write: &[],
+    },
+    Case {
+        what: "report --out a folder holding the run",
+        setup: |d| {
+            finished_run(d, &[]);
+            std::fs::create_dir(d.join("outer")).unwrap();
+            std::fs::rename(d.join("run"), d.join("outer/run")).unwrap();
+        },
+        args: &["report", "outer/run", "--out", "outer"],
+        code: 1,
+        says: &[
+            "cannot write the report to outer",
+            "it holds a run directory",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "report of a sweep folder whose every run is unfinished",
+        setup: |d| {
+            d.write(
+                "sweep/base-seed1/pipeline.toml",
+                "[pipeline]\nname = \"x\"\n[stages.a]\nkind = \"synthetic\"\n",
+            );
+            d.write("sweep/notes.txt", "mine");
+        },
+        args: &["report", "sweep", "--format", "html"],
+        code: 1,
+        says: &[
+            "no finished run to report",
+            "base-seed1: ",
+            "unfinished run",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "report of a sweep folder whose only run is a symbolic link",
+        setup: |d| {
+            run_and_user_files(d);
+            std::fs::create_dir(d.join("sweep")).unwrap();
+            link(d, "run", "sweep/base-seed1");
+        },
+        args: &["report", "sweep"],
+        code: 1,
+        says: &["sweep: not an mmflow run directory"],
+        may_write: &[],
+    },
+    Case {
+        what: "HTML report of a training history with only NaN and infinite losses",
+        setup: |d| run_with_losses(d, &[(f64::NAN, f64::NAN), (f64::INFINITY, f64::NAN)]),
+        args: &["report", "run", "--format", "html"],
+        code: 0,
+        says: &["stage `model`: no finite loss value", "report.html"],
+        may_write: &["run/mmflow.report/"],
+    },
+    Case {
         what: "mmflow.lock is a symbolic link to a user's file before a run",
         setup: |d| {
             pipeline(d, SYNTHETIC);
@@ -433,4 +508,76 @@ const CASES: &[Case] = &[
 #[test]
 fn bad_report_inputs_fail_cleanly() {
     check(CASES);
+}
+
+#[test]
+fn markup_in_heads_segment_ids_and_notes_is_shown_as_text() {
+    use mmflow_schemas::evaluation::{
+        write_metrics, write_predictions, MetricRow, Prediction, METRICS, PREDICTIONS,
+    };
+    use mmflow_schemas::Split;
+    let d = Dir::new();
+    let head = "<b>x</b>&'\"";
+    let predictions: Vec<Prediction> = (0..20)
+        .map(|i| Prediction {
+            segment_id: format!("<script>alert({i})</script>"),
+            split: Split::Test,
+            head: head.into(),
+            label: Some(i as f32 / 10.0),
+            prediction: i as f32 / 9.0,
+            calibrated: None,
+        })
+        .collect();
+    let metrics = vec![MetricRow {
+        split: Split::Test,
+        head: head.into(),
+        metric: "CCC".into(),
+        value: 0.5,
+        ci_low: Some(0.4),
+        ci_high: Some(0.6),
+        n: 20,
+        seed: 1,
+        note: Some("</td></table><script>alert(2)</script>".into()),
+    }];
+    std::fs::create_dir_all(d.join("run/eval")).unwrap();
+    let meta = TableMeta::default();
+    write_predictions(&predictions, &d.join("run/eval/predictions.parquet"), &meta).unwrap();
+    write_metrics(&metrics, &d.join("run/eval/metrics.parquet"), &meta).unwrap();
+    finished_run(
+        &d,
+        &[
+            ("eval", "evaluate", "metrics", METRICS, "metrics.parquet"),
+            (
+                "eval",
+                "evaluate",
+                "predictions",
+                PREDICTIONS,
+                "predictions.parquet",
+            ),
+        ],
+    );
+    d.mmflow(&["report", "run", "--format", "html"]).ok();
+    let html = std::fs::read_to_string(d.join("run/mmflow.report/report.html")).unwrap();
+    assert_eq!(
+        html.matches("<script").count(),
+        1,
+        "only the page's own script"
+    );
+    for shown in [
+        "&lt;b&gt;x&lt;/b&gt;&amp;&#39;&quot;",
+        "&lt;script&gt;alert(3)&lt;/script&gt;: label 0.3000",
+        "&lt;/td&gt;&lt;/table&gt;&lt;script&gt;alert(2)&lt;/script&gt;",
+    ] {
+        assert!(html.contains(shown), "missing {shown}");
+    }
+    // The Markdown report keeps its plot files inside the report folder.
+    d.mmflow(&["report", "run", "--out", "md"]).ok();
+    for entry in std::fs::read_dir(d.join("md")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            "{name}"
+        );
+    }
 }

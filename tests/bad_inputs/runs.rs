@@ -33,11 +33,11 @@ params = { bootstrap = 10 }
 "#;
 
 /// The run directory of [`TINY`] in a case's directory.
-const RUN: &str = "data/runs/tiny";
+pub(super) const RUN: &str = "data/runs/tiny";
 
 /// A finished run of [`TINY`] (with `p.toml`) in `d`: made once per test process (in the
 /// build's temporary folder), then copied.
-fn finished(d: &Dir) {
+pub(super) fn finished(d: &Dir) {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     let template = TEMPLATE.get_or_init(|| {
         let t = Dir::new();
@@ -64,7 +64,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Rewrites the run's lock file through `edit`.
-fn edit_lock(d: &Dir, edit: impl FnOnce(&mut serde_json::Value)) {
+pub(super) fn edit_lock(d: &Dir, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = d.join(&format!("{RUN}/mmflow.lock"));
     let mut lock: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -1,5 +1,6 @@
-//! Fuzzing the file readers (MMSA pickle, `.csd`/HDF5, `.npz`, CSV) and the config loader,
-//! on stable Rust and inside the normal test build: no instrumentation, no coverage
+//! Fuzzing the file readers (MMSA pickle, `.csd`/HDF5, `.npz`, CSV, Parquet tables), the
+//! config loader (any pipeline file, and pipelines of templates) and `embed_text`'s model
+//! folders, on stable Rust and inside the normal test build: no instrumentation, no coverage
 //! feedback, but structure-aware mutations of the repository's own inputs.
 //!
 //! Each input is derived from a seed file by stacked mutations drawn from a ChaCha stream
@@ -23,7 +24,9 @@
 //! | `MMFLOW_FUZZ_CORPUS` | more seed folders, `:`-separated |
 //! | `MMFLOW_FUZZ_HANG_SECONDS` | one input using more CPU time is a finding (default 5) |
 
+mod models;
 mod mutate;
+mod parquet;
 mod targets;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -38,7 +41,9 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use targets::{Seed, Target, CONFIG, CSD, CSV, NPZ, PICKLE};
+use models::MODEL;
+use parquet::PARQUET;
+use targets::{Seed, Target, CONFIG, CSD, CSV, NPZ, PICKLE, TEMPLATE};
 
 #[test]
 fn pickle() {
@@ -65,11 +70,28 @@ fn config() {
     fuzz(&CONFIG);
 }
 
+#[test]
+fn model() {
+    fuzz(&MODEL);
+}
+
+#[test]
+fn template() {
+    fuzz(&TEMPLATE);
+}
+
+#[test]
+fn parquet() {
+    fuzz(&PARQUET);
+}
+
 /// The harness itself: an input is a pure function of (target, seed, iteration), and the
 /// zip writer the `.npz` mutator rebuilds members with writes files the `.npz` reader reads.
 #[test]
 fn inputs_are_reproducible_and_rebuilt_zips_are_valid() {
-    for target in [&PICKLE, &CSD, &NPZ, &CSV, &CONFIG] {
+    for target in [
+        &PICKLE, &CSD, &NPZ, &CSV, &CONFIG, &TEMPLATE, &MODEL, &PARQUET,
+    ] {
         let corpus = corpus(target);
         for iteration in [0, 1, 1_000_003] {
             assert_eq!(
@@ -270,14 +292,11 @@ fn fuzz(target: &Target) {
 
 fn corpus(target: &Target) -> Vec<Seed> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let seeds: Vec<Seed> = targets::seed_paths(target, root)
+    let seeds: Vec<Seed> = (target.seeds)(target, root)
         .into_iter()
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            Seed {
-                numbers: (target.numbers)(&bytes),
-                bytes,
-            }
+        .map(|bytes| Seed {
+            numbers: (target.numbers)(&bytes),
+            bytes,
         })
         .collect();
     assert!(!seeds.is_empty(), "no seed files for `{}`", target.name);

@@ -30,7 +30,8 @@ pub struct Seed {
 
 /// A reader under test.
 pub struct Target {
-    /// `pickle`, `csd`, `npz`, `csv`, `config`: the test's name and the files' prefix.
+    /// `pickle`, `csd`, `npz`, `csv`, `config`, `template`, `model`: the test's name and the
+    /// files' prefix.
     pub name: &'static str,
     /// Extension of input files (so a reproducer opens in the usual tools).
     pub ext: &'static str,
@@ -38,6 +39,9 @@ pub struct Target {
     pub in_directory: bool,
     /// Seeds larger than this are left out (they would slow every iteration down).
     pub max_seed: usize,
+    /// The seed inputs, read from the repository at its root ([`seed_files`]: the files with
+    /// the target's extension).
+    pub seeds: fn(&Target, &Path) -> Vec<Vec<u8>>,
     /// Computes the structure hints of a seed.
     pub numbers: fn(&[u8]) -> Vec<(usize, usize)>,
     /// Derives one input from the corpus.
@@ -51,6 +55,7 @@ pub const PICKLE: Target = Target {
     ext: "pkl",
     in_directory: false,
     max_seed: 4 << 20,
+    seeds: seed_files,
     numbers: pickle_numbers,
     mutate: mutate_pickle,
     run: run_pickle,
@@ -61,6 +66,7 @@ pub const CSD: Target = Target {
     ext: "csd",
     in_directory: false,
     max_seed: 5 << 19,
+    seeds: seed_files,
     numbers: number_positions,
     mutate: mutate_binary,
     run: run_csd,
@@ -71,6 +77,7 @@ pub const NPZ: Target = Target {
     ext: "npz",
     in_directory: false,
     max_seed: 4 << 20,
+    seeds: seed_files,
     numbers: no_numbers,
     mutate: mutate_npz,
     run: run_npz,
@@ -81,6 +88,7 @@ pub const CSV: Target = Target {
     ext: "csv",
     in_directory: true,
     max_seed: 4 << 20,
+    seeds: seed_files,
     numbers: no_numbers,
     mutate: mutate_csv,
     run: run_csv,
@@ -91,8 +99,20 @@ pub const CONFIG: Target = Target {
     ext: "toml",
     in_directory: false,
     max_seed: 1 << 20,
+    seeds: seed_files,
     numbers: no_numbers,
     mutate: mutate_config,
+    run: run_config,
+};
+
+pub const TEMPLATE: Target = Target {
+    name: "template",
+    ext: "toml",
+    in_directory: false,
+    max_seed: 1 << 20,
+    seeds: seed_files,
+    numbers: no_numbers,
+    mutate: mutate_template,
     run: run_config,
 };
 
@@ -538,6 +558,7 @@ fn check_value(v: &PyValue, source: &FileSource, seen: &mut HashSet<*const NdArr
                 ArrayData::I64(x) => x.len(),
                 ArrayData::Bool(x) => x.len(),
                 ArrayData::Str(x) => x.len(),
+                ArrayData::Bytes(x) => x.len(),
                 ArrayData::Object(x) => {
                     x.iter()
                         .for_each(|i| check_value(i, source, seen, depth + 1));
@@ -1366,7 +1387,7 @@ fn run_config(path: &Path) {
         .collect();
     let registry = mmflow_stages::registry();
     let shown = |problems: mmflow_pipeline::Problems| {
-        for p in &problems.0 {
+        for p in &problems.shown {
             let _ = p.to_string();
         }
         let _ = problems.to_string();
@@ -1392,6 +1413,264 @@ fn run_config(path: &Path) {
             }
         }
     }
+}
+
+/// The seed files of a target (see [`seed_paths`]), read.
+pub fn seed_files(target: &Target, root: &Path) -> Vec<Vec<u8>> {
+    seed_paths(target, root)
+        .into_iter()
+        .map(|path| std::fs::read(&path).unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------- template
+
+/// What may stand inside a template string: names the items give or not, a literal `$${`, an
+/// unterminated `${`.
+const TEMPLATE_NAMES: &[&str] = &[
+    "${item}",
+    "${key}",
+    "${item.k}",
+    "${item.next}",
+    "${item.method}",
+    "${item.}",
+    "${}",
+    "${itme}",
+    "${item.k",
+    "$${item}",
+    "$$${key}",
+    "${ item }",
+    "${item.\u{e9}}",
+    "${${item}}",
+    "${key}${key}${item.k}",
+];
+
+/// Values an item (or a matrix variable's value) may be, good and bad.
+const ITEM_VALUES: &[&str] = &[
+    "\"a\"",
+    "\"kmeans\"",
+    "\"x-y\"",
+    "\"a b\"",
+    "\"\"",
+    "\"\u{e9}\"",
+    "1",
+    "-3",
+    "0.5",
+    "16.0",
+    "1e300",
+    "true",
+    "[1]",
+    "{ k = 1 }",
+    "{ k = 1, method = \"cosine\" }",
+    "{ next = \"n@a.text\" }",
+    "{ \"k.k\" = 1 }",
+    "1979-05-27",
+];
+
+/// Lines a template pipeline may gain.
+const TEMPLATE_LINES: &[&str] = &[
+    "[templates.t]",
+    "[templates.u]",
+    "[templates.t.stages.n]",
+    "[templates.t.stages.m]",
+    "[templates.\"a b\".stages.n]",
+    "[stages.\"n@a\"]",
+    "foreach = []",
+    "foreach = {}",
+    "foreach = \"a\"",
+    "matrix = {}",
+    "matrix = { k = [] }",
+    "matrix = { k = [1, 2], method = [\"a\", \"b\"] }",
+    "matrix = { k = [1, 2], k2 = [1, 2], k3 = [1, 2], k4 = [1, 2] }",
+    "foreach = { a = { k = 1 }, b = { method = \"x\" } }",
+    "kind = \"normalize\"",
+    "kind = \"${item}\"",
+    "inputs = { segments = \"mosi.segments\", features = [\"n.text\"] }",
+    "inputs = { segments = \"mosi.segments\", features = [\"m.text\"] }",
+    "inputs = { segments = \"mosi.segments\", features = [\"n@${key}.text\"] }",
+    "inputs = { segments = \"${item}.segments\", features = [\"${item.next}\"] }",
+    "description = \"${key} of ${item}\"",
+    "params = { clip = \"${item.k}\" }",
+    "seed = \"${item.k}\"",
+    "stages = 1",
+    "templates = []",
+];
+
+/// A template pipeline made up from scratch: a source, one template over a list, a table of
+/// plain or named items or a matrix, whose stages read the source, a sibling, or another
+/// instance (a chain, or a ring when the last reads the first).
+fn generated_template(rng: &mut ChaCha8Rng) -> String {
+    // Mostly a few items; now and then thousands (up to the cap and past it).
+    let n = match rng.random_range(0..1000) {
+        0 => rng.random_range(9_990..10_010),
+        1..=4 => rng.random_range(100..3_000),
+        _ => rng.random_range(1..12),
+    };
+    let value = |rng: &mut ChaCha8Rng, k: usize| -> String {
+        if rng.random_bool(0.05) {
+            ITEM_VALUES.choose(rng).unwrap().to_string()
+        } else {
+            format!("\"v{k}\"")
+        }
+    };
+    let closed = rng.random_bool(0.5);
+    let next = |k: usize| match (k + 1 < n, closed) {
+        (true, _) => format!("n@i{}.text", k + 1),
+        (false, true) => "n@i0.text".to_string(),
+        (false, false) => "mosi.text".to_string(),
+    };
+    let items = match rng.random_range(0..4) {
+        0 => format!(
+            "foreach = [{}]",
+            (0..n).map(|k| value(rng, k)).collect::<Vec<_>>().join(", ")
+        ),
+        1 => format!(
+            "foreach = {{ {} }}",
+            (0..n)
+                .map(|k| format!("i{k} = {}", value(rng, k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        2 => format!(
+            "foreach = {{ {} }}",
+            (0..n)
+                .map(|k| format!("i{k} = {{ next = \"{}\", k = {k} }}", next(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => {
+            let side = (n as f64).sqrt().ceil() as usize;
+            let column = |rng: &mut ChaCha8Rng| {
+                (0..side)
+                    .map(|k| value(rng, k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let (k, method) = (column(rng), column(rng));
+            format!("matrix = {{ method = [{method}], k = [{k}] }}")
+        }
+    };
+    let reads = [
+        "mosi.text",
+        "${item.next}",
+        "n.text",
+        "m.text",
+        "n@${key}.text",
+        "${item}.text",
+    ];
+    let mut text = format!(
+        "[stages.mosi]\nkind = \"synthetic\"\nparams = {{ profile = \"mosi\", scale = 0.1 }}\n[templates.t]\n{items}\n"
+    );
+    for stage in ["n", "m"].iter().take(rng.random_range(1..3)) {
+        text.push_str(&format!(
+            "[templates.t.stages.{stage}]\nkind = \"normalize\"\ninputs = {{ segments = \"mosi.segments\", features = [\"{}\"] }}\ndescription = \"{} {}\"\n",
+            reads.choose(rng).unwrap(),
+            TEMPLATE_NAMES.choose(rng).unwrap(),
+            TEMPLATE_NAMES.choose(rng).unwrap(),
+        ));
+    }
+    text
+}
+
+/// The seeds that hold templates (all of them, when none does).
+fn templated(seeds: &[Seed]) -> Vec<&Seed> {
+    let with: Vec<&Seed> = seeds
+        .iter()
+        .filter(|s| s.bytes.windows(11).any(|w| w == b"[templates."))
+        .collect();
+    if with.is_empty() {
+        seeds.iter().collect()
+    } else {
+        with
+    }
+}
+
+/// Replaces one `${…}` of `line` (or, when it has none, appends one inside its first string).
+fn swap_name(rng: &mut ChaCha8Rng, line: &mut String) {
+    let name = TEMPLATE_NAMES.choose(rng).unwrap();
+    if let Some(at) = line.find("${") {
+        let end = line[at..].find('}').map_or(line.len(), |e| at + e + 1);
+        line.replace_range(at..end, name);
+    } else if let Some(at) = line.find('"') {
+        line.insert_str(at + 1, name);
+    }
+}
+
+/// Adds a value to the first list of `line` (a `foreach` list or a matrix variable).
+fn add_item(rng: &mut ChaCha8Rng, line: &mut String) {
+    if let Some(at) = line.find('[') {
+        let value = ITEM_VALUES.choose(rng).unwrap();
+        let closes = line[at + 1..].trim_start().starts_with(']');
+        let sep = if closes { "" } else { ", " };
+        line.insert_str(at + 1, &format!("{value}{sep}"));
+    }
+}
+
+fn mutate_template(rng: &mut ChaCha8Rng, seeds: &[Seed]) -> Vec<u8> {
+    let text = if rng.random_bool(0.5) {
+        generated_template(rng)
+    } else {
+        String::from_utf8_lossy(&templated(seeds).choose(rng).unwrap().bytes).into_owned()
+    };
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let extra: Vec<String> = TEMPLATE_LINES.iter().map(|s| s.to_string()).collect();
+    for _ in 0..rounds(rng) {
+        if too_long(&lines) || lines.is_empty() {
+            break;
+        }
+        let i = rng.random_range(0..lines.len());
+        match rng.random_range(0..8) {
+            0 | 1 => swap_name(rng, &mut lines[i]),
+            2 => {
+                if let Some(j) = (0..lines.len()).find(|&j| {
+                    lines[j].starts_with("foreach = [") || lines[j].starts_with("matrix = {")
+                }) {
+                    add_item(rng, &mut lines[j]);
+                }
+            }
+            3 | 4 => edit_lines(rng, &mut lines, &extra),
+            5 => {
+                // A value replaced by an item-like one (a reference, a name, a table).
+                if let Some((key, _)) = lines[i].split_once(" = ") {
+                    lines[i] = format!("{key} = {}", ITEM_VALUES.choose(rng).unwrap());
+                }
+            }
+            6 => {
+                // An input read from another instance, a sibling or itself.
+                lines[i] = lines[i]
+                    .replace("mosi.text", "n@i0.text")
+                    .replace("n.text", "m.text");
+            }
+            _ => {
+                let mut bytes = lines.join("\n").into_bytes();
+                mutate::havoc_once(rng, &mut bytes, &[], &[]);
+                lines = String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+            }
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    // Overrides of the templates (applied before expansion) and of instances (after).
+    for _ in 0..rng.random_range(0..4usize).saturating_sub(1) {
+        let set = match rng.random_range(0..5) {
+            0 => format!(
+                "templates.t.matrix.z=[{}]",
+                ITEM_VALUES.choose(rng).unwrap()
+            ),
+            1 => format!("templates.t.foreach=[{}]", ITEM_VALUES.choose(rng).unwrap()),
+            2 => format!(
+                "templates.t.stages.n.description=\"{}\"",
+                TEMPLATE_NAMES.choose(rng).unwrap()
+            ),
+            3 => "stages.n@i0.seed=1".to_string(),
+            _ => "stages.n@v0.inputs.features=[\"n@v1.text\"]".to_string(),
+        };
+        out.push_str(&format!("{OVERRIDE_PREFIX}{set}\n"));
+    }
+    out.into_bytes()
 }
 
 /// Where seeds are looked for (recursively), relative to the repository; folders that do

@@ -172,7 +172,10 @@ impl Timeline {
             .intervals
             .partition_point(|iv| (-iv[0] - -r1) > -epsilon);
         // Negated on purpose: a NaN end compares as the SDK's expression does.
-        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        #[expect(
+            clippy::neg_cmp_op_on_partial_ord,
+            reason = "a NaN end must compare as the SDK's negated expression does"
+        )]
         let lower = self
             .max_end
             .partition_point(|&end| !((end - r0) > -epsilon));

@@ -17,12 +17,13 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hdf5_reader::messages::layout::DataLayout;
 use hdf5_reader::messages::HdfMessage;
 use hdf5_reader::object_header::ObjectHeader;
-use hdf5_reader::{ByteOrder, Dataset, Datatype, H5Type, Hdf5File, OpenOptions};
-use mmflow_pipeline::files::open_regular;
+use hdf5_reader::{ByteOrder, Dataset, Datatype, FileStorage, H5Type, Hdf5File, OpenOptions};
+use mmflow_schemas::files::open_regular;
 
 use super::align::{Sequence, Values};
 
@@ -85,7 +86,13 @@ impl CsdFile {
         let options = OpenOptions::default().with_max_read_bytes(
             usize::try_from(size.saturating_mul(MAX_INFLATE)).unwrap_or(usize::MAX),
         );
-        let file = Hdf5File::open_with_options(path, options)
+        // The crate reads the file mmflow opened (and checked is a regular file), not the path
+        // again: what is read is what was checked.
+        let storage = opened
+            .try_clone()
+            .map_err(|e| fail(e.to_string()))
+            .and_then(|f| FileStorage::from_file(f).map_err(|e| fail(e.to_string())))?;
+        let file = Hdf5File::from_storage_with_options(Arc::new(storage), options)
             .map_err(|e| fail(format!("not a readable HDF5 file ({e})")))?;
         let top = file
             .root_group()

@@ -173,7 +173,7 @@ const NO_ROWS: &str = "no data rows (the file holds only its header)";
 
 /// The file as text: a regular file, UTF-8.
 fn read_text(path: &Path) -> Result<String, SourceError> {
-    let bytes = mmflow_pipeline::files::read_regular(path)
+    let bytes = mmflow_schemas::files::read_regular(path)
         .map_err(|e| fail(path)(format!("cannot read ({e})")))?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();

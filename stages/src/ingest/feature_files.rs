@@ -353,8 +353,9 @@ fn check_csv(at: &KeyPath, m: &CsvColumns, problems: &mut Vec<ParamProblem>) {
                 "list at least one column (or leave `columns` out to read every column)",
             ));
         }
+        let mut seen = BTreeSet::new();
         for (i, name) in columns.iter().enumerate() {
-            if columns[..i].contains(name) {
+            if !seen.insert(name) {
                 problems.push(ParamProblem::at(
                     at.key("columns").index(i),
                     format!("column `{name}` is listed twice"),

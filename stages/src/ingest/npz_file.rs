@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
-use mmflow_pipeline::files::open_regular;
+use mmflow_schemas::files::open_regular;
 use ndarray::ArrayD;
 use ndarray_npy::ReadNpyExt;
 use zip::read::ZipFile;

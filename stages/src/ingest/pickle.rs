@@ -39,7 +39,7 @@
 //! with [`NdArray::read_rows_f32`] (float arrays, C or Fortran order) or all at once with
 //! [`NdArray::load`] (small arrays: labels, lengths). So parsing takes memory for the
 //! file's structure (dicts, ids, strings) only, and one pass over the arrays' bytes writes
-//! them out. Strings (`U`, `S`) and 8-byte unsigned arrays, whose decoding can fail, are
+//! them out. String arrays (`U`, `S`) and 8-byte unsigned arrays, whose decoding can fail, are
 //! decoded while parsing, as are the arrays of protocol 2, whose bytes are latin-1 text.
 #![warn(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
 
@@ -94,8 +94,11 @@ pub enum ArrayData {
     I64(Vec<i64>),
     /// bool.
     Bool(Vec<bool>),
-    /// Unicode (`U`) or bytes (`S`) strings.
+    /// Unicode (`U`) strings, each as numpy reads an item: trailing NULs (the padding of a
+    /// fixed-width item) stripped, inner NULs kept.
     Str(Vec<String>),
+    /// Byte (`S`) strings, each as numpy reads an item: trailing NULs stripped, inner ones kept.
+    Bytes(Vec<Vec<u8>>),
     /// Object arrays: Python values.
     Object(Vec<PyValue>),
     /// Numbers still in the file the array was read from (see [`NdArray::read_rows_f32`] and
@@ -224,6 +227,7 @@ impl ArrayData {
             ArrayData::I64(_) => "int",
             ArrayData::Bool(_) => "bool",
             ArrayData::Str(_) => "str",
+            ArrayData::Bytes(_) => "bytes",
             ArrayData::Object(_) => "object",
             ArrayData::Stored(stored) => stored.kind(),
         }
@@ -593,7 +597,7 @@ fn decode_f32(dtype: &Dtype, bytes: &[u8], out: &mut Vec<f32>) {
 }
 
 /// f64 → f32, rounding to nearest (what numpy's `astype(float32)` does).
-#[allow(
+#[expect(
     clippy::cast_possible_truncation,
     reason = "narrowing a float is the point: values round to the nearest f32"
 )]
@@ -1374,13 +1378,19 @@ impl<'s, S: Source + ?Sized> Vm<'s, S> {
                 self.charge_array(len)?;
                 let bytes = self.held_bytes(data)?;
                 let array = self.decode_array(&dtype, vec![1], &bytes, false)?;
+                if let ArrayData::Bytes(items) = array.data {
+                    return match items.into_iter().next() {
+                        Some(b) => Ok(self.alloc(Obj::Bytes(Bytes::Held(b)))),
+                        None => self.error("unsupported numpy scalar"),
+                    };
+                }
                 let scalar = match array.data {
                     ArrayData::F32(v) => v.first().map(|&x| Val::Float(f64::from(x))),
                     ArrayData::F64(v) => v.first().map(|&x| Val::Float(x)),
                     ArrayData::I64(v) => v.first().map(|&x| Val::Int(x)),
                     ArrayData::Bool(v) => v.first().map(|&x| Val::Bool(x)),
                     ArrayData::Str(v) => v.into_iter().next().map(|x| Val::Str(x.into())),
-                    ArrayData::Object(_) | ArrayData::Stored(_) => None,
+                    ArrayData::Bytes(_) | ArrayData::Object(_) | ArrayData::Stored(_) => None,
                 };
                 match scalar {
                     Some(v) => Ok(v),
@@ -1725,8 +1735,7 @@ enum Measured {
 fn decode(dtype: &Dtype, bytes: &[u8], n: usize) -> Result<ArrayData, String> {
     let size = dtype.size;
     let le = dtype.little_endian;
-    // Chunks are at most 8 bytes here except for `U`, whose 4-byte code units go
-    // through `word` one at a time.
+    // Chunks are at most 8 bytes here (`U` items go through `unicode_item`).
     let word = |chunk: &[u8]| -> u64 {
         let mut b = [0u8; 8];
         for (i, &x) in chunk.iter().take(8).enumerate() {
@@ -1783,35 +1792,47 @@ fn decode(dtype: &Dtype, bytes: &[u8], n: usize) -> Result<ArrayData, String> {
             ArrayData::I64(out)
         }
         ('b', 1) => ArrayData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        ('U', s) if s > 0 => {
-            let mut out = Vec::with_capacity(n);
-            for c in bytes.chunks_exact(s) {
-                let mut text = String::new();
-                for u in c.chunks_exact(4) {
-                    let code = low_u32(word(u));
-                    if code == 0 {
-                        break;
-                    }
-                    match char::from_u32(code) {
-                        Some(ch) => text.push(ch),
-                        None => return Err("invalid character in a unicode array".into()),
-                    }
-                }
-                out.push(text);
-            }
-            ArrayData::Str(out)
-        }
-        ('S', s) if s > 0 => ArrayData::Str(
+        ('U', s) if s > 0 => ArrayData::Str(
             bytes
                 .chunks_exact(s)
-                .map(|c| {
-                    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-                    String::from_utf8_lossy(&c[..end]).into_owned()
-                })
+                .map(|item| unicode_item(item, le))
+                .collect::<Result<_, _>>()?,
+        ),
+        ('S', s) if s > 0 => ArrayData::Bytes(
+            bytes
+                .chunks_exact(s)
+                .map(|item| without_trailing_nuls(item, 1).to_vec())
                 .collect(),
         ),
         (k, s) => return Err(format!("unsupported numpy dtype {k}{s}")),
     })
+}
+
+/// A `U` item (UCS-4 code units) as numpy reads it: its trailing NULs, the padding of a
+/// fixed-width item, stripped; inner NULs kept.
+fn unicode_item(item: &[u8], little_endian: bool) -> Result<String, String> {
+    without_trailing_nuls(item, 4)
+        .chunks_exact(4)
+        .map(|unit| {
+            let unit = [unit[0], unit[1], unit[2], unit[3]];
+            let code = if little_endian {
+                u32::from_le_bytes(unit)
+            } else {
+                u32::from_be_bytes(unit)
+            };
+            char::from_u32(code).ok_or_else(|| "invalid character in a unicode array".to_string())
+        })
+        .collect()
+}
+
+/// `item` without its trailing units of `width` zero bytes (numpy's reading of a fixed-width
+/// string item: padding and trailing NULs go, inner NULs stay).
+fn without_trailing_nuls(item: &[u8], width: usize) -> &[u8] {
+    let nuls = item
+        .rchunks_exact(width)
+        .take_while(|unit| unit.iter().all(|&b| b == 0))
+        .count();
+    &item[..item.len().saturating_sub(nuls.saturating_mul(width))]
 }
 
 /// The elements of a Fortran-order array in C order.
@@ -1825,6 +1846,7 @@ fn reorder_fortran(data: ArrayData, shape: &[usize]) -> ArrayData {
         ArrayData::I64(v) => ArrayData::I64(fortran_to_c(v, shape)),
         ArrayData::Bool(v) => ArrayData::Bool(fortran_to_c(v, shape)),
         ArrayData::Str(v) => ArrayData::Str(fortran_to_c(v, shape)),
+        ArrayData::Bytes(v) => ArrayData::Bytes(fortran_to_c(v, shape)),
         ArrayData::Object(v) => ArrayData::Object(fortran_to_c(v, shape)),
         stored @ ArrayData::Stored(_) => stored,
     }
@@ -1895,7 +1917,7 @@ fn fortran_to_c<T: Clone>(values: Vec<T>, shape: &[usize]) -> Vec<T> {
     out
 }
 
-#[allow(
+#[expect(
     clippy::arithmetic_side_effects,
     reason = "bit fields of a u16: exponents stay within 98..=142"
 )]
@@ -2056,10 +2078,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(
-        clippy::arithmetic_side_effects,
-        reason = "index arithmetic on a 96-element test array"
-    )]
     fn large_arrays_stay_in_the_source_and_read_by_rows() {
         // [[[0, 1, …]]] of shape (3, 4, 8), as stored in C and in Fortran order.
         let (n, l, d) = (3usize, 4usize, 8usize);
@@ -2160,6 +2178,49 @@ mod tests {
         assert_eq!(half_to_f32(0xc000), -2.0);
         assert_eq!(half_to_f32(0x0001), 5.960_464_5e-8);
         assert!(half_to_f32(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn string_items_keep_inner_nuls_and_lose_trailing_ones() {
+        // np.array(['a\0b', 'c', 'd\0']) is `<U3`; numpy reads its items back as
+        // 'a\0b', 'c', 'd': the padding and trailing NULs go, inner NULs stay.
+        let ucs4 = |items: &[&str], big: bool| -> Vec<u8> {
+            items
+                .iter()
+                .flat_map(|s| {
+                    let mut units: Vec<u32> = s.chars().map(u32::from).collect();
+                    units.resize(3, 0);
+                    units
+                })
+                .flat_map(|u| {
+                    if big {
+                        u.to_be_bytes()
+                    } else {
+                        u.to_le_bytes()
+                    }
+                })
+                .collect()
+        };
+        let read = ["a\0b", "c", "d"].map(str::to_string).to_vec();
+        for (descr, big) in [("<U3", false), (">U3", true)] {
+            let dtype = Dtype::parse(descr).unwrap();
+            let bytes = ucs4(&["a\0b", "c", "d\0"], big);
+            assert_eq!(decode(&dtype, &bytes, 3), Ok(ArrayData::Str(read.clone())));
+        }
+        let dtype = Dtype::parse("|S3").unwrap();
+        assert_eq!(
+            decode(&dtype, b"a\0bc\0\0\0\0\0", 3),
+            Ok(ArrayData::Bytes(vec![
+                b"a\0b".to_vec(),
+                b"c".to_vec(),
+                Vec::new()
+            ]))
+        );
+        // A numpy bytes scalar is bytes, stripped the same way.
+        let mut p = b"\x80\x04cnumpy._core.multiarray\nscalar\n(cnumpy\ndtype\n(".to_vec();
+        p.extend(short_str("S3"));
+        p.extend_from_slice(b"tRC\x03a\0\0tR.");
+        assert_eq!(read_from(p.as_slice()), Ok(PyValue::Bytes(b"a".to_vec())));
     }
 
     #[test]

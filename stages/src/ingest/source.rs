@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mmflow_pipeline::files::regular_file_size;
+use mmflow_schemas::files::regular_file_size;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

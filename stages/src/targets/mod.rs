@@ -11,9 +11,10 @@
 
 pub mod kmeans;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use mmflow_pipeline::collect::at_key;
+use mmflow_pipeline::problem::listed;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, ResolvedInput, RunContext, StageError,
     StageKind,
@@ -323,27 +324,34 @@ impl StageKind for SelectTargets {
             modality_names(inputs, "source"),
             modality_names(inputs, "target"),
         );
+        let (in_source, in_target): (BTreeSet<&str>, BTreeSet<&str>) = (
+            source.iter().copied().collect(),
+            target.iter().copied().collect(),
+        );
         let mut problems = Vec::new();
         for m in &p.match_on {
-            for (side, names) in [("source", &source), ("target", &target)] {
-                if !names.contains(&m.as_str()) {
+            for (side, names, set) in [
+                ("source", &source, &in_source),
+                ("target", &target, &in_target),
+            ] {
+                if !set.contains(m.as_str()) {
                     problems.push(ParamProblem::new(
                         "match_on",
                         format!(
                             "matching modality `{m}` is not among the `{side}` inputs ({})",
-                            names.join(", ")
+                            listed(names, names.len())
                         ),
                     ));
                 }
             }
         }
         for m in &p.adapt {
-            if !target.contains(&m.as_str()) {
+            if !in_target.contains(m.as_str()) {
                 problems.push(ParamProblem::new(
                     "adapt",
                     format!(
                         "adapted modality `{m}` is not among the `target` inputs ({})",
-                        target.join(", ")
+                        listed(&target, target.len())
                     ),
                 ));
             }
@@ -791,7 +799,10 @@ fn target_label(m: &Match, target: &Side) -> Option<f32> {
     (weight > 0.0).then(|| (sum / weight) as f32)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the columns of one table, each a plain slice"
+)]
 fn build_table(
     modality: &str,
     dim: usize,

@@ -3,17 +3,24 @@
 //! [`resolve`] is the registry's device resolver: the engine calls it once per run, before
 //! the first stage that uses a device, and records what it returns (`cpu`, `cuda:0`) in the
 //! lock file and the fingerprints. `cuda` that cannot be used is an error saying why (not
-//! built in, no usable driver, no device, or the device failed to open); `auto` takes the GPU
-//! when it can be used and logs which device it chose and why. [`open`] gives a stage the
-//! candle device for the resolved one.
+//! built in, the driver or a CUDA library missing, no usable driver, no device, or the
+//! device failed to open); `auto` takes the GPU when it can be used and logs which device it
+//! chose and why. [`open`] gives a stage the candle device for the resolved one.
 //!
-//! A build with `--features cuda` links the driver library (`libcuda.so.1`) at load time, as
-//! candle requires: on a machine without the NVIDIA driver that binary does not start at all
-//! (the system loader names the missing library). A driver library that is only a stub
-//! (CUDA's `stubs` folder on the loader's path) is reported as "no usable driver".
+//! A build with `--features cuda` links no CUDA library, so it starts on any machine: the
+//! driver (`libcuda.so.1`), cuBLAS and cuRAND are looked for and loaded only when `cuda` or
+//! `auto` is resolved (`cuda_libraries`), before cudarc is first called, and a library that
+//! is missing is named with every place looked in. A driver older than the CUDA version the
+//! build was compiled with is refused before it is used; a driver library that is only a
+//! stub (CUDA's `stubs` folder on the loader's path) is reported as "no usable driver".
+//! cudarc panics on a library or function it cannot load; every call into it here runs
+//! under [`std::panic::catch_unwind`], so what the checks miss is still an error.
 
 use candle_core::Device;
 use mmflow_pipeline::{DeviceChoice, ResolvedDevice, StageError};
+
+#[cfg(feature = "cuda")]
+use super::cuda_libraries::{self, Machine, Places, Search};
 
 /// Why a CUDA device cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -21,6 +28,10 @@ pub enum CudaUnavailable {
     /// mmflow was built without the `cuda` feature.
     #[error("this mmflow was built without CUDA support (rebuild with `--features cuda`)")]
     NotBuilt,
+    /// The driver's library or a CUDA library was not found or does not load.
+    #[cfg(feature = "cuda")]
+    #[error("{0}")]
+    Missing(cuda_libraries::Missing),
     /// The driver library is a stub, too old, or not working.
     #[error("no usable NVIDIA driver ({0})")]
     NoDriver(String),
@@ -92,28 +103,25 @@ pub fn open(device: ResolvedDevice) -> Result<Device, StageError> {
     }
 }
 
-/// The first CUDA device, if the driver works and it opens.
+/// The first CUDA device, if the driver and the CUDA libraries load, the driver sees a
+/// device, and it opens. A missing driver is told first, then a driver that is not usable or
+/// sees no device, then a missing CUDA library.
 #[cfg(feature = "cuda")]
 fn probe_cuda() -> Result<ResolvedDevice, CudaUnavailable> {
-    use cudarc::driver::{result, DriverError};
-    let describe = |e: DriverError| {
-        let name = format!("{:?}", e.0);
-        let text = e
-            .error_string()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let what = if text.is_empty() {
-            name
-        } else {
-            format!("{name}: {text}")
-        };
-        classify(e.0 as u32, what)
-    };
-    result::init().map_err(describe)?;
-    let count = result::device::get_count().map_err(describe)?;
-    if count < 1 {
-        return Err(CudaUnavailable::NoDevice("0 devices".into()));
+    use cudarc::driver::result;
+    let libraries = cuda_libraries();
+    if libraries.lacks_driver() {
+        libraries.complete().map_err(CudaUnavailable::Missing)?;
     }
+    without_panic(|| {
+        result::init().map_err(describe)?;
+        check_driver_version()?;
+        let count = result::device::get_count().map_err(describe)?;
+        if count < 1 {
+            return Err(CudaUnavailable::NoDevice("0 devices".into()));
+        }
+        Ok(())
+    })?;
     open_cuda(0)?;
     Ok(ResolvedDevice::Cuda(0))
 }
@@ -125,12 +133,144 @@ fn probe_cuda() -> Result<ResolvedDevice, CudaUnavailable> {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device, CudaUnavailable> {
-    Device::new_cuda(ordinal).map_err(|e| CudaUnavailable::Other(e.to_string()))
+    let libraries = cuda_libraries();
+    libraries.complete().map_err(CudaUnavailable::Missing)?;
+    without_panic(|| Device::new_cuda(ordinal).map_err(|e| CudaUnavailable::Other(e.to_string())))
 }
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda(_: usize) -> Result<Device, CudaUnavailable> {
     Err(CudaUnavailable::NotBuilt)
+}
+
+/// The CUDA libraries of this machine, looked for and loaded once per process.
+#[cfg(feature = "cuda")]
+fn cuda_libraries() -> &'static Search {
+    static SEARCH: std::sync::OnceLock<Search> = std::sync::OnceLock::new();
+    SEARCH.get_or_init(|| {
+        let libraries = cuda_libraries::needed(BUILT_WITH.major());
+        let search = Search::run(Places::on(&Machine::this()), &libraries);
+        for loaded in search.loaded() {
+            tracing::debug!("CUDA: {} from {}", loaded.library.file, loaded.from);
+        }
+        search
+    })
+}
+
+/// A CUDA version as the driver API numbers it (`1000 × major + 10 × minor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CudaVersion(pub i32);
+
+impl CudaVersion {
+    /// The major version (13 for CUDA 13.0).
+    pub fn major(self) -> u32 {
+        (self.0 / 1000).unsigned_abs()
+    }
+}
+
+impl std::fmt::Display for CudaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0 / 1000, self.0 % 1000 / 10)
+    }
+}
+
+/// The CUDA version this build was compiled with (the toolkit's `cuda.h`).
+#[cfg(feature = "cuda")]
+const BUILT_WITH: CudaVersion = CudaVersion(cudarc::driver::sys::CUDA_VERSION as i32);
+
+/// Why a driver that supports CUDA `driver` cannot run what was built with `built`, if it
+/// cannot (candle's kernels are PTX of the build's CUDA version, and cudarc calls the
+/// functions of its `cuda.h`).
+pub fn driver_too_old(driver: CudaVersion, built: CudaVersion) -> Option<CudaUnavailable> {
+    (driver < built).then(|| {
+        CudaUnavailable::NoDriver(format!(
+            "the driver supports CUDA {driver} and this mmflow was built with CUDA {built}; \
+             update the NVIDIA driver (CUDA 13 needs 580 or newer)"
+        ))
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn check_driver_version() -> Result<(), CudaUnavailable> {
+    let mut version = 0;
+    // SAFETY: the driver is initialised; cuDriverGetVersion writes one int.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(describe)?;
+    match driver_too_old(CudaVersion(version), BUILT_WITH) {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+/// A driver error, named and classified.
+#[cfg(feature = "cuda")]
+fn describe(e: cudarc::driver::DriverError) -> CudaUnavailable {
+    let name = format!("{:?}", e.0);
+    let text = e
+        .error_string()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let what = if text.is_empty() {
+        name
+    } else {
+        format!("{name}: {text}")
+    };
+    classify(e.0 as u32, what)
+}
+
+/// Runs `calls` (calls into cudarc), turning a panic — cudarc's answer to a library or
+/// function it cannot load — into an error. The panic is not printed: the error says it.
+#[cfg_attr(
+    not(any(feature = "cuda", test)),
+    expect(dead_code, reason = "only the CUDA build calls cudarc")
+)]
+fn without_panic<T>(
+    calls: impl FnOnce() -> Result<T, CudaUnavailable>,
+) -> Result<T, CudaUnavailable> {
+    quiet_panics::install();
+    let caught =
+        quiet_panics::within(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(calls)));
+    caught.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "no message".into());
+        Err(CudaUnavailable::Other(format!("cudarc stopped: {what}")))
+    })
+}
+
+/// A panic hook that stays silent for panics [`without_panic`] catches on its own thread and
+/// hands every other panic to the hook it replaced.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Installs the hook (once per process).
+    pub fn install() {
+        static INSTALLED: Once = Once::new();
+        INSTALLED.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !QUIET.get() {
+                    previous(info);
+                }
+            }));
+        });
+    }
+
+    /// Runs `f` with this thread's panics not printed.
+    pub fn within<T>(f: impl FnOnce() -> T) -> T {
+        let before = QUIET.replace(true);
+        let result = f();
+        QUIET.set(before);
+        result
+    }
 }
 
 /// Converts a candle error into a stage error naming what was being done; the GPU running
@@ -193,6 +333,35 @@ mod tests {
         assert!(
             matches!(open(ResolvedDevice::Cuda(0)), Err(StageError::Config(m)) if m.contains("cuda:0"))
         );
+    }
+
+    #[test]
+    fn a_driver_older_than_the_build_is_refused() {
+        let built = CudaVersion(13000);
+        assert_eq!(built.major(), 13);
+        assert_eq!(CudaVersion(12040).to_string(), "12.4");
+        assert_eq!(driver_too_old(CudaVersion(13000), built), None);
+        assert_eq!(driver_too_old(CudaVersion(13010), built), None);
+        let why = driver_too_old(CudaVersion(12090), built)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            why,
+            "no usable NVIDIA driver (the driver supports CUDA 12.9 and this mmflow was built \
+             with CUDA 13.0; update the NVIDIA driver (CUDA 13 needs 580 or newer))"
+        );
+    }
+
+    #[test]
+    fn a_panic_in_cudarc_is_an_error() {
+        let stopped = without_panic::<()>(|| panic!("Missing symbol cuCtxCreate_v4"));
+        assert_eq!(
+            stopped,
+            Err(CudaUnavailable::Other(
+                "cudarc stopped: Missing symbol cuCtxCreate_v4".into()
+            ))
+        );
+        assert_eq!(without_panic(|| Ok(7)), Ok(7));
     }
 
     #[test]

@@ -42,7 +42,6 @@ pub struct PhaseResult {
 }
 
 /// Trains `model`'s `vars` (a subset of `store`'s) on `train` rows, selecting on `valid`.
-#[allow(clippy::too_many_arguments)]
 pub fn fit(
     model: &dyn Trainable,
     store: &ParamStore,

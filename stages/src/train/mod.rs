@@ -4,7 +4,9 @@
 //! with their ReLU: [`fused_linear`]), losses ([`loss`]),
 //! a fused AdamW and schedules ([`optim`]), the `optim` settings table ([`settings`]), the
 //! loop ([`fit`]), the sentiment model ([`model`]) and how the loop sees it ([`task`]),
-//! the checkpoint formats ([`checkpoint`]) and a checkpoint put back to work ([`restore`]).
+//! the checkpoint formats ([`checkpoint`]) and a checkpoint put back to work ([`restore`]),
+//! the compute device ([`device`]) and, in a CUDA build, where the CUDA libraries it loads are
+//! found (`cuda_libraries`).
 //!
 //! Stages (leaves: nothing imports them): `train_model` ([`train_model`]),
 //! `train_adapters` ([`train_adapters`]), `finetune` ([`finetune`]) and `apply_adapters`
@@ -12,6 +14,8 @@
 
 pub mod apply_adapters;
 pub mod checkpoint;
+#[cfg(any(feature = "cuda", test))]
+pub mod cuda_libraries;
 pub mod data;
 pub mod device;
 pub mod finetune;

@@ -2,9 +2,10 @@
 //! features into the target dataset's space (e.g. MOSI's MediaPipe 65-d visual → MOSEI's
 //! OpenFace2 713-d), trained on the targets `select_targets` chose.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use candle_core::{Device, Tensor};
+use mmflow_pipeline::problem::listed;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
     StageError, StageKind,
@@ -124,12 +125,13 @@ impl StageKind for TrainAdapters {
             .flatten()
             .map(|r| r.output.as_str())
             .collect();
+        let in_source: BTreeSet<&str> = source.iter().copied().collect();
         let problems: Vec<ParamProblem> = inputs
             .get("targets")
             .into_iter()
             .flatten()
-            .filter(|r| !source.contains(&r.output.as_str()))
-            .map(|r| ParamProblem::new("", format!("targets `{r}` are for modality `{}`, which is not among the `source` inputs ({})", r.output, source.join(", "))))
+            .filter(|r| !in_source.contains(r.output.as_str()))
+            .map(|r| ParamProblem::new("", format!("targets `{r}` are for modality `{}`, which is not among the `source` inputs ({})", r.output, listed(&source, source.len()))))
             .collect();
         if !problems.is_empty() {
             return Err(problems);

@@ -1,8 +1,9 @@
 //! The `train_model` stage: the sentiment model trained with candle (CPU by default, CUDA
 //! when built with it), early stopping on a validation measure, best weights saved.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use mmflow_pipeline::problem::listed;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
     StageError, StageKind,
@@ -167,16 +168,17 @@ impl StageKind for TrainModel {
             .flatten()
             .map(|r| r.output.as_str())
             .collect();
+        let features: BTreeSet<&str> = names.iter().copied().collect();
         let problems: Vec<ParamProblem> = p
             .encoders
             .keys()
-            .filter(|m| !names.contains(&m.as_str()))
+            .filter(|m| !features.contains(m.as_str()))
             .map(|m| {
                 ParamProblem::new(
                     &format!("encoders.{m}"),
                     format!(
                         "`{m}` is not one of the `features` inputs ({})",
-                        names.join(", ")
+                        listed(&names, names.len())
                     ),
                 )
             })

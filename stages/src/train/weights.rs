@@ -217,7 +217,7 @@ const METADATA_KEY: &str = "mmflow";
 
 /// Reads a safetensors checkpoint: its tensors and its metadata.
 pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint, StageError> {
-    let bytes = std::fs::read(path).map_err(|source| StageError::Io {
+    let bytes = mmflow_schemas::files::read_regular(path).map_err(|source| StageError::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -18,7 +18,8 @@ use anyhow::{bail, Context, Result};
 use mmflow_schemas::comparison::ComparisonRow;
 use mmflow_schemas::evaluation::MetricRow;
 
-use self::metrics::{default_metrics, lower_is_better};
+pub(crate) use self::metrics::default_metrics;
+use self::metrics::lower_is_better;
 pub use self::parquet::{check_parquet_destination, write_parquet};
 use crate::runs::{self, Evaluation};
 
@@ -123,6 +124,18 @@ impl Cell {
         }
     }
 
+    /// The 95% confidence interval of the mean: over seeds Student's t interval
+    /// (`mean ± t · s / √n`), of a single run its bootstrap CI.
+    fn ci95(&self) -> Option<(f64, f64)> {
+        match (self.std, self.ci) {
+            (Some(s), _) => {
+                let half = t_975(self.n - 1) * s / (self.n as f64).sqrt();
+                Some((self.mean - half, self.mean + half))
+            }
+            (None, ci) => ci,
+        }
+    }
+
     /// The value as shown: `mean ± std`, `mean [lo, hi]` or `mean`.
     fn text(&self) -> String {
         match (self.std, self.ci) {
@@ -130,6 +143,21 @@ impl Cell {
             (None, Some((lo, hi))) => format!("{:.3} [{:.3}, {:.3}]", self.mean, lo, hi),
             _ => format!("{:.3}", self.mean),
         }
+    }
+}
+
+/// Student's t quantile 0.975 for `df` degrees of freedom (exact to three decimals up to
+/// 30, then `1.96 + 2.4 / df`, within 0.002 of it).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => TABLE[df - 1],
+        _ => 1.96 + 2.4 / df as f64,
     }
 }
 
@@ -141,10 +169,50 @@ pub struct Comparison {
     columns: Vec<Column>,
     /// Per group, per column.
     cells: Vec<Vec<Option<Cell>>>,
+    /// Per group, per column: each member's value, with its run's name.
+    values: Vec<Vec<Vec<(String, f64)>>>,
     /// Per column, the best group.
     best: Vec<Option<usize>>,
     /// Settings only some runs have (stages the others lack).
     partial: Vec<String>,
+}
+
+/// What the signs of the table mean.
+pub(crate) const LEGEND: &str = "± = std over seeds, [a, b] = 95% bootstrap CI of one run; (Δ) = change from group 0, ≈ = within noise (intervals overlap: the CI, or mean ± 2 s.e. over seeds); bold = best.";
+
+/// A row of the table as shown: `#`, runs, stage, settings and seeds, then one cell per
+/// metric.
+pub(crate) struct ShownRow {
+    /// The group's own columns.
+    pub(crate) texts: Vec<String>,
+    /// One per metric column.
+    pub(crate) cells: Vec<ShownCell>,
+}
+
+/// A metric's cell as shown.
+pub(crate) struct ShownCell {
+    /// `mean ± std (Δ ≈)` and the like.
+    pub(crate) text: String,
+    /// The mean; `None` where the group lacks the metric.
+    pub(crate) value: Option<f64>,
+    /// The best group of several.
+    pub(crate) best: bool,
+}
+
+/// A group's value of one metric, as a plot of it needs them.
+pub(crate) struct GroupPoint<'a> {
+    /// Mean over the members.
+    pub(crate) mean: f64,
+    /// The interval the noise flag compares: a single run's CI, or mean ± 2 s.e.
+    pub(crate) noise: Option<(f64, f64)>,
+    /// The 95% CI of the mean (Student's t over seeds; a single run's bootstrap CI).
+    pub(crate) ci95: Option<(f64, f64)>,
+    /// Each member's value, with its run's name.
+    pub(crate) seeds: &'a [(String, f64)],
+    /// Within noise of group 0.
+    pub(crate) within_noise: bool,
+    /// The best group.
+    pub(crate) best: bool,
 }
 
 impl Comparison {
@@ -160,12 +228,28 @@ impl Comparison {
         let (differing, partial) = differing_settings(evaluations);
         let groups = group(evaluations, &differing);
         let columns = columns(first, split, metrics)?;
-        let cells: Vec<Vec<Option<Cell>>> = groups
+        let rows: Vec<Vec<Vec<(String, &MetricRow)>>> = groups
             .iter()
             .map(|g| {
                 columns
                     .iter()
-                    .map(|c| Cell::of(&group_rows(evaluations, g, split, c)))
+                    .map(|c| group_rows(evaluations, g, split, c))
+                    .collect()
+            })
+            .collect();
+        let cells: Vec<Vec<Option<Cell>>> = rows
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|c| Cell::of(&c.iter().map(|(_, r)| *r).collect::<Vec<_>>()))
+                    .collect()
+            })
+            .collect();
+        let values = rows
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|c| c.iter().map(|(run, r)| (run.clone(), r.value)).collect())
                     .collect()
             })
             .collect();
@@ -177,6 +261,7 @@ impl Comparison {
             groups,
             columns,
             cells,
+            values,
             best,
             partial,
         })
@@ -247,7 +332,28 @@ impl Comparison {
     /// structure and a legend.
     pub fn markdown(&self, order: &[usize]) -> String {
         let mut md = String::new();
-        let header: Vec<String> = ["#", "runs", "stage", "settings", "seeds"]
+        let header = self.header();
+        md.push_str(&format!("| {} |\n", header.join(" | ")));
+        md.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+        for row in self.shown(order) {
+            let cells = row.cells.iter().map(|cell| {
+                if cell.best {
+                    format!("**{}**", cell.text)
+                } else {
+                    cell.text.clone()
+                }
+            });
+            let line: Vec<String> = row.texts.into_iter().chain(cells).collect();
+            md.push_str(&format!("| {} |\n", line.join(" | ")));
+        }
+        md.push_str(&self.structure_note());
+        let _ = write!(md, "\nsplit `{}`; {}\n", self.split, LEGEND);
+        md
+    }
+
+    /// The table's header: the group's columns, then one per compared metric.
+    pub(crate) fn header(&self) -> Vec<String> {
+        ["#", "runs", "stage", "settings", "seeds"]
             .iter()
             .map(|s| s.to_string())
             .chain(
@@ -255,28 +361,114 @@ impl Comparison {
                     .iter()
                     .map(|c| format!("{} {}", c.head, c.metric)),
             )
-            .collect();
-        md.push_str(&format!("| {} |\n", header.join(" | ")));
-        md.push_str(&format!("|{}\n", "---|".repeat(header.len())));
-        for &g in order {
-            let group = &self.groups[g];
-            let mut line = vec![
-                g.to_string(),
-                group.runs.join(", "),
-                group.stage.clone(),
-                settings_shown(group, &self.groups[0], g == 0),
-                group.members.len().to_string(),
-            ];
-            line.extend((0..self.columns.len()).map(|c| self.cell_text(g, c)));
-            md.push_str(&format!("| {} |\n", line.join(" | ")));
+            .collect()
+    }
+
+    /// The rows of the table, groups in `order`.
+    pub(crate) fn shown(&self, order: &[usize]) -> Vec<ShownRow> {
+        order
+            .iter()
+            .map(|&g| {
+                let group = &self.groups[g];
+                ShownRow {
+                    texts: vec![
+                        g.to_string(),
+                        group.runs.join(", "),
+                        group.stage.clone(),
+                        settings_shown(group, &self.groups[0], g == 0),
+                        group.members.len().to_string(),
+                    ],
+                    cells: (0..self.columns.len())
+                        .map(|c| ShownCell {
+                            text: self.cell_text(g, c),
+                            value: self.cells[g][c].map(|x| x.mean),
+                            best: self.best[c] == Some(g) && self.groups.len() > 1,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The split compared.
+    pub(crate) fn split(&self) -> &str {
+        &self.split
+    }
+
+    /// How many groups there are.
+    pub(crate) fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The indices (into the evaluations compared) of group `g`'s members.
+    pub(crate) fn members(&self, g: usize) -> &[usize] {
+        &self.groups[g].members
+    }
+
+    /// A short name of group `g`: its stage where the groups' stages differ, and the settings
+    /// it differs by (keys by their last part: `dropout=0.4`); `#g` when neither tells it
+    /// apart.
+    pub(crate) fn label(&self, g: usize) -> String {
+        let group = &self.groups[g];
+        let mut parts = Vec::new();
+        if self.stages_differ() {
+            parts.push(group.stage.clone());
         }
-        md.push_str(&self.structure_note());
-        let _ = write!(
-            md,
-            "\nsplit `{}`; ± = std over seeds, [a, b] = 95% bootstrap CI of one run; (Δ) = change from group 0, ≈ = within noise (intervals overlap: the CI, or mean ± 2 s.e. over seeds); bold = best.\n",
-            self.split
-        );
-        md
+        let settings = settings_shown(group, &self.groups[0], g == 0);
+        if !group.params.is_empty() && settings != "(as 0)" {
+            parts.push(
+                settings
+                    .split("; ")
+                    .map(|s| match s.split_once('=') {
+                        Some((key, value)) => {
+                            format!("{}={value}", key.rsplit('.').next().unwrap_or(key))
+                        }
+                        None => s.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
+        if parts.is_empty() {
+            format!("#{g}")
+        } else {
+            parts.join(" · ")
+        }
+    }
+
+    /// Whether groups differ by the stage they evaluate (evaluations of one run), not only by
+    /// settings.
+    pub(crate) fn stages_differ(&self) -> bool {
+        self.groups.iter().any(|g| g.stage != self.groups[0].stage)
+    }
+
+    /// How many metric columns there are.
+    pub(crate) fn column_count(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Column `c` as `head metric`.
+    pub(crate) fn column_title(&self, c: usize) -> String {
+        format!("{} {}", self.columns[c].head, self.columns[c].metric)
+    }
+
+    /// Whether a lower value of column `c` is better.
+    pub(crate) fn lower_is_better(&self, c: usize) -> bool {
+        lower_is_better(&self.columns[c].metric)
+    }
+
+    /// Group `g`'s values of column `c`, as a plot of it needs them; `None` where the group
+    /// lacks the metric.
+    pub(crate) fn point(&self, g: usize, c: usize) -> Option<GroupPoint<'_>> {
+        let cell = self.cells[g][c]?;
+        Some(GroupPoint {
+            mean: cell.mean,
+            noise: cell.interval(),
+            ci95: cell.ci95(),
+            seeds: &self.values[g][c],
+            within_noise: self.within_noise(g, c),
+            best: self.best[c] == Some(g),
+        })
     }
 
     /// The mean of a cell (NaN for an empty one).
@@ -296,8 +488,8 @@ impl Comparison {
         }
     }
 
-    /// A Markdown cell: the value, its change from the base group (≈ within noise), bold
-    /// when best of several groups; `–` when the group lacks the metric.
+    /// A cell's text: the value, its change from the base group (≈ within noise); `–` when
+    /// the group lacks the metric.
     fn cell_text(&self, g: usize, c: usize) -> String {
         let Some(x) = self.cells[g][c] else {
             return "–".into();
@@ -310,14 +502,11 @@ impl Comparison {
                 if self.within_noise(g, c) { " ≈" } else { "" }
             ));
         }
-        if self.best[c] == Some(g) && self.groups.len() > 1 {
-            text = format!("**{text}**");
-        }
         text
     }
 
     /// A line below the table when some settings exist in only some runs (empty otherwise).
-    fn structure_note(&self) -> String {
+    pub(crate) fn structure_note(&self) -> String {
         if self.partial.is_empty() {
             return String::new();
         }
@@ -498,20 +687,23 @@ fn wanted_metrics(head: &str, available: &BTreeSet<Column>, metrics: &[String]) 
         .collect()
 }
 
-/// The rows of column `c` on `split`, one per member of the group that has it.
+/// The rows of column `c` on `split`, one per member of the group that has it, with the
+/// member's run name.
 fn group_rows<'a>(
     evaluations: &'a [Evaluation],
     g: &Group,
     split: &str,
     c: &Column,
-) -> Vec<&'a MetricRow> {
+) -> Vec<(String, &'a MetricRow)> {
     g.members
         .iter()
-        .filter_map(|&i| {
+        .zip(&g.runs)
+        .filter_map(|(&i, run)| {
             evaluations[i]
                 .metrics
                 .iter()
                 .find(|m| m.split.as_str() == split && m.head == c.head && m.metric == c.metric)
+                .map(|row| (run.clone(), row))
         })
         .collect()
 }
@@ -654,6 +846,31 @@ mod tests {
         assert!((rows[1].delta - 0.05).abs() < 1e-12 && rows[1].within_noise && rows[1].is_best);
         let md = c.markdown(&[0, 1]);
         assert!(md.contains("(+0.050 ≈)**"), "{md}");
+    }
+
+    #[test]
+    fn a_plot_gets_each_seed_the_mean_the_95_ci_and_the_noise_interval() {
+        let c = Comparison::build(&three_runs(), "test", &asked(&["CCC"])).unwrap();
+        assert_eq!(
+            (c.label(0), c.label(1)),
+            ("dropout=0.2".into(), "dropout=0.4".into())
+        );
+        assert!(!c.stages_differ());
+        let base = c.point(0, 0).unwrap();
+        assert_eq!(
+            base.seeds,
+            [("a1".to_string(), 0.5), ("a2".to_string(), 0.7)]
+        );
+        // Two seeds: s = 0.1414, t(1) = 12.706; the noise interval is mean ± 2 s.e.
+        let (lo, hi) = base.ci95.unwrap();
+        assert!((hi - 0.6 - 12.706 * 0.1).abs() < 1e-9 && (0.6 - lo - 12.706 * 0.1).abs() < 1e-9);
+        let (a, b) = base.noise.unwrap();
+        assert!((b - 0.6 - 0.2).abs() < 1e-9 && (0.6 - a - 0.2).abs() < 1e-9);
+        let single = c.point(1, 0).unwrap();
+        assert_eq!(single.ci95, Some((0.65 - 0.1, 0.65 + 0.1)));
+        assert!(single.within_noise && single.best);
+        assert!((t_975(3) - 3.182).abs() < 1e-9 && (t_975(60) - 2.0).abs() < 0.002);
+        assert!(t_975(0).is_nan());
     }
 
     #[test]

@@ -33,8 +33,9 @@ pub(crate) enum Destination {
 }
 
 impl Destination {
-    /// Looks at `dest` without writing anything; refuses what mmflow may not replace.
-    pub(crate) fn check(dest: &Path, run: &Path) -> Result<Destination> {
+    /// Looks at `dest` without writing anything; refuses what mmflow may not replace (a
+    /// folder holding one of the reported `runs` among it).
+    pub(crate) fn check(dest: &Path, runs: &[&Path]) -> Result<Destination> {
         let refuse = |why: &str| anyhow!("cannot write the report to {}: {why}", dest.display());
         if dest.file_name().is_none() {
             return Err(refuse(
@@ -74,8 +75,8 @@ impl Destination {
                 "it is the current folder or one that holds it; name a new folder",
             ));
         }
-        if holds(Ok(run.to_path_buf())) {
-            return Err(refuse("it holds the run directory; name a new folder"));
+        if runs.iter().any(|run| holds(Ok(run.to_path_buf()))) {
+            return Err(refuse("it holds a run directory; name a new folder"));
         }
         let entries = folder_entries(dest)?;
         if entries.is_empty() {
@@ -150,11 +151,10 @@ fn is_plain_file(path: &Path) -> bool {
 /// The files a report folder's marker lists; `None` if it has no marker mmflow wrote.
 fn read_marker(dir: &Path) -> Option<Vec<String>> {
     let path = dir.join(MARKER);
-    let meta = fs::symlink_metadata(&path).ok()?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
+    if !fs::symlink_metadata(&path).ok()?.is_file() {
         return None;
     }
-    let text = fs::read_to_string(&path).ok()?;
+    let text = mmflow_schemas::files::read_text_at_most(&path, 1 << 20).ok()?;
     let mut lines = text.lines();
     (lines.next() == Some(MARKER_HEADER)).then(|| {
         lines
@@ -210,7 +210,7 @@ mod tests {
         let run = at("run");
         fs::create_dir(&run).unwrap();
         fs::write(run.join(MANIFEST_FILE), "{}").unwrap();
-        let check = |rel: &str| Destination::check(&at(rel), &run);
+        let check = |rel: &str| Destination::check(&at(rel), &[run.as_path()]);
         assert_eq!(check("new").unwrap(), Destination::New);
         fs::create_dir(at("empty")).unwrap();
         assert_eq!(check("empty").unwrap(), Destination::Empty);
@@ -236,12 +236,12 @@ mod tests {
             assert!(err.contains(why), "{rel}: {err}");
         }
         for odd in [".", "/", "..", ""] {
-            let err = Destination::check(Path::new(odd), &run)
+            let err = Destination::check(Path::new(odd), &[run.as_path()])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("not a folder name"), "{odd}: {err}");
         }
-        let err = Destination::check(&std::env::current_dir().unwrap(), &run)
+        let err = Destination::check(&std::env::current_dir().unwrap(), &[run.as_path()])
             .unwrap_err()
             .to_string();
         assert!(
@@ -255,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("rep");
         marked(&dest, &["report.md", "old.svg"]);
-        let found = Destination::check(&dest, &dir.path().join("run")).unwrap();
+        let found = Destination::check(&dest, &[dir.path().join("run").as_path()]).unwrap();
         let new = Staging::beside(&dest).unwrap();
         fs::write(new.path().join(MARKDOWN), "new").unwrap();
         write_marker(new.path(), &[MARKDOWN.to_string()]).unwrap();

@@ -14,6 +14,14 @@
 //! `text` column. Sequences `[N, L, D]` are cut to `<key>_lengths` when the file has them
 //! (MMSA pads at the end), else kept whole.
 //!
+//! What the file holds is read as numpy reads it and used as MMSA's loader uses it, or
+//! refused with the file, split, key and (for one bad value) the segment named: ids whole
+//! (`ids.rs`: inner NULs kept, never two ids merged into one segment), one finite label per id
+//! in a shape the layout allows, one whole length per id within its sequence (`values.rs`),
+//! `raw_text` and each `<key>_lengths` in every split or in none, and every split and key
+//! named by a string (MMSA finds them by name). Everything but the features is checked before
+//! the first feature is written.
+//!
 //! Memory stays bounded whatever the file's size: the file is parsed with positioned reads
 //! ([`pickle::read_from`] over a [`FileSource`]), which leaves the arrays' numbers in the
 //! file, and each feature array is then read [`CHUNK_BYTES`] of rows at a time, each chunk
@@ -26,20 +34,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mmflow_pipeline::files::open_regular;
 use mmflow_pipeline::{
     BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
 };
 use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureWriter};
+use mmflow_schemas::files::open_regular;
 use mmflow_schemas::segments::{label_name_problems, Segment, SegmentTable};
-use mmflow_schemas::{segment_id, Split};
+use mmflow_schemas::Split;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::pickle::{self, ArrayData, FileSource, NdArray, PyValue};
+use super::pickle::{self, FileSource, NdArray, PyValue};
 use super::source::NonFinitePolicy;
 use crate::datasets::{KnownDataset, SENTIMENT, SIMS_MODALITY_SENTIMENTS};
 use crate::tables::{FEATURES, SEGMENTS};
+use ids::{escaped, number_segments, take_keys, SegmentKey, ID};
+use values::{lengths_of, take_labels, texts_of, LabelShapes, Refusal};
+
+mod ids;
+mod values;
 
 /// The pickle layouts mmflow reads, each told by the keys of its splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -121,6 +134,18 @@ impl Layout {
             .collect()
     }
 
+    /// The shapes its label arrays may have: one label per id, `[N]` or `[N, 1]`, and in
+    /// MulT's layout also `[N, 1, 1]`, as MulT stores them.
+    fn label_shapes(self) -> LabelShapes {
+        LabelShapes {
+            layout: self.name(),
+            trailing: match self {
+                Layout::Mmsa | Layout::Sims => &[&[], &[1]],
+                Layout::Mult => &[&[], &[1], &[1, 1]],
+            },
+        }
+    }
+
     /// The dataset name written when the config names none.
     pub fn default_dataset(self) -> &'static str {
         match self {
@@ -152,9 +177,6 @@ impl LayoutChoice {
     }
 }
 
-/// The key of every layout's segment ids.
-const ID: &str = "id";
-
 /// The key read for each segment's raw text when `text` names none.
 pub const RAW_TEXT: &str = "raw_text";
 
@@ -174,8 +196,8 @@ pub struct MmsaParams {
     /// the keys every layout uses. `{}` reads no features: only the segments table is written
     /// (labels and `text`), and the raw text is then required.
     pub modalities: BTreeMap<String, String>,
-    /// Label column name → the key of its `N` values in each split (`[N]`, or `[N, 1, 1]` as
-    /// MulT stores them); default: the layout's (`mmsa`: `sentiment` ← `regression_labels`;
+    /// Label column name → the key of its `N` values in each split (`[N]` or `[N, 1]`, and in
+    /// the `mult` layout `[N, 1, 1]` as MulT stores them; each a finite number); default: the layout's (`mmsa`: `sentiment` ← `regression_labels`;
     /// `sims`: also `sentiment_T/A/V` ← `regression_labels_T/A/V`; `mult`: `sentiment` ← `labels`).
     pub labels: Option<BTreeMap<String, String>>,
     /// The key of each segment's raw text (`N` strings), written as the segments table's `text`
@@ -183,7 +205,8 @@ pub struct MmsaParams {
     pub text: Option<String>,
     /// Per output modality: NaN/±inf values `keep` (default), `zero` (as MulT/MMSA do to -inf) or `error`.
     pub nonfinite: BTreeMap<String, NonFinitePolicy>,
-    /// Cut sequences to `<key>_lengths` when the file has such an array or list.
+    /// Cut sequences to `<key>_lengths` when the file has such an array or list (one whole
+    /// number per id, from 0 to the sequence's length; in every split or in none).
     pub use_lengths: bool,
 }
 
@@ -211,7 +234,7 @@ pub struct MmsaPickle;
 impl StageKind for MmsaPickle {
     type Params = MmsaParams;
     const KIND: &'static str = "mmsa_pickle";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "MMSA (MOSI/MOSEI, CH-SIMS) and MulT processed pickles (read as data, never executed)";
 
@@ -304,59 +327,62 @@ impl StageKind for MmsaPickle {
             .clone()
             .unwrap_or_else(|| layout.default_dataset().to_string());
         let labels = p.labels.clone().unwrap_or_else(|| layout.default_labels());
+        file.check_optional_keys(&splits, &optional_keys(p))?;
         let ids = file.take_ids(&mut splits)?;
-        let numbered = number_segments(&ids);
+        let numbered = file.number(&splits, &ids)?;
 
-        // Labels and texts of every split first: they are small, and a bad one should not
-        // wait for the features of the splits before it to be written.
-        let mut labelled = Vec::with_capacity(splits.len());
-        for (split, ids) in splits.iter_mut().zip(&ids) {
-            let n = ids.len();
-            let mut label_rows: Vec<Vec<Option<f32>>> = vec![Vec::new(); n];
-            for key in labels.values() {
-                let values = take_floats(&mut split.items, key, n, &source)
-                    .map_err(|m| file.fail(&split.name, key, m))?;
-                for (row, v) in label_rows.iter_mut().zip(values) {
-                    row.push(Some(v));
-                }
-            }
-            let texts = file.take_text(split, p, n)?;
-            labelled.push((label_rows, texts));
+        // Labels, texts, lengths and feature shapes of every split first: they are small, and
+        // a bad one should not wait for the features of the splits before it to be written.
+        let mut checked = Vec::with_capacity(splits.len());
+        for (split, segment_ids) in splits.iter_mut().zip(&numbered) {
+            checked.push(file.split_values(split, p, layout, &labels, segment_ids)?);
         }
 
         let mut writers: BTreeMap<String, (FeatureWriter, usize)> = BTreeMap::new();
         let mut rows = Vec::new();
         let mut report = Report::default();
-        let mut first_split: BTreeMap<&str, Split> = BTreeMap::new();
-        let each_split = splits.iter_mut().zip(&ids).zip(numbered).zip(labelled);
-        for (((split, ids), segment_ids), (label_rows, texts)) in each_split {
+        let mut first_split: BTreeMap<&[String], Split> = BTreeMap::new();
+        let each_split = splits.iter().zip(&ids).zip(numbered).zip(checked);
+        for (((split, ids), segment_ids), values) in each_split {
             for (id, seg) in ids.iter().zip(&segment_ids) {
-                match first_split.get(id.raw.as_str()) {
+                match first_split.get(id.row.as_slice()) {
                     Some(first) => report.repeated.push(format!(
-                        "`{}` ({first} and {}, now `{seg}`)",
-                        id.raw, split.split
+                        "`{}` ({first} and {}, now `{}`)",
+                        id.shown(),
+                        split.split,
+                        escaped(seg)
                     )),
                     None => {
-                        first_split.insert(&id.raw, split.split);
+                        first_split.insert(&id.row, split.split);
                     }
                 }
             }
-            for (modality, key) in &p.modalities {
+            for (modality, sequences) in values.sequences {
+                report
+                    .lengths
+                    .insert(modality.clone(), sequences.lengths.is_some());
                 let features = ModalityRead {
-                    modality,
-                    key,
+                    modality: &modality,
+                    key: &p.modalities[&modality],
                     segment_ids: &segment_ids,
-                    policy: p.nonfinite.get(modality).copied().unwrap_or_default(),
-                    use_lengths: p.use_lengths,
+                    policy: p.nonfinite.get(&modality).copied().unwrap_or_default(),
                 };
-                file.write_modality(split, &features, &dataset, &mut writers, &mut report, ctx)?;
+                file.write_modality(
+                    &split.name,
+                    &features,
+                    sequences,
+                    &dataset,
+                    &mut writers,
+                    &mut report,
+                    ctx,
+                )?;
             }
-            let texts = texts.map_or_else(
+            let texts = values.texts.map_or_else(
                 || vec![None; ids.len()],
                 |t| t.into_iter().map(Some).collect(),
             );
             for (((id, segment_id), labels), text) in
-                ids.iter().zip(segment_ids).zip(label_rows).zip(texts)
+                ids.iter().zip(segment_ids).zip(values.labels).zip(texts)
             {
                 rows.push(Segment {
                     dataset: dataset.clone(),
@@ -425,13 +451,43 @@ struct SplitItems {
     items: BTreeMap<String, PyValue>,
 }
 
-/// One modality of one split to write: which array, under which name, how.
+/// One modality of one split to write: under which name, from which key, how.
 struct ModalityRead<'a> {
     modality: &'a str,
     key: &'a str,
     segment_ids: &'a [String],
     policy: NonFinitePolicy,
-    use_lengths: bool,
+}
+
+/// What a split holds for its segments, checked before any feature is written: a row of
+/// labels and a text per segment, and each modality's array with its lengths.
+struct SplitValues {
+    labels: Vec<Vec<Option<f32>>>,
+    texts: Option<Vec<String>>,
+    sequences: BTreeMap<String, CheckedSequences>,
+}
+
+/// A modality's array in one split, its shape checked against the ids, and the steps each
+/// segment keeps (`None`: all of them).
+struct CheckedSequences {
+    array: Arc<NdArray>,
+    shape: Sequences,
+    lengths: Option<Vec<usize>>,
+}
+
+/// The keys a split may lack, but then every split must: the raw text (unless required: then
+/// each split needs it) and, with `use_lengths`, each modality's `<key>_lengths`.
+fn optional_keys(p: &MmsaParams) -> Vec<String> {
+    let mut keys = vec![p.text.clone().unwrap_or_else(|| RAW_TEXT.to_string())];
+    if p.use_lengths {
+        keys.extend(p.modalities.values().map(|key| lengths_key(key)));
+    }
+    keys
+}
+
+/// The key of a feature array's per-segment lengths.
+fn lengths_key(key: &str) -> String {
+    format!("{key}_lengths")
 }
 
 /// The file being read: its path for messages, its bytes for the arrays left in it.
@@ -458,25 +514,35 @@ impl PickleFile<'_> {
                 root.type_name()
             )));
         };
-        let mut by_split = Vec::new();
+        // A key met again replaces the earlier value, as in Python's dict.
+        let mut by_name: BTreeMap<String, PyValue> = BTreeMap::new();
         for (k, v) in splits {
-            let PyValue::Str(name) = k else { continue };
-            let Some(split) = Split::parse(&name) else {
+            let PyValue::Str(name) = k else {
                 return Err(StageError::input(format!(
-                    "{}: unknown split `{name}` (expected train, valid, test)",
-                    self.path.display()
+                    "{}: the pickle's dict has a key that is a {}, expected split names (train, valid, test)",
+                    self.path.display(),
+                    k.type_name()
                 )));
             };
-            let PyValue::Dict(items) = v else {
-                return Err(self.fail(&name, "", "is not a dict".into()));
+            by_name.insert(name, v);
+        }
+        let mut by_split: Vec<SplitItems> = Vec::new();
+        for (name, v) in by_name {
+            let Some(split) = Split::parse(&name) else {
+                return Err(StageError::input(format!(
+                    "{}: unknown split `{}` (expected train, valid, test)",
+                    self.path.display(),
+                    escaped(&name)
+                )));
             };
-            let items = items
-                .into_iter()
-                .filter_map(|(k, v)| match k {
-                    PyValue::Str(k) => Some((k, v)),
-                    _ => None,
-                })
-                .collect();
+            if let Some(other) = by_split.iter().find(|s| s.split == split) {
+                return Err(StageError::input(format!(
+                    "{}: splits `{}` and `{name}` are both the {split} split (keep one)",
+                    self.path.display(),
+                    other.name
+                )));
+            }
+            let items = self.split_keys(&name, v)?;
             by_split.push(SplitItems { split, name, items });
         }
         by_split.sort_by_key(|s| s.split);
@@ -487,6 +553,33 @@ impl PickleFile<'_> {
             )));
         }
         Ok(by_split)
+    }
+
+    /// A split's dict, by key: every key a str (MMSA's loader finds its keys by name; a key of
+    /// another type would be silently left out). A key met again replaces the earlier value.
+    fn split_keys(
+        &self,
+        name: &str,
+        split: PyValue,
+    ) -> Result<BTreeMap<String, PyValue>, StageError> {
+        let PyValue::Dict(items) = split else {
+            return Err(StageError::input(format!(
+                "{}: split `{name}` is a {}, expected a dict of keys",
+                self.path.display(),
+                split.type_name()
+            )));
+        };
+        items
+            .into_iter()
+            .map(|(k, v)| match k {
+                PyValue::Str(k) => Ok((k, v)),
+                other => Err(StageError::input(format!(
+                    "{}: split `{name}` has a key that is a {}, expected str keys",
+                    self.path.display(),
+                    other.type_name()
+                ))),
+            })
+            .collect()
     }
 
     /// The layout every split's keys fit, or an error naming the keys found and what each
@@ -528,12 +621,145 @@ impl PickleFile<'_> {
     fn take_ids(&self, splits: &mut [SplitItems]) -> Result<Vec<Vec<SegmentKey>>, StageError> {
         splits
             .iter_mut()
-            .map(|s| {
-                take_id_rows(&mut s.items)
-                    .and_then(|rows| rows.into_iter().map(SegmentKey::of_row).collect())
-                    .map_err(|m| self.fail(&s.name, ID, m))
-            })
+            .map(|s| take_keys(&mut s.items).map_err(|m| self.fail(&s.name, ID, m)))
             .collect()
+    }
+
+    /// Every split's segment ids (see [`number_segments`]); two different ids that would
+    /// become one are an error naming both.
+    fn number(
+        &self,
+        splits: &[SplitItems],
+        ids: &[Vec<SegmentKey>],
+    ) -> Result<Vec<Vec<String>>, StageError> {
+        let names: Vec<&str> = splits.iter().map(|s| s.name.as_str()).collect();
+        number_segments(&names, ids).map_err(|c| self.fail(names[c.split], ID, c.message))
+    }
+
+    /// Each of `keys` is in every split or in none (a `None` counts as none): MMSA reads them
+    /// from each split, and a split without them would silently differ (its sequences uncut,
+    /// its segments without text).
+    fn check_optional_keys(
+        &self,
+        splits: &[SplitItems],
+        keys: &[String],
+    ) -> Result<(), StageError> {
+        for key in keys {
+            let has = |s: &&SplitItems| s.items.get(key).is_some_and(|v| *v != PyValue::None);
+            if let (Some(with), Some(without)) =
+                (splits.iter().find(has), splits.iter().find(|s| !has(s)))
+            {
+                return Err(self.fail(
+                    &without.name,
+                    key,
+                    format!(
+                        "is missing, but split `{}` has it: every split needs it, or none",
+                        with.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error in one of a split's arrays: at one row, named by its segment id.
+    fn refused(&self, split: &str, key: &str, segment_ids: &[String], r: Refusal) -> StageError {
+        match r {
+            Refusal::Array(message) => self.fail(split, key, message),
+            Refusal::Row(row, message) => {
+                let segment = segment_ids
+                    .get(row)
+                    .map_or_else(String::new, |s| escaped(s));
+                self.fail(
+                    split,
+                    key,
+                    format!("segment `{segment}` (row {row}): {message}"),
+                )
+            }
+        }
+    }
+
+    /// A split's labels, text, and each modality's array shape and lengths, checked against
+    /// its ids; the keys read are taken out of its items.
+    fn split_values(
+        &self,
+        split: &mut SplitItems,
+        p: &MmsaParams,
+        layout: Layout,
+        labels: &BTreeMap<String, String>,
+        segment_ids: &[String],
+    ) -> Result<SplitValues, StageError> {
+        let n = segment_ids.len();
+        let mut label_rows: Vec<Vec<Option<f32>>> = vec![Vec::new(); n];
+        for key in labels.values() {
+            let values = take_labels(
+                &mut split.items,
+                key,
+                n,
+                &layout.label_shapes(),
+                self.source,
+            )
+            .map_err(|r| self.refused(&split.name, key, segment_ids, r))?;
+            for (row, v) in label_rows.iter_mut().zip(values) {
+                row.push(Some(v));
+            }
+        }
+        let texts = self.take_text(split, p, n)?;
+        let mut sequences = BTreeMap::new();
+        for (modality, key) in &p.modalities {
+            let checked = self.sequences_of(split, key, p.use_lengths, segment_ids)?;
+            sequences.insert(modality.clone(), checked);
+        }
+        // Taken out only now: two modalities may read the same key.
+        for key in p.modalities.values() {
+            split.items.remove(key);
+            if p.use_lengths {
+                split.items.remove(&lengths_key(key));
+            }
+        }
+        Ok(SplitValues {
+            labels: label_rows,
+            texts,
+            sequences,
+        })
+    }
+
+    /// The feature array `key` of a split, `[N, L, D]` floats with N the ids, and (when
+    /// `use_lengths` and the split has them) the steps each segment keeps.
+    fn sequences_of(
+        &self,
+        split: &SplitItems,
+        key: &str,
+        use_lengths: bool,
+        segment_ids: &[String],
+    ) -> Result<CheckedSequences, StageError> {
+        let (name, n) = (split.name.as_str(), segment_ids.len());
+        let fail = |message: String| self.fail(name, key, message);
+        let array = match split.items.get(key) {
+            Some(PyValue::Array(a)) => Arc::clone(a),
+            Some(other) => {
+                return Err(fail(format!(
+                    "is a {}, expected a float array",
+                    other.type_name()
+                )))
+            }
+            None => return Err(fail("is missing".into())),
+        };
+        let shape = sequences(&array).map_err(fail)?;
+        if shape.count != n {
+            return Err(fail(format!("{} sequences for {n} ids", shape.count)));
+        }
+        let lengths_key = lengths_key(key);
+        let lengths = match split.items.get(&lengths_key) {
+            Some(v) if use_lengths => lengths_of(v.clone(), n, shape.steps, self.source)
+                .map_err(|r| self.refused(name, &lengths_key, segment_ids, r))?,
+            _ => None,
+        };
+        Ok(CheckedSequences {
+            array,
+            shape,
+            lengths,
+        })
     }
 
     /// The split's raw text, one string per id: the `text` key, else `raw_text` when present
@@ -569,45 +795,27 @@ impl PickleFile<'_> {
     }
 
     /// Reads one modality's array of a split and writes it, a chunk of rows at a time.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the split's name and array, the modality, and the writers and report every split shares"
+    )]
     fn write_modality(
         &self,
-        split: &mut SplitItems,
+        split: &str,
         m: &ModalityRead<'_>,
+        sequences: CheckedSequences,
         dataset: &str,
         writers: &mut BTreeMap<String, (FeatureWriter, usize)>,
         report: &mut Report,
         ctx: &mut RunContext<'_>,
     ) -> Result<(), StageError> {
-        let (name, key, n) = (split.name.as_str(), m.key, m.segment_ids.len());
-        let fail = |message: String| self.fail(name, key, message);
-        let array = match split.items.remove(key) {
-            Some(PyValue::Array(a)) => a,
-            Some(other) => {
-                return Err(fail(format!(
-                    "is a {}, expected a float array",
-                    other.type_name()
-                )))
-            }
-            None => return Err(fail("is missing".into())),
-        };
-        let Sequences { count, steps, dim } = sequences(&array).map_err(fail)?;
-        if count != n {
-            return Err(fail(format!("{count} sequences for {n} ids")));
-        }
-        let lengths = if m.use_lengths {
-            let lengths_key = format!("{key}_lengths");
-            match split.items.remove(&lengths_key) {
-                Some(v) => {
-                    lengths_of(v, n, self.source).map_err(|e| self.fail(name, &lengths_key, e))?
-                }
-                None => None,
-            }
-        } else {
-            None
-        };
-        report
-            .lengths
-            .insert(m.modality.to_string(), lengths.is_some());
+        let (key, n) = (m.key, m.segment_ids.len());
+        let fail = |message: String| self.fail(split, key, message);
+        let CheckedSequences {
+            array,
+            shape: Sequences { steps, dim, .. },
+            lengths,
+        } = sequences;
         let (writer, width) = match writers.get_mut(m.modality) {
             Some(w) => w,
             None => {
@@ -639,10 +847,11 @@ impl PickleFile<'_> {
             let mut batch = FeatureBatch::new(dim);
             for (k, i) in rows.enumerate() {
                 let id = &m.segment_ids[i];
+                // Lengths were checked to be at most `steps`.
                 let len = lengths
                     .as_ref()
                     .and_then(|l| l.get(i))
-                    .map_or(steps, |&l| l.min(steps));
+                    .map_or(steps, |&l| l);
                 let start = k.saturating_mul(row);
                 let frames = &mut values[start..start.saturating_add(len.saturating_mul(dim))];
                 let bad = frames.iter().filter(|x| !x.is_finite()).count();
@@ -656,7 +865,8 @@ impl PickleFile<'_> {
                             .for_each(|x| *x = 0.0),
                         NonFinitePolicy::Error => {
                             return Err(fail(format!(
-                                "segment `{id}`: {bad} non-finite values (nonfinite = \"error\")"
+                                "segment `{}`: {bad} non-finite values (nonfinite = \"error\")",
+                                escaped(id)
                             )))
                         }
                     }
@@ -679,273 +889,6 @@ fn quoted<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
         "none".into()
     } else {
         names.join(", ")
-    }
-}
-
-/// Where a segment comes from, as its id tells: its video and, when the id says so, its clip
-/// number (MMSA's `video$_$clip`) or its interval (MulT's `[video, start, end]` rows).
-#[derive(Debug, Clone, PartialEq)]
-struct SegmentKey {
-    /// The id as the file holds it, for messages and for finding ids met twice.
-    raw: String,
-    video: String,
-    clip: Option<String>,
-    start: Option<f64>,
-    end: Option<f64>,
-}
-
-impl SegmentKey {
-    /// One id: a string (`video$_$clip` or a video), or a row of strings whose first is the
-    /// video and whose second and third, when both are finite numbers, its start and end.
-    fn of_row(row: Vec<String>) -> Result<SegmentKey, String> {
-        match row.as_slice() {
-            [] => Err("holds an empty id row".into()),
-            [one] => {
-                let (video, clip) = split_id(one);
-                Ok(SegmentKey {
-                    raw: one.clone(),
-                    video: video.to_string(),
-                    clip: clip.map(str::to_string),
-                    start: None,
-                    end: None,
-                })
-            }
-            [video, rest @ ..] => {
-                let number = |s: Option<&String>| {
-                    s.and_then(|s| s.trim().parse::<f64>().ok())
-                        .filter(|x| x.is_finite())
-                };
-                let (start, end) = match (number(rest.first()), number(rest.get(1))) {
-                    (Some(s), Some(e)) => (Some(s), Some(e)),
-                    _ => (None, None),
-                };
-                Ok(SegmentKey {
-                    raw: format!("({})", row.join(", ")),
-                    video: video.clone(),
-                    clip: None,
-                    start,
-                    end,
-                })
-            }
-        }
-    }
-}
-
-/// Segment ids for every split's ids, in the same order.
-///
-/// An id with a clip becomes `video[clip]`. The segments of a video whose ids all carry an
-/// interval (MulT) are numbered `video[0]`, `video[1]`, … in the order of their start (then
-/// end, then place in the file) over the whole file, so the aligned and unaligned files of one
-/// dataset give the same ids. Other ids without a clip are numbered by occurrence within their
-/// split. An id met again (in this or an earlier split) gets a `~2`, `~3`, … suffix.
-fn number_segments(splits: &[Vec<SegmentKey>]) -> Vec<Vec<String>> {
-    let timed = timed_numbers(splits);
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    splits
-        .iter()
-        .enumerate()
-        .map(|(s, keys)| {
-            let mut unnumbered: BTreeMap<&str, usize> = BTreeMap::new();
-            keys.iter()
-                .enumerate()
-                .map(|(i, key)| {
-                    let base = match (&key.clip, timed.get(&(s, i))) {
-                        (Some(clip), _) => format!("{}[{clip}]", key.video),
-                        (None, Some(&k)) => segment_id(&key.video, k),
-                        (None, None) => {
-                            let k = unnumbered.entry(&key.video).or_default();
-                            *k += 1;
-                            segment_id(&key.video, *k - 1)
-                        }
-                    };
-                    let n = seen.entry(base.clone()).or_default();
-                    *n += 1;
-                    if *n == 1 {
-                        base
-                    } else {
-                        format!("{base}~{n}")
-                    }
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// For the videos whose ids all carry an interval and no clip: each id's (split, place) → its
-/// rank among the video's segments by (start, end, place in the file).
-fn timed_numbers(splits: &[Vec<SegmentKey>]) -> BTreeMap<(usize, usize), usize> {
-    let mut by_video: BTreeMap<&str, Vec<(f64, f64, usize, usize)>> = BTreeMap::new();
-    let mut untimed: BTreeSet<&str> = BTreeSet::new();
-    for (s, keys) in splits.iter().enumerate() {
-        for (i, key) in keys.iter().enumerate() {
-            match (key.start, key.end, &key.clip) {
-                (Some(start), Some(end), None) => by_video
-                    .entry(&key.video)
-                    .or_default()
-                    .push((start, end, s, i)),
-                _ => {
-                    untimed.insert(&key.video);
-                }
-            }
-        }
-    }
-    let mut ranks = BTreeMap::new();
-    for (video, mut segments) in by_video {
-        if untimed.contains(video) {
-            continue;
-        }
-        segments.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(a.1.total_cmp(&b.1))
-                .then((a.2, a.3).cmp(&(b.2, b.3)))
-        });
-        for (rank, (_, _, s, i)) in segments.into_iter().enumerate() {
-            ranks.insert((s, i), rank);
-        }
-    }
-    ranks
-}
-
-/// `video$_$clip` → (`video`, Some(`clip`)).
-fn split_id(id: &str) -> (&str, Option<&str>) {
-    match id.split_once("$_$") {
-        Some((v, c)) => (v, Some(c)),
-        None => (id, None),
-    }
-}
-
-/// The array, moved out when nothing else references it, else copied (small arrays only:
-/// ids, labels and lengths; feature arrays are read a chunk of rows at a time).
-fn owned(array: Arc<NdArray>) -> NdArray {
-    Arc::try_unwrap(array).unwrap_or_else(|shared| (*shared).clone())
-}
-
-/// A small array with its elements in memory: read from the file when they lie there.
-fn loaded(array: Arc<NdArray>, source: &FileSource) -> Result<NdArray, String> {
-    match array.data {
-        ArrayData::Stored(_) => array.load(source).map_err(|e| e.to_string()),
-        _ => Ok(owned(array)),
-    }
-}
-
-/// The ids of a split, each as a row of strings: one string per id (MMSA), or several
-/// (MulT's `[video, start, end]`), from a string array `[N]` or `[N, k]`, an object array or a
-/// list.
-fn take_id_rows(items: &mut BTreeMap<String, PyValue>) -> Result<Vec<Vec<String>>, String> {
-    let value = items.remove(ID).ok_or("is missing")?;
-    let (shape, values) = match value {
-        PyValue::Array(a) => match owned(a) {
-            NdArray {
-                shape,
-                data: ArrayData::Str(v),
-            } => (shape, v.into_iter().map(PyValue::Str).collect()),
-            NdArray {
-                shape,
-                data: ArrayData::Object(v),
-            } => (shape, v),
-            other => return Err(format!("is a {} array, expected strings", other.kind())),
-        },
-        PyValue::List(v) | PyValue::Tuple(v) => (vec![v.len()], v),
-        other => return Err(format!("is a {}, expected strings", other.type_name())),
-    };
-    let per_row = match shape.as_slice() {
-        [_] => 1,
-        [_, k] if *k > 0 => *k,
-        other => {
-            return Err(format!(
-                "has shape {other:?}, expected N ids or N rows of strings"
-            ))
-        }
-    };
-    let mut rows = Vec::with_capacity(values.len() / per_row);
-    let mut values = values.into_iter().enumerate();
-    while let Some((i, first)) = values.next() {
-        let row = if per_row == 1 {
-            match first {
-                PyValue::List(row) | PyValue::Tuple(row) => row,
-                one => vec![one],
-            }
-        } else {
-            std::iter::once(first)
-                .chain(values.by_ref().take(per_row - 1).map(|(_, v)| v))
-                .collect()
-        };
-        let row = row
-            .into_iter()
-            .map(|v| match v {
-                PyValue::Str(s) => Ok(s),
-                PyValue::Bytes(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
-                other => Err(format!(
-                    "id {} holds a {}, expected strings",
-                    i / per_row,
-                    other.type_name()
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-/// A split's raw text: one UTF-8 string per segment, from a string array `[N]`, an object
-/// array or a list.
-fn texts_of(value: PyValue) -> Result<Vec<String>, String> {
-    let items = match value {
-        PyValue::Array(a) => {
-            if a.shape.len() != 1 {
-                return Err(format!("has shape {:?}, expected N strings", a.shape));
-            }
-            match owned(a).data {
-                ArrayData::Str(v) => return Ok(v),
-                ArrayData::Object(v) => v,
-                other => return Err(format!("is a {} array, expected strings", other.kind())),
-            }
-        }
-        PyValue::List(v) | PyValue::Tuple(v) => v,
-        other => return Err(format!("is a {}, expected strings", other.type_name())),
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            PyValue::Str(s) => Ok(s),
-            PyValue::Bytes(b) => String::from_utf8(b)
-                .map_err(|_| format!("item {i} is bytes that are not UTF-8 text")),
-            other => Err(format!(
-                "item {i} is a {}, expected a str",
-                other.type_name()
-            )),
-        })
-        .collect()
-}
-
-/// The `n` numbers of array `key`, as f32.
-fn take_floats(
-    items: &mut BTreeMap<String, PyValue>,
-    key: &str,
-    n: usize,
-    source: &FileSource,
-) -> Result<Vec<f32>, String> {
-    let a = match items.remove(key).ok_or("is missing")? {
-        PyValue::Array(a) => a,
-        other => {
-            return Err(format!(
-                "is a {}, expected a float array",
-                other.type_name()
-            ))
-        }
-    };
-    if !a.data.is_number() {
-        return Err(format!("is a {} array, expected numbers", a.kind()));
-    }
-    if a.len() != n {
-        return Err(format!("{} values for {n} ids", a.len()));
-    }
-    match loaded(a, source)?.data {
-        ArrayData::F32(v) => Ok(v),
-        ArrayData::F64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
-        ArrayData::I64(v) => Ok(v.into_iter().map(|x| x as f32).collect()),
-        other => Err(format!("is a {} array, expected numbers", other.kind())),
     }
 }
 
@@ -988,66 +931,15 @@ fn sequences(array: &NdArray) -> Result<Sequences, String> {
     Ok(Sequences { count, steps, dim })
 }
 
-fn lengths_of(value: PyValue, n: usize, source: &FileSource) -> Result<Option<Vec<usize>>, String> {
-    let values: Vec<i64> = match value {
-        PyValue::Array(a) => {
-            if !a.data.is_number() {
-                return Err(format!("is a {} array, expected lengths", a.kind()));
-            }
-            if a.is_empty() {
-                return Ok(None);
-            }
-            if a.len() != n {
-                return Err(format!("{} lengths for {n} ids", a.len()));
-            }
-            match loaded(a, source)?.data {
-                ArrayData::I64(v) => v,
-                ArrayData::F32(v) => v.into_iter().map(|x| x as i64).collect(),
-                ArrayData::F64(v) => v.into_iter().map(|x| x as i64).collect(),
-                other => return Err(format!("is a {} array, expected lengths", other.kind())),
-            }
-        }
-        PyValue::List(items) => items
-            .into_iter()
-            .map(|v| match v {
-                PyValue::Int(i) => Ok(i),
-                PyValue::Float(f) => Ok(f as i64),
-                other => Err(format!("holds a {}, expected ints", other.type_name())),
-            })
-            .collect::<Result<_, _>>()?,
-        PyValue::None => return Ok(None),
-        other => return Err(format!("is a {}, expected lengths", other.type_name())),
-    };
-    if values.is_empty() {
-        return Ok(None);
-    }
-    if values.len() != n {
-        return Err(format!("{} lengths for {n} ids", values.len()));
-    }
-    values
-        .into_iter()
-        .map(|v| usize::try_from(v).map_err(|_| format!("negative length {v}")))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strs(items: &[&str]) -> Vec<PyValue> {
-        items.iter().map(|s| PyValue::Str(s.to_string())).collect()
-    }
 
     fn keys(names: &[&str]) -> BTreeMap<String, PyValue> {
         names
             .iter()
             .map(|k| (k.to_string(), PyValue::None))
             .collect()
-    }
-
-    fn array(shape: Vec<usize>, data: ArrayData) -> PyValue {
-        PyValue::Array(Arc::new(NdArray { shape, data }))
     }
 
     #[test]
@@ -1099,128 +991,6 @@ mod tests {
             for key in layout.default_labels().values() {
                 assert!(layout.needs().contains(&key.as_str()), "{layout:?} {key}");
             }
-        }
-    }
-
-    #[test]
-    fn id_rows_come_from_string_arrays_object_arrays_and_lists() {
-        let mut items = BTreeMap::new();
-        items.insert(
-            ID.to_string(),
-            array(
-                vec![2, 3],
-                ArrayData::Str(
-                    ["a", "1.5", "2.5", "b", "0", "1"]
-                        .map(str::to_string)
-                        .to_vec(),
-                ),
-            ),
-        );
-        assert_eq!(
-            take_id_rows(&mut items).unwrap(),
-            [vec!["a", "1.5", "2.5"], vec!["b", "0", "1"]]
-        );
-        items.insert(
-            ID.to_string(),
-            PyValue::List(vec![
-                PyValue::Tuple(strs(&["v", "3", "4"])),
-                PyValue::Bytes(b"w$_$2".to_vec()),
-            ]),
-        );
-        assert_eq!(
-            take_id_rows(&mut items).unwrap(),
-            [vec!["v", "3", "4"], vec!["w$_$2"]]
-        );
-        items.insert(
-            ID.to_string(),
-            array(
-                vec![2],
-                ArrayData::Object(vec![PyValue::Str("a".into()), PyValue::Int(3)]),
-            ),
-        );
-        let e = take_id_rows(&mut items).unwrap_err();
-        assert!(e.contains("id 1 holds a int"), "{e}");
-        items.insert(
-            ID.to_string(),
-            array(vec![2], ArrayData::F32(vec![1.0, 2.0])),
-        );
-        assert!(take_id_rows(&mut items)
-            .unwrap_err()
-            .contains("float32 array"));
-        assert_eq!(take_id_rows(&mut items).unwrap_err(), "is missing");
-    }
-
-    fn key(row: &[&str]) -> SegmentKey {
-        SegmentKey::of_row(row.iter().map(|s| s.to_string()).collect()).unwrap()
-    }
-
-    #[test]
-    fn mult_rows_are_numbered_by_start_within_their_video_over_every_split() {
-        let train = vec![
-            key(&["v", "10.0", "12.0"]),
-            key(&["w", "1", "2"]),
-            key(&["v", "2.5", "4"]),
-        ];
-        let test = vec![key(&["v", "0", "1"]), key(&["v", "10.0", "11.0"])];
-        assert_eq!(train[0].start, Some(10.0));
-        assert_eq!(train[0].raw, "(v, 10.0, 12.0)");
-        let ids = number_segments(&[train, test]);
-        assert_eq!(ids, [vec!["v[3]", "w[0]", "v[1]"], vec!["v[0]", "v[2]"]]);
-    }
-
-    #[test]
-    fn mmsa_ids_keep_their_clip_and_repeats_get_a_suffix() {
-        let train = vec![key(&["a$_$3"]), key(&["plain"]), key(&["plain"])];
-        let valid = vec![key(&["a$_$3"]), key(&["plain"])];
-        let ids = number_segments(&[train, valid]);
-        assert_eq!(
-            ids,
-            [
-                vec!["a[3]", "plain[0]", "plain[1]"],
-                vec!["a[3]~2", "plain[0]~2"]
-            ]
-        );
-        // A row whose times are not numbers: the video is numbered by occurrence.
-        let rows = vec![key(&["m", "x", "y"]), key(&["m", "5", "6"])];
-        assert_eq!(rows[0].start, None);
-        assert_eq!(number_segments(&[rows]), [vec!["m[0]", "m[1]"]]);
-    }
-
-    #[test]
-    fn raw_text_must_be_strings() {
-        assert_eq!(
-            texts_of(PyValue::List(strs(&["你好", ""]))).unwrap(),
-            ["你好", ""]
-        );
-        assert_eq!(
-            texts_of(array(
-                vec![1],
-                ArrayData::Object(vec![PyValue::Bytes("é".as_bytes().to_vec())])
-            ))
-            .unwrap(),
-            ["é"]
-        );
-        for (value, says) in [
-            (
-                PyValue::List(vec![PyValue::Str("a".into()), PyValue::Float(1.0)]),
-                "item 1 is a float, expected a str",
-            ),
-            (
-                PyValue::List(vec![PyValue::Bytes(vec![0xff])]),
-                "item 0 is bytes that are not UTF-8",
-            ),
-            (
-                array(vec![2], ArrayData::F64(vec![1.0, 2.0])),
-                "float64 array, expected strings",
-            ),
-            (
-                array(vec![1, 2], ArrayData::Str(vec!["a".into(), "b".into()])),
-                "has shape [1, 2]",
-            ),
-            (PyValue::Int(3), "is a int, expected strings"),
-        ] {
-            let e = texts_of(value).unwrap_err();
-            assert!(e.contains(says), "{e}");
         }
     }
 }
