@@ -1,7 +1,8 @@
 //! The training loop shared by adapters, models and fine-tuning: shuffled mini-batches,
 //! AdamW, gradient clipping, a learning-rate schedule, evaluation on train and validation
 //! after every epoch, early stopping on a validation measure, and the best weights restored
-//! at the end. Everything it did goes into history rows.
+//! at the end. Everything it did goes into history rows. What is best, when to stop and the
+//! next learning rate are the [`Rules`]' to say.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +14,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::data::shuffled;
 use super::nn::Pass;
-use super::optim::{scalar, AdamW, AdamWConfig, Scheduler};
-use super::settings::{FitConfig, Monitor, OnNan, TOTAL};
+use super::optim::{scalar, AdamW, AdamWConfig};
+use super::rules::Rules;
+use super::settings::{FitConfig, Monitor, TOTAL};
 use super::weights::ParamStore;
 
 /// A measurement after an epoch: `(subject, metric) → value`.
@@ -53,23 +55,15 @@ pub fn fit(
 ) -> Result<PhaseResult, StageError> {
     let monitor = &config.monitor;
     let mut opt = AdamW::new(vars, AdamWConfig::new(config.lr, config.weight_decay))?;
-    let mut scheduler = Scheduler::new(
-        config.schedule,
-        config.lr,
-        config.plateau_factor,
-        config.plateau_patience,
-        config.epochs,
-    );
+    let mut rules = Rules::new(config);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut history = Vec::new();
-    let mut best: Option<(usize, f64, BTreeMap<String, Tensor>)> = None;
-    let mut since_best = 0;
+    let mut best: Option<BTreeMap<String, Tensor>> = None;
     let mut stopped = None;
     if config.start_from_current {
         let (on_train, on_valid) = (model.measure(train)?, model.measure(valid)?);
-        let value = monitored(&on_valid, monitor)?;
-        if value.is_finite() {
-            best = Some((0, value, store.snapshot()?));
+        if rules.start(monitored(&on_valid, monitor)?) {
+            best = Some(store.snapshot()?);
         }
         history.extend(rows(
             &config.phase,
@@ -98,18 +92,8 @@ pub fn fit(
                     if value.is_nan() { "NaN" } else { "infinite" },
                     b + 1
                 );
-                match (config.on_nan, &best) {
-                    (OnNan::Stop, Some((e, _, _))) => {
-                        tracing::error!("{what}: training stopped, keeping the weights of epoch {e}");
-                        stopped = Some(what);
-                        break 'epochs;
-                    }
-                    _ => {
-                        return Err(StageError::input(format!(
-                            "{what}: no good epoch to keep; lower the learning rate or check the inputs for extreme values"
-                        )))
-                    }
-                }
+                stopped = Some(rules.bad_loss(what)?);
+                break 'epochs;
             }
             losses.push(value);
             let grads = loss.backward().map_err(super::device::err("backward"))?;
@@ -124,16 +108,9 @@ pub fn fit(
             .get(&(TOTAL.into(), "loss".into()))
             .copied()
             .unwrap_or(f64::NAN);
-        let value = monitored(&on_valid, monitor)?;
-        let improved = match &best {
-            None => value.is_finite(),
-            Some((_, b, _)) => monitor.measure.direction().better(value, *b),
-        };
-        if improved {
-            best = Some((epoch, value, store.snapshot()?));
-            since_best = 0;
-        } else {
-            since_best += 1;
+        let said = rules.after_epoch(epoch, monitored(&on_valid, monitor)?, valid_loss, lr);
+        if said.improved {
+            best = Some(store.snapshot()?);
         }
         history.extend(rows(
             &config.phase,
@@ -144,22 +121,18 @@ pub fn fit(
             &on_valid,
         ));
         bar.inc(1);
-        let next = scheduler.next(epoch, valid_loss, opt.lr());
-        opt.set_lr(next);
-        if config.patience > 0 && since_best >= config.patience {
-            stopped = Some(format!(
-                "early stopping after epoch {epoch}: no improvement of {monitor} for {} epochs",
-                config.patience
-            ));
+        opt.set_lr(said.next_lr);
+        if let Some(why) = said.stop {
+            stopped = Some(why);
             break;
         }
     }
-    let (best_epoch, best_value) = match best {
-        Some((e, v, snapshot)) => {
+    let (best_epoch, best_value) = match (rules.best(), best) {
+        (Some((epoch, value)), Some(snapshot)) => {
             store.restore(&snapshot)?;
-            (e, v)
+            (epoch, value)
         }
-        None => (0, f64::NAN),
+        _ => (0, f64::NAN),
     };
     for row in &mut history {
         row.is_best = row.epoch as usize == best_epoch;

@@ -1,12 +1,12 @@
 //! Training with candle. Shared pieces: data in memory and batches ([`data`]), named
 //! network weights with seeded initialisation and safetensors files ([`weights`]), layers
 //! ([`nn`], with the LSTM recurrence fused into one op: [`fused_lstm`], and linear layers
-//! with their ReLU: [`fused_linear`]), losses ([`loss`]),
-//! a fused AdamW and schedules ([`optim`]), the `optim` settings table ([`settings`]), the
-//! loop ([`fit`]), the sentiment model ([`model`]) and how the loop sees it ([`task`]),
-//! the checkpoint formats ([`checkpoint`]) and a checkpoint put back to work ([`restore`]),
-//! the compute device ([`device`]) and, in a CUDA build, where the CUDA libraries it loads are
-//! found (`cuda_libraries`).
+//! with their ReLU: [`fused_linear`]), losses ([`loss`]), a fused AdamW and schedules
+//! ([`optim`]), the `optim` settings table ([`settings`]), the loop ([`fit`]) and the rules it
+//! follows between epochs ([`rules`]), the sentiment model ([`model`]) and how the loop sees
+//! it ([`task`]), the checkpoint formats ([`checkpoint`]) and a checkpoint put back to work
+//! ([`restore`]), the compute device ([`device`]) and, in a CUDA build, where the CUDA
+//! libraries it loads are found (`cuda_libraries`).
 //!
 //! Stages (leaves: nothing imports them): `train_model` ([`train_model`]),
 //! `train_adapters` ([`train_adapters`]), `finetune` ([`finetune`]) and `apply_adapters`
@@ -27,6 +27,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod restore;
+pub mod rules;
 pub mod settings;
 pub mod task;
 pub mod train_adapters;
