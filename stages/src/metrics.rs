@@ -23,6 +23,12 @@
 //!   table holds is told by the family's other names (`Mult_acc_2`).
 //!
 //! MMSA rounds the MOSI family to 4 decimals; these are not rounded.
+//!
+//! Follows MMSA 2.2.1 (thuiar/MMSA, tag `v_2.2.1`, commit
+//! `48bb237542812a36e624a960770a8927173d8c08`, the release on PyPI):
+//! `src/MMSA/utils/metricsTop.py`, `MetricsTop.__eval_mosei_regression` (which
+//! `__eval_mosi_regression` calls) and `MetricsTop.__eval_sims_regression`. Golden tests: the
+//! functions run by numpy and scikit-learn (`tests/data/metrics/`, and the cases below).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

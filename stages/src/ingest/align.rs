@@ -15,6 +15,12 @@
 //! shorter than ε are skipped. Frames are sorted by start time (stably) first. Collapse
 //! functions compute like numpy does on the stored dtype (`np.average(x, axis=0)` on float32
 //! is a sequential float32 sum divided in float32), so results match the SDK bit for bit.
+//!
+//! Follows the CMU Multimodal SDK (CMU-MultiComp-Lab/CMU-MultimodalSDK, commit
+//! `3e27d3781fe38b660432c7edfa7912bd0d256ee1`, the latest change of the file; released on PyPI as
+//! `cmu-multimodal-sdk` 0.0.6): `mmsdk/mmdatasdk/dataset/dataset.py`, `mmdataset.align`,
+//! `mmdataset.__intersect_and_copy` and `mmdataset.__collapse`. Golden tests: the SDK's own
+//! alignment output on its own files (`tests/data/sdk/`, cut by `tests/data/make_fixtures.py`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,12 @@
 //! input-data error naming the file and the key (or tensor): `config.json` ([`config`]), the
 //! tokenizer files ([`tokenizer`]), `model.safetensors` ([`weights`]) and sentence-transformers'
 //! files ([`sentence`]); reading them is [`folder`]'s.
+//!
+//! Pooling follows sentence-transformers 6.3.0: `sentence_transformers/models/Pooling.py`,
+//! `Pooling.forward` (`pooling_mode_mean_tokens`: token vectors weighted by the attention mask,
+//! summed, divided by the mask's sum; `pooling_mode_cls_token`: the first token's), then
+//! `sentence_transformers/models/Normalize.py` where the folder lists it. Golden test:
+//! `tests/data/embed/golden.py` (sentence-transformers 6.3.0 on torch 2.15.0).
 
 mod config;
 mod folder;

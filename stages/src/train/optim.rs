@@ -5,6 +5,12 @@
 //! candle in-place custom op, large parameters split across threads), and reads the gradient
 //! norm from the gradients in place, which matters at the small batch sizes these models
 //! train with. On other devices it falls back to candle-nn's AdamW (same update rule).
+//!
+//! Follows PyTorch 2.15.0 (commit `d0f2af8b66b20da4baa50644c0cd3f887a2eae2e`): AdamW is
+//! `torch.optim.AdamW` (`torch/optim/adamw.py`), which runs `_single_tensor_adam` of
+//! `torch/optim/adam.py` with `decoupled_weight_decay=True` and no `amsgrad`; the plateau schedule
+//! is `ReduceLROnPlateau` (`torch/optim/lr_scheduler.py`, `step` and `_is_better`) in mode `min`
+//! with the relative threshold 1e-4 and no cooldown. The tests below hold PyTorch's numbers.
 
 use std::sync::Mutex;
 
