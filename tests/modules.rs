@@ -53,6 +53,11 @@ fn collect(src: &Path, dir: &Path, modules: &mut BTreeMap<String, String>) {
             ) {
                 parts.pop();
             }
+            // A module file named `tests` (or inside a `tests` folder) holds test code: it is
+            // declared `#[cfg(test)] mod tests;` beside the code it tests.
+            if parts.iter().any(|p| p == "tests") {
+                continue;
+            }
             let text = std::fs::read_to_string(&path).unwrap();
             modules.insert(parts.join("::"), code_of(&text));
         }
