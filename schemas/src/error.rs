@@ -11,12 +11,33 @@ pub enum SchemaError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The Parquet or Arrow layer failed (corrupt file, encoding error).
+    /// The Parquet layer failed (corrupt file, encoding error).
+    #[error("{}: {context}{source}", path.display())]
+    Parquet {
+        /// The file at fault.
+        path: PathBuf,
+        /// What mmflow was doing, when it says more than the error (or empty).
+        context: &'static str,
+        /// The Parquet layer's error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The Arrow layer failed (a batch or column of the wrong shape or type).
+    #[error("{}: {source}", path.display())]
+    Arrow {
+        /// The file at fault.
+        path: PathBuf,
+        /// The Arrow layer's error.
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    /// The file's format is not what mmflow reads (a footer refused by the guard, metadata
+    /// that does not parse).
     #[error("{}: {message}", path.display())]
     Format {
         /// The file at fault.
         path: PathBuf,
-        /// What the Parquet/Arrow layer said.
+        /// What is wrong.
         message: String,
     },
     /// The file is a readable Parquet file but not the table that was expected.
@@ -50,10 +71,25 @@ pub enum SchemaError {
 }
 
 impl SchemaError {
-    pub(crate) fn format(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn format(path: &std::path::Path, message: impl Into<String>) -> Self {
         SchemaError::Format {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn parquet(path: &std::path::Path, source: parquet::errors::ParquetError) -> Self {
+        SchemaError::Parquet {
+            path: path.to_path_buf(),
+            context: "",
+            source,
+        }
+    }
+
+    pub(crate) fn arrow(path: &std::path::Path, source: arrow_schema::ArrowError) -> Self {
+        SchemaError::Arrow {
+            path: path.to_path_buf(),
+            source,
         }
     }
 

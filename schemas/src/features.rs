@@ -438,7 +438,7 @@ impl FeatureReader {
         let reader = builder
             .with_batch_size(256)
             .build()
-            .map_err(|e| SchemaError::format(path, e))?;
+            .map_err(|e| SchemaError::parquet(path, e))?;
         Ok(FeatureReader {
             info,
             meta,
@@ -604,7 +604,7 @@ impl Iterator for FeatureReader {
         let record = self.reader.next()?;
         Some(
             record
-                .map_err(|e| SchemaError::format(&self.path, e))
+                .map_err(|e| SchemaError::arrow(&self.path, e))
                 .and_then(|r| self.decode(r)),
         )
     }

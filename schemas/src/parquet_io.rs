@@ -189,7 +189,7 @@ pub(crate) fn write_table(
 
 /// The columns as a batch of `schema`, or an error naming the file.
 fn record_batch(path: &Path, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-    RecordBatch::try_new(schema, columns).map_err(|e| SchemaError::format(path, e))
+    RecordBatch::try_new(schema, columns).map_err(|e| SchemaError::arrow(path, e))
 }
 
 /// A Parquet writer for one table, flushing one row group per written batch so memory stays
@@ -228,7 +228,7 @@ impl TableWriter {
                 .iter()
                 .map(|(k, v)| KeyValue::new(k.to_string(), v.clone())),
         );
-        let level = ZstdLevel::try_new(3).map_err(|e| SchemaError::format(path, e))?;
+        let level = ZstdLevel::try_new(3).map_err(|e| SchemaError::parquet(path, e))?;
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_key_value_metadata(Some(kv))
@@ -244,7 +244,7 @@ impl TableWriter {
             schema.clone(),
             Some(props.build()),
         )
-        .map_err(|e| SchemaError::format(path, e))?;
+        .map_err(|e| SchemaError::parquet(path, e))?;
         Ok(TableWriter {
             path: path.to_path_buf(),
             schema,
@@ -274,7 +274,7 @@ impl TableWriter {
         }
         self.inner
             .write(batch)
-            .map_err(|e| SchemaError::format(&self.path, e))?;
+            .map_err(|e| SchemaError::parquet(&self.path, e))?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -283,7 +283,7 @@ impl TableWriter {
     pub(crate) fn end_row_group(&mut self) -> Result<()> {
         self.inner
             .flush()
-            .map_err(|e| SchemaError::format(&self.path, e))
+            .map_err(|e| SchemaError::parquet(&self.path, e))
     }
 
     /// Writes the footer, the stage's fingerprint last (waiting for it if it is pending),
@@ -301,7 +301,7 @@ impl TableWriter {
         let buffered = self
             .inner
             .into_inner()
-            .map_err(|e| SchemaError::format(&path, e))?;
+            .map_err(|e| SchemaError::parquet(&path, e))?;
         let file = buffered.into_inner().map_err(|e| SchemaError::Io {
             path: path.clone(),
             source: e.into_error(),
@@ -331,7 +331,7 @@ pub fn row_count(path: &Path) -> Result<u64> {
 pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<CheckedFile>> {
     let (file, metadata) = read_metadata(path)?;
     let arrow = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
-        .map_err(|e| SchemaError::format(path, e))?;
+        .map_err(|e| SchemaError::parquet(path, e))?;
     Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
         file, arrow,
     ))
@@ -340,8 +340,13 @@ pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<Check
 /// The open file and its footer, checked, then decoded by the parquet crate.
 fn read_metadata(path: &Path) -> Result<(CheckedFile, ParquetMetaData)> {
     let opened = crate::guard::open(path)?;
-    let metadata = ParquetMetaDataReader::decode_metadata(&opened.metadata)
-        .map_err(|e| SchemaError::format(path, format!("not a readable Parquet file: {e}")))?;
+    let metadata = ParquetMetaDataReader::decode_metadata(&opened.metadata).map_err(|source| {
+        SchemaError::Parquet {
+            path: path.to_path_buf(),
+            context: "not a readable Parquet file: ",
+            source,
+        }
+    })?;
     Ok((opened.file, metadata))
 }
 
@@ -413,8 +418,8 @@ pub(crate) fn read_batches(
     path: &Path,
     builder: ParquetRecordBatchReaderBuilder<CheckedFile>,
 ) -> Result<Vec<RecordBatch>> {
-    let reader = builder.build().map_err(|e| SchemaError::format(path, e))?;
+    let reader = builder.build().map_err(|e| SchemaError::parquet(path, e))?;
     reader
-        .map(|b| b.map_err(|e| SchemaError::format(path, e)))
+        .map(|b| b.map_err(|e| SchemaError::arrow(path, e)))
         .collect()
 }

@@ -26,6 +26,7 @@ use hdf5_reader::{ByteOrder, Dataset, Datatype, FileStorage, H5Type, Hdf5File, O
 use mmflow_schemas::files::open_regular;
 
 use super::align::{Sequence, Values};
+use super::readers::SourceError;
 
 /// The most deflate (gzip) can expand data: about 1032 to 1.
 const MAX_INFLATE: u64 = 1032;
@@ -44,16 +45,6 @@ pub struct CsdFile {
     root: String,
     videos: Vec<String>,
     metadata: BTreeMap<String, String>,
-}
-
-/// Why a computational sequence cannot be read; names the file (and video).
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct CsdError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong (naming the video when one is at fault).
-    pub message: String,
 }
 
 /// A video's words and their intervals, in file order.
@@ -76,8 +67,8 @@ pub struct EntryShape {
 
 impl CsdFile {
     /// Opens a `.csd` file and lists its videos (sorted, as h5py lists them).
-    pub fn open(path: &Path) -> Result<CsdFile, CsdError> {
-        let fail = |message: String| CsdError {
+    pub fn open(path: &Path) -> Result<CsdFile, SourceError> {
+        let fail = |message: String| SourceError {
             path: path.to_path_buf(),
             message,
         };
@@ -163,15 +154,15 @@ impl CsdFile {
         &self.metadata
     }
 
-    fn fail(&self, video: &str, message: impl std::fmt::Display) -> CsdError {
-        CsdError {
+    fn fail(&self, video: &str, message: impl std::fmt::Display) -> SourceError {
+        SourceError {
             path: self.path.clone(),
             message: format!("video `{video}`: {message}"),
         }
     }
 
     /// The shape of a video's features, from the header (no data read).
-    pub fn shape(&self, video: &str) -> Result<EntryShape, CsdError> {
+    pub fn shape(&self, video: &str) -> Result<EntryShape, SourceError> {
         let ds = self
             .file
             .dataset(&format!("/{}/data/{video}/features", self.root))
@@ -181,7 +172,7 @@ impl CsdFile {
 
     /// `[frames, dim]` (or `[frames]`, one wide) of a `features` dataset whose declared
     /// size fits in the file, with a width a features table can hold.
-    fn features_shape(&self, video: &str, ds: &Dataset) -> Result<EntryShape, CsdError> {
+    fn features_shape(&self, video: &str, ds: &Dataset) -> Result<EntryShape, SourceError> {
         let (frames, dim) = match *ds.shape() {
             [t, d] => (t, d),
             [t] => (t, 1),
@@ -218,7 +209,7 @@ impl CsdFile {
     /// The number of elements of dataset `name`, once its declared size (shape × element
     /// size, checked) is known to fit in the file: stored as it is, or gzip-compressed at
     /// the best ratio gzip can reach. Nothing is allocated before this check.
-    fn checked_len(&self, video: &str, name: &str, ds: &Dataset) -> Result<usize, CsdError> {
+    fn checked_len(&self, video: &str, name: &str, ds: &Dataset) -> Result<usize, SourceError> {
         let shape = ds.shape();
         let element = ds
             .raw_element_size()
@@ -247,7 +238,7 @@ impl CsdFile {
     }
 
     /// Reads a video's intervals and features.
-    pub fn read(&self, video: &str) -> Result<Sequence, CsdError> {
+    pub fn read(&self, video: &str) -> Result<Sequence, SourceError> {
         let features = self.dataset(video, "features")?;
         let shape = self.features_shape(video, &features)?;
         let intervals = self.read_intervals(video, shape.frames)?;
@@ -282,7 +273,7 @@ impl CsdFile {
     /// Reads a video's words and their intervals, from a words sequence (the SDK's
     /// `TimestampedWords`: `features` [words, 1] of UTF-8 byte strings, fixed-length or
     /// variable-length).
-    pub fn read_words(&self, video: &str) -> Result<Words, CsdError> {
+    pub fn read_words(&self, video: &str) -> Result<Words, SourceError> {
         let features = self.dataset(video, "features")?;
         let frames = match *features.shape() {
             [t, 1] | [t] => t,
@@ -325,14 +316,14 @@ impl CsdFile {
     }
 
     /// One of a video's datasets.
-    fn dataset(&self, video: &str, name: &str) -> Result<Dataset, CsdError> {
+    fn dataset(&self, video: &str, name: &str) -> Result<Dataset, SourceError> {
         self.file
             .dataset(&format!("/{}/data/{video}/{name}", self.root))
             .map_err(|e| self.fail(video, format!("no `{name}` dataset ({e})")))
     }
 
     /// A video's intervals, which must be `frames` rows of `[start, end]`.
-    fn read_intervals(&self, video: &str, frames: usize) -> Result<Vec<[f64; 2]>, CsdError> {
+    fn read_intervals(&self, video: &str, frames: usize) -> Result<Vec<[f64; 2]>, SourceError> {
         let intervals = self.dataset(video, "intervals")?;
         let interval_shape = intervals.shape();
         let [interval_rows, 2] = *interval_shape else {
@@ -376,7 +367,7 @@ impl CsdFile {
         name: &str,
         ds: &Dataset,
         n: usize,
-    ) -> Result<Vec<T>, CsdError> {
+    ) -> Result<Vec<T>, SourceError> {
         let fail = |e: String| self.fail(video, format!("reading `{name}`: {e}"));
         if let Some(read) = self.read_in_place::<T>(ds, n) {
             return read.map_err(|e| fail(e.to_string()));

@@ -21,12 +21,13 @@ pub struct TimingOptions {
     pub text_column: Option<String>,
 }
 
-/// Why a source cannot be read: names the file (and the video when one is at fault).
+/// Why a source (a `.csd`, `.npz` or CSV file, or a folder of CSV files) cannot be read:
+/// names the file (and the video when one is at fault).
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {message}", path.display())]
 pub struct SourceError {
     /// The file or directory.
     pub path: PathBuf,
-    /// What is wrong.
+    /// What is wrong (naming the video when one is at fault).
     pub message: String,
 }

@@ -88,10 +88,7 @@ impl Source {
             })?;
         }
         Ok(match format {
-            Format::Csd => Source::Csd(CsdFile::open(path).map_err(|e| SourceError {
-                path: e.path,
-                message: e.message,
-            })?),
+            Format::Csd => Source::Csd(CsdFile::open(path)?),
             Format::Npz => Source::Npz(NpzSource::open(path, timing)?),
             Format::Csv => Source::Csv(CsvSource::open(path, timing)?),
         })
@@ -118,10 +115,7 @@ impl Source {
     /// The feature width of a video, without reading its frames where the format allows.
     pub fn width(&self, video: &str) -> Result<usize, SourceError> {
         match self {
-            Source::Csd(s) => s.shape(video).map(|s| s.dim).map_err(|e| SourceError {
-                path: e.path,
-                message: e.message,
-            }),
+            Source::Csd(s) => s.shape(video).map(|s| s.dim),
             Source::Npz(s) => s.read(video).map(|q| q.dim),
             Source::Csv(s) => s.read(video).map(|q| q.dim),
         }
@@ -139,10 +133,7 @@ impl Source {
     /// A video's frames.
     pub fn read(&self, video: &str) -> Result<Sequence, SourceError> {
         match self {
-            Source::Csd(s) => s.read(video).map_err(|e| SourceError {
-                path: e.path,
-                message: e.message,
-            }),
+            Source::Csd(s) => s.read(video),
             Source::Npz(s) => s.read(video),
             Source::Csv(s) => s.read(video),
         }
