@@ -133,6 +133,100 @@ enum Completed {
 /// Runs the pipeline; stage failures are reported in the summary, engine failures
 /// (run directory unusable, lock held) as errors.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, EngineError> {
+    check_options(pipeline, options)?;
+    let run_dir = &pipeline.run_dir;
+    let (cache, _lock, mut manifest) = start(pipeline, options)?;
+    let n = pipeline.stages.len();
+    let mut board = Board::new(n, options.keep_going);
+    let (tx, rx) = mpsc::channel::<Finished>();
+    let mut device = plan::DeviceSlot::new(pipeline);
+
+    std::thread::scope(|scope| -> Result<(), EngineError> {
+        let mut running = 0usize;
+        loop {
+            // Start every stage whose upstream stages are done, up to `jobs` at once.
+            for i in 0..n {
+                if board.stop || running >= pipeline.jobs {
+                    break;
+                }
+                if !board.ready(pipeline, i) {
+                    continue;
+                }
+                let stage = &pipeline.stages[i];
+                // A device that cannot be used stops the stage before it starts.
+                let resolved = match device.for_stage(stage) {
+                    Ok(resolved) => resolved,
+                    Err(why) => {
+                        board.fail(i, stage, why);
+                        continue;
+                    }
+                };
+                // Source files are hashed by the stage's worker, not here (see `execute`).
+                let prepared = match plan::prepare(stage, resolved, &manifest, cache.as_ref()) {
+                    Ok(Some(prepared)) => prepared,
+                    Ok(None) => {
+                        let why = "internal error: an upstream output is not recorded";
+                        board.fail(i, stage, why.into());
+                        continue;
+                    }
+                    Err(e) => {
+                        board.fail(i, stage, e.to_string());
+                        continue;
+                    }
+                };
+                let previous = manifest.stages.get(&stage.id).cloned();
+                let forced = options.force.contains(&stage.id);
+                let tx = tx.clone();
+                let progress = options.progress.for_stage(&stage.id);
+                let inputs = resolve_inputs(stage, &manifest, run_dir);
+                let cache = cache.as_ref();
+                board.states[i] = State::Running;
+                running += 1;
+                scope.spawn(move || {
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        let work = Work {
+                            pipeline,
+                            stage,
+                            device: resolved,
+                            cache,
+                            progress: &progress,
+                        };
+                        work.execute(prepared, previous, inputs, forced)
+                    }))
+                    .unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
+                    let _ = tx.send(Finished { index: i, result });
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let finished = rx.recv().expect("a worker always reports");
+            running -= 1;
+            board.finish(pipeline, finished, &mut manifest)?;
+        }
+        Ok(())
+    })?;
+
+    // The run's progress (stages found up to date included) is saved once at the end.
+    if board.states.iter().all(|s| *s == State::Done) {
+        record_run_complete(pipeline, &mut manifest);
+    }
+    manifest.save(run_dir)?;
+    let stages = pipeline
+        .stages
+        .iter()
+        .zip(board.outcomes)
+        .map(|(s, o)| (s.id.clone(), o.unwrap_or(StageOutcome::NotRun)))
+        .collect();
+    Ok(RunSummary {
+        run_dir: run_dir.clone(),
+        stages,
+    })
+}
+
+/// Refuses options that do not fit the pipeline: a `--force` of a stage it does not have, a
+/// run-cache folder that would hold the run.
+fn check_options(pipeline: &Pipeline, options: &RunOptions) -> Result<(), EngineError> {
     for id in &options.force {
         if pipeline.stage(id).is_none() {
             return Err(EngineError::Usage(format!(
@@ -140,10 +234,20 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
             )));
         }
     }
-    let run_dir = &pipeline.run_dir;
-    if let Some(why) = pipeline.run_cache.problem(run_dir) {
+    if let Some(why) = pipeline.run_cache.problem(&pipeline.run_dir) {
         return Err(EngineError::Usage(format!("pipeline.run_cache: {why}")));
     }
+    Ok(())
+}
+
+/// Opens the run: the run directory and run-cache checked, the run lock taken, the lock file
+/// read, stale temporaries of earlier runs removed, and the run's start recorded with its
+/// settings saved beside the lock.
+fn start(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+) -> Result<(Option<RunCache>, RunLock, Manifest), EngineError> {
+    let run_dir = &pipeline.run_dir;
     create_run_dir(run_dir)?;
     let cache = pipeline.run_cache.folder(run_dir).map(RunCache::at);
     if let Some(cache) = &cache {
@@ -154,7 +258,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
     // A lock file that cannot be trusted is refused before anything in the directory is
     // touched; it is read again under the run lock (another run may have replaced it).
     Manifest::load(run_dir)?;
-    let _lock = RunLock::acquire(run_dir, options.wait_for_lock)?;
+    let lock = RunLock::acquire(run_dir, options.wait_for_lock)?;
     let mut manifest = Manifest::load(run_dir)?;
     remove_stale_temporaries(pipeline);
     manifest.format = manifest::LOCK_FORMAT;
@@ -172,187 +276,145 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, Engi
         &run_dir.join(manifest::RESOLVED_CONFIG_FILE),
         config_text.as_bytes(),
     )?;
+    Ok((cache, lock, manifest))
+}
 
-    let n = pipeline.stages.len();
-    let mut states = vec![State::Waiting; n];
-    let mut outcomes: Vec<Option<StageOutcome>> = vec![None; n];
-    let mut stop = false;
-    let (tx, rx) = mpsc::channel::<Finished>();
-    let mut device = plan::DeviceSlot::new(pipeline);
+/// What a panic in a stage's worker said, as a stage error.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error (panic): {what}")
+}
 
-    std::thread::scope(|scope| -> Result<(), EngineError> {
-        let mut running = 0usize;
-        loop {
-            // Start every stage whose upstream stages are done, up to `jobs` at once.
-            for i in 0..n {
-                if stop || running >= pipeline.jobs {
-                    break;
-                }
-                if states[i] != State::Waiting {
-                    continue;
-                }
-                let stage = &pipeline.stages[i];
-                let upstream_states: Vec<&State> = stage
-                    .upstream
-                    .iter()
-                    .filter_map(|u| pipeline.stages.iter().position(|s| &s.id == u))
-                    .map(|j| &states[j])
-                    .collect();
-                if upstream_states
-                    .iter()
-                    .any(|s| matches!(s, State::Failed | State::NotRun))
-                {
-                    states[i] = State::NotRun;
-                    outcomes[i] = Some(StageOutcome::NotRun);
-                    continue;
-                }
-                if !upstream_states.iter().all(|s| **s == State::Done) {
-                    continue;
-                }
-                // A device that cannot be used stops the stage before it starts.
-                let resolved = match device.for_stage(stage) {
-                    Ok(resolved) => resolved,
-                    Err(why) => {
-                        fail(&mut states, &mut outcomes, i, stage, why);
-                        stop |= !options.keep_going;
-                        continue;
-                    }
-                };
-                // Source files are hashed by the stage's worker, not here (see `execute`).
-                let prepared = match plan::prepare(stage, resolved, &manifest, cache.as_ref()) {
-                    Ok(Some(prepared)) => prepared,
-                    Ok(None) => {
-                        fail(
-                            &mut states,
-                            &mut outcomes,
-                            i,
-                            stage,
-                            "internal error: an upstream output is not recorded".into(),
-                        );
-                        stop |= !options.keep_going;
-                        continue;
-                    }
-                    Err(e) => {
-                        fail(&mut states, &mut outcomes, i, stage, e.to_string());
-                        stop |= !options.keep_going;
-                        continue;
-                    }
-                };
-                let previous = manifest.stages.get(&stage.id).cloned();
-                let forced = options.force.contains(&stage.id);
-                let tx = tx.clone();
-                let progress = options.progress.for_stage(&stage.id);
-                let inputs = resolve_inputs(stage, &manifest, run_dir);
-                let cache = cache.as_ref();
-                states[i] = State::Running;
-                running += 1;
-                scope.spawn(move || {
-                    let result = catch_unwind(AssertUnwindSafe(|| {
-                        let work = Work {
-                            pipeline,
-                            stage,
-                            device: resolved,
-                            cache,
-                            progress: &progress,
-                        };
-                        work.execute(prepared, previous, inputs, forced)
-                    }))
-                    .unwrap_or_else(|panic| {
-                        let what = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "unknown panic".into());
-                        Err(format!("internal error (panic): {what}"))
-                    });
-                    let _ = tx.send(Finished { index: i, result });
-                });
-            }
-            if running == 0 {
-                break;
-            }
-            let Finished { index, result } = rx.recv().expect("a worker always reports");
-            running -= 1;
-            let stage = &pipeline.stages[index];
-            match result {
-                Ok(Completed::Ran {
-                    entry,
-                    reason,
-                    restored_in,
-                }) => {
-                    let (how, outcome) = match restored_in {
-                        None => (
-                            "ran",
-                            StageOutcome::Ran {
-                                reason: reason.clone(),
-                                seconds: entry.duration_s,
-                            },
-                        ),
-                        Some(seconds) => (
-                            "restored from the run-cache",
-                            StageOutcome::Restored {
-                                reason: reason.clone(),
-                                seconds,
-                            },
-                        ),
-                    };
-                    tracing::info!(
-                        "{} ({}) {how} in {:.2} s [{reason}]{}",
-                        stage.id,
-                        stage.stage.kind(),
-                        restored_in.unwrap_or(entry.duration_s),
-                        summarize_report(&entry)
-                    );
-                    record_completed(&mut manifest, &stage.id, &entry.fingerprint);
-                    manifest.stages.insert(stage.id.clone(), *entry);
-                    manifest.save(run_dir)?;
-                    states[index] = State::Done;
-                    outcomes[index] = Some(outcome);
-                }
-                Ok(Completed::Skipped {
-                    fingerprint,
-                    refreshed,
-                }) => {
-                    tracing::info!("{} ({}) up to date, skipped", stage.id, stage.stage.kind());
-                    record_completed(&mut manifest, &stage.id, &fingerprint);
-                    if let Some(e) = manifest.stages.get_mut(&stage.id) {
-                        let mut changed = false;
-                        if let Some(outputs) = refreshed {
-                            e.outputs = outputs;
-                            changed = true;
-                        }
-                        changed |= record_output_kinds(e, &stage.outputs);
-                        if changed {
-                            manifest.save(run_dir)?;
-                        }
-                    }
-                    states[index] = State::Done;
-                    outcomes[index] = Some(StageOutcome::UpToDate);
-                }
-                Err(error) => {
-                    fail(&mut states, &mut outcomes, index, stage, error);
-                    stop |= !options.keep_going;
-                }
-            }
+/// Where each stage of a run stands, and whether new stages may start.
+struct Board {
+    states: Vec<State>,
+    outcomes: Vec<Option<StageOutcome>>,
+    /// A stage failed without `--keep-going`: no new stage starts.
+    stop: bool,
+    keep_going: bool,
+}
+
+impl Board {
+    fn new(stages: usize, keep_going: bool) -> Board {
+        Board {
+            states: vec![State::Waiting; stages],
+            outcomes: vec![None; stages],
+            stop: false,
+            keep_going,
         }
-        Ok(())
-    })?;
-
-    // The run's progress (stages found up to date included) is saved once at the end.
-    if states.iter().all(|s| *s == State::Done) {
-        record_run_complete(pipeline, &mut manifest);
     }
-    manifest.save(run_dir)?;
-    let stages = pipeline
-        .stages
-        .iter()
-        .zip(outcomes)
-        .map(|(s, o)| (s.id.clone(), o.unwrap_or(StageOutcome::NotRun)))
-        .collect();
-    Ok(RunSummary {
-        run_dir: run_dir.clone(),
-        stages,
-    })
+
+    /// Whether stage `i` may start now: it waits and every stage it reads from is done. A
+    /// stage one of whose upstream stages failed or did not run is marked as not run.
+    fn ready(&mut self, pipeline: &Pipeline, i: usize) -> bool {
+        if self.states[i] != State::Waiting {
+            return false;
+        }
+        let upstream: Vec<&State> = pipeline.stages[i]
+            .upstream
+            .iter()
+            .filter_map(|u| pipeline.stages.iter().position(|s| &s.id == u))
+            .map(|j| &self.states[j])
+            .collect();
+        if upstream
+            .iter()
+            .any(|s| matches!(s, State::Failed | State::NotRun))
+        {
+            self.states[i] = State::NotRun;
+            self.outcomes[i] = Some(StageOutcome::NotRun);
+            return false;
+        }
+        upstream.iter().all(|s| **s == State::Done)
+    }
+
+    /// Stage `i` failed (logged); without `--keep-going`, nothing new starts.
+    fn fail(&mut self, i: usize, stage: &PlannedStage, error: String) {
+        tracing::error!(
+            "stage `{}` ({}) failed: {error}",
+            stage.id,
+            stage.stage.kind()
+        );
+        self.states[i] = State::Failed;
+        self.outcomes[i] = Some(StageOutcome::Failed { error });
+        self.stop |= !self.keep_going;
+    }
+
+    /// A stage's worker finished: its outcome logged and recorded, in the lock first.
+    fn finish(
+        &mut self,
+        pipeline: &Pipeline,
+        finished: Finished,
+        manifest: &mut Manifest,
+    ) -> Result<(), EngineError> {
+        let Finished { index, result } = finished;
+        let stage = &pipeline.stages[index];
+        let run_dir = &pipeline.run_dir;
+        let outcome = match result {
+            Ok(Completed::Ran {
+                entry,
+                reason,
+                restored_in,
+            }) => {
+                let (how, outcome) = match restored_in {
+                    None => (
+                        "ran",
+                        StageOutcome::Ran {
+                            reason: reason.clone(),
+                            seconds: entry.duration_s,
+                        },
+                    ),
+                    Some(seconds) => (
+                        "restored from the run-cache",
+                        StageOutcome::Restored {
+                            reason: reason.clone(),
+                            seconds,
+                        },
+                    ),
+                };
+                tracing::info!(
+                    "{} ({}) {how} in {:.2} s [{reason}]{}",
+                    stage.id,
+                    stage.stage.kind(),
+                    restored_in.unwrap_or(entry.duration_s),
+                    summarize_report(&entry)
+                );
+                record_completed(manifest, &stage.id, &entry.fingerprint);
+                manifest.stages.insert(stage.id.clone(), *entry);
+                manifest.save(run_dir)?;
+                outcome
+            }
+            Ok(Completed::Skipped {
+                fingerprint,
+                refreshed,
+            }) => {
+                tracing::info!("{} ({}) up to date, skipped", stage.id, stage.stage.kind());
+                record_completed(manifest, &stage.id, &fingerprint);
+                if let Some(e) = manifest.stages.get_mut(&stage.id) {
+                    let mut changed = false;
+                    if let Some(outputs) = refreshed {
+                        e.outputs = outputs;
+                        changed = true;
+                    }
+                    changed |= record_output_kinds(e, &stage.outputs);
+                    if changed {
+                        manifest.save(run_dir)?;
+                    }
+                }
+                StageOutcome::UpToDate
+            }
+            Err(error) => {
+                self.fail(index, stage, error);
+                return Ok(());
+            }
+        };
+        self.states[index] = State::Done;
+        self.outcomes[index] = Some(outcome);
+        Ok(())
+    }
 }
 
 /// Creates the run directory, refusing a path that is (or lies below) something other than a
@@ -384,22 +446,6 @@ fn record_completed(manifest: &mut Manifest, stage: &str, fingerprint: &str) {
 fn record_run_complete(pipeline: &Pipeline, manifest: &mut Manifest) {
     manifest.stages.retain(|id, _| pipeline.stage(id).is_some());
     manifest.completed = manifest.started.clone();
-}
-
-fn fail(
-    states: &mut [State],
-    outcomes: &mut [Option<StageOutcome>],
-    i: usize,
-    stage: &PlannedStage,
-    error: String,
-) {
-    tracing::error!(
-        "stage `{}` ({}) failed: {error}",
-        stage.id,
-        stage.stage.kind()
-    );
-    states[i] = State::Failed;
-    outcomes[i] = Some(StageOutcome::Failed { error });
 }
 
 fn summarize_report(entry: &StageEntry) -> String {
