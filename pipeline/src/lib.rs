@@ -40,7 +40,7 @@ pub use problem::{KeyPath, ParamProblem, Problem, Problems};
 pub use progress::Progress;
 pub use stage::{
     Arity, BoundInputs, DeviceChoice, DeviceResolver, InputRef, InputSlot, Moved, OutputPort,
-    Registry, ResolvedDevice, ResolvedInput, RunContext, StageError, StageKind, TableKind,
+    Registry, ResolvedDevice, ResolvedInput, RunContext, Slot, StageError, StageKind, TableKind,
 };
 
 /// What can go wrong in the engine itself (as opposed to inside a stage).

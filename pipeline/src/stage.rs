@@ -45,11 +45,43 @@ pub enum Arity {
     Many,
 }
 
+/// The name of one of a stage kind's inputs or fixed outputs: the key under a stage's
+/// `inputs`, or the `<output>` of `"<stage>.<output>"`. A kind declares each once, as a
+/// constant, and uses the constant both where it declares its slots
+/// ([`StageKind::inputs`], [`StageKind::outputs`]) and where it reads or writes them
+/// ([`RunContext::input`], [`RunContext::output`]): a misspelt slot does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(&'static str);
+
+impl Slot {
+    /// The slot called `name`.
+    pub const fn new(name: &'static str) -> Slot {
+        Slot(name)
+    }
+
+    /// Its name as written in pipeline files.
+    pub const fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl From<Slot> for String {
+    fn from(slot: Slot) -> String {
+        slot.0.to_string()
+    }
+}
+
 /// An input slot a stage declares.
 #[derive(Debug, Clone)]
 pub struct InputSlot {
     /// Slot name, the key under the stage's `inputs`.
-    pub name: &'static str,
+    pub name: Slot,
     /// The kind of table it accepts.
     pub kind: TableKind,
     /// How many tables it takes.
@@ -475,8 +507,8 @@ pub struct RunContext<'a> {
 
 impl<'a> RunContext<'a> {
     /// The single table bound to slot `slot`.
-    pub fn input(&self, slot: &str) -> Result<&ResolvedInput, StageError> {
-        match self.inputs.get(slot).map(Vec::as_slice) {
+    pub fn input(&self, slot: Slot) -> Result<&ResolvedInput, StageError> {
+        match self.inputs.get(slot.name()).map(Vec::as_slice) {
             Some([one]) => Ok(one),
             _ => Err(StageError::Internal(format!(
                 "input slot `{slot}` is not bound to exactly one table"
@@ -485,17 +517,27 @@ impl<'a> RunContext<'a> {
     }
 
     /// The table bound to an optional slot, if any.
-    pub fn optional_input(&self, slot: &str) -> Option<&ResolvedInput> {
-        self.inputs.get(slot).and_then(|v| v.first())
+    pub fn optional_input(&self, slot: Slot) -> Option<&ResolvedInput> {
+        self.inputs.get(slot.name()).and_then(|v| v.first())
     }
 
     /// Every table bound to slot `slot` (in configured order).
-    pub fn inputs(&self, slot: &str) -> &[ResolvedInput] {
-        self.inputs.get(slot).map(Vec::as_slice).unwrap_or(&[])
+    pub fn inputs(&self, slot: Slot) -> &[ResolvedInput] {
+        self.inputs
+            .get(slot.name())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
-    /// Where to write output `name` (a temporary path; the engine moves it into place).
-    pub fn output(&self, name: &str) -> Result<&Path, StageError> {
+    /// Where to write the fixed output `slot` (a temporary path; the engine moves it into
+    /// place).
+    pub fn output(&self, slot: Slot) -> Result<&Path, StageError> {
+        self.output_named(slot.name())
+    }
+
+    /// Where to write the output called `name`, for outputs named after the data (one per
+    /// modality); fixed outputs go through [`RunContext::output`].
+    pub fn output_named(&self, name: &str) -> Result<&Path, StageError> {
         self.outputs
             .get(name)
             .map(PathBuf::as_path)

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use mmflow_pipeline::{
-    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, Slot, StageError,
+    StageKind,
 };
 use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureWriter};
 use mmflow_schemas::segments::{read_texts, SegmentText};
@@ -27,12 +28,13 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::slots;
 use crate::tables::{FEATURES, SEGMENTS};
 use crate::text_encoder::{Pooling, TextEncoder, Tokens};
 use crate::train::device;
 
 /// The name of the output (and the modality written into it).
-const OUTPUT: &str = "text";
+const OUTPUT: Slot = Slot::new("text");
 /// Batches per window: a window is tokenized, sorted and written together.
 const BATCHES_PER_WINDOW: usize = 64;
 /// Segment ids named in a report or an error, at most.
@@ -118,7 +120,7 @@ impl StageKind for EmbedText {
 
     fn inputs(&self, _: &EmbedTextParams) -> Vec<InputSlot> {
         vec![InputSlot {
-            name: "segments",
+            name: slots::SEGMENTS,
             kind: SEGMENTS,
             arity: Arity::One,
             about: "a segments table with a `text` column",
@@ -146,7 +148,7 @@ impl StageKind for EmbedText {
     }
 
     fn run(&self, p: &EmbedTextParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let segments = ctx.input("segments")?.path.clone();
+        let segments = ctx.input(slots::SEGMENTS)?.path.clone();
         let device = device::open(ctx.device)?;
         let total = mmflow_schemas::row_count(&segments)?;
         let bar = ctx.progress.bar("embedding texts", total);

@@ -18,12 +18,24 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{self, Metric, MetricFamily, CALIBRATED_SUFFIX, MEAN_SUBJECT};
+use crate::slots;
 use crate::stats::{pearson, quantile, std};
 use crate::tables::{ADAPTERS, DIAGNOSTICS, FEATURES, METRICS, MODEL, PREDICTIONS, SEGMENTS};
+use crate::train::data::Dataset;
 use crate::train::device::open;
 use crate::train::model::Head;
 use crate::train::restore::Restored;
 use crate::train::task::Task;
+
+/// This kind's own inputs and outputs.
+mod slot {
+    use mmflow_pipeline::Slot;
+
+    /// `predictions`.
+    pub const PREDICTIONS: Slot = Slot::new("predictions");
+    /// `metrics`.
+    pub const METRICS: Slot = Slot::new("metrics");
+}
 
 /// Parameters of the `evaluate` stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -87,25 +99,25 @@ impl StageKind for Evaluate {
     fn inputs(&self, _: &EvaluateParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
-                name: "model",
+                name: slots::MODEL,
                 kind: MODEL,
                 arity: Arity::One,
                 about: "a trained model",
             },
             InputSlot {
-                name: "segments",
+                name: slots::SEGMENTS,
                 kind: SEGMENTS,
                 arity: Arity::One,
                 about: "splits and labels",
             },
             InputSlot {
-                name: "features",
+                name: slots::FEATURES,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "the model's modalities",
             },
             InputSlot {
-                name: "adapters",
+                name: slots::ADAPTERS,
                 kind: ADAPTERS,
                 arity: Arity::Optional,
                 about: "feature adapters in front of their modalities",
@@ -119,9 +131,9 @@ impl StageKind for Evaluate {
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
         Ok(vec![
-            OutputPort::new("predictions", PREDICTIONS),
-            OutputPort::new("metrics", METRICS),
-            OutputPort::new("diagnostics", DIAGNOSTICS),
+            OutputPort::new(slot::PREDICTIONS, PREDICTIONS),
+            OutputPort::new(slot::METRICS, METRICS),
+            OutputPort::new(slots::DIAGNOSTICS, DIAGNOSTICS),
         ])
     }
 
@@ -142,8 +154,8 @@ impl StageKind for Evaluate {
         let family = p
             .metrics
             .unwrap_or_else(|| family_of_datasets(ctx.stage_id, &data.datasets));
-        let model_ref = ctx.input("model")?.reference.to_string();
-        let segments = ctx.input("segments")?.clone();
+        let model_ref = ctx.input(slots::MODEL)?.reference.to_string();
+        let segments = ctx.input(slots::SEGMENTS)?.clone();
         let arch = &model.arch;
         for head in &arch.heads {
             if !data.labels.contains_key(&head.label) {
@@ -171,6 +183,12 @@ impl StageKind for Evaluate {
         };
         let all: Vec<usize> = (0..data.len()).collect();
         let predictions = task.predict(&all)?;
+        let scoring = Scoring {
+            p,
+            data: &data,
+            family,
+            seed: ctx.seed,
+        };
         let mut rows = Vec::new();
         let mut metric_rows = Vec::new();
         let mut flags = Vec::new();
@@ -181,66 +199,11 @@ impl StageKind for Evaluate {
             } else {
                 None
             };
-            for (r, &pred) in predictions[h].iter().enumerate() {
-                rows.push(Prediction {
-                    segment_id: data.ids[r].clone(),
-                    split: data.splits[r],
-                    head: head.label.clone(),
-                    label: labels.and_then(|l| l[r]),
-                    prediction: pred,
-                    calibrated: calibration.map(|(a, b)| (a * pred as f64 + b) as f32),
-                });
-            }
+            rows.extend(scoring.prediction_rows(head, labels, &predictions[h], calibration));
             let Some(labels) = labels else { continue };
-            let mut summary: BTreeMap<Split, BTreeMap<Metric, f64>> = BTreeMap::new();
-            for split in Split::ALL {
-                let rows_of: Vec<usize> = data
-                    .rows(split)
-                    .into_iter()
-                    .filter(|&r| labels[r].is_some())
-                    .collect();
-                if rows_of.is_empty() {
-                    continue;
-                }
-                let y: Vec<f64> = rows_of
-                    .iter()
-                    .map(|&r| labels[r].unwrap_or(0.0) as f64)
-                    .collect();
-                let pred: Vec<f64> = rows_of.iter().map(|&r| predictions[h][r] as f64).collect();
-                let measured = head.predicts.metrics(family);
-                let notes = split_flags(p, split, head, measured, &pred, &y, &mut flags);
-                let seed = ctx.seed;
-                for (suffix, values) in
-                    std::iter::once(("", pred.clone())).chain(calibration.map(|(a, b)| {
-                        (CALIBRATED_SUFFIX, pred.iter().map(|v| a * v + b).collect())
-                    }))
-                {
-                    let cis = bootstrap(
-                        &values,
-                        &y,
-                        measured,
-                        p.bootstrap,
-                        seed ^ hash(&format!("{split}/{}{suffix}", head.label)),
-                    );
-                    for (&metric, ci) in measured.iter().zip(cis) {
-                        let value = metric.compute(&values, &y);
-                        if suffix.is_empty() {
-                            summary.entry(split).or_default().insert(metric, value);
-                        }
-                        metric_rows.push(MetricRow {
-                            split,
-                            head: head.label.clone(),
-                            metric: format!("{}{suffix}", metric.name()),
-                            value,
-                            ci_low: ci.map(|c| c.0),
-                            ci_high: ci.map(|c| c.1),
-                            n: y.len() as u64,
-                            seed,
-                            note: notes.get(&metric).cloned(),
-                        });
-                    }
-                }
-            }
+            let (summary, head_rows) =
+                scoring.head_metrics(head, labels, &predictions[h], calibration, &mut flags);
+            metric_rows.extend(head_rows);
             gap_flags(p, &head.label, &summary, &mut flags, &mut metric_rows);
         }
         metric_rows.extend(mean_ccc(p, &arch.heads, &predictions, &data, ctx.seed));
@@ -250,38 +213,10 @@ impl StageKind for Evaluate {
             "best_epoch",
             restored_best_epoch as f64,
         ));
-        for f in flags
-            .iter()
-            .filter(|f| f.note.as_deref().is_some_and(|n| n.starts_with("FLAG")))
-        {
-            tracing::warn!(
-                "{}: {} {}: {}",
-                ctx.stage_id,
-                f.method,
-                f.subject,
-                f.note.as_deref().unwrap_or_default()
-            );
-        }
-        for m in metric_rows.iter().filter(|m| {
-            m.split == Split::Test
-                && [Metric::Corr, Metric::Ccc]
-                    .iter()
-                    .any(|k| m.metric == k.name())
-        }) {
-            tracing::info!(
-                "{}: test {} {} = {:.3} (95% CI {:.3}…{:.3}, n = {})",
-                ctx.stage_id,
-                m.head,
-                m.metric,
-                m.value,
-                m.ci_low.unwrap_or(f64::NAN),
-                m.ci_high.unwrap_or(f64::NAN),
-                m.n
-            );
-        }
-        evaluation::write_predictions(&rows, ctx.output("predictions")?, ctx.table_meta())?;
-        evaluation::write_metrics(&metric_rows, ctx.output("metrics")?, ctx.table_meta())?;
-        diagnostics::write(&flags, ctx.output("diagnostics")?, ctx.table_meta())?;
+        log_results(ctx.stage_id, &flags, &metric_rows);
+        evaluation::write_predictions(&rows, ctx.output(slot::PREDICTIONS)?, ctx.table_meta())?;
+        evaluation::write_metrics(&metric_rows, ctx.output(slot::METRICS)?, ctx.table_meta())?;
+        diagnostics::write(&flags, ctx.output(slots::DIAGNOSTICS)?, ctx.table_meta())?;
         ctx.report(
             "flags",
             flags
@@ -291,6 +226,134 @@ impl StageKind for Evaluate {
         );
         ctx.report("segments_without_every_modality", data.dropped);
         Ok(())
+    }
+}
+
+/// What scoring a head's predictions takes besides the head.
+struct Scoring<'a> {
+    p: &'a EvaluateParams,
+    data: &'a Dataset,
+    family: MetricFamily,
+    seed: u64,
+}
+
+/// A head's metrics on each split (uncalibrated), as `gap_flags` compares them.
+type Summary = BTreeMap<Split, BTreeMap<Metric, f64>>;
+
+impl Scoring<'_> {
+    /// A head's prediction rows, one per segment, calibrated where a calibration was fitted.
+    fn prediction_rows(
+        &self,
+        head: &Head,
+        labels: Option<&Vec<Option<f32>>>,
+        predictions: &[f32],
+        calibration: Option<(f64, f64)>,
+    ) -> Vec<Prediction> {
+        predictions
+            .iter()
+            .enumerate()
+            .map(|(r, &pred)| Prediction {
+                segment_id: self.data.ids[r].clone(),
+                split: self.data.splits[r],
+                head: head.label.clone(),
+                label: labels.and_then(|l| l[r]),
+                prediction: pred,
+                calibrated: calibration.map(|(a, b)| (a * pred as f64 + b) as f32),
+            })
+            .collect()
+    }
+
+    /// A head's metrics on every split with labelled segments, each with its bootstrap CI and
+    /// flags (calibrated metrics too where a calibration was fitted): the summary, the rows.
+    fn head_metrics(
+        &self,
+        head: &Head,
+        labels: &[Option<f32>],
+        predictions: &[f32],
+        calibration: Option<(f64, f64)>,
+        flags: &mut Vec<Diagnostic>,
+    ) -> (Summary, Vec<MetricRow>) {
+        let mut summary = Summary::new();
+        let mut metric_rows = Vec::new();
+        for split in Split::ALL {
+            let rows_of: Vec<usize> = self
+                .data
+                .rows(split)
+                .into_iter()
+                .filter(|&r| labels[r].is_some())
+                .collect();
+            if rows_of.is_empty() {
+                continue;
+            }
+            let y: Vec<f64> = rows_of
+                .iter()
+                .map(|&r| labels[r].unwrap_or(0.0) as f64)
+                .collect();
+            let pred: Vec<f64> = rows_of.iter().map(|&r| predictions[r] as f64).collect();
+            let measured = head.predicts.metrics(self.family);
+            let notes = split_flags(self.p, split, head, measured, &pred, &y, flags);
+            for (suffix, values) in std::iter::once(("", pred.clone())).chain(
+                calibration
+                    .map(|(a, b)| (CALIBRATED_SUFFIX, pred.iter().map(|v| a * v + b).collect())),
+            ) {
+                let cis = bootstrap(
+                    &values,
+                    &y,
+                    measured,
+                    self.p.bootstrap,
+                    self.seed ^ hash(&format!("{split}/{}{suffix}", head.label)),
+                );
+                for (&metric, ci) in measured.iter().zip(cis) {
+                    let value = metric.compute(&values, &y);
+                    if suffix.is_empty() {
+                        summary.entry(split).or_default().insert(metric, value);
+                    }
+                    metric_rows.push(MetricRow {
+                        split,
+                        head: head.label.clone(),
+                        metric: format!("{}{suffix}", metric.name()),
+                        value,
+                        ci_low: ci.map(|c| c.0),
+                        ci_high: ci.map(|c| c.1),
+                        n: y.len() as u64,
+                        seed: self.seed,
+                        note: notes.get(&metric).cloned(),
+                    });
+                }
+            }
+        }
+        (summary, metric_rows)
+    }
+}
+
+/// Logs the flags raised, and the test correlations and CCCs with their CIs and n.
+fn log_results(stage: &str, flags: &[Diagnostic], metric_rows: &[MetricRow]) {
+    for f in flags
+        .iter()
+        .filter(|f| f.note.as_deref().is_some_and(|n| n.starts_with("FLAG")))
+    {
+        tracing::warn!(
+            "{stage}: {} {}: {}",
+            f.method,
+            f.subject,
+            f.note.as_deref().unwrap_or_default()
+        );
+    }
+    for m in metric_rows.iter().filter(|m| {
+        m.split == Split::Test
+            && [Metric::Corr, Metric::Ccc]
+                .iter()
+                .any(|k| m.metric == k.name())
+    }) {
+        tracing::info!(
+            "{stage}: test {} {} = {:.3} (95% CI {:.3}…{:.3}, n = {})",
+            m.head,
+            m.metric,
+            m.value,
+            m.ci_low.unwrap_or(f64::NAN),
+            m.ci_high.unwrap_or(f64::NAN),
+            m.n
+        );
     }
 }
 

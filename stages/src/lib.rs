@@ -17,6 +17,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod moments;
 pub mod normalize;
+pub mod slots;
 pub mod stats;
 pub mod tables;
 pub mod targets;

@@ -13,7 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use mmflow_pipeline::{
-    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
+    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, Slot, StageError,
+    StageKind,
 };
 use mmflow_schemas::features::{FeatureBatch, FeatureReader, FeatureWriter};
 use mmflow_schemas::norm_stats::{ModalityStats, NormStatsTable};
@@ -24,7 +25,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::moments::Moments;
+use crate::slots;
 use crate::tables::{FEATURES, NORM_STATS, SEGMENTS};
+
+/// This kind's own inputs and outputs.
+mod slot {
+    use mmflow_pipeline::Slot;
+
+    /// `match_to`.
+    pub const MATCH_TO: Slot = Slot::new("match_to");
+}
 
 /// What to do with NaN and ±inf feature values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -64,7 +74,7 @@ impl Default for NormalizeParams {
 /// The `normalize` stage kind.
 pub struct Normalize;
 
-const STATS: &str = "stats";
+const STATS: Slot = Slot::new("stats");
 
 impl StageKind for Normalize {
     type Params = NormalizeParams;
@@ -96,19 +106,19 @@ impl StageKind for Normalize {
     fn inputs(&self, _: &NormalizeParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
-                name: "segments",
+                name: slots::SEGMENTS,
                 kind: SEGMENTS,
                 arity: Arity::One,
                 about: "the segments table (splits)",
             },
             InputSlot {
-                name: "features",
+                name: slots::FEATURES,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "feature tables to normalise",
             },
             InputSlot {
-                name: "match_to",
+                name: slot::MATCH_TO,
                 kind: NORM_STATS,
                 arity: Arity::Optional,
                 about: "statistics of another dataset to map the features onto",
@@ -124,8 +134,8 @@ impl StageKind for Normalize {
         let mut ports = Vec::new();
         let mut named = BTreeSet::new();
         let mut problems = Vec::new();
-        for r in inputs.get("features").into_iter().flatten() {
-            if r.output == STATS || !named.insert(r.output.as_str()) {
+        for r in inputs.get(slots::FEATURES.name()).into_iter().flatten() {
+            if r.output == STATS.name() || !named.insert(r.output.as_str()) {
                 problems.push(ParamProblem::new(
                     "",
                     format!(
@@ -146,19 +156,19 @@ impl StageKind for Normalize {
     }
 
     fn run(&self, p: &NormalizeParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let segments_path = ctx.input("segments")?.path.clone();
+        let segments_path = ctx.input(slots::SEGMENTS)?.path.clone();
         let segments = SegmentTable::read(&segments_path)?;
         let split_of: HashMap<&str, Split> = segments
             .rows
             .iter()
             .map(|r| (r.segment_id.as_str(), r.split))
             .collect();
-        let reference = match ctx.optional_input("match_to") {
+        let reference = match ctx.optional_input(slot::MATCH_TO) {
             Some(r) => Some((r.reference.to_string(), NormStatsTable::read(&r.path)?)),
             None => None,
         };
         let mut stats = NormStatsTable::default();
-        let inputs = ctx.inputs("features").to_vec();
+        let inputs = ctx.inputs(slots::FEATURES).to_vec();
         for input in inputs {
             let name = input.reference.output.clone();
             let fitted = fit(&input.path, &split_of, &segments_path)?;
@@ -187,7 +197,7 @@ impl StageKind for Normalize {
             let affine = Affine::new(&modality, target.as_ref(), p);
             let counts = apply(
                 &input.path,
-                ctx.output(&name)?,
+                ctx.output_named(&name)?,
                 ctx,
                 &affine,
                 p,

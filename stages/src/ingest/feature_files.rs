@@ -27,6 +27,7 @@ use super::readers::{SourceError, TimingOptions};
 use super::source::{Format, NonFinitePolicy, Source};
 use crate::datasets::KnownDataset;
 use crate::folds::{Folds, FoldsError};
+use crate::slots;
 use crate::tables::{FEATURES, SEGMENTS};
 
 /// What to do with a video whose features are not the modality's width (real MOSEI has
@@ -551,7 +552,7 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
         p: &AlignedParams,
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
-        let mut ports = vec![OutputPort::new("segments", SEGMENTS)];
+        let mut ports = vec![OutputPort::new(slots::SEGMENTS, SEGMENTS)];
         ports.extend(
             p.modalities
                 .keys()
@@ -713,7 +714,65 @@ fn run_aligned(
     // The folds first: they are small, and a bad file should not wait for every modality.
     let folds = read_folds(p)?;
     let split_of = folds.lookup();
-    // Open every file (in parallel: .npz and CSV sources are read at open).
+    let modalities = open_modalities(p, default)?;
+    let labels = open("labels", &p.labels, default)?;
+    let text = match &p.text {
+        Some(t) => Some(OpenedText {
+            file: CsdFile::open(&t.path).map_err(|e| StageError::input(format!("text: {e}")))?,
+            skip: &t.skip,
+        }),
+        None => None,
+    };
+    let unified = unify(&modalities, text.as_ref(), &labels)?;
+    // Folds: videos in no fold are counted and left out.
+    let mut videos: Vec<(Split, String)> = Vec::new();
+    let mut unfolded = Vec::new();
+    for v in &unified.shared {
+        match split_of.get(v.as_str()) {
+            Some(&s) => videos.push((s, v.clone())),
+            None => unfolded.push(v.clone()),
+        }
+    }
+    videos.sort();
+    if videos.is_empty() {
+        return Err(StageError::input(format!(
+            "none of the {} shared videos is in a fold of `{}` (e.g. `{}`): check `dataset` or `folds`",
+            unified.shared.len(),
+            p.dataset,
+            unfolded.first().cloned().unwrap_or_default()
+        )));
+    }
+    let (segments, tally) = align_videos(
+        p,
+        &modalities,
+        text.as_ref(),
+        &labels,
+        &label_names,
+        &videos,
+        ctx,
+    )?;
+    if segments.is_empty() {
+        return Err(StageError::input(
+            "no segment survived alignment: every label interval missed some modality",
+        ));
+    }
+    let table = SegmentTable {
+        label_names,
+        rows: segments,
+    };
+    table.write(ctx.output(slots::SEGMENTS)?, ctx.table_meta())?;
+    log_tally(ctx.stage_id, &tally);
+    ctx.report("videos", videos.len());
+    ctx.report("segments", table.split_counts());
+    ctx.report("videos_missing_per_file", unified.dropped);
+    ctx.report("videos_in_no_fold", unfolded);
+    report_tally(ctx, tally, text.is_some());
+    Ok(())
+}
+
+/// Every modality's file opened (in parallel: `.npz` and CSV sources are read when opened),
+/// with its feature width.
+fn open_modalities(p: &AlignedParams, default: Format) -> Result<Vec<Opened>, StageError> {
     let opened: Vec<Result<Opened, StageError>> = p
         .modalities
         .par_iter()
@@ -731,23 +790,30 @@ fn run_aligned(
             })
         })
         .collect();
-    let modalities: Vec<Opened> = opened.into_iter().collect::<Result<_, _>>()?;
-    let labels = open("labels", &p.labels, default)?;
-    let text = match &p.text {
-        Some(t) => Some(OpenedText {
-            file: CsdFile::open(&t.path).map_err(|e| StageError::input(format!("text: {e}")))?,
-            skip: &t.skip,
-        }),
-        None => None,
-    };
+    opened.into_iter().collect()
+}
 
-    // Unify: the videos every modality, the text and the labels have (the SDK drops the rest).
+/// The videos every file has, and how many of all videos each file lacks.
+struct Unified {
+    /// The videos every modality, the text and the labels have, sorted.
+    shared: BTreeSet<String>,
+    /// Per file (modality name, `text`, `labels`): the videos it lacks.
+    dropped: BTreeMap<String, usize>,
+}
+
+/// Unify, as the SDK does: the videos every modality, the text and the labels have (the SDK
+/// drops the rest); none is an error naming every file.
+fn unify(
+    modalities: &[Opened],
+    text: Option<&OpenedText<'_>>,
+    labels: &Source,
+) -> Result<Unified, StageError> {
     let mut shared: BTreeSet<&str> = labels.videos().iter().map(String::as_str).collect();
-    let mut dropped_by_unify: BTreeMap<String, usize> = BTreeMap::new();
+    let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
     let files: Vec<(&str, &[String])> = modalities
         .iter()
         .map(|m| (m.name.as_str(), m.source.videos()))
-        .chain(text.as_ref().map(|t| ("text", t.file.videos())))
+        .chain(text.map(|t| ("text", t.file.videos())))
         .collect();
     let all_videos: BTreeSet<&str> = files
         .iter()
@@ -757,13 +823,13 @@ fn run_aligned(
     for (name, videos) in &files {
         let have: BTreeSet<&str> = videos.iter().map(String::as_str).collect();
         shared.retain(|v| have.contains(v));
-        dropped_by_unify.insert(
+        dropped.insert(
             name.to_string(),
             all_videos.iter().filter(|v| !have.contains(*v)).count(),
         );
     }
     let labels_have: BTreeSet<&str> = labels.videos().iter().map(String::as_str).collect();
-    dropped_by_unify.insert(
+    dropped.insert(
         "labels".into(),
         all_videos
             .iter()
@@ -776,41 +842,39 @@ fn run_aligned(
             modalities
                 .iter()
                 .map(|m| format!("{} {}", m.name, m.source.path().display()))
-                .chain(text.as_ref().map(|t| format!("text {}", t.file.path().display())))
+                .chain(text.map(|t| format!("text {}", t.file.path().display())))
                 .chain(std::iter::once(format!("labels {}", labels.path().display())))
                 .collect::<Vec<_>>()
                 .join(", "),
-            serde_json::to_string(&dropped_by_unify).unwrap_or_default()
+            serde_json::to_string(&dropped).unwrap_or_default()
         )));
     }
-    // Folds: videos in no fold are counted and left out.
-    let mut videos: Vec<(Split, String)> = Vec::new();
-    let mut unfolded = Vec::new();
-    for v in &shared {
-        match split_of.get(v) {
-            Some(&s) => videos.push((s, v.to_string())),
-            None => unfolded.push(v.to_string()),
-        }
-    }
-    videos.sort();
-    if videos.is_empty() {
-        return Err(StageError::input(format!(
-            "none of the {} shared videos is in a fold of `{}` (e.g. `{}`): check `dataset` or `folds`",
-            shared.len(),
-            p.dataset,
-            unfolded.first().cloned().unwrap_or_default()
-        )));
-    }
+    Ok(Unified {
+        shared: shared.into_iter().map(str::to_string).collect(),
+        dropped,
+    })
+}
 
+/// Every video aligned, in rayon-parallel chunks of `chunk_videos`, each modality's rows
+/// written as they come (one row group per chunk): the segments, and what was counted.
+fn align_videos(
+    p: &AlignedParams,
+    modalities: &[Opened],
+    text: Option<&OpenedText<'_>>,
+    labels: &Source,
+    label_names: &[String],
+    videos: &[(Split, String)],
+    ctx: &mut RunContext<'_>,
+) -> Result<(Vec<Segment>, Tally), StageError> {
     let mut writers = Vec::new();
-    for m in &modalities {
+    for m in modalities {
         let info = FeatureInfo {
             dataset: p.dataset.clone(),
             modality: m.name.clone(),
             dim: m.dim,
         };
         writers.push(FeatureWriter::create(
-            ctx.output(&m.name)?,
+            ctx.output_named(&m.name)?,
             &info,
             ctx.table_meta(),
         )?);
@@ -822,15 +886,7 @@ fn run_aligned(
         let outs: Vec<Result<VideoOut, StageError>> = chunk
             .par_iter()
             .map(|(split, video)| {
-                process_video(
-                    p,
-                    &modalities,
-                    text.as_ref(),
-                    &labels,
-                    &label_names,
-                    *split,
-                    video,
-                )
+                process_video(p, modalities, text, labels, label_names, *split, video)
             })
             .collect();
         // Each video's rows are encoded as soon as they are taken: the chunk's row group is
@@ -851,36 +907,26 @@ fn run_aligned(
     for w in writers {
         w.finish()?;
     }
-    if segments.is_empty() {
-        return Err(StageError::input(
-            "no segment survived alignment: every label interval missed some modality",
-        ));
-    }
-    let table = SegmentTable {
-        label_names,
-        rows: segments,
-    };
-    table.write(ctx.output("segments")?, ctx.table_meta())?;
-    let counts = table.split_counts();
+    Ok((segments, tally))
+}
+
+/// Logs what the counts say a user should know of.
+fn log_tally(stage: &str, tally: &Tally) {
     for (name, n) in &tally.nonfinite {
         if *n > 0 {
-            tracing::info!(
-                "{}: {name}: {n} non-finite values in the aligned features",
-                ctx.stage_id
-            );
+            tracing::info!("{stage}: {name}: {n} non-finite values in the aligned features");
         }
     }
     if tally.segments_dropped_incomplete > 0 {
         tracing::info!(
-            "{}: {} labelled segments left out because a modality had no frames in them",
-            ctx.stage_id,
+            "{stage}: {} labelled segments left out because a modality had no frames in them",
             tally.segments_dropped_incomplete
         );
     }
-    ctx.report("videos", videos.len());
-    ctx.report("segments", counts);
-    ctx.report("videos_missing_per_file", dropped_by_unify);
-    ctx.report("videos_in_no_fold", unfolded);
+}
+
+/// The counts into the stage's report.
+fn report_tally(ctx: &mut RunContext<'_>, tally: Tally, with_text: bool) {
     ctx.report("videos_without_frames", tally.videos_without_frames);
     ctx.report("zero_length_label_intervals", tally.zero_length_labels);
     ctx.report("segments_missing_modality", tally.segments_missing);
@@ -892,13 +938,11 @@ fn run_aligned(
     ctx.report("nonfinite_zeroed", tally.nonfinite_zeroed);
     ctx.report("width_mismatch_videos", tally.width_mismatch);
     ctx.report("segments_truncated", tally.truncated);
-    if text.is_some() {
+    if with_text {
         ctx.report("segments_without_words", tally.segments_without_words);
     }
-    Ok(())
 }
 
-/// Reads, checks and aligns one video.
 fn process_video(
     p: &AlignedParams,
     modalities: &[Opened],
@@ -909,11 +953,97 @@ fn process_video(
     video: &str,
 ) -> Result<VideoOut, StageError> {
     let mut tally = Tally::default();
-    let fail = |e: SourceError| StageError::input(e.to_string());
-    // Raw frames, width-checked, sorted by start.
-    let mut raw: Vec<Option<Sequence>> = Vec::with_capacity(modalities.len());
+    let Some(raw) = read_frames(modalities, video, &mut tally)? else {
+        return Ok(VideoOut::empty(modalities, tally));
+    };
+    let level = word_level(p, modalities, raw);
+    for (m, seq) in modalities.iter().zip(&level) {
+        if seq.is_empty() {
+            tally
+                .videos_without_frames
+                .entry(m.name.clone())
+                .or_default()
+                .push(video.to_string());
+        }
+    }
+    if level.iter().any(Timeline::is_empty) {
+        // The SDK's second unify drops a video a modality has no word-level entry for.
+        return Ok(VideoOut::empty(modalities, tally));
+    }
+    let labelled = VideoLabels::read(labels, label_names, text, video)?;
+    let mut out = VideoOut::empty(modalities, Tally::default());
+    for (i, &interval) in labelled.sequence.intervals.iter().enumerate() {
+        if (interval[0] - interval[1]).abs() < p.epsilon {
+            tally.zero_length_labels += 1;
+            continue;
+        }
+        let pieces: Vec<Sequence> = level
+            .iter()
+            .map(|t| t.intersect(interval, p.epsilon))
+            .collect();
+        for (m, piece) in modalities.iter().zip(&pieces) {
+            if piece.is_empty() {
+                *tally.segments_missing.entry(m.name.clone()).or_default() += 1;
+            }
+        }
+        if p.require_all_modalities && pieces.iter().any(Sequence::is_empty) {
+            tally.segments_dropped_incomplete += 1;
+            continue;
+        }
+        let id = segment_id(video, i);
+        let segment_text = labelled.text(i, interval, text, p.epsilon, &mut tally);
+        for ((m, piece), batch) in modalities.iter().zip(pieces).zip(out.features.iter_mut()) {
+            if piece.is_empty() {
+                continue;
+            }
+            let (values, intervals) = segment_frames(p, m, piece, video, &id, &mut tally)?;
+            batch.push_timed(id.clone(), &values, &intervals);
+        }
+        out.segments.push(Segment {
+            dataset: p.dataset.clone(),
+            video_id: video.to_string(),
+            segment_id: id,
+            split,
+            speaker_id: None,
+            start: Some(interval[0]),
+            end: Some(interval[1]),
+            labels: labelled.values[i * label_names.len()..(i + 1) * label_names.len()]
+                .iter()
+                .map(|&x| Some(x))
+                .collect(),
+            text: segment_text,
+        });
+    }
+    out.tally = tally;
+    Ok(out)
+}
+
+impl VideoOut {
+    /// Nothing of a video: no segments, an empty batch per modality.
+    fn empty(modalities: &[Opened], tally: Tally) -> VideoOut {
+        VideoOut {
+            segments: Vec::new(),
+            features: modalities
+                .iter()
+                .map(|m| FeatureBatch::new(m.dim))
+                .collect(),
+            tally,
+        }
+    }
+}
+
+/// Each modality's frames of `video`, sorted by start, their width checked by the modality's
+/// `width_mismatch` policy; `None` when a policy drops the video (every modality is still
+/// read, so each mismatch is counted).
+fn read_frames(
+    modalities: &[Opened],
+    video: &str,
+    tally: &mut Tally,
+) -> Result<Option<Vec<Sequence>>, StageError> {
+    let mut raw = Vec::with_capacity(modalities.len());
+    let mut dropped = false;
     for m in modalities {
-        let mut seq = m.source.read(video).map_err(fail)?;
+        let mut seq = m.source.read(video).map_err(input_error)?;
         if seq.dim != m.dim {
             tally
                 .width_mismatch
@@ -931,29 +1061,26 @@ fn process_video(
                     )))
                 }
                 WidthPolicy::Drop => {
-                    raw.push(None);
+                    dropped = true;
                     continue;
                 }
                 WidthPolicy::Pad => seq = resize_width(seq, m.dim),
             }
         }
-        raw.push(Some(seq));
+        raw.push(seq);
     }
-    let empty = |tally: Tally| VideoOut {
-        segments: Vec::new(),
-        features: modalities
-            .iter()
-            .map(|m| FeatureBatch::new(m.dim))
-            .collect(),
-        tally,
-    };
-    if raw.iter().any(Option::is_none) {
-        return Ok(empty(tally));
-    }
-    let raw: Vec<Sequence> = raw.into_iter().map(|s| s.expect("checked")).collect();
+    Ok((!dropped).then_some(raw))
+}
 
-    // Step 1: word-level sequences (or the raw frames, unaligned), sorted and indexed.
-    let level: Vec<Timeline> = match p.align {
+/// A source's error as an input-data error (it names the file and video).
+fn input_error(e: SourceError) -> StageError {
+    StageError::input(e.to_string())
+}
+
+/// Step 1: each modality's word-level sequence (or its raw frames, unaligned), indexed by
+/// time.
+fn word_level(p: &AlignedParams, modalities: &[Opened], raw: Vec<Sequence>) -> Vec<Timeline> {
+    match p.align {
         _ if raw.is_empty() => Vec::new(),
         AlignMode::None => raw.into_iter().map(Timeline::new).collect(),
         AlignMode::Words => {
@@ -979,129 +1106,126 @@ fn process_video(
                 })
                 .collect()
         }
-    };
-    for (m, seq) in modalities.iter().zip(&level) {
-        if seq.is_empty() {
-            tally
-                .videos_without_frames
-                .entry(m.name.clone())
-                .or_default()
-                .push(video.to_string());
-        }
     }
-    if level.iter().any(Timeline::is_empty) {
-        // The SDK's second unify drops a video a modality has no word-level entry for.
-        return Ok(empty(tally));
+}
+
+/// Step 2's reference: a video's label intervals and values, and where each segment's text
+/// comes from (the label file's text column, or a words file).
+struct VideoLabels<'l> {
+    /// The label intervals, one row of label values each.
+    sequence: Sequence,
+    /// The label values, row after row.
+    values: Vec<f32>,
+    /// The label file's text column, if it has one.
+    texts: Option<&'l [String]>,
+    /// The words file's words of the video, if `text` names one.
+    words: Option<(Words, Timeline)>,
+}
+
+impl<'l> VideoLabels<'l> {
+    /// Reads `video`'s labels; refuses a label row of another width than `label_names`, and
+    /// two sources of text.
+    fn read(
+        labels: &'l Source,
+        label_names: &[String],
+        text: Option<&OpenedText<'_>>,
+        video: &str,
+    ) -> Result<VideoLabels<'l>, StageError> {
+        let sequence = labels.read(video).map_err(input_error)?;
+        if sequence.dim != label_names.len() {
+            return Err(StageError::input(format!(
+                "{}: video `{video}`: {} label columns, but {} label names ({})",
+                labels.path().display(),
+                sequence.dim,
+                label_names.len(),
+                label_names.join(", ")
+            )));
+        }
+        let texts = labels.texts(video);
+        let words = match text {
+            Some(t) if texts.is_some() => {
+                return Err(StageError::input(format!(
+                    "{}: video `{video}`: the label file has a text column and `text` names a words file ({}): keep one",
+                    labels.path().display(),
+                    t.file.path().display()
+                )))
+            }
+            Some(t) => Some(t.timeline(video)?),
+            None => None,
+        };
+        Ok(VideoLabels {
+            values: sequence.values.to_f32(),
+            sequence,
+            texts,
+            words,
+        })
     }
 
-    // Step 2: to the label intervals.
-    let label_seq = labels.read(video).map_err(fail)?;
-    if label_seq.dim != label_names.len() {
-        return Err(StageError::input(format!(
-            "{}: video `{video}`: {} label columns, but {} label names ({})",
-            labels.path().display(),
-            label_seq.dim,
-            label_names.len(),
-            label_names.join(", ")
-        )));
-    }
-    let label_values = label_seq.values.to_f32();
-    let label_texts = labels.texts(video);
-    let words = match text {
-        Some(t) if label_texts.is_some() => {
-            return Err(StageError::input(format!(
-                "{}: video `{video}`: the label file has a text column and `text` names a words file ({}): keep one",
-                labels.path().display(),
-                t.file.path().display()
-            )))
-        }
-        Some(t) => Some(t.timeline(video)?),
-        None => None,
-    };
-    let mut out = empty(Tally::default());
-    for (i, &interval) in label_seq.intervals.iter().enumerate() {
-        if (interval[0] - interval[1]).abs() < p.epsilon {
-            tally.zero_length_labels += 1;
-            continue;
-        }
-        let pieces: Vec<Sequence> = level
-            .iter()
-            .map(|t| t.intersect(interval, p.epsilon))
-            .collect();
-        for (m, piece) in modalities.iter().zip(&pieces) {
-            if piece.is_empty() {
-                *tally.segments_missing.entry(m.name.clone()).or_default() += 1;
-            }
-        }
-        if p.require_all_modalities && pieces.iter().any(Sequence::is_empty) {
-            tally.segments_dropped_incomplete += 1;
-            continue;
-        }
-        let id = segment_id(video, i);
-        let segment_text = match (text, &words) {
+    /// The text of label row `i` (its `interval`): the words file's words within it (counted
+    /// when there are none), else the label file's text column.
+    fn text(
+        &self,
+        i: usize,
+        interval: [f64; 2],
+        text: Option<&OpenedText<'_>>,
+        epsilon: f64,
+        tally: &mut Tally,
+    ) -> Option<String> {
+        match (text, &self.words) {
             (Some(t), Some(w)) => {
-                let joined = t.text_in(w, interval, p.epsilon);
+                let joined = t.text_in(w, interval, epsilon);
                 if joined.is_empty() {
                     tally.segments_without_words += 1;
                 }
                 Some(joined)
             }
-            _ => label_texts.and_then(|t| t.get(i)).cloned(),
-        };
-        for ((m, piece), batch) in modalities.iter().zip(pieces).zip(out.features.iter_mut()) {
-            if piece.is_empty() {
-                continue;
-            }
-            let mut values = piece.values.to_f32();
-            let mut intervals: Vec<f64> = piece.intervals.iter().flat_map(|iv| *iv).collect();
-            let bad = values.iter().filter(|x| !x.is_finite()).count();
-            if bad > 0 {
-                *tally.nonfinite.entry(m.name.clone()).or_default() += bad;
-                match m.spec.nonfinite {
-                    NonFinitePolicy::Keep => {}
-                    NonFinitePolicy::Zero => {
-                        values.iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = 0.0);
-                        *tally.nonfinite_zeroed.entry(m.name.clone()).or_default() += bad;
-                    }
-                    NonFinitePolicy::Error => {
-                        return Err(StageError::input(format!(
-                            "{}: video `{video}`, segment `{id}`: {bad} non-finite values (nonfinite = \"error\")",
-                            m.source.path().display()
-                        )))
-                    }
-                }
-            }
-            if let Some(max) = p.max_length {
-                let steps = values.len() / m.dim.max(1);
-                if steps > max {
-                    *tally.truncated.entry(m.name.clone()).or_default() += 1;
-                    let (from, to) = match p.keep {
-                        Keep::First => (0, max),
-                        Keep::Last => (steps - max, steps),
-                    };
-                    values = values[from * m.dim..to * m.dim].to_vec();
-                    intervals = intervals[from * 2..to * 2].to_vec();
-                }
-            }
-            batch.push_timed(id.clone(), &values, &intervals);
+            _ => self.texts.and_then(|t| t.get(i)).cloned(),
         }
-        out.segments.push(Segment {
-            dataset: p.dataset.clone(),
-            video_id: video.to_string(),
-            segment_id: id,
-            split,
-            speaker_id: None,
-            start: Some(interval[0]),
-            end: Some(interval[1]),
-            labels: label_values[i * label_names.len()..(i + 1) * label_names.len()]
-                .iter()
-                .map(|&x| Some(x))
-                .collect(),
-            text: segment_text,
-        });
     }
-    out.tally = tally;
-    Ok(out)
+}
+
+/// One modality's frames of segment `id` (its `piece` of the word-level sequence), by the
+/// modality's `nonfinite` policy and cut to `max_length` steps: values and intervals.
+fn segment_frames(
+    p: &AlignedParams,
+    m: &Opened,
+    piece: Sequence,
+    video: &str,
+    id: &str,
+    tally: &mut Tally,
+) -> Result<(Vec<f32>, Vec<f64>), StageError> {
+    let mut values = piece.values.to_f32();
+    let mut intervals: Vec<f64> = piece.intervals.iter().flat_map(|iv| *iv).collect();
+    let bad = values.iter().filter(|x| !x.is_finite()).count();
+    if bad > 0 {
+        *tally.nonfinite.entry(m.name.clone()).or_default() += bad;
+        match m.spec.nonfinite {
+            NonFinitePolicy::Keep => {}
+            NonFinitePolicy::Zero => {
+                values.iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = 0.0);
+                *tally.nonfinite_zeroed.entry(m.name.clone()).or_default() += bad;
+            }
+            NonFinitePolicy::Error => {
+                return Err(StageError::input(format!(
+                    "{}: video `{video}`, segment `{id}`: {bad} non-finite values (nonfinite = \"error\")",
+                    m.source.path().display()
+                )))
+            }
+        }
+    }
+    if let Some(max) = p.max_length {
+        let steps = values.len() / m.dim.max(1);
+        if steps > max {
+            *tally.truncated.entry(m.name.clone()).or_default() += 1;
+            let (from, to) = match p.keep {
+                Keep::First => (0, max),
+                Keep::Last => (steps - max, steps),
+            };
+            values = values[from * m.dim..to * m.dim].to_vec();
+            intervals = intervals[from * 2..to * 2].to_vec();
+        }
+    }
+    Ok((values, intervals))
 }
 
 /// Pads with zeros (or cuts) every frame to `dim` values.

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use mmflow_pipeline::collect::at_key;
 use mmflow_pipeline::problem::listed;
 use mmflow_pipeline::{
-    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, ResolvedInput, RunContext, StageError,
-    StageKind,
+    Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, ResolvedInput, RunContext, Slot,
+    StageError, StageKind,
 };
 use mmflow_schemas::diagnostics::{self, Diagnostic};
 use mmflow_schemas::features::FeatureReader;
@@ -31,8 +31,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::dot_search::{self, Queries};
 use crate::linalg::normalize_rows;
+use crate::slots;
 use crate::stats::{fisher_ci, pearson, quantile};
 use crate::tables::{DIAGNOSTICS, FEATURES, SEGMENTS, TARGETS};
+
+/// This kind's own inputs and outputs.
+mod slot {
+    use mmflow_pipeline::Slot;
+
+    /// `source_segments`.
+    pub const SOURCE_SEGMENTS: Slot = Slot::new("source_segments");
+    /// `source`.
+    pub const SOURCE: Slot = Slot::new("source");
+    /// `target_segments`.
+    pub const TARGET_SEGMENTS: Slot = Slot::new("target_segments");
+    /// `target`.
+    pub const TARGET: Slot = Slot::new("target");
+}
 
 /// How targets are chosen: `method` (default `kmeans`) and the settings that method owns.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -219,7 +234,7 @@ impl Default for SelectTargetsParams {
 /// The `select_targets` stage kind.
 pub struct SelectTargets;
 
-const DIAG: &str = "diagnostics";
+const DIAG: Slot = slots::DIAGNOSTICS;
 
 fn modality_names<'a>(inputs: &'a BoundInputs, slot: &str) -> Vec<&'a str> {
     inputs
@@ -289,25 +304,25 @@ impl StageKind for SelectTargets {
     fn inputs(&self, _: &SelectTargetsParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
-                name: "source_segments",
+                name: slot::SOURCE_SEGMENTS,
                 kind: SEGMENTS,
                 arity: Arity::One,
                 about: "segments of the dataset to adapt",
             },
             InputSlot {
-                name: "source",
+                name: slot::SOURCE,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "its (normalised) features: the matching modalities",
             },
             InputSlot {
-                name: "target_segments",
+                name: slot::TARGET_SEGMENTS,
                 kind: SEGMENTS,
                 arity: Arity::One,
                 about: "segments of the dataset whose space is the target",
             },
             InputSlot {
-                name: "target",
+                name: slot::TARGET,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "its (normalised) features: matching and adapted modalities",
@@ -355,7 +370,7 @@ impl StageKind for SelectTargets {
                     ),
                 ));
             }
-            if m == DIAG {
+            if m == DIAG.name() {
                 problems.push(ParamProblem::new("adapt", format!("`{DIAG}` is reserved")));
             }
         }
@@ -372,12 +387,12 @@ impl StageKind for SelectTargets {
     }
 
     fn run(&self, p: &SelectTargetsParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
-        let source = Side::load(ctx, "source_segments", "source", p, false)?;
-        let target = Side::load(ctx, "target_segments", "target", p, true)?;
+        let source = Side::load(ctx, slot::SOURCE_SEGMENTS, slot::SOURCE, p, false)?;
+        let target = Side::load(ctx, slot::TARGET_SEGMENTS, slot::TARGET, p, true)?;
         if target.ids.is_empty() {
             return Err(StageError::input(format!(
                 "{}: no train segment has every matching ({}) and adapted ({}) modality",
-                ctx.input("target_segments")?.reference,
+                ctx.input(slot::TARGET_SEGMENTS)?.reference,
                 p.match_on.join(", "),
                 p.adapt.join(", ")
             )));
@@ -385,7 +400,7 @@ impl StageKind for SelectTargets {
         if source.ids.is_empty() {
             return Err(StageError::input(format!(
                 "{}: no segment has every matching modality ({})",
-                ctx.input("source_segments")?.reference,
+                ctx.input(slot::SOURCE_SEGMENTS)?.reference,
                 p.match_on.join(", ")
             )));
         }
@@ -416,7 +431,7 @@ impl StageKind for SelectTargets {
                     return Err(StageError::config(format!(
                         "param `k` = {} but {} has only {} usable train segments",
                         settings.k,
-                        ctx.input("target_segments")?.reference,
+                        ctx.input(slot::TARGET_SEGMENTS)?.reference,
                         target.ids.len()
                     )));
                 }
@@ -425,7 +440,7 @@ impl StageKind for SelectTargets {
                 {
                     return Err(StageError::input(format!(
                         "{}: segment `{}` has a non-finite value in its matching modalities ({}): k-means needs finite values",
-                        ctx.input("target_segments")?.reference,
+                        ctx.input(slot::TARGET_SEGMENTS)?.reference,
                         target.ids[i],
                         p.match_on.join(", ")
                     )));
@@ -496,7 +511,7 @@ impl StageKind for SelectTargets {
             diags.extend(target_diagnostics(
                 method, modality, &table, &source, vectors, *dim,
             ));
-            table.write(ctx.output(modality)?, ctx.table_meta())?;
+            table.write(ctx.output_named(modality)?, ctx.table_meta())?;
         }
         for d in &diags {
             if d.metric == "label_agreement" {
@@ -558,8 +573,8 @@ fn pooled(input: &ResolvedInput) -> Result<Pooled, StageError> {
 impl Side {
     fn load(
         ctx: &RunContext<'_>,
-        segments_slot: &str,
-        features_slot: &str,
+        segments_slot: Slot,
+        features_slot: Slot,
         p: &SelectTargetsParams,
         target: bool,
     ) -> Result<Side, StageError> {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::AdaptersCheckpoint;
 use super::device::{err, open};
 use super::nn::{Mlp, Pass};
+use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES};
 
 /// What the adapted table's pooled vector is.
@@ -60,13 +61,13 @@ impl StageKind for ApplyAdapters {
     fn inputs(&self, _: &ApplyAdaptersParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
-                name: "adapters",
+                name: slots::ADAPTERS,
                 kind: ADAPTERS,
                 arity: Arity::One,
                 about: "trained adapters (train_adapters or finetune)",
             },
             InputSlot {
-                name: "features",
+                name: slots::FEATURES,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "tables of adapted modalities, named as the adapters' modalities",
@@ -81,7 +82,7 @@ impl StageKind for ApplyAdapters {
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
         let mut names = BTreeSet::new();
         let mut problems = Vec::new();
-        for r in inputs.get("features").into_iter().flatten() {
+        for r in inputs.get(slots::FEATURES.name()).into_iter().flatten() {
             if !names.insert(r.output.clone()) {
                 problems.push(ParamProblem::new("", format!("two inputs would both produce an output `{}` (outputs are named after their inputs)", r.output)));
             }
@@ -102,10 +103,10 @@ impl StageKind for ApplyAdapters {
 
     fn run(&self, p: &ApplyAdaptersParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         let device = open(ctx.device)?;
-        let adapters_input = ctx.input("adapters")?.clone();
+        let adapters_input = ctx.input(slots::ADAPTERS)?.clone();
         let loaded = AdaptersCheckpoint::load(&adapters_input.path, &device)?;
         let mut counts = Vec::new();
-        for input in ctx.inputs("features").to_vec() {
+        for input in ctx.inputs(slots::FEATURES).to_vec() {
             let modality = &input.reference.output;
             let Some((in_dim, output_dim, mlp)) = loaded.adapters.mlps.get(modality) else {
                 return Err(StageError::config(format!(
@@ -134,7 +135,7 @@ impl StageKind for ApplyAdapters {
                 ..info
             };
             let mut writer =
-                FeatureWriter::create(ctx.output(modality)?, &out_info, ctx.table_meta())?;
+                FeatureWriter::create(ctx.output_named(modality)?, &out_info, ctx.table_meta())?;
             let mut rows = 0u64;
             for batch in reader {
                 let batch = batch?;

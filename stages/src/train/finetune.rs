@@ -23,6 +23,7 @@ use super::restore::Restored;
 use super::settings::{Optim, PhaseDefaults, FINETUNE_MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
 use crate::metrics::Predicts;
+use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 
 /// One phase of fine-tuning.
@@ -185,25 +186,25 @@ impl StageKind for Finetune {
     fn inputs(&self, _: &FinetuneParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
-                name: "model",
+                name: slots::MODEL,
                 kind: MODEL,
                 arity: Arity::One,
                 about: "the trained model to continue",
             },
             InputSlot {
-                name: "segments",
+                name: slots::SEGMENTS,
                 kind: SEGMENTS,
                 arity: Arity::One,
                 about: "the new dataset's splits and labels",
             },
             InputSlot {
-                name: "features",
+                name: slots::FEATURES,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "the model's modalities on the new dataset",
             },
             InputSlot {
-                name: "adapters",
+                name: slots::ADAPTERS,
                 kind: ADAPTERS,
                 arity: Arity::Optional,
                 about: "adapters in front of their modalities, fine-tuned too unless frozen",
@@ -217,11 +218,14 @@ impl StageKind for Finetune {
         inputs: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
         let mut outputs = vec![
-            OutputPort::new("model", MODEL),
-            OutputPort::new("history", HISTORY),
+            OutputPort::new(slots::MODEL, MODEL),
+            OutputPort::new(slots::HISTORY, HISTORY),
         ];
-        if inputs.get("adapters").is_some_and(|a| !a.is_empty()) {
-            outputs.push(OutputPort::new("adapters", ADAPTERS));
+        if inputs
+            .get(slots::ADAPTERS.name())
+            .is_some_and(|a| !a.is_empty())
+        {
+            outputs.push(OutputPort::new(slots::ADAPTERS, ADAPTERS));
         }
         Ok(outputs)
     }
@@ -240,7 +244,7 @@ impl StageKind for Finetune {
             frames,
             ..
         } = Restored::load(ctx, &device)?;
-        let segments = ctx.input("segments")?.reference.to_string();
+        let segments = ctx.input(slots::SEGMENTS)?.reference.to_string();
         let family = training_family(ctx.stage_id, &data);
         let heads: BTreeMap<String, LossWeights> = if p.heads.is_empty() {
             model
@@ -353,11 +357,11 @@ impl StageKind for Finetune {
             best_epoch: fitted.best_epoch,
             stopped: fitted.stopped.clone(),
         }
-        .save(&store, ctx.output("model")?)?;
+        .save(&store, ctx.output(slots::MODEL)?)?;
         if let Some(checkpoint) = adapter_checkpoint {
-            checkpoint.save(&store, ctx.output("adapters")?)?;
+            checkpoint.save(&store, ctx.output(slots::ADAPTERS)?)?;
         }
-        history::write(&rows, ctx.output("history")?, ctx.table_meta())?;
+        history::write(&rows, ctx.output(slots::HISTORY)?, ctx.table_meta())?;
         ctx.report("phases", summary);
         ctx.report("segments", [train.len(), valid.len()]);
         ctx.report("segments_without_every_modality", data.dropped);

@@ -9,6 +9,7 @@ use super::checkpoint::{AdaptersCheckpoint, LoadedAdapters, ModelCheckpoint};
 use super::data::Dataset;
 use super::model::{Architecture, Model};
 use super::weights::ParamStore;
+use crate::slots;
 
 /// A model checkpoint and its data, ready to predict or train.
 pub struct Restored {
@@ -30,7 +31,7 @@ impl Restored {
     /// Loads the stage's `model` (and optional `adapters`) inputs and its `segments` and
     /// `features` inputs.
     pub fn load(ctx: &RunContext<'_>, device: &Device) -> Result<Restored, StageError> {
-        let model_input = ctx.input("model")?.clone();
+        let model_input = ctx.input(slots::MODEL)?.clone();
         let (
             mut store,
             ModelCheckpoint {
@@ -39,18 +40,18 @@ impl Restored {
                 ..
             },
         ) = ModelCheckpoint::load(&model_input.path, device)?;
-        let adapters = match ctx.optional_input("adapters") {
+        let adapters = match ctx.optional_input(slots::ADAPTERS) {
             Some(input) => Some(AdaptersCheckpoint::load(&input.path, device)?),
             None => None,
         };
         let features = order_features(
-            ctx.inputs("features"),
+            ctx.inputs(slots::FEATURES),
             &arch,
             &model_input.reference.to_string(),
         )?;
         let model = Model::build(&mut store, &arch)?;
         let frames = model.needs_frames();
-        let data = Dataset::load(ctx.input("segments")?, &features, &frames)?;
+        let data = Dataset::load(ctx.input(slots::SEGMENTS)?, &features, &frames)?;
         for m in &data.modalities {
             let width = adapters
                 .as_ref()

@@ -25,7 +25,18 @@ use super::nn::{Activation, Mlp, MlpConfig, Pass};
 use super::optim::scalar;
 use super::settings::{AdapterDefaults, Measure, Optim, MOVED_INTO_OPTIM, TOTAL};
 use super::weights::ParamStore;
+use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, TARGETS};
+
+/// This kind's own inputs and outputs.
+mod slot {
+    use mmflow_pipeline::Slot;
+
+    /// `source`.
+    pub const SOURCE: Slot = Slot::new("source");
+    /// `targets`.
+    pub const TARGETS: Slot = Slot::new("targets");
+}
 
 /// The adapter's training objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -100,13 +111,13 @@ impl StageKind for TrainAdapters {
     fn inputs(&self, _: &TrainAdaptersParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
-                name: "source",
+                name: slot::SOURCE,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "the source dataset's features of each adapted modality",
             },
             InputSlot {
-                name: "targets",
+                name: slot::TARGETS,
                 kind: TARGETS,
                 arity: Arity::Many,
                 about: "targets tables from select_targets (one per modality)",
@@ -120,7 +131,7 @@ impl StageKind for TrainAdapters {
         inputs: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
         let source: Vec<&str> = inputs
-            .get("source")
+            .get(slot::SOURCE.name())
             .into_iter()
             .flatten()
             .map(|r| r.output.as_str())
@@ -137,8 +148,8 @@ impl StageKind for TrainAdapters {
             return Err(problems);
         }
         Ok(vec![
-            OutputPort::new("adapters", ADAPTERS),
-            OutputPort::new("history", HISTORY),
+            OutputPort::new(slots::ADAPTERS, ADAPTERS),
+            OutputPort::new(slots::HISTORY, HISTORY),
         ])
     }
 
@@ -152,11 +163,11 @@ impl StageKind for TrainAdapters {
         let mut specs = BTreeMap::new();
         let mut rows = Vec::new();
         let mut summary = BTreeMap::new();
-        for target_input in ctx.inputs("targets").to_vec() {
+        for target_input in ctx.inputs(slot::TARGETS).to_vec() {
             let modality = target_input.reference.output.clone();
             let targets = TargetTable::read(&target_input.path)?;
             let source_input = ctx
-                .inputs("source")
+                .inputs(slot::SOURCE)
                 .iter()
                 .find(|s| s.reference.output == modality)
                 .cloned()
@@ -254,8 +265,8 @@ impl StageKind for TrainAdapters {
                 },
             );
         }
-        AdaptersCheckpoint { adapters: specs }.save(&store, ctx.output("adapters")?)?;
-        history::write(&rows, ctx.output("history")?, ctx.table_meta())?;
+        AdaptersCheckpoint { adapters: specs }.save(&store, ctx.output(slots::ADAPTERS)?)?;
+        history::write(&rows, ctx.output(slots::HISTORY)?, ctx.table_meta())?;
         ctx.report("adapters", summary);
         Ok(())
     }

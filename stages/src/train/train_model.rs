@@ -24,6 +24,7 @@ use super::settings::{ModelDefaults, Optim, MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
 use super::weights::ParamStore;
 use crate::metrics::Predicts;
+use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 
 /// Parameters of the `train_model` stage.
@@ -137,19 +138,19 @@ impl StageKind for TrainModel {
     fn inputs(&self, _: &TrainModelParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
-                name: "segments",
+                name: slots::SEGMENTS,
                 kind: SEGMENTS,
                 arity: Arity::One,
                 about: "splits, labels, speakers",
             },
             InputSlot {
-                name: "features",
+                name: slots::FEATURES,
                 kind: FEATURES,
                 arity: Arity::Many,
                 about: "one features table per modality",
             },
             InputSlot {
-                name: "adapters",
+                name: slots::ADAPTERS,
                 kind: ADAPTERS,
                 arity: Arity::Optional,
                 about: "frozen feature adapters in front of their modalities",
@@ -163,7 +164,7 @@ impl StageKind for TrainModel {
         inputs: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
         let names: Vec<&str> = inputs
-            .get("features")
+            .get(slots::FEATURES.name())
             .into_iter()
             .flatten()
             .map(|r| r.output.as_str())
@@ -187,8 +188,8 @@ impl StageKind for TrainModel {
             return Err(problems);
         }
         Ok(vec![
-            OutputPort::new("model", MODEL),
-            OutputPort::new("history", HISTORY),
+            OutputPort::new(slots::MODEL, MODEL),
+            OutputPort::new(slots::HISTORY, HISTORY),
         ])
     }
 
@@ -198,11 +199,11 @@ impl StageKind for TrainModel {
 
     fn run(&self, p: &TrainModelParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         let device = open(ctx.device)?;
-        let adapters = match ctx.optional_input("adapters") {
+        let adapters = match ctx.optional_input(slots::ADAPTERS) {
             Some(input) => Some(AdaptersCheckpoint::load(&input.path, &device)?.adapters),
             None => None,
         };
-        let features = ctx.inputs("features").to_vec();
+        let features = ctx.inputs(slots::FEATURES).to_vec();
         let frames: Vec<bool> = features
             .iter()
             .map(|f| {
@@ -211,7 +212,7 @@ impl StageKind for TrainModel {
                     .is_some_and(|e| e.kind == EncoderKind::Lstm)
             })
             .collect();
-        let segments = ctx.input("segments")?.clone();
+        let segments = ctx.input(slots::SEGMENTS)?.clone();
         let data = Dataset::load(&segments, &features, &frames)?;
         let (train, valid) = (data.rows(Split::Train), data.rows(Split::Valid));
         check_data(
@@ -283,8 +284,12 @@ impl StageKind for TrainModel {
             best_epoch: fitted.best_epoch,
             stopped: fitted.stopped.clone(),
         }
-        .save(&store, ctx.output("model")?)?;
-        history::write(&fitted.history, ctx.output("history")?, ctx.table_meta())?;
+        .save(&store, ctx.output(slots::MODEL)?)?;
+        history::write(
+            &fitted.history,
+            ctx.output(slots::HISTORY)?,
+            ctx.table_meta(),
+        )?;
         tracing::info!(
             "{}: best epoch {} ({} = {:.4}){}",
             ctx.stage_id,

@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use super::pickle::{self, FileSource, NdArray, PyValue};
 use super::source::NonFinitePolicy;
 use crate::datasets::{KnownDataset, SENTIMENT, SIMS_MODALITY_SENTIMENTS};
+use crate::slots;
 use crate::tables::{FEATURES, SEGMENTS};
 use ids::{escaped, number_segments, take_keys, SegmentKey, ID};
 use values::{lengths_of, take_labels, texts_of, LabelShapes, Refusal};
@@ -291,7 +292,7 @@ impl StageKind for MmsaPickle {
         p: &MmsaParams,
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
-        let mut ports = vec![OutputPort::new("segments", SEGMENTS)];
+        let mut ports = vec![OutputPort::new(slots::SEGMENTS, SEGMENTS)];
         ports.extend(
             p.modalities
                 .keys()
@@ -405,7 +406,7 @@ impl StageKind for MmsaPickle {
             label_names: labels.keys().cloned().collect(),
             rows,
         };
-        table.write(ctx.output("segments")?, ctx.table_meta())?;
+        table.write(ctx.output(slots::SEGMENTS)?, ctx.table_meta())?;
         if !report.repeated.is_empty() {
             tracing::warn!(
                 "{}: {} ids occur more than once in {} (check for leakage between splits): {}",
@@ -824,7 +825,8 @@ impl PickleFile<'_> {
                     modality: m.modality.to_string(),
                     dim,
                 };
-                let w = FeatureWriter::create(ctx.output(m.modality)?, &info, ctx.table_meta())?;
+                let w =
+                    FeatureWriter::create(ctx.output_named(m.modality)?, &info, ctx.table_meta())?;
                 writers.entry(m.modality.to_string()).or_insert((w, dim))
             }
         };

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datasets::EMOTIONS;
 use crate::folds;
+use crate::slots;
 use crate::tables::{FEATURES, SEGMENTS};
 use profile::{Profile, Shape};
 use world::{normal, rng_for, round_to, FeatureSpace, EMOTION, LATENTS, SENTIMENT, STYLE};
@@ -97,7 +98,7 @@ impl StageKind for Synthetic {
         p: &SyntheticParams,
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
-        let mut ports = vec![OutputPort::new("segments", SEGMENTS)];
+        let mut ports = vec![OutputPort::new(slots::SEGMENTS, SEGMENTS)];
         ports.extend(
             p.profile
                 .shape()
@@ -132,7 +133,7 @@ impl StageKind for Synthetic {
                 dim: m.dim,
             };
             writers.push(FeatureWriter::create(
-                ctx.output(m.name)?,
+                ctx.output_named(m.name)?,
                 &info,
                 ctx.table_meta(),
             )?);
@@ -167,7 +168,7 @@ impl StageKind for Synthetic {
             label_names: shape.labels.iter().map(|s| s.to_string()).collect(),
             rows: segments,
         };
-        table.write(ctx.output("segments")?, ctx.table_meta())?;
+        table.write(ctx.output(slots::SEGMENTS)?, ctx.table_meta())?;
         let [train, valid, test] = table.split_counts();
         ctx.report("dataset", shape.dataset);
         ctx.report("videos", videos.len());
