@@ -548,12 +548,8 @@ mod tests {
     use crate::problem::SourceMap;
     use crate::template::Expansion;
 
-    /// Reads `text` as a pipeline file and runs `check` on it: what it returns, and the
-    /// messages of the problems it found.
-    fn checked<T>(
-        text: &str,
-        check: impl FnOnce(&PipelineFile, &Locator, &mut Found) -> T,
-    ) -> (T, Vec<String>) {
+    /// `text` read as a pipeline file (it must read without problems), and its locator.
+    fn read(text: &str) -> (PipelineFile, Locator) {
         let doc = toml_edit::Document::parse(text.to_string()).unwrap();
         let map = SourceMap::new(Path::new("p.toml"), text.to_string(), Some(doc));
         let map = Locator::new(map, Expansion::default());
@@ -561,32 +557,38 @@ mod tests {
         let table: toml::Table = toml::from_str(text).unwrap();
         let file = super::super::read_file(table, &map, &mut found).unwrap();
         assert!(found.is_empty(), "{}", found.into_problems());
-        let out = check(&file, &map, &mut found);
-        let messages = found
-            .into_problems()
-            .shown
-            .into_iter()
-            .map(|p| p.message)
-            .collect();
-        (out, messages)
+        (file, map)
     }
 
-    fn drafts_of(text: &str) -> (PipelineFile, BTreeMap<String, Draft>, Vec<String>, Locator) {
-        let doc = toml_edit::Document::parse(text.to_string()).unwrap();
-        let map = SourceMap::new(Path::new("p.toml"), text.to_string(), Some(doc));
-        let map = Locator::new(map, Expansion::default());
-        let mut found = Found::default();
-        let table: toml::Table = toml::from_str(text).unwrap();
-        let file = super::super::read_file(table, &map, &mut found).unwrap();
-        let mut drafts = check_stages(&file, &crate::tests::registry(), &map, &mut found);
-        check_references(&file, &mut drafts, &map, &mut found);
-        let messages = found
+    /// The messages of the problems found.
+    fn messages(found: Found) -> Vec<String> {
+        found
             .into_problems()
             .shown
             .into_iter()
             .map(|p| p.message)
-            .collect();
-        (file, drafts, messages, map)
+            .collect()
+    }
+
+    /// Reads `text` and runs `check` on it: what it returns, and its problems' messages.
+    fn checked<T>(
+        text: &str,
+        check: impl FnOnce(&PipelineFile, &Locator, &mut Found) -> T,
+    ) -> (T, Vec<String>) {
+        let (file, map) = read(text);
+        let mut found = Found::default();
+        let out = check(&file, &map, &mut found);
+        (out, messages(found))
+    }
+
+    /// Reads `text` and runs the checks up to `check_references`: the file, the drafts, the
+    /// problems' messages and the locator.
+    fn drafts_of(text: &str) -> (PipelineFile, BTreeMap<String, Draft>, Vec<String>, Locator) {
+        let (file, map) = read(text);
+        let mut found = Found::default();
+        let mut drafts = check_stages(&file, &crate::tests::registry(), &map, &mut found);
+        check_references(&file, &mut drafts, &map, &mut found);
+        (file, drafts, messages(found), map)
     }
 
     #[test]
@@ -726,14 +728,8 @@ inputs = { parts = "missing.out" }
         let stages = check_outputs(&file, &drafts, ids, &map, &mut found);
         let planned: Vec<&str> = stages.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(planned, ["a", "good"]);
-        let messages: Vec<String> = found
-            .into_problems()
-            .shown
-            .into_iter()
-            .map(|p| p.message)
-            .collect();
         assert_eq!(
-            messages,
+            messages(found),
             // Sorted by place in the file.
             [
                 "stage `a` has no output `outt` (did you mean `out`?); its outputs: out, other",
