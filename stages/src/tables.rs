@@ -1,6 +1,8 @@
 //! The kinds of table that flow between stages (see `schemas/` for their columns).
 
-use mmflow_pipeline::TableKind;
+use mmflow_pipeline::{OutputPort, TableKind};
+
+use crate::slots;
 
 /// One row per segment: ids, split, speaker, interval, labels.
 pub const SEGMENTS: TableKind = TableKind::parquet(mmflow_schemas::segments::TABLE);
@@ -28,3 +30,10 @@ pub const ADAPTERS: TableKind = TableKind {
     name: "adapters",
     extension: "safetensors",
 };
+
+/// The outputs of a source stage: the segments table, then one features table per modality.
+pub fn source_outputs<S: Into<String>>(modalities: impl IntoIterator<Item = S>) -> Vec<OutputPort> {
+    std::iter::once(OutputPort::new(slots::SEGMENTS, SEGMENTS))
+        .chain(modalities.into_iter().map(|m| OutputPort::new(m, FEATURES)))
+        .collect()
+}

@@ -26,7 +26,7 @@ use super::source::{Format, NonFinitePolicy, Source};
 use crate::datasets::KnownDataset;
 use crate::folds::{Folds, FoldsError};
 use crate::slots;
-use crate::tables::{FEATURES, SEGMENTS};
+use crate::tables::source_outputs;
 
 mod params;
 
@@ -221,13 +221,7 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
         p: &AlignedParams,
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
-        let mut ports = vec![OutputPort::new(slots::SEGMENTS, SEGMENTS)];
-        ports.extend(
-            p.modalities
-                .keys()
-                .map(|m| OutputPort::new(m.clone(), FEATURES)),
-        );
-        Ok(ports)
+        Ok(source_outputs(p.modalities.keys().cloned()))
     }
 
     fn external_files(&self, p: &AlignedParams) -> Vec<PathBuf> {

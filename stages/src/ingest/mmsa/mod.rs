@@ -48,7 +48,7 @@ use super::pickle::{self, FileSource, NdArray, PyValue};
 use super::source::NonFinitePolicy;
 use crate::datasets::{KnownDataset, SENTIMENT, SIMS_MODALITY_SENTIMENTS};
 use crate::slots;
-use crate::tables::{FEATURES, SEGMENTS};
+use crate::tables::source_outputs;
 use ids::{escaped, number_segments, take_keys, SegmentKey, ID};
 use values::{lengths_of, take_labels, texts_of, LabelShapes, Refusal};
 
@@ -292,13 +292,7 @@ impl StageKind for MmsaPickle {
         p: &MmsaParams,
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
-        let mut ports = vec![OutputPort::new(slots::SEGMENTS, SEGMENTS)];
-        ports.extend(
-            p.modalities
-                .keys()
-                .map(|m| OutputPort::new(m.clone(), FEATURES)),
-        );
-        Ok(ports)
+        Ok(source_outputs(p.modalities.keys().cloned()))
     }
 
     fn external_files(&self, p: &MmsaParams) -> Vec<PathBuf> {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::datasets::EMOTIONS;
 use crate::folds;
 use crate::slots;
-use crate::tables::{FEATURES, SEGMENTS};
+use crate::tables::source_outputs;
 use profile::{Profile, Shape};
 use world::{normal, rng_for, round_to, FeatureSpace, EMOTION, LATENTS, SENTIMENT, STYLE};
 
@@ -98,15 +98,9 @@ impl StageKind for Synthetic {
         p: &SyntheticParams,
         _: &BoundInputs,
     ) -> Result<Vec<OutputPort>, Vec<ParamProblem>> {
-        let mut ports = vec![OutputPort::new(slots::SEGMENTS, SEGMENTS)];
-        ports.extend(
-            p.profile
-                .shape()
-                .modalities
-                .iter()
-                .map(|m| OutputPort::new(m.name, FEATURES)),
-        );
-        Ok(ports)
+        Ok(source_outputs(
+            p.profile.shape().modalities.iter().map(|m| m.name),
+        ))
     }
 
     fn run(&self, p: &SyntheticParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
