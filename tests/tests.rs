@@ -20,3 +20,4 @@ mod synthetic;
 mod targets;
 mod thrift;
 mod training;
+mod zoo;

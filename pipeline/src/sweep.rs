@@ -2,7 +2,7 @@
 //! names the keys to vary (any key `--set` accepts) and their values; the points are either
 //! one factor at a time around the file's own settings (the default: change one thing at a
 //! time) or the full grid. Every point × seed is an ordinary run, cached like any other, in
-//! its own run directory.
+//! its own run directory. Without `vary`, a sweep is the pipeline as it is over each seed.
 //!
 //! ```toml
 //! [sweep]
@@ -36,7 +36,9 @@ pub struct SweepSection {
     /// Pipeline seeds each point runs with (default 1, 2, 3).
     #[serde(default = "default_seeds")]
     pub seeds: Vec<u64>,
-    /// Dotted key (as for `--set`) → the values it takes.
+    /// Dotted key (as for `--set`) → the values it takes; none: the pipeline as it is, over
+    /// each seed.
+    #[serde(default)]
     pub vary: BTreeMap<String, Vec<toml::Value>>,
     /// Where the runs execute: `local` (default) or `slurm` (`--executor` overrides it).
     #[serde(default)]
@@ -190,6 +192,7 @@ pub const MAX_RUNS: u64 = 10_000;
 fn run_count(section: &SweepSection) -> Option<u64> {
     let mut lengths = section.vary.values().map(|v| v.len() as u64);
     let points = match section.mode {
+        _ if section.vary.is_empty() => 0,
         SweepMode::OneAtATime => lengths.sum::<u64>(),
         SweepMode::Grid => lengths.try_fold(1u64, u64::checked_mul)?,
     };
@@ -207,9 +210,6 @@ pub fn check(section: &SweepSection) -> Vec<String> {
             "`sweep.vary` expands to {} runs (points × seeds); at most {MAX_RUNS}: vary fewer keys or values, or use `mode = \"one_at_a_time\"`",
             n.map_or("more than 2^64".to_string(), |n| n.to_string())
         )),
-    }
-    if section.vary.is_empty() {
-        problems.push("`sweep.vary` names no key to vary".to_string());
     }
     for (key, values) in &section.vary {
         if let Err(why) = crate::problem::dotted_keys(key) {
@@ -263,6 +263,10 @@ pub fn points(section: &SweepSection) -> Vec<Point> {
         dir: "base".into(),
         overrides: Vec::new(),
     }];
+    if section.vary.is_empty() {
+        // Seeds only: the base point alone.
+        return out;
+    }
     let combos: Vec<Vec<String>> = match section.mode {
         SweepMode::OneAtATime => section
             .vary
@@ -411,6 +415,21 @@ mod tests {
 
     fn dirs(section: &SweepSection) -> Vec<String> {
         points(section).iter().map(|p| run_dir_name(p, 1)).collect()
+    }
+
+    /// No `vary`: the pipeline as it is over each seed, in either mode.
+    #[test]
+    fn a_sweep_of_seeds_alone_is_the_base_point() {
+        for mode in [SweepMode::OneAtATime, SweepMode::Grid] {
+            let section = SweepSection {
+                mode,
+                seeds: vec![1, 2, 3, 4, 5],
+                ..vary(&[])
+            };
+            assert!(check(&section).is_empty(), "{mode:?}");
+            assert_eq!(dirs(&section), ["base-seed1"], "{mode:?}");
+            assert_eq!(run_count(&section), Some(5), "{mode:?}");
+        }
     }
 
     #[test]

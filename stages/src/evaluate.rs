@@ -147,7 +147,7 @@ impl StageKind for Evaluate {
             model,
             adapters,
             data,
-            frames,
+            feeds,
             best_epoch: restored_best_epoch,
             ..
         } = Restored::load(ctx, &device)?;
@@ -175,7 +175,7 @@ impl StageKind for Evaluate {
         let task = Task {
             model: &model,
             data: &data,
-            frames: &frames,
+            feeds: &feeds,
             adapters: adapters.as_ref().map(|a| &a.adapters),
             weights: &weights,
             device: &device,

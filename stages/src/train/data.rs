@@ -236,3 +236,46 @@ pub fn label_batch(values: &[Option<f32>], rows: &[usize]) -> (Vec<f32>, Vec<boo
         .map(|&r| (values[r].unwrap_or(0.0), values[r].is_some()))
         .unzip()
 }
+
+/// The frames of `rows` padded with zeros (or cut) to `length` steps: B × length × D.
+pub fn padded_batch(
+    m: &Modality,
+    rows: &[usize],
+    length: usize,
+    device: &Device,
+) -> Result<Tensor, StageError> {
+    let step = length * m.dim;
+    let mut values = vec![0f32; rows.len() * step];
+    for (b, &r) in rows.iter().enumerate() {
+        let frames = m.frames_of(r);
+        let kept = frames.len().min(step);
+        values[b * step..b * step + kept].copy_from_slice(&frames[..kept]);
+    }
+    Tensor::from_vec(values, (rows.len(), length, m.dim), device).map_err(err("padded batch"))
+}
+
+/// The mean of each row's frames over `length` steps, as over a zero-padded array (the sum
+/// of the first `length` frames ÷ `length`, summed in f64): B × D.
+pub fn padded_mean_batch(
+    m: &Modality,
+    rows: &[usize],
+    length: usize,
+    device: &Device,
+) -> Result<Tensor, StageError> {
+    let mut values = Vec::with_capacity(rows.len() * m.dim);
+    for &r in rows {
+        let mut sum = vec![0f64; m.dim];
+        for frame in m.frames_of(r).chunks_exact(m.dim.max(1)).take(length) {
+            for (s, &x) in sum.iter_mut().zip(frame) {
+                *s += x as f64;
+            }
+        }
+        values.extend(sum.iter().map(|s| (s / length.max(1) as f64) as f32));
+    }
+    Tensor::from_vec(values, (rows.len(), m.dim), device).map_err(err("padded mean batch"))
+}
+
+/// The most frames any row of `m` has.
+pub fn longest(m: &Modality) -> usize {
+    m.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+}

@@ -241,7 +241,7 @@ impl StageKind for Finetune {
             model,
             adapters,
             data,
-            frames,
+            feeds,
             ..
         } = Restored::load(ctx, &device)?;
         let segments = ctx.input(slots::SEGMENTS)?.reference.to_string();
@@ -321,7 +321,7 @@ impl StageKind for Finetune {
             let task = Task {
                 model: &model,
                 data: &data,
-                frames: &frames,
+                feeds: &feeds,
                 adapters: adapter_mlps.as_ref(),
                 weights: &weights,
                 device: &device,

@@ -54,7 +54,13 @@ pub fn fit(
     progress: &Progress,
 ) -> Result<PhaseResult, StageError> {
     let monitor = &config.monitor;
-    let mut opt = AdamW::new(vars, AdamWConfig::new(config.lr, config.weight_decay))?;
+    let mut opt = AdamW::new(
+        vars,
+        AdamWConfig {
+            optimizer: config.optimizer,
+            ..AdamWConfig::new(config.lr, config.weight_decay)
+        },
+    )?;
     let mut rules = Rules::new(config);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut history = Vec::new();

@@ -33,3 +33,4 @@ pub mod task;
 pub mod train_adapters;
 pub mod train_model;
 pub mod weights;
+pub mod zoo;

@@ -10,12 +10,15 @@ use mmflow_pipeline::StageError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::data::{label_batch, pooled_batch, sequence_batch, Dataset};
+use super::data::{
+    label_batch, padded_batch, padded_mean_batch, pooled_batch, sequence_batch, Dataset,
+};
 use super::device::err;
 use super::nn::{
     dropout, masked_mean, AttentionFusion, Embedding, Linear, Lstm, Mlp, MlpConfig, Pass,
 };
 use super::weights::ParamStore;
+use super::zoo::{ZooArchitecture, ZooNet};
 use crate::metrics::Predicts;
 
 /// How one modality is encoded.
@@ -98,6 +101,30 @@ pub struct Architecture {
     pub heads: Vec<Head>,
     /// Dropout on the fused representation.
     pub dropout: f32,
+    /// A model of MMSA's zoo in place of the encoders and fusion (absent: mmflow's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zoo: Option<ZooArchitecture>,
+}
+
+/// How a modality's rows reach the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The features table's pooled vector: B × D.
+    Pooled,
+    /// The frames, padded to the longest in the batch, with their lengths.
+    Sequence,
+    /// The frames padded with zeros (or cut) to this length: B × length × D.
+    Padded(usize),
+    /// The sum of the frames (the first `length`) ÷ this length: MMSA's mean over a padded
+    /// array, B × D.
+    PaddedMean(usize),
+}
+
+impl Feed {
+    /// Whether the modality's frames must be loaded.
+    pub fn needs_frames(self) -> bool {
+        self != Feed::Pooled
+    }
 }
 
 enum Encoder {
@@ -109,6 +136,17 @@ enum Encoder {
 pub struct Model {
     /// Its architecture.
     pub arch: Architecture,
+    body: Body,
+}
+
+/// mmflow's own network, or a model of MMSA's zoo.
+enum Body {
+    Own(OwnNet),
+    Zoo(ZooNet),
+}
+
+/// mmflow's encoders, fusion, user embedding and heads.
+struct OwnNet {
     encoders: Vec<Encoder>,
     attention: Option<AttentionFusion>,
     users: Option<(Embedding, HashMap<String, u32>)>,
@@ -127,6 +165,9 @@ pub enum Input {
 impl Model {
     /// Builds the model, drawing (or loading) parameters from `store` under `model.*`.
     pub fn build(store: &mut ParamStore, arch: &Architecture) -> Result<Model, StageError> {
+        if let Some(zoo) = &arch.zoo {
+            return Model::build_zoo(store, arch, zoo);
+        }
         let mut encoders = Vec::new();
         let mut widths = Vec::new();
         for (name, dim) in &arch.modalities {
@@ -208,19 +249,42 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Model {
             arch: arch.clone(),
-            encoders,
-            attention,
-            users,
-            fusion_mlp,
-            heads,
+            body: Body::Own(OwnNet {
+                encoders,
+                attention,
+                users,
+                fusion_mlp,
+                heads,
+            }),
         })
     }
 
-    /// Which modalities need their frame sequences (LSTM encoders).
-    pub fn needs_frames(&self) -> Vec<bool> {
-        self.encoders
+    /// A model of MMSA's zoo, one output per head.
+    fn build_zoo(
+        store: &mut ParamStore,
+        arch: &Architecture,
+        zoo: &ZooArchitecture,
+    ) -> Result<Model, StageError> {
+        let widths = zoo.roles.map(|i| arch.modalities[i].1);
+        let net = ZooNet::build(store, zoo, widths, arch.heads.len())?;
+        Ok(Model {
+            arch: arch.clone(),
+            body: Body::Zoo(net),
+        })
+    }
+
+    /// How each modality reaches the model.
+    pub fn feeds(&self) -> Vec<Feed> {
+        let own = match &self.body {
+            Body::Own(own) => own,
+            Body::Zoo(net) => return net.feeds(self.arch.modalities.len()),
+        };
+        own.encoders
             .iter()
-            .map(|e| matches!(e, Encoder::Lstm(..)))
+            .map(|e| match e {
+                Encoder::Lstm(..) => Feed::Sequence,
+                Encoder::Pool(_) => Feed::Pooled,
+            })
             .collect()
     }
 
@@ -231,7 +295,11 @@ impl Model {
         rows: &[usize],
         device: &Device,
     ) -> Result<Option<Tensor>, StageError> {
-        let Some((_, index)) = &self.users else {
+        let Body::Own(OwnNet {
+            users: Some((_, index)),
+            ..
+        }) = &self.body
+        else {
             return Ok(None);
         };
         let ids: Vec<u32> = rows
@@ -253,6 +321,33 @@ impl Model {
         &self,
         inputs: &[Input],
         users: Option<&Tensor>,
+        pass: &mut Pass<'_>,
+    ) -> Result<Vec<Tensor>, StageError> {
+        match &self.body {
+            Body::Own(own) => own.forward(inputs, users, self.arch.dropout, pass),
+            Body::Zoo(net) => {
+                let tensor = |i: usize| match &inputs[net.arch.roles[i]] {
+                    Input::Pooled(x) | Input::Sequence(x, _) => x,
+                };
+                let out = net.forward(tensor(0), tensor(1), tensor(2), pass)?;
+                (0..self.arch.heads.len())
+                    .map(|h| {
+                        out.narrow(1, h, 1)
+                            .and_then(|o| o.squeeze(1))
+                            .map_err(err("head"))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+impl OwnNet {
+    fn forward(
+        &self,
+        inputs: &[Input],
+        users: Option<&Tensor>,
+        dropout_p: f32,
         pass: &mut Pass<'_>,
     ) -> Result<Vec<Tensor>, StageError> {
         let mut encoded = Vec::with_capacity(inputs.len());
@@ -280,7 +375,7 @@ impl Model {
         if let (Some((table, _)), Some(ids)) = (&self.users, users) {
             fused = Tensor::cat(&[fused, table.forward(ids)?], 1).map_err(err("fusion"))?;
         }
-        let fused = dropout(&fused, self.arch.dropout, pass)?;
+        let fused = dropout(&fused, dropout_p, pass)?;
         let hidden = self.fusion_mlp.forward(&fused, pass)?;
         self.heads
             .iter()
@@ -322,24 +417,32 @@ impl Adapters {
     }
 }
 
-/// The model's inputs for `rows`: pooled or sequence per modality, through the adapters.
+/// The model's inputs for `rows`, fed as `feeds` says, through the adapters.
 pub fn inputs(
     data: &Dataset,
     rows: &[usize],
-    frames: &[bool],
+    feeds: &[Feed],
     adapters: Option<&Adapters>,
     device: &Device,
     pass: &mut Pass<'_>,
 ) -> Result<Vec<Input>, StageError> {
     data.modalities
         .iter()
-        .zip(frames)
-        .map(|(m, &seq)| {
-            let raw = if seq {
-                let (x, lengths) = sequence_batch(m, rows, device)?;
-                Input::Sequence(x, lengths)
-            } else {
-                Input::Pooled(pooled_batch(m, rows, device)?)
+        .zip(feeds)
+        .map(|(m, &feed)| {
+            let raw = match feed {
+                Feed::Pooled => Input::Pooled(pooled_batch(m, rows, device)?),
+                Feed::Sequence => {
+                    let (x, lengths) = sequence_batch(m, rows, device)?;
+                    Input::Sequence(x, lengths)
+                }
+                Feed::Padded(length) => Input::Sequence(
+                    padded_batch(m, rows, length, device)?,
+                    vec![length; rows.len()],
+                ),
+                Feed::PaddedMean(length) => {
+                    Input::Pooled(padded_mean_batch(m, rows, length, device)?)
+                }
             };
             match adapters {
                 // Frozen adapters never use dropout.

@@ -246,8 +246,25 @@ pub struct Lstm {
 struct LstmDirection {
     w_ih: Tensor,
     w_hh: Tensor,
-    bias: Tensor,
+    bias: LstmBias,
     hidden: usize,
+}
+
+/// One bias per direction (mmflow's own), or PyTorch's pair `b_ih`, `b_hh` (trained apart,
+/// summed at each use), as a model ported from PyTorch needs to take the same optimiser steps.
+#[derive(Clone)]
+enum LstmBias {
+    One(Tensor),
+    Pair(Tensor, Tensor),
+}
+
+impl LstmBias {
+    fn value(&self) -> candle_core::Result<Tensor> {
+        match self {
+            LstmBias::One(b) => Ok(b.clone()),
+            LstmBias::Pair(b_ih, b_hh) => b_ih.add(b_hh),
+        }
+    }
 }
 
 impl LstmDirection {
@@ -256,7 +273,24 @@ impl LstmDirection {
         Ok(LstmDirection {
             w_ih: store.uniform(&format!("{name}.w_ih"), &[4 * hidden, input], bound)?,
             w_hh: store.uniform(&format!("{name}.w_hh"), &[4 * hidden, hidden], bound)?,
-            bias: store.uniform(&format!("{name}.bias"), &[4 * hidden], bound)?,
+            bias: LstmBias::One(store.uniform(&format!("{name}.bias"), &[4 * hidden], bound)?),
+            hidden,
+        })
+    }
+
+    /// PyTorch's `nn.LSTM` layer 0 under its own names (`name.weight_ih_l0`,
+    /// `name.weight_hh_l0`, `name.bias_ih_l0`, `name.bias_hh_l0`), drawn in that order.
+    fn pytorch(store: &mut ParamStore, name: &str, input: usize, hidden: usize) -> Result<Self> {
+        let bound = 1.0 / (hidden.max(1) as f32).sqrt();
+        let mut draw =
+            |what: &str, shape: &[usize]| store.uniform(&format!("{name}.{what}_l0"), shape, bound);
+        Ok(LstmDirection {
+            w_ih: draw("weight_ih", &[4 * hidden, input])?,
+            w_hh: draw("weight_hh", &[4 * hidden, hidden])?,
+            bias: LstmBias::Pair(
+                draw("bias_ih", &[4 * hidden])?,
+                draw("bias_hh", &[4 * hidden])?,
+            ),
             hidden,
         })
     }
@@ -266,10 +300,11 @@ impl LstmDirection {
     fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let rows = x.reshape((b * t, d))?;
+        let bias = self.bias.value()?;
         let projected = if x.device().is_cpu() {
-            fused_linear::linear(&rows, &self.w_ih, &self.bias, false)?
+            fused_linear::linear(&rows, &self.w_ih, &bias, false)?
         } else {
-            rows.matmul(&self.w_ih.t()?)?.broadcast_add(&self.bias)?
+            rows.matmul(&self.w_ih.t()?)?.broadcast_add(&bias)?
         };
         projected.reshape((b, t, 4 * self.hidden))
     }
@@ -355,6 +390,21 @@ impl Lstm {
             forward_dir,
             backward_dir,
             output_dim: if bidirectional { 2 * hidden } else { hidden },
+        })
+    }
+
+    /// A one-direction LSTM laid out as PyTorch's `nn.LSTM(input, hidden)`, under its
+    /// parameter names, so a PyTorch model's weights load by name and train alike.
+    pub fn pytorch(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        hidden: usize,
+    ) -> Result<Lstm> {
+        Ok(Lstm {
+            forward_dir: LstmDirection::pytorch(store, name, input, hidden)?,
+            backward_dir: None,
+            output_dim: hidden,
         })
     }
 
@@ -544,10 +594,13 @@ mod tests {
                 gp.get(x.as_tensor()).unwrap(),
                 "d input",
             );
+            let LstmBias::One(bias) = &dir.bias else {
+                unreachable!("mmflow's LSTM has one bias")
+            };
             for (name, p) in [
                 ("d w_ih", &dir.w_ih),
                 ("d w_hh", &dir.w_hh),
-                ("d bias", &dir.bias),
+                ("d bias", bias),
             ] {
                 close(gf.get(p).unwrap(), gp.get(p).unwrap(), name);
             }

@@ -10,13 +10,14 @@
 //! `torch.optim.AdamW` (`torch/optim/adamw.py`), which runs `_single_tensor_adam` of
 //! `torch/optim/adam.py` with `decoupled_weight_decay=True` and no `amsgrad`; the plateau schedule
 //! is `ReduceLROnPlateau` (`torch/optim/lr_scheduler.py`, `step` and `_is_better`) in mode `min`
-//! with the relative threshold 1e-4 and no cooldown. The tests below hold PyTorch's numbers.
+//! with the relative threshold 1e-4 and no cooldown. Adam is `torch.optim.Adam` (the same
+//! function with `decoupled_weight_decay=False`: `grad + weight_decay × param`). The tests below hold PyTorch's numbers.
 
 use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, Layout, Tensor, Var};
-use candle_nn::Optimizer;
+use candle_nn::Optimizer as _;
 use mmflow_pipeline::StageError;
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -25,13 +26,35 @@ use serde::{Deserialize, Serialize};
 use super::device::err;
 use super::fused_linear::with_values;
 
+/// Which optimiser: how weight decay enters the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// AdamW (`torch.optim.AdamW`): the weights shrink by `lr × weight_decay` apart from the
+    /// gradient step.
+    #[default]
+    Adamw,
+    /// Adam (`torch.optim.Adam`): `weight_decay × weight` is added to the gradient (L2), as
+    /// MMSA's trainers use it.
+    Adam,
+}
+
+impl Optimizer {
+    /// True for AdamW (the default, skipped in the canonical params).
+    pub fn is_adamw(&self) -> bool {
+        *self == Optimizer::Adamw
+    }
+}
+
 /// AdamW settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
     /// Learning rate.
     pub lr: f64,
-    /// Decoupled weight decay.
+    /// Weight decay (decoupled for AdamW, added to the gradient for Adam).
     pub weight_decay: f64,
+    /// AdamW or Adam.
+    pub optimizer: Optimizer,
     /// First-moment decay.
     pub beta1: f64,
     /// Second-moment decay.
@@ -46,6 +69,7 @@ impl AdamWConfig {
         AdamWConfig {
             lr,
             weight_decay,
+            optimizer: Optimizer::Adamw,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -120,14 +144,13 @@ impl FusedStep<'_> {
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
         let scale_m = 1.0 / (1.0 - c.beta1.powi(self.step)) as f32;
         let scale_v = 1.0 / (1.0 - c.beta2.powi(self.step)) as f32;
-        let (lr, decay, eps, gs) = (
-            c.lr as f32,
-            (1.0 - c.lr * c.weight_decay) as f32,
-            c.eps as f32,
-            self.grad_scale,
-        );
+        let (decay, l2) = match c.optimizer {
+            Optimizer::Adamw => ((1.0 - c.lr * c.weight_decay) as f32, 0.0),
+            Optimizer::Adam => (1.0, c.weight_decay as f32),
+        };
+        let (lr, eps, gs) = (c.lr as f32, c.eps as f32, self.grad_scale);
         for (((t, &gi), mi), vi) in theta.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let gi = gi * gs;
+            let gi = gi * gs + l2 * *t;
             *mi = b1 * *mi + (1.0 - b1) * gi;
             *vi = b2 * *vi + (1.0 - b2) * gi * gi;
             let update = (*mi * scale_m) / ((*vi * scale_v).sqrt() + eps);
@@ -197,7 +220,11 @@ impl AdamW {
                 beta1: config.beta1,
                 beta2: config.beta2,
                 eps: config.eps,
-                weight_decay: config.weight_decay,
+                // Adam's L2 term is added to the gradients in `step`.
+                weight_decay: match config.optimizer {
+                    Optimizer::Adamw => config.weight_decay,
+                    Optimizer::Adam => 0.0,
+                },
             };
             Engine::Candle(
                 Box::new(candle_nn::AdamW::new(vars.clone(), params).map_err(err("optimizer"))?),
@@ -287,10 +314,17 @@ impl AdamW {
                 }
             }
             Engine::Candle(opt, vars) => {
-                if scale != 1.0 {
+                let l2 = match self.config.optimizer {
+                    Optimizer::Adamw => 0.0,
+                    Optimizer::Adam => self.config.weight_decay,
+                };
+                if scale != 1.0 || l2 != 0.0 {
                     for var in vars.iter() {
                         if let Some(g) = grads.get(var) {
-                            let scaled = g.affine(scale, 0.0).map_err(err("clip"))?;
+                            let scaled = g
+                                .affine(scale, 0.0)
+                                .and_then(|g| g + (var.as_tensor() * l2)?)
+                                .map_err(err("clip"))?;
                             grads.insert(var, scaled);
                         }
                     }

@@ -7,7 +7,7 @@ use mmflow_pipeline::{ResolvedInput, RunContext, StageError};
 
 use super::checkpoint::{AdaptersCheckpoint, LoadedAdapters, ModelCheckpoint};
 use super::data::Dataset;
-use super::model::{Architecture, Model};
+use super::model::{Architecture, Feed, Model};
 use super::weights::ParamStore;
 use crate::slots;
 
@@ -21,8 +21,8 @@ pub struct Restored {
     pub adapters: Option<LoadedAdapters>,
     /// The data, modalities in the model's order.
     pub data: Dataset,
-    /// Which modalities are fed as sequences.
-    pub frames: Vec<bool>,
+    /// How each modality is fed.
+    pub feeds: Vec<Feed>,
     /// The epoch whose weights the checkpoint holds, as recorded by its trainer.
     pub best_epoch: usize,
 }
@@ -50,7 +50,8 @@ impl Restored {
             &model_input.reference.to_string(),
         )?;
         let model = Model::build(&mut store, &arch)?;
-        let frames = model.needs_frames();
+        let feeds = model.feeds();
+        let frames: Vec<bool> = feeds.iter().map(|f| f.needs_frames()).collect();
         let data = Dataset::load(ctx.input(slots::SEGMENTS)?, &features, &frames)?;
         for m in &data.modalities {
             let width = adapters
@@ -80,7 +81,7 @@ impl Restored {
             model,
             adapters,
             data,
-            frames,
+            feeds,
             best_epoch,
         })
     }

@@ -128,6 +128,7 @@ mod tests {
             batch_size: 8,
             lr: 1.0,
             weight_decay: 0.0,
+            optimizer: crate::train::optim::Optimizer::Adamw,
             grad_clip: None,
             patience,
             schedule,

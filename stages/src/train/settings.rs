@@ -10,7 +10,7 @@ use mmflow_pipeline::{KeyPath, Moved, ParamProblem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::optim::Schedule;
+use super::optim::{Optimizer, Schedule};
 use crate::metrics::{Direction, Metric};
 
 /// What to do when the loss becomes NaN or infinite.
@@ -262,10 +262,14 @@ pub struct Optim<D: OptimDefaults + JsonSchema> {
     /// Segments per batch.
     #[serde(default = "D::batch_size")]
     pub batch_size: usize,
-    /// AdamW's initial learning rate.
+    /// `adamw` (the default) or `adam` (weight decay as an L2 term in the gradient, as MMSA's
+    /// trainers use it).
+    #[serde(default, skip_serializing_if = "Optimizer::is_adamw")]
+    pub optimizer: Optimizer,
+    /// The initial learning rate.
     #[serde(default = "D::learning_rate")]
     pub learning_rate: f64,
-    /// AdamW's decoupled weight decay.
+    /// Weight decay: decoupled (AdamW) or added to the gradient (Adam).
     #[serde(default = "D::weight_decay")]
     pub weight_decay: f64,
     /// Clip the global gradient norm to this.
@@ -303,6 +307,7 @@ impl<D: OptimDefaults + JsonSchema> Default for Optim<D> {
         Optim {
             epochs: D::epochs(),
             batch_size: D::batch_size(),
+            optimizer: Optimizer::Adamw,
             learning_rate: D::learning_rate(),
             weight_decay: D::weight_decay(),
             grad_clip: D::grad_clip(),
@@ -387,6 +392,7 @@ impl<D: OptimDefaults + JsonSchema> Optim<D> {
             batch_size: self.batch_size,
             lr: self.learning_rate,
             weight_decay: self.weight_decay,
+            optimizer: self.optimizer,
             grad_clip: self.grad_clip,
             patience: self.patience,
             schedule: self.schedule,
@@ -411,8 +417,10 @@ pub struct FitConfig {
     pub batch_size: usize,
     /// Initial learning rate.
     pub lr: f64,
-    /// AdamW's decoupled weight decay.
+    /// Weight decay.
     pub weight_decay: f64,
+    /// AdamW or Adam.
+    pub optimizer: Optimizer,
     /// Clip the global gradient norm to this.
     pub grad_clip: Option<f64>,
     /// Stop after this many epochs without improvement of `monitor` (0 = never stop early).

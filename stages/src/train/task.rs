@@ -13,7 +13,7 @@ use super::data::Dataset;
 use super::device::err;
 use super::fit::{Measures, Trainable};
 use super::loss::{head_loss, LossWeights};
-use super::model::{inputs, labels, Adapters, Head, Model};
+use super::model::{inputs, labels, Adapters, Feed, Head, Model};
 use super::nn::Pass;
 use super::optim::scalar;
 use super::settings::{Measure, Monitor, TOTAL};
@@ -137,8 +137,8 @@ pub struct Task<'a> {
     pub model: &'a Model,
     /// The data.
     pub data: &'a Dataset,
-    /// Which modalities are fed as sequences.
-    pub frames: &'a [bool],
+    /// How each modality is fed.
+    pub feeds: &'a [Feed],
     /// Adapters in front of modalities.
     pub adapters: Option<&'a Adapters>,
     /// Loss weights per head.
@@ -162,7 +162,7 @@ impl Task<'_> {
             let x = inputs(
                 self.data,
                 chunk,
-                self.frames,
+                self.feeds,
                 self.adapters,
                 self.device,
                 &mut pass,
@@ -182,7 +182,7 @@ impl Trainable for Task<'_> {
         let x = inputs(
             self.data,
             rows,
-            self.frames,
+            self.feeds,
             self.adapters,
             self.device,
             pass,

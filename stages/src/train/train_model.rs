@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{AdaptersCheckpoint, ModelCheckpoint};
-use super::data::Dataset;
+use super::data::{longest, Dataset};
 use super::device::open;
 use super::fit::fit;
 use super::loss::LossWeights;
@@ -23,6 +23,7 @@ use super::nn::MlpConfig;
 use super::settings::{ModelDefaults, Optim, MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
 use super::weights::ParamStore;
+use super::zoo::{self, ArchitectureName, MmsaSettings, ZooArchitecture, ZooModel, ROLES};
 use crate::metrics::Predicts;
 use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
@@ -31,6 +32,16 @@ use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainModelParams {
+    /// The model: `mmflow` (the default: `encoders`, `fusion`, `fusion_dim`, `fusion_mlp`,
+    /// `user_embedding`, `dropout`) or one of MMSA's zoo, `lf_dnn` or `tfn` (settings under
+    /// `mmsa`; features inputs named `text`, `audio` and `video`/`visual`/`vision`).
+    #[serde(skip_serializing_if = "ArchitectureName::is_mmflow")]
+    pub architecture: ArchitectureName,
+    /// A zoo architecture's settings, under MMSA's names (`hidden_dims`, `text_out`,
+    /// `post_fusion_dim`, `dropouts`); each left out is MMSA's default for the segments'
+    /// dataset (MOSI, MOSEI or SIMS; MOSI's for any other).
+    #[serde(skip_serializing_if = "MmsaSettings::is_empty")]
+    pub mmsa: MmsaSettings,
     /// Encoder per modality (input output name); modalities not listed are mean-pooled + MLP.
     pub encoders: BTreeMap<String, EncoderConfig>,
     /// `concat` (default) or `attention` across modalities.
@@ -60,6 +71,8 @@ pub struct TrainModelParams {
 impl Default for TrainModelParams {
     fn default() -> Self {
         TrainModelParams {
+            architecture: ArchitectureName::Mmflow,
+            mmsa: MmsaSettings::default(),
             encoders: BTreeMap::new(),
             fusion: Fusion::Concat,
             fusion_dim: 64,
@@ -91,6 +104,77 @@ impl TrainModelParams {
             })
             .collect()
     }
+
+    /// Keys set that belong to another architecture than the one chosen.
+    fn check_architecture_keys(&self) -> Vec<ParamProblem> {
+        let default = TrainModelParams::default();
+        let Some(zoo) = self.architecture.zoo() else {
+            return if self.mmsa.is_empty() {
+                Vec::new()
+            } else {
+                vec![ParamProblem::new(
+                    "mmsa",
+                    "settings of an MMSA architecture, but `architecture` is `mmflow`: set `architecture = \"lf_dnn\"` or `\"tfn\"`, or remove `mmsa`",
+                )]
+            };
+        };
+        let own = [
+            ("encoders", self.encoders != default.encoders),
+            ("fusion", self.fusion != default.fusion),
+            ("fusion_dim", self.fusion_dim != default.fusion_dim),
+            ("fusion_mlp", self.fusion_mlp != default.fusion_mlp),
+            (
+                "user_embedding",
+                self.user_embedding != default.user_embedding,
+            ),
+            ("dropout", self.dropout != default.dropout),
+        ];
+        let mut problems: Vec<ParamProblem> = own
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(key, _)| {
+                ParamProblem::new(
+                    key,
+                    format!(
+                        "`{key}` belongs to architecture `mmflow`; `{}` takes its settings under `mmsa` (MMSA's names)",
+                        zoo.name()
+                    ),
+                )
+            })
+            .collect();
+        problems.extend(self.mmsa.check(&KeyPath::keys(["mmsa"])));
+        problems
+    }
+}
+
+/// The features inputs of a zoo model by role (text, audio, video), or what is wrong.
+fn zoo_roles(model: ZooModel, names: &[&str]) -> Result<[usize; 3], String> {
+    let mut roles: [Option<usize>; 3] = [None; 3];
+    for (i, name) in names.iter().enumerate() {
+        match zoo::role_of(name) {
+            Some(r) if roles[r].is_none() => roles[r] = Some(i),
+            Some(r) => {
+                return Err(format!(
+                    "two features inputs play the part of {}",
+                    ROLES[r]
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "`{name}` is not text, audio or video: `{}` takes three features inputs named `text`, `audio` and `video` (or `visual`, `vision`)",
+                    model.name()
+                ))
+            }
+        }
+    }
+    match roles {
+        [Some(t), Some(a), Some(v)] => Ok([t, a, v]),
+        _ => Err(format!(
+            "`{}` needs text, audio and video features inputs (named `text`, `audio`, `video`/`visual`/`vision`); given: {}",
+            model.name(),
+            listed(names, names.len())
+        )),
+    }
 }
 
 /// The `train_model` stage kind.
@@ -106,7 +190,8 @@ impl StageKind for TrainModel {
 
     fn check(&self, p: &TrainModelParams) -> Vec<ParamProblem> {
         let optim = KeyPath::keys(["optim"]);
-        let mut problems = p.optim.check(&optim);
+        let mut problems = p.check_architecture_keys();
+        problems.extend(p.optim.check(&optim));
         problems.extend(
             p.optim
                 .check_monitor(&optim, |m| check_monitor(m, &p.typed_heads(), None)),
@@ -187,6 +272,9 @@ impl StageKind for TrainModel {
         if !problems.is_empty() {
             return Err(problems);
         }
+        if let Some(model) = p.architecture.zoo() {
+            zoo_roles(model, &names).map_err(|e| vec![ParamProblem::new("architecture", e)])?;
+        }
         Ok(vec![
             OutputPort::new(slots::MODEL, MODEL),
             OutputPort::new(slots::HISTORY, HISTORY),
@@ -204,12 +292,20 @@ impl StageKind for TrainModel {
             None => None,
         };
         let features = ctx.inputs(slots::FEATURES).to_vec();
+        let zoo_model = p.architecture.zoo();
+        if zoo_model.is_some() && adapters.is_some() {
+            return Err(StageError::config(format!(
+                "adapters in front of `{}`: MMSA's architectures take their features as MMSA's loader gives them; apply the adapters first (`apply_adapters`)",
+                p.architecture.zoo().map(ZooModel::name).unwrap_or_default()
+            )));
+        }
         let frames: Vec<bool> = features
             .iter()
             .map(|f| {
-                p.encoders
-                    .get(&f.reference.output)
-                    .is_some_and(|e| e.kind == EncoderKind::Lstm)
+                zoo_model.is_some()
+                    || p.encoders
+                        .get(&f.reference.output)
+                        .is_some_and(|e| e.kind == EncoderKind::Lstm)
             })
             .collect();
         let segments = ctx.input(slots::SEGMENTS)?.clone();
@@ -254,16 +350,28 @@ impl StageKind for TrainModel {
             },
             heads: p.typed_heads(),
             dropout: p.dropout,
+            zoo: None,
+        };
+        let arch = match zoo_model {
+            Some(model) => Architecture {
+                zoo: Some(zoo_architecture(model, &p.mmsa, &data)?),
+                encoders: BTreeMap::new(),
+                users: Vec::new(),
+                user_embedding: 0,
+                ..arch
+            },
+            None => arch,
         };
         let mut store = ParamStore::new(ctx.seed, &device);
         let model = Model::build(&mut store, &arch)?;
+        let feeds = model.feeds();
         let family = training_family(ctx.stage_id, &data);
         check_monitor(&p.optim.monitor, &arch.heads, Some(family))
             .map_err(|e| StageError::config(format!("optim.monitor: {e}")))?;
         let task = Task {
             model: &model,
             data: &data,
-            frames: &frames,
+            feeds: &feeds,
             adapters: adapters.as_ref(),
             weights: &p.heads,
             device: &device,
@@ -279,6 +387,7 @@ impl StageKind for TrainModel {
             &config,
             ctx.progress,
         )?;
+        let arch_report = arch.zoo.clone();
         ModelCheckpoint {
             architecture: arch,
             best_epoch: fitted.best_epoch,
@@ -305,9 +414,36 @@ impl StageKind for TrainModel {
         ctx.report("parameters", store.count());
         ctx.report("segments", [train.len(), valid.len()]);
         ctx.report("segments_without_every_modality", data.dropped);
+        if let Some(zoo) = &arch_report {
+            ctx.report("mmsa_defaults_from", &zoo.defaults_from);
+            ctx.report("padded_lengths", zoo.lengths);
+        }
         ctx.report("best_epoch", fitted.best_epoch);
         ctx.report("best_value", fitted.best_value);
         ctx.report("stopped", fitted.stopped);
         Ok(())
     }
+}
+
+/// A zoo model's architecture over `data`: its settings over MMSA's defaults for the
+/// segments' dataset, the modalities' roles and their padded lengths.
+fn zoo_architecture(
+    model: ZooModel,
+    settings: &MmsaSettings,
+    data: &Dataset,
+) -> Result<ZooArchitecture, StageError> {
+    let names: Vec<&str> = data.modalities.iter().map(|m| m.name.as_str()).collect();
+    let roles = zoo_roles(model, &names).map_err(StageError::config)?;
+    let dataset = match data.datasets.len() {
+        1 => data.datasets.iter().next().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let defaults_from = zoo::defaults_dataset(&dataset).to_string();
+    Ok(ZooArchitecture {
+        model,
+        settings: settings.resolve(model, &defaults_from),
+        defaults_from,
+        roles,
+        lengths: roles.map(|i| longest(&data.modalities[i]).max(1)),
+    })
 }

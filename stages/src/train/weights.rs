@@ -16,6 +16,9 @@ use super::device::err;
 /// deterministic).
 pub struct ParamStore {
     vars: BTreeMap<String, Var>,
+    /// State that is saved and restored with the parameters but not trained (batch
+    /// normalisation's running statistics).
+    buffers: BTreeMap<String, Var>,
     device: Device,
     rng: ChaCha8Rng,
     /// Parameters loaded from a checkpoint and not yet claimed by the model.
@@ -29,6 +32,7 @@ impl ParamStore {
     pub fn new(seed: u64, device: &Device) -> Self {
         ParamStore {
             vars: BTreeMap::new(),
+            buffers: BTreeMap::new(),
             device: device.clone(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             loaded: BTreeMap::new(),
@@ -85,6 +89,18 @@ impl ParamStore {
         self.get_or_init(name, shape, |_, n| vec![value; n])
     }
 
+    /// Untrained state `name` of `shape` (from the checkpoint if loading, else `value`): saved,
+    /// snapshot and restored with the parameters, never handed to an optimiser.
+    pub fn buffer(&mut self, name: &str, shape: &[usize], value: f32) -> Result<Var, StageError> {
+        if let Some(var) = self.buffers.get(name) {
+            return Ok(var.clone());
+        }
+        let tensor = self.claim_or_init(name, shape, |_, n| vec![value; n])?;
+        let var = Var::from_tensor(&tensor).map_err(err("buffer"))?;
+        self.buffers.insert(name.to_string(), var.clone());
+        Ok(var)
+    }
+
     fn get_or_init(
         &mut self,
         name: &str,
@@ -94,6 +110,20 @@ impl ParamStore {
         if let Some(var) = self.vars.get(name) {
             return Ok(var.as_tensor().clone());
         }
+        let tensor = self.claim_or_init(name, shape, init)?;
+        let var = Var::from_tensor(&tensor).map_err(err("parameter"))?;
+        let t = var.as_tensor().clone();
+        self.vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
+    /// `name` from the checkpoint being loaded (its shape checked), else a fresh value.
+    fn claim_or_init(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: impl FnOnce(&mut ChaCha8Rng, usize) -> Vec<f32>,
+    ) -> Result<Tensor, StageError> {
         let tensor = if let Some(source) = &self.source {
             let t = self.loaded.remove(name).ok_or_else(|| {
                 StageError::input(format!("{source}: the checkpoint has no parameter `{name}` (was it trained with another architecture?)"))
@@ -112,10 +142,7 @@ impl ParamStore {
             Tensor::from_vec(init(&mut self.rng, n), shape, &self.device)
                 .map_err(err("init parameter"))?
         };
-        let var = Var::from_tensor(&tensor).map_err(err("parameter"))?;
-        let t = var.as_tensor().clone();
-        self.vars.insert(name.to_string(), var);
-        Ok(t)
+        Ok(tensor)
     }
 
     /// Takes over every parameter of `other` (names must not clash: the model's are
@@ -125,6 +152,13 @@ impl ParamStore {
             if self.vars.insert(name.clone(), var).is_some() {
                 return Err(StageError::Internal(format!(
                     "parameter `{name}` exists twice"
+                )));
+            }
+        }
+        for (name, var) in other.buffers {
+            if self.buffers.insert(name.clone(), var).is_some() {
+                return Err(StageError::Internal(format!(
+                    "buffer `{name}` exists twice"
                 )));
             }
         }
@@ -158,17 +192,21 @@ impl ParamStore {
         self.vars.values().map(|v| v.elem_count()).sum()
     }
 
-    /// Copies of the current values (to restore the best epoch later).
+    /// Parameters and buffers, by name.
+    fn saved(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.vars.iter().chain(&self.buffers)
+    }
+
+    /// Copies of the current values, buffers included (to restore the best epoch later).
     pub fn snapshot(&self) -> Result<BTreeMap<String, Tensor>, StageError> {
-        self.vars
-            .iter()
+        self.saved()
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy().map_err(err("snapshot"))?)))
             .collect()
     }
 
     /// Restores values saved by [`ParamStore::snapshot`].
     pub fn restore(&self, snapshot: &BTreeMap<String, Tensor>) -> Result<(), StageError> {
-        for (k, v) in &self.vars {
+        for (k, v) in self.saved() {
             if let Some(t) = snapshot.get(k) {
                 v.set(t).map_err(err("restore"))?;
             }
@@ -176,7 +214,7 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Writes every parameter to a safetensors file with `metadata` (a JSON object) stored
+    /// Writes every parameter (and buffer) to a safetensors file with `metadata` (a JSON object) stored
     /// under the one key `mmflow`: safetensors writes its metadata map in hash order, and one
     /// key keeps the file byte-identical between identical runs.
     pub fn save(&self, path: &Path, metadata: &str) -> Result<(), StageError> {
@@ -187,8 +225,7 @@ impl ParamStore {
     pub fn save_prefix(&self, path: &Path, prefix: &str, metadata: &str) -> Result<(), StageError> {
         let metadata = HashMap::from([(METADATA_KEY.to_string(), metadata.to_string())]);
         let tensors: Vec<(String, Tensor)> = self
-            .vars
-            .iter()
+            .saved()
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| {
                 Ok((

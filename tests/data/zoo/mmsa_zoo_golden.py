@@ -1,0 +1,149 @@
+"""Writes `<model>.safetensors` for `lf_dnn` and `tfn`: MMSA's own modules built with fixed
+seeds, their weights, a batch of inputs, the output, every parameter's gradient of the L1
+loss, and the parameters (and batch-norm statistics) after 3 optimiser steps, taken as MMSA's
+trainers take them. `stages/src/train/zoo/tests.rs` loads the same weights into mmflow's
+models and checks every number.
+
+    python tests/data/zoo/mmsa_zoo_golden.py
+
+Needs torch, safetensors and MMSA 2.2.1 (`pip install --no-deps mmsa==2.2.1`; the model files
+are read from its installed folder without importing the package, whose `__init__` pulls in
+transformers). Tests never run this script: they read what it wrote. Also writes
+`mmsa_defaults.json`, the `datasetParams` of both models from MMSA's
+`config/config_regression.json`, which mmflow's defaults are checked against.
+
+Dropout is 0 (as the golden tests need); batch normalisation runs in training mode (batch
+statistics; running statistics updated), and the eval-mode output after the 3 steps (running
+statistics) is kept too. The text batch has zero-padded tails of different lengths: MMSA's
+`TextSubNet` runs its LSTM over every padded step, and so must mmflow's.
+
+Tensors in each file:
+- `model.<name>`: the initial state dict (MMSA's names, `model.` in front; TFN's constant
+  `output_range` / `output_shift` and batch norm's `num_batches_tracked` left out);
+- `input.text` (B × T × D), `input.audio`, `input.video` (B × D), `input.label` (B);
+- `output.train` (B), `output.eval_after` (B);
+- `grad.<name>` (the first step's gradients), `after.<name>` (after 3 steps).
+"""
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+HERE = Path(__file__).parent
+ROOT = Path(importlib.util.find_spec("MMSA").submodule_search_locations[0])
+
+
+def load(name, path, package):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = package
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def mmsa_models():
+    """MMSA's `LF_DNN` and `TFN` classes, from its files, with `subNets` holding only
+    `FeatureNets` (the rest needs transformers)."""
+    for package in ["MMSA", "MMSA.models", "MMSA.models.subNets", "MMSA.models.singleTask"]:
+        sys.modules[package] = types.ModuleType(package)
+        sys.modules[package].__path__ = []
+    nets = load("MMSA.models.subNets.FeatureNets", ROOT / "models/subNets/FeatureNets.py",
+                "MMSA.models.subNets")
+    sys.modules["MMSA.models.subNets"].SubNet = nets.SubNet
+    sys.modules["MMSA.models.subNets"].TextSubNet = nets.TextSubNet
+    single = ROOT / "models/singleTask"
+    return {
+        "lf_dnn": load("MMSA.models.singleTask.LF_DNN", single / "LF_DNN.py",
+                       "MMSA.models.singleTask").LF_DNN,
+        "tfn": load("MMSA.models.singleTask.TFN", single / "TFN.py",
+                    "MMSA.models.singleTask").TFN,
+    }
+
+
+class Args(dict):
+    __getattr__ = dict.__getitem__
+
+
+# Small on purpose: the files stay a few kB.
+B, T = 6, 5
+DIMS = {"text": 6, "audio": 5, "video": 4}
+ARGS = Args(
+    feature_dims=(DIMS["text"], DIMS["audio"], DIMS["video"]),
+    hidden_dims=(7, 3, 4),
+    text_out=5,
+    post_fusion_dim=6,
+    dropouts=(0.0, 0.0, 0.0, 0.0),
+    train_mode="regression",
+    num_classes=1,
+)
+# The optimiser MMSA's trainer builds (`MMSA/trains/singleTask/<MODEL>.py`), with the
+# golden tests' learning rate: LF_DNN's Adam has weight decay; TFN's has none and skips its
+# two constant parameters (`list(model.parameters())[2:]`).
+OPTIM = {"lf_dnn": {"lr": 0.01, "weight_decay": 0.01}, "tfn": {"lr": 0.01, "weight_decay": 0.0}}
+SKIP = {"output_range", "output_shift"}
+
+
+def inputs():
+    g = torch.Generator().manual_seed(7)
+    text = torch.randn(B, T, DIMS["text"], generator=g)
+    lengths = [5, 3, 1, 4, 2, 5]
+    for i, n in enumerate(lengths):
+        text[i, n:] = 0.0
+    audio = torch.randn(B, DIMS["audio"], generator=g)
+    video = torch.randn(B, DIMS["video"], generator=g) * 2.0 + 0.5
+    label = torch.rand(B, generator=g) * 6.0 - 3.0
+    return text, audio, video, label
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if k not in SKIP and not k.endswith("num_batches_tracked")}
+
+
+def golden(name, cls):
+    torch.manual_seed(11)
+    model = cls(ARGS)
+    model.train()
+    text, audio, video, label = inputs()
+    tensors = {f"model.{k}": v for k, v in state(model).items()}
+    tensors.update({"input.text": text, "input.audio": audio, "input.video": video,
+                    "input.label": label})
+    params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam([p for _, p in params], **OPTIM[name])
+    loss_fn = torch.nn.L1Loss()
+    for step in range(3):
+        optimizer.zero_grad()
+        out = model(text, audio.unsqueeze(1), video.unsqueeze(1))["M"].view(-1)
+        loss = loss_fn(out, label)
+        loss.backward()
+        if step == 0:
+            tensors["output.train"] = out.detach().clone()
+            tensors.update({f"grad.{k}": p.grad.detach().clone() for k, p in params})
+        optimizer.step()
+    tensors.update({f"after.{k}": v for k, v in state(model).items()})
+    model.eval()
+    with torch.no_grad():
+        tensors["output.eval_after"] = model(text, audio.unsqueeze(1), video.unsqueeze(1))["M"].view(-1)
+    save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(HERE / f"{name}.safetensors"),
+              metadata={"settings": json.dumps({**ARGS, **OPTIM[name], "batch": B, "steps": 3})})
+
+
+def defaults():
+    config = json.loads((ROOT / "config/config_regression.json").read_text())
+    keep = ["hidden_dims", "text_out", "post_fusion_dim", "dropouts"]
+    out = {m: {d: {k: v[k] for k in keep} for d, v in config[m]["datasetParams"].items()}
+           for m in ["lf_dnn", "tfn"]}
+    (HERE / "mmsa_defaults.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    for model_name, model_cls in mmsa_models().items():
+        golden(model_name, model_cls)
+    defaults()
+    print("torch", torch.__version__)

@@ -1,0 +1,167 @@
+//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`) through the binary: they train,
+//! evaluate with the field's metrics, reproduce byte for byte, read MMSA pickles, and misuse
+//! is refused at `validate`. Their equality with MMSA's modules is tested in
+//! `stages/src/train/zoo/tests.rs`.
+
+use mmflow_schemas::evaluation::{read_metrics, read_predictions};
+use mmflow_schemas::history;
+use mmflow_schemas::Split;
+
+use crate::util::Dir;
+
+const ZOO: &str = r#"
+[stages.mosei]
+kind = "synthetic"
+seed = 1
+params = { profile = "mosei", scale = 0.04 }
+
+[stages.norm]
+kind = "normalize"
+inputs = { segments = "mosei.segments", features = ["mosei.text", "mosei.audio", "mosei.visual"] }
+params = { nonfinite = "zero" }
+
+[stages.model]
+kind = "train_model"
+inputs = { segments = "mosei.segments", features = ["norm.text", "norm.audio", "norm.visual"] }
+[stages.model.params]
+architecture = "ARCH"
+mmsa = { hidden_dims = [16, 8, 8], text_out = 8, post_fusion_dim = 16 }
+heads = { sentiment = { mse = 0.0, mae = 1.0 } }
+optim = { optimizer = "adam", epochs = 6, batch_size = 32, learning_rate = 0.003, weight_decay = 0.001 }
+
+[stages.eval]
+kind = "evaluate"
+inputs = { model = "model.model", segments = "mosei.segments", features = ["norm.text", "norm.audio", "norm.visual"] }
+params = { bootstrap = 100 }
+"#;
+
+#[test]
+fn mmsa_architectures_learn_evaluate_and_reproduce() {
+    for arch in ["lf_dnn", "tfn"] {
+        let dir = Dir::new();
+        dir.write("p.toml", &ZOO.replace("ARCH", arch));
+        dir.mmflow(&["run", "p.toml"]).ok();
+        let run = dir.join("data/runs/p");
+        let hist = history::read(&run.join("model/history.parquet")).unwrap();
+        let valid_loss = |best: bool| {
+            hist.iter()
+                .find(|r| {
+                    r.subject == "total"
+                        && r.metric == "loss"
+                        && (if best { r.is_best } else { r.epoch == 1 })
+                })
+                .and_then(|r| r.valid)
+                .unwrap()
+        };
+        assert!(
+            valid_loss(true) < valid_loss(false),
+            "{arch}: the validation loss falls"
+        );
+        let metrics = read_metrics(&run.join("eval/metrics.parquet")).unwrap();
+        let corr = metrics
+            .iter()
+            .find(|m| m.split == Split::Test && m.head == "sentiment" && m.metric == "Corr")
+            .unwrap();
+        assert!(
+            corr.ci_low.unwrap() > 0.1,
+            "{arch}: test correlation above chance: {corr:?}"
+        );
+        let predictions = read_predictions(&run.join("eval/predictions.parquet")).unwrap();
+        assert!(predictions.iter().all(|p| p.prediction.is_finite()));
+        if arch == "tfn" {
+            assert!(
+                predictions.iter().all(|p| p.prediction.abs() < 3.0),
+                "TFN's outputs lie in (-3, 3)"
+            );
+        }
+        dir.mmflow(&["run", "p.toml", "--out", "again"]).ok();
+        for table in ["model/model.safetensors", "eval/predictions.parquet"] {
+            let a = std::fs::read(run.join(table)).unwrap();
+            let b = std::fs::read(dir.join(&format!("again/{table}"))).unwrap();
+            assert!(a == b, "{arch}: {table} differs between identical runs");
+        }
+    }
+}
+
+#[test]
+fn mmsa_architectures_train_on_mmsa_pickles_aligned_and_unaligned() {
+    let dir = Dir::new();
+    let data = crate::sources::fixtures();
+    for (pickle, use_lengths) in [
+        (data.join("sdk_basic/mmsa_mosi_aligned_50.pkl"), false),
+        (data.join("../mmsa/mmsa_unaligned.pkl"), true),
+    ] {
+        dir.write(
+            "p.toml",
+            &format!(
+                r#"
+[stages.mosi]
+kind = "mmsa_pickle"
+[stages.mosi.params]
+path = "{}"
+dataset = "mosi"
+modalities = {{ text = "text", audio = "audio", visual = "vision" }}
+labels = {{ sentiment = "regression_labels" }}
+nonfinite = {{ audio = "zero" }}
+use_lengths = {use_lengths}
+
+[stages.model]
+kind = "train_model"
+inputs = {{ segments = "mosi.segments", features = ["mosi.text", "mosi.audio", "mosi.visual"] }}
+params = {{ architecture = "tfn", optim = {{ epochs = 2, batch_size = 2 }} }}
+
+[stages.eval]
+kind = "evaluate"
+inputs = {{ model = "model.model", segments = "mosi.segments", features = ["mosi.text", "mosi.audio", "mosi.visual"] }}
+"#,
+                pickle.display()
+            ),
+        );
+        let out = format!("run_{use_lengths}");
+        dir.mmflow(&["run", "p.toml", "--out", &out]).ok();
+        let predictions =
+            read_predictions(&dir.join(&format!("{out}/eval/predictions.parquet"))).unwrap();
+        assert!(!predictions.is_empty());
+        assert!(predictions.iter().all(|p| p.prediction.is_finite()));
+    }
+}
+
+#[test]
+fn mmsa_architectures_refuse_misuse_at_validate() {
+    let dir = Dir::new();
+    let cases = [
+        (
+            ZOO.replace("architecture = \"ARCH\"", "architecture = \"tfn\"\nfusion = \"attention\""),
+            "`fusion` belongs to architecture `mmflow`; `tfn` takes its settings under `mmsa`",
+        ),
+        (
+            ZOO.replace("architecture = \"ARCH\"", "architecture = \"mmflow\""),
+            "settings of an MMSA architecture, but `architecture` is `mmflow`",
+        ),
+        (
+            ZOO.replace("ARCH", "lf_dnn")
+                .replace("post_fusion_dim = 16", "post_fusion_dim = 16, dropouts = [0.2, 0.2, 0.2, 1.5]"),
+            "every dropout must be in [0, 1)",
+        ),
+        (
+            ZOO.replace("ARCH", "lf_dnn").replace("text_out = 8", "rank = 4"),
+            "unknown key `rank`, expected one of `hidden_dims`",
+        ),
+        (
+            ZOO.replace("ARCH", "tfn").replace(
+                "features = [\"norm.text\", \"norm.audio\", \"norm.visual\"] }\n[stages.model.params]",
+                "features = [\"norm.text\", \"norm.audio\"] }\n[stages.model.params]",
+            ),
+            "`tfn` needs text, audio and video features inputs",
+        ),
+    ];
+    for (config, expected) in cases {
+        dir.write("p.toml", &config);
+        let run = dir.mmflow(&["validate", "p.toml"]).expect(2);
+        assert!(
+            run.stderr.contains(expected) && run.stderr.contains("p.toml:"),
+            "missing `{expected}` (with its place in p.toml):\n{}",
+            run.stderr
+        );
+    }
+}
