@@ -108,7 +108,7 @@ use_lengths = {use_lengths}
 [stages.model]
 kind = "train_model"
 inputs = {{ segments = "mosi.segments", features = ["mosi.text", "mosi.audio", "mosi.visual"] }}
-params = {{ architecture = "tfn", optim = {{ epochs = 2, batch_size = 2 }} }}
+params = {{ architecture = "tfn", recipe = "mmsa", optim = {{ epochs = 2 }} }}
 
 [stages.eval]
 kind = "evaluate"
@@ -153,6 +153,16 @@ fn mmsa_architectures_refuse_misuse_at_validate() {
                 "features = [\"norm.text\", \"norm.audio\"] }\n[stages.model.params]",
             ),
             "`tfn` needs text, audio and video features inputs",
+        ),
+        (
+            ZOO.replace("ARCH", "tfn")
+                .replace("optim = { optimizer", "recipe = \"mmsa\"\noptim = { optimizer"),
+            "recipe `mmsa` sets this as MMSA trains `tfn`: remove it, or the recipe",
+        ),
+        (
+            ZOO.replace("ARCH", "mmflow")
+                .replace("mmsa = { hidden_dims = [16, 8, 8], text_out = 8, post_fusion_dim = 16 }", "recipe = \"mmsa\""),
+            "recipe `mmsa` trains an MMSA architecture",
         ),
     ];
     for (config, expected) in cases {

@@ -237,6 +237,27 @@ pub fn label_batch(values: &[Option<f32>], rows: &[usize]) -> (Vec<f32>, Vec<boo
         .unzip()
 }
 
+/// How a modality's rows reach the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The features table's pooled vector: B × D.
+    Pooled,
+    /// The frames, padded to the longest in the batch, with their lengths.
+    Sequence,
+    /// The frames padded with zeros (or cut) to this length: B × length × D.
+    Padded(usize),
+    /// The sum of the frames (the first `length`) ÷ this length: MMSA's mean over a padded
+    /// array, B × D.
+    PaddedMean(usize),
+}
+
+impl Feed {
+    /// Whether the modality's frames must be loaded.
+    pub fn needs_frames(self) -> bool {
+        self != Feed::Pooled
+    }
+}
+
 /// The frames of `rows` padded with zeros (or cut) to `length` steps: B × length × D.
 pub fn padded_batch(
     m: &Modality,

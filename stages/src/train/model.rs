@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::data::{
-    label_batch, padded_batch, padded_mean_batch, pooled_batch, sequence_batch, Dataset,
+    label_batch, padded_batch, padded_mean_batch, pooled_batch, sequence_batch, Dataset, Feed,
 };
 use super::device::err;
 use super::nn::{
@@ -104,27 +104,6 @@ pub struct Architecture {
     /// A model of MMSA's zoo in place of the encoders and fusion (absent: mmflow's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zoo: Option<ZooArchitecture>,
-}
-
-/// How a modality's rows reach the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feed {
-    /// The features table's pooled vector: B × D.
-    Pooled,
-    /// The frames, padded to the longest in the batch, with their lengths.
-    Sequence,
-    /// The frames padded with zeros (or cut) to this length: B × length × D.
-    Padded(usize),
-    /// The sum of the frames (the first `length`) ÷ this length: MMSA's mean over a padded
-    /// array, B × D.
-    PaddedMean(usize),
-}
-
-impl Feed {
-    /// Whether the modality's frames must be loaded.
-    pub fn needs_frames(self) -> bool {
-        self != Feed::Pooled
-    }
 }
 
 enum Encoder {

@@ -6,8 +6,8 @@ use candle_core::Device;
 use mmflow_pipeline::{ResolvedInput, RunContext, StageError};
 
 use super::checkpoint::{AdaptersCheckpoint, LoadedAdapters, ModelCheckpoint};
-use super::data::Dataset;
-use super::model::{Architecture, Feed, Model};
+use super::data::{Dataset, Feed};
+use super::model::{Architecture, Model};
 use super::weights::ParamStore;
 use crate::slots;
 

@@ -10,10 +10,11 @@ use mmflow_pipeline::StageError;
 use rand::SeedableRng;
 
 use super::data::Dataset;
+use super::data::Feed;
 use super::device::err;
 use super::fit::{Measures, Trainable};
 use super::loss::{head_loss, LossWeights};
-use super::model::{inputs, labels, Adapters, Feed, Head, Model};
+use super::model::{inputs, labels, Adapters, Head, Model};
 use super::nn::Pass;
 use super::optim::scalar;
 use super::settings::{Measure, Monitor, TOTAL};

@@ -20,10 +20,11 @@ use super::fit::fit;
 use super::loss::LossWeights;
 use super::model::{Architecture, EncoderConfig, EncoderKind, Fusion, Head, Model};
 use super::nn::MlpConfig;
-use super::settings::{ModelDefaults, Optim, MOVED_INTO_OPTIM};
+use super::optim::{Optimizer, Schedule};
+use super::settings::{FitConfig, ModelDefaults, Monitor, Optim, MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
 use super::weights::ParamStore;
-use super::zoo::{self, ArchitectureName, MmsaSettings, ZooArchitecture, ZooModel, ROLES};
+use super::zoo::{self, ArchitectureName, MmsaSettings, Recipe, ZooArchitecture, ZooModel, ROLES};
 use crate::metrics::Predicts;
 use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
@@ -42,6 +43,11 @@ pub struct TrainModelParams {
     /// dataset (MOSI, MOSEI or SIMS; MOSI's for any other).
     #[serde(skip_serializing_if = "MmsaSettings::is_empty")]
     pub mmsa: MmsaSettings,
+    /// `own` (the default: `heads` and `optim` as given) or `mmsa`: MMSA's trainer for a zoo
+    /// architecture, with its settings for the segments' dataset (L1 loss, Adam, MMSA's batch
+    /// size, learning rate, weight decay and `early_stop`); `optim.epochs` caps the epochs.
+    #[serde(skip_serializing_if = "Recipe::is_own")]
+    pub recipe: Recipe,
     /// Encoder per modality (input output name); modalities not listed are mean-pooled + MLP.
     pub encoders: BTreeMap<String, EncoderConfig>,
     /// `concat` (default) or `attention` across modalities.
@@ -73,6 +79,7 @@ impl Default for TrainModelParams {
         TrainModelParams {
             architecture: ArchitectureName::Mmflow,
             mmsa: MmsaSettings::default(),
+            recipe: Recipe::Own,
             encoders: BTreeMap::new(),
             fusion: Fusion::Concat,
             fusion_dim: 64,
@@ -145,6 +152,72 @@ impl TrainModelParams {
         problems.extend(self.mmsa.check(&KeyPath::keys(["mmsa"])));
         problems
     }
+
+    /// With MMSA's recipe: keys the recipe sets are not set here too.
+    fn check_recipe_keys(&self) -> Vec<ParamProblem> {
+        if self.recipe.is_own() {
+            return Vec::new();
+        }
+        let Some(zoo) = self.architecture.zoo() else {
+            return vec![ParamProblem::new(
+                "recipe",
+                "recipe `mmsa` trains an MMSA architecture: set `architecture` to `lf_dnn` or `tfn`",
+            )];
+        };
+        let default = TrainModelParams::default();
+        let (o, d) = (&self.optim, &default.optim);
+        let set = [
+            (
+                "heads",
+                self.heads.values().any(|w| *w != LossWeights::default()),
+            ),
+            ("optim.batch_size", o.batch_size != d.batch_size),
+            ("optim.learning_rate", o.learning_rate != d.learning_rate),
+            ("optim.weight_decay", o.weight_decay != d.weight_decay),
+            ("optim.optimizer", o.optimizer != d.optimizer),
+            ("optim.patience", o.patience != d.patience),
+            ("optim.monitor", o.monitor != d.monitor),
+            ("optim.schedule", o.schedule != d.schedule),
+            ("optim.grad_clip", o.grad_clip != d.grad_clip),
+        ];
+        set.into_iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(key, _)| {
+                ParamProblem::new(
+                    key,
+                    format!(
+                        "recipe `mmsa` sets this as MMSA trains `{}`: remove it, or the recipe",
+                        zoo.name()
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// The loss weights of the heads and the training settings the run uses: as given, or
+    /// MMSA's recipe for the architecture on `dataset`.
+    fn training(&self, dataset: &str, seed: u64) -> (BTreeMap<String, LossWeights>, FitConfig) {
+        let mut config = self.optim.fit_config("train", seed, false);
+        let (Recipe::Mmsa, Some(model)) = (self.recipe, self.architecture.zoo()) else {
+            return (self.heads.clone(), config);
+        };
+        let mmsa = zoo::mmsa_training(model, dataset);
+        config.batch_size = mmsa.batch_size;
+        config.lr = mmsa.learning_rate;
+        config.weight_decay = mmsa.weight_decay;
+        config.optimizer = Optimizer::Adam;
+        config.patience = mmsa.early_stop;
+        config.monitor = Monitor::loss();
+        config.schedule = Schedule::Constant;
+        config.grad_clip = None;
+        let l1 = LossWeights {
+            mse: 0.0,
+            mae: 1.0,
+            ..LossWeights::default()
+        };
+        let heads = self.heads.keys().map(|h| (h.clone(), l1.clone())).collect();
+        (heads, config)
+    }
 }
 
 /// The features inputs of a zoo model by role (text, audio, video), or what is wrong.
@@ -191,6 +264,7 @@ impl StageKind for TrainModel {
     fn check(&self, p: &TrainModelParams) -> Vec<ParamProblem> {
         let optim = KeyPath::keys(["optim"]);
         let mut problems = p.check_architecture_keys();
+        problems.extend(p.check_recipe_keys());
         problems.extend(p.optim.check(&optim));
         problems.extend(
             p.optim
@@ -366,18 +440,23 @@ impl StageKind for TrainModel {
         let model = Model::build(&mut store, &arch)?;
         let feeds = model.feeds();
         let family = training_family(ctx.stage_id, &data);
-        check_monitor(&p.optim.monitor, &arch.heads, Some(family))
+        let dataset = arch
+            .zoo
+            .as_ref()
+            .map(|z| z.defaults_from.clone())
+            .unwrap_or_default();
+        let (weights, config) = p.training(&dataset, ctx.seed);
+        check_monitor(&config.monitor, &arch.heads, Some(family))
             .map_err(|e| StageError::config(format!("optim.monitor: {e}")))?;
         let task = Task {
             model: &model,
             data: &data,
             feeds: &feeds,
             adapters: adapters.as_ref(),
-            weights: &p.heads,
+            weights: &weights,
             device: &device,
             family,
         };
-        let config = p.optim.fit_config("train", ctx.seed, false);
         let fitted = fit(
             &task,
             &store,

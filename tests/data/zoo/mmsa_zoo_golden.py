@@ -9,8 +9,9 @@ models and checks every number.
 Needs torch, safetensors and MMSA 2.2.1 (`pip install --no-deps mmsa==2.2.1`; the model files
 are read from its installed folder without importing the package, whose `__init__` pulls in
 transformers). Tests never run this script: they read what it wrote. Also writes
-`mmsa_defaults.json`, the `datasetParams` of both models from MMSA's
-`config/config_regression.json`, which mmflow's defaults are checked against.
+`mmsa_defaults.json`, the `datasetParams` (and `early_stop`) of both models from MMSA's
+`config/config_regression.json`, which mmflow's defaults and recipe are checked against
+(`weight_decay` null where the config has none).
 
 Dropout is 0 (as the golden tests need); batch normalisation runs in training mode (batch
 statistics; running statistics updated), and the eval-mode output after the 3 steps (running
@@ -136,8 +137,11 @@ def golden(name, cls):
 
 def defaults():
     config = json.loads((ROOT / "config/config_regression.json").read_text())
-    keep = ["hidden_dims", "text_out", "post_fusion_dim", "dropouts"]
-    out = {m: {d: {k: v[k] for k in keep} for d, v in config[m]["datasetParams"].items()}
+    keep = ["hidden_dims", "text_out", "post_fusion_dim", "dropouts", "batch_size",
+            "learning_rate", "weight_decay"]
+    out = {m: {d: {**{k: v.get(k) for k in keep},
+                   "early_stop": config[m]["commonParams"]["early_stop"]}
+               for d, v in config[m]["datasetParams"].items()}
            for m in ["lf_dnn", "tfn"]}
     (HERE / "mmsa_defaults.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 

@@ -17,8 +17,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use self::subnets::{SubNet, TextSubNet};
+use super::data::Feed;
 use super::device::err;
-use super::model::Feed;
 use super::nn::{dropout, Linear, Pass};
 use super::weights::ParamStore;
 
@@ -174,6 +174,61 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
         (ZooModel::Tfn, "mosei") => r([128, 16, 128], 128, 16, [0.4; 4]),
         (ZooModel::Tfn, "sims") => r([128, 32, 128], 256, 32, [0.4; 4]),
         (ZooModel::Tfn, _) => r([128, 32, 128], 32, 64, [0.3, 0.3, 0.3, 0.5]),
+    }
+}
+
+/// How a model is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Recipe {
+    /// As `heads` and `optim` say.
+    #[default]
+    Own,
+    /// MMSA's trainer for the architecture (`MMSA/trains/singleTask/<MODEL>.py`) with its
+    /// settings for the segments' dataset (`config_regression.json`): L1 loss, Adam with
+    /// weight decay added to the gradient, MMSA's batch size, learning rate and weight decay,
+    /// a constant rate, no clipping, and the best epoch by the validation loss with MMSA's
+    /// `early_stop` (8) as the patience. `optim.epochs` still caps the epochs (MMSA has no
+    /// cap); nothing else in `optim` or `heads` may be set.
+    Mmsa,
+}
+
+impl Recipe {
+    /// True for `own` (skipped in the canonical params).
+    pub fn is_own(&self) -> bool {
+        *self == Recipe::Own
+    }
+}
+
+/// The training settings of MMSA's recipe for a model on a dataset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MmsaTraining {
+    /// `batch_size`.
+    pub batch_size: usize,
+    /// `learning_rate`.
+    pub learning_rate: f64,
+    /// `weight_decay` (0 where the trainer passes none: TFN's).
+    pub weight_decay: f64,
+    /// `early_stop`: epochs without a better validation loss before stopping.
+    pub early_stop: usize,
+}
+
+/// MMSA's training settings of `model` on `dataset` (`config_regression.json` and the
+/// trainers, MMSA 2.2.1: `TFN.py` builds Adam without weight decay).
+pub fn mmsa_training(model: ZooModel, dataset: &str) -> MmsaTraining {
+    let t = |batch_size, learning_rate, weight_decay| MmsaTraining {
+        batch_size,
+        learning_rate,
+        weight_decay,
+        early_stop: 8,
+    };
+    match (model, defaults_dataset(dataset)) {
+        (ZooModel::LfDnn, "mosei") => t(64, 0.002, 0.001),
+        (ZooModel::LfDnn, "sims") => t(128, 0.005, 0.005),
+        (ZooModel::LfDnn, _) => t(128, 0.001, 0.01),
+        (ZooModel::Tfn, "mosei") => t(128, 0.005, 0.0),
+        (ZooModel::Tfn, "sims") => t(32, 0.0005, 0.0),
+        (ZooModel::Tfn, _) => t(32, 0.001, 0.0),
     }
 }
 

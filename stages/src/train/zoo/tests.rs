@@ -171,7 +171,7 @@ fn tfn_equals_mmsa() {
     );
 }
 
-/// mmflow's defaults are MMSA's `datasetParams` (`config_regression.json`, as the golden
+/// mmflow's defaults and recipe are MMSA's `datasetParams` (`config_regression.json`, as the golden
 /// script copied them).
 #[test]
 fn defaults_are_mmsas() {
