@@ -1,4 +1,4 @@
-//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`) through the binary: they train,
+//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`, `"lmf"`) through the binary: they train,
 //! evaluate with the field's metrics, reproduce byte for byte, read MMSA pickles, and misuse
 //! is refused at `validate`. Their equality with MMSA's modules is tested in
 //! `stages/src/train/zoo/tests.rs`.
@@ -37,9 +37,15 @@ params = { bootstrap = 100 }
 
 #[test]
 fn mmsa_architectures_learn_evaluate_and_reproduce() {
-    for arch in ["lf_dnn", "tfn"] {
+    for arch in ["lf_dnn", "tfn", "lmf"] {
         let dir = Dir::new();
-        dir.write("p.toml", &ZOO.replace("ARCH", arch));
+        let config = ZOO.replace("ARCH", arch);
+        let config = if arch == "lmf" {
+            config.replace("text_out = 8, post_fusion_dim = 16", "rank = 4")
+        } else {
+            config
+        };
+        dir.write("p.toml", &config);
         dir.mmflow(&["run", "p.toml"]).ok();
         let run = dir.join("data/runs/p");
         let hist = history::read(&run.join("model/history.parquet")).unwrap();
@@ -145,7 +151,15 @@ fn mmsa_architectures_refuse_misuse_at_validate() {
         ),
         (
             ZOO.replace("ARCH", "lf_dnn").replace("text_out = 8", "rank = 4"),
-            "unknown key `rank`, expected one of `hidden_dims`",
+            "`lf_dnn` has no `rank` (MMSA's lf_dnn takes hidden_dims, text_out, post_fusion_dim, dropouts)",
+        ),
+        (
+            ZOO.replace("ARCH", "lmf"),
+            "`lmf` has no `text_out` (MMSA's lmf takes hidden_dims, dropouts, rank)",
+        ),
+        (
+            ZOO.replace("ARCH", "lmf").replace("text_out = 8", "depth = 4"),
+            "unknown key `depth`, expected one of `hidden_dims`",
         ),
         (
             ZOO.replace("ARCH", "tfn").replace(

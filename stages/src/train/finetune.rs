@@ -332,7 +332,15 @@ impl StageKind for Finetune {
                 ctx.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 true,
             );
-            let fitted = fit(&task, &store, vars, &train, &valid, &config, ctx.progress)?;
+            let fitted = fit(
+                &task,
+                &store,
+                vec![vars.into()],
+                &train,
+                &valid,
+                &config,
+                ctx.progress,
+            )?;
             tracing::info!(
                 "{}: phase `{}`: best epoch {} of {} ({} = {:.4}){}",
                 ctx.stage_id,

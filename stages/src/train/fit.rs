@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 use mmflow_pipeline::{Progress, StageError};
 use mmflow_schemas::history::HistoryRow;
 use rand::SeedableRng;
@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::data::shuffled;
 use super::nn::Pass;
-use super::optim::{scalar, AdamW, AdamWConfig};
+use super::optim::{scalar, AdamW, AdamWConfig, ParamGroup};
 use super::rules::Rules;
 use super::settings::{FitConfig, Monitor, TOTAL};
 use super::weights::ParamStore;
@@ -47,15 +47,15 @@ pub struct PhaseResult {
 pub fn fit(
     model: &dyn Trainable,
     store: &ParamStore,
-    vars: Vec<Var>,
+    groups: Vec<ParamGroup>,
     train: &[usize],
     valid: &[usize],
     config: &FitConfig,
     progress: &Progress,
 ) -> Result<PhaseResult, StageError> {
     let monitor = &config.monitor;
-    let mut opt = AdamW::new(
-        vars,
+    let mut opt = AdamW::grouped(
+        groups,
         AdamWConfig {
             optimizer: config.optimizer,
             ..AdamWConfig::new(config.lr, config.weight_decay)

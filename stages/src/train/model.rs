@@ -17,8 +17,9 @@ use super::device::err;
 use super::nn::{
     dropout, masked_mean, AttentionFusion, Embedding, Linear, Lstm, Mlp, MlpConfig, Pass,
 };
+use super::optim::ParamGroup;
 use super::weights::ParamStore;
-use super::zoo::{ZooArchitecture, ZooNet};
+use super::zoo::{MmsaTraining, ZooArchitecture, ZooNet};
 use crate::metrics::Predicts;
 
 /// How one modality is encoded.
@@ -250,6 +251,15 @@ impl Model {
             arch: arch.clone(),
             body: Body::Zoo(net),
         })
+    }
+
+    /// The parameter groups MMSA's trainer optimises, for a zoo model (all of `store`'s
+    /// otherwise).
+    pub fn mmsa_groups(&self, store: &ParamStore, training: &MmsaTraining) -> Vec<ParamGroup> {
+        match &self.body {
+            Body::Zoo(net) => net.mmsa_groups(store, training),
+            Body::Own(_) => vec![store.vars().into()],
+        }
     }
 
     /// How each modality reaches the model.

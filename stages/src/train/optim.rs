@@ -174,15 +174,33 @@ fn squared_norm(g: &Tensor) -> candle_core::Result<f64> {
     })
 }
 
+/// Parameters optimised at `lr_scale` × the learning rate.
+pub struct ParamGroup {
+    /// The parameters.
+    pub vars: Vec<Var>,
+    /// Their share of the learning rate.
+    pub lr_scale: f64,
+}
+
+impl From<Vec<Var>> for ParamGroup {
+    fn from(vars: Vec<Var>) -> ParamGroup {
+        ParamGroup {
+            vars,
+            lr_scale: 1.0,
+        }
+    }
+}
+
 struct Slot {
     var: Var,
+    lr_scale: f64,
     m: Mutex<Vec<f32>>,
     v: Mutex<Vec<f32>>,
 }
 
 enum Engine {
     Fused(Vec<Slot>),
-    Candle(Box<candle_nn::AdamW>, Vec<Var>),
+    Candle(Vec<(Box<candle_nn::AdamW>, ParamGroup)>),
 }
 
 /// AdamW over a set of parameters.
@@ -196,18 +214,34 @@ impl AdamW {
     /// Optimises `vars` (all on one device): fused and in place on the CPU, with candle-nn's
     /// AdamW (tensor ops on the device) elsewhere.
     pub fn new(vars: Vec<Var>, config: AdamWConfig) -> Result<AdamW, StageError> {
-        let fused = vars.iter().all(|v| v.device().is_cpu());
-        Self::with_engine(vars, config, fused)
+        Self::grouped(vec![vars.into()], config)
     }
 
-    fn with_engine(vars: Vec<Var>, config: AdamWConfig, fused: bool) -> Result<AdamW, StageError> {
+    /// Optimises each group at its share of the learning rate (as PyTorch's parameter groups
+    /// with their own `lr`).
+    pub fn grouped(groups: Vec<ParamGroup>, config: AdamWConfig) -> Result<AdamW, StageError> {
+        let fused = groups
+            .iter()
+            .flat_map(|g| &g.vars)
+            .all(|v| v.device().is_cpu());
+        Self::with_engine(groups, config, fused)
+    }
+
+    fn with_engine(
+        groups: Vec<ParamGroup>,
+        config: AdamWConfig,
+        fused: bool,
+    ) -> Result<AdamW, StageError> {
         let engine = if fused {
             Engine::Fused(
-                vars.into_iter()
-                    .map(|var| {
+                groups
+                    .into_iter()
+                    .flat_map(|g| g.vars.into_iter().map(move |var| (var, g.lr_scale)))
+                    .map(|(var, lr_scale)| {
                         let n = var.elem_count();
                         Slot {
                             var,
+                            lr_scale,
                             m: Mutex::new(vec![0.0; n]),
                             v: Mutex::new(vec![0.0; n]),
                         }
@@ -215,21 +249,26 @@ impl AdamW {
                     .collect(),
             )
         } else {
-            let params = candle_nn::ParamsAdamW {
-                lr: config.lr,
-                beta1: config.beta1,
-                beta2: config.beta2,
-                eps: config.eps,
-                // Adam's L2 term is added to the gradients in `step`.
-                weight_decay: match config.optimizer {
-                    Optimizer::Adamw => config.weight_decay,
-                    Optimizer::Adam => 0.0,
-                },
-            };
-            Engine::Candle(
-                Box::new(candle_nn::AdamW::new(vars.clone(), params).map_err(err("optimizer"))?),
-                vars,
-            )
+            let engines = groups
+                .into_iter()
+                .map(|g| {
+                    let params = candle_nn::ParamsAdamW {
+                        lr: config.lr * g.lr_scale,
+                        beta1: config.beta1,
+                        beta2: config.beta2,
+                        eps: config.eps,
+                        // Adam's L2 term is added to the gradients in `step`.
+                        weight_decay: match config.optimizer {
+                            Optimizer::Adamw => config.weight_decay,
+                            Optimizer::Adam => 0.0,
+                        },
+                    };
+                    let opt =
+                        candle_nn::AdamW::new(g.vars.clone(), params).map_err(err("optimizer"))?;
+                    Ok((Box::new(opt), g))
+                })
+                .collect::<Result<Vec<_>, StageError>>()?;
+            Engine::Candle(engines)
         };
         Ok(AdamW {
             engine,
@@ -246,8 +285,10 @@ impl AdamW {
     /// Changes the learning rate.
     pub fn set_lr(&mut self, lr: f64) {
         self.config.lr = lr;
-        if let Engine::Candle(opt, _) = &mut self.engine {
-            opt.set_learning_rate(lr);
+        if let Engine::Candle(engines) = &mut self.engine {
+            for (opt, group) in engines {
+                opt.set_learning_rate(lr * group.lr_scale);
+            }
         }
     }
 
@@ -256,7 +297,7 @@ impl AdamW {
     pub fn step(&mut self, mut grads: GradStore, clip: Option<f64>) -> Result<f64, StageError> {
         let vars: Vec<&Var> = match &self.engine {
             Engine::Fused(slots) => slots.iter().map(|s| &s.var).collect(),
-            Engine::Candle(_, vars) => vars.iter().collect(),
+            Engine::Candle(engines) => engines.iter().flat_map(|(_, g)| &g.vars).collect(),
         };
         let sum_sq = match &self.engine {
             // Read in place on the CPU.
@@ -303,7 +344,10 @@ impl AdamW {
                     let op = FusedStep {
                         m: &slot.m,
                         v: &slot.v,
-                        config: self.config,
+                        config: AdamWConfig {
+                            lr: self.config.lr * slot.lr_scale,
+                            ..self.config
+                        },
                         step: self.step,
                         grad_scale: scale as f32,
                     };
@@ -313,13 +357,13 @@ impl AdamW {
                         .map_err(err("optimizer step"))?;
                 }
             }
-            Engine::Candle(opt, vars) => {
+            Engine::Candle(engines) => {
                 let l2 = match self.config.optimizer {
                     Optimizer::Adamw => 0.0,
                     Optimizer::Adam => self.config.weight_decay,
                 };
                 if scale != 1.0 || l2 != 0.0 {
-                    for var in vars.iter() {
+                    for var in engines.iter().flat_map(|(_, g)| &g.vars) {
                         if let Some(g) = grads.get(var) {
                             let scaled = g
                                 .affine(scale, 0.0)
@@ -329,7 +373,9 @@ impl AdamW {
                         }
                     }
                 }
-                opt.step(&grads).map_err(err("optimizer step"))?;
+                for (opt, _) in engines.iter_mut() {
+                    opt.step(&grads).map_err(err("optimizer step"))?;
+                }
             }
         }
         Ok(norm)
@@ -445,7 +491,7 @@ mod tests {
         let run = |fused: bool| {
             let w = Var::new(&start, &Device::Cpu).unwrap();
             let config = AdamWConfig::new(0.05, 0.01);
-            let mut opt = AdamW::with_engine(vec![w.clone()], config, fused).unwrap();
+            let mut opt = AdamW::with_engine(vec![vec![w.clone()].into()], config, fused).unwrap();
             let mut norms = Vec::new();
             for step in 0..5 {
                 let cube = w.as_tensor().sqr().unwrap().mul(w.as_tensor()).unwrap();

@@ -232,7 +232,15 @@ impl StageKind for TrainAdapters {
             };
             let config = p.optim.fit_config("train", ctx.seed, false);
             let vars = store.vars_with_prefix(&format!("{}.", adapter_prefix(&modality)));
-            let fitted = fit(&task, &store, vars, &train, &valid, &config, ctx.progress)?;
+            let fitted = fit(
+                &task,
+                &store,
+                vec![vars.into()],
+                &train,
+                &valid,
+                &config,
+                ctx.progress,
+            )?;
             tracing::info!(
                 "{}: adapter `{modality}` {}→{}: best epoch {}, validation loss {:.4}{}",
                 ctx.stage_id,

@@ -24,7 +24,9 @@ use super::optim::{Optimizer, Schedule};
 use super::settings::{FitConfig, ModelDefaults, Monitor, Optim, MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
 use super::weights::ParamStore;
-use super::zoo::{self, ArchitectureName, MmsaSettings, Recipe, ZooArchitecture, ZooModel, ROLES};
+use super::zoo::{
+    self, ArchitectureName, MmsaSettings, MmsaTraining, Recipe, ZooArchitecture, ZooModel, ROLES,
+};
 use crate::metrics::Predicts;
 use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
@@ -34,13 +36,13 @@ use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 #[serde(deny_unknown_fields, default)]
 pub struct TrainModelParams {
     /// The model: `mmflow` (the default: `encoders`, `fusion`, `fusion_dim`, `fusion_mlp`,
-    /// `user_embedding`, `dropout`) or one of MMSA's zoo, `lf_dnn` or `tfn` (settings under
+    /// `user_embedding`, `dropout`) or one of MMSA's zoo, `lf_dnn`, `tfn` or `lmf` (settings under
     /// `mmsa`; features inputs named `text`, `audio` and `video`/`visual`/`vision`).
     #[serde(skip_serializing_if = "ArchitectureName::is_mmflow")]
     pub architecture: ArchitectureName,
-    /// A zoo architecture's settings, under MMSA's names (`hidden_dims`, `text_out`,
-    /// `post_fusion_dim`, `dropouts`); each left out is MMSA's default for the segments'
-    /// dataset (MOSI, MOSEI or SIMS; MOSI's for any other).
+    /// A zoo architecture's settings, under MMSA's names (`hidden_dims`, `dropouts`; LF-DNN's
+    /// and TFN's `text_out`, `post_fusion_dim`; LMF's `rank`); each left out is MMSA's default
+    /// for the segments' dataset (MOSI, MOSEI or SIMS; MOSI's for any other).
     #[serde(skip_serializing_if = "MmsaSettings::is_empty")]
     pub mmsa: MmsaSettings,
     /// `own` (the default: `heads` and `optim` as given) or `mmsa`: MMSA's trainer for a zoo
@@ -121,7 +123,7 @@ impl TrainModelParams {
             } else {
                 vec![ParamProblem::new(
                     "mmsa",
-                    "settings of an MMSA architecture, but `architecture` is `mmflow`: set `architecture = \"lf_dnn\"` or `\"tfn\"`, or remove `mmsa`",
+                    "settings of an MMSA architecture, but `architecture` is `mmflow`: set `architecture` to `lf_dnn`, `tfn` or `lmf`, or remove `mmsa`",
                 )]
             };
         };
@@ -149,7 +151,7 @@ impl TrainModelParams {
                 )
             })
             .collect();
-        problems.extend(self.mmsa.check(&KeyPath::keys(["mmsa"])));
+        problems.extend(self.mmsa.check(zoo, &KeyPath::keys(["mmsa"])));
         problems
     }
 
@@ -161,7 +163,7 @@ impl TrainModelParams {
         let Some(zoo) = self.architecture.zoo() else {
             return vec![ParamProblem::new(
                 "recipe",
-                "recipe `mmsa` trains an MMSA architecture: set `architecture` to `lf_dnn` or `tfn`",
+                "recipe `mmsa` trains an MMSA architecture: set `architecture` to `lf_dnn`, `tfn` or `lmf`",
             )];
         };
         let default = TrainModelParams::default();
@@ -195,11 +197,19 @@ impl TrainModelParams {
     }
 
     /// The loss weights of the heads and the training settings the run uses: as given, or
-    /// MMSA's recipe for the architecture on `dataset`.
-    fn training(&self, dataset: &str, seed: u64) -> (BTreeMap<String, LossWeights>, FitConfig) {
+    /// MMSA's recipe for the architecture on `dataset` (then also returned).
+    fn training(
+        &self,
+        dataset: &str,
+        seed: u64,
+    ) -> (
+        BTreeMap<String, LossWeights>,
+        FitConfig,
+        Option<MmsaTraining>,
+    ) {
         let mut config = self.optim.fit_config("train", seed, false);
         let (Recipe::Mmsa, Some(model)) = (self.recipe, self.architecture.zoo()) else {
-            return (self.heads.clone(), config);
+            return (self.heads.clone(), config, None);
         };
         let mmsa = zoo::mmsa_training(model, dataset);
         config.batch_size = mmsa.batch_size;
@@ -216,7 +226,7 @@ impl TrainModelParams {
             ..LossWeights::default()
         };
         let heads = self.heads.keys().map(|h| (h.clone(), l1.clone())).collect();
-        (heads, config)
+        (heads, config, Some(mmsa))
     }
 }
 
@@ -445,7 +455,11 @@ impl StageKind for TrainModel {
             .as_ref()
             .map(|z| z.defaults_from.clone())
             .unwrap_or_default();
-        let (weights, config) = p.training(&dataset, ctx.seed);
+        let (weights, config, mmsa) = p.training(&dataset, ctx.seed);
+        let groups = match &mmsa {
+            Some(training) => model.mmsa_groups(&store, training),
+            None => vec![store.vars().into()],
+        };
         check_monitor(&config.monitor, &arch.heads, Some(family))
             .map_err(|e| StageError::config(format!("optim.monitor: {e}")))?;
         let task = Task {
@@ -457,15 +471,7 @@ impl StageKind for TrainModel {
             device: &device,
             family,
         };
-        let fitted = fit(
-            &task,
-            &store,
-            store.vars(),
-            &train,
-            &valid,
-            &config,
-            ctx.progress,
-        )?;
+        let fitted = fit(&task, &store, groups, &train, &valid, &config, ctx.progress)?;
         let arch_report = arch.zoo.clone();
         ModelCheckpoint {
             architecture: arch,

@@ -72,9 +72,20 @@ impl ParamStore {
 
     /// Parameter `name` of `shape`, initialised from the standard normal distribution.
     pub fn normal(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, StageError> {
+        self.normal_with_std(name, shape, 1.0)
+    }
+
+    /// Parameter `name` of `shape`, initialised from a normal distribution of mean 0 and
+    /// standard deviation `std`.
+    pub fn normal_with_std(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        std: f32,
+    ) -> Result<Tensor, StageError> {
         self.get_or_init(name, shape, |rng, n| {
             (0..n)
-                .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+                .map(|_| std * rng.sample::<f32, _>(rand_distr::StandardNormal))
                 .collect()
         })
     }

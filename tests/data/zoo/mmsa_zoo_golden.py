@@ -1,4 +1,4 @@
-"""Writes `<model>.safetensors` for `lf_dnn` and `tfn`: MMSA's own modules built with fixed
+"""Writes `<model>.safetensors` for `lf_dnn`, `tfn` and `lmf`: MMSA's own modules built with fixed
 seeds, their weights, a batch of inputs, the output, every parameter's gradient of the L1
 loss, and the parameters (and batch-norm statistics) after 3 optimiser steps, taken as MMSA's
 trainers take them. `stages/src/train/zoo/tests.rs` loads the same weights into mmflow's
@@ -9,9 +9,10 @@ models and checks every number.
 Needs torch, safetensors and MMSA 2.2.1 (`pip install --no-deps mmsa==2.2.1`; the model files
 are read from its installed folder without importing the package, whose `__init__` pulls in
 transformers). Tests never run this script: they read what it wrote. Also writes
-`mmsa_defaults.json`, the `datasetParams` (and `early_stop`) of both models from MMSA's
+`mmsa_defaults.json`, the `datasetParams` (and `early_stop`) of the three models from MMSA's
 `config/config_regression.json`, which mmflow's defaults and recipe are checked against
-(`weight_decay` null where the config has none).
+(`weight_decay`, `text_out`, `post_fusion_dim`, `rank`, `factor_lr` null where the config
+has none).
 
 Dropout is 0 (as the golden tests need); batch normalisation runs in training mode (batch
 statistics; running statistics updated), and the eval-mode output after the 3 steps (running
@@ -64,6 +65,8 @@ def mmsa_models():
                        "MMSA.models.singleTask").LF_DNN,
         "tfn": load("MMSA.models.singleTask.TFN", single / "TFN.py",
                     "MMSA.models.singleTask").TFN,
+        "lmf": load("MMSA.models.singleTask.LMF", single / "LMF.py",
+                    "MMSA.models.singleTask").LMF,
     }
 
 
@@ -80,13 +83,17 @@ ARGS = Args(
     text_out=5,
     post_fusion_dim=6,
     dropouts=(0.0, 0.0, 0.0, 0.0),
+    rank=3,
     train_mode="regression",
     num_classes=1,
 )
 # The optimiser MMSA's trainer builds (`MMSA/trains/singleTask/<MODEL>.py`), with the
 # golden tests' learning rate: LF_DNN's Adam has weight decay; TFN's has none and skips its
-# two constant parameters (`list(model.parameters())[2:]`).
-OPTIM = {"lf_dnn": {"lr": 0.01, "weight_decay": 0.01}, "tfn": {"lr": 0.01, "weight_decay": 0.0}}
+# two constant parameters (`list(model.parameters())[2:]`); LMF's trains its three factors at
+# `factor_lr` and its sub-networks at `learning_rate` (`[:3]` and `[5:]`: its fusion weights
+# and bias are never trained), both with weight decay.
+OPTIM = {"lf_dnn": {"lr": 0.01, "weight_decay": 0.01}, "tfn": {"lr": 0.01, "weight_decay": 0.0},
+         "lmf": {"lr": 0.01, "factor_lr": 0.02, "weight_decay": 0.005}}
 SKIP = {"output_range", "output_shift"}
 
 
@@ -116,7 +123,13 @@ def golden(name, cls):
     tensors.update({"input.text": text, "input.audio": audio, "input.video": video,
                     "input.label": label})
     params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam([p for _, p in params], **OPTIM[name])
+    if name == "lmf":
+        ps = list(model.parameters())
+        optimizer = torch.optim.Adam([{"params": ps[:3], "lr": OPTIM[name]["factor_lr"]},
+                                      {"params": ps[5:], "lr": OPTIM[name]["lr"]}],
+                                     weight_decay=OPTIM[name]["weight_decay"])
+    else:
+        optimizer = torch.optim.Adam([p for _, p in params], **OPTIM[name])
     loss_fn = torch.nn.L1Loss()
     for step in range(3):
         optimizer.zero_grad()
@@ -138,11 +151,11 @@ def golden(name, cls):
 def defaults():
     config = json.loads((ROOT / "config/config_regression.json").read_text())
     keep = ["hidden_dims", "text_out", "post_fusion_dim", "dropouts", "batch_size",
-            "learning_rate", "weight_decay"]
+            "learning_rate", "weight_decay", "rank", "factor_lr"]
     out = {m: {d: {**{k: v.get(k) for k in keep},
                    "early_stop": config[m]["commonParams"]["early_stop"]}
                for d, v in config[m]["datasetParams"].items()}
-           for m in ["lf_dnn", "tfn"]}
+           for m in ["lf_dnn", "tfn", "lmf"]}
     (HERE / "mmsa_defaults.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 

@@ -4,22 +4,30 @@
 //!
 //! Follows MMSA 2.2.1 (thuiar/MMSA, tag `v_2.2.1`, commit
 //! `48bb2375d0ef7ec7a0b6ee2a9ca67fb80a31d2fe`): `MMSA/models/singleTask/LF_DNN.py` (`LF_DNN`),
-//! `MMSA/models/singleTask/TFN.py` (`TFN`), `MMSA/models/subNets/FeatureNets.py` (`SubNet`,
-//! `TextSubNet`) and the defaults of `MMSA/config/config_regression.json`. As MMSA's data
+//! `MMSA/models/singleTask/TFN.py` (`TFN`), `MMSA/models/singleTask/LMF.py` (`LMF`),
+//! `MMSA/models/subNets/FeatureNets.py` (`SubNet`, `TextSubNet`) and the defaults of
+//! `MMSA/config/config_regression.json`. As MMSA's data
 //! loader does for these models (`need_normalized`), audio and video arrive as the mean over
 //! their padded length, text as the whole padded sequence (see [`ZooArchitecture::lengths`]).
 
+mod fusion;
+mod settings;
 mod subnets;
 
 use candle_core::Tensor;
-use mmflow_pipeline::{KeyPath, ParamProblem, StageError};
+use mmflow_pipeline::StageError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use self::fusion::{tensor_fusion, LowRankFusion};
+pub use self::settings::{
+    defaults_dataset, mmsa_training, MmsaSettings, MmsaTraining, Recipe, Resolved,
+};
 use self::subnets::{SubNet, TextSubNet};
 use super::data::Feed;
 use super::device::err;
 use super::nn::{dropout, Linear, Pass};
+use super::optim::ParamGroup;
 use super::weights::ParamStore;
 
 type Result<T> = std::result::Result<T, StageError>;
@@ -35,6 +43,8 @@ pub enum ArchitectureName {
     LfDnn,
     /// MMSA's TFN (tensor fusion), settings under `mmsa`.
     Tfn,
+    /// MMSA's LMF (low-rank multimodal fusion), settings under `mmsa`.
+    Lmf,
 }
 
 impl ArchitectureName {
@@ -50,6 +60,7 @@ impl ArchitectureName {
             ArchitectureName::Mmflow => None,
             ArchitectureName::LfDnn => Some(ZooModel::LfDnn),
             ArchitectureName::Tfn => Some(ZooModel::Tfn),
+            ArchitectureName::Lmf => Some(ZooModel::Lmf),
         }
     }
 }
@@ -62,173 +73,36 @@ pub enum ZooModel {
     LfDnn,
     /// `TFN`.
     Tfn,
+    /// `LMF`.
+    Lmf,
 }
 
 impl ZooModel {
+    /// Every zoo model.
+    pub const ALL: [ZooModel; 3] = [ZooModel::LfDnn, ZooModel::Tfn, ZooModel::Lmf];
+
     /// Its name in configs (MMSA's `model_name`).
     pub fn name(self) -> &'static str {
         match self {
             ZooModel::LfDnn => "lf_dnn",
             ZooModel::Tfn => "tfn",
+            ZooModel::Lmf => "lmf",
         }
     }
-}
 
-/// A zoo model's settings, under MMSA's parameter names; each left out takes MMSA's default
-/// for the dataset of the segments (`config_regression.json`: MOSI, MOSEI or SIMS; MOSI's
-/// for any other dataset).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MmsaSettings {
-    /// Hidden widths of the text LSTM, the audio and the video sub-network (MMSA's order).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hidden_dims: Option<[usize; 3]>,
-    /// Width of the text sub-network's output.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub text_out: Option<usize>,
-    /// Width of the post-fusion layers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub post_fusion_dim: Option<usize>,
-    /// Dropout of the audio, video and text sub-networks and after fusion (MMSA's order; the
-    /// text one is unused, as in MMSA, whose one-layer text LSTM drops nothing).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dropouts: Option<[f32; 4]>,
-}
-
-impl MmsaSettings {
-    /// True when nothing is set (skipped in the canonical params).
-    pub fn is_empty(&self) -> bool {
-        *self == MmsaSettings::default()
-    }
-
-    /// Problems with the values set, under `key`.
-    pub fn check(&self, key: &KeyPath) -> Vec<ParamProblem> {
-        let mut problems = Vec::new();
-        let mut at = |field: &str, message: &str| {
-            problems.push(ParamProblem::at(key.key(field), message.to_string()))
-        };
-        if self.hidden_dims.is_some_and(|d| d.contains(&0)) {
-            at("hidden_dims", "every width must be at least 1");
-        }
-        if self.text_out == Some(0) {
-            at("text_out", "must be at least 1");
-        }
-        if self.post_fusion_dim == Some(0) {
-            at("post_fusion_dim", "must be at least 1");
-        }
-        if self
-            .dropouts
-            .is_some_and(|d| d.iter().any(|p| !(0.0..1.0).contains(p)))
-        {
-            at("dropouts", "every dropout must be in [0, 1)");
-        }
-        problems
-    }
-
-    /// The settings of `model` on `dataset`: these over MMSA's defaults.
-    pub fn resolve(&self, model: ZooModel, dataset: &str) -> Resolved {
-        let d = mmsa_defaults(model, dataset);
-        Resolved {
-            hidden_dims: self.hidden_dims.unwrap_or(d.hidden_dims),
-            text_out: self.text_out.unwrap_or(d.text_out),
-            post_fusion_dim: self.post_fusion_dim.unwrap_or(d.post_fusion_dim),
-            dropouts: self.dropouts.unwrap_or(d.dropouts),
+    /// The keys of `mmsa` it takes.
+    pub fn settings(self) -> &'static [&'static str] {
+        match self {
+            ZooModel::LfDnn | ZooModel::Tfn => {
+                &["hidden_dims", "text_out", "post_fusion_dim", "dropouts"]
+            }
+            ZooModel::Lmf => &["hidden_dims", "dropouts", "rank"],
         }
     }
-}
 
-/// A zoo model's settings with every value decided.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Resolved {
-    /// Text LSTM, audio and video hidden widths.
-    pub hidden_dims: [usize; 3],
-    /// Text sub-network output width.
-    pub text_out: usize,
-    /// Post-fusion width.
-    pub post_fusion_dim: usize,
-    /// Audio, video, text, post-fusion dropout.
-    pub dropouts: [f32; 4],
-}
-
-/// The dataset whose MMSA defaults apply to segments of `dataset`.
-pub fn defaults_dataset(dataset: &str) -> &'static str {
-    match dataset {
-        "mosei" => "mosei",
-        "sims" | "simsv2" => "sims",
-        _ => "mosi",
-    }
-}
-
-/// MMSA's `datasetParams` of `model` (`config_regression.json`, MMSA 2.2.1).
-fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
-    let r = |hidden_dims, text_out, post_fusion_dim, dropouts| Resolved {
-        hidden_dims,
-        text_out,
-        post_fusion_dim,
-        dropouts,
-    };
-    match (model, defaults_dataset(dataset)) {
-        (ZooModel::LfDnn, "mosei") => r([128, 32, 128], 128, 128, [0.2; 4]),
-        (ZooModel::LfDnn, "sims") => r([128, 32, 128], 256, 32, [0.3, 0.3, 0.3, 0.5]),
-        (ZooModel::LfDnn, _) => r([128, 16, 128], 256, 128, [0.2; 4]),
-        (ZooModel::Tfn, "mosei") => r([128, 16, 128], 128, 16, [0.4; 4]),
-        (ZooModel::Tfn, "sims") => r([128, 32, 128], 256, 32, [0.4; 4]),
-        (ZooModel::Tfn, _) => r([128, 32, 128], 32, 64, [0.3, 0.3, 0.3, 0.5]),
-    }
-}
-
-/// How a model is trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Recipe {
-    /// As `heads` and `optim` say.
-    #[default]
-    Own,
-    /// MMSA's trainer for the architecture (`MMSA/trains/singleTask/<MODEL>.py`) with its
-    /// settings for the segments' dataset (`config_regression.json`): L1 loss, Adam with
-    /// weight decay added to the gradient, MMSA's batch size, learning rate and weight decay,
-    /// a constant rate, no clipping, and the best epoch by the validation loss with MMSA's
-    /// `early_stop` (8) as the patience. `optim.epochs` still caps the epochs (MMSA has no
-    /// cap); nothing else in `optim` or `heads` may be set.
-    Mmsa,
-}
-
-impl Recipe {
-    /// True for `own` (skipped in the canonical params).
-    pub fn is_own(&self) -> bool {
-        *self == Recipe::Own
-    }
-}
-
-/// The training settings of MMSA's recipe for a model on a dataset.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MmsaTraining {
-    /// `batch_size`.
-    pub batch_size: usize,
-    /// `learning_rate`.
-    pub learning_rate: f64,
-    /// `weight_decay` (0 where the trainer passes none: TFN's).
-    pub weight_decay: f64,
-    /// `early_stop`: epochs without a better validation loss before stopping.
-    pub early_stop: usize,
-}
-
-/// MMSA's training settings of `model` on `dataset` (`config_regression.json` and the
-/// trainers, MMSA 2.2.1: `TFN.py` builds Adam without weight decay).
-pub fn mmsa_training(model: ZooModel, dataset: &str) -> MmsaTraining {
-    let t = |batch_size, learning_rate, weight_decay| MmsaTraining {
-        batch_size,
-        learning_rate,
-        weight_decay,
-        early_stop: 8,
-    };
-    match (model, defaults_dataset(dataset)) {
-        (ZooModel::LfDnn, "mosei") => t(64, 0.002, 0.001),
-        (ZooModel::LfDnn, "sims") => t(128, 0.005, 0.005),
-        (ZooModel::LfDnn, _) => t(128, 0.001, 0.01),
-        (ZooModel::Tfn, "mosei") => t(128, 0.005, 0.0),
-        (ZooModel::Tfn, "sims") => t(32, 0.0005, 0.0),
-        (ZooModel::Tfn, _) => t(32, 0.001, 0.0),
+    /// Whether it takes the `mmsa` key `key`.
+    pub fn has_setting(self, key: &str) -> bool {
+        self.settings().contains(&key)
     }
 }
 
@@ -271,7 +145,17 @@ pub struct ZooNet {
     audio: SubNet,
     video: SubNet,
     text: TextSubNet,
-    post_fusion: [Linear; 3],
+    fusion: Fusion,
+}
+
+/// What follows the three sub-networks.
+enum Fusion {
+    /// LF-DNN: the three concatenated, then three layers.
+    Late([Linear; 3]),
+    /// TFN: their outer product, then three layers, then sigmoid × 6 − 3.
+    Tensor([Linear; 3]),
+    /// LMF: low-rank factors per modality.
+    LowRank(LowRankFusion),
 }
 
 impl ZooNet {
@@ -307,29 +191,21 @@ impl ZooNet {
             text_hidden,
             s.text_out,
         )?;
-        let fused = match arch.model {
-            ZooModel::LfDnn => s.text_out + video_hidden + audio_hidden,
-            ZooModel::Tfn => (s.text_out + 1) * (video_hidden + 1) * (audio_hidden + 1),
+        let widths = [s.text_out, audio_hidden, video_hidden];
+        let fusion = match arch.model {
+            ZooModel::LfDnn => Fusion::Late(post_fusion(store, widths.iter().sum(), &s, heads)?),
+            ZooModel::Tfn => {
+                let fused = widths.iter().map(|w| w + 1).product();
+                Fusion::Tensor(post_fusion(store, fused, &s, heads)?)
+            }
+            ZooModel::Lmf => Fusion::LowRank(LowRankFusion::new(store, widths, s.rank, heads)?),
         };
-        let post = |store: &mut ParamStore, i: usize, input, output| {
-            Linear::new(
-                store,
-                &format!("model.post_fusion_layer_{i}"),
-                input,
-                output,
-            )
-        };
-        let post_fusion = [
-            post(store, 1, fused, s.post_fusion_dim)?,
-            post(store, 2, s.post_fusion_dim, s.post_fusion_dim)?,
-            post(store, 3, s.post_fusion_dim, heads)?,
-        ];
         Ok(ZooNet {
             arch: arch.clone(),
             audio,
             video,
             text,
-            post_fusion,
+            fusion,
         })
     }
 
@@ -356,43 +232,80 @@ impl ZooNet {
         let audio_h = self.audio.forward(audio, pass)?;
         let video_h = self.video.forward(video, pass)?;
         let text_h = self.text.forward(text, pass.train)?;
-        let fusion = match self.arch.model {
-            ZooModel::LfDnn => {
-                Tensor::cat(&[audio_h, video_h, text_h], 1).map_err(err("late fusion"))?
+        let post_dropout = self.arch.settings.dropouts[3];
+        match &self.fusion {
+            Fusion::Late(layers) => {
+                let fused =
+                    Tensor::cat(&[audio_h, video_h, text_h], 1).map_err(err("late fusion"))?;
+                post_fusion_forward(layers, &dropout(&fused, post_dropout, pass)?)
             }
-            ZooModel::Tfn => tensor_fusion(&audio_h, &video_h, &text_h)?,
-        };
-        let x = dropout(&fusion, self.arch.settings.dropouts[3], pass)?;
-        let x = self.post_fusion[0].forward_relu(&x)?;
-        let x = self.post_fusion[1].forward_relu(&x)?;
-        let out = self.post_fusion[2].forward(&x)?;
-        match self.arch.model {
-            ZooModel::LfDnn => Ok(out),
-            // TFN's regression range: sigmoid × 6 − 3.
-            ZooModel::Tfn => candle_nn::ops::sigmoid(&out)
-                .and_then(|s| s.affine(6.0, -3.0))
-                .map_err(err("tfn output")),
+            Fusion::Tensor(layers) => {
+                let fused = tensor_fusion(&audio_h, &video_h, &text_h)?;
+                let out = post_fusion_forward(layers, &dropout(&fused, post_dropout, pass)?)?;
+                // TFN's regression range: sigmoid × 6 − 3.
+                candle_nn::ops::sigmoid(&out)
+                    .and_then(|s| s.affine(6.0, -3.0))
+                    .map_err(err("tfn output"))
+            }
+            // MMSA's LMF defines a post-fusion dropout and never applies it.
+            Fusion::LowRank(lmf) => lmf.forward(&audio_h, &video_h, &text_h),
         }
+    }
+
+    /// The parameters MMSA's trainer optimises, with their share of `training`'s learning
+    /// rate: all of them at 1, but LMF's factors at `factor_lr` and its fusion weights and
+    /// bias not at all (`[{params[:3], factor_lr}, {params[5:], learning_rate}]`).
+    pub fn mmsa_groups(&self, store: &ParamStore, training: &MmsaTraining) -> Vec<ParamGroup> {
+        let Fusion::LowRank(lmf) = &self.fusion else {
+            return vec![store.vars().into()];
+        };
+        let factors = lmf.factor_names();
+        let untrained = lmf.fusion_names();
+        let (factor_vars, rest): (Vec<_>, Vec<_>) = store
+            .named_vars()
+            .into_iter()
+            .filter(|(name, _)| !untrained.contains(name))
+            .partition(|(name, _)| factors.contains(name));
+        let scale = training
+            .factor_lr
+            .map_or(1.0, |f| f / training.learning_rate);
+        vec![
+            ParamGroup {
+                vars: factor_vars.into_iter().map(|(_, v)| v).collect(),
+                lr_scale: scale,
+            },
+            rest.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into(),
+        ]
     }
 }
 
-/// TFN's fusion: 1 appended to each modality's vector, then the flattened outer product
-/// audio ⊗ video ⊗ text (B × (a+1)(v+1)(t+1)), in TFN's element order.
-fn tensor_fusion(audio: &Tensor, video: &Tensor, text: &Tensor) -> Result<Tensor> {
-    let inner = || -> candle_core::Result<Tensor> {
-        let b = audio.dim(0)?;
-        let with_one = |x: &Tensor| -> candle_core::Result<Tensor> {
-            let one = Tensor::ones((b, 1), x.dtype(), x.device())?;
-            Tensor::cat(&[&one, x], 1)
-        };
-        let (a, v, t) = (with_one(audio)?, with_one(video)?, with_one(text)?);
-        let av = a.unsqueeze(2)?.matmul(&v.unsqueeze(1)?)?;
-        let (da, dv, dt) = (a.dim(1)?, v.dim(1)?, t.dim(1)?);
-        av.reshape((b, da * dv, 1))?
-            .matmul(&t.unsqueeze(1)?)?
-            .reshape((b, da * dv * dt))
+/// LF-DNN's and TFN's three post-fusion layers (`post_fusion_layer_1` … `_3`).
+fn post_fusion(
+    store: &mut ParamStore,
+    fused: usize,
+    s: &Resolved,
+    heads: usize,
+) -> Result<[Linear; 3]> {
+    let layer = |store: &mut ParamStore, i: usize, input, output| {
+        Linear::new(
+            store,
+            &format!("model.post_fusion_layer_{i}"),
+            input,
+            output,
+        )
     };
-    inner().map_err(err("tensor fusion"))
+    Ok([
+        layer(store, 1, fused, s.post_fusion_dim)?,
+        layer(store, 2, s.post_fusion_dim, s.post_fusion_dim)?,
+        layer(store, 3, s.post_fusion_dim, heads)?,
+    ])
+}
+
+/// `layer_3(relu(layer_2(relu(layer_1(x)))))`.
+fn post_fusion_forward(layers: &[Linear; 3], x: &Tensor) -> Result<Tensor> {
+    let x = layers[0].forward_relu(x)?;
+    let x = layers[1].forward_relu(&x)?;
+    layers[2].forward(&x)
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use super::*;
 use crate::train::loss::{head_loss, LossWeights};
 use crate::train::optim::{AdamW, AdamWConfig, Optimizer};
 use crate::train::weights::read_checkpoint;
+use serde_json::json;
+
+use crate::train::zoo::settings::mmsa_training as recipe_of;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/data/zoo/{name}"))
@@ -31,9 +34,11 @@ fn architecture(model: ZooModel) -> ZooArchitecture {
         model,
         settings: Resolved {
             hidden_dims: [7, 3, 4],
-            text_out: 5,
+            // LMF's is half the text LSTM's width.
+            text_out: if model == ZooModel::Lmf { 3 } else { 5 },
             post_fusion_dim: 6,
             dropouts: [0.0; 4],
+            rank: 3,
         },
         defaults_from: "mosi".into(),
         roles: [0, 1, 2],
@@ -67,7 +72,23 @@ fn stepped(got: &Tensor, want: &Tensor) -> f32 {
     relative_to(got, want, 1.0)
 }
 
-fn check(model: ZooModel, optimizer: AdamWConfig) {
+/// MMSA's trainer's optimiser for the fixtures: Adam at 0.01 (LMF's factors at 0.02).
+fn mmsa_training(weight_decay: f64) -> MmsaTraining {
+    MmsaTraining {
+        batch_size: 6,
+        learning_rate: 0.01,
+        weight_decay,
+        early_stop: 8,
+        factor_lr: Some(0.02),
+    }
+}
+
+fn check(model: ZooModel, weight_decay: f64) {
+    let training = mmsa_training(weight_decay);
+    let optimizer = AdamWConfig {
+        optimizer: Optimizer::Adam,
+        ..AdamWConfig::new(training.learning_rate, weight_decay)
+    };
     let tensors = golden(model.name());
     let weights: HashMap<String, Tensor> = tensors
         .iter()
@@ -79,7 +100,7 @@ fn check(model: ZooModel, optimizer: AdamWConfig) {
     let net = ZooNet::build(&mut store, &architecture(model), [6, 5, 4], 1).unwrap();
     let input = |k: &str| tensors[&format!("input.{k}")].clone();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut opt = AdamW::new(store.vars(), optimizer).unwrap();
+    let mut opt = AdamW::grouped(net.mmsa_groups(&store, &training), optimizer).unwrap();
     let vars: BTreeMap<String, candle_core::Var> = store.named_vars().into_iter().collect();
     let l1 = LossWeights {
         mse: 0.0,
@@ -150,53 +171,40 @@ fn check(model: ZooModel, optimizer: AdamWConfig) {
 /// LF-DNN with MMSA's trainer's Adam (weight decay added to the gradient).
 #[test]
 fn lf_dnn_equals_mmsa() {
-    check(
-        ZooModel::LfDnn,
-        AdamWConfig {
-            optimizer: Optimizer::Adam,
-            ..AdamWConfig::new(0.01, 0.01)
-        },
-    );
+    check(ZooModel::LfDnn, 0.01);
 }
 
 /// TFN with MMSA's trainer's Adam (no weight decay; its two constants are not parameters).
 #[test]
 fn tfn_equals_mmsa() {
-    check(
-        ZooModel::Tfn,
-        AdamWConfig {
-            optimizer: Optimizer::Adam,
-            ..AdamWConfig::new(0.01, 0.0)
-        },
-    );
+    check(ZooModel::Tfn, 0.0);
 }
 
-/// mmflow's defaults and recipe are MMSA's `datasetParams` (`config_regression.json`, as the golden
-/// script copied them).
+/// LMF with MMSA's trainer's two parameter groups (factors at `factor_lr`, the sub-networks
+/// at `learning_rate`, the fusion weights and bias untrained), weight decay in the gradient.
+#[test]
+fn lmf_equals_mmsa() {
+    check(ZooModel::Lmf, 0.005);
+}
+
+/// mmflow's defaults and recipe are MMSA's `datasetParams` and `early_stop`
+/// (`config_regression.json`, as the golden script copied them).
 #[test]
 fn defaults_are_mmsas() {
     let text = std::fs::read_to_string(fixture("mmsa_defaults.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for model in [ZooModel::LfDnn, ZooModel::Tfn] {
+    for model in ZooModel::ALL {
         for dataset in ["mosi", "mosei", "sims"] {
             let want = &json[model.name()][dataset];
             let got = MmsaSettings::default().resolve(model, dataset);
             let at = format!("{} {dataset}", model.name());
-            assert_eq!(
-                serde_json::json!(got.hidden_dims),
-                want["hidden_dims"],
-                "{at}"
-            );
-            assert_eq!(
-                got.text_out,
-                want["text_out"].as_u64().unwrap() as usize,
-                "{at}"
-            );
-            assert_eq!(
-                got.post_fusion_dim,
-                want["post_fusion_dim"].as_u64().unwrap() as usize,
-                "{at}"
-            );
+            assert_eq!(json!(got.hidden_dims), want["hidden_dims"], "{at}");
+            // What a model does not have is null in MMSA's config (LMF's text output is half
+            // its text LSTM's width).
+            let or = |key: &str, absent: usize| want[key].as_u64().map_or(absent, |v| v as usize);
+            assert_eq!(got.text_out, or("text_out", got.hidden_dims[0] / 2), "{at}");
+            assert_eq!(got.post_fusion_dim, or("post_fusion_dim", 0), "{at}");
+            assert_eq!(got.rank, or("rank", 0), "{at}");
             let dropouts: Vec<f64> = got.dropouts.iter().map(|&d| d as f64).collect();
             let want_dropouts: Vec<f64> = want["dropouts"]
                 .as_array()
@@ -204,12 +212,21 @@ fn defaults_are_mmsas() {
                 .iter()
                 .map(|d| d.as_f64().unwrap())
                 .collect();
+            assert_eq!(dropouts.len(), want_dropouts.len(), "{at}");
             for (g, w) in dropouts.iter().zip(&want_dropouts) {
                 assert!(
                     (g - w).abs() < 1e-6,
-                    "{at}: dropouts {dropouts:?} vs {want_dropouts:?}"
+                    "{at}: {dropouts:?} vs {want_dropouts:?}"
                 );
             }
+            let recipe = recipe_of(model, dataset);
+            assert_eq!(json!(recipe.batch_size), want["batch_size"], "{at}");
+            assert_eq!(json!(recipe.learning_rate), want["learning_rate"], "{at}");
+            // TFN's trainer passes no weight decay (and its config has none).
+            let decay = want["weight_decay"].as_f64().unwrap_or(0.0);
+            assert_eq!(recipe.weight_decay, decay, "{at}");
+            assert_eq!(json!(recipe.early_stop), want["early_stop"], "{at}");
+            assert_eq!(recipe.factor_lr, want["factor_lr"].as_f64(), "{at}");
         }
     }
 }
