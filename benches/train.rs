@@ -178,6 +178,7 @@ fn valence_arousal_steps() -> f64 {
         users: (0..137).map(|u| format!("user{u}")).collect(),
         heads: vec![dimension("valence"), dimension("arousal")],
         dropout: 0.3,
+        zoo: None,
     };
     let model = Model::build(&mut store, &arch).unwrap();
     let weights = [(0.5, 0.5), (0.75, 0.25)].map(|(ccc, mse)| LossWeights {

@@ -104,7 +104,7 @@ pub struct Architecture {
     pub dropout: f32,
     /// A model of MMSA's zoo in place of the encoders and fusion (absent: mmflow's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zoo: Option<ZooArchitecture>,
+    pub zoo: Option<Box<ZooArchitecture>>,
 }
 
 enum Encoder {
@@ -121,8 +121,8 @@ pub struct Model {
 
 /// mmflow's own network, or a model of MMSA's zoo.
 enum Body {
-    Own(OwnNet),
-    Zoo(ZooNet),
+    Own(Box<OwnNet>),
+    Zoo(Box<ZooNet>),
 }
 
 /// mmflow's encoders, fusion, user embedding and heads.
@@ -229,13 +229,13 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Model {
             arch: arch.clone(),
-            body: Body::Own(OwnNet {
+            body: Body::Own(Box::new(OwnNet {
                 encoders,
                 attention,
                 users,
                 fusion_mlp,
                 heads,
-            }),
+            })),
         })
     }
 
@@ -249,7 +249,7 @@ impl Model {
         let net = ZooNet::build(store, zoo, widths, arch.heads.len())?;
         Ok(Model {
             arch: arch.clone(),
-            body: Body::Zoo(net),
+            body: Body::Zoo(Box::new(net)),
         })
     }
 
@@ -284,11 +284,10 @@ impl Model {
         rows: &[usize],
         device: &Device,
     ) -> Result<Option<Tensor>, StageError> {
-        let Body::Own(OwnNet {
-            users: Some((_, index)),
-            ..
-        }) = &self.body
-        else {
+        let Body::Own(own) = &self.body else {
+            return Ok(None);
+        };
+        let Some((_, index)) = &own.users else {
             return Ok(None);
         };
         let ids: Vec<u32> = rows

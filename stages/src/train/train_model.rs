@@ -438,7 +438,7 @@ impl StageKind for TrainModel {
         };
         let arch = match zoo_model {
             Some(model) => Architecture {
-                zoo: Some(zoo_architecture(model, &p.mmsa, &data)?),
+                zoo: Some(Box::new(zoo_architecture(model, &p.mmsa, &data)?)),
                 encoders: BTreeMap::new(),
                 users: Vec::new(),
                 user_embedding: 0,
