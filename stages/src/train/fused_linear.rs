@@ -9,6 +9,12 @@
 //! in one masking pass, one product for the weights, a column sum for the bias, and a product
 //! for the input only when something upstream needs it. The products go through
 //! [`crate::linalg::matmul`] (the `gemm` kernels candle uses).
+//!
+//! Rows of the input that are all zero — the padding of a sequence, which MMSA's models run
+//! their LSTMs over, and which mmflow's own batches pad with — are left out of the products:
+//! their output is the bias (through the activation) and they add nothing to the weights'
+//! gradient. (With a non-finite weight such a row would give NaN in PyTorch and the bias
+//! here; the other rows' NaN stops the training all the same.)
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
@@ -88,8 +94,16 @@ impl FusedLinear {
         (n, input, out): (usize, usize, usize),
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let mut dw = vec![0f32; out * input];
-        with_values(x, "linear input", |x| {
-            matmul(&mut dw, (dz, true), (x, false), (out, input, n), false)
+        with_values(x, "linear input", |x| match nonzero_rows(x, input) {
+            // dW = dZᵀ · X: an all-zero row of X adds nothing.
+            Some(keep) => matmul(
+                &mut dw,
+                (&gather_rows(dz, out, &keep), true),
+                (&gather_rows(x, input, &keep), false),
+                (out, input, keep.len()),
+                false,
+            ),
+            None => matmul(&mut dw, (dz, true), (x, false), (out, input, n), false),
         })?;
         let db = column_sums(dz, out);
         // Data (no variable upstream) needs no gradient.
@@ -107,6 +121,56 @@ impl FusedLinear {
             Some(Tensor::from_vec(dw, w.shape(), w.device())?),
             Some(Tensor::from_vec(db, b.shape(), b.device())?),
         ))
+    }
+}
+
+/// The rows of a row-major `rows × cols` matrix that are not all zero, if any row is.
+fn nonzero_rows(m: &[f32], cols: usize) -> Option<Vec<usize>> {
+    if cols == 0 {
+        return None;
+    }
+    let keep: Vec<usize> = m
+        .chunks_exact(cols)
+        .enumerate()
+        .filter(|(_, row)| row.iter().any(|&v| v != 0.0))
+        .map(|(i, _)| i)
+        .collect();
+    (keep.len() < m.len() / cols).then_some(keep)
+}
+
+/// `rows` of a row-major matrix of `cols` columns, one after another.
+fn gather_rows(m: &[f32], cols: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * cols);
+    for &r in rows {
+        out.extend_from_slice(&m[r * cols..(r + 1) * cols]);
+    }
+    out
+}
+
+/// `C (rows × m) = X · op(B)` where the all-zero rows of `X` (`rows × k`) give zero rows of
+/// `C` without being multiplied.
+fn matmul_skipping_zero_rows(
+    c: &mut [f32],
+    x: &[f32],
+    b: (&[f32], bool),
+    (rows, m, k): (usize, usize, usize),
+) {
+    match nonzero_rows(x, k) {
+        Some(keep) => {
+            let mut packed = vec![0f32; keep.len() * m];
+            matmul(
+                &mut packed,
+                (&gather_rows(x, k, &keep), false),
+                b,
+                (keep.len(), m, k),
+                false,
+            );
+            c.fill(0.0);
+            for (j, &i) in keep.iter().enumerate() {
+                c[i * m..(i + 1) * m].copy_from_slice(&packed[j * m..(j + 1) * m]);
+            }
+        }
+        None => matmul(c, (x, false), b, (rows, m, k), false),
     }
 }
 
@@ -140,7 +204,7 @@ impl CustomOp3 for FusedLinear {
         let w = slice_of(s2, l2, "linear weight")?;
         let b = slice_of(s3, l3, "linear bias")?;
         let mut y = vec![0f32; n * out];
-        matmul(&mut y, (x, false), (w, true), (n, out, input), false);
+        matmul_skipping_zero_rows(&mut y, x, (w, true), (n, out, input));
         for row in y.chunks_exact_mut(out.max(1)) {
             for (v, &bias) in row.iter_mut().zip(b) {
                 let z = *v + bias;

@@ -647,14 +647,29 @@ mod tests {
     }
 
     /// A linear layer (with and without its ReLU) as the fused CPU op gives candle's results
-    /// and gradients, and no gradient for an input that is data.
+    /// and gradients, with and without all-zero input rows (padding, left out of its
+    /// products), and no gradient for an input that is data.
     #[test]
     fn fused_linear_matches_candle() {
+        for zero_rows in [false, true] {
+            fused_linear_case(zero_rows);
+        }
+    }
+
+    fn fused_linear_case(zero_rows: bool) {
         let mut store = ParamStore::new(9, &Device::Cpu);
         let layer = Linear::new(&mut store, "l", 7, 5).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         let values: Vec<f32> = (0..2 * 3 * 7)
-            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .map(|i| {
+                let value = rng.random::<f32>() * 2.0 - 1.0;
+                // Rows 1, 2 and 4 of the six are padding.
+                if zero_rows && [1, 2, 4].contains(&(i / 7)) {
+                    0.0
+                } else {
+                    value
+                }
+            })
             .collect();
         let data = Tensor::from_vec(values, (2, 3, 7), &Device::Cpu).unwrap();
         let x = Var::from_tensor(&data).unwrap();
@@ -687,7 +702,10 @@ mod tests {
                     .zip(&b)
                     .map(|(x, y)| (x - y).abs())
                     .fold(0f32, f32::max);
-                assert!(worst < 1e-5, "relu {relu}: differs by {worst}");
+                assert!(
+                    worst < 1e-5,
+                    "relu {relu}, zero rows {zero_rows}: differs by {worst}"
+                );
             };
             close(&fused, &plain);
             for t in [x.as_tensor(), w, b] {
