@@ -7,7 +7,9 @@ architecture, on one MMSA-format pickle with a known signal, over several seeds 
 Writes `<work>/<variant>.pkl` in MMSA's layout (MOSI's splits, scaled by `--scale`; text
 50 × 768 zero-padded after each segment's words; audio 5-d and vision 20-d, 50 frames when
 aligned, 500 / 375 with `audio_lengths` / `vision_lengths` when not; COVAREP's -inf in the
-audio padding; labels a fixed function of the features plus noise, in [-3, 3]). Then, per
+audio padding; labels a fixed function of the features plus noise, in [-3, 3]; a split size
+that would leave MMSA a last batch of one segment is made one larger, since MMSA's batch norm
+refuses such a batch in training). Then, per
 architecture and seed:
 
 - MMSA: `get_config_regression(model, "mosi")` with the pickle as `featurePath`, MMSA's
@@ -54,6 +56,9 @@ def write_pickle(path, variant, scale, seed=0):
     data = {}
     for split, size in SPLITS.items():
         n = max(8, int(size * scale))
+        # MMSA's loader keeps a last batch of one, which its batch norm refuses in training.
+        if n % 32 == 1:
+            n += 1
         out = {"id": np.array([f"v{split}{i // 4}$_${i % 4}" for i in range(n)], dtype=object),
                "raw_text": np.array(["a clip"] * n, dtype=object)}
         score = np.zeros(n, dtype=np.float32)
