@@ -16,12 +16,12 @@ mod subnets;
 
 use candle_core::Tensor;
 use mmflow_pipeline::StageError;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use self::fusion::{tensor_fusion, LowRankFusion};
 pub use self::settings::{
-    defaults_dataset, mmsa_training, MmsaSettings, MmsaTraining, Recipe, Resolved,
+    defaults_dataset, mmsa_training, ArchitectureName, MmsaSettings, MmsaTraining, Recipe,
+    Resolved, ZooModel,
 };
 use self::subnets::{SubNet, TextSubNet};
 use super::data::Feed;
@@ -31,80 +31,6 @@ use super::optim::ParamGroup;
 use super::weights::ParamStore;
 
 type Result<T> = std::result::Result<T, StageError>;
-
-/// The model `train_model` trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ArchitectureName {
-    /// mmflow's own: `encoders`, `fusion`, `fusion_mlp`, `user_embedding`, `dropout`.
-    #[default]
-    Mmflow,
-    /// MMSA's LF-DNN (late fusion of three sub-networks), settings under `mmsa`.
-    LfDnn,
-    /// MMSA's TFN (tensor fusion), settings under `mmsa`.
-    Tfn,
-    /// MMSA's LMF (low-rank multimodal fusion), settings under `mmsa`.
-    Lmf,
-}
-
-impl ArchitectureName {
-    /// True for mmflow's own (skipped in the canonical params, so fingerprints of configs
-    /// written before the zoo stay as they were).
-    pub fn is_mmflow(&self) -> bool {
-        *self == ArchitectureName::Mmflow
-    }
-
-    /// The zoo model, if it is one.
-    pub fn zoo(self) -> Option<ZooModel> {
-        match self {
-            ArchitectureName::Mmflow => None,
-            ArchitectureName::LfDnn => Some(ZooModel::LfDnn),
-            ArchitectureName::Tfn => Some(ZooModel::Tfn),
-            ArchitectureName::Lmf => Some(ZooModel::Lmf),
-        }
-    }
-}
-
-/// A model of MMSA's zoo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ZooModel {
-    /// `LF_DNN`.
-    LfDnn,
-    /// `TFN`.
-    Tfn,
-    /// `LMF`.
-    Lmf,
-}
-
-impl ZooModel {
-    /// Every zoo model.
-    pub const ALL: [ZooModel; 3] = [ZooModel::LfDnn, ZooModel::Tfn, ZooModel::Lmf];
-
-    /// Its name in configs (MMSA's `model_name`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ZooModel::LfDnn => "lf_dnn",
-            ZooModel::Tfn => "tfn",
-            ZooModel::Lmf => "lmf",
-        }
-    }
-
-    /// The keys of `mmsa` it takes.
-    pub fn settings(self) -> &'static [&'static str] {
-        match self {
-            ZooModel::LfDnn | ZooModel::Tfn => {
-                &["hidden_dims", "text_out", "post_fusion_dim", "dropouts"]
-            }
-            ZooModel::Lmf => &["hidden_dims", "dropouts", "rank"],
-        }
-    }
-
-    /// Whether it takes the `mmsa` key `key`.
-    pub fn has_setting(self, key: &str) -> bool {
-        self.settings().contains(&key)
-    }
-}
 
 /// Which of the model's modalities plays which part.
 pub const ROLES: [&str; 3] = ["text", "audio", "video"];
