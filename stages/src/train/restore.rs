@@ -9,6 +9,7 @@ use super::checkpoint::{AdaptersCheckpoint, LoadedAdapters, ModelCheckpoint};
 use super::data::{Dataset, Feed};
 use super::model::{Architecture, Model};
 use super::weights::ParamStore;
+use super::zoo::adapters_refused;
 use crate::slots;
 
 /// A model checkpoint and its data, ready to predict or train.
@@ -49,6 +50,13 @@ impl Restored {
             &arch,
             &model_input.reference.to_string(),
         )?;
+        if let (Some(zoo), Some(_)) = (&arch.zoo, &adapters) {
+            return Err(StageError::config(format!(
+                "{}: {}",
+                model_input.reference,
+                adapters_refused(zoo.model)
+            )));
+        }
         let model = Model::build(&mut store, &arch)?;
         let feeds = model.feeds();
         let frames: Vec<bool> = feeds.iter().map(|f| f.needs_frames()).collect();

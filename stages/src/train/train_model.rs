@@ -377,11 +377,8 @@ impl StageKind for TrainModel {
         };
         let features = ctx.inputs(slots::FEATURES).to_vec();
         let zoo_model = p.architecture.zoo();
-        if zoo_model.is_some() && adapters.is_some() {
-            return Err(StageError::config(format!(
-                "adapters in front of `{}`: MMSA's architectures take their features as MMSA's loader gives them; apply the adapters first (`apply_adapters`)",
-                p.architecture.zoo().map(ZooModel::name).unwrap_or_default()
-            )));
+        if let (Some(model), Some(_)) = (zoo_model, &adapters) {
+            return Err(StageError::config(zoo::adapters_refused(model)));
         }
         let frames: Vec<bool> = features
             .iter()
@@ -524,6 +521,16 @@ fn zoo_architecture(
         _ => String::new(),
     };
     let defaults_from = zoo::defaults_dataset(&dataset).to_string();
+    let text = &data.modalities[roles[0]];
+    if longest(text) > zoo::MAX_TEXT_LENGTH {
+        return Err(StageError::input(format!(
+            "modality `{}` has a sequence of {} steps: `{}` runs its LSTM over the whole padded text, at most {} steps (MMSA's files pad to 39–500)",
+            text.name,
+            longest(text),
+            model.name(),
+            zoo::MAX_TEXT_LENGTH
+        )));
+    }
     Ok(ZooArchitecture {
         model,
         settings: settings.resolve(model, &defaults_from),

@@ -64,6 +64,49 @@ pub struct ZooArchitecture {
     pub lengths: [usize; 3],
 }
 
+/// Why feature adapters cannot sit in front of `model`.
+pub fn adapters_refused(model: ZooModel) -> String {
+    format!(
+        "adapters in front of `{}`: MMSA's architectures take their features as MMSA's loader gives them; apply the adapters first (`apply_adapters`)",
+        model.name()
+    )
+}
+
+/// The most steps a text sequence is padded to: MMSA's files pad to 39–500; a longer padded
+/// length (a checkpoint's, or the longest text in the training data) is refused rather than
+/// allocated for every batch.
+pub const MAX_TEXT_LENGTH: usize = 10_000;
+
+impl ZooArchitecture {
+    /// Whether this description (as a checkpoint holds it) can be built over `modalities`:
+    /// three distinct roles among them, padded lengths from 1 (text at most
+    /// [`MAX_TEXT_LENGTH`]), widths and rank from 1.
+    pub fn check(&self, modalities: &[&str]) -> std::result::Result<(), String> {
+        let [t, a, v] = self.roles;
+        if [t, a, v].iter().any(|&i| i >= modalities.len()) || t == a || t == v || a == v {
+            return Err(format!(
+                "roles {:?} do not name three of its modalities {modalities:?}",
+                self.roles
+            ));
+        }
+        if self.lengths.contains(&0) || self.lengths[0] > MAX_TEXT_LENGTH {
+            return Err(format!(
+                "padded lengths {:?} (text, audio, video): each must be at least 1, the text's at most {MAX_TEXT_LENGTH}",
+                self.lengths
+            ));
+        }
+        let s = &self.settings;
+        if s.hidden_dims.contains(&0)
+            || s.text_out == 0
+            || (self.model == ZooModel::Lmf && s.rank == 0)
+            || (self.model != ZooModel::Lmf && s.post_fusion_dim == 0)
+        {
+            return Err(format!("`{}` with a width or rank of 0", self.model.name()));
+        }
+        Ok(())
+    }
+}
+
 /// A built zoo model.
 pub struct ZooNet {
     /// What it was built from.

@@ -230,3 +230,25 @@ fn defaults_are_mmsas() {
         }
     }
 }
+
+/// A checkpoint's description that cannot be built is refused before anything is allocated:
+/// roles outside the modalities or repeated, a padded length of 0 or an implausible text
+/// length, a width of 0.
+#[test]
+fn descriptions_that_cannot_be_built_are_refused() {
+    let modalities = ["text", "audio", "visual"];
+    assert_eq!(architecture(ZooModel::Tfn).check(&modalities), Ok(()));
+    let bad = |change: fn(&mut ZooArchitecture)| {
+        let mut arch = architecture(ZooModel::Tfn);
+        change(&mut arch);
+        arch.check(&modalities).unwrap_err()
+    };
+    assert!(bad(|a| a.roles = [0, 1, 3]).contains("do not name three"));
+    assert!(bad(|a| a.roles = [0, 1, 1]).contains("do not name three"));
+    assert!(bad(|a| a.lengths = [5, 0, 1]).contains("at least 1"));
+    assert!(bad(|a| a.lengths = [MAX_TEXT_LENGTH + 1, 1, 1]).contains("at most"));
+    assert!(bad(|a| a.settings.post_fusion_dim = 0).contains("width or rank of 0"));
+    let mut lmf = architecture(ZooModel::Lmf);
+    lmf.settings.rank = 0;
+    assert!(lmf.check(&modalities).is_err());
+}
