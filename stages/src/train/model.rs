@@ -247,7 +247,10 @@ impl Model {
     ) -> Result<Model, StageError> {
         let modalities: Vec<&str> = arch.modalities.iter().map(|(m, _)| m.as_str()).collect();
         zoo.check(&modalities).map_err(|why| {
-            StageError::input(format!("an MMSA architecture that cannot be built: {why}"))
+            StageError::input(format!(
+                "{}: an MMSA architecture that cannot be built: {why}",
+                store.source().unwrap_or("the model")
+            ))
         })?;
         let widths = zoo.roles.map(|i| arch.modalities[i].1);
         let net = ZooNet::build(store, zoo, widths, arch.heads.len())?;

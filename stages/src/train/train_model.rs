@@ -522,11 +522,12 @@ fn zoo_architecture(
     };
     let defaults_from = zoo::defaults_dataset(&dataset).to_string();
     let text = &data.modalities[roles[0]];
-    if longest(text) > zoo::MAX_TEXT_LENGTH {
+    let text_steps = longest(text);
+    if text_steps > zoo::MAX_TEXT_LENGTH {
         return Err(StageError::input(format!(
             "modality `{}` has a sequence of {} steps: `{}` runs its LSTM over the whole padded text, at most {} steps (MMSA's files pad to 39–500)",
             text.name,
-            longest(text),
+            text_steps,
             model.name(),
             zoo::MAX_TEXT_LENGTH
         )));

@@ -52,6 +52,11 @@ impl ParamStore {
         store
     }
 
+    /// Where loaded parameters come from (a checkpoint's path), if they are loaded.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
     /// The device parameters live on.
     pub fn device(&self) -> &Device {
         &self.device

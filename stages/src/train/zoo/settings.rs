@@ -211,9 +211,10 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
         (ZooModel::Tfn, "mosei") => r([128, 16, 128], 128, 16, [0.4; 4], 0),
         (ZooModel::Tfn, "sims") => r([128, 32, 128], 256, 32, [0.4; 4], 0),
         (ZooModel::Tfn, _) => r([128, 32, 128], 32, 64, [0.3, 0.3, 0.3, 0.5], 0),
-        (ZooModel::Lmf, "mosei") => r([128, 16, 128], 64, 0, [0.2; 4], 4),
-        (ZooModel::Lmf, "sims") => r([64, 16, 64], 32, 0, [0.2; 4], 4),
-        (ZooModel::Lmf, _) => r([128, 16, 128], 64, 0, [0.3; 4], 3),
+        // LMF has no `text_out` of its own (see `resolve`) and no post-fusion layers.
+        (ZooModel::Lmf, "mosei") => r([128, 16, 128], 0, 0, [0.2; 4], 4),
+        (ZooModel::Lmf, "sims") => r([64, 16, 64], 0, 0, [0.2; 4], 4),
+        (ZooModel::Lmf, _) => r([128, 16, 128], 0, 0, [0.3; 4], 3),
     }
 }
 
