@@ -3,7 +3,11 @@
 //! A thin layer over the engine (`mmflow-pipeline`), the stage kinds (`mmflow-stages`) and
 //! the study of finished runs (`mmflow-study`: compare, report).
 //! Exit codes: 0 success, 1 a stage (or the run) failed, 2 bad config or usage.
+//! `--json` (on `run`, `plan`, `sweep`, `compare`, `inspect`): one JSON document on stdout
+//! for programs (see [`json`]).
 
+mod inspect;
+mod json;
 mod logging;
 mod show;
 mod sweep;
@@ -47,6 +51,9 @@ enum Command {
         /// If another run holds the run directory, wait for it instead of refusing.
         #[arg(long)]
         wait: bool,
+        /// Print what each stage did as one JSON document (with --dry-run: the plan's).
+        #[arg(long)]
+        json: bool,
     },
     /// Show the stages, their inputs and outputs, and which would run and why.
     Plan {
@@ -55,6 +62,9 @@ enum Command {
         /// Treat this stage as forced (repeatable).
         #[arg(long, value_name = "STAGE")]
         force: Vec<String>,
+        /// Print the plan as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a pipeline file and report every problem at once; runs nothing.
     Validate {
@@ -102,6 +112,10 @@ enum Command {
         /// The sweep's identity when it was submitted.
         #[arg(long, hide = true)]
         expect: Option<String>,
+        /// Print the runs (finished or why not) and the comparison table's path as one JSON
+        /// document; the account of the runs goes to stderr.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the report of finished runs: results (seeds grouped, CIs), learning curves,
     /// predictions against labels, every metric, flags, pipeline and settings; several runs or
@@ -140,6 +154,25 @@ enum Command {
         /// Also write the comparison as a Parquet table.
         #[arg(long, value_name = "FILE")]
         parquet: Option<PathBuf>,
+        /// Print the comparison table's rows (as `--parquet` writes them) as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a finished run's stages (kind, fingerprint, time, report) and outputs (table kind,
+    /// rows, size, path); `--verify` checks each against the lock.
+    Inspect {
+        /// The run directory.
+        run: PathBuf,
+        /// Only this output, `stage.output` (repeatable).
+        #[arg(long = "table", value_name = "STAGE.OUTPUT")]
+        tables: Vec<String>,
+        /// Check every listed output against the lock (size and content hash); exit 1 if
+        /// one is not the file its stage wrote.
+        #[arg(long)]
+        verify: bool,
+        /// Print the run as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -217,6 +250,7 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             task,
             shared_stages,
             expect,
+            json,
         } => Ok(
             match sweep::sweep(sweep::Request {
                 file: &pipeline.file,
@@ -233,6 +267,7 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
                 },
                 expect: expect.as_deref(),
                 progress,
+                json,
             })? {
                 sweep::Outcome::Done | sweep::Outcome::Submitted => 0,
                 sweep::Outcome::Invalid => EXIT_USAGE,
@@ -245,29 +280,52 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             metrics,
             sort,
             parquet,
+            json,
         } => {
-            let table = compare::compare(&compare::Options {
+            let options = compare::Options {
                 runs,
                 split,
                 metrics,
                 sort,
                 parquet,
-            })?;
-            print!("{table}");
+            };
+            let (comparison, order) = compare::comparison(&options)?;
+            if json {
+                json::print(&json::CompareDocument {
+                    format: json::FORMAT,
+                    split: options.split,
+                    runs: options.runs,
+                    rows: comparison.rows(),
+                })?;
+            } else {
+                print!("{}", comparison.markdown(&order));
+            }
             Ok(0)
         }
+        Command::Inspect {
+            run,
+            tables,
+            verify,
+            json,
+        } => inspect(&inspect::Request {
+            run,
+            tables,
+            verify,
+            json,
+        }),
         Command::Run {
             pipeline,
             force,
             dry_run,
             keep_going,
             wait,
+            json,
         } => {
             let Some(p) = load(&pipeline) else {
                 return Ok(EXIT_USAGE);
             };
             if dry_run {
-                return print_plan(&p, &force);
+                return print_plan(&p, &force, json);
             }
             let options = RunOptions {
                 force: force.into_iter().collect(),
@@ -277,7 +335,11 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             };
             match mmflow_pipeline::run(&p, &options) {
                 Ok(summary) => {
-                    print_summary(&p, &summary.stages);
+                    if json {
+                        json::print(&json::RunDocument::new(&p, &summary.stages))?;
+                    } else {
+                        print_summary(&p, &summary.stages);
+                    }
                     Ok(if summary.failed() { EXIT_FAILED } else { 0 })
                 }
                 Err(
@@ -304,8 +366,12 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             };
             prune_cache(&p, older_than, dry_run)
         }
-        Command::Plan { pipeline, force } => match load(&pipeline) {
-            Some(p) => print_plan(&p, &force),
+        Command::Plan {
+            pipeline,
+            force,
+            json,
+        } => match load(&pipeline) {
+            Some(p) => print_plan(&p, &force, json),
             None => Ok(EXIT_USAGE),
         },
         Command::Validate { pipeline } => match load(&pipeline) {
@@ -434,6 +500,33 @@ fn print_skipped(skipped: &[PathBuf]) {
     }
 }
 
+/// `mmflow inspect`: the run listed (as text or JSON); exit 1 when a checked output changed,
+/// 2 when `--table` names no output of the run.
+fn inspect(request: &inspect::Request) -> anyhow::Result<u8> {
+    let (document, changed) = match inspect::inspect(request) {
+        Ok(found) => found,
+        Err(e) if e.is::<inspect::InspectError>() => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => return Err(e),
+    };
+    if request.json {
+        json::print(&document)?;
+    } else {
+        inspect::print_text(&document);
+    }
+    let problems = document
+        .stages
+        .iter()
+        .flat_map(|s| &s.outputs)
+        .filter_map(|o| o.problem.as_deref());
+    for problem in problems {
+        eprintln!("error: {problem}");
+    }
+    Ok(if changed > 0 { EXIT_FAILED } else { 0 })
+}
+
 /// Loads and validates; prints every problem and returns None if there are any.
 fn load(args: &PipelineArgs) -> Option<Pipeline> {
     let registry = mmflow_stages::registry();
@@ -457,7 +550,7 @@ fn load(args: &PipelineArgs) -> Option<Pipeline> {
     }
 }
 
-fn print_plan(p: &Pipeline, force: &[String]) -> anyhow::Result<u8> {
+fn print_plan(p: &Pipeline, force: &[String], json: bool) -> anyhow::Result<u8> {
     for id in force {
         if p.stage(id).is_none() {
             eprintln!("error: --force {id}: the pipeline has no stage `{id}`");
@@ -467,6 +560,10 @@ fn print_plan(p: &Pipeline, force: &[String]) -> anyhow::Result<u8> {
     let forced: BTreeSet<String> = force.iter().cloned().collect();
     let manifest = mmflow_pipeline::manifest::Manifest::load(&p.run_dir)?;
     let statuses = mmflow_pipeline::plan::plan(p, &manifest, &forced)?;
+    if json {
+        json::print(&json::PlanDocument::new(p, &statuses))?;
+        return Ok(0);
+    }
     println!(
         "pipeline `{}` ({} stages) · run directory {} · seed {} · device {}",
         p.name,

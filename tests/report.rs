@@ -564,7 +564,7 @@ fn check_metrics_tables(dir: &Dir, tables: &[DomTable]) -> usize {
 }
 
 /// `(runs, "head metric", mean)` of each row of a comparison table.
-fn comparison_rows(path: &Path) -> Vec<(String, String, f64)> {
+pub(crate) fn comparison_rows(path: &Path) -> Vec<(String, String, f64)> {
     let file = std::fs::File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()

@@ -10,6 +10,7 @@ mod embed_text;
 mod fuzz;
 mod hostile;
 mod interop;
+mod json;
 mod modules;
 mod normalize;
 mod readers;

@@ -1,4 +1,4 @@
-//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`, `"lmf"`) through the binary: they train,
+//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`, `"lmf"`, `"ef_lstm"`) through the binary: they train,
 //! evaluate with the field's metrics, reproduce byte for byte, read MMSA pickles, and misuse
 //! is refused at `validate`. Their equality with MMSA's modules is tested in
 //! `stages/src/train/zoo/tests.rs`.
@@ -37,13 +37,17 @@ params = { bootstrap = 100 }
 
 #[test]
 fn mmsa_architectures_learn_evaluate_and_reproduce() {
-    for arch in ["lf_dnn", "tfn", "lmf"] {
+    for arch in ["lf_dnn", "tfn", "lmf", "ef_lstm"] {
         let dir = Dir::new();
         let config = ZOO.replace("ARCH", arch);
-        let config = if arch == "lmf" {
-            config.replace("text_out = 8, post_fusion_dim = 16", "rank = 4")
-        } else {
-            config
+        let config = match arch {
+            "lmf" => config.replace("text_out = 8, post_fusion_dim = 16", "rank = 4"),
+            // The synthetic modalities are word-aligned: EF-LSTM takes them.
+            "ef_lstm" => config.replace(
+                "hidden_dims = [16, 8, 8], text_out = 8, post_fusion_dim = 16",
+                "hidden_dims = 16, num_layers = 2, dropout = 0.1",
+            ),
+            _ => config,
         };
         dir.write("p.toml", &config);
         dir.mmflow(&["run", "p.toml"]).ok();
@@ -89,18 +93,11 @@ fn mmsa_architectures_learn_evaluate_and_reproduce() {
     }
 }
 
-#[test]
-fn mmsa_architectures_train_on_mmsa_pickles_aligned_and_unaligned() {
-    let dir = Dir::new();
-    let data = crate::sources::fixtures();
-    for (pickle, use_lengths) in [
-        (data.join("sdk_basic/mmsa_mosi_aligned_50.pkl"), false),
-        (data.join("../mmsa/mmsa_unaligned.pkl"), true),
-    ] {
-        dir.write(
-            "p.toml",
-            &format!(
-                r#"
+/// A pipeline reading the MMSA pickle `pickle` (its lengths used or not), training `model`
+/// (the `train_model` params, inline) and evaluating it.
+fn pickle_pipeline(pickle: &std::path::Path, use_lengths: bool, model: &str) -> String {
+    format!(
+        r#"
 [stages.mosi]
 kind = "mmsa_pickle"
 [stages.mosi.params]
@@ -114,13 +111,30 @@ use_lengths = {use_lengths}
 [stages.model]
 kind = "train_model"
 inputs = {{ segments = "mosi.segments", features = ["mosi.text", "mosi.audio", "mosi.visual"] }}
-params = {{ architecture = "tfn", recipe = "mmsa", optim = {{ epochs = 2 }} }}
+params = {model}
 
 [stages.eval]
 kind = "evaluate"
 inputs = {{ model = "model.model", segments = "mosi.segments", features = ["mosi.text", "mosi.audio", "mosi.visual"] }}
 "#,
-                pickle.display()
+        pickle.display()
+    )
+}
+
+#[test]
+fn mmsa_architectures_train_on_mmsa_pickles_aligned_and_unaligned() {
+    let dir = Dir::new();
+    let data = crate::sources::fixtures();
+    for (pickle, use_lengths) in [
+        (data.join("sdk_basic/mmsa_mosi_aligned_50.pkl"), false),
+        (data.join("../mmsa/mmsa_unaligned.pkl"), true),
+    ] {
+        dir.write(
+            "p.toml",
+            &pickle_pipeline(
+                &pickle,
+                use_lengths,
+                r#"{ architecture = "tfn", recipe = "mmsa", optim = { epochs = 2 } }"#,
             ),
         );
         let out = format!("run_{use_lengths}");
@@ -130,6 +144,61 @@ inputs = {{ model = "model.model", segments = "mosi.segments", features = ["mosi
         assert!(!predictions.is_empty());
         assert!(predictions.iter().all(|p| p.prediction.is_finite()));
     }
+}
+
+/// EF-LSTM trains and evaluates on an aligned MMSA pickle, byte for byte the same when run
+/// again, and refuses the unaligned one (MMSA's `need_data_aligned`), naming a segment and its
+/// modalities' steps, before it trains anything.
+#[test]
+fn ef_lstm_needs_aligned_modalities() {
+    let dir = Dir::new();
+    let data = crate::sources::fixtures();
+    let config = |pickle: &std::path::Path, use_lengths: bool| {
+        pickle_pipeline(
+            pickle,
+            use_lengths,
+            r#"{ architecture = "ef_lstm", mmsa = { hidden_dims = 16, num_layers = 2, dropout = 0.2 }, recipe = "mmsa", optim = { epochs = 3 } }"#,
+        )
+    };
+    dir.write(
+        "aligned.toml",
+        &config(&data.join("sdk_basic/mmsa_mosi_aligned_50.pkl"), false),
+    );
+    for out in ["a", "b"] {
+        dir.mmflow(&["run", "aligned.toml", "--out", out]).ok();
+    }
+    let predictions = read_predictions(&dir.join("a/eval/predictions.parquet")).unwrap();
+    assert!(!predictions.is_empty());
+    assert!(predictions.iter().all(|p| p.prediction.is_finite()));
+    for table in ["model/model.safetensors", "eval/predictions.parquet"] {
+        let a = std::fs::read(dir.join(&format!("a/{table}"))).unwrap();
+        let b = std::fs::read(dir.join(&format!("b/{table}"))).unwrap();
+        assert!(a == b, "{table} differs between identical runs");
+    }
+    let lock = std::fs::read_to_string(dir.join("a/mmflow.lock")).unwrap();
+    assert!(
+        lock.contains("\"padded_lengths\": [\n          50,\n          50,\n          50"),
+        "{lock}"
+    );
+
+    dir.write(
+        "unaligned.toml",
+        &config(&data.join("../mmsa/mmsa_unaligned.pkl"), true),
+    );
+    let run = dir
+        .mmflow(&["run", "unaligned.toml", "--out", "u"])
+        .expect(1);
+    assert!(
+        run.stderr
+            .contains("`ef_lstm` needs aligned modalities (MMSA's need_data_aligned): segment `")
+            && run.stderr.contains("steps of `text`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !dir.join("u/model/model.safetensors").exists(),
+        "no model of a refused training"
+    );
 }
 
 #[test]

@@ -30,8 +30,8 @@ pub const TABLE: &str = "comparison";
 /// Schema version.
 pub const VERSION: u32 = 1;
 
-/// One compared metric of one group.
-#[derive(Debug, Clone, PartialEq)]
+/// One compared metric of one group (also `mmflow compare --json`'s rows, by these names).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ComparisonRow {
     /// Position of the group (0 = base).
     pub group: u32,

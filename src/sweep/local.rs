@@ -16,7 +16,7 @@ pub fn execute(sweep: &Sweep, jobs: usize, options: &RunOptions) {
     let jobs = jobs.min(sweep.runs.len()).max(1);
     if jobs == 1 {
         for run in &sweep.runs {
-            run_one(run, options);
+            run_one(run, options, sweep.say);
         }
         return;
     }
@@ -34,7 +34,7 @@ pub fn execute(sweep: &Sweep, jobs: usize, options: &RunOptions) {
                 let Some(run) = sweep.runs.get(index) else {
                     break;
                 };
-                run_one(run, &options);
+                run_one(run, &options, sweep.say);
             });
         }
     });

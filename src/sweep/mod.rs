@@ -24,6 +24,8 @@ use mmflow_pipeline::{Pipeline, Progress, RunOptions, RunSummary, StageOutcome};
 
 use mmflow_study::compare;
 
+use crate::json;
+
 /// The folder of a sweep's runs inside the base run directory: stage ids never contain a dot,
 /// so no stage's outputs can share it.
 const SWEEP_FOLDER: &str = "mmflow.sweep";
@@ -66,6 +68,26 @@ pub struct Request<'a> {
     pub expect: Option<&'a str>,
     /// Progress bars.
     pub progress: Progress,
+    /// Print `--json`'s document on stdout (the account of the runs goes to stderr).
+    pub json: bool,
+}
+
+/// Where a sweep's account of its runs is printed: stdout, or stderr when stdout carries
+/// `--json`'s document.
+#[derive(Debug, Clone, Copy)]
+pub struct Say {
+    json: bool,
+}
+
+impl Say {
+    /// Prints one line of the account.
+    fn line(self, text: std::fmt::Arguments<'_>) {
+        if self.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
 }
 
 /// The part of a sweep one process runs.
@@ -100,6 +122,7 @@ struct Sweep {
     root: PathBuf,
     runs: Vec<SweepRun>,
     section: mmflow_pipeline::sweep::SweepSection,
+    say: Say,
 }
 
 /// Runs the sweep of `request.file`.
@@ -141,6 +164,9 @@ pub fn sweep(request: Request<'_>) -> Result<Outcome> {
             ExecutorChoice::Slurm => {
                 let submitted = slurm::submit(&sweep, request.set, request.out, request.wait)?;
                 if !request.wait && submitted {
+                    if request.json {
+                        json::print(&document(&sweep, &[], None, true))?;
+                    }
                     return Ok(Outcome::Submitted);
                 }
             }
@@ -231,6 +257,7 @@ fn load(request: &Request<'_>) -> Result<Option<Sweep>> {
         root,
         runs,
         section,
+        say: Say { json: request.json },
     }))
 }
 
@@ -245,14 +272,14 @@ fn run_task(sweep: &Sweep, index: usize, options: &RunOptions) -> Result<Outcome
         );
         return Ok(Outcome::Invalid);
     };
-    Ok(match run_one(run, options) {
+    Ok(match run_one(run, options, sweep.say) {
         Some(summary) if !summary.failed() => Outcome::Done,
         _ => Outcome::Failed,
     })
 }
 
 /// Runs one point × seed and prints what happened; `None` if it could not start.
-fn run_one(run: &SweepRun, options: &RunOptions) -> Option<RunSummary> {
+fn run_one(run: &SweepRun, options: &RunOptions, say: Say) -> Option<RunSummary> {
     let p = &run.pipeline;
     // A point that cannot run (its run directory busy, its lock refused) is one unfinished
     // point: the others still run, and it is listed below.
@@ -263,12 +290,12 @@ fn run_one(run: &SweepRun, options: &RunOptions) -> Option<RunSummary> {
             return None;
         }
     };
-    println!(
+    say.line(format_args!(
         "{}: {} · {}",
         run.label(),
         counts(&summary),
         p.run_dir.display()
-    );
+    ));
     for (id, outcome) in &summary.stages {
         if let StageOutcome::Failed { error } = outcome {
             eprintln!("error: {}: stage `{id}` failed: {error}", run.label());
@@ -345,7 +372,7 @@ fn run_shared(sweep: &Sweep, options: &RunOptions) -> Option<RunSummary> {
     let p = shared_pipeline(sweep)?;
     match mmflow_pipeline::run(&p, options) {
         Ok(summary) => {
-            println!(
+            sweep.say.line(format_args!(
                 "stages every run shares ({}): {} · {}",
                 p.stages
                     .iter()
@@ -354,7 +381,7 @@ fn run_shared(sweep: &Sweep, options: &RunOptions) -> Option<RunSummary> {
                     .join(", "),
                 counts(&summary),
                 p.run_dir.display()
-            );
+            ));
             Some(summary)
         }
         Err(e) => {
@@ -370,10 +397,14 @@ fn collect(sweep: &Sweep) -> Result<Outcome> {
     // Only finished runs are compared (the same decision as `compare` and `report`).
     let mut finished = Vec::new();
     let mut unfinished = Vec::new();
+    let mut problems = Vec::new();
     let submitted = slurm::Submission::load(root)?;
     for (index, run) in sweep.runs.iter().enumerate() {
         match RunRecord::load(&run.pipeline.run_dir) {
-            Ok(_) => finished.push(run.pipeline.run_dir.clone()),
+            Ok(_) => {
+                finished.push(run.pipeline.run_dir.clone());
+                problems.push(None);
+            }
             Err(e) => {
                 let job = submitted
                     .as_ref()
@@ -381,6 +412,7 @@ fn collect(sweep: &Sweep) -> Result<Outcome> {
                     .map(|j| format!(" [{j}]"))
                     .unwrap_or_default();
                 unfinished.push(format!("{}: {e}{job}", run.label()));
+                problems.push(Some(format!("{e}{job}")));
             }
         }
     }
@@ -396,10 +428,15 @@ fn collect(sweep: &Sweep) -> Result<Outcome> {
             sort: None,
             parquet: parquet.clone(),
         })?;
-        println!("\n{table}");
+        sweep.say.line(format_args!("\n{table}"));
+    }
+    if sweep.say.json {
+        json::print(&document(sweep, &problems, parquet.as_deref(), false))?;
     }
     if let Some(path) = parquet {
-        println!("comparison table: {}", path.display());
+        sweep
+            .say
+            .line(format_args!("comparison table: {}", path.display()));
         return Ok(Outcome::Done);
     }
     // A table of an earlier, complete sweep would no longer describe these runs. Removed only
@@ -421,6 +458,41 @@ fn collect(sweep: &Sweep) -> Result<Outcome> {
         eprintln!("  {line}");
     }
     Ok(Outcome::Failed)
+}
+
+/// `--json`'s document: every run, with why it is unfinished (`problems`, by run; none
+/// given: every run not compared yet, its jobs `submitted`).
+fn document(
+    sweep: &Sweep,
+    problems: &[Option<String>],
+    comparison: Option<&Path>,
+    submitted: bool,
+) -> json::SweepDocument {
+    let runs = sweep
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(index, run)| {
+            let problem = match problems.get(index) {
+                Some(problem) => problem.clone(),
+                None => Some("submitted: not finished yet".into()),
+            };
+            json::SweepRunDocument {
+                point: run.point.clone(),
+                seed: run.seed,
+                run_dir: run.pipeline.run_dir.clone(),
+                finished: problem.is_none(),
+                problem,
+            }
+        })
+        .collect();
+    json::SweepDocument {
+        format: json::FORMAT,
+        folder: sweep.root.clone(),
+        runs,
+        comparison: comparison.map(Path::to_path_buf),
+        submitted,
+    }
 }
 
 fn report(file: &Path, problems: Vec<String>) {

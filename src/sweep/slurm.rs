@@ -135,7 +135,9 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
         .map(|(i, _)| i)
         .collect();
     if unfinished.is_empty() {
-        println!("every run of the sweep is finished: nothing to submit");
+        sweep.say.line(format_args!(
+            "every run of the sweep is finished: nothing to submit"
+        ));
         return Ok(false);
     }
     let folder = sweep.root.join(SLURM_FOLDER);
@@ -207,7 +209,7 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
     };
     let json = serde_json::to_vec_pretty(&submission)?;
     write_atomically(&folder.join(SUBMISSION_FILE), &json)?;
-    println!(
+    sweep.say.line(format_args!(
         "submitted job array {array_job}: {} of {} runs (tasks {}){}; logs in {}",
         unfinished.len(),
         sweep.runs.len(),
@@ -221,12 +223,12 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
             .map(|j| format!(", after job {j} (the stages every run shares)"))
             .unwrap_or_default(),
         folder.display()
-    );
+    ));
     let Some(squeue) = squeue else {
-        println!(
+        sweep.say.line(format_args!(
             "when it has finished: mmflow sweep {} --collect (or run the sweep again: only unfinished runs are submitted)",
             sweep.file.display()
-        );
+        ));
         return Ok(true);
     };
     let mut jobs = vec![array_job];

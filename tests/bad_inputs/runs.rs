@@ -323,6 +323,45 @@ const CASES: &[Case] = &[
         may_write: &[],
     },
     Case {
+        what: "inspect --verify of a metrics table with flipped bytes",
+        setup: |d| {
+            finished(d);
+            flip_bytes(d, "eval/metrics.parquet");
+        },
+        args: &["inspect", RUN, "--verify", "--json"],
+        code: 1,
+        says: &["eval/metrics.parquet", "stage `eval`", "has changed"],
+        may_write: &[],
+    },
+    Case {
+        what: "inspect of a run whose lock records an output at ../",
+        setup: |d| metrics_recorded_at(d, "../../../canary.parquet"),
+        args: &["inspect", RUN, "--verify"],
+        code: 1,
+        says: &["mmflow.lock", "stage `eval`", "../../../canary.parquet"],
+        may_write: &[],
+    },
+    Case {
+        what: "inspect --table naming no output (a path instead)",
+        setup: finished,
+        args: &["inspect", RUN, "--table", "../../etc.passwd"],
+        code: 2,
+        says: &[
+            "--table ../../etc.passwd",
+            "the run has no stage",
+            "its stages are",
+        ],
+        may_write: &[],
+    },
+    Case {
+        what: "inspect after a re-run with new settings failed",
+        setup: failed_rerun,
+        args: &["inspect", RUN, "--json"],
+        code: 1,
+        says: &["unfinished run"],
+        may_write: &[],
+    },
+    Case {
         what: "truncated metrics table",
         setup: |d| {
             finished(d);

@@ -40,6 +40,11 @@ impl Modality {
         &self.pooled[r * self.dim..(r + 1) * self.dim]
     }
 
+    /// How many frames row `r` has.
+    pub fn frames_in(&self, r: usize) -> usize {
+        self.offsets[r + 1] - self.offsets[r]
+    }
+
     /// Frames of row `r`.
     pub fn frames_of(&self, r: usize) -> &[f32] {
         &self.frames[self.offsets[r] * self.dim..self.offsets[r + 1] * self.dim]
@@ -298,5 +303,8 @@ pub fn padded_mean_batch(
 
 /// The most frames any row of `m` has.
 pub fn longest(m: &Modality) -> usize {
-    m.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+    (0..m.offsets.len().saturating_sub(1))
+        .map(|r| m.frames_in(r))
+        .max()
+        .unwrap_or(0)
 }

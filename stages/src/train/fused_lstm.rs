@@ -5,7 +5,8 @@
 //! not arithmetic, dominates. This op takes the input projections of all steps
 //! (`B × T × 4H`, computed beforehand as one matrix product) and the recurrent weights
 //! (`4H × H`), runs the recurrence in plain loops with one small matrix product per step, and
-//! returns the state after each sequence's last true step (`B × H`). Its backward runs
+//! returns the state after each sequence's last true step (`B × H`), or the state after every
+//! step (`B × T × H`, zero past a sequence's end: what a next layer reads). Its backward runs
 //! back-propagation through time from the gate activations the forward pass kept (a training
 //! pass keeps them; otherwise the backward recomputes them): gradients for the projections
 //! (from which candle's autograd reaches the input weights, bias and inputs) and for the
@@ -30,6 +31,15 @@ use crate::linalg::matmul;
 /// Rows of the batch per independently computed block.
 pub const BLOCK_ROWS: usize = 16;
 
+/// What the op returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returns {
+    /// The state after each sequence's last true step, `B × H`.
+    Final,
+    /// The state after every step, `B × T × H` (zero past a sequence's end).
+    EveryStep,
+}
+
 /// The recurrence over right-padded sequences with true `lengths`.
 pub struct FusedLstm {
     /// True length of each sequence.
@@ -38,6 +48,8 @@ pub struct FusedLstm {
     hidden: usize,
     /// Run from the last step to the first.
     reverse: bool,
+    /// The final states, or every step's.
+    returns: Returns,
     /// Keep the forward pass's trace for the backward pass.
     keep: bool,
     /// The forward pass's traces, one per block, until the backward pass takes them.
@@ -115,8 +127,25 @@ impl FusedLstm {
             lengths,
             hidden,
             reverse,
+            returns: Returns::Final,
             keep,
             kept: Mutex::new(None),
+        }
+    }
+
+    /// The same op returning the state after every step (`B × T × H`).
+    pub fn every_step(self) -> FusedLstm {
+        FusedLstm {
+            returns: Returns::EveryStep,
+            ..self
+        }
+    }
+
+    /// Values the op returns per sequence: H, or T × H.
+    fn returned_per_row(&self, t: usize) -> usize {
+        match self.returns {
+            Returns::Final => self.hidden,
+            Returns::EveryStep => t * self.hidden,
         }
     }
 
@@ -138,7 +167,7 @@ impl FusedLstm {
     }
 
     /// Runs the recurrence of every block (in parallel); returns the final hidden states
-    /// (`B × H`) and, if asked, each block's trace.
+    /// (`B × H`) or every step's (`B × T × H`) and, if asked, each block's trace.
     fn run(
         &self,
         projected: &[f32],
@@ -148,7 +177,7 @@ impl FusedLstm {
     ) -> (Vec<f32>, Option<Vec<Trace>>) {
         if t == 0 || self.hidden == 0 {
             return (
-                vec![0.0; self.lengths.len() * self.hidden],
+                vec![0.0; self.lengths.len() * self.returned_per_row(t)],
                 keep.then(Vec::new),
             );
         }
@@ -157,7 +186,7 @@ impl FusedLstm {
             .par_iter()
             .map(|block| self.run_block(block, w_hh, t, keep))
             .collect();
-        let mut h = Vec::with_capacity(self.lengths.len() * self.hidden);
+        let mut h = Vec::with_capacity(self.lengths.len() * self.returned_per_row(t));
         let mut traces = Vec::with_capacity(runs.len());
         for (block_h, trace) in runs {
             h.extend_from_slice(&block_h);
@@ -166,7 +195,8 @@ impl FusedLstm {
         (h, keep.then_some(traces))
     }
 
-    /// The recurrence of one block: its final hidden states (`b × H`) and, if asked, its trace.
+    /// The recurrence of one block: its final hidden states (`b × H`) or every step's
+    /// (`b × T × H`) and, if asked, its trace.
     fn run_block(
         &self,
         block: &Block<'_>,
@@ -181,6 +211,10 @@ impl FusedLstm {
         let mut h = vec![0f32; b * hid];
         let mut c = vec![0f32; b * hid];
         let mut gates = vec![0f32; b * h4];
+        let mut steps = match self.returns {
+            Returns::Final => Vec::new(),
+            Returns::EveryStep => vec![0f32; b * t * hid],
+        };
         let mut trace = keep.then(|| Trace {
             gates: vec![0.0; t * b * h4],
             c_prev: vec![0.0; t * b * hid],
@@ -218,18 +252,24 @@ impl FusedLstm {
                 for ((hj, &oj), &cj) in hr.iter_mut().zip(&*o).zip(&*cr) {
                     *hj = oj * tanh(cj);
                 }
+                if self.returns == Returns::EveryStep {
+                    steps[(r * t + s) * hid..(r * t + s + 1) * hid].copy_from_slice(hr);
+                }
             }
             if let Some(tr) = trace.as_mut() {
                 tr.gates[k * b * h4..(k + 1) * b * h4].copy_from_slice(&gates);
                 tr.c_new[k * b * hid..(k + 1) * b * hid].copy_from_slice(&c);
             }
         }
-        (h, trace)
+        match self.returns {
+            Returns::Final => (h, trace),
+            Returns::EveryStep => (steps, trace),
+        }
     }
 
     /// Back-propagation through time: gradients of the projections (`B × T × 4H`) and of the
-    /// recurrent weights (`4H × H`) given the gradient of the final states, from the traces
-    /// the forward pass kept (or recomputed).
+    /// recurrent weights (`4H × H`) given the gradient of what the op returned (the final
+    /// states, or every step's), from the traces the forward pass kept (or recomputed).
     fn backward(
         &self,
         projected: &[f32],
@@ -248,6 +288,7 @@ impl FusedLstm {
             Some(traces) => traces,
             None => self.run(projected, w_hh, t, true).1.unwrap_or_default(),
         };
+        let per_row = self.returned_per_row(t);
         // Pre-activation gate gradients of every step, block by block in processing order
         // (blocks × T × b × 4H), and the projections' gradients (B × T × 4H).
         let mut dgates = vec![0f32; t * b * h4];
@@ -255,7 +296,7 @@ impl FusedLstm {
         dgates
             .par_chunks_mut(t * BLOCK_ROWS * h4)
             .zip(dprojected.par_chunks_mut(BLOCK_ROWS * t * h4))
-            .zip(grad_h.par_chunks(BLOCK_ROWS * hid))
+            .zip(grad_h.par_chunks(BLOCK_ROWS * per_row))
             .zip(self.lengths.par_chunks(BLOCK_ROWS))
             .zip(&traces)
             .for_each(|((((dgates, dprojected), grad_h), lengths), trace)| {
@@ -286,24 +327,37 @@ impl FusedLstm {
         (dprojected, dw)
     }
 
-    /// One block's BPTT: its pre-activation gate gradients (`T × b × 4H`, processing order).
+    /// One block's BPTT: its pre-activation gate gradients (`T × b × 4H`, processing order)
+    /// from `grad` (of the final states, `b × H`, or of every step's, `b × T × H`).
     fn backward_block(
         &self,
         tr: &Trace,
         lengths: &[usize],
         w_hh: &[f32],
         t: usize,
-        grad_h: &[f32],
+        grad: &[f32],
         dgates: &mut [f32],
     ) {
         let h4 = 4 * self.hidden;
         let hid = self.hidden;
         let b = lengths.len();
-        let mut dh = grad_h.to_vec();
+        let mut dh = match self.returns {
+            Returns::Final => grad.to_vec(),
+            Returns::EveryStep => vec![0f32; b * hid],
+        };
         let mut dc = vec![0f32; b * hid];
         let mut dh_prev = vec![0f32; b * hid];
         for k in (0..t).rev() {
             let s = self.time_of(k, t);
+            if self.returns == Returns::EveryStep {
+                // The step's own output adds its gradient to what flows back from later steps.
+                for r in (0..b).filter(|&r| s < lengths[r]) {
+                    let out = &grad[(r * t + s) * hid..(r * t + s + 1) * hid];
+                    for (d, &g) in dh[r * hid..(r + 1) * hid].iter_mut().zip(out) {
+                        *d += g;
+                    }
+                }
+            }
             let step = &mut dgates[k * b * h4..(k + 1) * b * h4];
             for r in 0..b {
                 if s >= lengths[r] {
@@ -387,7 +441,11 @@ impl CustomOp2 for FusedLstm {
         if let Ok(mut kept) = self.kept.lock() {
             *kept = traces;
         }
-        Ok((CpuStorage::F32(h), Shape::from((b, self.hidden))))
+        let shape = match self.returns {
+            Returns::Final => Shape::from((b, self.hidden)),
+            Returns::EveryStep => Shape::from((b, t, self.hidden)),
+        };
+        Ok((CpuStorage::F32(h), shape))
     }
 
     fn bwd(
@@ -398,11 +456,14 @@ impl CustomOp2 for FusedLstm {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, t) = self.dims(projected.layout(), w_hh.layout())?;
-        if grad.dims() != [b, self.hidden] {
+        let expected = match self.returns {
+            Returns::Final => vec![b, self.hidden],
+            Returns::EveryStep => vec![b, t, self.hidden],
+        };
+        if grad.dims() != expected.as_slice() {
             candle_core::bail!(
-                "fused lstm: gradient {:?} for {b} states of size {}",
-                grad.shape(),
-                self.hidden
+                "fused lstm: gradient {:?} for states {expected:?}",
+                grad.shape()
             );
         }
         let grad = grad.contiguous()?;

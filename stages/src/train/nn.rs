@@ -278,12 +278,20 @@ impl LstmDirection {
         })
     }
 
-    /// PyTorch's `nn.LSTM` layer 0 under its own names (`name.weight_ih_l0`,
-    /// `name.weight_hh_l0`, `name.bias_ih_l0`, `name.bias_hh_l0`), drawn in that order.
-    fn pytorch(store: &mut ParamStore, name: &str, input: usize, hidden: usize) -> Result<Self> {
+    /// PyTorch's `nn.LSTM` layer `layer` under its own names (`name.weight_ih_l<layer>`,
+    /// `name.weight_hh_l<layer>`, `name.bias_ih_l<layer>`, `name.bias_hh_l<layer>`), drawn in
+    /// that order.
+    fn pytorch(
+        store: &mut ParamStore,
+        name: &str,
+        layer: usize,
+        input: usize,
+        hidden: usize,
+    ) -> Result<Self> {
         let bound = 1.0 / (hidden.max(1) as f32).sqrt();
-        let mut draw =
-            |what: &str, shape: &[usize]| store.uniform(&format!("{name}.{what}_l0"), shape, bound);
+        let mut draw = |what: &str, shape: &[usize]| {
+            store.uniform(&format!("{name}.{what}_l{layer}"), shape, bound)
+        };
         Ok(LstmDirection {
             w_ih: draw("weight_ih", &[4 * hidden, input])?,
             w_hh: draw("weight_hh", &[4 * hidden, hidden])?,
@@ -328,6 +336,60 @@ impl LstmDirection {
             .apply_op2(&self.w_hh.contiguous()?, op)
     }
 
+    /// The hidden state after every step of `x` (B × T × D, every step a true one), B × T × H:
+    /// what a next layer reads. On the CPU one fused op (keeping its gate activations for the
+    /// backward pass when `train`), elsewhere candle's element-wise ops.
+    fn every_step(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if !x.device().is_cpu() {
+            return self.every_step_unfused(x);
+        }
+        let (b, t, _) = x.dims3()?;
+        let op = FusedLstm::new(vec![t; b], self.hidden, false, train).every_step();
+        self.project(x)?
+            .contiguous()?
+            .apply_op2(&self.w_hh.contiguous()?, op)
+    }
+
+    /// [`Self::every_step`] with candle's element-wise ops (any device).
+    fn every_step_unfused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let h = self.hidden;
+        let projected = self.project(x)?;
+        let w_hh_t = self.w_hh.t()?;
+        let mut state_h = Tensor::zeros((b, h), x.dtype(), x.device())?;
+        let mut state_c = state_h.clone();
+        let mut outputs = Vec::with_capacity(t);
+        for step in 0..t {
+            (state_h, state_c) = self.cell(&projected, &w_hh_t, step, &state_h, &state_c)?;
+            outputs.push(state_h.clone());
+        }
+        Tensor::stack(&outputs, 1)
+    }
+
+    /// One step of the recurrence with candle's ops: the new hidden and cell states (B × H)
+    /// from the step's input projections, `W_hhᵀ` and the previous states.
+    fn cell(
+        &self,
+        projected: &Tensor,
+        w_hh_t: &Tensor,
+        step: usize,
+        state_h: &Tensor,
+        state_c: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let h = self.hidden;
+        let gates = projected
+            .narrow(1, step, 1)?
+            .squeeze(1)?
+            .add(&state_h.matmul(w_hh_t)?)?;
+        let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h)?)?;
+        let f = candle_nn::ops::sigmoid(&gates.narrow(1, h, h)?)?;
+        let g = gates.narrow(1, 2 * h, h)?.tanh()?;
+        let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h, h)?)?;
+        let c = f.mul(state_c)?.add(&i.mul(&g)?)?;
+        let new_h = o.mul(&c.tanh()?)?;
+        Ok((new_h, c))
+    }
+
     /// The same recurrence with candle's element-wise ops (any device); `mask` is B × T
     /// (1 = true step).
     fn run_unfused(&self, x: &Tensor, mask: &Tensor, reverse: bool) -> candle_core::Result<Tensor> {
@@ -343,16 +405,7 @@ impl LstmDirection {
             (0..t).collect()
         };
         for step in steps {
-            let gates = projected
-                .narrow(1, step, 1)?
-                .squeeze(1)?
-                .add(&state_h.matmul(&w_hh_t)?)?;
-            let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h)?)?;
-            let f = candle_nn::ops::sigmoid(&gates.narrow(1, h, h)?)?;
-            let g = gates.narrow(1, 2 * h, h)?.tanh()?;
-            let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h, h)?)?;
-            let c = f.mul(&state_c)?.add(&i.mul(&g)?)?;
-            let new_h = o.mul(&c.tanh()?)?;
+            let (new_h, c) = self.cell(&projected, &w_hh_t, step, &state_h, &state_c)?;
             // Steps past a sequence's end leave its state unchanged.
             let m = mask.narrow(1, step, 1)?;
             state_c = m
@@ -402,7 +455,7 @@ impl Lstm {
         hidden: usize,
     ) -> Result<Lstm> {
         Ok(Lstm {
-            forward_dir: LstmDirection::pytorch(store, name, input, hidden)?,
+            forward_dir: LstmDirection::pytorch(store, name, 0, input, hidden)?,
             backward_dir: None,
             output_dim: hidden,
         })
@@ -422,6 +475,49 @@ impl Lstm {
             }
             None => Ok(fw),
         }
+    }
+}
+
+/// PyTorch's `nn.LSTM(input, hidden, num_layers, batch_first=True)`, one direction, under its
+/// parameter names (`name.weight_ih_l<k>`, …): each layer after the first reads the previous
+/// one's outputs at every step.
+pub struct StackedLstm {
+    layers: Vec<LstmDirection>,
+}
+
+impl StackedLstm {
+    /// `layers` layers of width `hidden` over `input`-wide steps.
+    pub fn pytorch(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        hidden: usize,
+        layers: usize,
+    ) -> Result<StackedLstm> {
+        let layers = (0..layers)
+            .map(|k| {
+                let width = if k == 0 { input } else { hidden };
+                LstmDirection::pytorch(store, name, k, width, hidden)
+            })
+            .collect::<Result<_>>()?;
+        Ok(StackedLstm { layers })
+    }
+
+    /// The last layer's state after the last step of `x` (B × T × D, every step run, as
+    /// `nn.LSTM` on a padded batch), B × hidden: PyTorch's `h_n[-1]`. `between` is applied to
+    /// each layer's outputs before the next layer reads them (PyTorch's inter-layer dropout).
+    pub fn forward(&self, x: &Tensor, pass: &mut Pass<'_>, between: f32) -> Result<Tensor> {
+        let (b, t, _) = x.dims3().map_err(err("lstm"))?;
+        let Some((last, below)) = self.layers.split_last() else {
+            return Err(StageError::Internal("an LSTM without layers".into()));
+        };
+        let mut steps = x.clone();
+        for layer in below {
+            let outputs = layer.every_step(&steps, pass.train).map_err(err("lstm"))?;
+            steps = dropout(&outputs, between, pass)?;
+        }
+        last.run(&steps, &vec![t; b], false, pass.train)
+            .map_err(err("lstm"))
     }
 }
 
@@ -603,6 +699,67 @@ mod tests {
                 ("d bias", bias),
             ] {
                 close(gf.get(p).unwrap(), gp.get(p).unwrap(), name);
+            }
+        }
+    }
+
+    /// Every step's states from the fused op (what a stacked LSTM's next layer reads) equal
+    /// those of candle's element-wise ops, and so do the gradients that flow back into every
+    /// step, with and without the kept trace, over more than one block of rows.
+    #[test]
+    fn fused_every_step_states_match_the_elementwise_recurrence() {
+        let (b, t, d, h) = (super::super::fused_lstm::BLOCK_ROWS + 3, 6, 4, 5);
+        let mut store = ParamStore::new(4, &Device::Cpu);
+        let dir = LstmDirection::pytorch(&mut store, "l", 1, d, h).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let x: Vec<f32> = (0..b * t * d)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
+        let x = Var::from_tensor(&Tensor::from_vec(x, (b, t, d), &Device::Cpu).unwrap()).unwrap();
+        // A weight per output value: the gradient reaching each step differs.
+        let weights = Tensor::from_vec(
+            (0..b * t * h)
+                .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+                .collect::<Vec<_>>(),
+            (b, t, h),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for train in [true, false] {
+            let fused = dir.every_step(x.as_tensor(), train).unwrap();
+            let plain = dir.every_step_unfused(x.as_tensor()).unwrap();
+            assert_eq!(fused.dims(), [b, t, h]);
+            let grads = [&fused, &plain].map(|o| {
+                o.mul(&weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            });
+            let worst = |a: &Tensor, b: &Tensor| {
+                let (a, b) = (
+                    a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                a.iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max)
+            };
+            assert!(worst(&fused, &plain) < 1e-5, "states (train {train})");
+            let LstmBias::Pair(b_ih, b_hh) = &dir.bias else {
+                unreachable!("PyTorch's layout has two biases")
+            };
+            for (name, p) in [
+                ("d input", x.as_tensor()),
+                ("d w_ih", &dir.w_ih),
+                ("d w_hh", &dir.w_hh),
+                ("d b_ih", b_ih),
+                ("d b_hh", b_hh),
+            ] {
+                let diff = worst(grads[0].get(p).unwrap(), grads[1].get(p).unwrap());
+                assert!(diff < 1e-4, "{name} (train {train}): differs by {diff}");
             }
         }
     }

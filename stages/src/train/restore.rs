@@ -9,7 +9,7 @@ use super::checkpoint::{AdaptersCheckpoint, LoadedAdapters, ModelCheckpoint};
 use super::data::{Dataset, Feed};
 use super::model::{Architecture, Model};
 use super::weights::ParamStore;
-use super::zoo::adapters_refused;
+use super::zoo::{adapters_refused, check_aligned};
 use crate::slots;
 
 /// A model checkpoint and its data, ready to predict or train.
@@ -61,6 +61,9 @@ impl Restored {
         let feeds = model.feeds();
         let frames: Vec<bool> = feeds.iter().map(|f| f.needs_frames()).collect();
         let data = Dataset::load(ctx.input(slots::SEGMENTS)?, &features, &frames)?;
+        if let Some(zoo) = &arch.zoo {
+            check_aligned(zoo.model, &data, zoo.roles)?;
+        }
         for m in &data.modalities {
             let width = adapters
                 .as_ref()

@@ -521,6 +521,7 @@ fn zoo_architecture(
         _ => String::new(),
     };
     let defaults_from = zoo::defaults_dataset(&dataset).to_string();
+    zoo::check_aligned(model, data, roles)?;
     let text = &data.modalities[roles[0]];
     let text_steps = longest(text);
     if text_steps > zoo::MAX_TEXT_LENGTH {

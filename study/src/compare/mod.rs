@@ -41,6 +41,13 @@ pub struct Options {
 /// Compares the evaluations of `options.runs`; writes the `comparison` table if asked for
 /// (checked before any run is read) and returns the Markdown table.
 pub fn compare(options: &Options) -> Result<String> {
+    let (comparison, order) = comparison(options)?;
+    Ok(comparison.markdown(&order))
+}
+
+/// The comparison of `options.runs` and the order its groups are shown in; writes the
+/// `comparison` table if asked for (checked before any run is read).
+pub fn comparison(options: &Options) -> Result<(Comparison, Vec<usize>)> {
     if options.runs.is_empty() {
         bail!("name at least one run directory");
     }
@@ -56,7 +63,7 @@ pub fn compare(options: &Options) -> Result<String> {
     if let Some(path) = &options.parquet {
         write_parquet(path, &comparison.rows(), &options.runs)?;
     }
-    Ok(comparison.markdown(&order))
+    Ok((comparison, order))
 }
 
 /// A group of evaluations that differ only by seed.

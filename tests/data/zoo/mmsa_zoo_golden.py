@@ -1,4 +1,4 @@
-"""Writes `<model>.safetensors` for `lf_dnn`, `tfn` and `lmf`: MMSA's own modules built with fixed
+"""Writes `<model>.safetensors` for `lf_dnn`, `tfn`, `lmf` and `ef_lstm`: MMSA's own modules built with fixed
 seeds, their weights, a batch of inputs, the output, every parameter's gradient of the L1
 loss, and the parameters (and batch-norm statistics) after 3 optimiser steps, taken as MMSA's
 trainers take them. `stages/src/train/zoo/tests.rs` loads the same weights into mmflow's
@@ -9,20 +9,23 @@ models and checks every number.
 Needs torch, safetensors and MMSA 2.2.1 (`pip install --no-deps mmsa==2.2.1`; the model files
 are read from its installed folder without importing the package, whose `__init__` pulls in
 transformers). Tests never run this script: they read what it wrote. Also writes
-`mmsa_defaults.json`, the `datasetParams` (and `early_stop`) of the three models from MMSA's
+`mmsa_defaults.json`, the `datasetParams` (and `early_stop`) of the four models from MMSA's
 `config/config_regression.json`, which mmflow's defaults and recipe are checked against
-(`weight_decay`, `text_out`, `post_fusion_dim`, `rank`, `factor_lr` null where the config
-has none).
+(`weight_decay`, `text_out`, `post_fusion_dim`, `rank`, `factor_lr`, `num_layers`, `dropout`
+null where the config has none).
 
 Dropout is 0 (as the golden tests need); batch normalisation runs in training mode (batch
 statistics; running statistics updated), and the eval-mode output after the 3 steps (running
 statistics) is kept too. The text batch has zero-padded tails of different lengths: MMSA's
-`TextSubNet` runs its LSTM over every padded step, and so must mmflow's.
+`TextSubNet` runs its LSTM over every padded step, and so must mmflow's. EF-LSTM takes aligned
+sequences (`need_data_aligned`): its audio and video are B × T × D too, zero-padded past the
+same lengths as the text, and its LSTM has two layers (the second reads the first's outputs).
 
 Tensors in each file:
 - `model.<name>`: the initial state dict (MMSA's names, `model.` in front; TFN's constant
   `output_range` / `output_shift` and batch norm's `num_batches_tracked` left out);
-- `input.text` (B × T × D), `input.audio`, `input.video` (B × D), `input.label` (B);
+- `input.text` (B × T × D), `input.audio`, `input.video` (B × D; EF-LSTM: B × T × D),
+  `input.label` (B);
 - `output.train` (B), `output.eval_after` (B);
 - `grad.<name>` (the first step's gradients), `after.<name>` (after 3 steps).
 """
@@ -67,6 +70,8 @@ def mmsa_models():
                     "MMSA.models.singleTask").TFN,
         "lmf": load("MMSA.models.singleTask.LMF", single / "LMF.py",
                     "MMSA.models.singleTask").LMF,
+        "ef_lstm": load("MMSA.models.singleTask.EF_LSTM", single / "EF_LSTM.py",
+                        "MMSA.models.singleTask").EF_LSTM,
     }
 
 
@@ -87,24 +92,37 @@ ARGS = Args(
     train_mode="regression",
     num_classes=1,
 )
+# EF-LSTM's own (`hidden_dims` is one width there): two layers, so that the second reads the
+# first's outputs; `seq_lens` is the aligned batch's length.
+EF_ARGS = Args({**ARGS, "hidden_dims": 7, "num_layers": 2, "dropout": 0.0, "seq_lens": T})
 # The optimiser MMSA's trainer builds (`MMSA/trains/singleTask/<MODEL>.py`), with the
 # golden tests' learning rate: LF_DNN's Adam has weight decay; TFN's has none and skips its
 # two constant parameters (`list(model.parameters())[2:]`); LMF's trains its three factors at
 # `factor_lr` and its sub-networks at `learning_rate` (`[:3]` and `[5:]`: its fusion weights
 # and bias are never trained), both with weight decay.
 OPTIM = {"lf_dnn": {"lr": 0.01, "weight_decay": 0.01}, "tfn": {"lr": 0.01, "weight_decay": 0.0},
-         "lmf": {"lr": 0.01, "factor_lr": 0.02, "weight_decay": 0.005}}
+         "lmf": {"lr": 0.01, "factor_lr": 0.02, "weight_decay": 0.005},
+         "ef_lstm": {"lr": 0.01, "weight_decay": 0.005}}
 SKIP = {"output_range", "output_shift"}
 
 
-def inputs():
+LENGTHS = [5, 3, 1, 4, 2, 5]
+
+
+def inputs(aligned=False):
+    """Text B × T × D zero-padded past `LENGTHS`; audio and video B × D (aligned: B × T × D,
+    padded past the same lengths)."""
     g = torch.Generator().manual_seed(7)
     text = torch.randn(B, T, DIMS["text"], generator=g)
-    lengths = [5, 3, 1, 4, 2, 5]
-    for i, n in enumerate(lengths):
+    for i, n in enumerate(LENGTHS):
         text[i, n:] = 0.0
-    audio = torch.randn(B, DIMS["audio"], generator=g)
-    video = torch.randn(B, DIMS["video"], generator=g) * 2.0 + 0.5
+    shape = (B, T) if aligned else (B,)
+    audio = torch.randn(*shape, DIMS["audio"], generator=g)
+    video = torch.randn(*shape, DIMS["video"], generator=g) * 2.0 + 0.5
+    if aligned:
+        for i, n in enumerate(LENGTHS):
+            audio[i, n:] = 0.0
+            video[i, n:] = 0.0
     label = torch.rand(B, generator=g) * 6.0 - 3.0
     return text, audio, video, label
 
@@ -116,9 +134,13 @@ def state(model):
 
 def golden(name, cls):
     torch.manual_seed(11)
-    model = cls(ARGS)
+    aligned = name == "ef_lstm"
+    args = EF_ARGS if aligned else ARGS
+    model = cls(args)
     model.train()
-    text, audio, video, label = inputs()
+    text, audio, video, label = inputs(aligned)
+    # MMSA's loader gives the sub-network models their audio and video as B × 1 × D.
+    shaped = (lambda x: x) if aligned else (lambda x: x.unsqueeze(1))
     tensors = {f"model.{k}": v for k, v in state(model).items()}
     tensors.update({"input.text": text, "input.audio": audio, "input.video": video,
                     "input.label": label})
@@ -133,7 +155,7 @@ def golden(name, cls):
     loss_fn = torch.nn.L1Loss()
     for step in range(3):
         optimizer.zero_grad()
-        out = model(text, audio.unsqueeze(1), video.unsqueeze(1))["M"].view(-1)
+        out = model(text, shaped(audio), shaped(video))["M"].view(-1)
         loss = loss_fn(out, label)
         loss.backward()
         if step == 0:
@@ -143,19 +165,19 @@ def golden(name, cls):
     tensors.update({f"after.{k}": v for k, v in state(model).items()})
     model.eval()
     with torch.no_grad():
-        tensors["output.eval_after"] = model(text, audio.unsqueeze(1), video.unsqueeze(1))["M"].view(-1)
+        tensors["output.eval_after"] = model(text, shaped(audio), shaped(video))["M"].view(-1)
     save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(HERE / f"{name}.safetensors"),
-              metadata={"settings": json.dumps({**ARGS, **OPTIM[name], "batch": B, "steps": 3})})
+              metadata={"settings": json.dumps({**args, **OPTIM[name], "batch": B, "steps": 3})})
 
 
 def defaults():
     config = json.loads((ROOT / "config/config_regression.json").read_text())
     keep = ["hidden_dims", "text_out", "post_fusion_dim", "dropouts", "batch_size",
-            "learning_rate", "weight_decay", "rank", "factor_lr"]
+            "learning_rate", "weight_decay", "rank", "factor_lr", "num_layers", "dropout"]
     out = {m: {d: {**{k: v.get(k) for k in keep},
                    "early_stop": config[m]["commonParams"]["early_stop"]}
                for d, v in config[m]["datasetParams"].items()}
-           for m in ["lf_dnn", "tfn", "lmf"]}
+           for m in ["lf_dnn", "tfn", "lmf", "ef_lstm"]}
     (HERE / "mmsa_defaults.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 

@@ -5,11 +5,15 @@
 //! Follows MMSA 2.2.1 (thuiar/MMSA, tag `v_2.2.1`, commit
 //! `48bb2375d0ef7ec7a0b6ee2a9ca67fb80a31d2fe`): `MMSA/models/singleTask/LF_DNN.py` (`LF_DNN`),
 //! `MMSA/models/singleTask/TFN.py` (`TFN`), `MMSA/models/singleTask/LMF.py` (`LMF`),
+//! `MMSA/models/singleTask/EF_LSTM.py` (`EF_LSTM`),
 //! `MMSA/models/subNets/FeatureNets.py` (`SubNet`, `TextSubNet`) and the defaults of
 //! `MMSA/config/config_regression.json`. As MMSA's data
-//! loader does for these models (`need_normalized`), audio and video arrive as the mean over
-//! their padded length, text as the whole padded sequence (see [`ZooArchitecture::lengths`]).
+//! loader does for the sub-network models (`need_normalized`), audio and video arrive as the
+//! mean over their padded length, text as the whole padded sequence (see
+//! [`ZooArchitecture::lengths`]); EF-LSTM takes all three as padded sequences, and only
+//! aligned ones (`need_data_aligned`: see [`check_aligned`]).
 
+mod early;
 mod fusion;
 mod settings;
 mod subnets;
@@ -18,13 +22,14 @@ use candle_core::Tensor;
 use mmflow_pipeline::StageError;
 use serde::{Deserialize, Serialize};
 
+use self::early::EarlyFusionLstm;
 use self::fusion::{tensor_fusion, LowRankFusion};
 pub use self::settings::{
-    defaults_dataset, mmsa_training, ArchitectureName, MmsaSettings, MmsaTraining, Recipe,
-    Resolved, ZooModel,
+    defaults_dataset, mmsa_training, ArchitectureName, HiddenDims, MmsaSettings, MmsaTraining,
+    Recipe, Resolved, ZooModel,
 };
 use self::subnets::{SubNet, TextSubNet};
-use super::data::Feed;
+use super::data::{Dataset, Feed};
 use super::device::err;
 use super::nn::{dropout, Linear, Pass};
 use super::optim::ParamGroup;
@@ -80,7 +85,7 @@ pub const MAX_TEXT_LENGTH: usize = 10_000;
 impl ZooArchitecture {
     /// Whether this description (as a checkpoint holds it) can be built over `modalities`:
     /// three distinct roles among them, padded lengths from 1 (text at most
-    /// [`MAX_TEXT_LENGTH`]), widths and rank from 1.
+    /// [`MAX_TEXT_LENGTH`]; EF-LSTM's three equal), widths, rank and layers from 1.
     pub fn check(&self, modalities: &[&str]) -> std::result::Result<(), String> {
         let [t, a, v] = self.roles;
         if [t, a, v].iter().any(|&i| i >= modalities.len()) || t == a || t == v || a == v {
@@ -96,12 +101,27 @@ impl ZooArchitecture {
             ));
         }
         let s = &self.settings;
-        if s.hidden_dims.contains(&0)
-            || s.text_out == 0
-            || (self.model == ZooModel::Lmf && s.rank == 0)
-            || (self.model != ZooModel::Lmf && s.post_fusion_dim == 0)
-        {
-            return Err(format!("`{}` with a width or rank of 0", self.model.name()));
+        let zero = match self.model {
+            ZooModel::EfLstm => {
+                if self.lengths.iter().any(|&l| l != self.lengths[0]) {
+                    return Err(format!(
+                        "`ef_lstm` with padded lengths {:?}: aligned modalities have one length",
+                        self.lengths
+                    ));
+                }
+                s.hidden_dims[0] == 0 || s.num_layers == 0 || s.num_layers > settings::MAX_LAYERS
+            }
+            ZooModel::Lmf => s.hidden_dims.contains(&0) || s.text_out == 0 || s.rank == 0,
+            ZooModel::LfDnn | ZooModel::Tfn => {
+                s.hidden_dims.contains(&0) || s.text_out == 0 || s.post_fusion_dim == 0
+            }
+        };
+        if zero {
+            return Err(format!(
+                "`{}` with a width, rank or layer count of 0 (or over {} layers)",
+                self.model.name(),
+                settings::MAX_LAYERS
+            ));
         }
         Ok(())
     }
@@ -111,6 +131,19 @@ impl ZooArchitecture {
 pub struct ZooNet {
     /// What it was built from.
     pub arch: ZooArchitecture,
+    body: ZooBody,
+}
+
+/// The layers of a zoo model.
+enum ZooBody {
+    /// LF-DNN, TFN, LMF: a sub-network per modality, then a fusion.
+    SubNets(Box<SubNetworks>),
+    /// EF-LSTM: the modalities fused first.
+    Early(Box<EarlyFusionLstm>),
+}
+
+/// LF-DNN's, TFN's and LMF's layers.
+struct SubNetworks {
     audio: SubNet,
     video: SubNet,
     text: TextSubNet,
@@ -136,61 +169,41 @@ impl ZooNet {
         widths: [usize; 3],
         heads: usize,
     ) -> Result<ZooNet> {
-        let s = arch.settings;
-        let [text_hidden, audio_hidden, video_hidden] = s.hidden_dims;
-        let [audio_p, video_p, _, _] = s.dropouts;
-        let audio = SubNet::new(
-            store,
-            "model.audio_subnet",
-            widths[1],
-            audio_hidden,
-            audio_p,
-        )?;
-        let video = SubNet::new(
-            store,
-            "model.video_subnet",
-            widths[2],
-            video_hidden,
-            video_p,
-        )?;
-        let text = TextSubNet::new(
-            store,
-            "model.text_subnet",
-            widths[0],
-            text_hidden,
-            s.text_out,
-        )?;
-        let widths = [s.text_out, audio_hidden, video_hidden];
-        let fusion = match arch.model {
-            ZooModel::LfDnn => Fusion::Late(post_fusion(store, widths.iter().sum(), &s, heads)?),
-            ZooModel::Tfn => {
-                let fused = widths.iter().map(|w| w + 1).product();
-                Fusion::Tensor(post_fusion(store, fused, &s, heads)?)
-            }
-            ZooModel::Lmf => Fusion::LowRank(LowRankFusion::new(store, widths, s.rank, heads)?),
+        let body = match arch.model {
+            ZooModel::EfLstm => ZooBody::Early(Box::new(EarlyFusionLstm::new(
+                store,
+                &arch.settings,
+                arch.lengths[0],
+                widths.iter().sum(),
+                heads,
+            )?)),
+            _ => sub_networks(store, arch, widths, heads)?,
         };
         Ok(ZooNet {
             arch: arch.clone(),
-            audio,
-            video,
-            text,
-            fusion,
+            body,
         })
     }
 
     /// How each of `n` modalities reaches the model: text padded to its length, audio and
-    /// video averaged over theirs.
+    /// video averaged over theirs (EF-LSTM: all three padded).
     pub fn feeds(&self, n: usize) -> Vec<Feed> {
         let mut feeds = vec![Feed::Pooled; n];
         let [text, audio, video] = self.arch.roles;
         let [text_len, audio_len, video_len] = self.arch.lengths;
         feeds[text] = Feed::Padded(text_len);
-        feeds[audio] = Feed::PaddedMean(audio_len);
-        feeds[video] = Feed::PaddedMean(video_len);
+        if let ZooBody::Early(_) = self.body {
+            feeds[audio] = Feed::Padded(audio_len);
+            feeds[video] = Feed::Padded(video_len);
+        } else {
+            feeds[audio] = Feed::PaddedMean(audio_len);
+            feeds[video] = Feed::PaddedMean(video_len);
+        }
         feeds
     }
 
-    /// B × heads from text (B × T × D, padded), audio and video (B × D, averaged).
+    /// B × heads from text (B × T × D, padded), audio and video (B × D, averaged; EF-LSTM:
+    /// B × T × D, padded as the text).
     pub fn forward(
         &self,
         text: &Tensor,
@@ -198,11 +211,15 @@ impl ZooNet {
         video: &Tensor,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
-        let audio_h = self.audio.forward(audio, pass)?;
-        let video_h = self.video.forward(video, pass)?;
-        let text_h = self.text.forward(text, pass.train)?;
+        let nets = match &self.body {
+            ZooBody::Early(net) => return net.forward(text, audio, video, pass),
+            ZooBody::SubNets(nets) => nets,
+        };
+        let audio_h = nets.audio.forward(audio, pass)?;
+        let video_h = nets.video.forward(video, pass)?;
+        let text_h = nets.text.forward(text, pass.train)?;
         let post_dropout = self.arch.settings.dropouts[3];
-        match &self.fusion {
+        match &nets.fusion {
             Fusion::Late(layers) => {
                 let fused =
                     Tensor::cat(&[audio_h, video_h, text_h], 1).map_err(err("late fusion"))?;
@@ -225,7 +242,10 @@ impl ZooNet {
     /// rate: all of them at 1, but LMF's factors at `factor_lr` and its fusion weights and
     /// bias not at all (`[{params[:3], factor_lr}, {params[5:], learning_rate}]`).
     pub fn mmsa_groups(&self, store: &ParamStore, training: &MmsaTraining) -> Vec<ParamGroup> {
-        let Fusion::LowRank(lmf) = &self.fusion else {
+        let ZooBody::SubNets(nets) = &self.body else {
+            return vec![store.vars().into()];
+        };
+        let Fusion::LowRank(lmf) = &nets.fusion else {
             return vec![store.vars().into()];
         };
         let factors = lmf.factor_names();
@@ -246,6 +266,82 @@ impl ZooNet {
             rest.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into(),
         ]
     }
+}
+
+/// LF-DNN's, TFN's and LMF's layers: the three sub-networks and the fusion.
+fn sub_networks(
+    store: &mut ParamStore,
+    arch: &ZooArchitecture,
+    widths: [usize; 3],
+    heads: usize,
+) -> Result<ZooBody> {
+    let s = arch.settings;
+    let [text_hidden, audio_hidden, video_hidden] = s.hidden_dims;
+    let [audio_p, video_p, _, _] = s.dropouts;
+    let audio = SubNet::new(
+        store,
+        "model.audio_subnet",
+        widths[1],
+        audio_hidden,
+        audio_p,
+    )?;
+    let video = SubNet::new(
+        store,
+        "model.video_subnet",
+        widths[2],
+        video_hidden,
+        video_p,
+    )?;
+    let text = TextSubNet::new(
+        store,
+        "model.text_subnet",
+        widths[0],
+        text_hidden,
+        s.text_out,
+    )?;
+    let widths = [s.text_out, audio_hidden, video_hidden];
+    let fusion = match arch.model {
+        ZooModel::Tfn => {
+            let fused = widths.iter().map(|w| w + 1).product();
+            Fusion::Tensor(post_fusion(store, fused, &s, heads)?)
+        }
+        ZooModel::Lmf => Fusion::LowRank(LowRankFusion::new(store, widths, s.rank, heads)?),
+        ZooModel::LfDnn | ZooModel::EfLstm => {
+            Fusion::Late(post_fusion(store, widths.iter().sum(), &s, heads)?)
+        }
+    };
+    Ok(ZooBody::SubNets(Box::new(SubNetworks {
+        audio,
+        video,
+        text,
+        fusion,
+    })))
+}
+
+/// Refuses data a model that needs aligned modalities cannot take (MMSA's
+/// `need_data_aligned`): a segment whose text, audio and video (`roles`) differ in steps,
+/// named with the three counts.
+pub fn check_aligned(model: ZooModel, data: &Dataset, roles: [usize; 3]) -> Result<()> {
+    if !model.needs_aligned() {
+        return Ok(());
+    }
+    let steps = |row: usize| roles.map(|m| data.modalities[m].frames_in(row));
+    let Some(row) = (0..data.ids.len()).find(|&row| {
+        let [t, a, v] = steps(row);
+        t != a || t != v
+    }) else {
+        return Ok(());
+    };
+    let [t, a, v] = steps(row);
+    let names = roles.map(|m| data.modalities[m].name.as_str());
+    Err(StageError::input(format!(
+        "`{}` needs aligned modalities (MMSA's need_data_aligned): segment `{}` has {t} steps of `{}`, {a} of `{}` and {v} of `{}`; align them first (an aligned MMSA pickle, or the `csd` stage's `align = \"words\"`)",
+        model.name(),
+        data.ids[row],
+        names[0],
+        names[1],
+        names[2]
+    )))
 }
 
 /// LF-DNN's and TFN's three post-fusion layers (`post_fusion_layer_1` … `_3`).

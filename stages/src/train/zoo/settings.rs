@@ -19,6 +19,9 @@ pub enum ArchitectureName {
     Tfn,
     /// MMSA's LMF (low-rank multimodal fusion), settings under `mmsa`.
     Lmf,
+    /// MMSA's EF-LSTM (early fusion: the aligned modalities' frames concatenated, one LSTM),
+    /// settings under `mmsa`; needs aligned modalities.
+    EfLstm,
 }
 
 impl ArchitectureName {
@@ -35,6 +38,7 @@ impl ArchitectureName {
             ArchitectureName::LfDnn => Some(ZooModel::LfDnn),
             ArchitectureName::Tfn => Some(ZooModel::Tfn),
             ArchitectureName::Lmf => Some(ZooModel::Lmf),
+            ArchitectureName::EfLstm => Some(ZooModel::EfLstm),
         }
     }
 }
@@ -49,11 +53,18 @@ pub enum ZooModel {
     Tfn,
     /// `LMF`.
     Lmf,
+    /// `EF_LSTM`.
+    EfLstm,
 }
 
 impl ZooModel {
     /// Every zoo model.
-    pub const ALL: [ZooModel; 3] = [ZooModel::LfDnn, ZooModel::Tfn, ZooModel::Lmf];
+    pub const ALL: [ZooModel; 4] = [
+        ZooModel::LfDnn,
+        ZooModel::Tfn,
+        ZooModel::Lmf,
+        ZooModel::EfLstm,
+    ];
 
     /// Its name in configs (MMSA's `model_name`).
     pub fn name(self) -> &'static str {
@@ -61,7 +72,14 @@ impl ZooModel {
             ZooModel::LfDnn => "lf_dnn",
             ZooModel::Tfn => "tfn",
             ZooModel::Lmf => "lmf",
+            ZooModel::EfLstm => "ef_lstm",
         }
+    }
+
+    /// Whether it needs the modalities aligned (MMSA's `need_data_aligned`): the same number
+    /// of steps in text, audio and video of every segment.
+    pub fn needs_aligned(self) -> bool {
+        self == ZooModel::EfLstm
     }
 
     /// The keys of `mmsa` it takes.
@@ -71,6 +89,7 @@ impl ZooModel {
                 &["hidden_dims", "text_out", "post_fusion_dim", "dropouts"]
             }
             ZooModel::Lmf => &["hidden_dims", "dropouts", "rank"],
+            ZooModel::EfLstm => &["hidden_dims", "num_layers", "dropout"],
         }
     }
 
@@ -86,9 +105,10 @@ impl ZooModel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MmsaSettings {
-    /// Hidden widths of the text LSTM, the audio and the video sub-network (MMSA's order).
+    /// Hidden widths of the text LSTM, the audio and the video sub-network (MMSA's order); for
+    /// EF-LSTM one number, the width of its LSTM.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hidden_dims: Option<[usize; 3]>,
+    pub hidden_dims: Option<HiddenDims>,
     /// Width of the text sub-network's output (LF-DNN, TFN; LMF's is half the text LSTM's
     /// width, as in MMSA).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +124,24 @@ pub struct MmsaSettings {
     /// The rank of LMF's modality factors (LMF only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rank: Option<usize>,
+    /// The layers of EF-LSTM's LSTM (EF-LSTM only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_layers: Option<usize>,
+    /// EF-LSTM's dropout: between its LSTM's layers, after the LSTM and after its ReLU layer
+    /// (EF-LSTM only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f32>,
+}
+
+/// MMSA's `hidden_dims`: three widths (text, audio, video) for the sub-network models, one for
+/// EF-LSTM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum HiddenDims {
+    /// EF-LSTM's LSTM width.
+    One(usize),
+    /// Text, audio, video.
+    PerModality([usize; 3]),
 }
 
 impl MmsaSettings {
@@ -112,23 +150,13 @@ impl MmsaSettings {
         *self == MmsaSettings::default()
     }
 
-    /// Problems with the values set for `model`, under `key`: a value out of range, or a key
-    /// `model` does not have.
+    /// Problems with the values set for `model`, under `key`: a key `model` does not have,
+    /// or a value out of range.
     pub fn check(&self, model: ZooModel, key: &KeyPath) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         let mut at =
             |field: &str, message: String| problems.push(ParamProblem::at(key.key(field), message));
-        if self.hidden_dims.is_some_and(|d| d.contains(&0)) {
-            at("hidden_dims", "every width must be at least 1".into());
-        }
-        for (field, value) in [
-            ("text_out", self.text_out),
-            ("post_fusion_dim", self.post_fusion_dim),
-            ("rank", self.rank),
-        ] {
-            if value.is_none() {
-                continue;
-            }
+        for field in self.fields_set() {
             if !model.has_setting(field) {
                 at(
                     field,
@@ -139,9 +167,38 @@ impl MmsaSettings {
                         model.settings().join(", ")
                     ),
                 );
-            } else if value == Some(0) {
+            }
+        }
+        match (self.hidden_dims, model) {
+            (Some(HiddenDims::PerModality(_)), ZooModel::EfLstm) => at(
+                "hidden_dims",
+                "`ef_lstm` has one LSTM: its `hidden_dims` is one width (MMSA's `hidden_dims = 128`)".into(),
+            ),
+            (Some(HiddenDims::One(_)), _) if model != ZooModel::EfLstm => at(
+                "hidden_dims",
+                format!(
+                    "`{}` takes three widths: text, audio, video (MMSA's `hidden_dims = [128, 16, 128]`)",
+                    model.name()
+                ),
+            ),
+            (Some(HiddenDims::One(0)), _) => at("hidden_dims", "must be at least 1".into()),
+            (Some(HiddenDims::PerModality(d)), _) if d.contains(&0) => {
+                at("hidden_dims", "every width must be at least 1".into())
+            }
+            _ => {}
+        }
+        for (field, value) in [
+            ("text_out", self.text_out),
+            ("post_fusion_dim", self.post_fusion_dim),
+            ("rank", self.rank),
+            ("num_layers", self.num_layers),
+        ] {
+            if value == Some(0) && model.has_setting(field) {
                 at(field, "must be at least 1".into());
             }
+        }
+        if self.num_layers.is_some_and(|n| n > MAX_LAYERS) {
+            at("num_layers", format!("at most {MAX_LAYERS}"));
         }
         if self
             .dropouts
@@ -149,13 +206,36 @@ impl MmsaSettings {
         {
             at("dropouts", "every dropout must be in [0, 1)".into());
         }
+        if self.dropout.is_some_and(|p| !(0.0..1.0).contains(&p)) {
+            at("dropout", "must be in [0, 1)".into());
+        }
         problems
+    }
+
+    /// The keys set.
+    fn fields_set(&self) -> Vec<&'static str> {
+        [
+            ("hidden_dims", self.hidden_dims.is_some()),
+            ("text_out", self.text_out.is_some()),
+            ("post_fusion_dim", self.post_fusion_dim.is_some()),
+            ("dropouts", self.dropouts.is_some()),
+            ("rank", self.rank.is_some()),
+            ("num_layers", self.num_layers.is_some()),
+            ("dropout", self.dropout.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
     }
 
     /// The settings of `model` on `dataset`: these over MMSA's defaults.
     pub fn resolve(&self, model: ZooModel, dataset: &str) -> Resolved {
         let d = mmsa_defaults(model, dataset);
-        let hidden_dims = self.hidden_dims.unwrap_or(d.hidden_dims);
+        let hidden_dims = match self.hidden_dims {
+            Some(HiddenDims::PerModality(dims)) => dims,
+            Some(HiddenDims::One(width)) => [width; 3],
+            None => d.hidden_dims,
+        };
         Resolved {
             hidden_dims,
             text_out: match model {
@@ -166,14 +246,19 @@ impl MmsaSettings {
             post_fusion_dim: self.post_fusion_dim.unwrap_or(d.post_fusion_dim),
             dropouts: self.dropouts.unwrap_or(d.dropouts),
             rank: self.rank.unwrap_or(d.rank),
+            num_layers: self.num_layers.unwrap_or(d.num_layers),
+            dropout: self.dropout.unwrap_or(d.dropout),
         }
     }
 }
 
+/// The most layers EF-LSTM's LSTM may have (MMSA's configs use 2–4).
+pub const MAX_LAYERS: usize = 16;
+
 /// A zoo model's settings with every value decided (those a model does not have are 0).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Resolved {
-    /// Text LSTM, audio and video hidden widths.
+    /// Text LSTM, audio and video hidden widths (EF-LSTM: its LSTM's width, three times).
     pub hidden_dims: [usize; 3],
     /// Text sub-network output width.
     pub text_out: usize,
@@ -184,6 +269,12 @@ pub struct Resolved {
     /// LMF's rank.
     #[serde(default)]
     pub rank: usize,
+    /// EF-LSTM's LSTM layers.
+    #[serde(default)]
+    pub num_layers: usize,
+    /// EF-LSTM's dropout.
+    #[serde(default)]
+    pub dropout: f32,
 }
 
 /// The dataset whose MMSA defaults apply to segments of `dataset`.
@@ -203,6 +294,14 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
         post_fusion_dim,
         dropouts,
         rank,
+        num_layers: 0,
+        dropout: 0.0,
+    };
+    // EF-LSTM: one width, layers and one dropout, nothing else.
+    let ef = |hidden: usize, num_layers, dropout| Resolved {
+        num_layers,
+        dropout,
+        ..r([hidden; 3], 0, 0, [0.0; 4], 0)
     };
     match (model, defaults_dataset(dataset)) {
         (ZooModel::LfDnn, "mosei") => r([128, 32, 128], 128, 128, [0.2; 4], 0),
@@ -215,6 +314,9 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
         (ZooModel::Lmf, "mosei") => r([128, 16, 128], 0, 0, [0.2; 4], 4),
         (ZooModel::Lmf, "sims") => r([64, 16, 64], 0, 0, [0.2; 4], 4),
         (ZooModel::Lmf, _) => r([128, 16, 128], 0, 0, [0.3; 4], 3),
+        (ZooModel::EfLstm, "mosei") => ef(256, 2, 0.4),
+        (ZooModel::EfLstm, "sims") => ef(32, 3, 0.5),
+        (ZooModel::EfLstm, _) => ef(128, 4, 0.5),
     }
 }
 
@@ -277,5 +379,8 @@ pub fn mmsa_training(model: ZooModel, dataset: &str) -> MmsaTraining {
         (ZooModel::Lmf, "mosei") => t(32, 0.001, 0.001, Some(0.001)),
         (ZooModel::Lmf, "sims") => t(64, 0.002, 0.005, Some(0.0005)),
         (ZooModel::Lmf, _) => t(64, 0.001, 0.005, Some(0.001)),
+        (ZooModel::EfLstm, "mosei") => t(128, 0.005, 0.0001, None),
+        (ZooModel::EfLstm, "sims") => t(128, 0.0005, 0.001, None),
+        (ZooModel::EfLstm, _) => t(32, 0.001, 0.005, None),
     }
 }

@@ -12,8 +12,9 @@ use super::super::weights::ParamStore;
 
 type Result<T> = std::result::Result<T, StageError>;
 
-/// PyTorch's `nn.BatchNorm1d(dim)` on B × dim: batch statistics while training (the running
-/// ones updated with momentum 0.1 and the unbiased variance), the running ones in evaluation.
+/// PyTorch's `nn.BatchNorm1d(dim)` on B × dim, or on B × dim × L (statistics per channel over
+/// the batch and the L positions): batch statistics while training (the running ones updated
+/// with momentum 0.1 and the unbiased variance), the running ones in evaluation.
 pub struct BatchNorm1d {
     weight: Tensor,
     bias: Tensor,
@@ -37,41 +38,65 @@ impl BatchNorm1d {
         })
     }
 
-    /// Normalises `x` (B × dim).
+    /// Normalises `x` (B × dim, or B × dim × L).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.normalise(x, train).map_err(err("batch norm"))
     }
 
     fn normalise(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        // Per-channel values shaped to broadcast over `x`: 1 × dim (× 1).
+        let positions = x.rank() == 3;
+        let channels = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let t = t.unsqueeze(0)?;
+            if positions {
+                t.unsqueeze(2)
+            } else {
+                Ok(t)
+            }
+        };
+        let over_batch = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let t = if positions {
+                t.mean_keepdim(2)?
+            } else {
+                t.clone()
+            };
+            t.mean_keepdim(0)
+        };
         let (mean, var) = if train {
-            let n = x.dim(0)?;
-            let mean = x.mean_keepdim(0)?;
-            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
-            // A batch of one has no unbiased variance (PyTorch refuses it): the running
-            // statistics are then left as they are.
+            let n = x.dim(0)? * if positions { x.dim(2)? } else { 1 };
+            let mean = over_batch(x)?;
+            let var = over_batch(&x.broadcast_sub(&mean)?.sqr()?)?;
+            // A batch of one value per channel has no unbiased variance (PyTorch refuses
+            // it): the running statistics are then left as they are.
             if n > 1 {
-                self.update_running(&mean.detach(), &var.detach(), n)?;
+                self.update_running(
+                    &mean.detach().flatten_all()?,
+                    &var.detach().flatten_all()?,
+                    n,
+                )?;
             }
             (mean, var)
         } else {
             (
-                self.running_mean.as_tensor().unsqueeze(0)?,
-                self.running_var.as_tensor().unsqueeze(0)?,
+                channels(self.running_mean.as_tensor())?,
+                channels(self.running_var.as_tensor())?,
             )
         };
         x.broadcast_sub(&mean)?
             .broadcast_div(&(var + EPS)?.sqrt()?)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+            .broadcast_mul(&channels(&self.weight)?)?
+            .broadcast_add(&channels(&self.bias)?)
     }
 
+    /// The running statistics blended with a batch's (`mean`, `var`: one per channel, over
+    /// `n` values each).
     fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> candle_core::Result<()> {
-        let unbiased = (var.squeeze(0)? * (n as f64 / (n - 1) as f64))?;
+        let unbiased = (var * (n as f64 / (n - 1) as f64))?;
         let blend = |running: &Var, batch: &Tensor| -> candle_core::Result<()> {
             let next = ((running.as_tensor() * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?)?;
             running.set(&next)
         };
-        blend(&self.running_mean, &mean.squeeze(0)?)?;
+        blend(&self.running_mean, mean)?;
         blend(&self.running_var, &unbiased)
     }
 }

@@ -30,19 +30,23 @@ fn golden(model: &str) -> HashMap<String, Tensor> {
 
 /// The settings the fixtures were written with.
 fn architecture(model: ZooModel) -> ZooArchitecture {
+    let early = model == ZooModel::EfLstm;
     ZooArchitecture {
         model,
         settings: Resolved {
-            hidden_dims: [7, 3, 4],
+            hidden_dims: if early { [7; 3] } else { [7, 3, 4] },
             // LMF's is half the text LSTM's width.
             text_out: if model == ZooModel::Lmf { 3 } else { 5 },
             post_fusion_dim: 6,
             dropouts: [0.0; 4],
             rank: 3,
+            num_layers: 2,
+            dropout: 0.0,
         },
         defaults_from: "mosi".into(),
         roles: [0, 1, 2],
-        lengths: [5, 1, 1],
+        // EF-LSTM's three are aligned sequences of the text's length.
+        lengths: if early { [5; 3] } else { [5, 1, 1] },
     }
 }
 
@@ -187,6 +191,13 @@ fn lmf_equals_mmsa() {
     check(ZooModel::Lmf, 0.005);
 }
 
+/// EF-LSTM (two layers over the aligned, concatenated sequences; batch norm per step) with
+/// MMSA's trainer's Adam (weight decay in the gradient).
+#[test]
+fn ef_lstm_equals_mmsa() {
+    check(ZooModel::EfLstm, 0.005);
+}
+
 /// mmflow's defaults and recipe are MMSA's `datasetParams` and `early_stop`
 /// (`config_regression.json`, as the golden script copied them).
 #[test]
@@ -198,7 +209,17 @@ fn defaults_are_mmsas() {
             let want = &json[model.name()][dataset];
             let got = MmsaSettings::default().resolve(model, dataset);
             let at = format!("{} {dataset}", model.name());
+            if model == ZooModel::EfLstm {
+                // One LSTM: one width, its layers and one dropout.
+                assert_eq!(json!(got.hidden_dims[0]), want["hidden_dims"], "{at}");
+                assert_eq!(json!(got.num_layers), want["num_layers"], "{at}");
+                let dropout = want["dropout"].as_f64().unwrap();
+                assert!((f64::from(got.dropout) - dropout).abs() < 1e-6, "{at}");
+                check_recipe(model, dataset, want);
+                continue;
+            }
             assert_eq!(json!(got.hidden_dims), want["hidden_dims"], "{at}");
+            assert_eq!(got.num_layers, 0, "{at}");
             // What a model does not have is null in MMSA's config (LMF's text output is half
             // its text LSTM's width).
             let or = |key: &str, absent: usize| want[key].as_u64().map_or(absent, |v| v as usize);
@@ -219,16 +240,22 @@ fn defaults_are_mmsas() {
                     "{at}: {dropouts:?} vs {want_dropouts:?}"
                 );
             }
-            let recipe = recipe_of(model, dataset);
-            assert_eq!(json!(recipe.batch_size), want["batch_size"], "{at}");
-            assert_eq!(json!(recipe.learning_rate), want["learning_rate"], "{at}");
-            // TFN's trainer passes no weight decay (and its config has none).
-            let decay = want["weight_decay"].as_f64().unwrap_or(0.0);
-            assert_eq!(recipe.weight_decay, decay, "{at}");
-            assert_eq!(json!(recipe.early_stop), want["early_stop"], "{at}");
-            assert_eq!(recipe.factor_lr, want["factor_lr"].as_f64(), "{at}");
+            check_recipe(model, dataset, want);
         }
     }
+}
+
+/// MMSA's trainer's settings of `model` on `dataset` are those of its config (`want`).
+fn check_recipe(model: ZooModel, dataset: &str, want: &serde_json::Value) {
+    let at = format!("{} {dataset}", model.name());
+    let recipe = recipe_of(model, dataset);
+    assert_eq!(json!(recipe.batch_size), want["batch_size"], "{at}");
+    assert_eq!(json!(recipe.learning_rate), want["learning_rate"], "{at}");
+    // TFN's trainer passes no weight decay (and its config has none).
+    let decay = want["weight_decay"].as_f64().unwrap_or(0.0);
+    assert_eq!(recipe.weight_decay, decay, "{at}");
+    assert_eq!(json!(recipe.early_stop), want["early_stop"], "{at}");
+    assert_eq!(recipe.factor_lr, want["factor_lr"].as_f64(), "{at}");
 }
 
 /// A checkpoint's description that cannot be built is refused before anything is allocated:
@@ -247,8 +274,61 @@ fn descriptions_that_cannot_be_built_are_refused() {
     assert!(bad(|a| a.roles = [0, 1, 1]).contains("do not name three"));
     assert!(bad(|a| a.lengths = [5, 0, 1]).contains("at least 1"));
     assert!(bad(|a| a.lengths = [MAX_TEXT_LENGTH + 1, 1, 1]).contains("at most"));
-    assert!(bad(|a| a.settings.post_fusion_dim = 0).contains("width or rank of 0"));
+    assert!(bad(|a| a.settings.post_fusion_dim = 0).contains("width, rank or layer count of 0"));
     let mut lmf = architecture(ZooModel::Lmf);
     lmf.settings.rank = 0;
     assert!(lmf.check(&modalities).is_err());
+    let mut ef = architecture(ZooModel::EfLstm);
+    assert_eq!(ef.check(&modalities), Ok(()));
+    ef.lengths = [5, 5, 4];
+    assert!(ef.check(&modalities).unwrap_err().contains("one length"));
+    ef.lengths = [5; 3];
+    ef.settings.num_layers = 0;
+    assert!(ef.check(&modalities).is_err());
+    ef.settings.num_layers = 10_000;
+    assert!(ef.check(&modalities).is_err());
+}
+
+/// `hidden_dims` is one width for EF-LSTM and three for the others; a key of another model
+/// is refused, naming the keys the model takes.
+#[test]
+fn settings_of_another_model_are_refused() {
+    let key = mmflow_pipeline::KeyPath::default().key("mmsa");
+    let messages = |settings: MmsaSettings, model| -> Vec<String> {
+        settings
+            .check(model, &key)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect()
+    };
+    let one = MmsaSettings {
+        hidden_dims: Some(HiddenDims::One(64)),
+        num_layers: Some(2),
+        dropout: Some(0.3),
+        ..MmsaSettings::default()
+    };
+    assert!(messages(one.clone(), ZooModel::EfLstm).is_empty());
+    let refused = messages(one, ZooModel::Tfn).join("\n");
+    assert!(refused.contains("takes three widths"), "{refused}");
+    assert!(refused.contains("`tfn` has no `num_layers`"), "{refused}");
+    assert!(refused.contains("`tfn` has no `dropout`"), "{refused}");
+    let three = MmsaSettings {
+        hidden_dims: Some(HiddenDims::PerModality([8, 4, 4])),
+        dropouts: Some([0.1; 4]),
+        ..MmsaSettings::default()
+    };
+    let refused = messages(three, ZooModel::EfLstm).join("\n");
+    assert!(refused.contains("is one width"), "{refused}");
+    assert!(refused.contains("`ef_lstm` has no `dropouts`"), "{refused}");
+    let bad = MmsaSettings {
+        num_layers: Some(0),
+        dropout: Some(1.0),
+        ..MmsaSettings::default()
+    };
+    let refused = messages(bad, ZooModel::EfLstm).join("\n");
+    assert!(
+        refused.contains("num_layers") && refused.contains("at least 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("must be in [0, 1)"), "{refused}");
 }
