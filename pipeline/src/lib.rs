@@ -31,6 +31,7 @@ mod runlock;
 pub mod stage;
 pub mod sweep;
 pub mod template;
+pub mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -39,8 +40,9 @@ pub use executor::{run, RunOptions, RunSummary, StageOutcome};
 pub use problem::{KeyPath, ParamProblem, Problem, Problems};
 pub use progress::Progress;
 pub use stage::{
-    Arity, BoundInputs, DeviceChoice, DeviceResolver, InputRef, InputSlot, Moved, OutputPort,
-    Registry, ResolvedDevice, ResolvedInput, RunContext, Slot, StageError, StageKind, TableKind,
+    Arity, BoundInputs, Cause, DeviceChoice, DeviceResolver, InputRef, InputSlot, Moved,
+    OutputPort, Registry, ResolvedDevice, ResolvedInput, RunContext, Slot, StageError, StageKind,
+    TableKind,
 };
 
 /// What can go wrong in the engine itself (as opposed to inside a stage).

@@ -556,7 +556,13 @@ impl<'a> RunContext<'a> {
     }
 }
 
-/// Why a stage failed: who is at fault, and what happened.
+/// Another library's error, kept whole as the source of a [`StageError`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a stage failed: who is at fault, and what happened. An error that wraps another keeps
+/// it as its [`source`](std::error::Error::source), and a failure is told apart by its type
+/// (the device running out of memory is [`StageError::OutOfMemory`], found from the tensor
+/// library's error type, not its message).
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     /// The input data is unusable (the message names file, key or segment).
@@ -576,7 +582,24 @@ pub enum StageError {
         /// What happened.
         source: std::io::Error,
     },
-    /// A bug in mmflow.
+    /// The device ran out of memory: the user's to fix, with a smaller batch or model.
+    #[error("{step}: the GPU ran out of memory; lower `batch_size` (or the model's size) and run again ({source})")]
+    OutOfMemory {
+        /// What was being done (`forward pass`, `epoch 3, batch 7: optimizer step`).
+        step: String,
+        /// The tensor library's error.
+        source: Cause,
+    },
+    /// A computation failed for another reason (a tensor operation, the clustering, encoding
+    /// a description): a bug in mmflow or a library it uses, not in the input.
+    #[error("internal error: {step}: {source}")]
+    Compute {
+        /// What was being done.
+        step: String,
+        /// The library's error.
+        source: Cause,
+    },
+    /// A bug in mmflow: an invariant that did not hold.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -585,6 +608,33 @@ impl StageError {
     /// An input-data error.
     pub fn input(message: impl Into<String>) -> Self {
         StageError::Input(message.into())
+    }
+
+    /// A failed computation in `step`, keeping the library's error.
+    pub fn compute(step: impl Into<String>, source: impl Into<Cause>) -> Self {
+        StageError::Compute {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The same error, its step (or message) preceded by `context` (`epoch 3, batch 7`); its
+    /// kind and source stay.
+    pub fn during(self, context: impl std::fmt::Display) -> Self {
+        match self {
+            StageError::Input(m) => StageError::Input(format!("{context}: {m}")),
+            StageError::Config(m) => StageError::Config(format!("{context}: {m}")),
+            StageError::OutOfMemory { step, source } => StageError::OutOfMemory {
+                step: format!("{context}: {step}"),
+                source,
+            },
+            StageError::Compute { step, source } => StageError::Compute {
+                step: format!("{context}: {step}"),
+                source,
+            },
+            StageError::Internal(m) => StageError::Internal(format!("{context}: {m}")),
+            other @ (StageError::Table(_) | StageError::Io { .. }) => other,
+        }
     }
 
     /// A config error found at run time.

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use mmflow_pipeline::values::NonNegative;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
 };
@@ -46,11 +47,11 @@ pub struct EvaluateParams {
     /// Fit `label ≈ a · prediction + b` on the validation split and report calibrated metrics too.
     pub calibrate: bool,
     /// Flag predictions whose standard deviation is below this fraction of the labels'.
-    pub collapse_ratio: f64,
+    pub collapse_ratio: NonNegative,
     /// Flag splits with fewer segments than this (the 93-video MOSI test set, say).
     pub min_samples: usize,
     /// Flag a train − validation difference of Corr/CCC above this.
-    pub max_gap: f64,
+    pub max_gap: NonNegative,
     /// MMSA's metrics of sentiment heads: `mosi` (`Has0_acc_2`, …, `Mult_acc_7`, `MAE`, `Corr`,
     /// plus MSE, RMSE, CCC) or `sims` (`Mult_acc_2`, `Mult_acc_3`, `Mult_acc_5`, `F1_score`,
     /// `MAE`, `Corr` after clipping to [-1, 1]). By default the segments' dataset decides:
@@ -64,9 +65,9 @@ impl Default for EvaluateParams {
         EvaluateParams {
             bootstrap: 1000,
             calibrate: false,
-            collapse_ratio: 0.1,
+            collapse_ratio: NonNegative::new(0.1),
             min_samples: 100,
-            max_gap: 0.1,
+            max_gap: NonNegative::new(0.1),
             metrics: None,
         }
     }
@@ -81,20 +82,6 @@ impl StageKind for Evaluate {
     const VERSION: u32 = 1;
     const ABOUT: &'static str =
         "predictions and metrics (MMSA's, CCC, …) with bootstrap CIs and flags";
-
-    fn check(&self, p: &EvaluateParams) -> Vec<ParamProblem> {
-        let mut problems = Vec::new();
-        if !(p.collapse_ratio.is_finite() && p.collapse_ratio >= 0.0) {
-            problems.push(ParamProblem::new(
-                "collapse_ratio",
-                "must be a finite number ≥ 0",
-            ));
-        }
-        if !(p.max_gap.is_finite() && p.max_gap >= 0.0) {
-            problems.push(ParamProblem::new("max_gap", "must be a finite number ≥ 0"));
-        }
-        problems
-    }
 
     fn inputs(&self, _: &EvaluateParams) -> Vec<InputSlot> {
         vec![
@@ -540,7 +527,7 @@ fn split_flags(
         .find(|m| matches!(m, Metric::Corr | Metric::SimsCorr))
         .unwrap_or(Metric::Corr);
     let ratio = std(pred) / std(y).max(f64::MIN_POSITIVE);
-    let collapsed = ratio < p.collapse_ratio;
+    let collapsed = ratio < p.collapse_ratio.get();
     let mut d = Diagnostic::new(method, &subject, "prediction_std_ratio", ratio).with_n(y.len());
     if collapsed {
         let note = format!(
@@ -598,7 +585,7 @@ fn gap_flags(
         };
         let gap = t - v;
         let mut d = Diagnostic::new("train-valid", head, &format!("{name}_gap"), gap);
-        if gap > p.max_gap {
+        if gap > p.max_gap.get() {
             let note = format!(
                 "FLAG train–validation gap of {name}: {t:.3} vs {v:.3} (> {}): overfitting",
                 p.max_gap

@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use mmflow_pipeline::values::NonNegative;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, Slot, StageError,
     StageKind,
@@ -58,7 +59,7 @@ pub struct NormalizeParams {
     /// Non-finite values: `zero` (default), `keep` or `error`.
     pub nonfinite: NonFinite,
     /// Features with a standard deviation below this are centred but not scaled.
-    pub min_std: f64,
+    pub min_std: NonNegative,
 }
 
 impl Default for NormalizeParams {
@@ -66,7 +67,7 @@ impl Default for NormalizeParams {
         NormalizeParams {
             clip: None,
             nonfinite: NonFinite::Zero,
-            min_std: 1e-6,
+            min_std: NonNegative::new(1e-6),
         }
     }
 }
@@ -92,9 +93,6 @@ impl StageKind for Normalize {
                     format!("must be a positive number, got {c}"),
                 ));
             }
-        }
-        if !(p.min_std.is_finite() && p.min_std >= 0.0) {
-            problems.push(ParamProblem::new("min_std", "must be a finite number ≥ 0"));
         }
         problems
     }
@@ -331,7 +329,7 @@ impl Affine {
             } else {
                 (f.mean, f.std)
             };
-            let inv = if std < p.min_std {
+            let inv = if std < p.min_std.get() {
                 affine.constant += 1;
                 1.0
             } else {

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use mmflow_pipeline::collect::at_key;
 use mmflow_pipeline::problem::listed;
+use mmflow_pipeline::values::{AtLeastOne, NonNegative};
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, OutputPort, ParamProblem, ResolvedInput, RunContext, Slot,
     StageError, StageKind,
@@ -136,11 +137,11 @@ pub struct RandomSettings {}
 #[serde(deny_unknown_fields, default)]
 pub struct KmeansSettings {
     /// Number of clusters.
-    pub k: usize,
+    pub k: AtLeastOne,
     /// Most Lloyd iterations.
-    pub max_iterations: u64,
+    pub max_iterations: AtLeastOne,
     /// Convergence tolerance, as scikit-learn's `tol` (relative to the data's variance).
-    pub tolerance: f64,
+    pub tolerance: NonNegative,
     /// The target is the cluster `mean` (default) or its `nearest_member` to the source.
     pub cluster_target: ClusterTarget,
 }
@@ -148,9 +149,9 @@ pub struct KmeansSettings {
 impl Default for KmeansSettings {
     fn default() -> Self {
         KmeansSettings {
-            k: 16,
-            max_iterations: 100,
-            tolerance: 1e-4,
+            k: AtLeastOne::new(16),
+            max_iterations: AtLeastOne::new(100),
+            tolerance: NonNegative::new(1e-4),
             cluster_target: ClusterTarget::Mean,
         }
     }
@@ -161,7 +162,7 @@ impl Default for KmeansSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct CosineSettings {
     /// How many most similar target segments are averaged (1 = the single most similar).
-    pub top_k: usize,
+    pub top_k: AtLeastOne,
     /// `uniform` (default) or `similarity`-weighted average.
     pub weighting: Weighting,
 }
@@ -169,7 +170,7 @@ pub struct CosineSettings {
 impl Default for CosineSettings {
     fn default() -> Self {
         CosineSettings {
-            top_k: 1,
+            top_k: AtLeastOne::new(1),
             weighting: Weighting::Uniform,
         }
     }
@@ -209,7 +210,7 @@ pub struct SelectTargetsParams {
     pub match_on: Vec<String>,
     /// Weight of the label in the matching space (labels divided by 3 join the unit-length
     /// modality vectors); 0 = labels are not used for matching.
-    pub label_weight: f64,
+    pub label_weight: NonNegative,
     /// The label column used for matching (if weighted) and for the label-agreement diagnostic.
     pub label: String,
     /// Modalities whose target-dataset vectors become the targets (one output table each).
@@ -223,7 +224,7 @@ impl Default for SelectTargetsParams {
     fn default() -> Self {
         SelectTargetsParams {
             match_on: vec!["text".into()],
-            label_weight: 0.0,
+            label_weight: NonNegative::new(0.0),
             label: "sentiment".into(),
             adapt: vec!["visual".into()],
             method: Method::default(),
@@ -254,7 +255,7 @@ impl StageKind for SelectTargets {
 
     fn check(&self, p: &SelectTargetsParams) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
-        if p.match_on.is_empty() && p.label_weight == 0.0 {
+        if p.match_on.is_empty() && p.label_weight.get() == 0.0 {
             problems.push(ParamProblem::new(
                 "match_on",
                 "name at least one shared modality (or give the label a weight)",
@@ -265,34 +266,6 @@ impl StageKind for SelectTargets {
                 "adapt",
                 "name at least one modality to adapt",
             ));
-        }
-        if !(p.label_weight.is_finite() && p.label_weight >= 0.0) {
-            problems.push(ParamProblem::new(
-                "label_weight",
-                "must be a finite number ≥ 0",
-            ));
-        }
-        match &p.method {
-            Method::Random(_) => {}
-            Method::Kmeans(k) => {
-                if k.k == 0 {
-                    problems.push(ParamProblem::new("k", "must be at least 1"));
-                }
-                if k.max_iterations == 0 {
-                    problems.push(ParamProblem::new("max_iterations", "must be at least 1"));
-                }
-                if !(k.tolerance.is_finite() && k.tolerance >= 0.0) {
-                    problems.push(ParamProblem::new(
-                        "tolerance",
-                        "must be a finite number ≥ 0",
-                    ));
-                }
-            }
-            Method::Cosine(c) => {
-                if c.top_k == 0 {
-                    problems.push(ParamProblem::new("top_k", "must be at least 1"));
-                }
-            }
         }
         problems
     }
@@ -427,7 +400,7 @@ impl StageKind for SelectTargets {
             }
             Method::Cosine(settings) => cosine(&source, &target, settings),
             Method::Kmeans(settings) => {
-                if settings.k > target.ids.len() {
+                if settings.k.get() > target.ids.len() {
                     return Err(StageError::config(format!(
                         "param `k` = {} but {} has only {} usable train segments",
                         settings.k,
@@ -449,12 +422,12 @@ impl StageKind for SelectTargets {
                 let clustering = kmeans::fit(
                     &target.matching,
                     target.dim,
-                    settings.k,
-                    settings.max_iterations,
-                    settings.tolerance,
+                    settings.k.get(),
+                    settings.max_iterations.get() as u64,
+                    settings.tolerance.get(),
                     ctx.seed,
                 )
-                .map_err(|e| StageError::Internal(format!("k-means: {e}")))?;
+                .map_err(|e| StageError::compute("k-means", e))?;
                 bar.inc(1);
                 let sizes = clustering.sizes();
                 let mut sorted = sizes.clone();
@@ -497,7 +470,7 @@ impl StageKind for SelectTargets {
                     method,
                     "matching",
                     "empty_cluster_share",
-                    sizes.iter().filter(|&&s| s == 0).count() as f64 / settings.k as f64,
+                    sizes.iter().filter(|&&s| s == 0).count() as f64 / settings.k.get() as f64,
                 ));
                 cluster_matches(&source, &target, &clustering, settings)
             }
@@ -581,7 +554,7 @@ impl Side {
         let segments_input = ctx.input(segments_slot)?;
         let segments = SegmentTable::read(&segments_input.path)?;
         let label_index = segments.label_index(&p.label);
-        if p.label_weight > 0.0 && label_index.is_none() {
+        if p.label_weight.get() > 0.0 && label_index.is_none() {
             return Err(StageError::config(format!(
                 "param `label` = `{}` is not a label of {} ({})",
                 p.label,
@@ -614,7 +587,7 @@ impl Side {
             .iter()
             .map(|(_, (_, d, _))| d)
             .sum::<usize>()
-            + usize::from(p.label_weight > 0.0);
+            + usize::from(p.label_weight.get() > 0.0);
         let scale = 1.0 / (matching_tables.len().max(1) as f32).sqrt();
         let mut side = Side {
             dataset,
@@ -637,7 +610,7 @@ impl Side {
                 continue;
             }
             let label = label_index.and_then(|i| row.labels[i]);
-            if p.label_weight > 0.0 && label.is_none() {
+            if p.label_weight.get() > 0.0 && label.is_none() {
                 continue;
             }
             let mut vector = Vec::with_capacity(dim);
@@ -661,8 +634,8 @@ impl Side {
             {
                 continue;
             }
-            if p.label_weight > 0.0 {
-                vector.push((p.label_weight as f32) * label.unwrap_or(0.0) / 3.0);
+            if p.label_weight.get() > 0.0 {
+                vector.push((p.label_weight.get() as f32) * label.unwrap_or(0.0) / 3.0);
             }
             for (m, (_, _, map)) in &adapt_tables {
                 side.adapt
@@ -708,7 +681,7 @@ fn cosine(source: &Side, target: &Side, p: &CosineSettings) -> Vec<Match> {
     let (mut q, mut k) = (source.matching.clone(), target.matching.clone());
     normalize_rows(&mut q, source.dim);
     normalize_rows(&mut k, target.dim);
-    let top = dot_search::top_k(&Queries::new(&q, source.dim), &k, &[], p.top_k);
+    let top = dot_search::top_k(&Queries::new(&q, source.dim), &k, &[], p.top_k.get());
     top.into_rows()
         .into_iter()
         .map(|best| {

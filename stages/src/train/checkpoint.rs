@@ -67,7 +67,7 @@ pub fn adapter_prefix(modality: &str) -> String {
 
 impl Checkpoint {
     fn to_json(&self) -> Result<String, StageError> {
-        serde_json::to_string(self).map_err(|e| StageError::Internal(e.to_string()))
+        serde_json::to_string(self).map_err(|e| StageError::compute("describing the checkpoint", e))
     }
 
     /// Reads `path`: its parameters (not yet claimed by a model) and its description.

@@ -273,30 +273,57 @@ mod quiet_panics {
     }
 }
 
-/// Converts a candle error into a stage error naming what was being done; the GPU running
-/// out of memory becomes a config error that suggests a smaller batch.
-pub fn err(what: &str) -> impl Fn(candle_core::Error) -> StageError + '_ {
+/// Converts a candle error into a stage error naming the step that was being done, keeping
+/// candle's error as its source: the device running out of memory is
+/// [`StageError::OutOfMemory`] (a smaller batch fixes it), anything else
+/// [`StageError::Compute`]. The convention of `train/` and the text encoder: tensor code
+/// returns candle's `Result` or converts each operation's error here, naming its step.
+pub fn err(step: &str) -> impl Fn(candle_core::Error) -> StageError + '_ {
     move |e| {
-        let text = e.to_string();
-        if is_out_of_memory(&text) {
-            StageError::config(format!(
-                "{what}: the GPU ran out of memory; lower `batch_size` (or the model's size) and run again ({text})"
-            ))
+        if is_out_of_memory(&e) {
+            StageError::OutOfMemory {
+                step: step.to_string(),
+                source: Box::new(e),
+            }
         } else {
-            StageError::Internal(format!("{what}: {text}"))
+            StageError::compute(step, e)
         }
     }
 }
 
-/// Whether a candle error is a device allocation failure (the driver's or cuBLAS's).
-fn is_out_of_memory(text: &str) -> bool {
-    [
-        "CUDA_ERROR_OUT_OF_MEMORY",
-        "CUBLAS_STATUS_ALLOC_FAILED",
-        "out of memory",
-    ]
-    .iter()
-    .any(|marker| text.contains(marker))
+/// Whether a candle error is a device allocation failure, by its type: the CUDA driver's
+/// `CUDA_ERROR_OUT_OF_MEMORY` or cuBLAS's `CUBLAS_STATUS_ALLOC_FAILED`, inside whatever context
+/// candle wrapped it in. (The CPU has no such error: a failed allocation there aborts.)
+fn is_out_of_memory(e: &candle_core::Error) -> bool {
+    use candle_core::Error;
+    match e {
+        Error::WithBacktrace { inner, .. }
+        | Error::Context { inner, .. }
+        | Error::WithPath { inner, .. } => is_out_of_memory(inner),
+        #[cfg(feature = "cuda")]
+        Error::Cuda(source) => source
+            .downcast_ref::<candle_core::cuda_backend::CudaError>()
+            .is_some_and(cuda_out_of_memory),
+        _ => false,
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_out_of_memory(e: &candle_core::cuda_backend::CudaError) -> bool {
+    use candle_core::cuda_backend::CudaError;
+    use cudarc::cublas::{result::CublasError, sys::cublasStatus_t};
+    use cudarc::driver::{sys::CUresult, DriverError};
+    match e {
+        CudaError::Cuda(DriverError(code))
+        | CudaError::Load {
+            cuda: DriverError(code),
+            ..
+        } => *code == CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+        CudaError::Cublas(CublasError(status)) => {
+            *status == cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -365,16 +392,46 @@ mod tests {
     }
 
     #[test]
-    fn running_out_of_gpu_memory_suggests_a_smaller_batch() {
-        let oom = candle_core::Error::Msg(
-            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
-        );
-        let e = err("forward pass")(oom);
+    fn other_errors_are_computations_that_keep_candles_error() {
+        // Classified by type, not by message: text that reads like the driver's is not it.
+        let look_alike = candle_core::Error::Msg("CUDA_ERROR_OUT_OF_MEMORY: out of memory".into());
+        let e = err("forward pass")(look_alike.context("a context"));
         assert!(
-            matches!(&e, StageError::Config(m) if m.contains("lower `batch_size`") && m.starts_with("forward pass")),
+            matches!(&e, StageError::Compute { step, .. } if step == "forward pass"),
             "{e}"
         );
-        let other = err("forward pass")(candle_core::Error::Msg("shape mismatch".into()));
-        assert!(matches!(other, StageError::Internal(_)));
+        assert!(
+            e.to_string().starts_with("internal error: forward pass: "),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("candle's error is kept");
+        assert!(source.to_string().contains("a context"), "{source}");
+        let e = e.during("epoch 2, batch 5");
+        assert!(e
+            .to_string()
+            .starts_with("internal error: epoch 2, batch 5: forward pass: "));
+    }
+
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn running_out_of_gpu_memory_suggests_a_smaller_batch() {
+        use candle_core::cuda_backend::CudaError;
+        use cudarc::cublas::{result::CublasError, sys::cublasStatus_t};
+        use cudarc::driver::{sys::CUresult, DriverError};
+        let driver = |code| candle_core::Error::from(CudaError::Cuda(DriverError(code)));
+        let e = err("forward pass")(driver(CUresult::CUDA_ERROR_OUT_OF_MEMORY).context("matmul"))
+            .during("epoch 1, batch 3");
+        assert!(
+            matches!(&e, StageError::OutOfMemory { step, .. } if step == "epoch 1, batch 3: forward pass"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("lower `batch_size`"), "{e}");
+        let cublas = CudaError::Cublas(CublasError(cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED));
+        assert!(matches!(
+            err("backward")(cublas.into()),
+            StageError::OutOfMemory { .. }
+        ));
+        let other = err("forward pass")(driver(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS));
+        assert!(matches!(other, StageError::Compute { .. }), "{other}");
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use mmflow_pipeline::values::Positive;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
     StageError, StageKind,
@@ -65,7 +66,7 @@ pub struct FinetuneParams {
 impl Default for FinetuneParams {
     fn default() -> Self {
         let mut slower = Optim::default();
-        slower.learning_rate = 1e-5;
+        slower.learning_rate = Positive::new(1e-5);
         FinetuneParams {
             phases: vec![
                 Phase {

@@ -103,9 +103,8 @@ pub fn fit(
             }
             losses.push(value);
             let grads = loss.backward().map_err(super::device::err("backward"))?;
-            opt.step(grads, config.grad_clip).map_err(|e| {
-                StageError::Internal(format!("epoch {epoch}, batch {}: {e}", b + 1))
-            })?;
+            opt.step(grads, config.grad_clip)
+                .map_err(|e| e.during(format!("epoch {epoch}, batch {}", b + 1)))?;
         }
         let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
         let on_train = model.measure(train)?;

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use mmflow_pipeline::values::{AtLeastOne, NonNegative, Positive};
 use mmflow_pipeline::{KeyPath, Moved, ParamProblem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -159,22 +160,22 @@ impl<'de> Deserialize<'de> for Monitor {
 /// the same values).
 pub trait OptimDefaults {
     /// Default `epochs`.
-    fn epochs() -> usize;
+    fn epochs() -> AtLeastOne;
     /// Default `batch_size`.
-    fn batch_size() -> usize {
-        64
+    fn batch_size() -> AtLeastOne {
+        AtLeastOne::new(64)
     }
     /// Default `learning_rate`.
-    fn learning_rate() -> f64 {
-        1e-3
+    fn learning_rate() -> Positive {
+        Positive::new(1e-3)
     }
     /// Default `weight_decay`.
-    fn weight_decay() -> f64 {
-        1e-4
+    fn weight_decay() -> NonNegative {
+        NonNegative::new(1e-4)
     }
     /// Default `grad_clip`.
-    fn grad_clip() -> Option<f64> {
-        Some(1.0)
+    fn grad_clip() -> Option<Positive> {
+        Some(Positive::new(1.0))
     }
     /// Default `patience`.
     fn patience() -> usize;
@@ -202,8 +203,8 @@ pub trait OptimDefaults {
 #[derive(Debug, Clone, PartialEq, JsonSchema)]
 pub struct ModelDefaults;
 impl OptimDefaults for ModelDefaults {
-    fn epochs() -> usize {
-        30
+    fn epochs() -> AtLeastOne {
+        AtLeastOne::new(30)
     }
     fn patience() -> usize {
         8
@@ -217,8 +218,8 @@ impl OptimDefaults for ModelDefaults {
 #[derive(Debug, Clone, PartialEq, JsonSchema)]
 pub struct AdapterDefaults;
 impl OptimDefaults for AdapterDefaults {
-    fn epochs() -> usize {
-        50
+    fn epochs() -> AtLeastOne {
+        AtLeastOne::new(50)
     }
     fn patience() -> usize {
         10
@@ -232,14 +233,14 @@ impl OptimDefaults for AdapterDefaults {
 #[derive(Debug, Clone, PartialEq, JsonSchema)]
 pub struct PhaseDefaults;
 impl OptimDefaults for PhaseDefaults {
-    fn epochs() -> usize {
-        10
+    fn epochs() -> AtLeastOne {
+        AtLeastOne::new(10)
     }
-    fn batch_size() -> usize {
-        32
+    fn batch_size() -> AtLeastOne {
+        AtLeastOne::new(32)
     }
-    fn learning_rate() -> f64 {
-        1e-4
+    fn learning_rate() -> Positive {
+        Positive::new(1e-4)
     }
     fn patience() -> usize {
         3
@@ -258,23 +259,23 @@ impl OptimDefaults for PhaseDefaults {
 pub struct Optim<D: OptimDefaults + JsonSchema> {
     /// Most epochs.
     #[serde(default = "D::epochs")]
-    pub epochs: usize,
+    pub epochs: AtLeastOne,
     /// Segments per batch.
     #[serde(default = "D::batch_size")]
-    pub batch_size: usize,
+    pub batch_size: AtLeastOne,
     /// `adamw` (the default) or `adam` (weight decay as an L2 term in the gradient, as MMSA's
     /// trainers use it).
     #[serde(default, skip_serializing_if = "Optimizer::is_adamw")]
     pub optimizer: Optimizer,
     /// The initial learning rate.
     #[serde(default = "D::learning_rate")]
-    pub learning_rate: f64,
+    pub learning_rate: Positive,
     /// Weight decay: decoupled (AdamW) or added to the gradient (Adam).
     #[serde(default = "D::weight_decay")]
-    pub weight_decay: f64,
+    pub weight_decay: NonNegative,
     /// Clip the global gradient norm to this.
     #[serde(default = "D::grad_clip")]
-    pub grad_clip: Option<f64>,
+    pub grad_clip: Option<Positive>,
     /// Stop after this many epochs without improving `monitor` (0 = train every epoch).
     #[serde(default = "D::patience")]
     pub patience: usize,
@@ -349,21 +350,6 @@ impl<D: OptimDefaults + JsonSchema> Optim<D> {
         let mut problem = |key: &str, message: &str| {
             problems.push(ParamProblem::at(at.key(key), message.to_string()))
         };
-        if self.epochs == 0 {
-            problem("epochs", "must be at least 1");
-        }
-        if self.batch_size == 0 {
-            problem("batch_size", "must be at least 1");
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            problem("learning_rate", "must be a positive number");
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            problem("weight_decay", "must be a finite number ≥ 0");
-        }
-        if self.grad_clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-            problem("grad_clip", "must be a positive number");
-        }
         if !(self.plateau_factor.is_finite()
             && self.plateau_factor > 0.0
             && self.plateau_factor < 1.0)
@@ -388,12 +374,12 @@ impl<D: OptimDefaults + JsonSchema> Optim<D> {
     pub fn fit_config(&self, phase: &str, seed: u64, start_from_current: bool) -> FitConfig {
         FitConfig {
             phase: phase.to_string(),
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.learning_rate,
-            weight_decay: self.weight_decay,
+            epochs: self.epochs.get(),
+            batch_size: self.batch_size.get(),
+            lr: self.learning_rate.get(),
+            weight_decay: self.weight_decay.get(),
             optimizer: self.optimizer,
-            grad_clip: self.grad_clip,
+            grad_clip: self.grad_clip.map(Positive::get),
             patience: self.patience,
             schedule: self.schedule,
             plateau_factor: self.plateau_factor,
@@ -477,11 +463,14 @@ mod tests {
     #[test]
     fn a_partial_table_keeps_the_stage_kinds_defaults() {
         let phase: Optim<PhaseDefaults> = toml::from_str("learning_rate = 0.01").unwrap();
-        assert_eq!(phase.batch_size, 32);
+        assert_eq!(phase.batch_size.get(), 32);
         assert_eq!(phase.schedule, Schedule::Constant);
-        assert_eq!(phase.learning_rate, 0.01);
+        assert_eq!(phase.learning_rate.get(), 0.01);
         let model: Optim<ModelDefaults> = toml::from_str("epochs = 3").unwrap();
-        assert_eq!((model.epochs, model.patience, model.batch_size), (3, 8, 64));
+        assert_eq!(
+            (model.epochs.get(), model.patience, model.batch_size.get()),
+            (3, 8, 64)
+        );
         assert!(toml::from_str::<Optim<ModelDefaults>>("lr = 1").is_err());
     }
 }

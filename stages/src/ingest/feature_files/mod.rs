@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
+use mmflow_pipeline::values::AtLeastOne;
 use mmflow_pipeline::{
     BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext, StageError,
     StageKind,
@@ -195,15 +196,6 @@ impl<F: DefaultFormat> StageKind for Aligned<F> {
                     p.dataset
                 ),
             ));
-        }
-        if !(p.epsilon.is_finite() && p.epsilon >= 0.0) {
-            problems.push(ParamProblem::new("epsilon", "must be a finite number ≥ 0"));
-        }
-        if p.max_length == Some(0) {
-            problems.push(ParamProblem::new("max_length", "must be at least 1"));
-        }
-        if p.chunk_videos == 0 {
-            problems.push(ParamProblem::new("chunk_videos", "must be at least 1"));
         }
         problems
     }
@@ -545,7 +537,7 @@ fn align_videos(
     let bar = ctx.progress.bar("aligning videos", videos.len() as u64);
     let mut segments = Vec::new();
     let mut tally = Tally::default();
-    for chunk in videos.chunks(p.chunk_videos) {
+    for chunk in videos.chunks(p.chunk_videos.get()) {
         let outs: Vec<Result<VideoOut, StageError>> = chunk
             .par_iter()
             .map(|(split, video)| {
@@ -636,13 +628,13 @@ fn process_video(
     let labelled = VideoLabels::read(labels, label_names, text, video)?;
     let mut out = VideoOut::empty(modalities, Tally::default());
     for (i, &interval) in labelled.sequence.intervals.iter().enumerate() {
-        if (interval[0] - interval[1]).abs() < p.epsilon {
+        if (interval[0] - interval[1]).abs() < p.epsilon.get() {
             tally.zero_length_labels += 1;
             continue;
         }
         let pieces: Vec<Sequence> = level
             .iter()
-            .map(|t| t.intersect(interval, p.epsilon))
+            .map(|t| t.intersect(interval, p.epsilon.get()))
             .collect();
         for (m, piece) in modalities.iter().zip(&pieces) {
             if piece.is_empty() {
@@ -654,7 +646,7 @@ fn process_video(
             continue;
         }
         let id = segment_id(video, i);
-        let segment_text = labelled.text(i, interval, text, p.epsilon, &mut tally);
+        let segment_text = labelled.text(i, interval, text, p.epsilon.get(), &mut tally);
         for ((m, piece), batch) in modalities.iter().zip(pieces).zip(out.features.iter_mut()) {
             if piece.is_empty() {
                 continue;
@@ -756,13 +748,13 @@ fn word_level(p: &AlignedParams, modalities: &[Opened], raw: Vec<Sequence>) -> V
                 .enumerate()
                 .map(|(i, seq)| {
                     let aligned = if i == r {
-                        align::words_after_alignment(&words, p.collapse, p.epsilon)
+                        align::words_after_alignment(&words, p.collapse, p.epsilon.get())
                     } else {
                         align::align_to_words(
                             &words.intervals,
                             &Timeline::new(seq),
                             p.collapse,
-                            p.epsilon,
+                            p.epsilon.get(),
                         )
                     };
                     Timeline::new(aligned)
@@ -876,7 +868,7 @@ fn segment_frames(
             }
         }
     }
-    if let Some(max) = p.max_length {
+    if let Some(max) = p.max_length.map(AtLeastOne::get) {
         let steps = values.len() / m.dim.max(1);
         if steps > max {
             *tally.truncated.entry(m.name.clone()).or_default() += 1;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use mmflow_pipeline::values::{AtLeastOne, NonNegative};
 use mmflow_pipeline::{KeyPath, Moved, ParamProblem};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -186,12 +187,12 @@ pub struct AlignedParams {
     pub collapse: Collapse,
     /// Interval tolerance in seconds: the SDK's `epsilon` (`10e-4` in the SDK release on PyPI,
     /// which produced the reference results).
-    pub epsilon: f64,
+    pub epsilon: NonNegative,
     /// Keep only segments that every modality covers (as the SDK's `get_tensors` does);
     /// with `false`, a segment missing a modality is simply absent from that modality's table.
     pub require_all_modalities: bool,
     /// Keep at most this many steps per segment (MMSA and MulT use 50); none by default.
-    pub max_length: Option<usize>,
+    pub max_length: Option<AtLeastOne>,
     /// Which steps `max_length` keeps: `first` (default) or `last`.
     pub keep: Keep,
     /// A folds file (JSON `{"train": [...], "valid": [...], "test": [...]}`, optionally under
@@ -199,7 +200,7 @@ pub struct AlignedParams {
     /// or twice in one) is an error.
     pub folds: Option<PathBuf>,
     /// Videos processed (and written as one row group) at a time: bounds memory.
-    pub chunk_videos: usize,
+    pub chunk_videos: AtLeastOne,
 }
 
 impl Default for AlignedParams {
@@ -213,12 +214,12 @@ impl Default for AlignedParams {
             reference: "words".into(),
             align: AlignMode::Words,
             collapse: Collapse::Mean,
-            epsilon: align::SDK_EPSILON,
+            epsilon: NonNegative::new(align::SDK_EPSILON),
             require_all_modalities: true,
             max_length: None,
             keep: Keep::First,
             folds: None,
-            chunk_videos: 32,
+            chunk_videos: AtLeastOne::new(32),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod profile;
 pub mod world;
 
+use mmflow_pipeline::values::{AtLeastOne, NonNegative};
 use mmflow_pipeline::{
     BoundInputs, InputSlot, OutputPort, ParamProblem, RunContext, StageError, StageKind,
 };
@@ -39,11 +40,11 @@ pub struct SyntheticParams {
     /// Datasets generated with the same value share them, as real MOSI and MOSEI do.
     pub shared_space_seed: u64,
     /// Longest sequence, in words (MMSA and MulT use 50).
-    pub max_length: usize,
+    pub max_length: AtLeastOne,
     /// Multiplier of the per-value feature noise (1 = the calibrated default).
-    pub noise: f64,
+    pub noise: NonNegative,
     /// Videos generated (and written as one row group) at a time: bounds memory.
-    pub chunk_videos: usize,
+    pub chunk_videos: AtLeastOne,
 }
 
 impl Default for SyntheticParams {
@@ -52,9 +53,9 @@ impl Default for SyntheticParams {
             profile: Profile::Mosei,
             scale: 1.0,
             shared_space_seed: 1,
-            max_length: 50,
-            noise: 1.0,
-            chunk_videos: 64,
+            max_length: AtLeastOne::new(50),
+            noise: NonNegative::new(1.0),
+            chunk_videos: AtLeastOne::new(64),
         }
     }
 }
@@ -76,15 +77,6 @@ impl StageKind for Synthetic {
                 "scale",
                 format!("must be in (0, 1], got {}", p.scale),
             ));
-        }
-        if p.max_length == 0 {
-            problems.push(ParamProblem::new("max_length", "must be at least 1"));
-        }
-        if !(p.noise.is_finite() && p.noise >= 0.0) {
-            problems.push(ParamProblem::new("noise", "must be a finite number ≥ 0"));
-        }
-        if p.chunk_videos == 0 {
-            problems.push(ParamProblem::new("chunk_videos", "must be at least 1"));
         }
         problems
     }
@@ -115,7 +107,7 @@ impl StageKind for Synthetic {
                     p.shared_space_seed,
                     ctx.seed,
                     shape.dataset,
-                    p.noise as f32,
+                    p.noise.get() as f32,
                 )
             })
             .collect();
@@ -134,7 +126,7 @@ impl StageKind for Synthetic {
         }
         let bar = ctx.progress.bar("generating videos", videos.len() as u64);
         let mut segments = Vec::new();
-        for chunk in videos.chunks(p.chunk_videos) {
+        for chunk in videos.chunks(p.chunk_videos.get()) {
             let generated: Vec<(Vec<Segment>, Vec<FeatureBatch>)> = chunk
                 .par_iter()
                 .map(|v| generate_video(p, &shape, &spaces, v, ctx.seed))
@@ -329,8 +321,8 @@ fn generate_video(
         let length = ((shape.median_length.ln() + shape.length_spread * normal(&mut rng))
             .exp()
             .round() as usize)
-            .clamp(2, p.max_length.max(2))
-            .min(p.max_length);
+            .clamp(2, p.max_length.get().max(2))
+            .min(p.max_length.get());
         let duration = length as f64 * rng.random_range(0.3..0.5);
         let (start, end) = (clock, clock + duration);
         clock = end + rng.random_range(0.2..1.5);
