@@ -232,15 +232,7 @@ fn main() -> ExitCode {
 
 fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
     match command {
-        Command::Report { runs, out, format } => {
-            if runs.len() > 1 && out.is_none() {
-                eprintln!("error: a report of several runs needs --out DIR (a new folder)");
-                return Ok(EXIT_USAGE);
-            }
-            let path = report::report(&report::Options { runs, out, format })?;
-            println!("report written to {}", path.display());
-            Ok(0)
-        }
+        Command::Report { runs, out, format } => write_report(runs, out, format),
         Command::Sweep {
             pipeline,
             executor,
@@ -251,29 +243,23 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             shared_stages,
             expect,
             json,
-        } => Ok(
-            match sweep::sweep(sweep::Request {
-                file: &pipeline.file,
-                set: &pipeline.set,
-                out: pipeline.out.as_ref(),
-                executor,
-                jobs,
-                wait,
-                collect,
-                part: match (task, shared_stages) {
-                    (Some(index), _) => sweep::Part::Task(index),
-                    (None, true) => sweep::Part::Shared,
-                    (None, false) => sweep::Part::All,
-                },
-                expect: expect.as_deref(),
-                progress,
-                json,
-            })? {
-                sweep::Outcome::Done | sweep::Outcome::Submitted => 0,
-                sweep::Outcome::Invalid => EXIT_USAGE,
-                sweep::Outcome::Failed => EXIT_FAILED,
+        } => run_sweep(sweep::Request {
+            file: &pipeline.file,
+            set: &pipeline.set,
+            out: pipeline.out.as_ref(),
+            executor,
+            jobs,
+            wait,
+            collect,
+            part: match (task, shared_stages) {
+                (Some(index), _) => sweep::Part::Task(index),
+                (None, true) => sweep::Part::Shared,
+                (None, false) => sweep::Part::All,
             },
-        ),
+            expect: expect.as_deref(),
+            progress,
+            json,
+        }),
         Command::Compare {
             runs,
             split,
@@ -281,27 +267,16 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             sort,
             parquet,
             json,
-        } => {
-            let options = compare::Options {
+        } => print_comparison(
+            compare::Options {
                 runs,
                 split,
                 metrics,
                 sort,
                 parquet,
-            };
-            let (comparison, order) = compare::comparison(&options)?;
-            if json {
-                json::print(&json::CompareDocument {
-                    format: json::FORMAT,
-                    split: options.split,
-                    runs: options.runs,
-                    rows: comparison.rows(),
-                })?;
-            } else {
-                print!("{}", comparison.markdown(&order));
-            }
-            Ok(0)
-        }
+            },
+            json,
+        ),
         Command::Inspect {
             run,
             tables,
@@ -320,39 +295,19 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             keep_going,
             wait,
             json,
-        } => {
-            let Some(p) = load(&pipeline) else {
-                return Ok(EXIT_USAGE);
-            };
-            if dry_run {
-                return print_plan(&p, &force, json);
+        } => match load(&pipeline) {
+            None => Ok(EXIT_USAGE),
+            Some(p) if dry_run => print_plan(&p, &force, json),
+            Some(p) => {
+                let options = RunOptions {
+                    force: force.into_iter().collect(),
+                    keep_going,
+                    wait_for_lock: wait,
+                    progress,
+                };
+                run_pipeline(&p, &options, json)
             }
-            let options = RunOptions {
-                force: force.into_iter().collect(),
-                keep_going,
-                wait_for_lock: wait,
-                progress,
-            };
-            match mmflow_pipeline::run(&p, &options) {
-                Ok(summary) => {
-                    if json {
-                        json::print(&json::RunDocument::new(&p, &summary.stages))?;
-                    } else {
-                        print_summary(&p, &summary.stages);
-                    }
-                    Ok(if summary.failed() { EXIT_FAILED } else { 0 })
-                }
-                Err(
-                    e @ (EngineError::Busy { .. }
-                    | EngineError::Usage(_)
-                    | EngineError::NotADirectory { .. }),
-                ) => {
-                    eprintln!("error: {e}");
-                    Ok(EXIT_USAGE)
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
+        },
         Command::Cache {
             action:
                 CacheCommand::Prune {
@@ -360,12 +315,10 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
                     older_than,
                     dry_run,
                 },
-        } => {
-            let Some(p) = load(&pipeline) else {
-                return Ok(EXIT_USAGE);
-            };
-            prune_cache(&p, older_than, dry_run)
-        }
+        } => match load(&pipeline) {
+            Some(p) => prune_cache(&p, older_than, dry_run),
+            None => Ok(EXIT_USAGE),
+        },
         Command::Plan {
             pipeline,
             force,
@@ -374,46 +327,114 @@ fn execute(command: Command, progress: Progress) -> anyhow::Result<u8> {
             Some(p) => print_plan(&p, &force, json),
             None => Ok(EXIT_USAGE),
         },
-        Command::Validate { pipeline } => match load(&pipeline) {
-            Some(p) => {
-                println!(
-                    "{}: ok ({} stages, run directory {})",
-                    pipeline.file.display(),
-                    p.stages.len(),
-                    p.run_dir.display()
-                );
-                Ok(0)
-            }
-            None => Ok(EXIT_USAGE),
-        },
+        Command::Validate { pipeline } => Ok(validate(&pipeline)),
         Command::Show { path, rows } => {
             show::show(&path, rows)?;
             Ok(0)
         }
-        Command::Kinds { params: None } => {
-            print!(
-                "{}",
-                mmflow_pipeline::docs::kinds_markdown(&mmflow_stages::registry())
-            );
-            Ok(0)
-        }
-        Command::Kinds { params: Some(kind) } => {
-            let registry = mmflow_stages::registry();
-            let Some(stage) = registry.get(&kind) else {
-                eprintln!(
-                    "error: no stage kind `{kind}`; the kinds are {}",
-                    registry
-                        .kinds()
-                        .map(|k| k.kind())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                return Ok(EXIT_USAGE);
-            };
-            print!("{}", mmflow_pipeline::docs::params_markdown(stage.as_ref()));
-            Ok(0)
-        }
+        Command::Kinds { params } => Ok(print_kinds(params.as_deref())),
     }
+}
+
+/// `mmflow report`.
+fn write_report(
+    runs: Vec<PathBuf>,
+    out: Option<PathBuf>,
+    format: report::Format,
+) -> anyhow::Result<u8> {
+    if runs.len() > 1 && out.is_none() {
+        eprintln!("error: a report of several runs needs --out DIR (a new folder)");
+        return Ok(EXIT_USAGE);
+    }
+    let path = report::report(&report::Options { runs, out, format })?;
+    println!("report written to {}", path.display());
+    Ok(0)
+}
+
+/// `mmflow sweep`.
+fn run_sweep(request: sweep::Request<'_>) -> anyhow::Result<u8> {
+    Ok(match sweep::sweep(request)? {
+        sweep::Outcome::Done | sweep::Outcome::Submitted => 0,
+        sweep::Outcome::Invalid => EXIT_USAGE,
+        sweep::Outcome::Failed => EXIT_FAILED,
+    })
+}
+
+/// `mmflow compare`: the table as Markdown, or the `--json` document.
+fn print_comparison(options: compare::Options, json: bool) -> anyhow::Result<u8> {
+    let (comparison, order) = compare::comparison(&options)?;
+    if json {
+        json::print(&json::CompareDocument {
+            format: json::FORMAT,
+            split: options.split,
+            runs: options.runs,
+            rows: comparison.rows(),
+        })?;
+    } else {
+        print!("{}", comparison.markdown(&order));
+    }
+    Ok(0)
+}
+
+/// `mmflow run`: the pipeline, then its summary (or the `--json` document).
+fn run_pipeline(p: &Pipeline, options: &RunOptions, json: bool) -> anyhow::Result<u8> {
+    match mmflow_pipeline::run(p, options) {
+        Ok(summary) => {
+            if json {
+                json::print(&json::RunDocument::new(p, &summary.stages))?;
+            } else {
+                print_summary(p, &summary.stages);
+            }
+            Ok(if summary.failed() { EXIT_FAILED } else { 0 })
+        }
+        Err(
+            e @ (EngineError::Busy { .. }
+            | EngineError::Usage(_)
+            | EngineError::NotADirectory { .. }),
+        ) => {
+            eprintln!("error: {e}");
+            Ok(EXIT_USAGE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `mmflow validate`.
+fn validate(pipeline: &PipelineArgs) -> u8 {
+    match load(pipeline) {
+        Some(p) => {
+            println!(
+                "{}: ok ({} stages, run directory {})",
+                pipeline.file.display(),
+                p.stages.len(),
+                p.run_dir.display()
+            );
+            0
+        }
+        None => EXIT_USAGE,
+    }
+}
+
+/// `mmflow kinds [--params KIND]`.
+fn print_kinds(params: Option<&str>) -> u8 {
+    let registry = mmflow_stages::registry();
+    let Some(kind) = params else {
+        print!("{}", mmflow_pipeline::docs::kinds_markdown(&registry));
+        return 0;
+    };
+    let Some(stage) = registry.get(kind) else {
+        eprintln!(
+            "error: no stage kind `{kind}`; the kinds are {}",
+            registry
+                .kinds()
+                .map(|k| k.kind())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return EXIT_USAGE;
+    };
+    print!("{}", mmflow_pipeline::docs::params_markdown(stage.as_ref()));
+    0
 }
 
 /// An age in days: any number ≥ 0 (`inf` and numbers too large for a date mean that

@@ -179,29 +179,17 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
         }
         None => None,
     };
-    let mut args = common;
     let tasks = unfinished
         .iter()
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let throttle = sweep
-        .section
-        .slurm
-        .max_parallel
-        .map(|k| format!("%{k}"))
-        .unwrap_or_default();
-    args.push(format!("--array={tasks}{throttle}"));
-    args.push(format!("--output={}", folder.join("%A_%a.log").display()));
-    if let Some(job) = &shared_job {
-        args.push(format!("--dependency=afterok:{job}"));
-        args.push("--kill-on-invalid-dep=yes".into());
-    }
+    let args = array_args(common, sweep, &tasks, &folder, shared_job.as_deref());
     let array_job = sbatch_job(&sbatch, &args, &script, "the job array")?;
     let submission = Submission {
         array_job: array_job.clone(),
         shared_job: shared_job.clone(),
-        tasks: unfinished.clone(),
+        tasks: unfinished,
         submitted_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -209,21 +197,7 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
     };
     let json = serde_json::to_vec_pretty(&submission)?;
     write_atomically(&folder.join(SUBMISSION_FILE), &json)?;
-    sweep.say.line(format_args!(
-        "submitted job array {array_job}: {} of {} runs (tasks {}){}; logs in {}",
-        unfinished.len(),
-        sweep.runs.len(),
-        if unfinished.len() > 12 {
-            format!("{}, … {}", unfinished[0], unfinished[unfinished.len() - 1])
-        } else {
-            tasks.clone()
-        },
-        shared_job
-            .as_ref()
-            .map(|j| format!(", after job {j} (the stages every run shares)"))
-            .unwrap_or_default(),
-        folder.display()
-    ));
+    say_submitted(sweep, &submission, &tasks, &folder);
     let Some(squeue) = squeue else {
         sweep.say.line(format_args!(
             "when it has finished: mmflow sweep {} --collect (or run the sweep again: only unfinished runs are submitted)",
@@ -235,6 +209,52 @@ pub fn submit(sweep: &Sweep, set: &[String], out: Option<&PathBuf>, wait: bool) 
     jobs.extend(shared_job);
     wait_for(&squeue, &jobs)?;
     Ok(true)
+}
+
+/// The job array's `sbatch` options: `common`, the array of `tasks` (throttled to
+/// `max_parallel`), its logs, and its dependency on the shared stages' job.
+fn array_args(
+    mut args: Vec<String>,
+    sweep: &Sweep,
+    tasks: &str,
+    folder: &Path,
+    shared_job: Option<&str>,
+) -> Vec<String> {
+    let throttle = sweep
+        .section
+        .slurm
+        .max_parallel
+        .map(|k| format!("%{k}"))
+        .unwrap_or_default();
+    args.push(format!("--array={tasks}{throttle}"));
+    args.push(format!("--output={}", folder.join("%A_%a.log").display()));
+    if let Some(job) = shared_job {
+        args.push(format!("--dependency=afterok:{job}"));
+        args.push("--kill-on-invalid-dep=yes".into());
+    }
+    args
+}
+
+/// What was submitted, and where its logs go.
+fn say_submitted(sweep: &Sweep, submission: &Submission, tasks: &str, folder: &Path) {
+    let unfinished = &submission.tasks;
+    sweep.say.line(format_args!(
+        "submitted job array {}: {} of {} runs (tasks {}){}; logs in {}",
+        submission.array_job,
+        unfinished.len(),
+        sweep.runs.len(),
+        if unfinished.len() > 12 {
+            format!("{}, … {}", unfinished[0], unfinished[unfinished.len() - 1])
+        } else {
+            tasks.to_string()
+        },
+        submission
+            .shared_job
+            .as_ref()
+            .map(|j| format!(", after job {j} (the stages every run shares)"))
+            .unwrap_or_default(),
+        folder.display()
+    ));
 }
 
 /// Runs `sbatch --parsable … script`; the job id, or an error with the scheduler's words.

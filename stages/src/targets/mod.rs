@@ -362,33 +362,7 @@ impl StageKind for SelectTargets {
     fn run(&self, p: &SelectTargetsParams, ctx: &mut RunContext<'_>) -> Result<(), StageError> {
         let source = Side::load(ctx, slot::SOURCE_SEGMENTS, slot::SOURCE, p, false)?;
         let target = Side::load(ctx, slot::TARGET_SEGMENTS, slot::TARGET, p, true)?;
-        if target.ids.is_empty() {
-            return Err(StageError::input(format!(
-                "{}: no train segment has every matching ({}) and adapted ({}) modality",
-                ctx.input(slot::TARGET_SEGMENTS)?.reference,
-                p.match_on.join(", "),
-                p.adapt.join(", ")
-            )));
-        }
-        if source.ids.is_empty() {
-            return Err(StageError::input(format!(
-                "{}: no segment has every matching modality ({})",
-                ctx.input(slot::SOURCE_SEGMENTS)?.reference,
-                p.match_on.join(", ")
-            )));
-        }
-        for ((m, (s_ref, s_dim)), (t_ref, t_dim)) in p
-            .match_on
-            .iter()
-            .zip(&source.match_dims)
-            .zip(&target.match_dims)
-        {
-            if s_dim != t_dim {
-                return Err(StageError::input(format!(
-                    "matching modality `{m}` (param `match_on`) is {s_dim} wide in {s_ref} but {t_dim} wide in {t_ref}: match on a modality extracted the same way in both"
-                )));
-            }
-        }
+        check_sides(ctx, p, &source, &target)?;
         let mut diags = Vec::new();
         let method = p.method.as_str();
         let matches = match &p.method {
@@ -400,79 +374,7 @@ impl StageKind for SelectTargets {
             }
             Method::Cosine(settings) => cosine(&source, &target, settings),
             Method::Kmeans(settings) => {
-                if settings.k.get() > target.ids.len() {
-                    return Err(StageError::config(format!(
-                        "param `k` = {} but {} has only {} usable train segments",
-                        settings.k,
-                        ctx.input(slot::TARGET_SEGMENTS)?.reference,
-                        target.ids.len()
-                    )));
-                }
-                if let Some(i) =
-                    (0..target.ids.len()).find(|&i| target.row(i).iter().any(|v| !v.is_finite()))
-                {
-                    return Err(StageError::input(format!(
-                        "{}: segment `{}` has a non-finite value in its matching modalities ({}): k-means needs finite values",
-                        ctx.input(slot::TARGET_SEGMENTS)?.reference,
-                        target.ids[i],
-                        p.match_on.join(", ")
-                    )));
-                }
-                let bar = ctx.progress.bar("k-means", 1);
-                let clustering = kmeans::fit(
-                    &target.matching,
-                    target.dim,
-                    settings.k.get(),
-                    settings.max_iterations.get() as u64,
-                    settings.tolerance.get(),
-                    ctx.seed,
-                )
-                .map_err(|e| StageError::compute("k-means", e))?;
-                bar.inc(1);
-                let sizes = clustering.sizes();
-                let mut sorted = sizes.clone();
-                sorted.sort_unstable();
-                diags.push(
-                    Diagnostic::new(method, "matching", "inertia", clustering.inertia)
-                        .with_n(target.ids.len())
-                        .with_note(
-                            "sum of squared distances to the centroids (scikit-learn's convention)",
-                        ),
-                );
-                diags.push(
-                    Diagnostic::new(
-                        method,
-                        "matching",
-                        "inertia_per_point",
-                        clustering.inertia / target.ids.len() as f64,
-                    )
-                    .with_note("linfa's convention"),
-                );
-                diags.push(Diagnostic::new(
-                    method,
-                    "matching",
-                    "cluster_size_min",
-                    sorted[0] as f64,
-                ));
-                diags.push(Diagnostic::new(
-                    method,
-                    "matching",
-                    "cluster_size_median",
-                    sorted[sorted.len() / 2] as f64,
-                ));
-                diags.push(Diagnostic::new(
-                    method,
-                    "matching",
-                    "cluster_size_max",
-                    sorted[sorted.len() - 1] as f64,
-                ));
-                diags.push(Diagnostic::new(
-                    method,
-                    "matching",
-                    "empty_cluster_share",
-                    sizes.iter().filter(|&&s| s == 0).count() as f64 / settings.k.get() as f64,
-                ));
-                cluster_matches(&source, &target, &clustering, settings)
+                kmeans_matches(ctx, p, settings, &source, &target, &mut diags)?
             }
         };
         diags.extend(match_diagnostics(method, &source, &target, &matches));
@@ -486,18 +388,7 @@ impl StageKind for SelectTargets {
             ));
             table.write(ctx.output_named(modality)?, ctx.table_meta())?;
         }
-        for d in &diags {
-            if d.metric == "label_agreement" {
-                tracing::info!(
-                    "{}: {method}: label agreement r = {:.3} (n = {}, 95% CI {:.3}…{:.3})",
-                    ctx.stage_id,
-                    d.value,
-                    d.n.unwrap_or(0),
-                    d.ci_low.unwrap_or(f64::NAN),
-                    d.ci_high.unwrap_or(f64::NAN)
-                );
-            }
-        }
+        log_label_agreement(ctx.stage_id, method, &diags);
         diagnostics::write(&diags, ctx.output(DIAG)?, ctx.table_meta())?;
         ctx.report("source_segments", source.ids.len());
         ctx.report("target_train_segments", target.ids.len());
@@ -522,6 +413,26 @@ struct Side {
 
 /// A features table's dataset, width and pooled vector per segment.
 type Pooled = (String, usize, HashMap<String, Vec<f32>>);
+
+/// A segment's matching vector: each matching modality's vector scaled to unit length, then
+/// all by 1/√(modalities), so each weighs the same; `None` when a modality lacks the segment.
+fn matching_vector(segment: &str, tables: &[(String, Pooled)], dim: usize) -> Option<Vec<f32>> {
+    let scale = 1.0 / (tables.len().max(1) as f32).sqrt();
+    let mut vector = Vec::with_capacity(dim);
+    for (_, (_, _, map)) in tables {
+        let v = map.get(segment)?;
+        let norm = v
+            .iter()
+            .map(|x| (*x as f64) * (*x as f64))
+            .sum::<f64>()
+            .sqrt() as f32;
+        vector.extend(
+            v.iter()
+                .map(|x| if norm > 0.0 { x / norm * scale } else { 0.0 }),
+        );
+    }
+    Some(vector)
+}
 
 fn pooled(input: &ResolvedInput) -> Result<Pooled, StageError> {
     let reader = FeatureReader::open_pooled(&input.path)?;
@@ -588,7 +499,6 @@ impl Side {
             .map(|(_, (_, d, _))| d)
             .sum::<usize>()
             + usize::from(p.label_weight.get() > 0.0);
-        let scale = 1.0 / (matching_tables.len().max(1) as f32).sqrt();
         let mut side = Side {
             dataset,
             ids: Vec::new(),
@@ -605,7 +515,7 @@ impl Side {
                 .map(|(r, (_, d, _))| (r.clone(), *d))
                 .collect(),
         };
-        'rows: for row in &segments.rows {
+        for row in &segments.rows {
             if target && row.split != Split::Train {
                 continue;
             }
@@ -613,21 +523,9 @@ impl Side {
             if p.label_weight.get() > 0.0 && label.is_none() {
                 continue;
             }
-            let mut vector = Vec::with_capacity(dim);
-            for (_, (_, _, map)) in &matching_tables {
-                let Some(v) = map.get(&row.segment_id) else {
-                    continue 'rows;
-                };
-                let norm = v
-                    .iter()
-                    .map(|x| (*x as f64) * (*x as f64))
-                    .sum::<f64>()
-                    .sqrt() as f32;
-                vector.extend(
-                    v.iter()
-                        .map(|x| if norm > 0.0 { x / norm * scale } else { 0.0 }),
-                );
-            }
+            let Some(mut vector) = matching_vector(&row.segment_id, &matching_tables, dim) else {
+                continue;
+            };
             if adapt_tables
                 .iter()
                 .any(|(_, (_, _, map))| !map.contains_key(&row.segment_id))
@@ -674,6 +572,137 @@ impl Match {
             similarity: None,
             distance: None,
         }
+    }
+}
+
+/// Both sides have segments to match, and each matching modality is as wide on both.
+fn check_sides(
+    ctx: &RunContext<'_>,
+    p: &SelectTargetsParams,
+    source: &Side,
+    target: &Side,
+) -> Result<(), StageError> {
+    if target.ids.is_empty() {
+        return Err(StageError::input(format!(
+            "{}: no train segment has every matching ({}) and adapted ({}) modality",
+            ctx.input(slot::TARGET_SEGMENTS)?.reference,
+            p.match_on.join(", "),
+            p.adapt.join(", ")
+        )));
+    }
+    if source.ids.is_empty() {
+        return Err(StageError::input(format!(
+            "{}: no segment has every matching modality ({})",
+            ctx.input(slot::SOURCE_SEGMENTS)?.reference,
+            p.match_on.join(", ")
+        )));
+    }
+    for ((m, (s_ref, s_dim)), (t_ref, t_dim)) in p
+        .match_on
+        .iter()
+        .zip(&source.match_dims)
+        .zip(&target.match_dims)
+    {
+        if s_dim != t_dim {
+            return Err(StageError::input(format!(
+                "matching modality `{m}` (param `match_on`) is {s_dim} wide in {s_ref} but {t_dim} wide in {t_ref}: match on a modality extracted the same way in both"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// K-means over the target's train segments, each source matched through its cluster; the
+/// clustering's diagnostics added to `diags`.
+fn kmeans_matches(
+    ctx: &mut RunContext<'_>,
+    p: &SelectTargetsParams,
+    settings: &KmeansSettings,
+    source: &Side,
+    target: &Side,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Vec<Match>, StageError> {
+    if settings.k.get() > target.ids.len() {
+        return Err(StageError::config(format!(
+            "param `k` = {} but {} has only {} usable train segments",
+            settings.k,
+            ctx.input(slot::TARGET_SEGMENTS)?.reference,
+            target.ids.len()
+        )));
+    }
+    if let Some(i) = (0..target.ids.len()).find(|&i| target.row(i).iter().any(|v| !v.is_finite())) {
+        return Err(StageError::input(format!(
+            "{}: segment `{}` has a non-finite value in its matching modalities ({}): k-means needs finite values",
+            ctx.input(slot::TARGET_SEGMENTS)?.reference,
+            target.ids[i],
+            p.match_on.join(", ")
+        )));
+    }
+    let bar = ctx.progress.bar("k-means", 1);
+    let clustering = kmeans::fit(
+        &target.matching,
+        target.dim,
+        settings.k.get(),
+        settings.max_iterations.get() as u64,
+        settings.tolerance.get(),
+        ctx.seed,
+    )
+    .map_err(|e| StageError::compute("k-means", e))?;
+    bar.inc(1);
+    diags.extend(cluster_diagnostics(
+        p.method.as_str(),
+        &clustering,
+        target.ids.len(),
+        settings.k.get(),
+    ));
+    Ok(cluster_matches(source, target, &clustering, settings))
+}
+
+/// The clustering's inertia (both conventions) and cluster sizes.
+fn cluster_diagnostics(
+    method: &str,
+    clustering: &kmeans::Clustering,
+    points: usize,
+    k: usize,
+) -> Vec<Diagnostic> {
+    let sizes = clustering.sizes();
+    let mut sorted = sizes.clone();
+    sorted.sort_unstable();
+    let size =
+        |metric: &str, value: usize| Diagnostic::new(method, "matching", metric, value as f64);
+    vec![
+        Diagnostic::new(method, "matching", "inertia", clustering.inertia)
+            .with_n(points)
+            .with_note("sum of squared distances to the centroids (scikit-learn's convention)"),
+        Diagnostic::new(
+            method,
+            "matching",
+            "inertia_per_point",
+            clustering.inertia / points as f64,
+        )
+        .with_note("linfa's convention"),
+        size("cluster_size_min", sorted[0]),
+        size("cluster_size_median", sorted[sorted.len() / 2]),
+        size("cluster_size_max", sorted[sorted.len() - 1]),
+        Diagnostic::new(
+            method,
+            "matching",
+            "empty_cluster_share",
+            sizes.iter().filter(|&&s| s == 0).count() as f64 / k as f64,
+        ),
+    ]
+}
+
+/// The label agreement of the matches, in the log.
+fn log_label_agreement(stage: &str, method: &str, diags: &[Diagnostic]) {
+    for d in diags.iter().filter(|d| d.metric == "label_agreement") {
+        tracing::info!(
+            "{stage}: {method}: label agreement r = {:.3} (n = {}, 95% CI {:.3}…{:.3})",
+            d.value,
+            d.n.unwrap_or(0),
+            d.ci_low.unwrap_or(f64::NAN),
+            d.ci_high.unwrap_or(f64::NAN)
+        );
     }
 }
 

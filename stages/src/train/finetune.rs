@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use candle_core::Var;
 use mmflow_pipeline::values::Positive;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
@@ -17,13 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{ModelCheckpoint, ADAPTER_PREFIX};
 use super::device::open;
-use super::fit::fit;
+use super::fit::{fit, PhaseResult};
 use super::loss::LossWeights;
 use super::model::Head;
 use super::restore::Restored;
-use super::settings::{Optim, PhaseDefaults, FINETUNE_MOVED_INTO_OPTIM};
+use super::settings::{FitConfig, Optim, PhaseDefaults, FINETUNE_MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
-use crate::metrics::Predicts;
+use super::weights::ParamStore;
+use crate::metrics::{MetricFamily, Predicts};
 use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 
@@ -257,23 +259,7 @@ impl StageKind for Finetune {
         } else {
             p.heads.clone()
         };
-        for (i, phase) in p.phases.iter().enumerate() {
-            for head in heads
-                .keys()
-                .chain(phase.heads.iter().flat_map(|h| h.keys()))
-            {
-                if !model.arch.heads.iter().any(|h| h.label == *head) {
-                    return Err(StageError::config(format!(
-                        "phases[{i}] ({}): `{head}` is not a head of the model ({})",
-                        phase.name,
-                        labels(&model.arch.heads)
-                    )));
-                }
-            }
-            check_monitor(&phase.optim.monitor, &model.arch.heads, Some(family)).map_err(|e| {
-                StageError::config(format!("phases[{i}] ({}): monitor: {e}", phase.name))
-            })?;
-        }
+        check_phases(p, &heads, &model.arch.heads, family)?;
         let (train, valid) = (data.rows(Split::Train), data.rows(Split::Valid));
         check_data(&data, &train, &valid, heads.keys(), &segments)?;
         let adapter_checkpoint = adapters.as_ref().map(|a| a.checkpoint.clone());
@@ -288,36 +274,7 @@ impl StageKind for Finetune {
         let mut summary = Vec::new();
         let mut last = None;
         for (i, phase) in p.phases.iter().enumerate() {
-            let prefixes: Vec<String> = phase
-                .freeze
-                .iter()
-                .filter_map(|f| module_prefix(f))
-                .collect();
-            for (entry, prefix) in phase.freeze.iter().zip(&prefixes) {
-                if store.vars_with_prefix(prefix).is_empty() {
-                    return Err(StageError::config(format!(
-                        "phases[{i}] ({}): freeze `{entry}` matches nothing in this model{}",
-                        phase.name,
-                        if prefix.starts_with("adapter") && adapter_mlps.is_none() {
-                            " (the stage has no `adapters` input)"
-                        } else {
-                            ""
-                        }
-                    )));
-                }
-            }
-            let vars: Vec<_> = store
-                .named_vars()
-                .into_iter()
-                .filter(|(name, _)| !prefixes.iter().any(|p| name.starts_with(p.as_str())))
-                .map(|(_, v)| v)
-                .collect();
-            if vars.is_empty() {
-                return Err(StageError::config(format!(
-                    "phases[{i}] ({}) freezes every parameter: nothing to train",
-                    phase.name
-                )));
-            }
+            let vars = trainable(&store, i, phase, adapter_mlps.is_some())?;
             let weights = phase.heads.clone().unwrap_or_else(|| heads.clone());
             let task = Task {
                 model: &model,
@@ -342,20 +299,7 @@ impl StageKind for Finetune {
                 &config,
                 ctx.progress,
             )?;
-            tracing::info!(
-                "{}: phase `{}`: best epoch {} of {} ({} = {:.4}){}",
-                ctx.stage_id,
-                phase.name,
-                fitted.best_epoch,
-                config.epochs,
-                config.monitor,
-                fitted.best_value,
-                if fitted.best_epoch == 0 {
-                    "; no epoch beat the starting weights, kept them"
-                } else {
-                    ""
-                }
-            );
+            log_phase(ctx.stage_id, &config, &fitted);
             summary.push(serde_json::json!({"phase": phase.name, "best_epoch": fitted.best_epoch, "best_value": fitted.best_value, "stopped": fitted.stopped}));
             rows.extend(fitted.history.iter().cloned());
             last = Some(fitted);
@@ -376,4 +320,89 @@ impl StageKind for Finetune {
         ctx.report("segments_without_every_modality", data.dropped);
         Ok(())
     }
+}
+
+/// Every head a phase weighs is the model's, and every phase's monitor is measured.
+fn check_phases(
+    p: &FinetuneParams,
+    heads: &BTreeMap<String, LossWeights>,
+    model_heads: &[Head],
+    family: MetricFamily,
+) -> Result<(), StageError> {
+    for (i, phase) in p.phases.iter().enumerate() {
+        for head in heads
+            .keys()
+            .chain(phase.heads.iter().flat_map(|h| h.keys()))
+        {
+            if !model_heads.iter().any(|h| h.label == *head) {
+                return Err(StageError::config(format!(
+                    "phases[{i}] ({}): `{head}` is not a head of the model ({})",
+                    phase.name,
+                    labels(model_heads)
+                )));
+            }
+        }
+        check_monitor(&phase.optim.monitor, model_heads, Some(family)).map_err(|e| {
+            StageError::config(format!("phases[{i}] ({}): monitor: {e}", phase.name))
+        })?;
+    }
+    Ok(())
+}
+
+/// The parameters phase `i` trains: all but those its `freeze` entries name (each must name
+/// something, and something must be left).
+fn trainable(
+    store: &ParamStore,
+    i: usize,
+    phase: &Phase,
+    has_adapters: bool,
+) -> Result<Vec<Var>, StageError> {
+    let prefixes: Vec<String> = phase
+        .freeze
+        .iter()
+        .filter_map(|f| module_prefix(f))
+        .collect();
+    for (entry, prefix) in phase.freeze.iter().zip(&prefixes) {
+        if store.vars_with_prefix(prefix).is_empty() {
+            return Err(StageError::config(format!(
+                "phases[{i}] ({}): freeze `{entry}` matches nothing in this model{}",
+                phase.name,
+                if prefix.starts_with("adapter") && !has_adapters {
+                    " (the stage has no `adapters` input)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    let vars: Vec<Var> = store
+        .named_vars()
+        .into_iter()
+        .filter(|(name, _)| !prefixes.iter().any(|p| name.starts_with(p.as_str())))
+        .map(|(_, v)| v)
+        .collect();
+    if vars.is_empty() {
+        return Err(StageError::config(format!(
+            "phases[{i}] ({}) freezes every parameter: nothing to train",
+            phase.name
+        )));
+    }
+    Ok(vars)
+}
+
+/// A phase's best epoch, in the log.
+fn log_phase(stage: &str, config: &FitConfig, fitted: &PhaseResult) {
+    tracing::info!(
+        "{stage}: phase `{}`: best epoch {} of {} ({} = {:.4}){}",
+        config.phase,
+        fitted.best_epoch,
+        config.epochs,
+        config.monitor,
+        fitted.best_value,
+        if fitted.best_epoch == 0 {
+            "; no epoch beat the starting weights, kept them"
+        } else {
+            ""
+        }
+    );
 }

@@ -43,6 +43,47 @@ pub struct PhaseResult {
     pub stopped: Option<String>,
 }
 
+/// How an epoch's batches went.
+enum Epoch {
+    /// Every batch trained: their mean loss.
+    Trained(f64),
+    /// A batch's loss was not finite (which, where): its step was not taken.
+    BadLoss(String),
+}
+
+/// One epoch over `train` in the epoch's seeded order, a step per batch.
+fn train_epoch(
+    model: &dyn Trainable,
+    opt: &mut AdamW,
+    rng: &mut ChaCha8Rng,
+    train: &[usize],
+    config: &FitConfig,
+    epoch: usize,
+) -> Result<Epoch, StageError> {
+    let lr = opt.lr();
+    let order = shuffled(train, config.seed, epoch);
+    let mut losses = Vec::new();
+    for (b, rows) in order.chunks(config.batch_size.max(1)).enumerate() {
+        let mut pass = Pass { train: true, rng };
+        let loss = model.loss(rows, &mut pass)?;
+        let value = scalar(&loss)?;
+        if !value.is_finite() {
+            return Ok(Epoch::BadLoss(format!(
+                "{} loss at epoch {epoch}, batch {} (lr {lr:.3e})",
+                if value.is_nan() { "NaN" } else { "infinite" },
+                b + 1
+            )));
+        }
+        losses.push(value);
+        let grads = loss.backward().map_err(super::device::err("backward"))?;
+        opt.step(grads, config.grad_clip)
+            .map_err(|e| e.during(format!("epoch {epoch}, batch {}", b + 1)))?;
+    }
+    Ok(Epoch::Trained(
+        losses.iter().sum::<f64>() / losses.len().max(1) as f64,
+    ))
+}
+
 /// Trains `model`'s `vars` (a subset of `store`'s) on `train` rows, selecting on `valid`.
 pub fn fit(
     model: &dyn Trainable,
@@ -83,30 +124,13 @@ pub fn fit(
     let bar = progress.bar(&format!("{} epochs", config.phase), config.epochs as u64);
     'epochs: for epoch in 1..=config.epochs {
         let lr = opt.lr();
-        let order = shuffled(train, config.seed, epoch);
-        let mut losses = Vec::new();
-        for (b, rows) in order.chunks(config.batch_size.max(1)).enumerate() {
-            let mut pass = Pass {
-                train: true,
-                rng: &mut rng,
-            };
-            let loss = model.loss(rows, &mut pass)?;
-            let value = scalar(&loss)?;
-            if !value.is_finite() {
-                let what = format!(
-                    "{} loss at epoch {epoch}, batch {} (lr {lr:.3e})",
-                    if value.is_nan() { "NaN" } else { "infinite" },
-                    b + 1
-                );
+        let train_loss = match train_epoch(model, &mut opt, &mut rng, train, config, epoch)? {
+            Epoch::Trained(mean_loss) => mean_loss,
+            Epoch::BadLoss(what) => {
                 stopped = Some(rules.bad_loss(what)?);
                 break 'epochs;
             }
-            losses.push(value);
-            let grads = loss.backward().map_err(super::device::err("backward"))?;
-            opt.step(grads, config.grad_clip)
-                .map_err(|e| e.during(format!("epoch {epoch}, batch {}", b + 1)))?;
-        }
-        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        };
         let on_train = model.measure(train)?;
         let on_valid = model.measure(valid)?;
         let valid_loss = on_valid

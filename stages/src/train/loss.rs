@@ -100,11 +100,9 @@ mod tests {
     /// cov = np.mean((p - p.mean()) * (y - y.mean()))
     /// 2 * cov / (p.var() + y.var() + (p.mean() - y.mean()) ** 2)   # 0.8541666666666666
     /// ```
-    #[test]
-    fn losses_match_numpy() {
-        let d = Device::Cpu;
-        let p = Tensor::new(&[0.5f32, -1.0, 2.0, 0.0], &d).unwrap();
-        let y = Tensor::new(&[1.0f32, -2.0, 1.5, 0.5], &d).unwrap();
+    fn losses_match_numpy(d: &Device) {
+        let p = Tensor::new(&[0.5f32, -1.0, 2.0, 0.0], d).unwrap();
+        let y = Tensor::new(&[1.0f32, -2.0, 1.5, 0.5], d).unwrap();
         let value =
             |w: LossWeights| head_loss(&p, &y, &w).unwrap().to_scalar::<f32>().unwrap() as f64;
         let only = |mse, mae, pearson, ccc| LossWeights {
@@ -126,4 +124,10 @@ mod tests {
         );
         assert!(only(0.0, 0.0, 0.0, 0.0).check("heads.x").len() == 1);
     }
+
+    test_device!(
+        losses_match_numpy,
+        losses_match_numpy_cpu,
+        losses_match_numpy_cuda
+    );
 }

@@ -12,6 +12,36 @@
 //! `train_adapters` ([`train_adapters`]), `finetune` ([`finetune`]) and `apply_adapters`
 //! ([`apply_adapters`]).
 
+/// A test written once as `fn case(device: &Device)`, run on every device the build has (as
+/// candle's `test_device!`): `$cpu` on the CPU always; `$cuda` on GPU 0 in a build with
+/// `cuda`, which says "skipped" where no GPU answers (and fails instead with
+/// `MMFLOW_REQUIRE_GPU=1`, for a machine that has one).
+#[cfg(test)]
+macro_rules! test_device {
+    ($case:ident, $cpu:ident, $cuda:ident) => {
+        #[test]
+        fn $cpu() {
+            $case(&candle_core::Device::Cpu)
+        }
+
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn $cuda() {
+            use $crate::train::device;
+            let opened = device::resolve(mmflow_pipeline::DeviceChoice::Cuda)
+                .map_err(|why| why.to_string())
+                .and_then(|d| device::open(d).map_err(|e| e.to_string()));
+            match opened {
+                Ok(gpu) => $case(&gpu),
+                Err(why) if std::env::var_os("MMFLOW_REQUIRE_GPU").is_none() => {
+                    eprintln!("skipped: no GPU ({why})")
+                }
+                Err(why) => panic!("MMFLOW_REQUIRE_GPU is set but no GPU opened: {why}"),
+            }
+        }
+    };
+}
+
 pub mod apply_adapters;
 pub mod checkpoint;
 #[cfg(any(feature = "cuda", test))]

@@ -470,9 +470,8 @@ mod tests {
     /// (w ** 2).sum().backward(); opt.step()
     /// w  # tensor([ 0.8990, -1.8980,  2.8970])
     /// ```
-    #[test]
-    fn fused_adamw_matches_pytorch() {
-        let w = Var::new(&[1.0f32, -2.0, 3.0], &Device::Cpu).unwrap();
+    fn adamw_matches_pytorch(device: &Device) {
+        let w = Var::new(&[1.0f32, -2.0, 3.0], device).unwrap();
         let mut opt = AdamW::new(vec![w.clone()], AdamWConfig::new(0.1, 0.01)).unwrap();
         let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
@@ -483,13 +482,19 @@ mod tests {
         }
     }
 
-    /// The optimizer used on GPUs (candle-nn's AdamW, with clipping by scaled gradients)
-    /// follows the fused CPU one step for step; run here on the CPU.
-    #[test]
-    fn the_device_optimizer_matches_the_fused_one() {
+    test_device!(
+        adamw_matches_pytorch,
+        adamw_matches_pytorch_cpu,
+        adamw_matches_pytorch_cuda
+    );
+
+    /// The optimizer used on GPUs (candle-nn's AdamW, with clipping by scaled gradients) on
+    /// `device` follows the fused CPU one step for step.
+    fn the_device_optimizer_matches_the_fused_one(device: &Device) {
         let start = [0.5f32, -1.5, 2.0, 0.25, -0.75, 3.0];
         let run = |fused: bool| {
-            let w = Var::new(&start, &Device::Cpu).unwrap();
+            let on = if fused { &Device::Cpu } else { device };
+            let w = Var::new(&start, on).unwrap();
             let config = AdamWConfig::new(0.05, 0.01);
             let mut opt = AdamW::with_engine(vec![vec![w.clone()].into()], config, fused).unwrap();
             let mut norms = Vec::new();
@@ -514,6 +519,12 @@ mod tests {
         }
         assert_ne!(fused, start.to_vec());
     }
+
+    test_device!(
+        the_device_optimizer_matches_the_fused_one,
+        the_device_optimizer_matches_the_fused_one_cpu,
+        the_device_optimizer_matches_the_fused_one_cuda
+    );
 
     #[test]
     fn plateau_halves_after_patience() {

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use candle_core::{Device, Tensor};
 use mmflow_pipeline::problem::listed;
 use mmflow_pipeline::{
-    Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
-    StageError, StageKind,
+    Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, ResolvedInput,
+    RunContext, StageError, StageKind,
 };
 use mmflow_schemas::features::FeatureReader;
 use mmflow_schemas::history;
@@ -165,48 +165,14 @@ impl StageKind for TrainAdapters {
         let mut summary = BTreeMap::new();
         for target_input in ctx.inputs(slot::TARGETS).to_vec() {
             let modality = target_input.reference.output.clone();
-            let targets = TargetTable::read(&target_input.path)?;
             let source_input = ctx
                 .inputs(slot::SOURCE)
                 .iter()
                 .find(|s| s.reference.output == modality)
                 .cloned()
                 .ok_or_else(|| StageError::Internal(format!("no source for `{modality}`")))?;
-            let source = FeatureReader::open_pooled(&source_input.path)?.read_all()?;
-            let index: HashMap<&str, usize> = source
-                .segment_ids
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.as_str(), i))
-                .collect();
-            let mut pairs = Pairs {
-                input: source.dim,
-                output: targets.info.dim,
-                x: Vec::new(),
-                y: Vec::new(),
-                splits: Vec::new(),
-            };
-            for (i, row) in targets.rows.iter().enumerate() {
-                let Some(&j) = index.get(row.segment_id.as_str()) else {
-                    continue;
-                };
-                let x = source.pooled_of(j);
-                if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
-                    return Err(StageError::input(format!(
-                        "{}: segment `{}` has a non-finite value at feature {bad}: normalise with nonfinite = \"zero\" first",
-                        source_input.reference, row.segment_id
-                    )));
-                }
-                pairs.x.extend_from_slice(x);
-                pairs.y.extend_from_slice(targets.vector(i));
-                pairs.splits.push(row.split);
-            }
-            let train: Vec<usize> = (0..pairs.splits.len())
-                .filter(|&i| pairs.splits[i] == Split::Train)
-                .collect();
-            let valid: Vec<usize> = (0..pairs.splits.len())
-                .filter(|&i| pairs.splits[i] == Split::Valid)
-                .collect();
+            let pairs = Pairs::read(&source_input, &target_input)?;
+            let (train, valid) = (pairs.rows(Split::Train), pairs.rows(Split::Valid));
             if train.is_empty() || valid.is_empty() {
                 return Err(StageError::input(format!(
                     "{} and {}: {} train and {} validation segments in common; adapters need both",
@@ -287,6 +253,51 @@ struct Pairs {
     x: Vec<f32>,
     y: Vec<f32>,
     splits: Vec<Split>,
+}
+
+impl Pairs {
+    /// Each target row with its segment's pooled source vector (rows whose segment the source
+    /// lacks are left out; a non-finite source value is an input error).
+    fn read(source: &ResolvedInput, targets: &ResolvedInput) -> Result<Self, StageError> {
+        let table = TargetTable::read(&targets.path)?;
+        let features = FeatureReader::open_pooled(&source.path)?.read_all()?;
+        let index: HashMap<&str, usize> = features
+            .segment_ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
+        let mut pairs = Pairs {
+            input: features.dim,
+            output: table.info.dim,
+            x: Vec::new(),
+            y: Vec::new(),
+            splits: Vec::new(),
+        };
+        for (i, row) in table.rows.iter().enumerate() {
+            let Some(&j) = index.get(row.segment_id.as_str()) else {
+                continue;
+            };
+            let x = features.pooled_of(j);
+            if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
+                return Err(StageError::input(format!(
+                    "{}: segment `{}` has a non-finite value at feature {bad}: normalise with nonfinite = \"zero\" first",
+                    source.reference, row.segment_id
+                )));
+            }
+            pairs.x.extend_from_slice(x);
+            pairs.y.extend_from_slice(table.vector(i));
+            pairs.splits.push(row.split);
+        }
+        Ok(pairs)
+    }
+
+    /// The pairs of one split.
+    fn rows(&self, split: Split) -> Vec<usize> {
+        (0..self.splits.len())
+            .filter(|&i| self.splits[i] == split)
+            .collect()
+    }
 }
 
 impl Pairs {

@@ -18,7 +18,7 @@ use super::data::{longest, Dataset};
 use super::device::open;
 use super::fit::fit;
 use super::loss::LossWeights;
-use super::model::{Architecture, EncoderConfig, EncoderKind, Fusion, Head, Model};
+use super::model::{Adapters, Architecture, EncoderConfig, EncoderKind, Fusion, Head, Model};
 use super::nn::MlpConfig;
 use super::optim::{Optimizer, Schedule};
 use super::settings::{FitConfig, ModelDefaults, Monitor, Optim, MOVED_INTO_OPTIM};
@@ -399,50 +399,7 @@ impl StageKind for TrainModel {
             p.heads.keys(),
             &segments.reference.to_string(),
         )?;
-        let mut users: Vec<String> = train
-            .iter()
-            .filter_map(|&r| data.users[r].clone())
-            .collect();
-        users.sort();
-        users.dedup();
-        let arch = Architecture {
-            modalities: data
-                .modalities
-                .iter()
-                .map(|m| {
-                    (
-                        m.name.clone(),
-                        adapters
-                            .as_ref()
-                            .map(|a| a.output_width(&m.name, m.dim))
-                            .unwrap_or(m.dim),
-                    )
-                })
-                .collect(),
-            encoders: p.encoders.clone(),
-            fusion: p.fusion,
-            fusion_dim: p.fusion_dim,
-            fusion_mlp: p.fusion_mlp.clone(),
-            user_embedding: p.user_embedding,
-            users: if p.user_embedding > 0 {
-                users
-            } else {
-                Vec::new()
-            },
-            heads: p.typed_heads(),
-            dropout: p.dropout,
-            zoo: None,
-        };
-        let arch = match zoo_model {
-            Some(model) => Architecture {
-                zoo: Some(Box::new(zoo_architecture(model, &p.mmsa, &data)?)),
-                encoders: BTreeMap::new(),
-                users: Vec::new(),
-                user_embedding: 0,
-                ..arch
-            },
-            None => arch,
-        };
+        let arch = architecture_of(p, &data, &train, adapters.as_ref())?;
         let mut store = ParamStore::new(ctx.seed, &device);
         let model = Model::build(&mut store, &arch)?;
         let feeds = model.feeds();
@@ -505,6 +462,59 @@ impl StageKind for TrainModel {
         ctx.report("stopped", fitted.stopped);
         Ok(())
     }
+}
+
+/// The model `p` describes over `data`: each modality at the width the adapters (if any) give
+/// it, the users of the train rows where users are embedded; or the zoo model `p` names.
+fn architecture_of(
+    p: &TrainModelParams,
+    data: &Dataset,
+    train: &[usize],
+    adapters: Option<&Adapters>,
+) -> Result<Architecture, StageError> {
+    let mut users: Vec<String> = train
+        .iter()
+        .filter_map(|&r| data.users[r].clone())
+        .collect();
+    users.sort();
+    users.dedup();
+    let arch = Architecture {
+        modalities: data
+            .modalities
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    adapters
+                        .map(|a| a.output_width(&m.name, m.dim))
+                        .unwrap_or(m.dim),
+                )
+            })
+            .collect(),
+        encoders: p.encoders.clone(),
+        fusion: p.fusion,
+        fusion_dim: p.fusion_dim,
+        fusion_mlp: p.fusion_mlp.clone(),
+        user_embedding: p.user_embedding,
+        users: if p.user_embedding > 0 {
+            users
+        } else {
+            Vec::new()
+        },
+        heads: p.typed_heads(),
+        dropout: p.dropout,
+        zoo: None,
+    };
+    Ok(match p.architecture.zoo() {
+        Some(model) => Architecture {
+            zoo: Some(Box::new(zoo_architecture(model, &p.mmsa, data)?)),
+            encoders: BTreeMap::new(),
+            users: Vec::new(),
+            user_embedding: 0,
+            ..arch
+        },
+        None => arch,
+    })
 }
 
 /// A zoo model's architecture over `data`: its settings over MMSA's defaults for the

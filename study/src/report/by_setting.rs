@@ -3,7 +3,7 @@
 //! interval the noise flag compares a band, group 0's interval across the plot, and each group
 //! marked within noise of group 0 (≈), beyond it (better or worse), or best.
 
-use crate::compare::Comparison;
+use crate::compare::{Comparison, GroupPoint};
 
 use super::page::Figure;
 use super::svg::{
@@ -32,16 +32,12 @@ pub(crate) fn by_setting(comparison: &Comparison, c: usize, order: &[usize]) -> 
         .iter()
         .map(|&g| (g, comparison.point(g, c)))
         .collect();
-    let values = points.iter().filter_map(|(_, p)| p.as_ref()).flat_map(|p| {
-        p.seeds
+    let (lo, hi) = range(
+        points
             .iter()
-            .map(|(_, v)| *v)
-            .chain([p.mean])
-            .chain(p.ci95.into_iter().flat_map(|(a, b)| [a, b]))
-            .chain(p.noise.into_iter().flat_map(|(a, b)| [a, b]))
-            .collect::<Vec<_>>()
-    });
-    let (lo, hi) = range(values)?;
+            .filter_map(|(_, p)| p.as_ref())
+            .flat_map(drawn),
+    )?;
     let lower = comparison.lower_is_better(c);
     let by = if comparison.stages_differ() {
         "evaluation"
@@ -58,28 +54,11 @@ pub(crate) fn by_setting(comparison: &Comparison, c: usize, order: &[usize]) -> 
         .iter()
         .any(|(_, p)| p.as_ref().is_some_and(|p| p.seeds.len() > 1));
     let keys = legend(seeds);
-    let slot = (560.0 / groups.len() as f64).clamp(40.0, 96.0);
     let names: Vec<String> = groups.iter().map(|&g| label(comparison, g)).collect();
-    // Labels slant down to the left: the first ones need room left of the plot.
-    let reach = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            name.chars().count() as f64 * FONT * 0.6 * SLANT.cos() - slot * (i as f64 + 0.5)
-        })
-        .fold(0.0, f64::max);
-    let left = (reach + 12.0).max(70.0);
-    let area = Area {
-        left,
-        top: 50.0,
-        right: left + slot * groups.len() as f64,
-        bottom: 370.0,
-    };
-    let width = area.right + 30.0 + legend_width(&keys);
-    let height = area.bottom + 40.0 + LABEL_CHARS as f64 * 4.2;
-    let x_of = |i: usize| area.left + slot * (i as f64 + 0.5);
+    let layout = Layout::new(&names, &keys);
+    let area = layout.area;
     let y = Scale::new(padded(lo, hi), area.bottom, area.top);
-    let mut svg = Canvas::new(width, height, &title);
+    let mut svg = Canvas::new(layout.width, layout.height, &title);
     svg.styled_text(
         area.left,
         20.0,
@@ -102,32 +81,133 @@ pub(crate) fn by_setting(comparison: &Comparison, c: usize, order: &[usize]) -> 
     );
     let base = comparison.point(0, c);
     svg.open("data");
-    if let Some((a, b)) = base.as_ref().and_then(|p| p.noise) {
-        svg.rect(
-            (area.left, y.at(a)),
-            (area.right, y.at(b)),
-            BAND,
-            r#"fill-opacity="0.09""#,
-            Some(&format!(
-                "group 0's interval {} to {}: a group whose interval overlaps it is within noise",
-                value(a),
-                value(b)
-            )),
-        );
+    if let Some(noise) = base.as_ref().and_then(|p| p.noise) {
+        base_band(&mut svg, area, y, noise);
     }
     for (i, (g, point)) in points.iter().enumerate() {
         let Some(p) = point else { continue };
-        let cx = x_of(i);
-        let color = if *g == 0 {
-            BASE
-        } else if p.within_noise {
-            NOISE
-        } else if (p.mean < base.as_ref().map_or(p.mean, |b| b.mean)) == lower {
-            BETTER
-        } else {
-            WORSE
+        let column = Column {
+            x: layout.x_of(i),
+            y,
+            color: color_of(*g, p, base.as_ref(), lower),
+            name: format!("#{g} {}", comparison.label(*g)),
         };
-        let name = format!("#{g} {}", comparison.label(*g));
+        column.whisker(&mut svg, p);
+        column.mean_and_seeds(&mut svg, p);
+        let flag = match (*g, p.within_noise, p.best && comparison.group_count() > 1) {
+            (_, _, true) => "best",
+            (0, _, _) => "",
+            (_, true, _) => "≈",
+            _ => "",
+        };
+        column.flag(&mut svg, p, lower, flag);
+        column.label(&mut svg, area.bottom, &names[i]);
+    }
+    svg.close();
+    svg.legend(area.right + 30.0, area.top + 4.0, &keys);
+    Some(Figure {
+        name: vec![comparison.column_title(c), format!("by_{by}")],
+        alt: format!("{} by {by}", comparison.column_title(c)),
+        svg: svg.finish(),
+    })
+}
+
+/// Every value a group's column draws: its seeds, its mean, its CI and noise interval.
+fn drawn(p: &GroupPoint<'_>) -> Vec<f64> {
+    p.seeds
+        .iter()
+        .map(|(_, v)| *v)
+        .chain([p.mean])
+        .chain(p.ci95.into_iter().flat_map(|(a, b)| [a, b]))
+        .chain(p.noise.into_iter().flat_map(|(a, b)| [a, b]))
+        .collect()
+}
+
+/// Where the plot's parts go: one column per group, room left of the plot for the first
+/// labels (they slant down to the left) and right of it for the legend.
+struct Layout {
+    slot: f64,
+    area: Area,
+    width: f64,
+    height: f64,
+}
+
+impl Layout {
+    fn new(names: &[String], keys: &[Key]) -> Self {
+        let slot = (560.0 / names.len() as f64).clamp(40.0, 96.0);
+        let reach = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                name.chars().count() as f64 * FONT * 0.6 * SLANT.cos() - slot * (i as f64 + 0.5)
+            })
+            .fold(0.0, f64::max);
+        let left = (reach + 12.0).max(70.0);
+        let area = Area {
+            left,
+            top: 50.0,
+            right: left + slot * names.len() as f64,
+            bottom: 370.0,
+        };
+        Layout {
+            slot,
+            area,
+            width: area.right + 30.0 + legend_width(keys),
+            height: area.bottom + 40.0 + LABEL_CHARS as f64 * 4.2,
+        }
+    }
+
+    /// The centre of column `i`.
+    fn x_of(&self, i: usize) -> f64 {
+        self.area.left + self.slot * (i as f64 + 0.5)
+    }
+}
+
+/// Group 0's noise interval, across the plot.
+fn base_band(svg: &mut Canvas, area: Area, y: Scale, (a, b): (f64, f64)) {
+    svg.rect(
+        (area.left, y.at(a)),
+        (area.right, y.at(b)),
+        BAND,
+        r#"fill-opacity="0.09""#,
+        Some(&format!(
+            "group 0's interval {} to {}: a group whose interval overlaps it is within noise",
+            value(a),
+            value(b)
+        )),
+    );
+}
+
+/// Group 0 grey, a group within noise of it lighter grey, better green, worse red.
+fn color_of(
+    g: usize,
+    p: &GroupPoint<'_>,
+    base: Option<&GroupPoint<'_>>,
+    lower: bool,
+) -> &'static str {
+    if g == 0 {
+        BASE
+    } else if p.within_noise {
+        NOISE
+    } else if (p.mean < base.map_or(p.mean, |b| b.mean)) == lower {
+        BETTER
+    } else {
+        WORSE
+    }
+}
+
+/// One group's column: where it is drawn, in which colour, named how in its tips.
+struct Column {
+    x: f64,
+    y: Scale,
+    color: &'static str,
+    name: String,
+}
+
+impl Column {
+    /// The 95% CI of the mean as a whisker; the band of mean ± 2 s.e. where there are seeds.
+    fn whisker(&self, svg: &mut Canvas, p: &GroupPoint<'_>) {
+        let (cx, y, color) = (self.x, self.y, self.color);
         if let Some((a, b)) = p.ci95 {
             let thin = Stroke {
                 color,
@@ -145,19 +225,26 @@ pub(crate) fn by_setting(comparison: &Comparison, c: usize, order: &[usize]) -> 
                 color,
                 r#"fill-opacity="0.35""#,
                 Some(&format!(
-                    "{name}: mean ± 2 s.e. {} to {}",
+                    "{}: mean ± 2 s.e. {} to {}",
+                    self.name,
                     value(a),
                     value(b)
                 )),
             );
         }
+    }
+
+    /// The mean as a bar, each seed's run as a dot spread across the column.
+    fn mean_and_seeds(&self, svg: &mut Canvas, p: &GroupPoint<'_>) {
+        let (cx, y, color) = (self.x, self.y, self.color);
         svg.rect(
             (cx - 13.0, y.at(p.mean) - 1.3),
             (cx + 13.0, y.at(p.mean) + 1.3),
             color,
             "",
             Some(&format!(
-                "{name}: mean {}{}",
+                "{}: mean {}{}",
+                self.name,
                 value(p.mean),
                 p.ci95
                     .map(|(a, b)| format!(", 95% CI {} to {}", value(a), value(b)))
@@ -179,6 +266,14 @@ pub(crate) fn by_setting(comparison: &Comparison, c: usize, order: &[usize]) -> 
                 Some(&format!("{run}: {}", value(*v))),
             );
         }
+    }
+
+    /// `flag` (best, ≈) above the column's highest drawn point.
+    fn flag(&self, svg: &mut Canvas, p: &GroupPoint<'_>, lower: bool, flag: &str) {
+        if flag.is_empty() {
+            return;
+        }
+        let y = self.y;
         let top = p
             .ci95
             .map_or(p.mean, |(a, b)| if lower { a.min(b) } else { a.max(b) });
@@ -188,22 +283,18 @@ pub(crate) fn by_setting(comparison: &Comparison, c: usize, order: &[usize]) -> 
                 .map(|(_, v)| y.at(*v))
                 .fold(f64::INFINITY, f64::min),
         );
-        let flag = match (*g, p.within_noise, p.best && comparison.group_count() > 1) {
-            (_, _, true) => "best",
-            (0, _, _) => "",
-            (_, true, _) => "≈",
-            _ => "",
-        };
-        if !flag.is_empty() {
-            svg.styled_text(
-                cx,
-                top - 8.0,
-                Anchor::Middle,
-                &format!(r#"fill="{color}" font-weight="bold""#),
-                flag,
-            );
-        }
-        let (lx, ly) = (cx + 4.0, area.bottom + 14.0);
+        svg.styled_text(
+            self.x,
+            top - 8.0,
+            Anchor::Middle,
+            &format!(r#"fill="{}" font-weight="bold""#, self.color),
+            flag,
+        );
+    }
+
+    /// The group's label under the column, slanted.
+    fn label(&self, svg: &mut Canvas, bottom: f64, name: &str) {
+        let (lx, ly) = (self.x + 4.0, bottom + 14.0);
         svg.styled_text(
             lx,
             ly,
@@ -212,16 +303,9 @@ pub(crate) fn by_setting(comparison: &Comparison, c: usize, order: &[usize]) -> 
                 r#"transform="rotate(-{:.0} {lx:.1} {ly:.1})""#,
                 SLANT.to_degrees()
             ),
-            &names[i],
+            name,
         );
     }
-    svg.close();
-    svg.legend(area.right + 30.0, area.top + 4.0, &keys);
-    Some(Figure {
-        name: vec![comparison.column_title(c), format!("by_{by}")],
-        alt: format!("{} by {by}", comparison.column_title(c)),
-        svg: svg.finish(),
-    })
 }
 
 /// The legend; the band of mean ± 2 s.e. where a group has several seeds.

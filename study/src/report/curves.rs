@@ -689,15 +689,9 @@ pub(crate) fn overlay_subjects(runs: &[Overlaid<'_>]) -> Vec<String> {
         .collect()
 }
 
-/// The validation loss of `subject` in each run, one line per run coloured by its group
-/// (`labels` names each group), the best epoch of each run a dot; `None` when no run has a
-/// finite value.
-pub(crate) fn overlay(
-    stage: &str,
-    subject: &str,
-    runs: &[Overlaid<'_>],
-    labels: &[String],
-) -> Option<Figure> {
+/// Each run's validation loss of `subject` as a line coloured by its group, and its best
+/// epoch's point with that colour.
+fn overlay_lines(subject: &str, runs: &[Overlaid<'_>]) -> (Vec<Line>, Vec<(&'static str, Point)>) {
     let mut lines = Vec::new();
     let mut best = Vec::new();
     for run in runs {
@@ -723,11 +717,13 @@ pub(crate) fn overlay(
             points,
         });
     }
-    if lines.is_empty() {
-        return None;
-    }
+    (lines, best)
+}
+
+/// One key per group of the runs (named by `labels`), and the best-epoch dot's.
+fn overlay_keys(runs: &[Overlaid<'_>], labels: &[String]) -> Vec<Key> {
     let groups: BTreeSet<usize> = runs.iter().map(|r| r.group).collect();
-    let keys: Vec<Key> = groups
+    groups
         .iter()
         .map(|&g| Key {
             label: labels.get(g).cloned().unwrap_or_else(|| format!("#{g}")),
@@ -741,7 +737,23 @@ pub(crate) fn overlay(
             label: "best epoch of a run".into(),
             swatch: Swatch::Dot { color: "#444444" },
         }))
-        .collect();
+        .collect()
+}
+
+/// The validation loss of `subject` in each run, one line per run coloured by its group
+/// (`labels` names each group), the best epoch of each run a dot; `None` when no run has a
+/// finite value.
+pub(crate) fn overlay(
+    stage: &str,
+    subject: &str,
+    runs: &[Overlaid<'_>],
+    labels: &[String],
+) -> Option<Figure> {
+    let (lines, best) = overlay_lines(subject, runs);
+    if lines.is_empty() {
+        return None;
+    }
+    let keys = overlay_keys(runs, labels);
     let title = format!("{stage}: {subject} validation loss, one line per run");
     let width = 600.0 + legend_width(&keys);
     let height = (110.0 + keys.len() as f64 * 18.0).max(380.0);

@@ -339,19 +339,7 @@ impl StageKind for MmsaPickle {
         let mut first_split: BTreeMap<&[String], Split> = BTreeMap::new();
         let each_split = splits.iter().zip(&ids).zip(numbered).zip(checked);
         for (((split, ids), segment_ids), values) in each_split {
-            for (id, seg) in ids.iter().zip(&segment_ids) {
-                match first_split.get(id.row.as_slice()) {
-                    Some(first) => report.repeated.push(format!(
-                        "`{}` ({first} and {}, now `{}`)",
-                        id.shown(),
-                        split.split,
-                        escaped(seg)
-                    )),
-                    None => {
-                        first_split.insert(&id.row, split.split);
-                    }
-                }
-            }
+            report.note_repeats(&mut first_split, split.split, ids, &segment_ids);
             for (modality, sequences) in values.sequences {
                 report
                     .lengths
@@ -401,31 +389,9 @@ impl StageKind for MmsaPickle {
             rows,
         };
         table.write(ctx.output(slots::SEGMENTS)?, ctx.table_meta())?;
-        if !report.repeated.is_empty() {
-            tracing::warn!(
-                "{}: {} ids occur more than once in {} (check for leakage between splits): {}",
-                ctx.stage_id,
-                report.repeated.len(),
-                p.path.display(),
-                report
-                    .repeated
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        report.warn_repeats(ctx.stage_id, &p.path);
         ctx.report("layout", layout.name());
-        ctx.report("segments", table.split_counts());
-        ctx.report(
-            "segments_with_text",
-            table.rows.iter().filter(|r| r.text.is_some()).count(),
-        );
-        ctx.report("repeated_ids", report.repeated);
-        ctx.report("nonfinite_values", report.nonfinite);
-        ctx.report("cut_to_lengths", report.lengths);
-        ctx.report("keys_not_used", report.unused);
+        report.record(ctx, &table);
         Ok(())
     }
 }
@@ -437,6 +403,62 @@ struct Report {
     nonfinite: BTreeMap<String, usize>,
     lengths: BTreeMap<String, bool>,
     unused: BTreeSet<String>,
+}
+
+impl Report {
+    /// Notes each id of `split` already seen in an earlier split (`first_split`: where each
+    /// id was first seen).
+    fn note_repeats<'k>(
+        &mut self,
+        first_split: &mut BTreeMap<&'k [String], Split>,
+        split: Split,
+        ids: &'k [SegmentKey],
+        segment_ids: &[String],
+    ) {
+        for (id, seg) in ids.iter().zip(segment_ids) {
+            match first_split.get(id.row.as_slice()) {
+                Some(first) => self.repeated.push(format!(
+                    "`{}` ({first} and {split}, now `{}`)",
+                    id.shown(),
+                    escaped(seg)
+                )),
+                None => {
+                    first_split.insert(&id.row, split);
+                }
+            }
+        }
+    }
+
+    /// The counts, in the stage's report.
+    fn record(self, ctx: &mut RunContext<'_>, table: &SegmentTable) {
+        ctx.report("segments", table.split_counts());
+        ctx.report(
+            "segments_with_text",
+            table.rows.iter().filter(|r| r.text.is_some()).count(),
+        );
+        ctx.report("repeated_ids", self.repeated);
+        ctx.report("nonfinite_values", self.nonfinite);
+        ctx.report("cut_to_lengths", self.lengths);
+        ctx.report("keys_not_used", self.unused);
+    }
+
+    /// Repeated ids, in the log (the first five): a sign of leakage between splits.
+    fn warn_repeats(&self, stage: &str, path: &Path) {
+        if self.repeated.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            "{stage}: {} ids occur more than once in {} (check for leakage between splits): {}",
+            self.repeated.len(),
+            path.display(),
+            self.repeated
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 }
 
 /// One split of the file: its keys, the ids and arrays still to be taken out.

@@ -17,6 +17,7 @@ use mmflow_schemas::features::{FeatureBatch, FeatureInfo, FeatureWriter};
 use mmflow_schemas::segments::{Segment, SegmentTable};
 use mmflow_schemas::{segment_id, Split};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -254,6 +255,58 @@ fn allocate(total: usize, videos: usize, rng: &mut impl Rng) -> Vec<usize> {
     counts
 }
 
+/// A user's text's valence (−2…2) and arousal (0…2) from its sentiment and the user's arousal
+/// baseline; the arousal is also the text's emotion latent.
+fn valence_arousal(
+    sentiment: f64,
+    user_arousal: f64,
+    latent: &mut [f64; LATENTS],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Option<f32>> {
+    let arousal = user_arousal + 0.3 * sentiment.abs() + 0.6 * normal(rng);
+    latent[EMOTION] = arousal;
+    let valence = (1.2 * sentiment + 0.3 * normal(rng))
+        .round()
+        .clamp(-2.0, 2.0);
+    let arousal = (arousal + 1.0 + 0.3 * normal(rng)).round().clamp(0.0, 2.0);
+    vec![Some(valence as f32), Some(arousal as f32)]
+}
+
+/// A segment's sentiment label (−3…3, in MOSEI's thirds or MOSI's fifths) and, where the
+/// shape has them, its six emotions (0…3, loading on the sentiment), each also a latent.
+fn sentiment_labels(
+    profile: Profile,
+    shape: &Shape,
+    sentiment: f64,
+    latent: &mut [f64; LATENTS],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Option<f32>> {
+    let denominator = if profile == Profile::Mosei { 3.0 } else { 5.0 };
+    let label = round_to(1.4 * sentiment + 0.45 * normal(rng), denominator).clamp(-3.0, 3.0);
+    let mut labels = vec![Some(label as f32)];
+    if shape.labels.len() > 1 {
+        const LOADING: [f64; 6] = [0.8, -0.6, -0.5, 0.1, -0.4, -0.2];
+        for (k, a) in LOADING.iter().enumerate().take(EMOTIONS.len()) {
+            let e = a * sentiment + 0.7 * normal(rng);
+            latent[EMOTION + k] = e;
+            labels.push(Some(round_to((e - 0.3).max(0.0), 3.0).min(3.0) as f32));
+        }
+    }
+    labels
+}
+
+/// Text `i` of a user's `n`, in time order: the first 70% train, then 15% valid, 15% test.
+fn user_split(i: usize, n: usize) -> Split {
+    let position = (i as f64 + 0.5) / n as f64;
+    if position < 0.7 {
+        Split::Train
+    } else if position < 0.85 {
+        Split::Valid
+    } else {
+        Split::Test
+    }
+}
+
 /// Generates every segment of one video: its rows of the segments table and its features.
 fn generate_video(
     p: &SyntheticParams,
@@ -289,34 +342,10 @@ fn generate_video(
         for (k, s) in style.iter().enumerate() {
             latent[STYLE + k] = *s;
         }
-        let labels: Vec<Option<f32>> = if va {
-            let arousal = user_arousal + 0.3 * sentiment.abs() + 0.6 * normal(&mut rng);
-            latent[EMOTION] = arousal;
-            let valence = (1.2 * sentiment + 0.3 * normal(&mut rng))
-                .round()
-                .clamp(-2.0, 2.0);
-            let arousal = (arousal + 1.0 + 0.3 * normal(&mut rng))
-                .round()
-                .clamp(0.0, 2.0);
-            vec![Some(valence as f32), Some(arousal as f32)]
+        let labels = if va {
+            valence_arousal(sentiment, user_arousal, &mut latent, &mut rng)
         } else {
-            let denominator = if p.profile == Profile::Mosei {
-                3.0
-            } else {
-                5.0
-            };
-            let label =
-                round_to(1.4 * sentiment + 0.45 * normal(&mut rng), denominator).clamp(-3.0, 3.0);
-            let mut labels = vec![Some(label as f32)];
-            if shape.labels.len() > 1 {
-                const LOADING: [f64; 6] = [0.8, -0.6, -0.5, 0.1, -0.4, -0.2];
-                for (k, a) in LOADING.iter().enumerate().take(EMOTIONS.len()) {
-                    let e = a * sentiment + 0.7 * normal(&mut rng);
-                    latent[EMOTION + k] = e;
-                    labels.push(Some(round_to((e - 0.3).max(0.0), 3.0).min(3.0) as f32));
-                }
-            }
-            labels
+            sentiment_labels(p.profile, shape, sentiment, &mut latent, &mut rng)
         };
         let length = ((shape.median_length.ln() + shape.length_spread * normal(&mut rng))
             .exp()
@@ -342,15 +371,7 @@ fn generate_video(
             }
         }
         let split = if va {
-            // Each user's texts in time order: the first 70% train, then 15% valid, 15% test.
-            let position = (i as f64 + 0.5) / video.segments as f64;
-            if position < 0.7 {
-                Split::Train
-            } else if position < 0.85 {
-                Split::Valid
-            } else {
-                Split::Test
-            }
+            user_split(i, video.segments)
         } else {
             video.split
         };

@@ -22,8 +22,8 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// The fixture's tensors by prefix (`model.`, `input.`, `output.`, `grad.`, `after.`).
-fn golden(model: &str) -> HashMap<String, Tensor> {
-    read_checkpoint(&fixture(&format!("{model}.safetensors")), &Device::Cpu)
+fn golden(model: &str, device: &Device) -> HashMap<String, Tensor> {
+    read_checkpoint(&fixture(&format!("{model}.safetensors")), device)
         .unwrap()
         .0
 }
@@ -87,20 +87,20 @@ fn mmsa_training(weight_decay: f64) -> MmsaTraining {
     }
 }
 
-fn check(model: ZooModel, weight_decay: f64) {
+fn check(model: ZooModel, weight_decay: f64, device: &Device) {
     let training = mmsa_training(weight_decay);
     let optimizer = AdamWConfig {
         optimizer: Optimizer::Adam,
         ..AdamWConfig::new(training.learning_rate, weight_decay)
     };
-    let tensors = golden(model.name());
+    let tensors = golden(model.name(), device);
     let weights: HashMap<String, Tensor> = tensors
         .iter()
         .filter(|(k, _)| k.starts_with("model."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let names: Vec<String> = weights.keys().cloned().collect();
-    let mut store = ParamStore::from_checkpoint(weights, "golden", &Device::Cpu);
+    let mut store = ParamStore::from_checkpoint(weights, "golden", device);
     let net = ZooNet::build(&mut store, &architecture(model), [6, 5, 4], 1).unwrap();
     let input = |k: &str| tensors[&format!("input.{k}")].clone();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -173,30 +173,38 @@ fn check(model: ZooModel, weight_decay: f64) {
 }
 
 /// LF-DNN with MMSA's trainer's Adam (weight decay added to the gradient).
-#[test]
-fn lf_dnn_equals_mmsa() {
-    check(ZooModel::LfDnn, 0.01);
+fn lf_dnn_equals_mmsa(device: &Device) {
+    check(ZooModel::LfDnn, 0.01, device);
 }
+test_device!(
+    lf_dnn_equals_mmsa,
+    lf_dnn_equals_mmsa_cpu,
+    lf_dnn_equals_mmsa_cuda
+);
 
 /// TFN with MMSA's trainer's Adam (no weight decay; its two constants are not parameters).
-#[test]
-fn tfn_equals_mmsa() {
-    check(ZooModel::Tfn, 0.0);
+fn tfn_equals_mmsa(device: &Device) {
+    check(ZooModel::Tfn, 0.0, device);
 }
+test_device!(tfn_equals_mmsa, tfn_equals_mmsa_cpu, tfn_equals_mmsa_cuda);
 
 /// LMF with MMSA's trainer's two parameter groups (factors at `factor_lr`, the sub-networks
 /// at `learning_rate`, the fusion weights and bias untrained), weight decay in the gradient.
-#[test]
-fn lmf_equals_mmsa() {
-    check(ZooModel::Lmf, 0.005);
+fn lmf_equals_mmsa(device: &Device) {
+    check(ZooModel::Lmf, 0.005, device);
 }
+test_device!(lmf_equals_mmsa, lmf_equals_mmsa_cpu, lmf_equals_mmsa_cuda);
 
 /// EF-LSTM (two layers over the aligned, concatenated sequences; batch norm per step) with
 /// MMSA's trainer's Adam (weight decay in the gradient).
-#[test]
-fn ef_lstm_equals_mmsa() {
-    check(ZooModel::EfLstm, 0.005);
+fn ef_lstm_equals_mmsa(device: &Device) {
+    check(ZooModel::EfLstm, 0.005, device);
 }
+test_device!(
+    ef_lstm_equals_mmsa,
+    ef_lstm_equals_mmsa_cpu,
+    ef_lstm_equals_mmsa_cuda
+);
 
 /// mmflow's defaults and recipe are MMSA's `datasetParams` and `early_stop`
 /// (`config_regression.json`, as the golden script copied them).
