@@ -82,7 +82,6 @@ fn adapter_steps() -> f64 {
     let mut store = ParamStore::new(0, &device());
     let config = MlpConfig {
         hidden: vec![256, 512, 1024],
-        dropout: 0.0,
         ..MlpConfig::default()
     };
     let mlp = Mlp::new(&mut store, "a", 65, &config, Some(713)).unwrap();

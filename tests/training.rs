@@ -343,6 +343,47 @@ fn bad_training_setups_are_refused_clearly() {
             run.stderr
         );
     }
+    // Values out of their range: each refused at its key with its type's message, the
+    // values around it still checked (an encoder's MLP dropout included).
+    let bad = MOSEI.replace(
+        "params = { optim = { epochs = 8, batch_size = 32, learning_rate = 0.002, patience = 4 } }",
+        "params = { dropout = 1.0, encoders = { text = { mlp = { dropout = 1.5 } } }, optim = { epochs = 0, learning_rate = 0.0, weight_decay = -0.1, grad_clip = nan } }",
+    )
+    .replace("bootstrap = 200", "bootstrap = 200, max_gap = -1")
+    .replace("scale = 0.04", "scale = 0.04, noise = inf, max_length = 0");
+    dir.write("p.toml", &bad);
+    let run = dir.mmflow(&["validate", "p.toml"]).expect(2);
+    for (key, says) in [
+        ("stages.model.params.dropout", "must be in [0, 1)"),
+        (
+            "stages.model.params.encoders.text.mlp.dropout",
+            "must be in [0, 1)",
+        ),
+        ("stages.model.params.optim.epochs", "must be at least 1"),
+        (
+            "stages.model.params.optim.learning_rate",
+            "must be a positive number",
+        ),
+        (
+            "stages.model.params.optim.weight_decay",
+            "must be a finite number ≥ 0",
+        ),
+        (
+            "stages.model.params.optim.grad_clip",
+            "must be a positive number",
+        ),
+        ("stages.eval.params.max_gap", "must be a finite number ≥ 0"),
+        ("stages.mosei.params.noise", "must be a finite number ≥ 0"),
+        ("stages.mosei.params.max_length", "must be at least 1"),
+    ] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.contains(key) && l.contains(says)),
+            "missing `{key}`: {says}:\n{}",
+            run.stderr
+        );
+    }
     // A head that is not a label, and a diverging learning rate.
     dir.write(
         "p.toml",

@@ -1,5 +1,5 @@
 //! Param values whose range is part of their type: a finite number ≥ 0, a finite number
-//! greater than 0, a count ≥ 1. Each refuses a value out of range when it is read, with one
+//! greater than 0, a fraction in [0, 1), a count ≥ 1. Each refuses a value out of range when it is read, with one
 //! message for every param of its type (located at the key by [`crate::collect`]); each is
 //! serialised, documented and fingerprinted as the plain number it holds.
 
@@ -92,6 +92,47 @@ impl fmt::Display for Positive {
     }
 }
 
+/// A fraction in [0, 1): a dropout rate (1 would drop everything).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Fraction(f32);
+
+impl Fraction {
+    /// What a value out of range is told.
+    pub const REFUSAL: &'static str = "must be in [0, 1)";
+    /// No dropout.
+    pub const ZERO: Fraction = Fraction(0.0);
+
+    /// `value`, which must be in [0, 1) (for constants; checked at compile time there).
+    pub const fn new(value: f32) -> Self {
+        assert!(value >= 0.0 && value < 1.0, "must be in [0, 1)");
+        Fraction(value)
+    }
+
+    /// `value` when it is in [0, 1).
+    pub fn try_new(value: f32) -> Option<Self> {
+        (0.0..1.0).contains(&value).then_some(Fraction(value))
+    }
+
+    /// The number.
+    pub const fn get(self) -> f32 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f32::deserialize(deserializer)?;
+        Fraction::try_new(value).ok_or_else(|| serde::de::Error::custom(Self::REFUSAL))
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A count ≥ 1 (epochs, a batch's size, clusters, a length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[serde(transparent)]
@@ -141,6 +182,8 @@ mod tests {
         count: AtLeastOne,
         #[serde(default = "one")]
         rate: Positive,
+        #[serde(default)]
+        dropout: Option<Fraction>,
     }
 
     fn one() -> Positive {
@@ -171,6 +214,16 @@ mod tests {
         assert_eq!(
             read("weight = 1\ncount = 0").unwrap_err(),
             AtLeastOne::REFUSAL
+        );
+        for dropout in ["1", "1.5", "-0.1", "nan"] {
+            let e = read(&format!("weight = 1\ncount = 1\ndropout = {dropout}")).unwrap_err();
+            assert_eq!(e, Fraction::REFUSAL, "{dropout}");
+        }
+        assert_eq!(
+            read("weight = 1\ncount = 1\ndropout = 0.5")
+                .unwrap()
+                .dropout,
+            Some(Fraction::new(0.5))
         );
         for rate in ["0", "-1e-3", "nan", "inf"] {
             let e = read(&format!("weight = 1\ncount = 1\nrate = {rate}")).unwrap_err();

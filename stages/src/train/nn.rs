@@ -6,6 +6,7 @@
 //! so training is reproducible.
 
 use candle_core::{Module, Tensor};
+use mmflow_pipeline::values::Fraction;
 use mmflow_pipeline::StageError;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -141,7 +142,7 @@ pub struct MlpConfig {
     /// Non-linearity after each hidden layer.
     pub activation: Activation,
     /// Dropout after each hidden layer.
-    pub dropout: f32,
+    pub dropout: Fraction,
     /// Layer norm before each hidden activation.
     pub layer_norm: bool,
     /// Add each hidden layer's input to its output when the widths agree.
@@ -153,7 +154,7 @@ impl Default for MlpConfig {
         MlpConfig {
             hidden: vec![128],
             activation: Activation::Relu,
-            dropout: 0.0,
+            dropout: Fraction::ZERO,
             layer_norm: false,
             residual: false,
         }
@@ -217,7 +218,7 @@ impl Mlp {
                 (None, activation) => activation.apply(&linear.forward(&h)?)?,
                 (Some(n), activation) => activation.apply(&n.forward(&linear.forward(&h)?)?)?,
             };
-            y = dropout(&y, self.config.dropout, pass)?;
+            y = dropout(&y, self.config.dropout.get(), pass)?;
             if self.config.residual && y.dims() == h.dims() {
                 y = (y + &h).map_err(err("residual"))?;
             }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use candle_core::{Device, Tensor};
 use mmflow_pipeline::problem::listed;
+use mmflow_pipeline::values::Fraction;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, ResolvedInput,
     RunContext, StageError, StageKind,
@@ -68,7 +69,7 @@ impl Default for TrainAdaptersParams {
             mlp: MlpConfig {
                 hidden: vec![256, 512, 1024],
                 activation: Activation::Relu,
-                dropout: 0.1,
+                dropout: Fraction::new(0.1),
                 layer_norm: false,
                 residual: false,
             },
@@ -102,9 +103,6 @@ impl StageKind for TrainAdapters {
                 )
             }
         }));
-        if !(0.0..1.0).contains(&p.mlp.dropout) {
-            problems.push(ParamProblem::new("mlp.dropout", "must be in [0, 1)"));
-        }
         problems
     }
 

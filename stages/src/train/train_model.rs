@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mmflow_pipeline::problem::listed;
+use mmflow_pipeline::values::Fraction;
 use mmflow_pipeline::{
     Arity, BoundInputs, InputSlot, KeyPath, Moved, OutputPort, ParamProblem, RunContext,
     StageError, StageKind,
@@ -71,7 +72,7 @@ pub struct TrainModelParams {
     /// `sentiment_V`) is sentiment, MOSEI's six emotions are emotions, any other a dimension.
     pub predicts: BTreeMap<String, Predicts>,
     /// Dropout on the fused representation.
-    pub dropout: f32,
+    pub dropout: Fraction,
     /// How the model is optimised.
     pub optim: Optim<ModelDefaults>,
 }
@@ -92,7 +93,7 @@ impl Default for TrainModelParams {
             user_embedding: 0,
             heads: [("sentiment".to_string(), LossWeights::default())].into(),
             predicts: BTreeMap::new(),
-            dropout: 0.2,
+            dropout: Fraction::new(0.2),
             optim: Optim::default(),
         }
     }
@@ -294,9 +295,6 @@ impl StageKind for TrainModel {
         }
         for (name, w) in &p.heads {
             problems.extend(w.check(&format!("heads.{name}")));
-        }
-        if !(0.0..1.0).contains(&p.dropout) {
-            problems.push(ParamProblem::new("dropout", "must be in [0, 1)"));
         }
         if p.fusion == Fusion::Attention && p.fusion_dim == 0 {
             problems.push(ParamProblem::new("fusion_dim", "must be at least 1"));
@@ -502,7 +500,7 @@ fn architecture_of(
             Vec::new()
         },
         heads: p.typed_heads(),
-        dropout: p.dropout,
+        dropout: p.dropout.get(),
         zoo: None,
     };
     Ok(match p.architecture.zoo() {
