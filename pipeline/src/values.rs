@@ -1,175 +1,91 @@
 //! Param values whose range is part of their type: a finite number ≥ 0, a finite number
-//! greater than 0, a fraction in [0, 1), a count ≥ 1. Each refuses a value out of range when it is read, with one
-//! message for every param of its type (located at the key by [`crate::collect`]); each is
-//! serialised, documented and fingerprinted as the plain number it holds.
+//! greater than 0, a fraction in [0, 1), a count ≥ 1. Each refuses a value out of range when
+//! it is read, with one message for every param of its type (located at the key by
+//! [`crate::collect`]); each is serialised, documented and fingerprinted as the plain number it
+//! holds.
 
 use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A finite number ≥ 0 (a weight, a tolerance, a standard deviation's floor).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, JsonSchema)]
-#[serde(transparent)]
-pub struct NonNegative(f64);
+/// A number type whose values satisfy `|v| ok`, told `refusal` otherwise.
+macro_rules! ranged {
+    ($(#[$doc:meta])* $name:ident($inner:ty), |$v:ident| $ok:expr, $refusal:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, JsonSchema)]
+        #[serde(transparent)]
+        pub struct $name($inner);
 
-impl NonNegative {
-    /// What a value out of range is told.
-    pub const REFUSAL: &'static str = "must be a finite number ≥ 0";
+        impl $name {
+            /// What a value out of range is told.
+            pub const REFUSAL: &'static str = $refusal;
 
-    /// `value`, which must be finite and ≥ 0 (for constants; checked at compile time there).
-    pub const fn new(value: f64) -> Self {
-        assert!(
-            value.is_finite() && value >= 0.0,
-            "must be a finite number ≥ 0"
-        );
-        NonNegative(value)
-    }
+            /// `value`, which must be in range (for constants: checked at compile time there).
+            pub const fn new(value: $inner) -> Self {
+                let $v = value;
+                assert!($ok, $refusal);
+                $name(value)
+            }
 
-    /// `value` when it is finite and ≥ 0.
-    pub fn try_new(value: f64) -> Option<Self> {
-        (value.is_finite() && value >= 0.0).then_some(NonNegative(value))
-    }
+            /// `value` when it is in range.
+            pub fn try_new(value: $inner) -> Option<Self> {
+                let $v = value;
+                ($ok).then_some($name(value))
+            }
 
-    /// The number.
-    pub const fn get(self) -> f64 {
-        self.0
-    }
+            /// The number.
+            pub const fn get(self) -> $inner {
+                self.0
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = <$inner>::deserialize(deserializer)?;
+                $name::try_new(value).ok_or_else(|| serde::de::Error::custom(Self::REFUSAL))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
 }
 
-impl<'de> Deserialize<'de> for NonNegative {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = f64::deserialize(deserializer)?;
-        NonNegative::try_new(value).ok_or_else(|| serde::de::Error::custom(Self::REFUSAL))
-    }
-}
+ranged!(
+    /// A finite number ≥ 0 (a weight, a tolerance, a standard deviation's floor).
+    NonNegative(f64),
+    |v| v.is_finite() && v >= 0.0,
+    "must be a finite number ≥ 0"
+);
 
-impl fmt::Display for NonNegative {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+ranged!(
+    /// A finite number > 0 (a learning rate, a clipping norm).
+    Positive(f64),
+    |v| v.is_finite() && v > 0.0,
+    "must be a positive number"
+);
 
-/// A finite number > 0 (a learning rate, a clipping norm).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, JsonSchema)]
-#[serde(transparent)]
-pub struct Positive(f64);
+ranged!(
+    /// A fraction in [0, 1): a dropout rate (1 would drop everything).
+    Fraction(f32),
+    |v| matches!(v, 0.0..1.0),
+    "must be in [0, 1)"
+);
 
-impl Positive {
-    /// What a value out of range is told.
-    pub const REFUSAL: &'static str = "must be a positive number";
-
-    /// `value`, which must be finite and > 0 (for constants; checked at compile time there).
-    pub const fn new(value: f64) -> Self {
-        assert!(
-            value.is_finite() && value > 0.0,
-            "must be a positive number"
-        );
-        Positive(value)
-    }
-
-    /// `value` when it is finite and > 0.
-    pub fn try_new(value: f64) -> Option<Self> {
-        (value.is_finite() && value > 0.0).then_some(Positive(value))
-    }
-
-    /// The number.
-    pub const fn get(self) -> f64 {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Positive {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = f64::deserialize(deserializer)?;
-        Positive::try_new(value).ok_or_else(|| serde::de::Error::custom(Self::REFUSAL))
-    }
-}
-
-impl fmt::Display for Positive {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A fraction in [0, 1): a dropout rate (1 would drop everything).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, JsonSchema)]
-#[serde(transparent)]
-pub struct Fraction(f32);
+ranged!(
+    /// A count ≥ 1 (epochs, a batch's size, clusters, a length).
+    AtLeastOne(usize),
+    |v| v >= 1,
+    "must be at least 1"
+);
 
 impl Fraction {
-    /// What a value out of range is told.
-    pub const REFUSAL: &'static str = "must be in [0, 1)";
     /// No dropout.
     pub const ZERO: Fraction = Fraction(0.0);
-
-    /// `value`, which must be in [0, 1) (for constants; checked at compile time there).
-    pub const fn new(value: f32) -> Self {
-        assert!(value >= 0.0 && value < 1.0, "must be in [0, 1)");
-        Fraction(value)
-    }
-
-    /// `value` when it is in [0, 1).
-    pub fn try_new(value: f32) -> Option<Self> {
-        (0.0..1.0).contains(&value).then_some(Fraction(value))
-    }
-
-    /// The number.
-    pub const fn get(self) -> f32 {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Fraction {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = f32::deserialize(deserializer)?;
-        Fraction::try_new(value).ok_or_else(|| serde::de::Error::custom(Self::REFUSAL))
-    }
-}
-
-impl fmt::Display for Fraction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A count ≥ 1 (epochs, a batch's size, clusters, a length).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
-#[serde(transparent)]
-pub struct AtLeastOne(usize);
-
-impl AtLeastOne {
-    /// What a value out of range is told.
-    pub const REFUSAL: &'static str = "must be at least 1";
-
-    /// `value`, which must be ≥ 1 (for constants; checked at compile time there).
-    pub const fn new(value: usize) -> Self {
-        assert!(value >= 1, "must be at least 1");
-        AtLeastOne(value)
-    }
-
-    /// `value` when it is ≥ 1.
-    pub fn try_new(value: usize) -> Option<Self> {
-        (value >= 1).then_some(AtLeastOne(value))
-    }
-
-    /// The count.
-    pub const fn get(self) -> usize {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for AtLeastOne {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = usize::deserialize(deserializer)?;
-        AtLeastOne::try_new(value).ok_or_else(|| serde::de::Error::custom(Self::REFUSAL))
-    }
-}
-
-impl fmt::Display for AtLeastOne {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
 }
 
 #[cfg(test)]
