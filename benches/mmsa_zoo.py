@@ -2,7 +2,7 @@
 architecture, on one MMSA-format pickle with a known signal, over several seeds each.
 
     python benches/mmsa_zoo.py [--mmflow target/release/mmflow] [--seeds 5] [--scale 1.0]
-                               [--models lf_dnn,tfn,lmf,ef_lstm] [--variants aligned,unaligned]
+                               [--models lf_dnn,tfn,lmf,ef_lstm,mult] [--variants aligned,unaligned]
 
 Writes `<work>/<variant>.pkl` in MMSA's layout (MOSI's splits, scaled by `--scale`; text
 50 × 768 zero-padded after each segment's words; audio 5-d and vision 20-d, 50 frames when
@@ -90,9 +90,26 @@ def write_pickle(path, variant, scale, seed=0):
 NEEDS_ALIGNED = {"ef_lstm"}
 
 
-def run_mmsa(model, pickle_path, seed, work):
+def accept_verbose():
+    """MMSA's MulT trainer builds `ReduceLROnPlateau(..., verbose=True)`, a keyword newer
+    torch no longer takes (it only printed the rate changes): drop it, change nothing else."""
+    import torch.optim.lr_scheduler as schedulers
+
+    class ReduceLROnPlateau(schedulers.ReduceLROnPlateau):
+        def __init__(self, *args, verbose=None, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    schedulers.ReduceLROnPlateau = ReduceLROnPlateau
+
+
+class EpochCap(Exception):
+    """Raised to stop MMSA's trainer, which has no cap of its own, after `--epochs`."""
+
+
+def run_mmsa(model, pickle_path, seed, work, max_epochs=None):
     """MMSA's own trainer: (test results, seconds per epoch)."""
     import torch
+    accept_verbose()
     from MMSA.config import get_config_regression
     from MMSA.data_loader import MMDataLoader
     from MMSA.models import AMIO
@@ -114,13 +131,19 @@ def run_mmsa(model, pickle_path, seed, work):
     test = trainer.do_test
 
     def counting(model_, loader_, mode="VAL", **kw):
+        result = test(model_, loader_, mode=mode, **kw)
         if mode == "VAL":
             epochs.append(1)
-        return test(model_, loader_, mode=mode, **kw)
+            if max_epochs is not None and len(epochs) >= max_epochs:
+                raise EpochCap()
+        return result
 
     trainer.do_test = counting
     start = time.perf_counter()
-    trainer.do_train(net, loader)
+    try:
+        trainer.do_train(net, loader)
+    except EpochCap:
+        pass  # the last epoch's weights are not saved: the best of the earlier ones is tested
     seconds = time.perf_counter() - start
     net.load_state_dict(torch.load(args.model_save_path))
     results = test(net, loader["test"], mode="TEST")
@@ -144,7 +167,7 @@ use_lengths = {use_lengths}
 [stages.model]
 kind = "train_model"
 inputs = {{ segments = "data.segments", features = ["data.text", "data.audio", "data.visual"] }}
-params = {{ architecture = "{model}", recipe = "mmsa", optim = {{ epochs = 500 }} }}
+params = {{ architecture = "{model}", recipe = "mmsa", optim = {{ epochs = {epochs} }} }}
 
 [stages.eval]
 kind = "evaluate"
@@ -153,10 +176,10 @@ params = {{ bootstrap = 0 }}
 """
 
 
-def run_mmflow(binary, model, pickle_path, variant, seed, work, threads):
+def run_mmflow(binary, model, pickle_path, variant, seed, work, threads, max_epochs=None):
     """mmflow's recipe: (test results, seconds per epoch)."""
     config = Path(work) / f"mmflow-{model}-{variant}.toml"
-    config.write_text(PIPELINE.format(path=pickle_path, model=model,
+    config.write_text(PIPELINE.format(path=pickle_path, model=model, epochs=max_epochs or 500,
                                       use_lengths=str(variant == "unaligned").lower()))
     out = Path(work) / f"mmflow-{model}-{variant}-{seed}"
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
@@ -192,10 +215,14 @@ def main():
     parser.add_argument("--mmflow", default="target/release/mmflow")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--models", default="lf_dnn,tfn,lmf,ef_lstm")
+    parser.add_argument("--models", default="lf_dnn,tfn,lmf,ef_lstm,mult")
     parser.add_argument("--variants", default="aligned,unaligned")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--epochs", type=int,
+                        help="at most this many epochs a side, for a look at the speed of a slow "
+                             "model (MulT on the CPU): MMSA's trainer, which has no cap, is stopped "
+                             "after that many validations; the metrics are then of models stopped early")
     a = parser.parse_args()
     import torch
 
@@ -212,8 +239,9 @@ def main():
                     continue  # MMSA's `need_data_aligned`: both sides refuse unaligned data
                 sides = {"mmsa": [], "mmflow": []}
                 for seed in range(1, a.seeds + 1):
-                    sides["mmsa"].append(run_mmsa(model, path, seed, work))
-                    sides["mmflow"].append(run_mmflow(a.mmflow, model, path, variant, seed, work, a.threads))
+                    sides["mmsa"].append(run_mmsa(model, path, seed, work, a.epochs))
+                    sides["mmflow"].append(run_mmflow(a.mmflow, model, path, variant, seed, work,
+                                                      a.threads, a.epochs))
                 row = {"model": model, "variant": variant, "seeds": a.seeds}
                 for metric in ["Corr", "MAE", "Acc2"]:
                     ours = [r[metric] for r, _ in sides["mmflow"]]

@@ -1,4 +1,4 @@
-//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`, `"lmf"`, `"ef_lstm"`) through the binary: they train,
+//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`, `"lmf"`, `"ef_lstm"`, `"mult"`) through the binary: they train,
 //! evaluate with the field's metrics, reproduce byte for byte, read MMSA pickles, and misuse
 //! is refused at `validate`. Their equality with MMSA's modules is tested in
 //! `stages/src/train/zoo/tests.rs`.
@@ -37,7 +37,7 @@ params = { bootstrap = 100 }
 
 #[test]
 fn mmsa_architectures_learn_evaluate_and_reproduce() {
-    for arch in ["lf_dnn", "tfn", "lmf", "ef_lstm"] {
+    for arch in ["lf_dnn", "tfn", "lmf", "ef_lstm", "mult"] {
         let dir = Dir::new();
         let config = ZOO.replace("ARCH", arch);
         let config = match arch {
@@ -46,6 +46,11 @@ fn mmsa_architectures_learn_evaluate_and_reproduce() {
             "ef_lstm" => config.replace(
                 "hidden_dims = [16, 8, 8], text_out = 8, post_fusion_dim = 16",
                 "hidden_dims = 16, num_layers = 2, dropout = 0.1",
+            ),
+            // Small, and with the dropouts MMSA's MOSI settings give it.
+            "mult" => config.replace(
+                "hidden_dims = [16, 8, 8], text_out = 8, post_fusion_dim = 16",
+                "dst_feature_dim_nheads = [8, 2], nlevels = 1, conv1d_kernel_size_l = 3, conv1d_kernel_size_a = 1, conv1d_kernel_size_v = 1",
             ),
             _ => config,
         };
@@ -144,6 +149,37 @@ fn mmsa_architectures_train_on_mmsa_pickles_aligned_and_unaligned() {
         assert!(!predictions.is_empty());
         assert!(predictions.iter().all(|p| p.prediction.is_finite()));
     }
+}
+
+/// MulT, the model made for unaligned sequences, trains with MMSA's recipe (its gradient
+/// sums over 8 batches, values clipped, the plateau schedule) and evaluates on the unaligned
+/// MMSA pickle, byte for byte the same when run again; a kernel longer than the data's
+/// sequences is refused before anything trains, naming the modality.
+#[test]
+fn mult_trains_on_an_unaligned_pickle_with_mmsas_recipe() {
+    let dir = Dir::new();
+    let pickle = crate::sources::fixtures().join("../mmsa/mmsa_unaligned.pkl");
+    let model = r#"{ architecture = "mult", recipe = "mmsa", mmsa = { dst_feature_dim_nheads = [8, 2], nlevels = 1 }, optim = { epochs = 3 } }"#;
+    dir.write("p.toml", &pickle_pipeline(&pickle, true, model));
+    dir.mmflow(&["run", "p.toml"]).ok();
+    dir.mmflow(&["run", "p.toml", "--out", "again"]).ok();
+    let run = dir.join("data/runs/p");
+    let predictions = read_predictions(&run.join("eval/predictions.parquet")).unwrap();
+    assert!(!predictions.is_empty());
+    assert!(predictions.iter().all(|p| p.prediction.is_finite()));
+    for table in ["model/model.safetensors", "eval/predictions.parquet"] {
+        let a = std::fs::read(run.join(table)).unwrap();
+        let b = std::fs::read(dir.join(&format!("again/{table}"))).unwrap();
+        assert!(a == b, "mult: {table} differs between identical runs");
+    }
+    let long = model.replace("nlevels = 1", "nlevels = 1, conv1d_kernel_size_v = 100000");
+    dir.write("long.toml", &pickle_pipeline(&pickle, true, &long));
+    let err = dir.mmflow(&["run", "long.toml"]).expect(1).stderr;
+    assert!(
+        err.contains("`mult` convolves the video sequence with a kernel of 100000 steps"),
+        "{err}"
+    );
+    assert!(!dir.join("data/runs/long/model/model.safetensors").exists());
 }
 
 /// EF-LSTM trains and evaluates on an aligned MMSA pickle, byte for byte the same when run

@@ -88,6 +88,18 @@ impl Fraction {
     pub const ZERO: Fraction = Fraction(0.0);
 }
 
+impl AtLeastOne {
+    /// One (a default).
+    pub fn one() -> AtLeastOne {
+        AtLeastOne(1)
+    }
+
+    /// Whether it is one (a default left out of canonical params).
+    pub fn is_one(&self) -> bool {
+        self.0 == 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

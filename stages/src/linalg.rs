@@ -119,6 +119,33 @@ pub fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `e^x` to within a few ulp for |x| ≤ 87, written without calls or branches so that loops
+/// over it vectorise (libm's `expf`/`tanhf` took a fifth of LSTM training time, and a third of MulT's in its
+/// attention's softmax): Cephes'
+/// reduction `x = n·ln 2 + r` (ln 2 split in two so `n·ln2_hi` is exact, |r| ≤ ½ ln 2), `e^r`
+/// by its Taylor series to degree 7, and `2^n` put into the exponent bits.
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 87.0);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Horner with fused multiply-adds (one instruction each on x86-64-v3).
+    let p = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ]
+    .iter()
+    .fold(1.0 / 5040.0, |acc: f32, &c| acc.mul_add(r, c));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

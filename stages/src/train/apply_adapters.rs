@@ -175,8 +175,19 @@ impl StageKind for ApplyAdapters {
     }
 }
 
-/// The adapter over rows of `values` (`n × dim`), in chunks, evaluation mode.
+/// The adapter over rows of `values` (`n × dim`), in chunks, evaluation mode (no graph kept
+/// for backward).
 fn forward(
+    mlp: &Mlp,
+    values: &[f32],
+    dim: usize,
+    device: &candle_core::Device,
+) -> Result<Vec<f32>, StageError> {
+    candle_core::backprop::no_grad(|| forward_in_chunks(mlp, values, dim, device))
+}
+
+/// [`forward`] in chunks of 4,096 rows.
+fn forward_in_chunks(
     mlp: &Mlp,
     values: &[f32],
     dim: usize,

@@ -1,11 +1,12 @@
 //! The training loop shared by adapters, models and fine-tuning: shuffled mini-batches,
-//! AdamW, gradient clipping, a learning-rate schedule, evaluation on train and validation
+//! AdamW, gradient clipping (by norm, or by value with gradients summed over batches), a learning-rate schedule, evaluation on train and validation
 //! after every epoch, early stopping on a validation measure, and the best weights restored
 //! at the end. Everything it did goes into history rows. What is best, when to stop and the
 //! next learning rate are the [`Rules`]' to say.
 
 use std::collections::BTreeMap;
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use mmflow_pipeline::{Progress, StageError};
 use mmflow_schemas::history::HistoryRow;
@@ -13,6 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::data::shuffled;
+use super::device::err;
 use super::nn::Pass;
 use super::optim::{scalar, AdamW, AdamWConfig, ParamGroup};
 use super::rules::Rules;
@@ -51,10 +53,73 @@ enum Epoch {
     BadLoss(String),
 }
 
-/// One epoch over `train` in the epoch's seeded order, a step per batch.
+/// Gradients summed over batches until the optimiser steps (PyTorch's `.grad` between two
+/// `zero_grad`s), every value clipped after each batch when asked (`clip_grad_value_`). A sum
+/// not yet stepped at an epoch's end carries into the next epoch, as in MMSA's MulT trainer.
+pub(crate) struct Accumulator {
+    /// Batches per step.
+    every: usize,
+    clip_value: Option<f64>,
+    /// The sum so far, per parameter of the optimiser (in its order).
+    sums: Vec<Option<Tensor>>,
+    batches: usize,
+}
+
+impl Accumulator {
+    /// Steps every `every` batches, values clipped to ± `clip_value`.
+    pub(crate) fn new(every: usize, clip_value: Option<f64>) -> Accumulator {
+        Accumulator {
+            every: every.max(1),
+            clip_value,
+            sums: Vec::new(),
+            batches: 0,
+        }
+    }
+
+    /// Adds a batch's gradients: the gradients to step with when a step is due.
+    pub(crate) fn add(
+        &mut self,
+        mut grads: GradStore,
+        opt: &AdamW,
+    ) -> Result<Option<GradStore>, StageError> {
+        if self.every == 1 && self.clip_value.is_none() {
+            return Ok(Some(grads));
+        }
+        let vars = opt.vars();
+        self.sums.resize(vars.len(), None);
+        for (sum, var) in self.sums.iter_mut().zip(&vars) {
+            let Some(grad) = grads.remove(var) else {
+                continue;
+            };
+            let total = match sum.take() {
+                Some(before) => (before + grad).map_err(err("gradient sum"))?,
+                None => grad,
+            };
+            *sum = Some(match self.clip_value {
+                Some(c) => total.clamp(-c, c).map_err(err("gradient clip"))?,
+                None => total,
+            });
+        }
+        self.batches += 1;
+        if self.batches < self.every {
+            return Ok(None);
+        }
+        self.batches = 0;
+        for (sum, var) in self.sums.iter_mut().zip(&vars) {
+            if let Some(total) = sum.take() {
+                grads.insert(var, total);
+            }
+        }
+        Ok(Some(grads))
+    }
+}
+
+/// One epoch over `train` in the epoch's seeded order, a step per batch (or per
+/// `accumulate` batches).
 fn train_epoch(
     model: &dyn Trainable,
     opt: &mut AdamW,
+    pending: &mut Accumulator,
     rng: &mut ChaCha8Rng,
     train: &[usize],
     config: &FitConfig,
@@ -75,9 +140,11 @@ fn train_epoch(
             )));
         }
         losses.push(value);
-        let grads = loss.backward().map_err(super::device::err("backward"))?;
-        opt.step(grads, config.grad_clip)
-            .map_err(|e| e.during(format!("epoch {epoch}, batch {}", b + 1)))?;
+        let grads = loss.backward().map_err(err("backward"))?;
+        if let Some(grads) = pending.add(grads, opt)? {
+            opt.step(grads, config.grad_clip)
+                .map_err(|e| e.during(format!("epoch {epoch}, batch {}", b + 1)))?;
+        }
     }
     Ok(Epoch::Trained(
         losses.iter().sum::<f64>() / losses.len().max(1) as f64,
@@ -103,6 +170,7 @@ pub fn fit(
         },
     )?;
     let mut rules = Rules::new(config);
+    let mut pending = Accumulator::new(config.accumulate, config.clip_value);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut history = Vec::new();
     let mut best: Option<BTreeMap<String, Tensor>> = None;
@@ -124,7 +192,16 @@ pub fn fit(
     let bar = progress.bar(&format!("{} epochs", config.phase), config.epochs as u64);
     'epochs: for epoch in 1..=config.epochs {
         let lr = opt.lr();
-        let train_loss = match train_epoch(model, &mut opt, &mut rng, train, config, epoch)? {
+        let epoch_run = train_epoch(
+            model,
+            &mut opt,
+            &mut pending,
+            &mut rng,
+            train,
+            config,
+            epoch,
+        );
+        let train_loss = match epoch_run? {
             Epoch::Trained(mean_loss) => mean_loss,
             Epoch::BadLoss(what) => {
                 stopped = Some(rules.bad_loss(what)?);
@@ -243,4 +320,56 @@ fn describe(m: &Measures) -> String {
         .map(|(s, k)| format!("{s}:{k}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// Gradients are summed over `every` batches (nothing stepped before), each running sum is
+    /// clipped after every batch, and the sum starts over after a step.
+    #[test]
+    fn gradients_are_summed_and_clipped_between_steps() {
+        let w = Var::from_vec(vec![0f32; 3], 3, &Device::Cpu).unwrap();
+        let opt = AdamW::new(vec![w.clone()], AdamWConfig::new(0.1, 0.0)).unwrap();
+        let grads_of = |c: [f32; 3]| {
+            let c = Tensor::new(&c, &Device::Cpu).unwrap();
+            w.as_tensor()
+                .mul(&c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let mut pending = Accumulator::new(2, Some(1.0));
+        let values = |g: &GradStore| -> Vec<f32> { g.get(&w).unwrap().to_vec1().unwrap() };
+        assert!(pending
+            .add(grads_of([0.5, -0.75, 2.0]), &opt)
+            .unwrap()
+            .is_none());
+        // The first sum is clipped to [0.5, -0.75, 1.0] before the second batch is added.
+        let summed = pending
+            .add(grads_of([0.25, -0.5, -0.5]), &opt)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&summed), [0.75, -1.0, 0.5]);
+        assert!(pending
+            .add(grads_of([0.1, 0.1, 0.1]), &opt)
+            .unwrap()
+            .is_none());
+        let next = pending
+            .add(grads_of([0.1, 0.1, 0.1]), &opt)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&next), [0.2, 0.2, 0.2]);
+        let mut every = Accumulator::new(1, None);
+        let once = every
+            .add(grads_of([3.0, 0.0, -3.0]), &opt)
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&once), [3.0, 0.0, -3.0]);
+    }
 }

@@ -43,6 +43,14 @@ pub(crate) fn with_values<R>(
     Ok(f(&values[start..end]))
 }
 
+/// `values` as the gradient of `like` (its shape and device), or none where nothing upstream
+/// of `like` is tracked (data needs no gradient).
+pub(crate) fn gradient_for(values: Vec<f32>, like: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    like.track_op()
+        .then(|| Tensor::from_vec(values, like.shape(), like.device()))
+        .transpose()
+}
+
 /// The f32 values of a contiguous CPU storage.
 pub(crate) fn slice_of<'a>(
     storage: &'a CpuStorage,

@@ -50,6 +50,8 @@ pub mod data;
 pub mod device;
 pub mod finetune;
 pub mod fit;
+pub mod fused_attention;
+pub mod fused_layer_norm;
 pub mod fused_linear;
 pub mod fused_lstm;
 pub mod loss;

@@ -269,6 +269,15 @@ impl Model {
         }
     }
 
+    /// How many segments one evaluation pass takes at most: 512, fewer for a model whose
+    /// activations per segment are large (MulT's attention over long sequences).
+    pub fn rows_per_pass(&self) -> usize {
+        match &self.body {
+            Body::Zoo(net) => net.rows_per_pass(),
+            Body::Own(_) => 512,
+        }
+    }
+
     /// How each modality reaches the model.
     pub fn feeds(&self) -> Vec<Feed> {
         let own = match &self.body {

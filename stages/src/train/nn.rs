@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::device::err;
+use super::fused_layer_norm;
 use super::fused_linear;
 use super::fused_lstm::FusedLstm;
 use super::weights::ParamStore;
@@ -41,6 +42,23 @@ impl Linear {
         Ok(Linear(candle_nn::Linear::new(w, Some(b))))
     }
 
+    /// `name.weight` `[out, in]` Xavier-uniform (±√(6 / (in + out))) and `name.bias` `[out]`
+    /// zero, as fairseq's `Linear` and `MultiheadAttention` initialise theirs.
+    pub fn xavier(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        output: usize,
+    ) -> Result<Linear> {
+        let w = store.uniform(
+            &format!("{name}.weight"),
+            &[output, input],
+            xavier_bound(input, output),
+        )?;
+        let b = store.constant(&format!("{name}.bias"), &[output], 0.0)?;
+        Ok(Linear(candle_nn::Linear::new(w, Some(b))))
+    }
+
     /// `x · Wᵀ + b` over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.apply(x, false).map_err(err("linear"))
@@ -65,6 +83,20 @@ impl Linear {
             }
         }
     }
+}
+
+/// Xavier's (Glorot's) uniform bound for a `fan_out × fan_in` weight.
+pub fn xavier_bound(fan_in: usize, fan_out: usize) -> f32 {
+    (6.0 / (fan_in + fan_out).max(1) as f32).sqrt()
+}
+
+/// Softmax over the last dimension, built from differentiable ops (candle-nn's fused
+/// `softmax_last_dim` has no backward: gradients would stop at it). The row maximum is
+/// subtracted as a constant, which changes neither the result nor its gradient.
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(candle_core::D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1)?)
 }
 
 /// Non-linearities.
@@ -115,22 +147,52 @@ pub fn dropout(x: &Tensor, p: f32, pass: &mut Pass<'_>) -> Result<Tensor> {
     x.mul(&mask).map_err(err("dropout"))
 }
 
-/// Layer normalisation over the last dimension (weight 1, bias 0 initially).
+/// Layer normalisation over the last dimension (weight 1, bias 0 initially), as PyTorch's
+/// `nn.LayerNorm` (biased variance, ε = 1e-5), with a backward pass (candle-nn's fused
+/// `layer_norm` has none, so nothing before it would learn).
 #[derive(Clone)]
-pub struct LayerNorm(candle_nn::LayerNorm);
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
 
 impl LayerNorm {
     /// `name.weight`, `name.bias` of width `dim`.
     pub fn new(store: &mut ParamStore, name: &str, dim: usize) -> Result<LayerNorm> {
-        let w = store.constant(&format!("{name}.weight"), &[dim], 1.0)?;
-        let b = store.constant(&format!("{name}.bias"), &[dim], 0.0)?;
-        Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, 1e-5)))
+        Ok(LayerNorm {
+            weight: store.constant(&format!("{name}.weight"), &[dim], 1.0)?,
+            bias: store.constant(&format!("{name}.bias"), &[dim], 0.0)?,
+        })
     }
 
-    /// Normalises.
+    /// Normalises: on the CPU as one op (forward and backward), elsewhere by candle's ops.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.0.forward(x).map_err(err("layer norm"))
+        if x.device().is_cpu() {
+            fused_layer_norm::layer_norm(x, &self.weight, &self.bias, LAYER_NORM_EPS)
+        } else {
+            layer_norm_by_ops(x, &self.weight, &self.bias, LAYER_NORM_EPS)
+        }
+        .map_err(err("layer norm"))
     }
+}
+
+/// PyTorch's `nn.LayerNorm` default ε.
+const LAYER_NORM_EPS: f32 = 1e-5;
+
+/// Layer norm from candle's differentiable ops.
+pub fn layer_norm_by_ops(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> candle_core::Result<Tensor> {
+    let last = candle_core::D::Minus1;
+    let centred = x.broadcast_sub(&x.mean_keepdim(last)?)?;
+    let var = centred.sqr()?.mean_keepdim(last)?;
+    centred
+        .broadcast_div(&(var + f64::from(eps))?.sqrt()?)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
 }
 
 /// The shape of an MLP.
@@ -581,7 +643,7 @@ impl AttentionFusion {
             .matmul(&k.transpose(1, 2).map_err(err("attention"))?)
             .and_then(|s| s.affine(1.0 / (self.dim as f64).sqrt(), 0.0))
             .map_err(err("attention"))?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores).map_err(err("attention"))?;
+        let weights = softmax_last_dim(&scores).map_err(err("attention"))?;
         weights
             .matmul(&v)
             .and_then(|o| o.mean(1))
@@ -635,6 +697,64 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
     use rand::SeedableRng;
+
+    /// Gradients flow through layer norm and softmax (candle-nn's fused forms stop them): each
+    /// input's gradient of a weighted sum of the outputs equals its central difference.
+    #[test]
+    fn layer_norm_and_softmax_pass_gradients_back() {
+        let mut store = ParamStore::new(2, &Device::Cpu);
+        let norm = LayerNorm::new(&mut store, "n", 5).unwrap();
+        let values: Vec<f32> = (0..15).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let weights = Tensor::from_vec(
+            (0..15).map(|i| (i % 4) as f32 - 1.5).collect::<Vec<_>>(),
+            (3, 5),
+            &Device::Cpu,
+        )
+        .unwrap();
+        type Function<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
+        let functions: [(&str, Function); 2] = [
+            ("layer norm", Box::new(|x| norm.forward(x).unwrap())),
+            ("softmax", Box::new(|x| softmax_last_dim(x).unwrap())),
+        ];
+        for (what, f) in functions {
+            let objective = |v: &[f32]| -> f32 {
+                let x = Tensor::from_vec(v.to_vec(), (3, 5), &Device::Cpu).unwrap();
+                f(&x)
+                    .mul(&weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
+            };
+            let x = Var::from_vec(values.clone(), (3, 5), &Device::Cpu).unwrap();
+            let grads = f(x.as_tensor())
+                .mul(&weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let got: Vec<f32> = grads
+                .get(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for i in 0..values.len() {
+                let (mut up, mut down) = (values.clone(), values.clone());
+                up[i] += 1e-2;
+                down[i] -= 1e-2;
+                let want = (objective(&up) - objective(&down)) / 2e-2;
+                assert!(
+                    (got[i] - want).abs() < 2e-3 * want.abs().max(1.0),
+                    "{what}: d x[{i}] {} vs {want}",
+                    got[i]
+                );
+            }
+        }
+    }
 
     /// The fused CPU recurrence gives the same states and gradients as the recurrence built
     /// from candle's element-wise ops, in both directions, with padded sequences, over more

@@ -292,13 +292,18 @@ impl AdamW {
         }
     }
 
+    /// The parameters it optimises.
+    pub fn vars(&self) -> Vec<&Var> {
+        match &self.engine {
+            Engine::Fused(slots) => slots.iter().map(|s| &s.var).collect(),
+            Engine::Candle(engines) => engines.iter().flat_map(|(_, g)| &g.vars).collect(),
+        }
+    }
+
     /// One update from `grads`, with the global gradient norm clipped to `clip` (if given).
     /// Returns the gradient norm before clipping.
     pub fn step(&mut self, mut grads: GradStore, clip: Option<f64>) -> Result<f64, StageError> {
-        let vars: Vec<&Var> = match &self.engine {
-            Engine::Fused(slots) => slots.iter().map(|s| &s.var).collect(),
-            Engine::Candle(engines) => engines.iter().flat_map(|(_, g)| &g.vars).collect(),
-        };
+        let vars = self.vars();
         let sum_sq = match &self.engine {
             // Read in place on the CPU.
             Engine::Fused(_) => vars

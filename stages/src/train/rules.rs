@@ -130,6 +130,8 @@ mod tests {
             weight_decay: 0.0,
             optimizer: crate::train::optim::Optimizer::Adamw,
             grad_clip: None,
+            clip_value: None,
+            accumulate: 1,
             patience,
             schedule,
             plateau_factor: 0.5,

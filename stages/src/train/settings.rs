@@ -276,6 +276,18 @@ pub struct Optim<D: OptimDefaults + JsonSchema> {
     /// Clip the global gradient norm to this.
     #[serde(default = "D::grad_clip")]
     pub grad_clip: Option<Positive>,
+    /// Clip every gradient value to ± this after each batch (PyTorch's `clip_grad_value_`;
+    /// with `accumulate`, the running sum is clipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_value: Option<Positive>,
+    /// Batches whose gradients are summed (not averaged, as PyTorch's `.grad` sums them
+    /// between `zero_grad`s) per optimiser step; a sum left at an epoch's end carries into
+    /// the next epoch.
+    #[serde(
+        default = "AtLeastOne::one",
+        skip_serializing_if = "AtLeastOne::is_one"
+    )]
+    pub accumulate: AtLeastOne,
     /// Stop after this many epochs without improving `monitor` (0 = train every epoch).
     #[serde(default = "D::patience")]
     pub patience: usize,
@@ -312,6 +324,8 @@ impl<D: OptimDefaults + JsonSchema> Default for Optim<D> {
             learning_rate: D::learning_rate(),
             weight_decay: D::weight_decay(),
             grad_clip: D::grad_clip(),
+            clip_value: None,
+            accumulate: AtLeastOne::one(),
             patience: D::patience(),
             monitor: D::monitor(),
             schedule: D::schedule(),
@@ -380,6 +394,8 @@ impl<D: OptimDefaults + JsonSchema> Optim<D> {
             weight_decay: self.weight_decay.get(),
             optimizer: self.optimizer,
             grad_clip: self.grad_clip.map(Positive::get),
+            clip_value: self.clip_value.map(Positive::get),
+            accumulate: self.accumulate.get(),
             patience: self.patience,
             schedule: self.schedule,
             plateau_factor: self.plateau_factor,
@@ -409,6 +425,10 @@ pub struct FitConfig {
     pub optimizer: Optimizer,
     /// Clip the global gradient norm to this.
     pub grad_clip: Option<f64>,
+    /// Clip every gradient value (of the running sum) to ± this after each batch.
+    pub clip_value: Option<f64>,
+    /// Batches whose gradients are summed per step.
+    pub accumulate: usize,
     /// Stop after this many epochs without improvement of `monitor` (0 = never stop early).
     pub patience: usize,
     /// Learning-rate schedule.

@@ -151,11 +151,16 @@ pub struct Task<'a> {
 }
 
 impl Task<'_> {
-    /// Predictions (one vector per head, in head order) for `rows`, evaluation mode.
+    /// Predictions (one vector per head, in head order) for `rows`, evaluation mode (no
+    /// graph kept for backward: each intermediate is freed once used).
     pub fn predict(&self, rows: &[usize]) -> Result<Vec<Vec<f32>>, StageError> {
+        candle_core::backprop::no_grad(|| self.predict_in_passes(rows))
+    }
+
+    fn predict_in_passes(&self, rows: &[usize]) -> Result<Vec<Vec<f32>>, StageError> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let mut out = vec![Vec::with_capacity(rows.len()); self.model.arch.heads.len()];
-        for chunk in rows.chunks(512) {
+        for chunk in rows.chunks(self.model.rows_per_pass()) {
             let mut pass = Pass {
                 train: false,
                 rng: &mut rng,

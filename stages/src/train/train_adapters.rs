@@ -340,6 +340,13 @@ impl Trainable for AdapterTask<'_> {
     }
 
     fn measure(&self, rows: &[usize]) -> Result<Measures, StageError> {
+        candle_core::backprop::no_grad(|| self.measure_in_passes(rows))
+    }
+}
+
+impl AdapterTask<'_> {
+    /// [`Trainable::measure`] in passes of 1,024 pairs.
+    fn measure_in_passes(&self, rows: &[usize]) -> Result<Measures, StageError> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let (mut sum, mut n) = (0.0, 0usize);
         let mut cos = (0.0, 0usize);

@@ -164,7 +164,10 @@ impl TrainModelParams {
         let Some(zoo) = self.architecture.zoo() else {
             return vec![ParamProblem::new(
                 "recipe",
-                "recipe `mmsa` trains an MMSA architecture: set `architecture` to `lf_dnn`, `tfn` or `lmf`",
+                format!(
+                    "recipe `mmsa` trains an MMSA architecture: set `architecture` to one of {}",
+                    ZooModel::ALL.map(|m| format!("`{}`", m.name())).join(", ")
+                ),
             )];
         };
         let default = TrainModelParams::default();
@@ -182,6 +185,13 @@ impl TrainModelParams {
             ("optim.monitor", o.monitor != d.monitor),
             ("optim.schedule", o.schedule != d.schedule),
             ("optim.grad_clip", o.grad_clip != d.grad_clip),
+            ("optim.clip_value", o.clip_value != d.clip_value),
+            ("optim.accumulate", o.accumulate != d.accumulate),
+            ("optim.plateau_factor", o.plateau_factor != d.plateau_factor),
+            (
+                "optim.plateau_patience",
+                o.plateau_patience != d.plateau_patience,
+            ),
         ];
         set.into_iter()
             .filter(|(_, differs)| *differs)
@@ -221,6 +231,15 @@ impl TrainModelParams {
         config.monitor = Monitor::loss();
         config.schedule = Schedule::Constant;
         config.grad_clip = None;
+        config.clip_value = mmsa.clip_value;
+        config.accumulate = mmsa.accumulate;
+        if let Some(patience) = mmsa.plateau_patience {
+            // `ReduceLROnPlateau(optimizer, mode='min', factor=0.1, patience=…)` on the
+            // validation loss.
+            config.schedule = Schedule::Plateau;
+            config.plateau_factor = 0.1;
+            config.plateau_patience = patience;
+        }
         let l1 = LossWeights {
             mse: 0.0,
             mae: 1.0,
@@ -267,7 +286,7 @@ pub struct TrainModel;
 impl StageKind for TrainModel {
     type Params = TrainModelParams;
     const KIND: &'static str = "train_model";
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const ABOUT: &'static str =
         "the sentiment model (encoders, fusion, user embedding, heads) trained with candle";
     const MOVED: &'static [Moved] = &MOVED_INTO_OPTIM;
@@ -530,22 +549,32 @@ fn zoo_architecture(
     };
     let defaults_from = zoo::defaults_dataset(&dataset).to_string();
     zoo::check_aligned(model, data, roles)?;
-    let text = &data.modalities[roles[0]];
-    let text_steps = longest(text);
-    if text_steps > zoo::MAX_TEXT_LENGTH {
-        return Err(StageError::input(format!(
-            "modality `{}` has a sequence of {} steps: `{}` runs its LSTM over the whole padded text, at most {} steps (MMSA's files pad to 39–500)",
-            text.name,
-            text_steps,
-            model.name(),
-            zoo::MAX_TEXT_LENGTH
-        )));
+    let lengths = roles.map(|i| longest(&data.modalities[i]).max(1));
+    for &role in model.padded_roles() {
+        if lengths[role] > zoo::MAX_PADDED_LENGTH {
+            return Err(StageError::input(format!(
+                "modality `{}` has a sequence of {} steps: `{}` runs over the whole padded {}, at most {} steps (MMSA's files pad to 39–500)",
+                data.modalities[roles[role]].name,
+                lengths[role],
+                model.name(),
+                ROLES[role],
+                zoo::MAX_PADDED_LENGTH
+            )));
+        }
+    }
+    let settings = settings.resolve(model, &defaults_from);
+    if model == ZooModel::Mult {
+        if let Some(why) = settings.mult.problem(lengths) {
+            return Err(StageError::input(format!(
+                "{why} (the longest sequence in the training data)"
+            )));
+        }
     }
     Ok(ZooArchitecture {
         model,
-        settings: settings.resolve(model, &defaults_from),
+        settings,
         defaults_from,
         roles,
-        lengths: roles.map(|i| longest(&data.modalities[i]).max(1)),
+        lengths,
     })
 }

@@ -17,6 +17,30 @@ fn broadcast_back(arg: &Tensor, node: &Tensor, reduced_dims: &[usize]) -> Result
 }
 
 thread_local! {
+    /// Whether operations on this thread are recorded for backward (see [`no_grad`]).
+    static GRAD_ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with no operation on this thread recorded for backward, as PyTorch's
+/// `torch.no_grad()`: results computed from variables are plain tensors, and every
+/// intermediate is freed as soon as it is no longer used (an evaluation pass keeps no graph).
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+/// Whether operations on this thread are recorded for backward.
+pub(crate) fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+thread_local! {
     static CANDLE_GRAD_DO_NOT_DETACH: bool = {
         match std::env::var("CANDLE_GRAD_DO_NOT_DETACH") {
             Ok(s) => {

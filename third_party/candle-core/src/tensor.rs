@@ -590,9 +590,10 @@ impl Tensor {
     }
 
     /// Returns true if the computation graph should track this op, that is if it is
-    /// a variable or if it has some variable as dependencies.
+    /// a variable or if it has some variable as dependencies (and this thread is not in
+    /// [`crate::backprop::no_grad`]).
     pub fn track_op(&self) -> bool {
-        self.is_variable || self.op.is_some()
+        (self.is_variable || self.op.is_some()) && crate::backprop::grad_enabled()
     }
 
     /// Creates a fresh tensor structure based on a storage and a shape.

@@ -5,16 +5,19 @@
 //! Follows MMSA 2.2.1 (thuiar/MMSA, tag `v_2.2.1`, commit
 //! `48bb2375d0ef7ec7a0b6ee2a9ca67fb80a31d2fe`): `MMSA/models/singleTask/LF_DNN.py` (`LF_DNN`),
 //! `MMSA/models/singleTask/TFN.py` (`TFN`), `MMSA/models/singleTask/LMF.py` (`LMF`),
-//! `MMSA/models/singleTask/EF_LSTM.py` (`EF_LSTM`),
+//! `MMSA/models/singleTask/EF_LSTM.py` (`EF_LSTM`), `MMSA/models/singleTask/MULT.py` (`MULT`,
+//! with `MMSA/models/subNets/transformers_encoder/`),
 //! `MMSA/models/subNets/FeatureNets.py` (`SubNet`, `TextSubNet`) and the defaults of
 //! `MMSA/config/config_regression.json`. As MMSA's data
 //! loader does for the sub-network models (`need_normalized`), audio and video arrive as the
 //! mean over their padded length, text as the whole padded sequence (see
 //! [`ZooArchitecture::lengths`]); EF-LSTM takes all three as padded sequences, and only
-//! aligned ones (`need_data_aligned`: see [`check_aligned`]).
+//! aligned ones (`need_data_aligned`: see [`check_aligned`]); MulT takes all three as padded
+//! sequences, aligned or not.
 
 mod early;
 mod fusion;
+mod mult;
 mod settings;
 mod subnets;
 
@@ -24,9 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use self::early::EarlyFusionLstm;
 use self::fusion::{tensor_fusion, LowRankFusion};
+use self::mult::Mult;
 pub use self::settings::{
     defaults_dataset, mmsa_training, ArchitectureName, HiddenDims, MmsaSettings, MmsaTraining,
-    Recipe, Resolved, ZooModel,
+    MultSettings, Recipe, Resolved, ZooModel, ROLES,
 };
 use self::subnets::{SubNet, TextSubNet};
 use super::data::{Dataset, Feed};
@@ -36,9 +40,6 @@ use super::optim::ParamGroup;
 use super::weights::ParamStore;
 
 type Result<T> = std::result::Result<T, StageError>;
-
-/// Which of the model's modalities plays which part.
-pub const ROLES: [&str; 3] = ["text", "audio", "video"];
 
 /// The role a features input named `name` plays (`text`; `audio`/`acoustic`;
 /// `video`/`visual`/`vision`), as an index into [`ROLES`].
@@ -77,15 +78,16 @@ pub fn adapters_refused(model: ZooModel) -> String {
     )
 }
 
-/// The most steps a text sequence is padded to: MMSA's files pad to 39–500; a longer padded
-/// length (a checkpoint's, or the longest text in the training data) is refused rather than
-/// allocated for every batch.
-pub const MAX_TEXT_LENGTH: usize = 10_000;
+/// The most steps a sequence fed padded (see [`ZooModel::padded_roles`]) is padded to: MMSA's
+/// files pad to 39–500; a longer padded length (a checkpoint's, or the longest sequence in the
+/// training data) is refused rather than allocated for every batch.
+pub const MAX_PADDED_LENGTH: usize = 10_000;
 
 impl ZooArchitecture {
     /// Whether this description (as a checkpoint holds it) can be built over `modalities`:
-    /// three distinct roles among them, padded lengths from 1 (text at most
-    /// [`MAX_TEXT_LENGTH`]; EF-LSTM's three equal), widths, rank and layers from 1.
+    /// three distinct roles among them, padded lengths from 1 (those fed padded at most
+    /// [`MAX_PADDED_LENGTH`]; EF-LSTM's three equal; MulT's at least its kernels), widths,
+    /// rank and layers from 1.
     pub fn check(&self, modalities: &[&str]) -> std::result::Result<(), String> {
         let [t, a, v] = self.roles;
         if [t, a, v].iter().any(|&i| i >= modalities.len()) || t == a || t == v || a == v {
@@ -94,10 +96,13 @@ impl ZooArchitecture {
                 self.roles
             ));
         }
-        if self.lengths.contains(&0) || self.lengths[0] > MAX_TEXT_LENGTH {
+        let padded = self.model.padded_roles();
+        if self.lengths.contains(&0) || padded.iter().any(|&r| self.lengths[r] > MAX_PADDED_LENGTH)
+        {
             return Err(format!(
-                "padded lengths {:?} (text, audio, video): each must be at least 1, the text's at most {MAX_TEXT_LENGTH}",
-                self.lengths
+                "padded lengths {:?} (text, audio, video): each must be at least 1, those of the sequences `{}` takes whole at most {MAX_PADDED_LENGTH}",
+                self.lengths,
+                self.model.name()
             ));
         }
         let s = &self.settings;
@@ -115,6 +120,7 @@ impl ZooArchitecture {
             ZooModel::LfDnn | ZooModel::Tfn => {
                 s.hidden_dims.contains(&0) || s.text_out == 0 || s.post_fusion_dim == 0
             }
+            ZooModel::Mult => return s.mult.problem(self.lengths).map_or(Ok(()), Err),
         };
         if zero {
             return Err(format!(
@@ -140,6 +146,8 @@ enum ZooBody {
     SubNets(Box<SubNetworks>),
     /// EF-LSTM: the modalities fused first.
     Early(Box<EarlyFusionLstm>),
+    /// MulT: cross-modal transformers.
+    Mult(Box<Mult>),
 }
 
 /// LF-DNN's, TFN's and LMF's layers.
@@ -177,6 +185,12 @@ impl ZooNet {
                 widths.iter().sum(),
                 heads,
             )?)),
+            ZooModel::Mult => ZooBody::Mult(Box::new(Mult::new(
+                store,
+                &arch.settings.mult,
+                widths,
+                heads,
+            )?)),
             _ => sub_networks(store, arch, widths, heads)?,
         };
         Ok(ZooNet {
@@ -185,14 +199,24 @@ impl ZooNet {
         })
     }
 
+    /// How many segments one evaluation pass takes at most: 512, fewer for MulT, whose
+    /// attention weights (heads × query steps × key steps per segment and transformer) would
+    /// otherwise take gigabytes for MOSI's unaligned sequences.
+    pub fn rows_per_pass(&self) -> usize {
+        match &self.body {
+            ZooBody::Mult(net) => net.rows_per_pass(self.arch.lengths),
+            _ => 512,
+        }
+    }
+
     /// How each of `n` modalities reaches the model: text padded to its length, audio and
-    /// video averaged over theirs (EF-LSTM: all three padded).
+    /// video averaged over theirs (EF-LSTM, MulT: all three padded).
     pub fn feeds(&self, n: usize) -> Vec<Feed> {
         let mut feeds = vec![Feed::Pooled; n];
         let [text, audio, video] = self.arch.roles;
         let [text_len, audio_len, video_len] = self.arch.lengths;
         feeds[text] = Feed::Padded(text_len);
-        if let ZooBody::Early(_) = self.body {
+        if let ZooBody::Early(_) | ZooBody::Mult(_) = self.body {
             feeds[audio] = Feed::Padded(audio_len);
             feeds[video] = Feed::Padded(video_len);
         } else {
@@ -203,7 +227,7 @@ impl ZooNet {
     }
 
     /// B × heads from text (B × T × D, padded), audio and video (B × D, averaged; EF-LSTM:
-    /// B × T × D, padded as the text).
+    /// B × T × D, padded as the text; MulT: B × T × D, each padded to its own length).
     pub fn forward(
         &self,
         text: &Tensor,
@@ -213,6 +237,7 @@ impl ZooNet {
     ) -> Result<Tensor> {
         let nets = match &self.body {
             ZooBody::Early(net) => return net.forward(text, audio, video, pass),
+            ZooBody::Mult(net) => return net.forward(text, audio, video, pass),
             ZooBody::SubNets(nets) => nets,
         };
         let audio_h = nets.audio.forward(audio, pass)?;
@@ -306,7 +331,7 @@ fn sub_networks(
             Fusion::Tensor(post_fusion(store, fused, &s, heads)?)
         }
         ZooModel::Lmf => Fusion::LowRank(LowRankFusion::new(store, widths, s.rank, heads)?),
-        ZooModel::LfDnn | ZooModel::EfLstm => {
+        ZooModel::LfDnn | ZooModel::EfLstm | ZooModel::Mult => {
             Fusion::Late(post_fusion(store, widths.iter().sum(), &s, heads)?)
         }
     };

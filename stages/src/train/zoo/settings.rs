@@ -3,8 +3,12 @@
 //! `MMSA/trains/singleTask/<MODEL>.py`, MMSA 2.2.1).
 
 use mmflow_pipeline::{KeyPath, ParamProblem};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// Which of the model's modalities plays which part.
+pub const ROLES: [&str; 3] = ["text", "audio", "video"];
 
 /// The model `train_model` trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -22,6 +26,9 @@ pub enum ArchitectureName {
     /// MMSA's EF-LSTM (early fusion: the aligned modalities' frames concatenated, one LSTM),
     /// settings under `mmsa`; needs aligned modalities.
     EfLstm,
+    /// MMSA's MulT (the Multimodal Transformer: cross-modal attention over the unaligned
+    /// sequences), settings under `mmsa`.
+    Mult,
 }
 
 impl ArchitectureName {
@@ -39,6 +46,7 @@ impl ArchitectureName {
             ArchitectureName::Tfn => Some(ZooModel::Tfn),
             ArchitectureName::Lmf => Some(ZooModel::Lmf),
             ArchitectureName::EfLstm => Some(ZooModel::EfLstm),
+            ArchitectureName::Mult => Some(ZooModel::Mult),
         }
     }
 }
@@ -55,15 +63,18 @@ pub enum ZooModel {
     Lmf,
     /// `EF_LSTM`.
     EfLstm,
+    /// `MULT`.
+    Mult,
 }
 
 impl ZooModel {
     /// Every zoo model.
-    pub const ALL: [ZooModel; 4] = [
+    pub const ALL: [ZooModel; 5] = [
         ZooModel::LfDnn,
         ZooModel::Tfn,
         ZooModel::Lmf,
         ZooModel::EfLstm,
+        ZooModel::Mult,
     ];
 
     /// Its name in configs (MMSA's `model_name`).
@@ -73,6 +84,7 @@ impl ZooModel {
             ZooModel::Tfn => "tfn",
             ZooModel::Lmf => "lmf",
             ZooModel::EfLstm => "ef_lstm",
+            ZooModel::Mult => "mult",
         }
     }
 
@@ -80,6 +92,16 @@ impl ZooModel {
     /// of steps in text, audio and video of every segment.
     pub fn needs_aligned(self) -> bool {
         self == ZooModel::EfLstm
+    }
+
+    /// The roles (indices into text, audio, video) it takes as padded sequences, whose
+    /// padded length is bounded: the text for the sub-network models, all three for EF-LSTM
+    /// and MulT (the others average audio and video).
+    pub fn padded_roles(self) -> &'static [usize] {
+        match self {
+            ZooModel::EfLstm | ZooModel::Mult => &[0, 1, 2],
+            _ => &[0],
+        }
     }
 
     /// The keys of `mmsa` it takes.
@@ -90,6 +112,22 @@ impl ZooModel {
             }
             ZooModel::Lmf => &["hidden_dims", "dropouts", "rank"],
             ZooModel::EfLstm => &["hidden_dims", "num_layers", "dropout"],
+            ZooModel::Mult => &[
+                "dst_feature_dim_nheads",
+                "nlevels",
+                "conv1d_kernel_size_l",
+                "conv1d_kernel_size_a",
+                "conv1d_kernel_size_v",
+                "attn_dropout",
+                "attn_dropout_a",
+                "attn_dropout_v",
+                "relu_dropout",
+                "embed_dropout",
+                "res_dropout",
+                "output_dropout",
+                "text_dropout",
+                "attn_mask",
+            ],
         }
     }
 
@@ -131,6 +169,51 @@ pub struct MmsaSettings {
     /// (EF-LSTM only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f32>,
+    /// MulT: the channels every modality is projected to and the attention heads (the
+    /// channels a multiple of the heads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_feature_dim_nheads: Option<[usize; 2]>,
+    /// MulT: layers of its cross-modal transformers (its self-attention ones have at least 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nlevels: Option<usize>,
+    /// MulT: the text's convolution width (no convolution where the text already has the
+    /// projected width).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv1d_kernel_size_l: Option<usize>,
+    /// MulT: the audio's convolution width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv1d_kernel_size_a: Option<usize>,
+    /// MulT: the video's convolution width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv1d_kernel_size_v: Option<usize>,
+    /// MulT: attention dropout of transformers attending to text, and of the self-attention
+    /// ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_dropout: Option<f32>,
+    /// MulT: attention dropout of transformers attending to audio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_dropout_a: Option<f32>,
+    /// MulT: attention dropout of transformers attending to video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_dropout_v: Option<f32>,
+    /// MulT: dropout after the feed-forward layers' ReLU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relu_dropout: Option<f32>,
+    /// MulT: dropout of the transformers' scaled inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_dropout: Option<f32>,
+    /// MulT: dropout of attention's and the feed-forward's outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub res_dropout: Option<f32>,
+    /// MulT: dropout in the output's residual block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_dropout: Option<f32>,
+    /// MulT: dropout of the text input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_dropout: Option<f32>,
+    /// MulT: mask the future in attention (MMSA's `attn_mask`, on by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_mask: Option<bool>,
 }
 
 /// MMSA's `hidden_dims`: three widths (text, audio, video) for the sub-network models, one for
@@ -206,10 +289,48 @@ impl MmsaSettings {
         {
             at("dropouts", "every dropout must be in [0, 1)".into());
         }
-        if self.dropout.is_some_and(|p| !(0.0..1.0).contains(&p)) {
-            at("dropout", "must be in [0, 1)".into());
+        for (field, p) in self.single_dropouts() {
+            if p.is_some_and(|p| !(0.0..1.0).contains(&p)) {
+                at(field, "must be in [0, 1)".into());
+            }
+        }
+        for (field, value) in [
+            ("nlevels", self.nlevels),
+            ("conv1d_kernel_size_l", self.conv1d_kernel_size_l),
+            ("conv1d_kernel_size_a", self.conv1d_kernel_size_a),
+            ("conv1d_kernel_size_v", self.conv1d_kernel_size_v),
+        ] {
+            if value == Some(0) {
+                at(field, "must be at least 1".into());
+            }
+        }
+        if self.nlevels.is_some_and(|n| n > MAX_LEVELS) {
+            at("nlevels", format!("at most {MAX_LEVELS}"));
+        }
+        if let Some([dim, heads]) = self.dst_feature_dim_nheads {
+            if dim == 0 || heads == 0 || !dim.is_multiple_of(heads) {
+                at(
+                    "dst_feature_dim_nheads",
+                    format!("{dim} channels and {heads} heads: the channels must be a positive multiple of the heads (MMSA's `[50, 10]`)"),
+                );
+            }
         }
         problems
+    }
+
+    /// EF-LSTM's and MulT's single dropouts, by key.
+    fn single_dropouts(&self) -> [(&'static str, Option<f32>); 9] {
+        [
+            ("dropout", self.dropout),
+            ("attn_dropout", self.attn_dropout),
+            ("attn_dropout_a", self.attn_dropout_a),
+            ("attn_dropout_v", self.attn_dropout_v),
+            ("relu_dropout", self.relu_dropout),
+            ("embed_dropout", self.embed_dropout),
+            ("res_dropout", self.res_dropout),
+            ("output_dropout", self.output_dropout),
+            ("text_dropout", self.text_dropout),
+        ]
     }
 
     /// The keys set.
@@ -221,9 +342,21 @@ impl MmsaSettings {
             ("dropouts", self.dropouts.is_some()),
             ("rank", self.rank.is_some()),
             ("num_layers", self.num_layers.is_some()),
-            ("dropout", self.dropout.is_some()),
+            ("nlevels", self.nlevels.is_some()),
+            ("conv1d_kernel_size_l", self.conv1d_kernel_size_l.is_some()),
+            ("conv1d_kernel_size_a", self.conv1d_kernel_size_a.is_some()),
+            ("conv1d_kernel_size_v", self.conv1d_kernel_size_v.is_some()),
+            (
+                "dst_feature_dim_nheads",
+                self.dst_feature_dim_nheads.is_some(),
+            ),
+            ("attn_mask", self.attn_mask.is_some()),
         ]
         .into_iter()
+        .chain(
+            self.single_dropouts()
+                .map(|(field, p)| (field, p.is_some())),
+        )
         .filter_map(|(field, set)| set.then_some(field))
         .collect()
     }
@@ -248,6 +381,34 @@ impl MmsaSettings {
             rank: self.rank.unwrap_or(d.rank),
             num_layers: self.num_layers.unwrap_or(d.num_layers),
             dropout: self.dropout.unwrap_or(d.dropout),
+            mult: self.resolve_mult(&d.mult),
+        }
+    }
+
+    /// MulT's settings: these over `d`.
+    fn resolve_mult(&self, d: &MultSettings) -> MultSettings {
+        let [dim, heads] = self.dst_feature_dim_nheads.unwrap_or([d.dim, d.heads]);
+        let or = |value: Option<f32>, default: f32| value.unwrap_or(default);
+        MultSettings {
+            dim,
+            heads,
+            levels: self.nlevels.unwrap_or(d.levels),
+            kernels: [
+                self.conv1d_kernel_size_l.unwrap_or(d.kernels[0]),
+                self.conv1d_kernel_size_a.unwrap_or(d.kernels[1]),
+                self.conv1d_kernel_size_v.unwrap_or(d.kernels[2]),
+            ],
+            attn_dropouts: [
+                or(self.attn_dropout, d.attn_dropouts[0]),
+                or(self.attn_dropout_a, d.attn_dropouts[1]),
+                or(self.attn_dropout_v, d.attn_dropouts[2]),
+            ],
+            relu_dropout: or(self.relu_dropout, d.relu_dropout),
+            embed_dropout: or(self.embed_dropout, d.embed_dropout),
+            res_dropout: or(self.res_dropout, d.res_dropout),
+            output_dropout: or(self.output_dropout, d.output_dropout),
+            text_dropout: or(self.text_dropout, d.text_dropout),
+            attn_mask: self.attn_mask.unwrap_or(d.attn_mask),
         }
     }
 }
@@ -275,6 +436,9 @@ pub struct Resolved {
     /// EF-LSTM's dropout.
     #[serde(default)]
     pub dropout: f32,
+    /// MulT's settings.
+    #[serde(default)]
+    pub mult: MultSettings,
 }
 
 /// The dataset whose MMSA defaults apply to segments of `dataset`.
@@ -296,6 +460,7 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
         rank,
         num_layers: 0,
         dropout: 0.0,
+        mult: MultSettings::default(),
     };
     // EF-LSTM: one width, layers and one dropout, nothing else.
     let ef = |hidden: usize, num_layers, dropout| Resolved {
@@ -317,6 +482,50 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
         (ZooModel::EfLstm, "mosei") => ef(256, 2, 0.4),
         (ZooModel::EfLstm, "sims") => ef(32, 3, 0.5),
         (ZooModel::EfLstm, _) => ef(128, 4, 0.5),
+        (ZooModel::Mult, dataset) => Resolved {
+            mult: mult_defaults(dataset),
+            ..r([0; 3], 0, 0, [0.0; 4], 0)
+        },
+    }
+}
+
+/// MulT's `datasetParams` on `dataset` (MOSI, MOSEI or SIMS), with `attn_mask` from its
+/// `commonParams`.
+fn mult_defaults(dataset: &str) -> MultSettings {
+    let base = MultSettings {
+        dim: 50,
+        heads: 10,
+        levels: 4,
+        kernels: [5; 3],
+        attn_dropouts: [0.3, 0.2, 0.0],
+        relu_dropout: 0.0,
+        embed_dropout: 0.2,
+        res_dropout: 0.0,
+        output_dropout: 0.5,
+        text_dropout: 0.5,
+        attn_mask: true,
+    };
+    match dataset {
+        "mosei" => MultSettings {
+            dim: 30,
+            heads: 6,
+            kernels: [5, 1, 3],
+            attn_dropouts: [0.4, 0.0, 0.0],
+            embed_dropout: 0.0,
+            text_dropout: 0.3,
+            ..base
+        },
+        "sims" => MultSettings {
+            levels: 2,
+            kernels: [5, 1, 1],
+            attn_dropouts: [0.2, 0.1, 0.0],
+            embed_dropout: 0.1,
+            res_dropout: 0.2,
+            output_dropout: 0.1,
+            text_dropout: 0.3,
+            ..base
+        },
+        _ => base,
     }
 }
 
@@ -332,8 +541,12 @@ pub enum Recipe {
     /// weight decay added to the gradient, MMSA's batch size, learning rate (LMF: its factors
     /// at `factor_lr`, its fusion weights and bias left untrained, as MMSA's trainer leaves
     /// them) and weight decay, a constant rate, no clipping, and the best epoch by the
-    /// validation loss with MMSA's `early_stop` (8) as the patience. `optim.epochs` still caps
-    /// the epochs (MMSA has no cap); nothing else in `optim` or `heads` may be set.
+    /// validation loss with MMSA's `early_stop` (8) as the patience. MulT's trainer differs:
+    /// no weight decay, gradients summed over 8 batches per step (`update_epochs`; a sum left
+    /// at an epoch's end carries into the next, as in MMSA) with every value clipped to ±0.6
+    /// after each batch, and the rate ×0.1 after `patience` epochs without a better validation
+    /// loss. `optim.epochs` still caps the epochs (MMSA has no cap); nothing else in `optim`
+    /// or `heads` may be set.
     Mmsa,
 }
 
@@ -357,10 +570,19 @@ pub struct MmsaTraining {
     pub early_stop: usize,
     /// LMF's `factor_lr`: the learning rate of its modality factors.
     pub factor_lr: Option<f64>,
+    /// MulT's `grad_clip`: every gradient value clipped to ± this after each batch's
+    /// backward pass (`clip_grad_value_`).
+    pub clip_value: Option<f64>,
+    /// MulT's `update_epochs`: gradients summed over this many batches per step (1: a step
+    /// per batch).
+    pub accumulate: usize,
+    /// MulT's `patience`: the learning rate ×0.1 after this many epochs without a better
+    /// validation loss (`ReduceLROnPlateau`); none: constant.
+    pub plateau_patience: Option<usize>,
 }
 
 /// MMSA's training settings of `model` on `dataset` (`config_regression.json` and the
-/// trainers, MMSA 2.2.1: `TFN.py` builds Adam without weight decay).
+/// trainers, MMSA 2.2.1: `TFN.py` and `MULT.py` build Adam without weight decay).
 pub fn mmsa_training(model: ZooModel, dataset: &str) -> MmsaTraining {
     let t = |batch_size, learning_rate, weight_decay, factor_lr| MmsaTraining {
         batch_size,
@@ -368,6 +590,17 @@ pub fn mmsa_training(model: ZooModel, dataset: &str) -> MmsaTraining {
         weight_decay,
         early_stop: 8,
         factor_lr,
+        clip_value: None,
+        accumulate: 1,
+        plateau_patience: None,
+    };
+    // MulT's trainer: Adam without weight decay, values clipped, 8 batches per step, and the
+    // rate cut on a plateau of the validation loss.
+    let mult = |batch_size, learning_rate, patience| MmsaTraining {
+        clip_value: Some(0.6),
+        accumulate: 8,
+        plateau_patience: Some(patience),
+        ..t(batch_size, learning_rate, 0.0, None)
     };
     match (model, defaults_dataset(dataset)) {
         (ZooModel::LfDnn, "mosei") => t(64, 0.002, 0.001, None),
@@ -382,5 +615,68 @@ pub fn mmsa_training(model: ZooModel, dataset: &str) -> MmsaTraining {
         (ZooModel::EfLstm, "mosei") => t(128, 0.005, 0.0001, None),
         (ZooModel::EfLstm, "sims") => t(128, 0.0005, 0.001, None),
         (ZooModel::EfLstm, _) => t(32, 0.001, 0.005, None),
+        (ZooModel::Mult, "mosei") => mult(4, 0.0005, 20),
+        (ZooModel::Mult, "sims") => mult(16, 0.002, 10),
+        (ZooModel::Mult, _) => mult(16, 0.002, 5),
+    }
+}
+
+/// MulT's settings, decided (MMSA's names in the comments).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct MultSettings {
+    /// Channels every modality is projected to (`dst_feature_dim_nheads[0]`).
+    pub dim: usize,
+    /// Attention heads (`dst_feature_dim_nheads[1]`); `dim` is a multiple of it.
+    pub heads: usize,
+    /// Layers of the cross-modal transformers (`nlevels`); the self-attention ones have at
+    /// least 3.
+    pub levels: usize,
+    /// Convolution widths of text, audio, video (`conv1d_kernel_size_l`, `_a`, `_v`).
+    pub kernels: [usize; 3],
+    /// Attention dropout of the cross-modal transformers whose keys are text, audio, video
+    /// (`attn_dropout`, `attn_dropout_a`, `attn_dropout_v`); the self-attention transformers
+    /// all take the text's.
+    pub attn_dropouts: [f32; 3],
+    /// After `fc1`'s ReLU (`relu_dropout`).
+    pub relu_dropout: f32,
+    /// On the transformers' scaled inputs (`embed_dropout`).
+    pub embed_dropout: f32,
+    /// On the attention's and the feed-forward's output (`res_dropout`).
+    pub res_dropout: f32,
+    /// In the output's residual block (`output_dropout`).
+    pub output_dropout: f32,
+    /// On the text input (`text_dropout`).
+    pub text_dropout: f32,
+    /// Mask the future in attention (`attn_mask`).
+    pub attn_mask: bool,
+}
+
+/// The most layers a MulT transformer may have (MMSA's configs use 2–4).
+pub const MAX_LEVELS: usize = 16;
+
+impl MultSettings {
+    /// Why these settings cannot be built over padded `lengths` (text, audio, video), if
+    /// they cannot.
+    pub fn problem(&self, lengths: [usize; 3]) -> Option<String> {
+        if self.dim == 0 || self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
+            return Some(format!(
+                "`mult` with {} channels and {} heads: the channels must be a positive multiple of the heads",
+                self.dim, self.heads
+            ));
+        }
+        if self.levels == 0 || self.levels > MAX_LEVELS {
+            return Some(format!(
+                "`mult` with {} levels: from 1 to {MAX_LEVELS}",
+                self.levels
+            ));
+        }
+        let short = (0..3).find(|&m| self.kernels[m] == 0 || lengths[m] < self.kernels[m])?;
+        Some(format!(
+            "`mult` convolves the {} sequence with a kernel of {} steps (conv1d_kernel_size_{}): its padded length {} must be at least that, and the kernel at least 1",
+            ROLES[short],
+            self.kernels[short],
+            ["l", "a", "v"][short],
+            lengths[short]
+        ))
     }
 }

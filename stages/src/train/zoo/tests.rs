@@ -10,6 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::train::fit::Accumulator;
 use crate::train::loss::{head_loss, LossWeights};
 use crate::train::optim::{AdamW, AdamWConfig, Optimizer};
 use crate::train::weights::read_checkpoint;
@@ -28,6 +29,34 @@ fn golden(model: &str, device: &Device) -> HashMap<String, Tensor> {
         .0
 }
 
+/// MulT's settings in the fixture: 6 channels (the text's width), 2 heads, 2 levels.
+const MULT: MultSettings = MultSettings {
+    dim: 6,
+    heads: 2,
+    levels: 2,
+    kernels: [3, 2, 3],
+    attn_dropouts: [0.0; 3],
+    relu_dropout: 0.0,
+    embed_dropout: 0.0,
+    res_dropout: 0.0,
+    output_dropout: 0.0,
+    text_dropout: 0.0,
+    attn_mask: true,
+};
+
+/// Adam's ε in MulT's fixture, as large as the learning rate. Adam divides each element's step
+/// by that element's own gradient size, which turns an absolute gradient error δ into a step
+/// error of up to lr·δ/ε: with PyTorch's 1e-8, the f32 rounding of a gradient that is nearly
+/// 0 — attention's key bias (a constant added to every score of a query, which softmax
+/// ignores), a sum of ± terms that cancels — moves a weight by up to the learning rate in a
+/// direction the rounding picks, in PyTorch as here. With ε = lr the step error stays below
+/// the gradients' own (≈ 1e-5), and every gradient that carries signal still takes Adam's
+/// normalised step.
+const MULT_EPS: f64 = 1e-2;
+
+/// MulT's trainer clips gradient values; the fixture's bound, small enough to bite.
+const MULT_CLIP_VALUE: f64 = 0.05;
+
 /// The settings the fixtures were written with.
 fn architecture(model: ZooModel) -> ZooArchitecture {
     let early = model == ZooModel::EfLstm;
@@ -42,11 +71,16 @@ fn architecture(model: ZooModel) -> ZooArchitecture {
             rank: 3,
             num_layers: 2,
             dropout: 0.0,
+            mult: MULT,
         },
         defaults_from: "mosi".into(),
         roles: [0, 1, 2],
-        // EF-LSTM's three are aligned sequences of the text's length.
-        lengths: if early { [5; 3] } else { [5, 1, 1] },
+        // EF-LSTM's three are aligned sequences of the text's length; MulT's are not.
+        lengths: match model {
+            ZooModel::EfLstm => [5; 3],
+            ZooModel::Mult => [5, 7, 6],
+            _ => [5, 1, 1],
+        },
     }
 }
 
@@ -84,6 +118,9 @@ fn mmsa_training(weight_decay: f64) -> MmsaTraining {
         weight_decay,
         early_stop: 8,
         factor_lr: Some(0.02),
+        clip_value: None,
+        accumulate: 1,
+        plateau_patience: None,
     }
 }
 
@@ -91,6 +128,11 @@ fn check(model: ZooModel, weight_decay: f64, device: &Device) {
     let training = mmsa_training(weight_decay);
     let optimizer = AdamWConfig {
         optimizer: Optimizer::Adam,
+        eps: if model == ZooModel::Mult {
+            MULT_EPS
+        } else {
+            1e-8
+        },
         ..AdamWConfig::new(training.learning_rate, weight_decay)
     };
     let tensors = golden(model.name(), device);
@@ -105,6 +147,8 @@ fn check(model: ZooModel, weight_decay: f64, device: &Device) {
     let input = |k: &str| tensors[&format!("input.{k}")].clone();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut opt = AdamW::grouped(net.mmsa_groups(&store, &training), optimizer).unwrap();
+    let clip = (model == ZooModel::Mult).then_some(MULT_CLIP_VALUE);
+    let mut pending = Accumulator::new(1, clip);
     let vars: BTreeMap<String, candle_core::Var> = store.named_vars().into_iter().collect();
     let l1 = LossWeights {
         mse: 0.0,
@@ -127,7 +171,11 @@ fn check(model: ZooModel, weight_decay: f64, device: &Device) {
             let worst = relative(&out, &tensors["output.train"]);
             assert!(worst <= 1e-5, "{}: output differs by {worst}", model.name());
             for (name, var) in &vars {
-                let want = &tensors[&name.replacen("model.", "grad.", 1)];
+                let Some(want) = tensors.get(&name.replacen("model.", "grad.", 1)) else {
+                    // MulT's unused `proj_l`: no gradient in either.
+                    assert!(grads.get(var).is_none(), "{name} has a gradient");
+                    continue;
+                };
                 let got = grads
                     .get(var)
                     .unwrap_or_else(|| panic!("no gradient of {name}"));
@@ -139,6 +187,7 @@ fn check(model: ZooModel, weight_decay: f64, device: &Device) {
                 );
             }
         }
+        let grads = pending.add(grads, &opt).unwrap().expect("a step per batch");
         opt.step(grads, None).unwrap();
     }
     let after = store.snapshot().unwrap();
@@ -206,6 +255,18 @@ test_device!(
     ef_lstm_equals_mmsa_cuda
 );
 
+/// MulT (unaligned text, audio and video; the text unconvolved, audio and video convolved;
+/// cross-modal and self-attention transformers with the future masked) with MMSA's trainer's
+/// Adam (no weight decay) and its gradient values clipped before each step.
+fn mult_equals_mmsa(device: &Device) {
+    check(ZooModel::Mult, 0.0, device);
+}
+test_device!(
+    mult_equals_mmsa,
+    mult_equals_mmsa_cpu,
+    mult_equals_mmsa_cuda
+);
+
 /// mmflow's defaults and recipe are MMSA's `datasetParams` and `early_stop`
 /// (`config_regression.json`, as the golden script copied them).
 #[test]
@@ -217,6 +278,11 @@ fn defaults_are_mmsas() {
             let want = &json[model.name()][dataset];
             let got = MmsaSettings::default().resolve(model, dataset);
             let at = format!("{} {dataset}", model.name());
+            if model == ZooModel::Mult {
+                check_mult(&got.mult, want, &at);
+                check_recipe(model, dataset, want);
+                continue;
+            }
             if model == ZooModel::EfLstm {
                 // One LSTM: one width, its layers and one dropout.
                 assert_eq!(json!(got.hidden_dims[0]), want["hidden_dims"], "{at}");
@@ -253,15 +319,53 @@ fn defaults_are_mmsas() {
     }
 }
 
+/// MulT's settings are its config's (`want`).
+fn check_mult(got: &MultSettings, want: &serde_json::Value, at: &str) {
+    assert_eq!(
+        json!([got.dim, got.heads]),
+        want["dst_feature_dim_nheads"],
+        "{at}"
+    );
+    assert_eq!(json!(got.levels), want["nlevels"], "{at}");
+    for (i, letter) in ["l", "a", "v"].iter().enumerate() {
+        let key = format!("conv1d_kernel_size_{letter}");
+        assert_eq!(json!(got.kernels[i]), want[&key], "{at} {key}");
+    }
+    let dropouts = [
+        ("attn_dropout", got.attn_dropouts[0]),
+        ("attn_dropout_a", got.attn_dropouts[1]),
+        ("attn_dropout_v", got.attn_dropouts[2]),
+        ("relu_dropout", got.relu_dropout),
+        ("embed_dropout", got.embed_dropout),
+        ("res_dropout", got.res_dropout),
+        ("output_dropout", got.output_dropout),
+        ("text_dropout", got.text_dropout),
+    ];
+    for (key, value) in dropouts {
+        let want = want[key].as_f64().unwrap();
+        assert!((f64::from(value) - want).abs() < 1e-6, "{at} {key}");
+    }
+    assert_eq!(json!(got.attn_mask), want["attn_mask"], "{at}");
+}
+
 /// MMSA's trainer's settings of `model` on `dataset` are those of its config (`want`).
 fn check_recipe(model: ZooModel, dataset: &str, want: &serde_json::Value) {
     let at = format!("{} {dataset}", model.name());
     let recipe = recipe_of(model, dataset);
     assert_eq!(json!(recipe.batch_size), want["batch_size"], "{at}");
     assert_eq!(json!(recipe.learning_rate), want["learning_rate"], "{at}");
-    // TFN's trainer passes no weight decay (and its config has none).
-    let decay = want["weight_decay"].as_f64().unwrap_or(0.0);
+    // TFN's trainer passes no weight decay (and its config has none); MulT's passes none
+    // though its config has one.
+    let decay = match model {
+        ZooModel::Mult => 0.0,
+        _ => want["weight_decay"].as_f64().unwrap_or(0.0),
+    };
     assert_eq!(recipe.weight_decay, decay, "{at}");
+    assert_eq!(recipe.clip_value, want["grad_clip"].as_f64(), "{at}");
+    let accumulate = want["update_epochs"].as_u64().map_or(1, |n| n as usize);
+    assert_eq!(recipe.accumulate, accumulate, "{at}");
+    let patience = want["patience"].as_u64().map(|n| n as usize);
+    assert_eq!(recipe.plateau_patience, patience, "{at}");
     assert_eq!(json!(recipe.early_stop), want["early_stop"], "{at}");
     assert_eq!(recipe.factor_lr, want["factor_lr"].as_f64(), "{at}");
 }
@@ -281,7 +385,7 @@ fn descriptions_that_cannot_be_built_are_refused() {
     assert!(bad(|a| a.roles = [0, 1, 3]).contains("do not name three"));
     assert!(bad(|a| a.roles = [0, 1, 1]).contains("do not name three"));
     assert!(bad(|a| a.lengths = [5, 0, 1]).contains("at least 1"));
-    assert!(bad(|a| a.lengths = [MAX_TEXT_LENGTH + 1, 1, 1]).contains("at most"));
+    assert!(bad(|a| a.lengths = [MAX_PADDED_LENGTH + 1, 1, 1]).contains("at most"));
     assert!(bad(|a| a.settings.post_fusion_dim = 0).contains("width, rank or layer count of 0"));
     let mut lmf = architecture(ZooModel::Lmf);
     lmf.settings.rank = 0;
@@ -295,6 +399,22 @@ fn descriptions_that_cannot_be_built_are_refused() {
     assert!(ef.check(&modalities).is_err());
     ef.settings.num_layers = 10_000;
     assert!(ef.check(&modalities).is_err());
+    let mut mult = architecture(ZooModel::Mult);
+    assert_eq!(mult.check(&modalities), Ok(()));
+    mult.lengths = [5, 1, 6];
+    let why = mult.check(&modalities).unwrap_err();
+    assert!(why.contains("audio sequence with a kernel of 2"), "{why}");
+    mult.lengths = [5, 7, MAX_PADDED_LENGTH + 1];
+    assert!(mult.check(&modalities).unwrap_err().contains("at most"));
+    mult.lengths = [5, 7, 6];
+    mult.settings.mult.heads = 4;
+    assert!(mult
+        .check(&modalities)
+        .unwrap_err()
+        .contains("multiple of the heads"));
+    mult.settings.mult.heads = 2;
+    mult.settings.mult.levels = 0;
+    assert!(mult.check(&modalities).is_err());
 }
 
 /// `hidden_dims` is one width for EF-LSTM and three for the others; a key of another model
@@ -339,4 +459,24 @@ fn settings_of_another_model_are_refused() {
         "{refused}"
     );
     assert!(refused.contains("must be in [0, 1)"), "{refused}");
+    let mult = MmsaSettings {
+        dst_feature_dim_nheads: Some([50, 7]),
+        nlevels: Some(0),
+        conv1d_kernel_size_a: Some(0),
+        attn_dropout_v: Some(1.5),
+        hidden_dims: Some(HiddenDims::PerModality([8, 4, 4])),
+        ..MmsaSettings::default()
+    };
+    let refused = messages(mult.clone(), ZooModel::Mult).join("\n");
+    for want in [
+        "dst_feature_dim_nheads: 50 channels and 7 heads",
+        "nlevels: must be at least 1",
+        "conv1d_kernel_size_a: must be at least 1",
+        "attn_dropout_v: must be in [0, 1)",
+        "`mult` has no `hidden_dims`",
+    ] {
+        assert!(refused.contains(want), "{want}: {refused}");
+    }
+    let refused = messages(mult, ZooModel::Tfn).join("\n");
+    assert!(refused.contains("`tfn` has no `nlevels`"), "{refused}");
 }
