@@ -2,7 +2,7 @@
 architecture, on one MMSA-format pickle with a known signal, over several seeds each.
 
     python benches/mmsa_zoo.py [--mmflow target/release/mmflow] [--seeds 5] [--scale 1.0]
-                               [--models lf_dnn,tfn,lmf,ef_lstm,mult] [--variants aligned,unaligned]
+                               [--models lf_dnn,tfn,lmf,ef_lstm,mult,mfn] [--variants aligned,unaligned]
 
 Writes `<work>/<variant>.pkl` in MMSA's layout (MOSI's splits, scaled by `--scale`; text
 50 × 768 zero-padded after each segment's words; audio 5-d and vision 20-d, 50 frames when
@@ -87,7 +87,7 @@ def write_pickle(path, variant, scale, seed=0):
 
 
 # Models MMSA runs on aligned data only (`need_data_aligned` in its config).
-NEEDS_ALIGNED = {"ef_lstm"}
+NEEDS_ALIGNED = {"ef_lstm", "mfn"}
 
 
 def accept_verbose():
@@ -215,7 +215,7 @@ def main():
     parser.add_argument("--mmflow", default="target/release/mmflow")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--models", default="lf_dnn,tfn,lmf,ef_lstm,mult")
+    parser.add_argument("--models", default="lf_dnn,tfn,lmf,ef_lstm,mult,mfn")
     parser.add_argument("--variants", default="aligned,unaligned")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the rows here")

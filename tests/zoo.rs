@@ -1,4 +1,5 @@
-//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`, `"lmf"`, `"ef_lstm"`, `"mult"`) through the binary: they train,
+//! MMSA's architectures (`architecture = "lf_dnn"`, `"tfn"`, `"lmf"`, `"ef_lstm"`, `"mult"`,
+//! `"mfn"`) through the binary: they train,
 //! evaluate with the field's metrics, reproduce byte for byte, read MMSA pickles, and misuse
 //! is refused at `validate`. Their equality with MMSA's modules is tested in
 //! `stages/src/train/zoo/tests.rs`.
@@ -37,7 +38,7 @@ params = { bootstrap = 100 }
 
 #[test]
 fn mmsa_architectures_learn_evaluate_and_reproduce() {
-    for arch in ["lf_dnn", "tfn", "lmf", "ef_lstm", "mult"] {
+    for arch in ["lf_dnn", "tfn", "lmf", "ef_lstm", "mult", "mfn"] {
         let dir = Dir::new();
         let config = ZOO.replace("ARCH", arch);
         let config = match arch {
@@ -52,6 +53,14 @@ fn mmsa_architectures_learn_evaluate_and_reproduce() {
                 "hidden_dims = [16, 8, 8], text_out = 8, post_fusion_dim = 16",
                 "dst_feature_dim_nheads = [8, 2], nlevels = 1, conv1d_kernel_size_l = 3, conv1d_kernel_size_a = 1, conv1d_kernel_size_v = 1",
             ),
+            // Aligned as EF-LSTM; small, with MMSA's MOSI dropouts, and a larger step (its
+            // cells cross the padded steps slowly at 0.003).
+            "mfn" => config
+                .replace(
+                    "text_out = 8, post_fusion_dim = 16",
+                    "memsize = 16, NN1Config = { drop = 0.2, shapes = 8 }, gamma1Config = { drop = 0.7, shapes = 16 }, gamma2Config = { drop = 0.5, shapes = 8 }, outConfig = { drop = 0.0, shapes = 16 }",
+                )
+                .replace("learning_rate = 0.003", "learning_rate = 0.01"),
             _ => config,
         };
         dir.write("p.toml", &config);
@@ -235,6 +244,21 @@ fn ef_lstm_needs_aligned_modalities() {
         !dir.join("u/model/model.safetensors").exists(),
         "no model of a refused training"
     );
+    // MFN needs them aligned too.
+    let mfn = pickle_pipeline(
+        &data.join("../mmsa/mmsa_unaligned.pkl"),
+        true,
+        r#"{ architecture = "mfn", recipe = "mmsa", optim = { epochs = 1 } }"#,
+    );
+    dir.write("mfn.toml", &mfn);
+    let run = dir.mmflow(&["run", "mfn.toml", "--out", "m"]).expect(1);
+    assert!(
+        run.stderr
+            .contains("`mfn` needs aligned modalities (MMSA's need_data_aligned)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.join("m/model/model.safetensors").exists());
 }
 
 #[test]
@@ -282,6 +306,11 @@ fn mmsa_architectures_refuse_misuse_at_validate() {
             ZOO.replace("ARCH", "mmflow")
                 .replace("mmsa = { hidden_dims = [16, 8, 8], text_out = 8, post_fusion_dim = 16 }", "recipe = \"mmsa\""),
             "recipe `mmsa` trains an MMSA architecture",
+        ),
+        (
+            ZOO.replace("ARCH", "mfn")
+                .replace("text_out = 8, post_fusion_dim = 16", "windowsize = 3"),
+            "its code takes `windowsize = 2` only",
         ),
     ];
     for (config, expected) in cases {

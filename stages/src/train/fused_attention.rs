@@ -16,6 +16,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::fused_linear::{gradient_for, slice_of};
+use super::nn::dropout_factors;
 use crate::linalg::{fast_exp, matmul};
 
 /// Attention of queries `N × Tq × d` over keys and values `N × Tk × d` (N = batch × heads).
@@ -71,30 +72,11 @@ impl FusedAttention {
         }
     }
 
-    /// One slice's dropout factors (0 or 1/(1 − p)), `tq × tk`, the same in both passes: a
-    /// SplitMix64 stream of the seed and the slice, each 64-bit draw four 16-bit lanes, a lane
-    /// below ⌊(1 − p)·2¹⁶⌋ kept (the rate to within 1/65,536; a cryptographic generator per
-    /// weight cost more than the attention itself).
+    /// One slice's dropout factors (`tq × tk`, see [`dropout_factors`]), the same in both
+    /// passes.
     fn dropout_mask(&self, slice: usize, len: usize) -> Option<Vec<f32>> {
         let (p, seed) = self.dropout.filter(|(p, _)| *p > 0.0)?;
-        const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-        let threshold = ((1.0 - f64::from(p)) * 65_536.0) as u64;
-        let scale = 1.0 / (1.0 - p);
-        let mut state = seed ^ (slice as u64 + 1).wrapping_mul(GOLDEN);
-        let mut mask = Vec::with_capacity(len + 3);
-        while mask.len() < len {
-            state = state.wrapping_add(GOLDEN);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            for lane in 0..4 {
-                let kept = (z >> (16 * lane)) & 0xFFFF < threshold;
-                mask.push(if kept { scale } else { 0.0 });
-            }
-        }
-        mask.truncate(len);
-        Some(mask)
+        Some(dropout_factors(p, seed, slice as u64, len))
     }
 
     /// One slice's forward: weights (dropped) · values into `out`.

@@ -5,8 +5,9 @@
 //! not arithmetic, dominates. This op takes the input projections of all steps
 //! (`B × T × 4H`, computed beforehand as one matrix product) and the recurrent weights
 //! (`4H × H`), runs the recurrence in plain loops with one small matrix product per step, and
-//! returns the state after each sequence's last true step (`B × H`), or the state after every
-//! step (`B × T × H`, zero past a sequence's end: what a next layer reads). Its backward runs
+//! returns the state after each sequence's last true step (`B × H`), the state after every
+//! step (`B × T × H`, zero past a sequence's end: what a next layer reads), or the hidden and
+//! cell states after every step (`B × T × 2H`: what MFN's memory reads). Its backward runs
 //! back-propagation through time from the gate activations the forward pass kept (a training
 //! pass keeps them; otherwise the backward recomputes them): gradients for the projections
 //! (from which candle's autograd reaches the input weights, bias and inputs) and for the
@@ -38,6 +39,24 @@ pub enum Returns {
     Final,
     /// The state after every step, `B × T × H` (zero past a sequence's end).
     EveryStep,
+    /// The hidden state and then the cell state after every step, `B × T × 2H` (zero past a
+    /// sequence's end).
+    EveryStepWithCells,
+}
+
+impl Returns {
+    /// Whether every step's states are returned.
+    fn every_step(self) -> bool {
+        self != Returns::Final
+    }
+
+    /// Values returned per step of a sequence (every step's states): H or 2H.
+    fn per_step(self, hidden: usize) -> usize {
+        match self {
+            Returns::EveryStepWithCells => 2 * hidden,
+            _ => hidden,
+        }
+    }
 }
 
 /// The recurrence over right-padded sequences with true `lengths`.
@@ -115,11 +134,27 @@ impl FusedLstm {
         }
     }
 
-    /// Values the op returns per sequence: H, or T × H.
+    /// The same op returning the hidden and cell states after every step (`B × T × 2H`).
+    pub fn every_step_with_cells(self) -> FusedLstm {
+        FusedLstm {
+            returns: Returns::EveryStepWithCells,
+            ..self
+        }
+    }
+
+    /// Values the op returns per sequence: H, T × H or T × 2H.
     fn returned_per_row(&self, t: usize) -> usize {
         match self.returns {
             Returns::Final => self.hidden,
-            Returns::EveryStep => t * self.hidden,
+            every => t * every.per_step(self.hidden),
+        }
+    }
+
+    /// The shape of what the op returns for `b` sequences of `t` steps.
+    fn returned_shape(&self, b: usize, t: usize) -> Vec<usize> {
+        match self.returns {
+            Returns::Final => vec![b, self.hidden],
+            every => vec![b, t, every.per_step(self.hidden)],
         }
     }
 
@@ -185,9 +220,10 @@ impl FusedLstm {
         let mut h = vec![0f32; b * hid];
         let mut c = vec![0f32; b * hid];
         let mut gates = vec![0f32; b * h4];
+        let per_step = self.returns.per_step(hid);
         let mut steps = match self.returns {
             Returns::Final => Vec::new(),
-            Returns::EveryStep => vec![0f32; b * t * hid],
+            _ => vec![0f32; b * t * per_step],
         };
         let mut trace = keep.then(|| Trace {
             gates: vec![0.0; t * b * h4],
@@ -226,8 +262,12 @@ impl FusedLstm {
                 for ((hj, &oj), &cj) in hr.iter_mut().zip(&*o).zip(&*cr) {
                     *hj = oj * tanh(cj);
                 }
-                if self.returns == Returns::EveryStep {
-                    steps[(r * t + s) * hid..(r * t + s + 1) * hid].copy_from_slice(hr);
+                if self.returns.every_step() {
+                    let out = &mut steps[(r * t + s) * per_step..(r * t + s + 1) * per_step];
+                    out[..hid].copy_from_slice(hr);
+                    if self.returns == Returns::EveryStepWithCells {
+                        out[hid..].copy_from_slice(cr);
+                    }
                 }
             }
             if let Some(tr) = trace.as_mut() {
@@ -237,7 +277,7 @@ impl FusedLstm {
         }
         match self.returns {
             Returns::Final => (h, trace),
-            Returns::EveryStep => (steps, trace),
+            _ => (steps, trace),
         }
     }
 
@@ -302,7 +342,8 @@ impl FusedLstm {
     }
 
     /// One block's BPTT: its pre-activation gate gradients (`T × b × 4H`, processing order)
-    /// from `grad` (of the final states, `b × H`, or of every step's, `b × T × H`).
+    /// from `grad` (of the final states, `b × H`, or of every step's, `b × T × H` or, with the
+    /// cell states, `b × T × 2H`).
     fn backward_block(
         &self,
         tr: &Trace,
@@ -317,17 +358,23 @@ impl FusedLstm {
         let b = lengths.len();
         let mut dh = match self.returns {
             Returns::Final => grad.to_vec(),
-            Returns::EveryStep => vec![0f32; b * hid],
+            _ => vec![0f32; b * hid],
         };
         let mut dc = vec![0f32; b * hid];
         let mut dh_prev = vec![0f32; b * hid];
+        let per_step = self.returns.per_step(hid);
         for k in (0..t).rev() {
             let s = self.time_of(k, t);
-            if self.returns == Returns::EveryStep {
-                // The step's own output adds its gradient to what flows back from later steps.
+            if self.returns.every_step() {
+                // The step's own outputs add their gradients to what flows back from later
+                // steps.
                 for r in (0..b).filter(|&r| s < lengths[r]) {
-                    let out = &grad[(r * t + s) * hid..(r * t + s + 1) * hid];
-                    for (d, &g) in dh[r * hid..(r + 1) * hid].iter_mut().zip(out) {
+                    let out = &grad[(r * t + s) * per_step..(r * t + s + 1) * per_step];
+                    let (out_h, out_c) = out.split_at(hid);
+                    for (d, &g) in dh[r * hid..(r + 1) * hid].iter_mut().zip(out_h) {
+                        *d += g;
+                    }
+                    for (d, &g) in dc[r * hid..(r + 1) * hid].iter_mut().zip(out_c) {
                         *d += g;
                     }
                 }
@@ -415,11 +462,7 @@ impl CustomOp2 for FusedLstm {
         if let Ok(mut kept) = self.kept.lock() {
             *kept = traces;
         }
-        let shape = match self.returns {
-            Returns::Final => Shape::from((b, self.hidden)),
-            Returns::EveryStep => Shape::from((b, t, self.hidden)),
-        };
-        Ok((CpuStorage::F32(h), shape))
+        Ok((CpuStorage::F32(h), Shape::from(self.returned_shape(b, t))))
     }
 
     fn bwd(
@@ -430,10 +473,7 @@ impl CustomOp2 for FusedLstm {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (b, t) = self.dims(projected.layout(), w_hh.layout())?;
-        let expected = match self.returns {
-            Returns::Final => vec![b, self.hidden],
-            Returns::EveryStep => vec![b, t, self.hidden],
-        };
+        let expected = self.returned_shape(b, t);
         if grad.dims() != expected.as_slice() {
             candle_core::bail!(
                 "fused lstm: gradient {:?} for states {expected:?}",

@@ -1,7 +1,8 @@
 //! Training with candle. Shared pieces: data in memory and batches ([`data`]), named
 //! network weights with seeded initialisation and safetensors files ([`weights`]), layers
-//! ([`nn`], with the LSTM recurrence fused into one op: [`fused_lstm`], and linear layers
-//! with their ReLU: [`fused_linear`]), losses ([`loss`]), a fused AdamW and schedules
+//! ([`nn`], with the LSTM recurrence fused into one op: [`fused_lstm`], linear layers with
+//! their ReLU: [`fused_linear`], attention: [`fused_attention`], layer norm:
+//! [`fused_layer_norm`], and MFN's gated memory: [`fused_memory`]), losses ([`loss`]), a fused AdamW and schedules
 //! ([`optim`]), the `optim` settings table ([`settings`]), the loop ([`fit`]) and the rules it
 //! follows between epochs ([`rules`]), the sentiment model ([`model`]) and how the loop sees
 //! it ([`task`]), the checkpoint formats ([`checkpoint`]) and a checkpoint put back to work
@@ -54,6 +55,7 @@ pub mod fused_attention;
 pub mod fused_layer_norm;
 pub mod fused_linear;
 pub mod fused_lstm;
+pub mod fused_memory;
 pub mod loss;
 pub mod model;
 pub mod nn;

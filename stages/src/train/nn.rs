@@ -59,6 +59,16 @@ impl Linear {
         Ok(Linear(candle_nn::Linear::new(w, Some(b))))
     }
 
+    /// The weight, `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        self.0.weight()
+    }
+
+    /// The bias, `[out]`.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.0.bias()
+    }
+
     /// `x · Wᵀ + b` over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.apply(x, false).map_err(err("linear"))
@@ -145,6 +155,32 @@ pub fn dropout(x: &Tensor, p: f32, pass: &mut Pass<'_>) -> Result<Tensor> {
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device()).map_err(err("dropout"))?;
     x.mul(&mask).map_err(err("dropout"))
+}
+
+/// Inverted-dropout factors (0 or 1/(1 − p)) of stream `stream` of `seed`, `len` of them, the
+/// same every time (for fused ops, whose backward pass redraws its forward pass's mask): a
+/// SplitMix64 stream of the seed and the stream number, each 64-bit draw four 16-bit lanes, a
+/// lane below ⌊(1 − p)·2¹⁶⌋ kept (the rate to within 1/65,536; a cryptographic generator per
+/// value cost more than attention itself).
+pub fn dropout_factors(p: f32, seed: u64, stream: u64, len: usize) -> Vec<f32> {
+    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    let threshold = ((1.0 - f64::from(p)) * 65_536.0) as u64;
+    let scale = 1.0 / (1.0 - p);
+    let mut state = seed ^ (stream + 1).wrapping_mul(GOLDEN);
+    let mut mask = Vec::with_capacity(len + 3);
+    while mask.len() < len {
+        state = state.wrapping_add(GOLDEN);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        for lane in 0..4 {
+            let kept = (z >> (16 * lane)) & 0xFFFF < threshold;
+            mask.push(if kept { scale } else { 0.0 });
+        }
+    }
+    mask.truncate(len);
+    mask
 }
 
 /// Layer normalisation over the last dimension (weight 1, bias 0 initially), as PyTorch's
@@ -351,9 +387,21 @@ impl LstmDirection {
         input: usize,
         hidden: usize,
     ) -> Result<Self> {
+        Self::pytorch_suffixed(store, name, &format!("_l{layer}"), input, hidden)
+    }
+
+    /// PyTorch's names with `suffix` after each (`_l<layer>` for `nn.LSTM`, none for
+    /// `nn.LSTMCell`), drawn in PyTorch's order.
+    fn pytorch_suffixed(
+        store: &mut ParamStore,
+        name: &str,
+        suffix: &str,
+        input: usize,
+        hidden: usize,
+    ) -> Result<Self> {
         let bound = 1.0 / (hidden.max(1) as f32).sqrt();
         let mut draw = |what: &str, shape: &[usize]| {
-            store.uniform(&format!("{name}.{what}_l{layer}"), shape, bound)
+            store.uniform(&format!("{name}.{what}{suffix}"), shape, bound)
         };
         Ok(LstmDirection {
             w_ih: draw("weight_ih", &[4 * hidden, input])?,
@@ -411,6 +459,32 @@ impl LstmDirection {
         self.project(x)?
             .contiguous()?
             .apply_op2(&self.w_hh.contiguous()?, op)
+    }
+
+    /// The hidden and cell states after every step of `x` (B × T × D, every step a true
+    /// one), each B × T × H. On the CPU one fused op, elsewhere candle's element-wise ops.
+    fn states(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let h = self.hidden;
+        if !x.device().is_cpu() {
+            let projected = self.project(x)?;
+            let w_hh_t = self.w_hh.t()?;
+            let mut state_h = Tensor::zeros((b, h), x.dtype(), x.device())?;
+            let mut state_c = state_h.clone();
+            let (mut hs, mut cs) = (Vec::with_capacity(t), Vec::with_capacity(t));
+            for step in 0..t {
+                (state_h, state_c) = self.cell(&projected, &w_hh_t, step, &state_h, &state_c)?;
+                hs.push(state_h.clone());
+                cs.push(state_c.clone());
+            }
+            return Ok((Tensor::stack(&hs, 1)?, Tensor::stack(&cs, 1)?));
+        }
+        let op = FusedLstm::new(vec![t; b], h, false, train).every_step_with_cells();
+        let both = self
+            .project(x)?
+            .contiguous()?
+            .apply_op2(&self.w_hh.contiguous()?, op)?;
+        Ok((both.narrow(2, 0, h)?, both.narrow(2, h, h)?))
     }
 
     /// [`Self::every_step`] with candle's element-wise ops (any device).
@@ -581,6 +655,30 @@ impl StackedLstm {
         }
         last.run(&steps, &vec![t; b], false, pass.train)
             .map_err(err("lstm"))
+    }
+}
+
+/// PyTorch's `nn.LSTMCell(input, hidden)` under its parameter names (`name.weight_ih`,
+/// `name.weight_hh`, `name.bias_ih`, `name.bias_hh`), run over every step of a sequence as a
+/// loop over the cell does.
+pub struct LstmCell(LstmDirection);
+
+impl LstmCell {
+    /// `name.*` over `input`-wide steps, `hidden` wide.
+    pub fn pytorch(
+        store: &mut ParamStore,
+        name: &str,
+        input: usize,
+        hidden: usize,
+    ) -> Result<LstmCell> {
+        LstmDirection::pytorch_suffixed(store, name, "", input, hidden).map(LstmCell)
+    }
+
+    /// The hidden and cell states after every step of `x` (B × T × D; padded steps run as
+    /// true ones, as a loop over a padded batch runs them), each B × T × hidden; `train`: a
+    /// backward pass will follow.
+    pub fn states(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        self.0.states(x, train).map_err(err("lstm cell"))
     }
 }
 

@@ -37,13 +37,15 @@ use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
 #[serde(deny_unknown_fields, default)]
 pub struct TrainModelParams {
     /// The model: `mmflow` (the default: `encoders`, `fusion`, `fusion_dim`, `fusion_mlp`,
-    /// `user_embedding`, `dropout`) or one of MMSA's zoo, `lf_dnn`, `tfn` or `lmf` (settings under
-    /// `mmsa`; features inputs named `text`, `audio` and `video`/`visual`/`vision`).
+    /// `user_embedding`, `dropout`) or one of MMSA's zoo, `lf_dnn`, `tfn`, `lmf`, `ef_lstm`,
+    /// `mult` or `mfn` (settings under `mmsa`; features inputs named `text`, `audio` and
+    /// `video`/`visual`/`vision`).
     #[serde(skip_serializing_if = "ArchitectureName::is_mmflow")]
     pub architecture: ArchitectureName,
     /// A zoo architecture's settings, under MMSA's names (`hidden_dims`, `dropouts`; LF-DNN's
-    /// and TFN's `text_out`, `post_fusion_dim`; LMF's `rank`); each left out is MMSA's default
-    /// for the segments' dataset (MOSI, MOSEI or SIMS; MOSI's for any other).
+    /// and TFN's `text_out`, `post_fusion_dim`; LMF's `rank`; EF-LSTM's, MulT's and MFN's
+    /// below); each left out is MMSA's default for the segments' dataset (MOSI, MOSEI or SIMS;
+    /// MOSI's for any other).
     #[serde(skip_serializing_if = "MmsaSettings::is_empty")]
     pub mmsa: MmsaSettings,
     /// `own` (the default: `heads` and `optim` as given) or `mmsa`: MMSA's trainer for a zoo

@@ -1,4 +1,4 @@
-"""Writes `<model>.safetensors` for `lf_dnn`, `tfn`, `lmf`, `ef_lstm` and `mult`: MMSA's own modules built with fixed
+"""Writes `<model>.safetensors` for `lf_dnn`, `tfn`, `lmf`, `ef_lstm`, `mult` and `mfn`: MMSA's own modules built with fixed
 seeds, their weights, a batch of inputs, the output, every parameter's gradient of the L1
 loss, and the parameters (and batch-norm statistics) after 3 optimiser steps, taken as MMSA's
 trainers take them. `stages/src/train/zoo/tests.rs` loads the same weights into mmflow's
@@ -9,7 +9,7 @@ models and checks every number.
 Needs torch, safetensors and MMSA 2.2.1 (`pip install --no-deps mmsa==2.2.1`; the model files
 are read from its installed folder without importing the package, whose `__init__` pulls in
 transformers). Tests never run this script: they read what it wrote. Also writes
-`mmsa_defaults.json`, the `datasetParams` (and `early_stop`, `attn_mask`, `update_epochs`) of the five models from MMSA's
+`mmsa_defaults.json`, the `datasetParams` (and `early_stop`, `attn_mask`, `update_epochs`) of the six models from MMSA's
 `config/config_regression.json`, which mmflow's defaults and recipe are checked against
 (`weight_decay`, `text_out`, `post_fusion_dim`, `rank`, `factor_lr`, `num_layers`, `dropout`
 null where the config has none).
@@ -27,13 +27,16 @@ value (`clip_grad_value_`, here to 0.05 so that it bites) before each of the 3 s
 `grad.` tensors are the gradients before clipping. Its Adam has ε = 0.01 (as large as the
 learning rate): Adam divides each element's step by that element's gradient, so float32
 rounding of a gradient that is nearly 0 (attention's key bias, which softmax ignores, or a sum
-that cancels) would otherwise move a weight by up to the learning rate in either program.
+that cancels) would otherwise move a weight by up to the learning rate in either program. MFN takes aligned
+sequences, as EF-LSTM does (the same inputs), and runs its three LSTM cells over every padded
+step; its memory's layers are small and of different widths, so that a transposed or swapped
+weight shows.
 
 Tensors in each file:
 - `model.<name>`: the initial state dict (MMSA's names, `model.` in front; TFN's constant
   `output_range` / `output_shift`, batch norm's `num_batches_tracked` and MulT's transformers'
   constant `version` left out);
-- `input.text` (B × T × D), `input.audio`, `input.video` (B × D; EF-LSTM: B × T × D),
+- `input.text` (B × T × D), `input.audio`, `input.video` (B × D; EF-LSTM, MFN: B × T × D),
   `input.label` (B);
 - `output.train` (B), `output.eval_after` (B);
 - `grad.<name>` (the first step's gradients), `after.<name>` (after 3 steps).
@@ -91,6 +94,8 @@ def mmsa_models():
                         "MMSA.models.singleTask").EF_LSTM,
         "mult": load("MMSA.models.singleTask.MULT", single / "MULT.py",
                      "MMSA.models.singleTask").MULT,
+        "mfn": load("MMSA.models.singleTask.MFN", single / "MFN.py",
+                    "MMSA.models.singleTask").MFN,
     }
 
 
@@ -121,7 +126,8 @@ EF_ARGS = Args({**ARGS, "hidden_dims": 7, "num_layers": 2, "dropout": 0.0, "seq_
 # and bias are never trained), both with weight decay.
 OPTIM = {"lf_dnn": {"lr": 0.01, "weight_decay": 0.01}, "tfn": {"lr": 0.01, "weight_decay": 0.0},
          "lmf": {"lr": 0.01, "factor_lr": 0.02, "weight_decay": 0.005},
-         "ef_lstm": {"lr": 0.01, "weight_decay": 0.005}, "mult": {"lr": 0.01, "eps": 1e-2}}
+         "ef_lstm": {"lr": 0.01, "weight_decay": 0.005}, "mult": {"lr": 0.01, "eps": 1e-2},
+         "mfn": {"lr": 0.01, "weight_decay": 0.005}}
 # MulT's: channels 6 (the text's width: no convolution) and 2 heads, 2 cross-modal levels (its
 # self-attention transformers take 3), no dropout, the future masked.
 MULT_ARGS = Args(
@@ -131,6 +137,15 @@ MULT_ARGS = Args(
     attn_dropout=0.0, attn_dropout_a=0.0, attn_dropout_v=0.0, relu_dropout=0.0,
     embed_dropout=0.0, res_dropout=0.0, output_dropout=0.0, text_dropout=0.0,
     attn_mask=True, use_bert=False, use_finetune=False, transformers=None, pretrained=None,
+    train_mode="regression", num_classes=1,
+)
+# MFN's: a memory of 5, its attention and gate layers of 4 and 3 (MMSA's `windowsize` is 2:
+# the cell states before and after each step).
+MFN_ARGS = Args(
+    feature_dims=(DIMS["text"], DIMS["audio"], DIMS["video"]), hidden_dims=(7, 3, 4),
+    memsize=5, windowsize=2, NN1Config={"drop": 0.0, "shapes": 4},
+    NN2Config={"drop": 0.0, "shapes": 3}, gamma1Config={"drop": 0.0, "shapes": 4},
+    gamma2Config={"drop": 0.0, "shapes": 3}, outConfig={"drop": 0.0, "shapes": 5},
     train_mode="regression", num_classes=1,
 )
 MULT_STEPS = {"text": 5, "audio": 7, "video": 6}
@@ -182,9 +197,9 @@ def state(model):
 
 def golden(name, cls):
     torch.manual_seed(11)
-    aligned = name == "ef_lstm"
+    aligned = name in ("ef_lstm", "mfn")
     sequences = aligned or name == "mult"
-    args = {"ef_lstm": EF_ARGS, "mult": MULT_ARGS}.get(name, ARGS)
+    args = {"ef_lstm": EF_ARGS, "mult": MULT_ARGS, "mfn": MFN_ARGS}.get(name, ARGS)
     model = cls(args)
     model.train()
     text, audio, video, label = unaligned_inputs() if name == "mult" else inputs(aligned)
@@ -232,12 +247,15 @@ def defaults():
             "dst_feature_dim_nheads", "nlevels", "conv1d_kernel_size_l", "conv1d_kernel_size_a",
             "conv1d_kernel_size_v", "attn_dropout", "attn_dropout_a", "attn_dropout_v",
             "relu_dropout", "embed_dropout", "res_dropout", "output_dropout", "text_dropout",
-            "grad_clip", "patience"]
+            "grad_clip", "patience",
+            # MFN's
+            "memsize", "windowsize", "NN1Config", "NN2Config", "gamma1Config", "gamma2Config",
+            "outConfig"]
     common = ["early_stop", "attn_mask", "update_epochs"]
     out = {m: {d: {**{k: v.get(k) for k in keep},
                    **{k: config[m]["commonParams"].get(k) for k in common}}
                for d, v in config[m]["datasetParams"].items()}
-           for m in ["lf_dnn", "tfn", "lmf", "ef_lstm", "mult"]}
+           for m in ["lf_dnn", "tfn", "lmf", "ef_lstm", "mult", "mfn"]}
     (HERE / "mmsa_defaults.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 

@@ -6,17 +6,18 @@
 //! `48bb2375d0ef7ec7a0b6ee2a9ca67fb80a31d2fe`): `MMSA/models/singleTask/LF_DNN.py` (`LF_DNN`),
 //! `MMSA/models/singleTask/TFN.py` (`TFN`), `MMSA/models/singleTask/LMF.py` (`LMF`),
 //! `MMSA/models/singleTask/EF_LSTM.py` (`EF_LSTM`), `MMSA/models/singleTask/MULT.py` (`MULT`,
-//! with `MMSA/models/subNets/transformers_encoder/`),
+//! with `MMSA/models/subNets/transformers_encoder/`), `MMSA/models/singleTask/MFN.py` (`MFN`),
 //! `MMSA/models/subNets/FeatureNets.py` (`SubNet`, `TextSubNet`) and the defaults of
 //! `MMSA/config/config_regression.json`. As MMSA's data
 //! loader does for the sub-network models (`need_normalized`), audio and video arrive as the
 //! mean over their padded length, text as the whole padded sequence (see
 //! [`ZooArchitecture::lengths`]); EF-LSTM takes all three as padded sequences, and only
-//! aligned ones (`need_data_aligned`: see [`check_aligned`]); MulT takes all three as padded
-//! sequences, aligned or not.
+//! aligned ones (`need_data_aligned`: see [`check_aligned`]), and so does MFN; MulT takes all
+//! three as padded sequences, aligned or not.
 
 mod early;
 mod fusion;
+mod mfn;
 mod mult;
 mod settings;
 mod subnets;
@@ -27,10 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use self::early::EarlyFusionLstm;
 use self::fusion::{tensor_fusion, LowRankFusion};
+use self::mfn::Mfn;
 use self::mult::Mult;
 pub use self::settings::{
-    defaults_dataset, mmsa_training, ArchitectureName, HiddenDims, MmsaSettings, MmsaTraining,
-    MultSettings, Recipe, Resolved, ZooModel, ROLES,
+    defaults_dataset, mmsa_training, ArchitectureName, HiddenDims, MfnLayer, MfnSettings,
+    MmsaSettings, MmsaTraining, MultSettings, Recipe, Resolved, ZooModel, ROLES,
 };
 use self::subnets::{SubNet, TextSubNet};
 use super::data::{Dataset, Feed};
@@ -86,8 +88,8 @@ pub const MAX_PADDED_LENGTH: usize = 10_000;
 impl ZooArchitecture {
     /// Whether this description (as a checkpoint holds it) can be built over `modalities`:
     /// three distinct roles among them, padded lengths from 1 (those fed padded at most
-    /// [`MAX_PADDED_LENGTH`]; EF-LSTM's three equal; MulT's at least its kernels), widths,
-    /// rank and layers from 1.
+    /// [`MAX_PADDED_LENGTH`]; EF-LSTM's and MFN's three equal; MulT's at least its kernels),
+    /// widths, rank and layers from 1.
     pub fn check(&self, modalities: &[&str]) -> std::result::Result<(), String> {
         let [t, a, v] = self.roles;
         if [t, a, v].iter().any(|&i| i >= modalities.len()) || t == a || t == v || a == v {
@@ -106,16 +108,18 @@ impl ZooArchitecture {
             ));
         }
         let s = &self.settings;
+        if self.model.needs_aligned() && self.lengths.iter().any(|&l| l != self.lengths[0]) {
+            return Err(format!(
+                "`{}` with padded lengths {:?}: aligned modalities have one length",
+                self.model.name(),
+                self.lengths
+            ));
+        }
         let zero = match self.model {
             ZooModel::EfLstm => {
-                if self.lengths.iter().any(|&l| l != self.lengths[0]) {
-                    return Err(format!(
-                        "`ef_lstm` with padded lengths {:?}: aligned modalities have one length",
-                        self.lengths
-                    ));
-                }
                 s.hidden_dims[0] == 0 || s.num_layers == 0 || s.num_layers > settings::MAX_LAYERS
             }
+            ZooModel::Mfn => s.hidden_dims.contains(&0) || s.mfn.has_zero_width(),
             ZooModel::Lmf => s.hidden_dims.contains(&0) || s.text_out == 0 || s.rank == 0,
             ZooModel::LfDnn | ZooModel::Tfn => {
                 s.hidden_dims.contains(&0) || s.text_out == 0 || s.post_fusion_dim == 0
@@ -148,6 +152,8 @@ enum ZooBody {
     Early(Box<EarlyFusionLstm>),
     /// MulT: cross-modal transformers.
     Mult(Box<Mult>),
+    /// MFN: LSTM cells and a gated memory.
+    Mfn(Box<Mfn>),
 }
 
 /// LF-DNN's, TFN's and LMF's layers.
@@ -191,6 +197,9 @@ impl ZooNet {
                 widths,
                 heads,
             )?)),
+            ZooModel::Mfn => {
+                ZooBody::Mfn(Box::new(Mfn::new(store, &arch.settings, widths, heads)?))
+            }
             _ => sub_networks(store, arch, widths, heads)?,
         };
         Ok(ZooNet {
@@ -210,13 +219,13 @@ impl ZooNet {
     }
 
     /// How each of `n` modalities reaches the model: text padded to its length, audio and
-    /// video averaged over theirs (EF-LSTM, MulT: all three padded).
+    /// video averaged over theirs (EF-LSTM, MulT, MFN: all three padded).
     pub fn feeds(&self, n: usize) -> Vec<Feed> {
         let mut feeds = vec![Feed::Pooled; n];
         let [text, audio, video] = self.arch.roles;
         let [text_len, audio_len, video_len] = self.arch.lengths;
         feeds[text] = Feed::Padded(text_len);
-        if let ZooBody::Early(_) | ZooBody::Mult(_) = self.body {
+        if let ZooBody::Early(_) | ZooBody::Mult(_) | ZooBody::Mfn(_) = self.body {
             feeds[audio] = Feed::Padded(audio_len);
             feeds[video] = Feed::Padded(video_len);
         } else {
@@ -226,8 +235,8 @@ impl ZooNet {
         feeds
     }
 
-    /// B × heads from text (B × T × D, padded), audio and video (B × D, averaged; EF-LSTM:
-    /// B × T × D, padded as the text; MulT: B × T × D, each padded to its own length).
+    /// B × heads from text (B × T × D, padded), audio and video (B × D, averaged; EF-LSTM,
+    /// MFN: B × T × D, padded as the text; MulT: B × T × D, each padded to its own length).
     pub fn forward(
         &self,
         text: &Tensor,
@@ -238,6 +247,7 @@ impl ZooNet {
         let nets = match &self.body {
             ZooBody::Early(net) => return net.forward(text, audio, video, pass),
             ZooBody::Mult(net) => return net.forward(text, audio, video, pass),
+            ZooBody::Mfn(net) => return net.forward(text, audio, video, pass),
             ZooBody::SubNets(nets) => nets,
         };
         let audio_h = nets.audio.forward(audio, pass)?;
@@ -331,7 +341,7 @@ fn sub_networks(
             Fusion::Tensor(post_fusion(store, fused, &s, heads)?)
         }
         ZooModel::Lmf => Fusion::LowRank(LowRankFusion::new(store, widths, s.rank, heads)?),
-        ZooModel::LfDnn | ZooModel::EfLstm | ZooModel::Mult => {
+        ZooModel::LfDnn | ZooModel::EfLstm | ZooModel::Mult | ZooModel::Mfn => {
             Fusion::Late(post_fusion(store, widths.iter().sum(), &s, heads)?)
         }
     };

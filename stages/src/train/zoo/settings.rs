@@ -29,6 +29,9 @@ pub enum ArchitectureName {
     /// MMSA's MulT (the Multimodal Transformer: cross-modal attention over the unaligned
     /// sequences), settings under `mmsa`.
     Mult,
+    /// MMSA's MFN (the Memory Fusion Network: an LSTM cell per modality and a gated memory
+    /// of their attended cell states), settings under `mmsa`; needs aligned modalities.
+    Mfn,
 }
 
 impl ArchitectureName {
@@ -47,6 +50,7 @@ impl ArchitectureName {
             ArchitectureName::Lmf => Some(ZooModel::Lmf),
             ArchitectureName::EfLstm => Some(ZooModel::EfLstm),
             ArchitectureName::Mult => Some(ZooModel::Mult),
+            ArchitectureName::Mfn => Some(ZooModel::Mfn),
         }
     }
 }
@@ -65,16 +69,19 @@ pub enum ZooModel {
     EfLstm,
     /// `MULT`.
     Mult,
+    /// `MFN`.
+    Mfn,
 }
 
 impl ZooModel {
     /// Every zoo model.
-    pub const ALL: [ZooModel; 5] = [
+    pub const ALL: [ZooModel; 6] = [
         ZooModel::LfDnn,
         ZooModel::Tfn,
         ZooModel::Lmf,
         ZooModel::EfLstm,
         ZooModel::Mult,
+        ZooModel::Mfn,
     ];
 
     /// Its name in configs (MMSA's `model_name`).
@@ -85,21 +92,22 @@ impl ZooModel {
             ZooModel::Lmf => "lmf",
             ZooModel::EfLstm => "ef_lstm",
             ZooModel::Mult => "mult",
+            ZooModel::Mfn => "mfn",
         }
     }
 
     /// Whether it needs the modalities aligned (MMSA's `need_data_aligned`): the same number
     /// of steps in text, audio and video of every segment.
     pub fn needs_aligned(self) -> bool {
-        self == ZooModel::EfLstm
+        matches!(self, ZooModel::EfLstm | ZooModel::Mfn)
     }
 
     /// The roles (indices into text, audio, video) it takes as padded sequences, whose
-    /// padded length is bounded: the text for the sub-network models, all three for EF-LSTM
-    /// and MulT (the others average audio and video).
+    /// padded length is bounded: the text for the sub-network models, all three for EF-LSTM,
+    /// MulT and MFN (the others average audio and video).
     pub fn padded_roles(self) -> &'static [usize] {
         match self {
-            ZooModel::EfLstm | ZooModel::Mult => &[0, 1, 2],
+            ZooModel::EfLstm | ZooModel::Mult | ZooModel::Mfn => &[0, 1, 2],
             _ => &[0],
         }
     }
@@ -128,6 +136,16 @@ impl ZooModel {
                 "text_dropout",
                 "attn_mask",
             ],
+            ZooModel::Mfn => &[
+                "hidden_dims",
+                "memsize",
+                "windowsize",
+                "NN1Config",
+                "NN2Config",
+                "gamma1Config",
+                "gamma2Config",
+                "outConfig",
+            ],
         }
     }
 
@@ -143,8 +161,8 @@ impl ZooModel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MmsaSettings {
-    /// Hidden widths of the text LSTM, the audio and the video sub-network (MMSA's order); for
-    /// EF-LSTM one number, the width of its LSTM.
+    /// Hidden widths of the text LSTM, the audio and the video sub-network (MMSA's order; MFN:
+    /// its text, audio and video LSTM cells); for EF-LSTM one number, the width of its LSTM.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_dims: Option<HiddenDims>,
     /// Width of the text sub-network's output (LF-DNN, TFN; LMF's is half the text LSTM's
@@ -214,6 +232,38 @@ pub struct MmsaSettings {
     /// MulT: mask the future in attention (MMSA's `attn_mask`, on by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attn_mask: Option<bool>,
+    /// MFN: the width of its memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memsize: Option<usize>,
+    /// MFN: the steps of cell states its attention reads; MMSA's code takes 2 only (the
+    /// states before and after each step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windowsize: Option<usize>,
+    /// MFN: the attention over the cell states (its hidden layer and that layer's dropout).
+    #[serde(rename = "NN1Config", skip_serializing_if = "Option::is_none")]
+    pub nn1_config: Option<MfnLayer>,
+    /// MFN: the memory's proposal from the attended states.
+    #[serde(rename = "NN2Config", skip_serializing_if = "Option::is_none")]
+    pub nn2_config: Option<MfnLayer>,
+    /// MFN: the gate that keeps the memory.
+    #[serde(rename = "gamma1Config", skip_serializing_if = "Option::is_none")]
+    pub gamma1_config: Option<MfnLayer>,
+    /// MFN: the gate that writes the proposal.
+    #[serde(rename = "gamma2Config", skip_serializing_if = "Option::is_none")]
+    pub gamma2_config: Option<MfnLayer>,
+    /// MFN: the output layers.
+    #[serde(rename = "outConfig", skip_serializing_if = "Option::is_none")]
+    pub out_config: Option<MfnLayer>,
+}
+
+/// One of MFN's two-layer networks as MMSA's config writes it (`{ drop = 0.2, shapes = 32 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfnLayer {
+    /// Dropout on its hidden layer, in [0, 1).
+    pub drop: f32,
+    /// The width of its hidden layer.
+    pub shapes: usize,
 }
 
 /// MMSA's `hidden_dims`: three widths (text, audio, video) for the sub-network models, one for
@@ -307,6 +357,7 @@ impl MmsaSettings {
         if self.nlevels.is_some_and(|n| n > MAX_LEVELS) {
             at("nlevels", format!("at most {MAX_LEVELS}"));
         }
+        self.check_mfn(&mut at);
         if let Some([dim, heads]) = self.dst_feature_dim_nheads {
             if dim == 0 || heads == 0 || !dim.is_multiple_of(heads) {
                 at(
@@ -316,6 +367,40 @@ impl MmsaSettings {
             }
         }
         problems
+    }
+
+    /// MFN's own keys: a memory of at least 1, a window of 2, hidden layers of at least 1
+    /// and dropouts in [0, 1).
+    fn check_mfn(&self, at: &mut impl FnMut(&str, String)) {
+        if self.memsize == Some(0) {
+            at("memsize", "must be at least 1".into());
+        }
+        if let Some(window) = self.windowsize.filter(|&w| w != 2) {
+            at(
+                "windowsize",
+                format!("{window}: MMSA's MFN reads the cell states before and after each step, and its code takes `windowsize = 2` only"),
+            );
+        }
+        for (field, layer) in self.mfn_layers() {
+            let Some(layer) = layer else { continue };
+            if layer.shapes == 0 {
+                at(field, "`shapes` must be at least 1".into());
+            }
+            if !(0.0..1.0).contains(&layer.drop) {
+                at(field, "`drop` must be in [0, 1)".into());
+            }
+        }
+    }
+
+    /// MFN's five networks, by key.
+    fn mfn_layers(&self) -> [(&'static str, Option<MfnLayer>); 5] {
+        [
+            ("NN1Config", self.nn1_config),
+            ("NN2Config", self.nn2_config),
+            ("gamma1Config", self.gamma1_config),
+            ("gamma2Config", self.gamma2_config),
+            ("outConfig", self.out_config),
+        ]
     }
 
     /// EF-LSTM's and MulT's single dropouts, by key.
@@ -351,11 +436,17 @@ impl MmsaSettings {
                 self.dst_feature_dim_nheads.is_some(),
             ),
             ("attn_mask", self.attn_mask.is_some()),
+            ("memsize", self.memsize.is_some()),
+            ("windowsize", self.windowsize.is_some()),
         ]
         .into_iter()
         .chain(
             self.single_dropouts()
                 .map(|(field, p)| (field, p.is_some())),
+        )
+        .chain(
+            self.mfn_layers()
+                .map(|(field, layer)| (field, layer.is_some())),
         )
         .filter_map(|(field, set)| set.then_some(field))
         .collect()
@@ -382,6 +473,16 @@ impl MmsaSettings {
             num_layers: self.num_layers.unwrap_or(d.num_layers),
             dropout: self.dropout.unwrap_or(d.dropout),
             mult: self.resolve_mult(&d.mult),
+            mfn: MfnSettings {
+                memory: self.memsize.unwrap_or(d.mfn.memory),
+                attention: self.nn1_config.unwrap_or(d.mfn.attention),
+                proposal: self.nn2_config.unwrap_or(d.mfn.proposal),
+                gates: [
+                    self.gamma1_config.unwrap_or(d.mfn.gates[0]),
+                    self.gamma2_config.unwrap_or(d.mfn.gates[1]),
+                ],
+                out: self.out_config.unwrap_or(d.mfn.out),
+            },
         }
     }
 
@@ -439,6 +540,9 @@ pub struct Resolved {
     /// MulT's settings.
     #[serde(default)]
     pub mult: MultSettings,
+    /// MFN's settings (its LSTM cells' widths are `hidden_dims`).
+    #[serde(default)]
+    pub mfn: MfnSettings,
 }
 
 /// The dataset whose MMSA defaults apply to segments of `dataset`.
@@ -461,6 +565,7 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
         num_layers: 0,
         dropout: 0.0,
         mult: MultSettings::default(),
+        mfn: MfnSettings::default(),
     };
     // EF-LSTM: one width, layers and one dropout, nothing else.
     let ef = |hidden: usize, num_layers, dropout| Resolved {
@@ -486,6 +591,87 @@ fn mmsa_defaults(model: ZooModel, dataset: &str) -> Resolved {
             mult: mult_defaults(dataset),
             ..r([0; 3], 0, 0, [0.0; 4], 0)
         },
+        (ZooModel::Mfn, dataset) => mfn_defaults(dataset),
+    }
+}
+
+/// MFN's `datasetParams` on `dataset` (MOSI, MOSEI or SIMS).
+fn mfn_defaults(dataset: &str) -> Resolved {
+    let layer = |drop, shapes| MfnLayer { drop, shapes };
+    let (hidden_dims, mfn) = match dataset {
+        "mosei" => (
+            [128, 32, 128],
+            MfnSettings {
+                memory: 128,
+                attention: layer(0.2, 128),
+                proposal: layer(0.5, 128),
+                gates: [layer(0.7, 256), layer(0.0, 256)],
+                out: layer(0.5, 128),
+            },
+        ),
+        "sims" => (
+            [64, 16, 64],
+            MfnSettings {
+                memory: 64,
+                attention: layer(0.2, 128),
+                proposal: layer(0.0, 128),
+                gates: [layer(0.2, 64), layer(0.7, 64)],
+                out: layer(0.7, 64),
+            },
+        ),
+        _ => (
+            [256, 32, 256],
+            MfnSettings {
+                memory: 400,
+                attention: layer(0.2, 32),
+                proposal: layer(0.0, 64),
+                gates: [layer(0.7, 256), layer(0.5, 32)],
+                out: layer(0.0, 128),
+            },
+        ),
+    };
+    Resolved {
+        hidden_dims,
+        text_out: 0,
+        post_fusion_dim: 0,
+        dropouts: [0.0; 4],
+        rank: 0,
+        num_layers: 0,
+        dropout: 0.0,
+        mult: MultSettings::default(),
+        mfn,
+    }
+}
+
+/// MFN's settings, decided (MMSA's names in the comments).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct MfnSettings {
+    /// The memory's width (`memsize`).
+    pub memory: usize,
+    /// The attention over the cell states (`NN1Config`).
+    pub attention: MfnLayer,
+    /// The memory's proposal (`NN2Config`).
+    pub proposal: MfnLayer,
+    /// The gates that keep the memory and write the proposal (`gamma1Config`,
+    /// `gamma2Config`).
+    pub gates: [MfnLayer; 2],
+    /// The output layers (`outConfig`).
+    pub out: MfnLayer,
+}
+
+impl MfnSettings {
+    /// Whether a width is 0 (which a checkpoint's description may claim).
+    pub fn has_zero_width(&self) -> bool {
+        self.memory == 0
+            || [
+                self.attention,
+                self.proposal,
+                self.gates[0],
+                self.gates[1],
+                self.out,
+            ]
+            .iter()
+            .any(|l| l.shapes == 0)
     }
 }
 
@@ -618,6 +804,9 @@ pub fn mmsa_training(model: ZooModel, dataset: &str) -> MmsaTraining {
         (ZooModel::Mult, "mosei") => mult(4, 0.0005, 20),
         (ZooModel::Mult, "sims") => mult(16, 0.002, 10),
         (ZooModel::Mult, _) => mult(16, 0.002, 5),
+        (ZooModel::Mfn, "mosei") => t(64, 0.0005, 0.0001, None),
+        (ZooModel::Mfn, "sims") => t(32, 0.001, 0.0, None),
+        (ZooModel::Mfn, _) => t(128, 0.002, 0.0, None),
     }
 }
 

@@ -57,6 +57,33 @@ const MULT_EPS: f64 = 1e-2;
 /// MulT's trainer clips gradient values; the fixture's bound, small enough to bite.
 const MULT_CLIP_VALUE: f64 = 0.05;
 
+/// MFN's settings in the fixture: a memory of 5, its networks' hidden layers 4 and 3 wide.
+const MFN: MfnSettings = MfnSettings {
+    memory: 5,
+    attention: MfnLayer {
+        drop: 0.0,
+        shapes: 4,
+    },
+    proposal: MfnLayer {
+        drop: 0.0,
+        shapes: 3,
+    },
+    gates: [
+        MfnLayer {
+            drop: 0.0,
+            shapes: 4,
+        },
+        MfnLayer {
+            drop: 0.0,
+            shapes: 3,
+        },
+    ],
+    out: MfnLayer {
+        drop: 0.0,
+        shapes: 5,
+    },
+};
+
 /// The settings the fixtures were written with.
 fn architecture(model: ZooModel) -> ZooArchitecture {
     let early = model == ZooModel::EfLstm;
@@ -72,12 +99,14 @@ fn architecture(model: ZooModel) -> ZooArchitecture {
             num_layers: 2,
             dropout: 0.0,
             mult: MULT,
+            mfn: MFN,
         },
         defaults_from: "mosi".into(),
         roles: [0, 1, 2],
-        // EF-LSTM's three are aligned sequences of the text's length; MulT's are not.
+        // EF-LSTM's and MFN's three are aligned sequences of the text's length; MulT's are
+        // not.
         lengths: match model {
-            ZooModel::EfLstm => [5; 3],
+            ZooModel::EfLstm | ZooModel::Mfn => [5; 3],
             ZooModel::Mult => [5, 7, 6],
             _ => [5, 1, 1],
         },
@@ -267,6 +296,14 @@ test_device!(
     mult_equals_mmsa_cuda
 );
 
+/// MFN (an LSTM cell per modality over the aligned, padded sequences, attention over the
+/// window of cell states, the gated memory) with MMSA's trainer's Adam (weight decay in the
+/// gradient).
+fn mfn_equals_mmsa(device: &Device) {
+    check(ZooModel::Mfn, 0.005, device);
+}
+test_device!(mfn_equals_mmsa, mfn_equals_mmsa_cpu, mfn_equals_mmsa_cuda);
+
 /// mmflow's defaults and recipe are MMSA's `datasetParams` and `early_stop`
 /// (`config_regression.json`, as the golden script copied them).
 #[test]
@@ -280,6 +317,12 @@ fn defaults_are_mmsas() {
             let at = format!("{} {dataset}", model.name());
             if model == ZooModel::Mult {
                 check_mult(&got.mult, want, &at);
+                check_recipe(model, dataset, want);
+                continue;
+            }
+            if model == ZooModel::Mfn {
+                assert_eq!(json!(got.hidden_dims), want["hidden_dims"], "{at}");
+                check_mfn(&got.mfn, want, &at);
                 check_recipe(model, dataset, want);
                 continue;
             }
@@ -346,6 +389,24 @@ fn check_mult(got: &MultSettings, want: &serde_json::Value, at: &str) {
         assert!((f64::from(value) - want).abs() < 1e-6, "{at} {key}");
     }
     assert_eq!(json!(got.attn_mask), want["attn_mask"], "{at}");
+}
+
+/// MFN's settings are its config's (`want`), with `windowsize` the 2 its code takes.
+fn check_mfn(got: &MfnSettings, want: &serde_json::Value, at: &str) {
+    assert_eq!(json!(got.memory), want["memsize"], "{at}");
+    assert_eq!(want["windowsize"], json!(2), "{at}");
+    let layers = [
+        ("NN1Config", got.attention),
+        ("NN2Config", got.proposal),
+        ("gamma1Config", got.gates[0]),
+        ("gamma2Config", got.gates[1]),
+        ("outConfig", got.out),
+    ];
+    for (key, layer) in layers {
+        assert_eq!(json!(layer.shapes), want[key]["shapes"], "{at} {key}");
+        let drop = want[key]["drop"].as_f64().unwrap();
+        assert!((f64::from(layer.drop) - drop).abs() < 1e-6, "{at} {key}");
+    }
 }
 
 /// MMSA's trainer's settings of `model` on `dataset` are those of its config (`want`).
@@ -415,6 +476,13 @@ fn descriptions_that_cannot_be_built_are_refused() {
     mult.settings.mult.heads = 2;
     mult.settings.mult.levels = 0;
     assert!(mult.check(&modalities).is_err());
+    let mut mfn = architecture(ZooModel::Mfn);
+    assert_eq!(mfn.check(&modalities), Ok(()));
+    mfn.lengths = [5, 5, 4];
+    assert!(mfn.check(&modalities).unwrap_err().contains("one length"));
+    mfn.lengths = [5; 3];
+    mfn.settings.mfn.gates[1].shapes = 0;
+    assert!(mfn.check(&modalities).unwrap_err().contains("width"));
 }
 
 /// `hidden_dims` is one width for EF-LSTM and three for the others; a key of another model
@@ -479,4 +547,26 @@ fn settings_of_another_model_are_refused() {
     }
     let refused = messages(mult, ZooModel::Tfn).join("\n");
     assert!(refused.contains("`tfn` has no `nlevels`"), "{refused}");
+    let mfn = MmsaSettings {
+        memsize: Some(0),
+        windowsize: Some(3),
+        gamma1_config: Some(MfnLayer {
+            drop: 1.0,
+            shapes: 0,
+        }),
+        rank: Some(4),
+        ..MmsaSettings::default()
+    };
+    let refused = messages(mfn.clone(), ZooModel::Mfn).join("\n");
+    for want in [
+        "memsize: must be at least 1",
+        "windowsize: 3: MMSA's MFN reads the cell states before and after each step",
+        "gamma1Config: `shapes` must be at least 1",
+        "gamma1Config: `drop` must be in [0, 1)",
+        "`mfn` has no `rank`",
+    ] {
+        assert!(refused.contains(want), "{want}: {refused}");
+    }
+    let refused = messages(mfn, ZooModel::Lmf).join("\n");
+    assert!(refused.contains("`lmf` has no `gamma1Config`"), "{refused}");
 }
