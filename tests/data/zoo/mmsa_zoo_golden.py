@@ -28,8 +28,9 @@ value (`clip_grad_value_`, here to 0.05 so that it bites) before each of the 3 s
 learning rate): Adam divides each element's step by that element's gradient, so float32
 rounding of a gradient that is nearly 0 (attention's key bias, which softmax ignores, or a sum
 that cancels) would otherwise move a weight by up to the learning rate in either program. MFN takes aligned
-sequences, as EF-LSTM does (the same inputs), and runs its three LSTM cells over every padded
-step; its memory's layers are small and of different widths, so that a transposed or swapped
+sequences, as EF-LSTM does (the same inputs, straight into the module: MMSA's loader and
+`AlignSubNet` hand it audio and video as their means repeated at every step, which mmflow's
+feed reproduces before the module), and runs its three LSTM cells over every padded step; its memory's layers are small and of different widths, so that a transposed or swapped
 weight shows.
 
 Tensors in each file:

@@ -1,6 +1,7 @@
 //! MMSA's MFN (`MMSA/models/singleTask/MFN.py`, MMSA 2.2.1; Zadeh et al., "Memory Fusion
 //! Network for Multi-view Sequential Learning", 2018): an LSTM cell per modality over the
-//! aligned, padded sequences (every padded step run, as MMSA's loop runs them); at each step
+//! aligned, padded sequences (every padded step run, as MMSA's loop runs them; audio and video
+//! arrive as MMSA feeds them, their means repeated at every step: see [`super`]); at each step
 //! an attention over the cell states before and after the step (`windowsize` 2), a proposal
 //! ĉ from the attended states, and a memory kept by one gate and written by another
 //! (`u ← γ₁ ⊙ u + γ₂ ⊙ ĉ`); the three cells' last hidden states and the last memory go
@@ -176,7 +177,11 @@ impl Mfn {
                 .and_then(|p| p.broadcast_add(&parts.bias))
         }
         .map_err(&e)?;
-        let drops = [self.gates[0].drop, self.gates[1].drop];
+        // The op drops whatever rates it is given: none outside training.
+        let drops = match pass.train {
+            true => [self.gates[0].drop, self.gates[1].drop],
+            false => [0.0; 2],
+        };
         if !attended.device().is_cpu() {
             return memory_by_ops(&pre, proposal, &parts, drops, pass);
         }

@@ -12,8 +12,11 @@
 //! loader does for the sub-network models (`need_normalized`), audio and video arrive as the
 //! mean over their padded length, text as the whole padded sequence (see
 //! [`ZooArchitecture::lengths`]); EF-LSTM takes all three as padded sequences, and only
-//! aligned ones (`need_data_aligned`: see [`check_aligned`]), and so does MFN; MulT takes all
-//! three as padded sequences, aligned or not.
+//! aligned ones (`need_data_aligned`: see [`check_aligned`]); MulT takes all three as padded
+//! sequences, aligned or not. MFN needs aligned modalities too, and MMSA hands it the text as
+//! the padded sequence and audio and video averaged (`need_normalized`), each mean then
+//! repeated at every text step by `AlignSubNet`'s average pooling of one step to the text's
+//! length (`need_model_aligned`, `MMSA/models/subNets/AlignNets.py`): so does mmflow.
 
 mod early;
 mod fusion;
@@ -219,13 +222,13 @@ impl ZooNet {
     }
 
     /// How each of `n` modalities reaches the model: text padded to its length, audio and
-    /// video averaged over theirs (EF-LSTM, MulT, MFN: all three padded).
+    /// video averaged over theirs (EF-LSTM, MulT: all three padded).
     pub fn feeds(&self, n: usize) -> Vec<Feed> {
         let mut feeds = vec![Feed::Pooled; n];
         let [text, audio, video] = self.arch.roles;
         let [text_len, audio_len, video_len] = self.arch.lengths;
         feeds[text] = Feed::Padded(text_len);
-        if let ZooBody::Early(_) | ZooBody::Mult(_) | ZooBody::Mfn(_) = self.body {
+        if let ZooBody::Early(_) | ZooBody::Mult(_) = self.body {
             feeds[audio] = Feed::Padded(audio_len);
             feeds[video] = Feed::Padded(video_len);
         } else {
@@ -235,8 +238,9 @@ impl ZooNet {
         feeds
     }
 
-    /// B × heads from text (B × T × D, padded), audio and video (B × D, averaged; EF-LSTM,
-    /// MFN: B × T × D, padded as the text; MulT: B × T × D, each padded to its own length).
+    /// B × heads from text (B × T × D, padded), audio and video (B × D, averaged; MFN repeats
+    /// them at every text step, and takes them as B × T × D too; EF-LSTM: B × T × D, padded as
+    /// the text; MulT: B × T × D, each padded to its own length).
     pub fn forward(
         &self,
         text: &Tensor,
@@ -247,7 +251,11 @@ impl ZooNet {
         let nets = match &self.body {
             ZooBody::Early(net) => return net.forward(text, audio, video, pass),
             ZooBody::Mult(net) => return net.forward(text, audio, video, pass),
-            ZooBody::Mfn(net) => return net.forward(text, audio, video, pass),
+            ZooBody::Mfn(net) => {
+                let audio = repeat_over_steps(audio, text)?;
+                let video = repeat_over_steps(video, text)?;
+                return net.forward(text, &audio, &video, pass);
+            }
             ZooBody::SubNets(nets) => nets,
         };
         let audio_h = nets.audio.forward(audio, pass)?;
@@ -377,6 +385,20 @@ pub fn check_aligned(model: ZooModel, data: &Dataset, roles: [usize; 3]) -> Resu
         names[1],
         names[2]
     )))
+}
+
+/// `x` (B × D, one vector per segment) at each of `text`'s steps (B × T × D), as MMSA's
+/// `AlignSubNet` (`avg_pool`) stretches a one-step sequence to the text's length; `x` already
+/// B × T × D as it is.
+fn repeat_over_steps(x: &Tensor, text: &Tensor) -> Result<Tensor> {
+    if x.rank() != 2 {
+        return Ok(x.clone());
+    }
+    let repeat = || -> candle_core::Result<Tensor> {
+        let (b, d) = x.dims2()?;
+        x.unsqueeze(1)?.expand((b, text.dim(1)?, d))?.contiguous()
+    };
+    repeat().map_err(err("mfn inputs"))
 }
 
 /// LF-DNN's and TFN's three post-fusion layers (`post_fusion_layer_1` … `_3`).

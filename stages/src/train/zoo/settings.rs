@@ -30,7 +30,8 @@ pub enum ArchitectureName {
     /// sequences), settings under `mmsa`.
     Mult,
     /// MMSA's MFN (the Memory Fusion Network: an LSTM cell per modality and a gated memory
-    /// of their attended cell states), settings under `mmsa`; needs aligned modalities.
+    /// of their attended cell states; audio and video enter as their means, repeated at every
+    /// text step, as MMSA feeds them), settings under `mmsa`; needs aligned modalities.
     Mfn,
 }
 
@@ -103,11 +104,11 @@ impl ZooModel {
     }
 
     /// The roles (indices into text, audio, video) it takes as padded sequences, whose
-    /// padded length is bounded: the text for the sub-network models, all three for EF-LSTM,
-    /// MulT and MFN (the others average audio and video).
+    /// padded length is bounded: the text for the sub-network models and MFN, all three for
+    /// EF-LSTM and MulT (the others average audio and video).
     pub fn padded_roles(self) -> &'static [usize] {
         match self {
-            ZooModel::EfLstm | ZooModel::Mult | ZooModel::Mfn => &[0, 1, 2],
+            ZooModel::EfLstm | ZooModel::Mult => &[0, 1, 2],
             _ => &[0],
         }
     }
