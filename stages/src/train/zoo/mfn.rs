@@ -136,6 +136,13 @@ impl Mfn {
         video: &Tensor,
         pass: &mut Pass<'_>,
     ) -> Result<Tensor> {
+        // Padded lengths are at least 1 (checked with the architecture); a sequence of no
+        // steps has no last state.
+        if text.dim(1).map_err(err("mfn"))? == 0 {
+            return Err(StageError::Internal(
+                "MFN over sequences of no steps".into(),
+            ));
+        }
         let mut last = Vec::with_capacity(4);
         let mut cell_states = Vec::with_capacity(3);
         for (cell, x) in self.cells.iter().zip([text, audio, video]) {
