@@ -59,6 +59,11 @@ impl Linear {
         Ok(Linear(candle_nn::Linear::new(w, Some(b))))
     }
 
+    /// A layer of the given weight (`[out, in]`) and bias (`[out]`), e.g. parts of others'.
+    pub fn from_parts(weight: Tensor, bias: Tensor) -> Linear {
+        Linear(candle_nn::Linear::new(weight, Some(bias)))
+    }
+
     /// The weight, `[out, in]`.
     pub fn weight(&self) -> &Tensor {
         self.0.weight()
@@ -464,21 +469,11 @@ impl LstmDirection {
     /// The hidden and cell states after every step of `x` (B × T × D, every step a true
     /// one), each B × T × H. On the CPU one fused op, elsewhere candle's element-wise ops.
     fn states(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        if !x.device().is_cpu() {
+            return self.states_unfused(x);
+        }
         let (b, t, _) = x.dims3()?;
         let h = self.hidden;
-        if !x.device().is_cpu() {
-            let projected = self.project(x)?;
-            let w_hh_t = self.w_hh.t()?;
-            let mut state_h = Tensor::zeros((b, h), x.dtype(), x.device())?;
-            let mut state_c = state_h.clone();
-            let (mut hs, mut cs) = (Vec::with_capacity(t), Vec::with_capacity(t));
-            for step in 0..t {
-                (state_h, state_c) = self.cell(&projected, &w_hh_t, step, &state_h, &state_c)?;
-                hs.push(state_h.clone());
-                cs.push(state_c.clone());
-            }
-            return Ok((Tensor::stack(&hs, 1)?, Tensor::stack(&cs, 1)?));
-        }
         let op = FusedLstm::new(vec![t; b], h, false, train).every_step_with_cells();
         let both = self
             .project(x)?
@@ -489,18 +484,23 @@ impl LstmDirection {
 
     /// [`Self::every_step`] with candle's element-wise ops (any device).
     fn every_step_unfused(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(self.states_unfused(x)?.0)
+    }
+
+    /// [`Self::states`] with candle's element-wise ops (any device).
+    fn states_unfused(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let (b, t, _) = x.dims3()?;
-        let h = self.hidden;
         let projected = self.project(x)?;
         let w_hh_t = self.w_hh.t()?;
-        let mut state_h = Tensor::zeros((b, h), x.dtype(), x.device())?;
+        let mut state_h = Tensor::zeros((b, self.hidden), x.dtype(), x.device())?;
         let mut state_c = state_h.clone();
-        let mut outputs = Vec::with_capacity(t);
+        let (mut hs, mut cs) = (Vec::with_capacity(t), Vec::with_capacity(t));
         for step in 0..t {
             (state_h, state_c) = self.cell(&projected, &w_hh_t, step, &state_h, &state_c)?;
-            outputs.push(state_h.clone());
+            hs.push(state_h.clone());
+            cs.push(state_c.clone());
         }
-        Tensor::stack(&outputs, 1)
+        Ok((Tensor::stack(&hs, 1)?, Tensor::stack(&cs, 1)?))
     }
 
     /// One step of the recurrence with candle's ops: the new hidden and cell states (B × H)

@@ -16,7 +16,6 @@ use mmflow_pipeline::StageError;
 use rand::Rng;
 
 use super::super::device::err;
-use super::super::fused_linear;
 use super::super::fused_memory::FusedMemory;
 use super::super::nn::{dropout, softmax_last_dim, Linear, LstmCell, Pass};
 use super::super::weights::ParamStore;
@@ -176,14 +175,7 @@ impl Mfn {
         let window = attended.dim(2).map_err(&e)?;
         let parts = self.memory_parts(window).map_err(&e)?;
         // What the gates' first layers read of the attended states, every step at once.
-        let pre = if attended.device().is_cpu() {
-            fused_linear::linear(attended, &parts.read, &parts.bias, false)
-        } else {
-            attended
-                .broadcast_matmul(&parts.read.t().map_err(&e)?)
-                .and_then(|p| p.broadcast_add(&parts.bias))
-        }
-        .map_err(&e)?;
+        let pre = Linear::from_parts(parts.read.clone(), parts.bias.clone()).forward(attended)?;
         // The op drops whatever rates it is given: none outside training.
         let drops = match pass.train {
             true => [self.gates[0].drop, self.gates[1].drop],
