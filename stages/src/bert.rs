@@ -53,6 +53,11 @@ pub struct Config {
     pub type_vocab_size: usize,
     /// LayerNorm's epsilon.
     pub layer_norm_eps: f64,
+    /// Dropout on the embeddings and after each attention output and feed-forward layer, in
+    /// training (`hidden_dropout_prob`).
+    pub hidden_dropout: f32,
+    /// Dropout on the attention weights, in training (`attention_probs_dropout_prob`).
+    pub attention_dropout: f32,
 }
 
 /// A fully connected layer: `weight` is `out × in` (row-major), `bias` is `out`.
@@ -642,6 +647,8 @@ mod tests {
         max_position_embeddings: 9,
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
+        hidden_dropout: 0.1,
+        attention_dropout: 0.1,
     };
 
     /// Random weights under Hugging Face's names.

@@ -10,8 +10,8 @@ use crate::bert::{Activation, Config};
 /// The `model_type`s the encoder runs.
 const SUPPORTED_MODEL_TYPES: [&str; 1] = ["bert"];
 
-/// The keys of `config.json` that change what the network computes; every other key (dropout,
-/// initialisation, `architectures`, …) is ignored, as it is at inference.
+/// The keys of `config.json` that change what the network computes (dropout only in training);
+/// every other key (initialisation, `architectures`, …) is ignored.
 #[derive(Debug, Deserialize)]
 struct ConfigFile {
     model_type: Option<String>,
@@ -32,6 +32,15 @@ struct ConfigFile {
     pad_token_id: Option<usize>,
     #[serde(default)]
     is_decoder: bool,
+    #[serde(default = "default_dropout")]
+    hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    attention_probs_dropout_prob: f64,
+}
+
+/// transformers' `BertConfig` default for both dropout rates.
+fn default_dropout() -> f64 {
+    0.1
 }
 
 fn default_type_vocab_size() -> usize {
@@ -110,6 +119,14 @@ pub fn read(file: &File) -> Result<Config, StageError> {
             format!("{} is not a positive number in float32", c.layer_norm_eps),
         ));
     }
+    for (key, rate) in [
+        ("hidden_dropout_prob", c.hidden_dropout_prob),
+        ("attention_probs_dropout_prob", c.attention_probs_dropout_prob),
+    ] {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(file.fault(key, format!("{rate} is not a rate in [0, 1)")));
+        }
+    }
     if let Some(pad) = c.pad_token_id.filter(|&p| p >= c.vocab_size) {
         return Err(file.fault(
             "pad_token_id",
@@ -126,6 +143,8 @@ pub fn read(file: &File) -> Result<Config, StageError> {
         max_position_embeddings: c.max_position_embeddings,
         type_vocab_size: c.type_vocab_size,
         layer_norm_eps: c.layer_norm_eps,
+        hidden_dropout: c.hidden_dropout_prob as f32,
+        attention_dropout: c.attention_probs_dropout_prob as f32,
     })
 }
 

@@ -28,11 +28,11 @@ use mmflow_pipeline::StageError;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{Bert, Text};
+use crate::bert::{Bert, Config, Parameters, Text};
 use crate::train::device;
 use folder::{Folder, CONFIG_FILE, WEIGHTS_FILE};
 use tokenizer::TextTokenizer;
-use weights::LoadError;
+use weights::{LoadError, Weights};
 
 pub use tokenizer::Tokens;
 
@@ -61,28 +61,25 @@ impl Pooling {
     }
 }
 
-/// A model folder loaded onto a device, ready to embed texts.
-pub struct TextEncoder {
-    model: Bert,
+/// A model folder read and checked: its network's shape, tokenizer and weights (not yet on a
+/// device), for embedding ([`TextEncoder`]) or for training.
+pub struct ModelFolder {
+    /// The network's shape.
+    pub config: Config,
     tokenizer: TextTokenizer,
-    /// Width of the vectors (`hidden_size`).
-    pub dim: usize,
+    weights: Weights,
     /// Tokens per text at most, special tokens included.
     pub max_length: usize,
     /// Whether the folder's sentence-transformers pipeline L2-normalises sentence vectors.
     pub normalize: bool,
 }
 
-impl TextEncoder {
-    /// Loads the model folder onto `device`, with texts cut to `max_length` tokens (default:
+impl ModelFolder {
+    /// Reads the model folder, with texts cut to `max_length` tokens (default:
     /// sentence-transformers' `max_seq_length`, else the smaller of `model_max_length` and the
     /// model's positions). Every file and key is checked first; the error names the one that
     /// does not fit.
-    pub fn open(
-        folder: &Path,
-        max_length: Option<usize>,
-        device: &Device,
-    ) -> Result<TextEncoder, StageError> {
+    pub fn open(folder: &Path, max_length: Option<usize>) -> Result<ModelFolder, StageError> {
         let folder = Folder::new(folder);
         let config = config::read(&folder.required(CONFIG_FILE)?)?;
         let tokenizer_files = tokenizer::read(&folder)?;
@@ -98,17 +95,72 @@ impl TextEncoder {
         )?;
         let tokenizer = tokenizer_files.check(&config, &max_length, sentence.lower_case)?;
         let weights = weights::read(folder.required(WEIGHTS_FILE)?)?;
-        let dim = config.hidden_size;
-        let model = Bert::load(&weights, config, device).map_err(|e| match e {
-            LoadError::File(e) => e,
-            LoadError::Candle(e) => device::err("embed_text: loading the weights")(e),
-        })?;
-        Ok(TextEncoder {
-            model,
+        Ok(ModelFolder {
+            config,
             tokenizer,
-            dim,
+            weights,
             max_length: max_length.tokens,
             normalize: sentence.normalize,
+        })
+    }
+
+    /// A text's tokens (special tokens added), cut to `max_length`.
+    pub fn tokenize(&self, text: &str) -> Result<Tokens, StageError> {
+        self.tokenizer.tokenize(text)
+    }
+
+    /// The network's parameter `name` (Hugging Face's name, no prefix) of `shape` on `device`,
+    /// checked (presence, shape, dtype, finite values); `step` names what loads it.
+    pub fn parameter(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+        step: &'static str,
+    ) -> Result<candle_core::Tensor, StageError> {
+        self.weights
+            .get(name, shape, device)
+            .map_err(|e| load_error(e, step))
+    }
+}
+
+/// A loading error as the stage's: the file's own, or candle's named by `step`.
+fn load_error(e: LoadError, step: &'static str) -> StageError {
+    match e {
+        LoadError::File(e) => e,
+        LoadError::Candle(e) => device::err(step)(e),
+    }
+}
+
+/// A model folder loaded onto a device, ready to embed texts.
+pub struct TextEncoder {
+    model: Bert,
+    tokenizer: TextTokenizer,
+    /// Width of the vectors (`hidden_size`).
+    pub dim: usize,
+    /// Tokens per text at most, special tokens included.
+    pub max_length: usize,
+    /// Whether the folder's sentence-transformers pipeline L2-normalises sentence vectors.
+    pub normalize: bool,
+}
+
+impl TextEncoder {
+    /// Loads the model folder onto `device` (see [`ModelFolder::open`]).
+    pub fn open(
+        folder: &Path,
+        max_length: Option<usize>,
+        device: &Device,
+    ) -> Result<TextEncoder, StageError> {
+        let folder = ModelFolder::open(folder, max_length)?;
+        let dim = folder.config.hidden_size;
+        let model = Bert::load(&folder.weights, folder.config, device)
+            .map_err(|e| load_error(e, "embed_text: loading the weights"))?;
+        Ok(TextEncoder {
+            model,
+            tokenizer: folder.tokenizer,
+            dim,
+            max_length: folder.max_length,
+            normalize: folder.normalize,
         })
     }
 

@@ -690,6 +690,8 @@ mod tests {
             max_position_embeddings: 8,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
+            hidden_dropout: 0.1,
+            attention_dropout: 0.1,
         }
     }
 

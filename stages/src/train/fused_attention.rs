@@ -12,6 +12,8 @@
 //! (`MMSA/models/subNets/transformers_encoder/multihead_attention.py`): weights =
 //! softmax(q·kᵀ · scale + mask), dropout on the weights, output = weights · v.
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -20,7 +22,7 @@ use super::nn::dropout_factors;
 use crate::linalg::{fast_exp, matmul};
 
 /// Attention of queries `N × Tq × d` over keys and values `N × Tk × d` (N = batch × heads).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FusedAttention {
     /// Multiplies the scores (1/√d, or 1 where the queries are scaled already).
     pub scale: f32,
@@ -29,6 +31,9 @@ pub struct FusedAttention {
     pub future_offset: Option<usize>,
     /// Inverted dropout on the weights: the rate, and the seed its masks come from.
     pub dropout: Option<(f32, u64)>,
+    /// The keys each slice sees (its first ones; the rest are padding), one count per slice:
+    /// a padded key gets no weight, as under an additive mask of −∞ (BERT's attention mask).
+    pub key_lengths: Option<Arc<[usize]>>,
 }
 
 /// Shapes of one call.
@@ -41,23 +46,36 @@ struct Dims {
 }
 
 impl FusedAttention {
-    fn dims(q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<Dims> {
+    fn dims(&self, q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<Dims> {
         let (n, tq, d) = q.dims3()?;
         let (kn, tk, kd) = k.dims3()?;
         if (kn, kd) != (n, d) || v.dims() != k.dims() {
             candle_core::bail!("attention: queries {q:?}, keys {k:?} and values {v:?} do not fit");
         }
+        if let Some(lengths) = &self.key_lengths {
+            if lengths.len() != n {
+                candle_core::bail!("attention: {} key lengths for {n} slices", lengths.len());
+            }
+        }
         Ok(Dims { n, tq, tk, d })
     }
 
+    /// How many keys slice `slice` sees (of `tk`).
+    fn keys_of(&self, slice: usize, tk: usize) -> usize {
+        self.key_lengths
+            .as_ref()
+            .map_or(tk, |lengths| lengths[slice].min(tk))
+    }
+
     /// One slice's weights (`tq × tk`, overwritten): softmax of the scaled, masked scores.
-    fn weights(&self, q: &[f32], k: &[f32], dims: Dims, p: &mut [f32]) {
+    fn weights(&self, slice: usize, q: &[f32], k: &[f32], dims: Dims, p: &mut [f32]) {
         let Dims { tq, tk, d, .. } = dims;
+        let keys = self.keys_of(slice, tk);
         matmul(p, (q, false), (k, true), (tq, tk, d), false);
         for (i, row) in p.chunks_exact_mut(tk.max(1)).enumerate() {
             let visible = match self.future_offset {
-                Some(offset) => (i + offset).min(tk),
-                None => tk,
+                Some(offset) => (i + offset).min(keys),
+                None => keys,
             };
             let (shown, hidden) = row.split_at_mut(visible);
             hidden.fill(0.0);
@@ -89,7 +107,7 @@ impl FusedAttention {
     ) {
         let Dims { tq, tk, d, .. } = dims;
         let mut p = vec![0f32; tq * tk];
-        self.weights(q, k, dims, &mut p);
+        self.weights(slice, q, k, dims, &mut p);
         if let Some(mask) = self.dropout_mask(slice, tq * tk) {
             p.iter_mut().zip(&mask).for_each(|(w, m)| *w *= m);
         }
@@ -107,7 +125,7 @@ impl FusedAttention {
     ) {
         let Dims { tq, tk, d, .. } = dims;
         let mut p = vec![0f32; tq * tk];
-        self.weights(q, k, dims, &mut p);
+        self.weights(slice, q, k, dims, &mut p);
         let mask = self.dropout_mask(slice, tq * tk);
         // dV = (P ⊙ M)ᵀ · dO
         let dropped: Vec<f32> = match &mask {
@@ -150,7 +168,7 @@ impl CustomOp3 for FusedAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = Self::dims(l1.shape(), l2.shape(), l3.shape())?;
+        let dims = self.dims(l1.shape(), l2.shape(), l3.shape())?;
         let Dims { n, tq, tk, d } = dims;
         let q = slice_of(s1, l1, "attention queries")?;
         let k = slice_of(s2, l2, "attention keys")?;
@@ -174,7 +192,7 @@ impl CustomOp3 for FusedAttention {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dims = Self::dims(q.shape(), k.shape(), v.shape())?;
+        let dims = self.dims(q.shape(), k.shape(), v.shape())?;
         if grad.dims() != res.dims() {
             candle_core::bail!(
                 "attention: gradient {:?} for output {:?}",
@@ -261,7 +279,7 @@ mod tests {
 
     /// The attention from candle's ops: the scores scaled and masked, softmax, the dropout
     /// factors the op draws, the weighted values.
-    fn by_ops(q: &Tensor, k: &Tensor, v: &Tensor, op: FusedAttention) -> Tensor {
+    fn by_ops(q: &Tensor, k: &Tensor, v: &Tensor, op: &FusedAttention) -> Tensor {
         let (n, tq, _) = q.dims3().unwrap();
         let tk = k.dim(1).unwrap();
         let mut scores = q
@@ -271,6 +289,21 @@ mod tests {
             .unwrap();
         if let Some(offset) = op.future_offset {
             let mask = future_mask(tq, tk, offset, &Device::Cpu).unwrap();
+            scores = scores.broadcast_add(&mask).unwrap();
+        }
+        if let Some(lengths) = &op.key_lengths {
+            let mask: Vec<f32> = (0..n)
+                .flat_map(|s| {
+                    (0..tq * tk).map(move |i| {
+                        if i % tk < lengths[s] {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (n, tq, tk), &Device::Cpu).unwrap();
             scores = scores.broadcast_add(&mask).unwrap();
         }
         let mut weights = softmax_last_dim(&scores).unwrap();
@@ -312,6 +345,7 @@ mod tests {
             scale: 1.0,
             future_offset: None,
             dropout: Some((0.3, seed)),
+            key_lengths: None,
         };
         let mask = op(5).dropout_mask(0, 100_003).unwrap();
         let kept = mask.iter().filter(|&&m| m > 0.0).count() as f64 / mask.len() as f64;
@@ -325,16 +359,20 @@ mod tests {
     }
 
     /// Output and the gradients of queries, keys and values equal those of candle's ops: with
-    /// and without the future mask (more keys than queries, and fewer), with dropout.
+    /// and without the future mask (more keys than queries, and fewer), with dropout, with
+    /// padded keys (alone, and with the future mask and dropout).
     #[test]
     fn fused_attention_equals_candles_ops() {
+        let padded = |l: [usize; 4]| Some(Arc::from(l.as_slice()));
         let cases = [
-            (3, 5, None, None),
-            (4, 7, Some(1 + 3), None),
-            (6, 2, Some(1 + 4), Some((0.3, 9))),
-            (5, 5, None, Some((0.5, 2))),
+            (3, 5, None, None, None),
+            (4, 7, Some(1 + 3), None, None),
+            (6, 2, Some(1 + 4), Some((0.3, 9)), None),
+            (5, 5, None, Some((0.5, 2)), None),
+            (5, 5, None, None, padded([5, 3, 1, 4])),
+            (4, 6, Some(1 + 2), Some((0.2, 4)), padded([6, 2, 5, 1])),
         ];
-        for (i, (tq, tk, future_offset, dropout)) in cases.into_iter().enumerate() {
+        for (i, (tq, tk, future_offset, dropout, key_lengths)) in cases.into_iter().enumerate() {
             let (q, k, v) = (
                 random((4, tq, 3), 1),
                 random((4, tk, 3), 2),
@@ -344,10 +382,11 @@ mod tests {
                 scale: 0.7,
                 future_offset,
                 dropout,
+                key_lengths,
             };
             let weights = random((4, tq, 3), 4);
-            let fused = attention(&q, &k, &v, op).unwrap();
-            let plain = by_ops(&q, &k, &v, op);
+            let fused = attention(&q, &k, &v, op.clone()).unwrap();
+            let plain = by_ops(&q, &k, &v, &op);
             close(&fused, &plain, &format!("case {i}: output"));
             let [gf, gp] = [&fused, &plain].map(|o| {
                 o.mul(weights.as_tensor())

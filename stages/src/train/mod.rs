@@ -64,6 +64,7 @@ pub mod restore;
 pub mod rules;
 pub mod settings;
 pub mod task;
+pub mod text_bert;
 pub mod train_adapters;
 pub mod train_model;
 pub mod weights;

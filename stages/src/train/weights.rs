@@ -105,6 +105,35 @@ impl ParamStore {
         self.get_or_init(name, shape, |_, n| vec![value; n])
     }
 
+    /// Parameter `name` of `shape`: from the checkpoint if loading, else `value()` (pretrained
+    /// weights, e.g. a text encoder's), which must have that shape.
+    pub fn pretrained(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        value: impl FnOnce() -> Result<Tensor, StageError>,
+    ) -> Result<Tensor, StageError> {
+        if let Some(var) = self.vars.get(name) {
+            return Ok(var.as_tensor().clone());
+        }
+        let tensor = if self.source.is_some() {
+            self.claim_or_init(name, shape, |_, _| Vec::new())?
+        } else {
+            let t = value()?;
+            if t.dims() != shape {
+                return Err(StageError::Internal(format!(
+                    "pretrained `{name}` has shape {:?}, not {shape:?}",
+                    t.dims()
+                )));
+            }
+            t
+        };
+        let var = Var::from_tensor(&tensor).map_err(err("parameter"))?;
+        let t = var.as_tensor().clone();
+        self.vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
     /// Untrained state `name` of `shape` (from the checkpoint if loading, else `value`): saved,
     /// snapshot and restored with the parameters, never handed to an optimiser.
     pub fn buffer(&mut self, name: &str, shape: &[usize], value: f32) -> Result<Var, StageError> {

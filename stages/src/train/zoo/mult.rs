@@ -153,6 +153,7 @@ impl EncoderLayer {
                 scale,
                 future_offset: a.attn_mask.then_some(future_offset(tq, tk)),
                 dropout,
+                key_lengths: None,
             };
             let slices = |x: Tensor, t: usize| x.reshape((b * a.heads, t, head));
             (|| {
