@@ -19,6 +19,7 @@ mod slurm;
 mod sources;
 mod synthetic;
 mod targets;
+mod text_finetune;
 mod thrift;
 mod training;
 mod zoo;

@@ -43,6 +43,8 @@ pub enum Arity {
     Optional,
     /// One or more.
     Many,
+    /// Zero or more (a list, or the input left out).
+    AnyNumber,
 }
 
 /// The name of one of a stage kind's inputs or fixed outputs: the key under a stage's

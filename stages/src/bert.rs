@@ -22,7 +22,8 @@ use candle_core::{Device, Tensor, D};
 use crate::linalg::matmul;
 
 /// The activation of the intermediate layer (`hidden_act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// GELU with the exact `erf` (`gelu`).
     Gelu,
@@ -33,7 +34,7 @@ pub enum Activation {
 }
 
 /// The shape of the network, from the model folder's `config.json`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Rows of the word embeddings.
     pub vocab_size: usize,

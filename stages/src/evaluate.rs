@@ -100,8 +100,8 @@ impl StageKind for Evaluate {
             InputSlot {
                 name: slots::FEATURES,
                 kind: FEATURES,
-                arity: Arity::Many,
-                about: "the model's modalities",
+                arity: Arity::AnyNumber,
+                about: "the model's modalities (none for a model on text alone)",
             },
             InputSlot {
                 name: slots::ADAPTERS,

@@ -200,7 +200,7 @@ fn bind_inputs(
                 .collect(),
             other => vec![(slot_at.clone(), other)],
         };
-        if slot.arity != Arity::Many && refs.len() > 1 {
+        if !matches!(slot.arity, Arity::Many | Arity::AnyNumber) && refs.len() > 1 {
             found.add(|| map.value_problem(slot_at.clone(), "takes a single table, not a list"));
             continue;
         }
@@ -210,6 +210,7 @@ fn bind_inputs(
                     slot_at.clone(),
                     match slot.arity {
                         Arity::Many => "takes at least one table",
+                        Arity::AnyNumber => "names no table: leave the input out to give none",
                         Arity::One => "takes one table; `[]` names none",
                         Arity::Optional => {
                             "takes one table; `[]` names none (leave the input out to give none)"

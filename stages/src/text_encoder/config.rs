@@ -121,7 +121,10 @@ pub fn read(file: &File) -> Result<Config, StageError> {
     }
     for (key, rate) in [
         ("hidden_dropout_prob", c.hidden_dropout_prob),
-        ("attention_probs_dropout_prob", c.attention_probs_dropout_prob),
+        (
+            "attention_probs_dropout_prob",
+            c.attention_probs_dropout_prob,
+        ),
     ] {
         if !(0.0..1.0).contains(&rate) {
             return Err(file.fault(key, format!("{rate} is not a rate in [0, 1)")));

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{Adapters, Architecture};
 use super::nn::{Mlp, MlpConfig};
+use super::text_bert;
 use super::weights::{read_checkpoint, ParamStore};
 
 /// What a checkpoint file describes, recorded in its metadata.
@@ -93,7 +94,11 @@ impl Checkpoint {
 impl ModelCheckpoint {
     /// Writes the store's `model.*` parameters with this description.
     pub fn save(self, store: &ParamStore, path: &Path) -> Result<(), StageError> {
-        store.save_prefix(path, MODEL_PREFIX, &Checkpoint::Model(self).to_json()?)
+        store.save_prefixed(
+            path,
+            &[MODEL_PREFIX, text_bert::PREFIX],
+            &Checkpoint::Model(self).to_json()?,
+        )
     }
 
     /// Reads a model checkpoint: its parameters (claimed as the model is built) and description.
@@ -121,7 +126,11 @@ pub struct LoadedAdapters {
 impl AdaptersCheckpoint {
     /// Writes the store's `adapter.*` parameters with this description.
     pub fn save(self, store: &ParamStore, path: &Path) -> Result<(), StageError> {
-        store.save_prefix(path, ADAPTER_PREFIX, &Checkpoint::Adapters(self).to_json()?)
+        store.save_prefixed(
+            path,
+            &[ADAPTER_PREFIX],
+            &Checkpoint::Adapters(self).to_json()?,
+        )
     }
 
     /// Reads an adapters checkpoint and builds its MLPs.

@@ -16,8 +16,10 @@ use mmflow_schemas::Split;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::device::err;
+use crate::text_encoder::{ModelFolder, Tokens};
 
 /// One modality's features, rows aligned with [`Dataset::ids`].
 #[derive(Debug, Clone)]
@@ -68,9 +70,30 @@ pub struct Dataset {
     pub dropped: usize,
     /// The datasets the rows come from (the segments table's `dataset` column).
     pub datasets: BTreeSet<String>,
+    /// Each row's text (the segments table's `text`; `None` where it has none).
+    pub texts: Vec<Option<String>>,
+    /// Each row's text as tokens, for a text encoder (empty otherwise: see [`Dataset::tokenize`]).
+    pub tokens: Vec<Tokens>,
 }
 
 impl Dataset {
+    /// Tokenises every row's text with `folder`'s tokenizer (once per run), or names the first
+    /// segment of `table` without one. Returns how many texts were cut to `max_length`.
+    pub fn tokenize(&mut self, folder: &ModelFolder, table: &str) -> Result<usize, StageError> {
+        if let Some(r) = self.texts.iter().position(Option::is_none) {
+            return Err(StageError::input(format!(
+                "{table}: segment `{}` has no text; a text encoder reads every segment's `text` (does the source keep raw text?)",
+                self.ids[r]
+            )));
+        }
+        self.tokens = self
+            .texts
+            .par_iter()
+            .map(|t| folder.tokenize(t.as_deref().unwrap_or_default()))
+            .collect::<Result<_, _>>()?;
+        Ok(self.tokens.iter().filter(|t| t.truncated).count())
+    }
+
     /// Joins the segments table with the features tables (`frames`: whether to keep the
     /// sequences, or only pooled vectors).
     pub fn load(
@@ -117,6 +140,8 @@ impl Dataset {
                 .collect(),
             dropped: 0,
             datasets: BTreeSet::new(),
+            texts: Vec::new(),
+            tokens: Vec::new(),
         };
         for row in &table.rows {
             let found: Option<Vec<usize>> = loaded
@@ -131,6 +156,7 @@ impl Dataset {
                 data.datasets.insert(row.dataset.clone());
             }
             data.ids.push(row.segment_id.clone());
+            data.texts.push(row.text.clone());
             data.splits.push(row.split);
             data.users.push(row.speaker_id.clone());
             for (name, value) in table.label_names.iter().zip(&row.labels) {

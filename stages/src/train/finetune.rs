@@ -203,8 +203,8 @@ impl StageKind for Finetune {
             InputSlot {
                 name: slots::FEATURES,
                 kind: FEATURES,
-                arity: Arity::Many,
-                about: "the model's modalities on the new dataset",
+                arity: Arity::AnyNumber,
+                about: "the model's modalities on the new dataset (none for a model on text alone)",
             },
             InputSlot {
                 name: slots::ADAPTERS,

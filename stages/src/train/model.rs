@@ -18,9 +18,11 @@ use super::nn::{
     dropout, masked_mean, AttentionFusion, Embedding, Linear, Lstm, Mlp, MlpConfig, Pass,
 };
 use super::optim::ParamGroup;
+use super::text_bert::{TextArchitecture, TextBert, TokenBatch};
 use super::weights::ParamStore;
 use super::zoo::{MmsaTraining, ZooArchitecture, ZooNet};
 use crate::metrics::Predicts;
+use crate::text_encoder::{ModelFolder, Pooling, Tokens};
 
 /// How one modality is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -105,6 +107,9 @@ pub struct Architecture {
     /// A model of MMSA's zoo in place of the encoders and fusion (absent: mmflow's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zoo: Option<Box<ZooArchitecture>>,
+    /// A fine-tuned text encoder over the segments' text, fused first (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextArchitecture>,
 }
 
 enum Encoder {
@@ -127,11 +132,21 @@ enum Body {
 
 /// mmflow's encoders, fusion, user embedding and heads.
 struct OwnNet {
+    text: Option<(TextBert, Pooling)>,
     encoders: Vec<Encoder>,
     attention: Option<AttentionFusion>,
     users: Option<(Embedding, HashMap<String, u32>)>,
     fusion_mlp: Mlp,
     heads: Vec<Linear>,
+}
+
+/// A batch's inputs to the model: the tokenised texts (for a text encoder) and each
+/// modality's features.
+pub struct Inputs {
+    /// The texts, where the model has a text encoder.
+    pub text: Option<TokenBatch>,
+    /// Each modality's input, in the model's order.
+    pub modalities: Vec<Input>,
 }
 
 /// A modality's input to the model.
@@ -143,13 +158,34 @@ pub enum Input {
 }
 
 impl Model {
-    /// Builds the model, drawing (or loading) parameters from `store` under `model.*`.
-    pub fn build(store: &mut ParamStore, arch: &Architecture) -> Result<Model, StageError> {
+    /// Builds the model, drawing (or loading) parameters from `store` under `model.*` (a
+    /// text encoder's under `bert.*`, from `pretrained` when the store loads no checkpoint).
+    pub fn build(
+        store: &mut ParamStore,
+        arch: &Architecture,
+        pretrained: Option<&ModelFolder>,
+    ) -> Result<Model, StageError> {
         if let Some(zoo) = &arch.zoo {
             return Model::build_zoo(store, arch, zoo);
         }
         let mut encoders = Vec::new();
         let mut widths = Vec::new();
+        let text = match &arch.text {
+            Some(t) => {
+                let device = store.device().clone();
+                let bert = TextBert::new(store, &t.config, &|name, shape| match pretrained {
+                    Some(folder) => {
+                        folder.parameter(name, shape, &device, "loading the text encoder")
+                    }
+                    None => Err(StageError::Internal(format!(
+                        "no pretrained weights for the text encoder's `{name}`"
+                    ))),
+                })?;
+                widths.push(bert.dim());
+                Some((bert, t.pooling))
+            }
+            None => None,
+        };
         for (name, dim) in &arch.modalities {
             let config = arch.encoders.get(name).cloned().unwrap_or_default();
             let encoder = match config.kind {
@@ -230,6 +266,7 @@ impl Model {
         Ok(Model {
             arch: arch.clone(),
             body: Body::Own(Box::new(OwnNet {
+                text,
                 encoders,
                 attention,
                 users,
@@ -323,14 +360,14 @@ impl Model {
     /// One output (B) per head.
     pub fn forward(
         &self,
-        inputs: &[Input],
+        inputs: &Inputs,
         users: Option<&Tensor>,
         pass: &mut Pass<'_>,
     ) -> Result<Vec<Tensor>, StageError> {
         match &self.body {
             Body::Own(own) => own.forward(inputs, users, self.arch.dropout, pass),
             Body::Zoo(net) => {
-                let tensor = |i: usize| match &inputs[net.arch.roles[i]] {
+                let tensor = |i: usize| match &inputs.modalities[net.arch.roles[i]] {
                     Input::Pooled(x) | Input::Sequence(x, _) => x,
                 };
                 let out = net.forward(tensor(0), tensor(1), tensor(2), pass)?;
@@ -349,13 +386,19 @@ impl Model {
 impl OwnNet {
     fn forward(
         &self,
-        inputs: &[Input],
+        inputs: &Inputs,
         users: Option<&Tensor>,
         dropout_p: f32,
         pass: &mut Pass<'_>,
     ) -> Result<Vec<Tensor>, StageError> {
-        let mut encoded = Vec::with_capacity(inputs.len());
-        for (encoder, input) in self.encoders.iter().zip(inputs) {
+        let mut encoded = Vec::with_capacity(inputs.modalities.len() + 1);
+        if let Some((bert, pooling)) = &self.text {
+            let batch = inputs.text.as_ref().ok_or_else(|| {
+                StageError::Internal("a text encoder without the batch's texts".into())
+            })?;
+            encoded.push(bert.pooled(batch, *pooling, pass)?);
+        }
+        for (encoder, input) in self.encoders.iter().zip(&inputs.modalities) {
             let e = match (encoder, input) {
                 (Encoder::Pool(mlp), Input::Pooled(x)) => mlp.forward(x, pass)?,
                 (Encoder::Pool(mlp), Input::Sequence(x, lengths)) => {
@@ -421,7 +464,8 @@ impl Adapters {
     }
 }
 
-/// The model's inputs for `rows`, fed as `feeds` says, through the adapters.
+/// The model's inputs for `rows`: their texts where the data holds tokens, each modality fed
+/// as `feeds` says, through the adapters.
 pub fn inputs(
     data: &Dataset,
     rows: &[usize],
@@ -429,8 +473,16 @@ pub fn inputs(
     adapters: Option<&Adapters>,
     device: &Device,
     pass: &mut Pass<'_>,
-) -> Result<Vec<Input>, StageError> {
-    data.modalities
+) -> Result<Inputs, StageError> {
+    let text = match data.tokens.is_empty() {
+        true => None,
+        false => {
+            let texts: Vec<&Tokens> = rows.iter().map(|&r| &data.tokens[r]).collect();
+            Some(TokenBatch::new(&texts, device)?)
+        }
+    };
+    let modalities = data
+        .modalities
         .iter()
         .zip(feeds)
         .map(|(m, &feed)| {
@@ -461,7 +513,8 @@ pub fn inputs(
                 None => Ok(raw),
             }
         })
-        .collect()
+        .collect::<Result<_, StageError>>()?;
+    Ok(Inputs { text, modalities })
 }
 
 /// Label tensors (B) of `rows` for `head`, and the positions where the label is present.

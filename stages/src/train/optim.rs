@@ -174,12 +174,18 @@ fn squared_norm(g: &Tensor) -> candle_core::Result<f64> {
     })
 }
 
-/// Parameters optimised at `lr_scale` × the learning rate.
+/// Parameters optimised at `lr_scale` × the learning rate, with their own weight decay and
+/// warm-up where they have them (PyTorch's parameter groups with their own `lr` and
+/// `weight_decay`, and a `LambdaLR` on them).
 pub struct ParamGroup {
     /// The parameters.
     pub vars: Vec<Var>,
     /// Their share of the learning rate.
     pub lr_scale: f64,
+    /// Their weight decay (the optimiser's where `None`).
+    pub weight_decay: Option<f64>,
+    /// A factor on their learning rate at every step.
+    pub warmup: Option<LinearWarmup>,
 }
 
 impl From<Vec<Var>> for ParamGroup {
@@ -187,6 +193,31 @@ impl From<Vec<Var>> for ParamGroup {
         ParamGroup {
             vars,
             lr_scale: 1.0,
+            weight_decay: None,
+            warmup: None,
+        }
+    }
+}
+
+/// transformers' `get_linear_schedule_with_warmup` (`src/transformers/optimization.py`): the
+/// factor rises linearly from 0 over the first `warmup` steps, then falls linearly to 0 at
+/// step `total`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearWarmup {
+    /// Steps of warm-up.
+    pub warmup: usize,
+    /// Steps in all.
+    pub total: usize,
+}
+
+impl LinearWarmup {
+    /// The factor of the step taken after `done` steps (the scheduler's `current_step`).
+    pub fn factor(&self, done: usize) -> f64 {
+        if done < self.warmup {
+            done as f64 / self.warmup.max(1) as f64
+        } else {
+            (self.total.saturating_sub(done)) as f64
+                / self.total.saturating_sub(self.warmup).max(1) as f64
         }
     }
 }
@@ -194,6 +225,8 @@ impl From<Vec<Var>> for ParamGroup {
 struct Slot {
     var: Var,
     lr_scale: f64,
+    weight_decay: Option<f64>,
+    warmup: Option<LinearWarmup>,
     m: Mutex<Vec<f32>>,
     v: Mutex<Vec<f32>>,
 }
@@ -236,15 +269,20 @@ impl AdamW {
             Engine::Fused(
                 groups
                     .into_iter()
-                    .flat_map(|g| g.vars.into_iter().map(move |var| (var, g.lr_scale)))
-                    .map(|(var, lr_scale)| {
-                        let n = var.elem_count();
-                        Slot {
-                            var,
-                            lr_scale,
-                            m: Mutex::new(vec![0.0; n]),
-                            v: Mutex::new(vec![0.0; n]),
-                        }
+                    .flat_map(|g| {
+                        let (lr_scale, weight_decay, warmup) =
+                            (g.lr_scale, g.weight_decay, g.warmup);
+                        g.vars.into_iter().map(move |var| {
+                            let n = var.elem_count();
+                            Slot {
+                                var,
+                                lr_scale,
+                                weight_decay,
+                                warmup,
+                                m: Mutex::new(vec![0.0; n]),
+                                v: Mutex::new(vec![0.0; n]),
+                            }
+                        })
                     })
                     .collect(),
             )
@@ -259,7 +297,7 @@ impl AdamW {
                         eps: config.eps,
                         // Adam's L2 term is added to the gradients in `step`.
                         weight_decay: match config.optimizer {
-                            Optimizer::Adamw => config.weight_decay,
+                            Optimizer::Adamw => g.weight_decay.unwrap_or(config.weight_decay),
                             Optimizer::Adam => 0.0,
                         },
                     };
@@ -346,11 +384,15 @@ impl AdamW {
                     let Some(g) = grads.get(&slot.var) else {
                         continue;
                     };
+                    let warmup = slot
+                        .warmup
+                        .map_or(1.0, |w| w.factor(self.step as usize - 1));
                     let op = FusedStep {
                         m: &slot.m,
                         v: &slot.v,
                         config: AdamWConfig {
-                            lr: self.config.lr * slot.lr_scale,
+                            lr: self.config.lr * slot.lr_scale * warmup,
+                            weight_decay: slot.weight_decay.unwrap_or(self.config.weight_decay),
                             ..self.config
                         },
                         step: self.step,
@@ -363,12 +405,15 @@ impl AdamW {
                 }
             }
             Engine::Candle(engines) => {
-                let l2 = match self.config.optimizer {
-                    Optimizer::Adamw => 0.0,
-                    Optimizer::Adam => self.config.weight_decay,
-                };
-                if scale != 1.0 || l2 != 0.0 {
-                    for var in engines.iter().flat_map(|(_, g)| &g.vars) {
+                for (_, group) in engines.iter() {
+                    let l2 = match self.config.optimizer {
+                        Optimizer::Adamw => 0.0,
+                        Optimizer::Adam => group.weight_decay.unwrap_or(self.config.weight_decay),
+                    };
+                    if scale == 1.0 && l2 == 0.0 {
+                        continue;
+                    }
+                    for var in &group.vars {
                         if let Some(g) = grads.get(var) {
                             let scaled = g
                                 .affine(scale, 0.0)
@@ -378,7 +423,11 @@ impl AdamW {
                         }
                     }
                 }
-                for (opt, _) in engines.iter_mut() {
+                let done = self.step as usize - 1;
+                for (opt, group) in engines.iter_mut() {
+                    if let Some(w) = group.warmup {
+                        opt.set_learning_rate(self.config.lr * group.lr_scale * w.factor(done));
+                    }
                     opt.step(&grads).map_err(err("optimizer step"))?;
                 }
             }

@@ -8,9 +8,11 @@ use mmflow_pipeline::{ResolvedInput, RunContext, StageError};
 use super::checkpoint::{AdaptersCheckpoint, LoadedAdapters, ModelCheckpoint};
 use super::data::{Dataset, Feed};
 use super::model::{Architecture, Model};
+use super::text_bert::TextArchitecture;
 use super::weights::ParamStore;
 use super::zoo::{adapters_refused, check_aligned};
 use crate::slots;
+use crate::text_encoder::ModelFolder;
 
 /// A model checkpoint and its data, ready to predict or train.
 pub struct Restored {
@@ -57,10 +59,15 @@ impl Restored {
                 adapters_refused(zoo.model)
             )));
         }
-        let model = Model::build(&mut store, &arch)?;
+        let model = Model::build(&mut store, &arch, None)?;
         let feeds = model.feeds();
         let frames: Vec<bool> = feeds.iter().map(|f| f.needs_frames()).collect();
-        let data = Dataset::load(ctx.input(slots::SEGMENTS)?, &features, &frames)?;
+        let segments = ctx.input(slots::SEGMENTS)?;
+        let mut data = Dataset::load(segments, &features, &frames)?;
+        if let Some(text) = &arch.text {
+            let folder = text_folder(text, &model_input.reference.to_string())?;
+            data.tokenize(&folder, &segments.reference.to_string())?;
+        }
         if let Some(zoo) = &arch.zoo {
             check_aligned(zoo.model, &data, zoo.roles)?;
         }
@@ -98,6 +105,19 @@ impl Restored {
     }
 }
 
+/// The model folder of a checkpoint's text encoder, for its tokenizer: it must still describe
+/// the network the checkpoint holds.
+fn text_folder(text: &TextArchitecture, model: &str) -> Result<ModelFolder, StageError> {
+    let folder = ModelFolder::open(&text.model, Some(text.max_length))?;
+    if folder.config != text.config {
+        return Err(StageError::input(format!(
+            "{}: its config.json no longer describes the text encoder {model} was trained with (was the folder replaced?)",
+            text.model.display()
+        )));
+    }
+    Ok(folder)
+}
+
 /// The features inputs in the model's modality order; every modality must be given.
 pub fn order_features(
     given: &[ResolvedInput],
@@ -112,13 +132,15 @@ pub fn order_features(
                 .find(|f| f.reference.output == *name)
                 .cloned()
                 .ok_or_else(|| {
+                    let given: Vec<String> =
+                        given.iter().map(|f| f.reference.to_string()).collect();
                     StageError::config(format!(
                         "{model} needs modality `{name}`; the `features` inputs are {}",
-                        given
-                            .iter()
-                            .map(|f| f.reference.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        if given.is_empty() {
+                            "none".to_string()
+                        } else {
+                            given.join(", ")
+                        }
                     ))
                 })
         })

@@ -17,16 +17,21 @@
 //! sentence-transformers' `Pooling` (mean over the attention mask, or `[CLS]`). Golden test:
 //! `tests/data/text_finetune/bert_golden.py` (outputs, gradients, three AdamW steps).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use mmflow_pipeline::StageError;
+use mmflow_pipeline::values::{Fraction, NonNegative, Positive};
+use mmflow_pipeline::{KeyPath, ParamProblem, StageError};
 use rand::Rng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::device::err;
 use super::fused_attention::{attention, FusedAttention};
 use super::fused_layer_norm;
 use super::nn::{dropout, layer_norm_by_ops, masked_mean, softmax_last_dim, Linear, Pass};
+use super::optim::{LinearWarmup, ParamGroup};
 use super::weights::ParamStore;
 use crate::bert::{Activation, Config};
 use crate::text_encoder::{Pooling, Tokens};
@@ -35,6 +40,152 @@ type Result<T> = std::result::Result<T, StageError>;
 
 /// The prefix of the encoder's parameters in the store (and the checkpoint).
 pub const PREFIX: &str = "bert.";
+
+/// Which of the encoder's parameters stay as loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Freeze {
+    /// `none` (every parameter trains), `embeddings` (the embeddings stay) or `all` (the
+    /// encoder stays as loaded: frozen vectors, a baseline).
+    Named(FreezePart),
+    /// The embeddings and the lowest N layers stay.
+    Layers(usize),
+}
+
+/// A named part of the encoder to freeze.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FreezePart {
+    /// Nothing: every parameter trains.
+    None,
+    /// The embeddings (words, positions, token types and their layer norm).
+    Embeddings,
+    /// Every parameter of the encoder.
+    All,
+}
+
+impl Default for Freeze {
+    fn default() -> Self {
+        Freeze::Named(FreezePart::None)
+    }
+}
+
+impl Freeze {
+    /// Whether the parameter `name` (Hugging Face's, no prefix) stays as loaded.
+    pub fn holds(self, name: &str) -> bool {
+        let layers = match self {
+            Freeze::Named(FreezePart::None) => return false,
+            Freeze::Named(FreezePart::All) => return true,
+            Freeze::Named(FreezePart::Embeddings) => 0,
+            Freeze::Layers(n) => n,
+        };
+        name.starts_with("embeddings.")
+            || name
+                .strip_prefix("encoder.layer.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i < layers)
+    }
+}
+
+/// A BERT-family text encoder fine-tuned with the model, fed the segments' `text`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextEncoderSettings {
+    /// The model folder (as `embed_text`'s `model`: `config.json`, `tokenizer.json`, `model.safetensors`, and the optional tokenizer and sentence-transformers files, all checked); its files' contents are part of the fingerprint.
+    pub model: PathBuf,
+    /// One vector per text: `mean` (its tokens' mean, as sentence-transformers) or `cls` (the `[CLS]` token's).
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Tokens per text at most, `[CLS]` and `[SEP]` included (default: as `embed_text` chooses from the folder).
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// What stays as loaded: `none`, `embeddings`, a number N (the embeddings and the lowest N layers), or `all` (frozen vectors, the baseline fine-tuning is compared with).
+    #[serde(default)]
+    pub freeze: Freeze,
+    /// The encoder's learning rate (MMSA's `learning_rate_bert`); it follows `optim.schedule` in proportion to `optim.learning_rate`.
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: Positive,
+    /// The encoder's weight decay (MMSA's `weight_decay_bert`), as `optim.optimizer` applies it.
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: NonNegative,
+    /// The share of the training steps over which the encoder's learning rate rises linearly from 0; it then falls linearly to 0 at the last step (transformers' `get_linear_schedule_with_warmup`).
+    #[serde(default = "default_warmup")]
+    pub warmup: Fraction,
+}
+
+fn default_learning_rate() -> Positive {
+    Positive::new(3e-5)
+}
+
+fn default_weight_decay() -> NonNegative {
+    NonNegative::new(0.01)
+}
+
+fn default_warmup() -> Fraction {
+    Fraction::new(0.1)
+}
+
+impl TextEncoderSettings {
+    /// What is wrong with the settings, under `at`.
+    pub fn check(&self, at: &KeyPath) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if self.model.as_os_str().is_empty() {
+            problems.push(ParamProblem::at(
+                at.key("model"),
+                "is required (the model folder)",
+            ));
+        }
+        if self.pooling == Pooling::Tokens {
+            problems.push(ParamProblem::at(
+                at.key("pooling"),
+                "a fine-tuned encoder gives one vector per text: `mean` or `cls`",
+            ));
+        }
+        if self.max_length.is_some_and(|n| n < 2) {
+            problems.push(ParamProblem::at(
+                at.key("max_length"),
+                "must be at least 2 ([CLS] and [SEP])",
+            ));
+        }
+        problems
+    }
+
+    /// The encoder's parameter group: its parameters that train (of `store`), at its rate
+    /// relative to `model_lr`, its weight decay, warmed up over `steps` training steps.
+    pub fn group(&self, store: &ParamStore, model_lr: f64, steps: usize) -> ParamGroup {
+        let vars = store
+            .named_vars()
+            .into_iter()
+            .filter_map(|(name, var)| {
+                let hf = name.strip_prefix(PREFIX)?;
+                (!self.freeze.holds(hf)).then_some(var)
+            })
+            .collect::<Vec<_>>();
+        ParamGroup {
+            lr_scale: self.learning_rate.get() / model_lr,
+            weight_decay: Some(self.weight_decay.get()),
+            warmup: Some(LinearWarmup {
+                warmup: (self.warmup.get() as f64 * steps as f64).ceil() as usize,
+                total: steps,
+            }),
+            ..ParamGroup::from(vars)
+        }
+    }
+}
+
+/// A fine-tuned text encoder as its checkpoint records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextArchitecture {
+    /// The model folder it was loaded from (its tokenizer is read from there again).
+    pub model: PathBuf,
+    /// Tokens per text at most.
+    pub max_length: usize,
+    /// How a text becomes one vector.
+    pub pooling: Pooling,
+    /// The network's shape.
+    pub config: Config,
+}
 
 /// LayerNorm's scale and shift.
 struct Norm {
@@ -213,7 +364,11 @@ impl TextBert {
             let positions = Tensor::arange(0u32, width as u32, self.words.device())?;
             self.words
                 .index_select(&batch.ids.flatten_all()?, 0)?
-                .add(&self.token_types.index_select(&batch.type_ids.flatten_all()?, 0)?)?
+                .add(
+                    &self
+                        .token_types
+                        .index_select(&batch.type_ids.flatten_all()?, 0)?,
+                )?
                 .reshape((rows, width, h))?
                 .broadcast_add(&self.positions.index_select(&positions, 0)?)
         })()
@@ -258,8 +413,9 @@ impl TextBert {
                 )),
             };
             let slices = |y: &Tensor| y.reshape((b * heads, t, d));
-            (|| attention(&slices(&q)?, &slices(&k)?, &slices(&v)?, op)?.reshape((b, heads, t, d)))()
-                .map_err(err("text encoder: attention"))?
+            (|| attention(&slices(&q)?, &slices(&k)?, &slices(&v)?, op)?.reshape((b, heads, t, d)))(
+            )
+            .map_err(err("text encoder: attention"))?
         } else {
             self.attention_by_ops(&q, &k, &v, scale, batch, pass)?
         };
@@ -296,9 +452,7 @@ impl TextBert {
         })()
         .map_err(err("text encoder: attention"))?;
         let weights = dropout(&weights, self.config.attention_dropout, pass)?;
-        weights
-            .matmul(v)
-            .map_err(err("text encoder: attention"))
+        weights.matmul(v).map_err(err("text encoder: attention"))
     }
 }
 

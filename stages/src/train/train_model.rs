@@ -24,6 +24,7 @@ use super::nn::MlpConfig;
 use super::optim::{Optimizer, Schedule};
 use super::settings::{FitConfig, ModelDefaults, Monitor, Optim, MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
+use super::text_bert::{self, TextArchitecture, TextEncoderSettings};
 use super::weights::ParamStore;
 use super::zoo::{
     self, ArchitectureName, MmsaSettings, MmsaTraining, Recipe, ZooArchitecture, ZooModel, ROLES,
@@ -31,6 +32,7 @@ use super::zoo::{
 use crate::metrics::Predicts;
 use crate::slots;
 use crate::tables::{ADAPTERS, FEATURES, HISTORY, MODEL, SEGMENTS};
+use crate::text_encoder::ModelFolder;
 
 /// Parameters of the `train_model` stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -53,6 +55,11 @@ pub struct TrainModelParams {
     /// size, learning rate, weight decay and `early_stop`); `optim.epochs` caps the epochs.
     #[serde(skip_serializing_if = "Recipe::is_own")]
     pub recipe: Recipe,
+    /// A BERT-family encoder of the segments' `text`, fine-tuned with the model and fused
+    /// before the features inputs' encoders (architecture `mmflow`); with it the `features`
+    /// inputs may be left out (a model on text alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<TextEncoderSettings>,
     /// Encoder per modality (input output name); modalities not listed are mean-pooled + MLP.
     pub encoders: BTreeMap<String, EncoderConfig>,
     /// `concat` (default) or `attention` across modalities.
@@ -85,6 +92,7 @@ impl Default for TrainModelParams {
             architecture: ArchitectureName::Mmflow,
             mmsa: MmsaSettings::default(),
             recipe: Recipe::Own,
+            text_encoder: None,
             encoders: BTreeMap::new(),
             fusion: Fusion::Concat,
             fusion_dim: 64,
@@ -140,6 +148,7 @@ impl TrainModelParams {
                 self.user_embedding != default.user_embedding,
             ),
             ("dropout", self.dropout != default.dropout),
+            ("text_encoder", self.text_encoder.is_some()),
         ];
         let mut problems: Vec<ParamProblem> = own
             .into_iter()
@@ -317,13 +326,16 @@ impl StageKind for TrainModel {
         for (name, w) in &p.heads {
             problems.extend(w.check(&format!("heads.{name}")));
         }
+        if let Some(text) = &p.text_encoder {
+            problems.extend(text.check(&KeyPath::keys(["text_encoder"])));
+        }
         if p.fusion == Fusion::Attention && p.fusion_dim == 0 {
             problems.push(ParamProblem::new("fusion_dim", "must be at least 1"));
         }
         problems
     }
 
-    fn inputs(&self, _: &TrainModelParams) -> Vec<InputSlot> {
+    fn inputs(&self, p: &TrainModelParams) -> Vec<InputSlot> {
         vec![
             InputSlot {
                 name: slots::SEGMENTS,
@@ -334,8 +346,11 @@ impl StageKind for TrainModel {
             InputSlot {
                 name: slots::FEATURES,
                 kind: FEATURES,
-                arity: Arity::Many,
-                about: "one features table per modality",
+                arity: match p.text_encoder {
+                    Some(_) => Arity::AnyNumber,
+                    None => Arity::Many,
+                },
+                about: "one features table per modality (none needed with `text_encoder`)",
             },
             InputSlot {
                 name: slots::ADAPTERS,
@@ -344,6 +359,10 @@ impl StageKind for TrainModel {
                 about: "frozen feature adapters in front of their modalities",
             },
         ]
+    }
+
+    fn external_files(&self, p: &TrainModelParams) -> Vec<std::path::PathBuf> {
+        p.text_encoder.iter().map(|t| t.model.clone()).collect()
     }
 
     fn outputs(
@@ -409,7 +428,15 @@ impl StageKind for TrainModel {
             })
             .collect();
         let segments = ctx.input(slots::SEGMENTS)?.clone();
-        let data = Dataset::load(&segments, &features, &frames)?;
+        let mut data = Dataset::load(&segments, &features, &frames)?;
+        let text_folder = match &p.text_encoder {
+            Some(t) => Some(ModelFolder::open(&t.model, t.max_length)?),
+            None => None,
+        };
+        if let Some(folder) = &text_folder {
+            let cut = data.tokenize(folder, &segments.reference.to_string())?;
+            ctx.report("texts_cut_to_max_length", cut);
+        }
         let (train, valid) = (data.rows(Split::Train), data.rows(Split::Valid));
         check_data(
             &data,
@@ -418,9 +445,17 @@ impl StageKind for TrainModel {
             p.heads.keys(),
             &segments.reference.to_string(),
         )?;
-        let arch = architecture_of(p, &data, &train, adapters.as_ref())?;
+        let mut arch = architecture_of(p, &data, &train, adapters.as_ref())?;
+        if let (Some(t), Some(folder)) = (&p.text_encoder, &text_folder) {
+            arch.text = Some(TextArchitecture {
+                model: t.model.clone(),
+                max_length: folder.max_length,
+                pooling: t.pooling,
+                config: folder.config.clone(),
+            });
+        }
         let mut store = ParamStore::new(ctx.seed, &device);
-        let model = Model::build(&mut store, &arch)?;
+        let model = Model::build(&mut store, &arch, text_folder.as_ref())?;
         let feeds = model.feeds();
         let family = training_family(ctx.stage_id, &data);
         let dataset = arch
@@ -429,9 +464,17 @@ impl StageKind for TrainModel {
             .map(|z| z.defaults_from.clone())
             .unwrap_or_default();
         let (weights, config, mmsa) = p.training(&dataset, ctx.seed);
-        let groups = match &mmsa {
-            Some(training) => model.mmsa_groups(&store, training),
-            None => vec![store.vars().into()],
+        let groups = match (&mmsa, &p.text_encoder) {
+            (Some(training), _) => model.mmsa_groups(&store, training),
+            (None, Some(text)) => {
+                let batches = train.len().div_ceil(config.batch_size.max(1));
+                let steps = config.epochs * batches / config.accumulate.max(1);
+                vec![
+                    store.vars_without_prefix(text_bert::PREFIX).into(),
+                    text.group(&store, config.lr, steps),
+                ]
+            }
+            (None, None) => vec![store.vars().into()],
         };
         check_monitor(&config.monitor, &arch.heads, Some(family))
             .map_err(|e| StageError::config(format!("optim.monitor: {e}")))?;
@@ -523,6 +566,7 @@ fn architecture_of(
         heads: p.typed_heads(),
         dropout: p.dropout.get(),
         zoo: None,
+        text: None,
     };
     Ok(match p.architecture.zoo() {
         Some(model) => Architecture {

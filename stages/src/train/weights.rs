@@ -232,6 +232,15 @@ impl ParamStore {
             .collect()
     }
 
+    /// Parameters whose names do not start with `prefix`.
+    pub fn vars_without_prefix(&self, prefix: &str) -> Vec<Var> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| !k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// Number of scalar parameters.
     pub fn count(&self) -> usize {
         self.vars.values().map(|v| v.elem_count()).sum()
@@ -263,15 +272,21 @@ impl ParamStore {
     /// under the one key `mmflow`: safetensors writes its metadata map in hash order, and one
     /// key keeps the file byte-identical between identical runs.
     pub fn save(&self, path: &Path, metadata: &str) -> Result<(), StageError> {
-        self.save_prefix(path, "", metadata)
+        self.save_prefixed(path, &[""], metadata)
     }
 
-    /// Writes the parameters whose names start with `prefix` (see [`ParamStore::save`]).
-    pub fn save_prefix(&self, path: &Path, prefix: &str, metadata: &str) -> Result<(), StageError> {
+    /// Writes the parameters whose names start with one of `prefixes` (see
+    /// [`ParamStore::save`]).
+    pub fn save_prefixed(
+        &self,
+        path: &Path,
+        prefixes: &[&str],
+        metadata: &str,
+    ) -> Result<(), StageError> {
         let metadata = HashMap::from([(METADATA_KEY.to_string(), metadata.to_string())]);
         let tensors: Vec<(String, Tensor)> = self
             .saved()
-            .filter(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
             .map(|(k, v)| {
                 Ok((
                     k.clone(),

@@ -15,7 +15,9 @@ use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::weights::read_checkpoint;
 
 fn data(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data")
+        .join(path)
 }
 
 /// The largest difference relative to the reference's largest magnitude (at least `floor`).
@@ -106,12 +108,18 @@ fn matches_transformers(device: &Device) {
         .fold(0f32, f32::max);
     for (name, var) in &named {
         let hf = name.strip_prefix(PREFIX).unwrap();
-        let got = grads.get(var).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let got = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         let reference = want(&format!("grad.{hf}"));
         if is_key_bias(hf) {
             // Zero but for rounding, on both sides.
             for g in [got, reference] {
-                assert!(largest(g) <= 1e-6 * overall, "{hf}: gradient {}", largest(g));
+                assert!(
+                    largest(g) <= 1e-6 * overall,
+                    "{hf}: gradient {}",
+                    largest(g)
+                );
             }
             continue;
         }
@@ -129,7 +137,10 @@ fn matches_transformers(device: &Device) {
             continue;
         }
         let worst = relative_to(var.as_tensor(), want(&format!("step3.{hf}")), 1.0);
-        assert!(worst <= 1e-5, "{hf} after 3 AdamW steps: differs by {worst:e}");
+        assert!(
+            worst <= 1e-5,
+            "{hf} after 3 AdamW steps: differs by {worst:e}"
+        );
     }
 }
 

@@ -303,8 +303,8 @@ impl ZooNet {
             .map_or(1.0, |f| f / training.learning_rate);
         vec![
             ParamGroup {
-                vars: factor_vars.into_iter().map(|(_, v)| v).collect(),
                 lr_scale: scale,
+                ..ParamGroup::from(factor_vars.into_iter().map(|(_, v)| v).collect::<Vec<_>>())
             },
             rest.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into(),
         ]
