@@ -32,7 +32,7 @@ use mmflow_stages::metrics::Predicts;
 use mmflow_stages::train::device::{open as open_device, resolve as resolve_device};
 use mmflow_stages::train::loss::{head_loss, LossWeights};
 use mmflow_stages::train::model::{
-    Architecture, EncoderConfig, EncoderKind, Fusion, Head, Input, Model,
+    Architecture, EncoderConfig, EncoderKind, Fusion, Head, Input, Inputs, Model,
 };
 use mmflow_stages::train::nn::{Linear, Lstm, Mlp, MlpConfig, Pass};
 use mmflow_stages::train::optim::{AdamW, AdamWConfig};
@@ -178,8 +178,9 @@ fn valence_arousal_steps() -> f64 {
         heads: vec![dimension("valence"), dimension("arousal")],
         dropout: 0.3,
         zoo: None,
+        text: None,
     };
-    let model = Model::build(&mut store, &arch).unwrap();
+    let model = Model::build(&mut store, &arch, None).unwrap();
     let weights = [(0.5, 0.5), (0.75, 0.25)].map(|(ccc, mse)| LossWeights {
         ccc,
         mse,
@@ -202,7 +203,10 @@ fn valence_arousal_steps() -> f64 {
     let labels = [random(&[batch], &mut rng), random(&[batch], &mut rng)];
     let start = Instant::now();
     for _ in 0..STEPS {
-        let inputs = [Input::Sequence(x.clone(), VA_LENGTHS.to_vec())];
+        let inputs = Inputs {
+            text: None,
+            modalities: vec![Input::Sequence(x.clone(), VA_LENGTHS.to_vec())],
+        };
         let mut pass = Pass {
             train: true,
             rng: &mut rng,

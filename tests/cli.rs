@@ -386,12 +386,13 @@ fn kinds_and_help_describe_themselves() {
 }
 
 /// The configs that read files: they point at data shipped in `tests/data`.
-const SOURCE_CONFIGS: [&str; 5] = [
+const SOURCE_CONFIGS: [&str; 6] = [
     "sdk_mosi",
     "sdk_mosei",
     "mmsa_pickle",
     "self_extracted",
     "raw_text",
+    "text_finetune",
 ];
 
 #[test]

@@ -109,7 +109,7 @@ pub struct Architecture {
     pub zoo: Option<Box<ZooArchitecture>>,
     /// A fine-tuned text encoder over the segments' text, fused first (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<TextArchitecture>,
+    pub text: Option<Box<TextArchitecture>>,
 }
 
 enum Encoder {

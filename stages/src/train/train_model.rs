@@ -447,12 +447,12 @@ impl StageKind for TrainModel {
         )?;
         let mut arch = architecture_of(p, &data, &train, adapters.as_ref())?;
         if let (Some(t), Some(folder)) = (&p.text_encoder, &text_folder) {
-            arch.text = Some(TextArchitecture {
+            arch.text = Some(Box::new(TextArchitecture {
                 model: t.model.clone(),
                 max_length: folder.max_length,
                 pooling: t.pooling,
                 config: folder.config.clone(),
-            });
+            }));
         }
         let mut store = ParamStore::new(ctx.seed, &device);
         let model = Model::build(&mut store, &arch, text_folder.as_ref())?;
