@@ -35,6 +35,7 @@ cargo bench --quiet --bench train
 "$py" benches/train_torch.py --threads "$threads"
 "$py" benches/sdk_recipe.py --videos "${BENCH_VIDEOS:-160}"
 "$py" benches/embed_text.py --sentences "${BENCH_SENTENCES:-20000}" --threads "$threads"
+"$py" benches/text_finetune.py --mmflow "$CARGO_TARGET_DIR/release/mmflow" --threads "$threads"
 if [ -f benches/mmsa_pickle.py ]; then
     "$py" benches/mmsa_pickle.py --scale "${BENCH_PICKLE_SCALE:-0.125}"
 fi

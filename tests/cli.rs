@@ -463,6 +463,14 @@ fn every_shipped_config_validates_and_the_source_configs_run() {
             assert_eq!(Some(text.offsets[7] as u64), report["tokens"].as_u64());
             let rows = mmflow_schemas::row_count(&out.join("eval/metrics.parquet")).unwrap();
             assert!(rows > 0, "{config}: the evaluation wrote no metrics");
+        } else if config == "text_finetune" {
+            // Frozen and fine-tuned encoders, each trained and evaluated.
+            let stages = lock["stages"].as_object().unwrap();
+            assert_eq!(stages.len(), 6, "{config}: {:?}", stages.keys());
+            for eval in ["eval_frozen", "eval_finetuned"] {
+                let metrics = out.join(eval).join("metrics.parquet");
+                assert!(mmflow_schemas::row_count(&metrics).unwrap() > 0, "{eval}");
+            }
         } else {
             assert_eq!(
                 lock["stages"].as_object().unwrap().len(),

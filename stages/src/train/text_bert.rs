@@ -71,6 +71,17 @@ impl Default for Freeze {
 }
 
 impl Freeze {
+    /// How many of the network's stages (the embeddings, then each layer) stay as loaded, of
+    /// a network of `layers` layers.
+    fn stages(self, layers: usize) -> usize {
+        match self {
+            Freeze::Named(FreezePart::None) => 0,
+            Freeze::Named(FreezePart::Embeddings) => 1,
+            Freeze::Layers(n) => 1 + n.min(layers),
+            Freeze::Named(FreezePart::All) => 1 + layers,
+        }
+    }
+
     /// Whether the parameter `name` (Hugging Face's, no prefix) stays as loaded.
     pub fn holds(self, name: &str) -> bool {
         let layers = match self {
@@ -185,6 +196,9 @@ pub struct TextArchitecture {
     pub pooling: Pooling,
     /// The network's shape.
     pub config: Config,
+    /// What stays as loaded in training.
+    #[serde(default)]
+    pub freeze: Freeze,
 }
 
 /// LayerNorm's scale and shift.
@@ -255,6 +269,9 @@ pub struct TextBert {
     token_types: Tensor,
     embeddings_norm: Norm,
     layers: Vec<Layer>,
+    /// Stages (the embeddings, then each layer) whose output is detached: nothing below it
+    /// takes a gradient, nor keeps a graph for one.
+    frozen: usize,
 }
 
 impl TextBert {
@@ -264,6 +281,7 @@ impl TextBert {
     pub fn new(
         store: &mut ParamStore,
         config: &Config,
+        freeze: Freeze,
         pretrained: &dyn Fn(&str, &[usize]) -> Result<Tensor>,
     ) -> Result<TextBert> {
         let mut get = |name: &str, shape: &[usize]| {
@@ -304,6 +322,7 @@ impl TextBert {
             token_types,
             embeddings_norm,
             layers,
+            frozen: freeze.stages(config.num_hidden_layers),
         })
     }
 
@@ -319,13 +338,19 @@ impl TextBert {
         let mut x = self.embed(batch)?;
         x = self.embeddings_norm.forward(&x, eps)?;
         x = dropout(&x, c.hidden_dropout, pass)?;
-        for l in &self.layers {
+        for (i, l) in self.layers.iter().enumerate() {
+            if self.frozen > i {
+                x = x.detach();
+            }
             let context = self.attention(l, &x, batch, pass)?;
             let a = dropout(&l.attention_out.forward(&context)?, c.hidden_dropout, pass)?;
             let a = l.attention_norm.forward(&add(&a, &x)?, eps)?;
             let inner = activate(&l.intermediate.forward(&a)?, c.hidden_act)?;
             let out = dropout(&l.output.forward(&inner)?, c.hidden_dropout, pass)?;
             x = l.output_norm.forward(&add(&out, &a)?, eps)?;
+        }
+        if self.frozen > self.layers.len() {
+            x = x.detach();
         }
         Ok(x)
     }

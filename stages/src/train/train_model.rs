@@ -452,6 +452,7 @@ impl StageKind for TrainModel {
                 max_length: folder.max_length,
                 pooling: t.pooling,
                 config: folder.config.clone(),
+                freeze: t.freeze,
             }));
         }
         let mut store = ParamStore::new(ctx.seed, &device);

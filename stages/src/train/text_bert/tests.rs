@@ -67,7 +67,7 @@ fn matches_transformers(device: &Device) {
     config.hidden_dropout = 0.0;
     config.attention_dropout = 0.0;
     let mut store = ParamStore::new(0, device);
-    let bert = TextBert::new(&mut store, &config, &|name, shape| {
+    let bert = TextBert::new(&mut store, &config, Freeze::default(), &|name, shape| {
         folder.parameter(name, shape, device, "test")
     })
     .unwrap();
