@@ -566,7 +566,7 @@ fn softmax_scaled(row: &mut [f32], scale: f32) {
 
 /// GELU with `erf`: x · (1 + erf(x / √2)) / 2.
 #[inline]
-fn gelu_erf(x: f32) -> f32 {
+pub(crate) fn gelu_erf(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
@@ -581,7 +581,7 @@ fn gelu_tanh(x: f32) -> f32 {
 /// precision), branch-free so that a loop over it vectorises: the approximation of Eigen and
 /// XLA (odd numerator of degree 13, even denominator of degree 8), within a few 1e-7 of erf.
 #[inline]
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = x2.mul_add(-2.726_142_3e-10, 2.770_681_4e-8);

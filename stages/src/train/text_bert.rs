@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::device::err;
 use super::fused_attention::{attention, FusedAttention};
+use super::fused_gelu;
 use super::fused_layer_norm;
 use super::nn::{dropout, layer_norm_by_ops, masked_mean, softmax_last_dim, Linear, Pass};
 use super::optim::{LinearWarmup, ParamGroup};
@@ -513,6 +514,7 @@ fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// The feed-forward activation.
 fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
+        Activation::Gelu if x.device().is_cpu() => fused_gelu::gelu(x),
         Activation::Gelu => x.gelu_erf(),
         Activation::GeluTanh => x.gelu(),
         Activation::Relu => x.relu(),
