@@ -413,16 +413,19 @@ impl TextBert {
         let (b, t, h) = x.dims3().map_err(err("text encoder: attention"))?;
         let heads = c.num_attention_heads;
         let d = h / heads;
-        let split = |y: Tensor| -> candle_core::Result<Tensor> {
-            y.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous()
-        };
-        let (q, k, v) = (
-            split(l.query.forward(x)?),
-            split(l.key.forward(x)?),
-            split(l.value.forward(x)?),
-        );
-        let (q, k, v) = (|| Ok::<_, candle_core::Error>((q?, k?, v?)))()
-            .map_err(err("text encoder: attention heads"))?;
+        // Query, key and value as one product (their weights stacked), then each head's slice
+        // of each: 3 × B × heads × T × d, copied once.
+        let qkv = stacked([&l.query, &l.key, &l.value])
+            .map_err(err("text encoder: attention"))?
+            .forward(x)?;
+        let (q, k, v) = (|| {
+            let qkv = qkv
+                .reshape((b, t, 3, heads, d))?
+                .permute((2, 0, 3, 1, 4))?
+                .contiguous()?;
+            Ok::<_, candle_core::Error>((qkv.get(0)?, qkv.get(1)?, qkv.get(2)?))
+        })()
+        .map_err(err("text encoder: attention heads"))?;
         let scale = 1.0 / (d as f32).sqrt();
         let rate = c.attention_dropout;
         let context = if x.device().is_cpu() {
@@ -480,6 +483,21 @@ impl TextBert {
         let weights = dropout(&weights, self.config.attention_dropout, pass)?;
         weights.matmul(v).map_err(err("text encoder: attention"))
     }
+}
+
+/// One layer of the layers' weights and biases stacked (outputs one after another).
+fn stacked(layers: [&Linear; 3]) -> candle_core::Result<Linear> {
+    let biases = layers
+        .iter()
+        .map(|l| {
+            l.bias()
+                .ok_or_else(|| candle_core::Error::Msg("a layer without bias".into()))
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Linear::from_parts(
+        Tensor::cat(&layers.map(Linear::weight), 0)?,
+        Tensor::cat(&biases, 0)?,
+    ))
 }
 
 /// A layer `name` of `input → out` from `get`.
