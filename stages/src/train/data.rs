@@ -91,6 +91,12 @@ impl Dataset {
             .par_iter()
             .map(|t| folder.tokenize(t.as_deref().unwrap_or_default()))
             .collect::<Result<_, _>>()?;
+        if let Some(r) = self.tokens.iter().position(|t| t.ids.is_empty()) {
+            return Err(StageError::input(format!(
+                "{table}: segment `{}`'s text gives no token (its tokenizer adds no [CLS] or [SEP]): a text encoder pools at least one",
+                self.ids[r]
+            )));
+        }
         Ok(self.tokens.iter().filter(|t| t.truncated).count())
     }
 
