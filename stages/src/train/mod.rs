@@ -57,6 +57,8 @@ pub mod fused_layer_norm;
 pub mod fused_linear;
 pub mod fused_lstm;
 pub mod fused_memory;
+#[cfg(test)]
+pub(crate) mod golden;
 pub mod loss;
 pub mod model;
 pub mod nn;

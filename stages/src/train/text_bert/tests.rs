@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::text_encoder::ModelFolder;
+use crate::train::golden::{relative, stepped};
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::weights::read_checkpoint;
 
@@ -18,24 +19,6 @@ fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/data")
         .join(path)
-}
-
-/// The largest difference relative to the reference's largest magnitude (at least `floor`).
-fn relative_to(got: &Tensor, want: &Tensor, floor: f32) -> f32 {
-    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let want: Vec<f32> = want
-        .to_dtype(candle_core::DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(floor, |m, x| m.max(x.abs()));
-    got.iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs() / scale)
-        .fold(0.0, f32::max)
 }
 
 /// The fixture's texts (its metadata).
@@ -79,7 +62,7 @@ fn matches_transformers(device: &Device) {
     };
     for (pooling, name) in [(Pooling::Mean, "pooled.mean"), (Pooling::Cls, "pooled.cls")] {
         let got = bert.pooled(&batch, pooling, &mut pass).unwrap();
-        let worst = relative_to(&got, want(name), 1e-12);
+        let worst = relative(&got, want(name));
         assert!(worst <= 1e-5, "{name}: differs by {worst:e} (relative)");
     }
 
@@ -123,7 +106,7 @@ fn matches_transformers(device: &Device) {
             }
             continue;
         }
-        let worst = relative_to(got, reference, 1e-12);
+        let worst = relative(got, reference);
         assert!(worst <= 1e-4, "gradient of {hf}: differs by {worst:e}");
     }
 
@@ -136,7 +119,7 @@ fn matches_transformers(device: &Device) {
         if is_key_bias(hf) {
             continue;
         }
-        let worst = relative_to(var.as_tensor(), want(&format!("step3.{hf}")), 1.0);
+        let worst = stepped(var.as_tensor(), want(&format!("step3.{hf}")));
         assert!(
             worst <= 1e-5,
             "{hf} after 3 AdamW steps: differs by {worst:e}"

@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::train::fit::Accumulator;
+use crate::train::golden::{relative, stepped};
 use crate::train::loss::{head_loss, LossWeights};
 use crate::train::optim::{AdamW, AdamWConfig, Optimizer};
 use crate::train::weights::read_checkpoint;
@@ -111,32 +112,6 @@ fn architecture(model: ZooModel) -> ZooArchitecture {
             _ => [5, 1, 1],
         },
     }
-}
-
-/// The largest difference relative to the reference's largest magnitude, or to `floor` where
-/// that is smaller.
-fn relative_to(got: &Tensor, want: &Tensor, floor: f32) -> f32 {
-    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(floor, |m, x| m.max(x.abs()));
-    got.iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs() / scale)
-        .fold(0.0, f32::max)
-}
-
-/// Outputs and gradients: relative to the reference's largest magnitude.
-fn relative(got: &Tensor, want: &Tensor) -> f32 {
-    relative_to(got, want, 1e-12)
-}
-
-/// Weights after the steps: relative to their largest magnitude or 1, whichever is larger (a
-/// bias that starts at 0 and took three steps of 0.01 is compared absolutely: Adam divides
-/// each step by the gradient's own size, so f32 rounding of a gradient near 0 becomes a
-/// visible fraction of so small a value).
-fn stepped(got: &Tensor, want: &Tensor) -> f32 {
-    relative_to(got, want, 1.0)
 }
 
 /// MMSA's trainer's optimiser for the fixtures: Adam at 0.01 (LMF's factors at 0.02).
