@@ -18,7 +18,7 @@ use super::device::err;
 use super::nn::Pass;
 use super::optim::{scalar, AdamW, AdamWConfig, ParamGroup};
 use super::rules::Rules;
-use super::settings::{FitConfig, Monitor, TOTAL};
+use super::settings::{FitConfig, Monitor, TrainMeasures, TOTAL};
 use super::weights::ParamStore;
 
 /// A measurement after an epoch: `(subject, metric) → value`.
@@ -176,7 +176,7 @@ pub fn fit(
     let mut best: Option<BTreeMap<String, Tensor>> = None;
     let mut stopped = None;
     if config.start_from_current {
-        let (on_train, on_valid) = (model.measure(train)?, model.measure(valid)?);
+        let (on_train, on_valid) = (measure_train(model, train, config)?, model.measure(valid)?);
         if rules.start(monitored(&on_valid, monitor)?) {
             best = Some(store.snapshot()?);
         }
@@ -208,7 +208,7 @@ pub fn fit(
                 break 'epochs;
             }
         };
-        let on_train = model.measure(train)?;
+        let on_train = measure_train(model, train, config)?;
         let on_valid = model.measure(valid)?;
         let valid_loss = on_valid
             .get(&(TOTAL.into(), "loss".into()))
@@ -249,6 +249,19 @@ pub fn fit(
         best_value,
         stopped,
     })
+}
+
+/// The training split's measures in evaluation mode, or none when only the batch loss is
+/// kept.
+fn measure_train(
+    model: &dyn Trainable,
+    train: &[usize],
+    config: &FitConfig,
+) -> Result<Measures, StageError> {
+    match config.train_measures {
+        TrainMeasures::Eval => model.measure(train),
+        TrainMeasures::BatchLoss => Ok(Measures::new()),
+    }
 }
 
 /// The monitored validation value.
@@ -324,9 +337,98 @@ fn describe(m: &Measures) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use candle_core::{Device, Var};
 
     use super::*;
+    use crate::train::settings::{ModelDefaults, Optim};
+
+    /// One weight pulled towards 1; records which rows it was measured on.
+    struct Pull {
+        w: Tensor,
+        measured: RefCell<Vec<Vec<usize>>>,
+    }
+
+    impl Trainable for Pull {
+        fn loss(&self, _: &[usize], _: &mut Pass<'_>) -> Result<Tensor, StageError> {
+            (&self.w - 1.0)
+                .and_then(|d| d.sqr())
+                .and_then(|d| d.sum_all())
+                .map_err(err("pull"))
+        }
+
+        fn measure(&self, rows: &[usize]) -> Result<Measures, StageError> {
+            self.measured.borrow_mut().push(rows.to_vec());
+            let loss = scalar(&self.loss(
+                rows,
+                &mut Pass {
+                    train: false,
+                    rng: &mut ChaCha8Rng::seed_from_u64(0),
+                },
+            )?)?;
+            Ok(Measures::from([
+                ((TOTAL.into(), "loss".into()), loss),
+                (("sentiment".into(), "mae".into()), loss.sqrt()),
+            ]))
+        }
+    }
+
+    /// `eval` measures the training split again after every epoch; `batch_loss` measures
+    /// only the validation split, and the history's train column holds the batch loss alone.
+    #[test]
+    fn batch_loss_skips_the_second_pass_over_the_training_split() {
+        let (train, valid) = ([0, 1, 2, 3], [4, 5]);
+        for measures in [TrainMeasures::Eval, TrainMeasures::BatchLoss] {
+            let mut store = ParamStore::new(1, &Device::Cpu);
+            let pull = Pull {
+                w: store.constant("w", &[1], 0.0).unwrap(),
+                measured: RefCell::new(Vec::new()),
+            };
+            let mut config = Optim::<ModelDefaults>::default().fit_config("train", 1, false);
+            config.epochs = 3;
+            config.batch_size = 2;
+            config.train_measures = measures;
+            let run = fit(
+                &pull,
+                &store,
+                vec![store.vars().into()],
+                &train,
+                &valid,
+                &config,
+                &Progress::hidden(),
+            )
+            .unwrap();
+            let on_train = pull
+                .measured
+                .borrow()
+                .iter()
+                .filter(|r| **r == train)
+                .count();
+            let on_valid = pull
+                .measured
+                .borrow()
+                .iter()
+                .filter(|r| **r == valid)
+                .count();
+            assert_eq!(on_valid, 3);
+            let row = |metric: &str| run.history.iter().find(|r| r.metric == metric);
+            assert!(row("loss").unwrap().train.is_some());
+            assert!(row("mae").unwrap().valid.is_some());
+            match measures {
+                TrainMeasures::Eval => {
+                    assert_eq!(on_train, 3);
+                    assert!(row("mae").unwrap().train.is_some());
+                    assert!(row("loss_eval").is_some());
+                }
+                TrainMeasures::BatchLoss => {
+                    assert_eq!(on_train, 0);
+                    assert_eq!(row("mae").unwrap().train, None);
+                    assert!(row("loss_eval").is_none());
+                }
+            }
+        }
+    }
 
     /// Gradients are summed over `every` batches (nothing stepped before), each running sum is
     /// clipped after every batch, and the sum starts over after a step.

@@ -10,6 +10,7 @@ use mmflow_pipeline::values::Fraction;
 use mmflow_pipeline::StageError;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -142,22 +143,12 @@ impl Activation {
     }
 }
 
-/// Inverted dropout with a seeded mask.
+/// Inverted dropout: a mask of [`dropout_factors`] seeded by one draw of the pass's generator.
 pub fn dropout(x: &Tensor, p: f32, pass: &mut Pass<'_>) -> Result<Tensor> {
     if !pass.train || p <= 0.0 {
         return Ok(x.clone());
     }
-    let keep = 1.0 - p;
-    let scale = 1.0 / keep;
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            if pass.rng.random::<f32>() < keep {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let mask = dropout_factors(p, pass.rng.random::<u64>(), 0, x.elem_count());
     let mask = Tensor::from_vec(mask, x.shape(), x.device()).map_err(err("dropout"))?;
     x.mul(&mask).map_err(err("dropout"))
 }
@@ -169,22 +160,34 @@ pub fn dropout(x: &Tensor, p: f32, pass: &mut Pass<'_>) -> Result<Tensor> {
 /// value cost more than attention itself).
 pub fn dropout_factors(p: f32, seed: u64, stream: u64, len: usize) -> Vec<f32> {
     const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+    /// Factors filled per task when the mask is long enough to share out.
+    const PER_TASK: usize = 1 << 14;
     let threshold = ((1.0 - f64::from(p)) * 65_536.0) as u64;
     let scale = 1.0 / (1.0 - p);
-    let mut state = seed ^ (stream + 1).wrapping_mul(GOLDEN);
-    let mut mask = Vec::with_capacity(len + 3);
-    while mask.len() < len {
-        state = state.wrapping_add(GOLDEN);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        for lane in 0..4 {
-            let kept = (z >> (16 * lane)) & 0xFFFF < threshold;
-            mask.push(if kept { scale } else { 0.0 });
+    let start = seed ^ (stream + 1).wrapping_mul(GOLDEN);
+    // Draw `n` (from 0) is the mix of `start + (n + 1)·GOLDEN`: any stretch of the stream can
+    // be filled on its own.
+    let fill = |first: usize, factors: &mut [f32]| {
+        for (i, lanes) in factors.chunks_mut(4).enumerate() {
+            let draw = (first / 4 + i) as u64 + 1;
+            let mut z = start.wrapping_add(draw.wrapping_mul(GOLDEN));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            for (lane, factor) in lanes.iter_mut().enumerate() {
+                let kept = (z >> (16 * lane)) & 0xFFFF < threshold;
+                *factor = if kept { scale } else { 0.0 };
+            }
         }
+    };
+    let mut mask = vec![0f32; len];
+    if len > PER_TASK {
+        mask.par_chunks_mut(PER_TASK)
+            .enumerate()
+            .for_each(|(t, factors)| fill(t * PER_TASK, factors));
+    } else {
+        fill(0, &mut mask);
     }
-    mask.truncate(len);
     mask
 }
 
@@ -795,6 +798,34 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
     use rand::SeedableRng;
+
+    /// The mask filled in parallel stretches is the one stream drawn in order: draw `n` mixes
+    /// `seed ^ (stream + 1)·φ` plus `(n + 1)·φ`, four 16-bit lanes each, kept at the rate.
+    #[test]
+    fn dropout_factors_are_one_stream_at_the_rate() {
+        let (p, seed, stream, len) = (0.3f32, 42u64, 2u64, 100_003);
+        let golden = 0x9E37_79B9_7F4A_7C15u64;
+        let mut state = seed ^ (stream + 1).wrapping_mul(golden);
+        let mut expected = Vec::new();
+        while expected.len() < len {
+            state = state.wrapping_add(golden);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            for lane in 0..4 {
+                let threshold = ((1.0 - f64::from(p)) * 65_536.0) as u64;
+                let kept = (z >> (16 * lane)) & 0xFFFF < threshold;
+                expected.push(if kept { 1.0 / (1.0 - p) } else { 0.0 });
+            }
+        }
+        expected.truncate(len);
+        let mask = dropout_factors(p, seed, stream, len);
+        assert_eq!(mask, expected);
+        let kept = mask.iter().filter(|&&f| f > 0.0).count() as f64 / len as f64;
+        assert!((kept - 0.7).abs() < 0.01, "kept {kept}");
+        assert_eq!(dropout_factors(p, seed, stream, 7), expected[..7]);
+    }
 
     /// Gradients flow through layer norm and softmax (candle-nn's fused forms stop them): each
     /// input's gradient of a weighted sum of the outputs equals its central difference.

@@ -120,6 +120,7 @@ impl Rules {
 mod tests {
     use super::*;
     use crate::train::optim::Schedule;
+    use crate::train::settings::TrainMeasures;
 
     fn config(monitor: &str, patience: usize, schedule: Schedule, on_nan: OnNan) -> FitConfig {
         FitConfig {
@@ -138,6 +139,7 @@ mod tests {
             plateau_patience: 1,
             on_nan,
             monitor: monitor.parse().unwrap(),
+            train_measures: TrainMeasures::Eval,
             seed: 1,
             start_from_current: false,
         }

@@ -25,6 +25,19 @@ pub enum OnNan {
     Fail,
 }
 
+/// What the history's `train` column holds after each epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainMeasures {
+    /// Every measure taken again on the training split in evaluation mode (an honest
+    /// train–validation gap, at the cost of a second forward pass over the training data).
+    #[default]
+    Eval,
+    /// Only the mean training-mode batch loss: no second pass (what MMSA's recipe uses; its
+    /// trainers measure the training split from the training batches' own outputs).
+    BatchLoss,
+}
+
 /// A measure taken on a split after every epoch (a history row's `metric`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Measure {
@@ -311,6 +324,11 @@ pub struct Optim<D: OptimDefaults + JsonSchema> {
     /// A NaN or infinite loss: `stop` (keep the best weights so far, flag it) or `fail`.
     #[serde(default = "D::on_nan")]
     pub on_nan: OnNan,
+    /// The history's training measures: `eval` (every measure again on the training split
+    /// in evaluation mode) or `batch_loss` (only the mean training-mode batch loss, no second
+    /// pass). Unset: `eval`, or `batch_loss` under MMSA's recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_measures: Option<TrainMeasures>,
     #[serde(skip)]
     defaults: PhantomData<D>,
 }
@@ -332,6 +350,7 @@ impl<D: OptimDefaults + JsonSchema> Default for Optim<D> {
             plateau_factor: D::plateau_factor(),
             plateau_patience: D::plateau_patience(),
             on_nan: D::on_nan(),
+            train_measures: None,
             defaults: PhantomData,
         }
     }
@@ -402,6 +421,7 @@ impl<D: OptimDefaults + JsonSchema> Optim<D> {
             plateau_patience: self.plateau_patience,
             on_nan: self.on_nan,
             monitor: self.monitor.clone(),
+            train_measures: self.train_measures.unwrap_or_default(),
             seed,
             start_from_current,
         }
@@ -441,6 +461,8 @@ pub struct FitConfig {
     pub on_nan: OnNan,
     /// The validation measure that picks the best epoch.
     pub monitor: Monitor,
+    /// What the history's `train` column holds.
+    pub train_measures: TrainMeasures,
     /// Seed of the shuffling and dropout.
     pub seed: u64,
     /// Measure the starting weights as epoch 0 and keep them unless an epoch beats them

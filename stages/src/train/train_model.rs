@@ -22,7 +22,7 @@ use super::loss::LossWeights;
 use super::model::{Adapters, Architecture, EncoderConfig, EncoderKind, Fusion, Head, Model};
 use super::nn::MlpConfig;
 use super::optim::{Optimizer, Schedule};
-use super::settings::{FitConfig, ModelDefaults, Monitor, Optim, MOVED_INTO_OPTIM};
+use super::settings::{FitConfig, ModelDefaults, Monitor, Optim, TrainMeasures, MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
 use super::text_bert::{self, TextArchitecture, TextEncoderSettings};
 use super::weights::ParamStore;
@@ -244,6 +244,10 @@ impl TrainModelParams {
         config.grad_clip = None;
         config.clip_value = mmsa.clip_value;
         config.accumulate = mmsa.accumulate;
+        config.train_measures = self
+            .optim
+            .train_measures
+            .unwrap_or(TrainMeasures::BatchLoss);
         if let Some(patience) = mmsa.plateau_patience {
             // `ReduceLROnPlateau(optimizer, mode='min', factor=0.1, patience=…)` on the
             // validation loss.
