@@ -195,6 +195,66 @@ fn a_text_encoder_trains_with_audio_and_vision() {
     assert!(run.says("eval", "needs modality `audio`"), "{}", run.stderr);
 }
 
+/// `finetune` continues a model with a fine-tuned text encoder: a phase that freezes
+/// `text_encoder` leaves it as trained; otherwise the encoder learns at the phase's
+/// `text_encoder` rate (next to nothing here: it stays within rounding) while the rest of the
+/// model learns at the phase's own, and at the default rate it moves.
+#[test]
+fn finetune_gives_the_text_encoder_its_own_rate() {
+    let dir = Dir::new();
+    let tune = |stage: &str, phase: &str| {
+        format!(
+            "\n[stages.{stage}]\nkind = \"finetune\"\ninputs = {{ model = \"model.model\", segments = \"reviews.segments\" }}\n\
+             [[stages.{stage}.params.phases]]\nname = \"{stage}\"\noptim = {{ epochs = 2, learning_rate = 0.003, patience = 5 }}\n{phase}\n"
+        )
+    };
+    let config = text_only("none", 1)
+        + &tune("frozen", "freeze = [\"text_encoder\"]")
+        + &tune(
+            "slow",
+            "text_encoder = { learning_rate = 1e-12, warmup = 0.0 }",
+        )
+        + &tune("default", "");
+    dir.write("p.toml", &config);
+    dir.mmflow(&["run", "p.toml"]).ok();
+    let trained = tensors(&dir.join("data/runs/p/model/model.safetensors"));
+    let tuned = |stage: &str| tensors(&dir.join(&format!("data/runs/p/{stage}/model.safetensors")));
+    let (frozen, slow, default) = (tuned("frozen"), tuned("slow"), tuned("default"));
+    let encoder = |name: &String| name.starts_with("bert.");
+    for (name, before) in trained.iter().filter(|(n, _)| encoder(n)) {
+        assert!(same(before, &frozen[name]), "frozen: {name} moved");
+        let moved = (before - &slow[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(moved < 1e-9, "slow: {name} moved by {moved}");
+    }
+    let moved_in = |after: &HashMap<String, Tensor>, which: &dyn Fn(&String) -> bool| {
+        trained
+            .iter()
+            .filter(|(n, _)| which(n))
+            .any(|(n, before)| !same(before, &after[n]))
+    };
+    assert!(
+        moved_in(&slow, &|n| !encoder(n)),
+        "slow: the rest of the model did not learn"
+    );
+    assert!(
+        moved_in(&frozen, &|n| !encoder(n)),
+        "frozen: the rest of the model did not learn"
+    );
+    assert!(
+        moved_in(&default, &encoder),
+        "default: the encoder did not learn"
+    );
+}
+
 #[test]
 fn text_encoder_misuse_is_refused_at_validate() {
     for (edit, key, says) in [

@@ -21,9 +21,11 @@ use super::device::open;
 use super::fit::{fit, PhaseResult};
 use super::loss::LossWeights;
 use super::model::Head;
+use super::optim::ParamGroup;
 use super::restore::Restored;
 use super::settings::{FitConfig, Optim, PhaseDefaults, FINETUNE_MOVED_INTO_OPTIM};
 use super::task::{check_data, check_monitor, training_family, Task};
+use super::text_bert::{self, TextArchitecture, TextEncoderRates};
 use super::weights::ParamStore;
 use crate::metrics::{MetricFamily, Predicts};
 use crate::slots;
@@ -36,12 +38,17 @@ pub struct Phase {
     /// Name in the history table.
     pub name: String,
     /// Modules left untouched in this phase: `adapters` (all), `adapter.<modality>`,
-    /// `encoders` (all), `encoder.<modality>`, `fusion`, `users`, `heads` (all), `head.<head>`.
+    /// `encoders` (all), `encoder.<modality>`, `fusion`, `users`, `heads` (all), `head.<head>`,
+    /// `text_encoder` (a fine-tuned text encoder; the layers its training froze stay frozen).
     pub freeze: Vec<String>,
     /// Loss weights per head for this phase (default: the stage's `heads`).
     pub heads: Option<BTreeMap<String, LossWeights>>,
     /// How this phase optimises.
     pub optim: Optim<PhaseDefaults>,
+    /// A fine-tuned text encoder's own learning rate, weight decay and warm-up in this phase
+    /// (default: `train_model`'s `text_encoder` defaults); only for a model with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<TextEncoderRates>,
 }
 
 impl Default for Phase {
@@ -51,6 +58,7 @@ impl Default for Phase {
             freeze: Vec::new(),
             heads: None,
             optim: Optim::default(),
+            text_encoder: None,
         }
     }
 }
@@ -112,6 +120,7 @@ fn module_prefix(entry: &str) -> Option<String> {
         ("users", None) => Some("model.users.".into()),
         ("heads", None) => Some("model.head.".into()),
         ("head", Some(h)) => Some(format!("model.head.{h}.")),
+        ("text_encoder", None) => Some(text_bert::PREFIX.into()),
         _ => None,
     }
 }
@@ -290,15 +299,15 @@ impl StageKind for Finetune {
                 ctx.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 true,
             );
-            let fitted = fit(
-                &task,
-                &store,
-                vec![vars.into()],
-                &train,
-                &valid,
+            let groups = phase_groups(
+                vars,
+                model.arch.text.as_deref(),
+                phase,
+                i,
                 &config,
-                ctx.progress,
+                train.len(),
             )?;
+            let fitted = fit(&task, &store, groups, &train, &valid, &config, ctx.progress)?;
             log_phase(ctx.stage_id, &config, &fitted);
             summary.push(serde_json::json!({"phase": phase.name, "best_epoch": fitted.best_epoch, "best_value": fitted.best_value, "stopped": fitted.stopped}));
             rows.extend(fitted.history.iter().cloned());
@@ -356,7 +365,7 @@ fn trainable(
     i: usize,
     phase: &Phase,
     has_adapters: bool,
-) -> Result<Vec<Var>, StageError> {
+) -> Result<Vec<(String, Var)>, StageError> {
     let prefixes: Vec<String> = phase
         .freeze
         .iter()
@@ -375,11 +384,10 @@ fn trainable(
             )));
         }
     }
-    let vars: Vec<Var> = store
+    let vars: Vec<(String, Var)> = store
         .named_vars()
         .into_iter()
         .filter(|(name, _)| !prefixes.iter().any(|p| name.starts_with(p.as_str())))
-        .map(|(_, v)| v)
         .collect();
     if vars.is_empty() {
         return Err(StageError::config(format!(
@@ -388,6 +396,42 @@ fn trainable(
         )));
     }
     Ok(vars)
+}
+
+/// A phase's parameter groups: the model's trainable `vars`, and a fine-tuned text encoder's
+/// (those its training did not freeze) at the phase's `text_encoder` rates, warmed up over the
+/// phase's steps.
+fn phase_groups(
+    vars: Vec<(String, Var)>,
+    text: Option<&TextArchitecture>,
+    phase: &Phase,
+    i: usize,
+    config: &FitConfig,
+    train_rows: usize,
+) -> Result<Vec<ParamGroup>, StageError> {
+    let Some(text) = text else {
+        if phase.text_encoder.is_some() {
+            return Err(StageError::config(format!(
+                "phases[{i}] ({}): `text_encoder` is set, but the model has no text encoder",
+                phase.name
+            )));
+        }
+        return Ok(vec![vars
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+            .into()]);
+    };
+    let (encoder, rest): (Vec<_>, Vec<_>) = vars
+        .into_iter()
+        .partition(|(name, _)| name.starts_with(text_bert::PREFIX));
+    let batches = train_rows.div_ceil(config.batch_size.max(1));
+    let steps = config.epochs * batches / config.accumulate.max(1);
+    let rates = phase.text_encoder.unwrap_or_default();
+    Ok(vec![
+        rest.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into(),
+        rates.group(text_bert::trained(encoder, text.freeze), config.lr, steps),
+    ])
 }
 
 /// A phase's best epoch, in the log.

@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use mmflow_pipeline::values::{Fraction, NonNegative, Positive};
 use mmflow_pipeline::{KeyPath, ParamProblem, StageError};
 use rand::Rng;
@@ -163,17 +163,52 @@ impl TextEncoderSettings {
         problems
     }
 
+    /// The encoder's own learning rate, weight decay and warm-up.
+    pub fn rates(&self) -> TextEncoderRates {
+        TextEncoderRates {
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+            warmup: self.warmup,
+        }
+    }
+
     /// The encoder's parameter group: its parameters that train (of `store`), at its rate
     /// relative to `model_lr`, its weight decay, warmed up over `steps` training steps.
     pub fn group(&self, store: &ParamStore, model_lr: f64, steps: usize) -> ParamGroup {
-        let vars = store
-            .named_vars()
-            .into_iter()
-            .filter_map(|(name, var)| {
-                let hf = name.strip_prefix(PREFIX)?;
-                (!self.freeze.holds(hf)).then_some(var)
-            })
-            .collect::<Vec<_>>();
+        self.rates()
+            .group(trained(store.named_vars(), self.freeze), model_lr, steps)
+    }
+}
+
+/// A fine-tuned encoder's optimiser settings in a `finetune` phase (the defaults are
+/// `train_model`'s `text_encoder`'s).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextEncoderRates {
+    /// The encoder's learning rate; it follows the phase's schedule in proportion to the phase's `learning_rate`.
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: Positive,
+    /// The encoder's weight decay, as the phase's `optimizer` applies it.
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: NonNegative,
+    /// The share of the phase's steps over which the encoder's learning rate rises linearly from 0; it then falls linearly to 0 at the phase's last step.
+    #[serde(default = "default_warmup")]
+    pub warmup: Fraction,
+}
+
+impl Default for TextEncoderRates {
+    fn default() -> Self {
+        TextEncoderRates {
+            learning_rate: default_learning_rate(),
+            weight_decay: default_weight_decay(),
+            warmup: default_warmup(),
+        }
+    }
+}
+
+impl TextEncoderRates {
+    /// A group of the encoder's `vars` at these rates, warmed up over `steps` steps.
+    pub fn group(&self, vars: Vec<Var>, model_lr: f64, steps: usize) -> ParamGroup {
         ParamGroup {
             lr_scale: self.learning_rate.get() / model_lr,
             weight_decay: Some(self.weight_decay.get()),
@@ -184,6 +219,18 @@ impl TextEncoderSettings {
             ..ParamGroup::from(vars)
         }
     }
+}
+
+/// The encoder's parameters among `named` (by their store names) that `freeze` leaves to
+/// train.
+pub fn trained(named: Vec<(String, Var)>, freeze: Freeze) -> Vec<Var> {
+    named
+        .into_iter()
+        .filter_map(|(name, var)| {
+            let hf = name.strip_prefix(PREFIX)?;
+            (!freeze.holds(hf)).then_some(var)
+        })
+        .collect()
 }
 
 /// A fine-tuned text encoder as its checkpoint records it.

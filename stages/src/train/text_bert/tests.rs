@@ -14,6 +14,7 @@ use crate::text_encoder::ModelFolder;
 use crate::train::golden::{relative, stepped};
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::weights::read_checkpoint;
+use mmflow_schemas::Split;
 
 fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -147,3 +148,46 @@ test_device!(
     text_bert_matches_transformers_cpu,
     text_bert_matches_transformers_cuda
 );
+
+/// A text the folder's tokenizer turns into no token at all (an empty text, with a tokenizer
+/// that adds no `[CLS]` or `[SEP]`) is refused, naming its segment; with the special tokens
+/// the same text pools them.
+#[test]
+fn a_text_without_tokens_is_refused_by_segment() {
+    use crate::train::data::Dataset;
+    let dataset = || Dataset {
+        ids: vec!["v1_0".into(), "v2_3".into()],
+        splits: vec![Split::Train, Split::Train],
+        users: vec![None, None],
+        labels: Default::default(),
+        modalities: Vec::new(),
+        dropped: 0,
+        datasets: Default::default(),
+        texts: vec![Some("good film".into()), Some(String::new())],
+        tokens: Vec::new(),
+    };
+    let with_special = ModelFolder::open(&data("models/tiny-bert"), None).unwrap();
+    let mut data_ok = dataset();
+    data_ok.tokenize(&with_special, "texts.segments").unwrap();
+    assert_eq!(data_ok.tokens[1].ids.len(), 2, "[CLS] [SEP]");
+
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(data("models/tiny-bert")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let tokenizer = dir.path().join("tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tokenizer).unwrap()).unwrap();
+    json["post_processor"] = serde_json::Value::Null;
+    std::fs::write(&tokenizer, serde_json::to_vec(&json).unwrap()).unwrap();
+    let without_special = ModelFolder::open(dir.path(), None).unwrap();
+    let e = dataset()
+        .tokenize(&without_special, "texts.segments")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("texts.segments") && e.contains("`v2_3`") && e.contains("no token"),
+        "{e}"
+    );
+}
