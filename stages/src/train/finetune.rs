@@ -425,12 +425,14 @@ fn phase_groups(
     let (encoder, rest): (Vec<_>, Vec<_>) = vars
         .into_iter()
         .partition(|(name, _)| name.starts_with(text_bert::PREFIX));
-    let batches = train_rows.div_ceil(config.batch_size.max(1));
-    let steps = config.epochs * batches / config.accumulate.max(1);
     let rates = phase.text_encoder.unwrap_or_default();
     Ok(vec![
         rest.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into(),
-        rates.group(text_bert::trained(encoder, text.freeze), config.lr, steps),
+        rates.group(
+            text_bert::trained(encoder, text.freeze),
+            config.lr,
+            config.steps(train_rows),
+        ),
     ])
 }
 

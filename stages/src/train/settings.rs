@@ -470,6 +470,15 @@ pub struct FitConfig {
     pub start_from_current: bool,
 }
 
+impl FitConfig {
+    /// Optimiser steps over all epochs on `rows` training rows (a step per `accumulate`
+    /// batches).
+    pub fn steps(&self, rows: usize) -> usize {
+        let batches = rows.div_ceil(self.batch_size.max(1));
+        self.epochs * batches / self.accumulate.max(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

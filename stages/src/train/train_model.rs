@@ -471,14 +471,10 @@ impl StageKind for TrainModel {
         let (weights, config, mmsa) = p.training(&dataset, ctx.seed);
         let groups = match (&mmsa, &p.text_encoder) {
             (Some(training), _) => model.mmsa_groups(&store, training),
-            (None, Some(text)) => {
-                let batches = train.len().div_ceil(config.batch_size.max(1));
-                let steps = config.epochs * batches / config.accumulate.max(1);
-                vec![
-                    store.vars_without_prefix(text_bert::PREFIX).into(),
-                    text.group(&store, config.lr, steps),
-                ]
-            }
+            (None, Some(text)) => vec![
+                store.vars_without_prefix(text_bert::PREFIX).into(),
+                text.group(&store, config.lr, config.steps(train.len())),
+            ],
             (None, None) => vec![store.vars().into()],
         };
         check_monitor(&config.monitor, &arch.heads, Some(family))
