@@ -85,7 +85,7 @@ pub struct TrainAdapters;
 impl StageKind for TrainAdapters {
     type Params = TrainAdaptersParams;
     const KIND: &'static str = "train_adapters";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const ABOUT: &'static str =
         "one MLP per modality mapping source features into the target dataset's space";
     const MOVED: &'static [Moved] = &MOVED_INTO_OPTIM;
