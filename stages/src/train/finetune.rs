@@ -409,6 +409,9 @@ fn phase_groups(
     config: &FitConfig,
     train_rows: usize,
 ) -> Result<Vec<ParamGroup>, StageError> {
+    let unnamed = |named: Vec<(String, Var)>| -> ParamGroup {
+        named.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into()
+    };
     let Some(text) = text else {
         if phase.text_encoder.is_some() {
             return Err(StageError::config(format!(
@@ -416,18 +419,14 @@ fn phase_groups(
                 phase.name
             )));
         }
-        return Ok(vec![vars
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect::<Vec<_>>()
-            .into()]);
+        return Ok(vec![unnamed(vars)]);
     };
     let (encoder, rest): (Vec<_>, Vec<_>) = vars
         .into_iter()
         .partition(|(name, _)| name.starts_with(text_bert::PREFIX));
     let rates = phase.text_encoder.unwrap_or_default();
     Ok(vec![
-        rest.into_iter().map(|(_, v)| v).collect::<Vec<_>>().into(),
+        unnamed(rest),
         rates.group(
             text_bert::trained(encoder, text.freeze),
             config.lr,
