@@ -22,10 +22,15 @@ use arrow_array::{
 };
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
 
-use crate::parquet_io::{open_table, FileMeta, TableSpec, TableWriter};
+use rayon::prelude::*;
+
+use crate::guard::CheckedFile;
+use crate::parquet_io::{open_table_parts, FileMeta, TableSpec, TableWriter};
 use crate::segments::column;
 use crate::{Result, SchemaError, TableMeta};
 
@@ -174,6 +179,23 @@ impl FeatureBatch {
         self.segment_ids.extend(other.segment_ids);
         self.frames.extend(other.frames);
         self.pooled.extend(other.pooled);
+    }
+
+    /// `batches` one after the other, each column in one allocation of its final size.
+    pub fn concat(dim: usize, batches: impl IntoIterator<Item = FeatureBatch>) -> Self {
+        let mut batches: Vec<FeatureBatch> = batches.into_iter().collect();
+        if batches.len() == 1 {
+            return batches.remove(0);
+        }
+        let mut all = FeatureBatch::new(dim);
+        all.frames
+            .reserve_exact(batches.iter().map(|b| b.frames.len()).sum());
+        all.pooled
+            .reserve_exact(batches.iter().map(|b| b.pooled.len()).sum());
+        for batch in batches {
+            all.append(batch);
+        }
+        all
     }
 
     /// Recomputes every pooled vector as the mean of its segment's frames.
@@ -397,12 +419,24 @@ impl FeatureWriter {
     }
 }
 
-/// Reads a features table back, batch by batch (one per row group).
+/// Reads a features table back, batch by batch (one per row group), or whole with
+/// [`FeatureReader::read_all`], which decodes its row groups in parallel.
 pub struct FeatureReader {
     info: FeatureInfo,
     meta: FileMeta,
-    path: PathBuf,
+    source: Source,
+    /// What [`Iterator::next`] takes batches from.
     reader: ParquetRecordBatchReader,
+    /// Whether [`Iterator::next`] has taken a batch.
+    started: bool,
+}
+
+/// An open features file, from which readers of some or all of its row groups are built.
+struct Source {
+    path: PathBuf,
+    file: CheckedFile,
+    arrow: ArrowReaderMetadata,
+    dim: usize,
     with_frames: bool,
 }
 
@@ -419,7 +453,7 @@ impl FeatureReader {
     }
 
     fn open_inner(path: &Path, with_frames: bool) -> Result<Self> {
-        let (builder, meta) = open_table(path, TABLE, VERSION)?;
+        let (file, arrow, meta) = open_table_parts(path, TABLE, VERSION)?;
         let dim: usize = meta
             .get(path, KEY_DIM)?
             .parse()
@@ -429,22 +463,20 @@ impl FeatureReader {
             modality: meta.get(path, KEY_MODALITY)?.to_string(),
             dim,
         };
-        let builder = if with_frames {
-            builder
-        } else {
-            let mask = ProjectionMask::columns(builder.parquet_schema(), ["segment_id", "pooled"]);
-            builder.with_projection(mask)
+        let source = Source {
+            path: path.to_path_buf(),
+            file,
+            arrow,
+            dim,
+            with_frames,
         };
-        let reader = builder
-            .with_batch_size(256)
-            .build()
-            .map_err(|e| SchemaError::parquet(path, e))?;
+        let reader = source.reader(None)?;
         Ok(FeatureReader {
             info,
             meta,
-            path: path.to_path_buf(),
+            source,
             reader,
-            with_frames,
+            started: false,
         })
     }
 
@@ -458,18 +490,60 @@ impl FeatureReader {
         &self.meta
     }
 
-    /// Reads every remaining batch into one.
+    /// Reads every remaining batch into one: the whole table, its row groups decoded in
+    /// parallel, when no batch was taken yet.
     pub fn read_all(self) -> Result<FeatureBatch> {
-        let mut all = FeatureBatch::new(self.info.dim);
-        for batch in self {
-            all.append(batch?);
+        let dim = self.info.dim;
+        if self.started {
+            let mut all = FeatureBatch::new(dim);
+            for batch in self {
+                all.append(batch?);
+            }
+            return Ok(all);
         }
-        Ok(all)
+        let source = self.source;
+        let groups: Vec<Vec<FeatureBatch>> = (0..source.arrow.metadata().num_row_groups())
+            .into_par_iter()
+            .map(|group| source.read_row_group(group))
+            .collect::<Result<_>>()?;
+        Ok(FeatureBatch::concat(dim, groups.into_iter().flatten()))
+    }
+}
+
+impl Source {
+    /// A reader of row groups `groups` (all of them if `None`), in batches of 256 rows.
+    fn reader(&self, groups: Option<Vec<usize>>) -> Result<ParquetRecordBatchReader> {
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.file.clone(),
+            self.arrow.clone(),
+        );
+        if !self.with_frames {
+            let mask = ProjectionMask::columns(builder.parquet_schema(), ["segment_id", "pooled"]);
+            builder = builder.with_projection(mask);
+        }
+        if let Some(groups) = groups {
+            builder = builder.with_row_groups(groups);
+        }
+        builder
+            .with_batch_size(256)
+            .build()
+            .map_err(|e| SchemaError::parquet(&self.path, e))
+    }
+
+    /// Row group `group`'s batches, decoded.
+    fn read_row_group(&self, group: usize) -> Result<Vec<FeatureBatch>> {
+        self.reader(Some(vec![group]))?
+            .map(|record| {
+                record
+                    .map_err(|e| SchemaError::arrow(&self.path, e))
+                    .and_then(|r| self.decode(r))
+            })
+            .collect()
     }
 
     fn decode(&self, record: RecordBatch) -> Result<FeatureBatch> {
         let path = &self.path;
-        let dim = self.info.dim;
+        let dim = self.dim;
         let ids = column::<StringArray>(path, &record, "segment_id")?;
         let pooled = column::<FixedSizeListArray>(path, &record, "pooled")?;
         check_width(path, "pooled", pooled, dim)?;
@@ -601,11 +675,12 @@ impl Iterator for FeatureReader {
     type Item = Result<FeatureBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.started = true;
         let record = self.reader.next()?;
         Some(
             record
-                .map_err(|e| SchemaError::arrow(&self.path, e))
-                .and_then(|r| self.decode(r)),
+                .map_err(|e| SchemaError::arrow(&self.source.path, e))
+                .and_then(|r| self.source.decode(r)),
         )
     }
 }

@@ -329,12 +329,19 @@ pub fn row_count(path: &Path) -> Result<u64> {
 /// checked first, and the reader is built from those very bytes over the same open file,
 /// whose page headers are checked as the reader asks for them (see [`crate::guard`]).
 pub fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<CheckedFile>> {
-    let (file, metadata) = read_metadata(path)?;
-    let arrow = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
-        .map_err(|e| SchemaError::parquet(path, e))?;
+    let (file, arrow) = open_parquet_parts(path)?;
     Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
         file, arrow,
     ))
+}
+
+/// What [`open_parquet`] builds its reader from: the checked file and its decoded footer,
+/// from which readers of some of its row groups can be built (one per thread).
+pub(crate) fn open_parquet_parts(path: &Path) -> Result<(CheckedFile, ArrowReaderMetadata)> {
+    let (file, metadata) = read_metadata(path)?;
+    let arrow = ArrowReaderMetadata::try_new(Arc::new(metadata), ArrowReaderOptions::new())
+        .map_err(|e| SchemaError::parquet(path, e))?;
+    Ok((file, arrow))
 }
 
 /// The open file and its footer, checked, then decoded by the parquet crate.
@@ -394,8 +401,21 @@ pub(crate) fn open_table(
     table: &str,
     schema_version: u32,
 ) -> Result<(ParquetRecordBatchReaderBuilder<CheckedFile>, FileMeta)> {
-    let builder = open_parquet(path)?;
-    let meta = FileMeta::of(path, builder.metadata())?;
+    let (file, arrow, meta) = open_table_parts(path, table, schema_version)?;
+    Ok((
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, arrow),
+        meta,
+    ))
+}
+
+/// [`open_table`]'s parts, as [`open_parquet_parts`] gives them.
+pub(crate) fn open_table_parts(
+    path: &Path,
+    table: &str,
+    schema_version: u32,
+) -> Result<(CheckedFile, ArrowReaderMetadata, FileMeta)> {
+    let (file, arrow) = open_parquet_parts(path)?;
+    let meta = FileMeta::of(path, arrow.metadata())?;
     if meta.table != table {
         return Err(SchemaError::WrongTable {
             path: path.to_path_buf(),
@@ -410,7 +430,7 @@ pub(crate) fn open_table(
             found: format!("schema version {}", meta.schema_version),
         });
     }
-    Ok((builder, meta))
+    Ok((file, arrow, meta))
 }
 
 /// Reads every batch of a reader, naming the file on failure.

@@ -78,8 +78,9 @@ pub(crate) struct Chunk {
 }
 
 /// A Parquet file whose footer passed the checks, as the parquet crate reads it: every page
-/// header it reads is checked first (see the module's documentation).
-#[derive(Debug)]
+/// header it reads is checked first (see the module's documentation). Clones share the open
+/// file (read at offsets, so readers of different row groups may run at once).
+#[derive(Debug, Clone)]
 pub struct CheckedFile(Arc<Pages>);
 
 /// The file and what its footer says of its column chunks.
