@@ -148,47 +148,130 @@ pub fn dropout(x: &Tensor, p: f32, pass: &mut Pass<'_>) -> Result<Tensor> {
     if !pass.train || p <= 0.0 {
         return Ok(x.clone());
     }
-    let mask = dropout_factors(p, pass.rng.random::<u64>(), 0, x.elem_count());
+    let stream = DropoutStream::new(p, pass.rng.random::<u64>(), 0);
+    if x.device().is_cpu() {
+        return x
+            .contiguous()
+            .and_then(|x| x.apply_op1(FusedDropout(stream)))
+            .map_err(err("dropout"));
+    }
+    let mask = stream.factors(x.elem_count());
     let mask = Tensor::from_vec(mask, x.shape(), x.device()).map_err(err("dropout"))?;
     x.mul(&mask).map_err(err("dropout"))
 }
 
 /// Inverted-dropout factors (0 or 1/(1 − p)) of stream `stream` of `seed`, `len` of them, the
-/// same every time (for fused ops, whose backward pass redraws its forward pass's mask): a
-/// SplitMix64 stream of the seed and the stream number, each 64-bit draw four 16-bit lanes, a
-/// lane below ⌊(1 − p)·2¹⁶⌋ kept (the rate to within 1/65,536; a cryptographic generator per
-/// value cost more than attention itself).
+/// same every time (for fused ops, whose backward pass redraws its forward pass's mask): see
+/// [`DropoutStream`].
 pub fn dropout_factors(p: f32, seed: u64, stream: u64, len: usize) -> Vec<f32> {
-    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-    /// Factors filled per task when the mask is long enough to share out.
-    const PER_TASK: usize = 1 << 14;
-    let threshold = ((1.0 - f64::from(p)) * 65_536.0) as u64;
-    let scale = 1.0 / (1.0 - p);
-    let start = seed ^ (stream + 1).wrapping_mul(GOLDEN);
-    // Draw `n` (from 0) is the mix of `start + (n + 1)·GOLDEN`: any stretch of the stream can
-    // be filled on its own.
-    let fill = |first: usize, factors: &mut [f32]| {
-        for (i, lanes) in factors.chunks_mut(4).enumerate() {
-            let draw = (first / 4 + i) as u64 + 1;
-            let mut z = start.wrapping_add(draw.wrapping_mul(GOLDEN));
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            for (lane, factor) in lanes.iter_mut().enumerate() {
-                let kept = (z >> (16 * lane)) & 0xFFFF < threshold;
-                *factor = if kept { scale } else { 0.0 };
-            }
+    DropoutStream::new(p, seed, stream).factors(len)
+}
+
+/// A dropout mask as a stream: a SplitMix64 stream of the seed and the stream number, each
+/// 64-bit draw four 16-bit lanes, a lane below ⌊(1 − p)·2¹⁶⌋ kept (the rate to within
+/// 1/65,536; a cryptographic generator per value cost more than attention itself). Value
+/// `i`'s factor is lane `i % 4` of draw `i / 4`, the mix of `start + (i / 4 + 1)·φ`: any
+/// stretch of the mask can be made on its own, so none needs to be stored.
+#[derive(Clone, Copy)]
+struct DropoutStream {
+    start: u64,
+    threshold: u64,
+    scale: f32,
+}
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Values per piece of parallel work (a multiple of 4: stretches start at a draw).
+const DROPOUT_STRETCH: usize = 1 << 14;
+
+impl DropoutStream {
+    fn new(p: f32, seed: u64, stream: u64) -> DropoutStream {
+        DropoutStream {
+            start: seed ^ (stream + 1).wrapping_mul(GOLDEN),
+            threshold: ((1.0 - f64::from(p)) * 65_536.0) as u64,
+            scale: 1.0 / (1.0 - p),
         }
-    };
-    let mut mask = vec![0f32; len];
-    if len > PER_TASK {
-        mask.par_chunks_mut(PER_TASK)
-            .enumerate()
-            .for_each(|(t, factors)| fill(t * PER_TASK, factors));
-    } else {
-        fill(0, &mut mask);
     }
-    mask
+
+    /// The first `len` factors.
+    fn factors(&self, len: usize) -> Vec<f32> {
+        let mut mask = vec![0f32; len];
+        self.fill(&mut mask, |_, factor| factor);
+        mask
+    }
+
+    /// Each of `x` times its factor (the forward pass; the backward pass is the same on the
+    /// gradient).
+    fn scaled(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        self.fill(&mut out, |i, factor| x[i] * factor);
+        out
+    }
+
+    /// `out[i] = value(i, factor of i)`, in parallel stretches when there are several.
+    fn fill(&self, out: &mut [f32], value: impl Fn(usize, f32) -> f32 + Sync) {
+        let scale = self.scale.to_bits();
+        let threshold = self.threshold as u32;
+        let stretch = |first: usize, out: &mut [f32]| {
+            for (i, lanes) in out.chunks_mut(4).enumerate() {
+                let draw = (first / 4 + i) as u64 + 1;
+                let mut z = self.start.wrapping_add(draw.wrapping_mul(GOLDEN));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let factors: [f32; 4] = std::array::from_fn(|lane| {
+                    // Bits, not a branch: at p = 0.5 a branch is mispredicted every other
+                    // value. The lane minus the threshold wraps (its top bit set) when kept.
+                    let lane = ((z >> (16 * lane)) & 0xFFFF) as u32;
+                    let kept = 0u32.wrapping_sub(lane.wrapping_sub(threshold) >> 31);
+                    f32::from_bits(scale & kept)
+                });
+                for (lane, o) in lanes.iter_mut().enumerate() {
+                    *o = value(first + 4 * i + lane, factors[lane]);
+                }
+            }
+        };
+        if out.len() > DROPOUT_STRETCH {
+            out.par_chunks_mut(DROPOUT_STRETCH)
+                .enumerate()
+                .for_each(|(t, part)| stretch(t * DROPOUT_STRETCH, part));
+        } else {
+            stretch(0, out);
+        }
+    }
+}
+
+/// Dropout as one CPU op: the factors made as they are applied, forward and backward (no
+/// mask kept, no second pass to multiply by it).
+struct FusedDropout(DropoutStream);
+
+impl candle_core::CustomOp1 for FusedDropout {
+    fn name(&self) -> &'static str {
+        "fused-dropout"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let x = fused_linear::slice_of(storage, layout, "dropout input")?;
+        Ok((
+            candle_core::CpuStorage::F32(self.0.scaled(x)),
+            layout.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let dx = fused_linear::with_values(&grad, "dropout gradient", |g| self.0.scaled(g))?;
+        Ok(Some(Tensor::from_vec(dx, grad.shape(), grad.device())?))
+    }
 }
 
 /// Layer normalisation over the last dimension (weight 1, bias 0 initially), as PyTorch's
@@ -825,6 +908,37 @@ mod tests {
         let kept = mask.iter().filter(|&&f| f > 0.0).count() as f64 / len as f64;
         assert!((kept - 0.7).abs() < 0.01, "kept {kept}");
         assert_eq!(dropout_factors(p, seed, stream, 7), expected[..7]);
+    }
+
+    /// Dropout as one op equals the input times [`dropout_factors`]' mask, and so does its
+    /// gradient (of a weighted sum: the weights times the mask).
+    #[test]
+    fn fused_dropout_is_the_mask_forward_and_backward() {
+        let (p, len) = (0.5f32, 3 * (DROPOUT_STRETCH + 3));
+        let values: Vec<f32> = (0..len).map(|i| (i % 13) as f32 - 6.0).collect();
+        let x = Var::from_vec(values.clone(), (3, len / 3), &Device::Cpu).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let seed = ChaCha8Rng::seed_from_u64(5).random::<u64>();
+        let mut pass = Pass {
+            train: true,
+            rng: &mut rng,
+        };
+        let y = dropout(&x, p, &mut pass).unwrap();
+        let mask = dropout_factors(p, seed, 0, len);
+        let want: Vec<f32> = values.iter().zip(&mask).map(|(v, m)| v * m).collect();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+        let weights: Vec<f32> = (0..len).map(|i| 1.0 + (i % 5) as f32).collect();
+        let w = Tensor::from_vec(weights.clone(), (3, len / 3), &Device::Cpu).unwrap();
+        let grads = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx: Vec<f32> = grads
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<f32> = weights.iter().zip(&mask).map(|(w, m)| w * m).collect();
+        assert_eq!(dx, want);
     }
 
     /// Gradients flow through layer norm and softmax (candle-nn's fused forms stop them): each
