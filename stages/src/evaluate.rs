@@ -79,7 +79,7 @@ pub struct Evaluate;
 impl StageKind for Evaluate {
     type Params = EvaluateParams;
     const KIND: &'static str = "evaluate";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const ABOUT: &'static str =
         "predictions and metrics (MMSA's, CCC, …) with bootstrap CIs and flags";
 

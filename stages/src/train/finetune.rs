@@ -143,7 +143,7 @@ pub struct Finetune;
 impl StageKind for Finetune {
     type Params = FinetuneParams;
     const KIND: &'static str = "finetune";
-    const VERSION: u32 = 6;
+    const VERSION: u32 = 7;
     const ABOUT: &'static str = "continues a trained model and its adapters on new data, in phases";
     const MOVED: &'static [Moved] = &FINETUNE_MOVED_INTO_OPTIM;
 

@@ -52,6 +52,7 @@ pub mod device;
 pub mod finetune;
 pub mod fit;
 pub mod fused_attention;
+pub mod fused_batch_norm;
 pub mod fused_gelu;
 pub mod fused_layer_norm;
 pub mod fused_linear;

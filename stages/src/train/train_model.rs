@@ -301,7 +301,7 @@ pub struct TrainModel;
 impl StageKind for TrainModel {
     type Params = TrainModelParams;
     const KIND: &'static str = "train_model";
-    const VERSION: u32 = 6;
+    const VERSION: u32 = 7;
     const ABOUT: &'static str =
         "the sentiment model (encoders, fusion, user embedding, heads) trained with candle";
     const MOVED: &'static [Moved] = &MOVED_INTO_OPTIM;
